@@ -1,0 +1,28 @@
+"""The fabric layer: NATS connection, embedded servers, JetStream resources, naming."""
+
+from diaspora.fabric.fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
+from diaspora.fabric.naming import check_subject, stream_name
+from diaspora.fabric.server import (
+    DEFAULT_MAX_PAYLOAD,
+    INLINE_PAYLOAD_LIMIT,
+    EmbeddedCluster,
+    EmbeddedServer,
+    ServerState,
+    find_nats_server,
+    free_port,
+)
+
+__all__ = [
+    "DEFAULT_DUPLICATE_WINDOW",
+    "DEFAULT_MAX_PAYLOAD",
+    "INLINE_PAYLOAD_LIMIT",
+    "EmbeddedCluster",
+    "EmbeddedServer",
+    "Fabric",
+    "ServerState",
+    "StreamLimits",
+    "check_subject",
+    "find_nats_server",
+    "free_port",
+    "stream_name",
+]

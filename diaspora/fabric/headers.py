@@ -1,0 +1,45 @@
+"""Header names Diaspora puts on messages; part of the public interface.
+
+A plain NATS client may read these on outputs and may set ``Nats-Msg-Id`` and
+``Diaspora-Key`` on inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "ACTOR",
+    "BLOB",
+    "BLOB_SIZE",
+    "DEAD_REASON",
+    "DEAD_SEQ",
+    "DEAD_SUBJECT",
+    "EMITTED_AT",
+    "KEY",
+    "MSG_ID",
+    "RECONSTRUCTED",
+    "SOURCE",
+]
+
+#: JetStream's de-duplication id; Diaspora sets ``<actor>:<input subject>:<input seq>:<index>``.
+MSG_ID: Final = "Nats-Msg-Id"
+#: Id of the actor that emitted the message.
+ACTOR: Final = "Diaspora-Actor"
+#: The input that caused this output, ``<subject>:<seq>`` (absent for sources).
+SOURCE: Final = "Diaspora-Source"
+#: Present (value ``1``) when the item was made by a reconstructor, not observed.
+RECONSTRUCTED: Final = "Diaspora-Reconstructed"
+#: Partition key of the item, used by keyed scale-out.
+KEY: Final = "Diaspora-Key"
+#: Emit time, Unix seconds as a decimal string (for end-to-end latency).
+EMITTED_AT: Final = "Diaspora-Emitted-At"
+#: Payload too large to inline: ``<object-store bucket>/<object name>``, payload empty.
+BLOB: Final = "Diaspora-Blob"
+#: Size in bytes of the blob payload.
+BLOB_SIZE: Final = "Diaspora-Blob-Size"
+#: On a dead letter: why it was dead-lettered.
+DEAD_REASON: Final = "Diaspora-Dead-Reason"
+#: On a dead letter: the original subject and stream sequence.
+DEAD_SUBJECT: Final = "Diaspora-Dead-Subject"
+DEAD_SEQ: Final = "Diaspora-Dead-Seq"

@@ -1,0 +1,81 @@
+"""Subjects are the public interface; this module maps them to JetStream names.
+
+**The stream-naming rule.** A logical stream name *is* a NATS subject, such as
+``edge1.patterns``. The JetStream stream that captures it is named by
+replacing every ``.`` with ``_`` (``edge1_patterns``) and captures exactly
+that one subject. Two subjects that map to the same name (``a.b_c`` and
+``a_b.c``) are refused when the second stream is ensured, with an error naming
+both. Subjects under ``diaspora.`` are reserved for the framework
+(``diaspora.events.>``, ``diaspora.dlq.>``, ``diaspora.replay.>``...).
+
+>>> stream_name("edge1.patterns")
+'edge1_patterns'
+>>> event_subject("actor", "sum", "crashed")
+'diaspora.events.actor.sum.crashed'
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from diaspora.errors import ConfigError
+
+__all__ = [
+    "DLQ_PREFIX",
+    "EVENTS_PREFIX",
+    "EVENTS_STREAM",
+    "RESERVED_PREFIX",
+    "check_subject",
+    "dlq_subject",
+    "event_subject",
+    "stream_name",
+    "token",
+]
+
+RESERVED_PREFIX: Final = "diaspora."
+EVENTS_PREFIX: Final = "diaspora.events"
+EVENTS_STREAM: Final = "DIASPORA_EVENTS"
+DLQ_PREFIX: Final = "diaspora.dlq"
+
+_TOKEN = re.compile(r"^[^\s.*>]+$")
+_BAD_TOKEN_CHARS = re.compile(r"[\s.*>]")
+
+
+def check_subject(subject: str, *, where: str = "subject", reserved_ok: bool = False) -> str:
+    """Validate a literal subject (no wildcards); return it unchanged.
+
+    >>> check_subject("edge1.patterns")
+    'edge1.patterns'
+    """
+    if not isinstance(subject, str) or not subject:
+        raise ConfigError(f"{where}: {subject!r} is not a subject (a non-empty string like 'a.b')")
+    for part in subject.split("."):
+        if not _TOKEN.match(part):
+            raise ConfigError(
+                f"{where}: {subject!r} is not a literal NATS subject "
+                "(dot-separated tokens without spaces, '*' or '>')"
+            )
+    if not reserved_ok and subject.startswith(RESERVED_PREFIX):
+        raise ConfigError(f"{where}: {subject!r} is under the reserved prefix {RESERVED_PREFIX!r}")
+    return subject
+
+
+def stream_name(subject: str) -> str:
+    """The JetStream stream name capturing ``subject`` (see the module docstring)."""
+    return subject.replace(".", "_").replace("/", "_").replace("\\", "_")
+
+
+def token(name: str) -> str:
+    """Make ``name`` safe as one subject token (actor ids may contain dots)."""
+    return _BAD_TOKEN_CHARS.sub("_", name) or "_"
+
+
+def event_subject(category: str, name: str, kind: str) -> str:
+    """``diaspora.events.<category>.<name>.<kind>``, each part made a single token."""
+    return f"{EVENTS_PREFIX}.{token(category)}.{token(name)}.{token(kind)}"
+
+
+def dlq_subject(actor: str) -> str:
+    """The dead-letter subject of one actor: ``diaspora.dlq.<actor>``."""
+    return f"{DLQ_PREFIX}.{token(actor)}"
