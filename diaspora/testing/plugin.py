@@ -8,6 +8,8 @@ Fixtures:
   (free loopback port, temporary store), closed afterwards.
 - ``nats_cluster`` — a 3-server :class:`~diaspora.fabric.EmbeddedCluster`.
 - ``fabric`` — a :class:`~diaspora.fabric.Fabric` connected to ``nats_server``.
+- ``link_proxy`` — a :class:`~diaspora.testing.LinkProxy` in front of ``nats_server``:
+  connect to ``link_proxy.url`` to put link faults between client and server.
 - ``anyio_backend`` — ``"asyncio"`` (nats-py runs on asyncio only).
 
 Example test::
@@ -28,6 +30,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from diaspora.fabric import EmbeddedCluster, EmbeddedServer, Fabric
+from diaspora.testing.proxy import LinkProxy
 
 
 @pytest.fixture
@@ -51,3 +54,9 @@ async def nats_cluster() -> AsyncIterator[EmbeddedCluster]:
 async def fabric(nats_server: EmbeddedServer) -> AsyncIterator[Fabric]:
     async with Fabric(nats_server.url, name="test") as connected:
         yield connected
+
+
+@pytest.fixture
+async def link_proxy(nats_server: EmbeddedServer) -> AsyncIterator[LinkProxy]:
+    async with LinkProxy(nats_server.port) as proxy:
+        yield proxy
