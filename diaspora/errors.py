@@ -6,19 +6,29 @@ what to do about it, so that it can be shown to a user as it is.
 
 from __future__ import annotations
 
+import signal
+
 __all__ = [
     "ActorCrashed",
     "CheckpointError",
+    "ChildAlreadyPresent",
+    "ChildAlreadyStarted",
+    "ChildNotFound",
+    "ChildRestarting",
+    "ChildRunning",
+    "ChildStartError",
     "ConfigError",
     "DecodeError",
     "DiasporaError",
     "FabricUnavailable",
     "FencedOut",
+    "NodeCrashed",
     "PayloadTooLarge",
     "PublishTimeout",
     "RestartIntensityExceeded",
     "ServerNotFound",
     "ServerStartError",
+    "SimpleOneForOneError",
     "SupervisorError",
 ]
 
@@ -73,8 +83,78 @@ class ActorCrashed(DiasporaError):
 
 
 class SupervisorError(DiasporaError):
-    """A supervisor runtime call failed (OTP's ``{error, ...}`` returns)."""
+    """A supervisor runtime call failed (OTP's ``{error, Reason}`` returns).
+
+    ``reason`` is OTP's name for the error, e.g. ``"not_found"``.
+    """
+
+    reason: str = "error"
+
+
+class ChildNotFound(SupervisorError, LookupError):
+    """No child with that id (or handle) under this supervisor."""
+
+    reason = "not_found"
+
+
+class ChildRunning(SupervisorError):
+    """``restart_child``/``delete_child`` on a child that is running: terminate it first."""
+
+    reason = "running"
+
+
+class ChildRestarting(SupervisorError):
+    """``restart_child``/``delete_child`` on a child the supervisor is about to restart."""
+
+    reason = "restarting"
+
+
+class ChildAlreadyPresent(SupervisorError):
+    """``start_child`` with the id of a stopped child: use ``restart_child`` or ``delete_child``."""
+
+    reason = "already_present"
+
+
+class ChildAlreadyStarted(SupervisorError):
+    """``start_child`` with the id of a running child."""
+
+    reason = "already_started"
+
+
+class SimpleOneForOneError(SupervisorError):
+    """A call ``simple_one_for_one`` supervisors do not support, or an id given for a handle."""
+
+    reason = "simple_one_for_one"
+
+
+class ChildStartError(SupervisorError):
+    """A child failed to start; ``__cause__`` holds why, ``child`` names it."""
+
+    reason = "failed_to_start_child"
+
+    def __init__(self, message: str, *, child: str) -> None:
+        self.child = child
+        super().__init__(message)
 
 
 class RestartIntensityExceeded(SupervisorError):
     """A supervisor saw more restarts than its intensity allows within its period."""
+
+    reason = "shutdown"
+
+
+class NodeCrashed(DiasporaError):
+    """A process node exited abnormally: non-zero status, or killed by a signal."""
+
+    def __init__(self, node: str, pid: int, returncode: int) -> None:
+        self.node = node
+        self.pid = pid
+        self.returncode = returncode
+        if returncode < 0:
+            try:
+                how = f"killed by {signal.Signals(-returncode).name}"
+            except ValueError:
+                how = f"killed by signal {-returncode}"
+        else:
+            how = f"exited with status {returncode}"
+        super().__init__(f"process node {node!r} (pid {pid}) {how}")

@@ -1,0 +1,252 @@
+"""Supervision specs: what to start, how to restart it, how to stop it.
+
+These are the values a Python user builds by hand and a TOML file is parsed
+into (see :mod:`diaspora.supervision.config`). They follow Erlang/OTP's child
+specifications and supervisor flags, with OTP's defaults:
+
+>>> spec = SupervisorSpec(
+...     strategy=Strategy.ONE_FOR_ALL,
+...     intensity=3,
+...     period=5.0,
+...     children=[ChildSpec("sum", start=lambda: ...)],
+... )
+>>> spec.children[0].restart, spec.children[0].effective_shutdown
+(<Restart.PERMANENT: 'permanent'>, 5.0)
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Final, Literal
+
+from diaspora.errors import ConfigError
+from diaspora.supervision.runnable import Runnable
+
+__all__ = [
+    "BRUTAL_KILL",
+    "INFINITY",
+    "Backoff",
+    "ChildSpec",
+    "ChildType",
+    "Restart",
+    "Shutdown",
+    "StartFn",
+    "Strategy",
+    "SupervisorSpec",
+]
+
+#: Stop a child by cancelling it at once (OTP's ``exit(Child, kill)``).
+BRUTAL_KILL: Final = "brutal_kill"
+#: Ask a child to stop and wait for it however long it takes.
+INFINITY: Final = "infinity"
+
+#: Seconds to wait after ``request_stop()`` before cancelling, or one of the two policies.
+Shutdown = float | Literal["brutal_kill", "infinity"]
+#: Makes a fresh :class:`Runnable` for each (re)start; ``simple_one_for_one``
+#: passes ``start_child``'s arguments to it.
+StartFn = Callable[..., Runnable]
+
+_ID = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+class Strategy(Enum):
+    """Which siblings are restarted with a child that is restarted (OTP's strategies)."""
+
+    ONE_FOR_ONE = "one_for_one"
+    ONE_FOR_ALL = "one_for_all"
+    REST_FOR_ONE = "rest_for_one"
+    SIMPLE_ONE_FOR_ONE = "simple_one_for_one"
+
+
+class Restart(Enum):
+    """When a child that exited is restarted.
+
+    ``permanent``: always. ``transient``: only after an abnormal exit (it
+    raised or was killed). ``temporary``: never, and its spec is removed.
+    """
+
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    TEMPORARY = "temporary"
+
+
+class ChildType(Enum):
+    """OTP's child type: counted by ``count_children``; supervisors default to ``infinity``."""
+
+    WORKER = "worker"
+    SUPERVISOR = "supervisor"
+
+
+def check_shutdown(value: object, where: str) -> Shutdown:
+    """Validate a shutdown policy (seconds >= 0, ``brutal_kill`` or ``infinity``)."""
+    if value in (BRUTAL_KILL, INFINITY):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(
+            f"{where}: {value!r} is not a shutdown policy: "
+            f"use seconds >= 0, {BRUTAL_KILL!r} or {INFINITY!r}"
+        )
+    return float(value)
+
+
+def check_id(value: object, where: str) -> str:
+    """Validate a child id: letters, digits, ``_`` or ``-`` (ids are joined by dots)."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ConfigError(
+            f"{where}: {value!r} is not a child id: use letters, digits, '_' or '-' "
+            "(ids are joined with '.' into actor ids)"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter between restarts of the same child (beyond OTP).
+
+    The n-th consecutive restart of a child waits ``min(max, initial *
+    factor**(n-1))`` seconds, multiplied by a random factor in ``[1 - jitter,
+    1 + jitter]``. A child that stayed up for ``reset_after`` seconds (default:
+    the supervisor's ``period``) starts again from ``initial``.
+
+    >>> Backoff(initial=0.1, factor=2.0, max=1.0, jitter=0.0).delay(4, random.Random(0))
+    0.8
+    """
+
+    initial: float = 0.1
+    max: float = 10.0
+    factor: float = 2.0
+    jitter: float = 0.1
+    reset_after: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("initial", "max", "factor", "jitter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"backoff.{name}: {value!r} is not a number")
+        if self.initial <= 0:
+            raise ConfigError(f"backoff.initial: {self.initial!r} must be > 0 seconds")
+        if self.max < self.initial:
+            raise ConfigError(f"backoff.max: {self.max!r} must be >= initial ({self.initial})")
+        if self.factor < 1:
+            raise ConfigError(f"backoff.factor: {self.factor!r} must be >= 1")
+        if not 0 <= self.jitter < 1:
+            raise ConfigError(f"backoff.jitter: {self.jitter!r} must be in [0, 1)")
+        if self.reset_after is not None and (
+            isinstance(self.reset_after, bool)
+            or not isinstance(self.reset_after, int | float)
+            or self.reset_after <= 0
+        ):
+            raise ConfigError(f"backoff.reset_after: {self.reset_after!r} must be > 0 seconds")
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before the ``attempt``-th consecutive restart (``attempt`` >= 1)."""
+        base = min(self.max, self.initial * self.factor ** max(0, attempt - 1))
+        if self.jitter:
+            base *= 1 - self.jitter + 2 * self.jitter * rng.random()
+        return base
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """One child of a supervisor (OTP's child specification).
+
+    ``start`` is called on every start and restart and must return a fresh
+    :class:`Runnable`; it may also be a :class:`SupervisorSpec`, which makes
+    the child a nested supervisor. ``shutdown`` and ``type`` default as in
+    OTP: 5 seconds for a worker, ``infinity`` for a supervisor.
+    """
+
+    id: str
+    start: StartFn | SupervisorSpec
+    restart: Restart = Restart.PERMANENT
+    shutdown: Shutdown | None = None
+    type: ChildType | None = None
+
+    def __post_init__(self) -> None:
+        where = f"child {self.id!r}"
+        check_id(self.id, f"{where}: id")
+        if not isinstance(self.start, SupervisorSpec) and not callable(self.start):
+            raise ConfigError(
+                f"{where}: start={self.start!r} is neither a callable returning a Runnable "
+                "nor a SupervisorSpec"
+            )
+        if not isinstance(self.restart, Restart):
+            raise ConfigError(f"{where}: restart={self.restart!r} is not a Restart")
+        if self.shutdown is not None:
+            object.__setattr__(
+                self, "shutdown", check_shutdown(self.shutdown, f"{where}: shutdown")
+            )
+        if self.type is not None and not isinstance(self.type, ChildType):
+            raise ConfigError(f"{where}: type={self.type!r} is not a ChildType")
+
+    @property
+    def effective_type(self) -> ChildType:
+        """``type``, or SUPERVISOR when ``start`` is a :class:`SupervisorSpec`, else WORKER."""
+        if self.type is not None:
+            return self.type
+        return ChildType.SUPERVISOR if isinstance(self.start, SupervisorSpec) else ChildType.WORKER
+
+    @property
+    def effective_shutdown(self) -> Shutdown:
+        """``shutdown``, or OTP's default: 5 s for a worker, ``infinity`` for a supervisor."""
+        if self.shutdown is not None:
+            return self.shutdown
+        return INFINITY if self.effective_type is ChildType.SUPERVISOR else 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSpec:
+    """A supervisor's flags and children (OTP's ``init/1`` result).
+
+    More than ``intensity`` restarts within any ``period`` seconds make the
+    supervisor stop all its children and fail to its parent. With
+    ``simple_one_for_one``, ``children`` holds exactly one spec, the template
+    of the children started with ``start_child``.
+    """
+
+    children: Sequence[ChildSpec] = field(default_factory=tuple)
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    intensity: int = 1
+    period: float = 5.0
+    backoff: Backoff | None = None
+
+    def __post_init__(self) -> None:
+        children = tuple(self.children)
+        object.__setattr__(self, "children", children)
+        if not isinstance(self.strategy, Strategy):
+            raise ConfigError(f"supervisor: strategy={self.strategy!r} is not a Strategy")
+        if isinstance(self.intensity, bool) or not isinstance(self.intensity, int):
+            raise ConfigError(f"supervisor: intensity={self.intensity!r} is not an integer")
+        if self.intensity < 0:
+            raise ConfigError(f"supervisor: intensity={self.intensity!r} must be >= 0")
+        if (
+            isinstance(self.period, bool)
+            or not isinstance(self.period, int | float)
+            or self.period <= 0
+        ):
+            raise ConfigError(f"supervisor: period={self.period!r} must be > 0 seconds")
+        if self.backoff is not None and not isinstance(self.backoff, Backoff):
+            raise ConfigError(f"supervisor: backoff={self.backoff!r} is not a Backoff")
+        seen: set[str] = set()
+        for child in children:
+            if not isinstance(child, ChildSpec):
+                raise ConfigError(f"supervisor: child {child!r} is not a ChildSpec")
+            if child.id in seen:
+                raise ConfigError(f"supervisor: duplicate child id {child.id!r}")
+            seen.add(child.id)
+        if self.strategy is Strategy.SIMPLE_ONE_FOR_ONE and len(children) != 1:
+            raise ConfigError(
+                f"supervisor: simple_one_for_one needs exactly one child spec (the template), "
+                f"got {len(children)}"
+            )
+
+    @property
+    def backoff_reset_after(self) -> float:
+        """Seconds a child must stay up for its backoff to start over."""
+        if self.backoff is not None and self.backoff.reset_after is not None:
+            return self.backoff.reset_after
+        return self.period
