@@ -1,0 +1,969 @@
+"""A producer's bounded history of what it emitted: memory first, then local disk.
+
+A :class:`HistoryBuffer` maps ``(subject, item number)`` to ``(payload,
+headers)``. Item numbers are the producer's own, one sequence per subject,
+added in increasing order. The buffer keeps the **newest** items within two
+bounds, ``max_items`` and ``max_bytes`` (payload bytes plus header
+characters), evicting the oldest first across all subjects. ``memory_bytes``
+bounds what is kept in RAM; older items are read back from disk.
+
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as d:
+...     with HistoryBuffer(d, max_items=3) as history:
+...         for n in range(1, 6):
+...             _ = history.add("edge1.patterns", n, b"frame%d" % n, {"Diaspora-Item": str(n)})
+...     with HistoryBuffer(d, max_items=3) as reopened:   # survives a restart
+...         print([x.item if isinstance(x, HistoryItem) else x
+...                for x in reopened.range("edge1.patterns", 1, 5)])
+[Gap(subject='edge1.patterns', first=1, last=2), 3, 4, 5]
+
+**On disk** (when a directory is given) every item is appended to the
+current segment file ``<16 digits>.seg``; segments roll at ``segment_bytes``
+and are deleted once every item in them is evicted. A small ``index`` file
+records the oldest live record, so that evicted items stay evicted across a
+reopen, and a ``lock`` file (``flock``) keeps a second buffer out of the
+directory. One record is, little-endian::
+
+    u32 magic 0xD1A50001 | u32 crc32 of the rest | u64 record seq | u64 item
+    | u32 meta_len | u32 payload_len | meta: msgpack [subject, headers] | payload
+
+Opening a directory scans every segment (the last one with CRC checks); a
+torn or corrupt record — a crash mid-write — is cut off with everything after
+it in its segment and logged as ``history_truncated``, never raised. Reads
+from disk check the CRC; a record that fails is reported missing.
+
+**Durability.** ``add`` never writes or fsyncs on the caller's thread: it
+queues the record for the buffer's writer thread, which hands queued records
+to the operating system in batches (one ``writev`` for many small items), as
+fast as the disk takes them. So after a SIGKILL of the producer every item
+the writer had written survives (the OS has it) — normally everything added
+up to a millisecond or so before the kill, and never more than
+``write_queue_bytes`` of the newest items are lost: ``add`` blocks when the
+writer falls that far behind. :meth:`~HistoryBuffer.flush` waits until every
+item added so far is written (then it survives a SIGKILL);
+``flush(sync=True)`` also fsyncs, for surviving a power loss. An item's RAM
+copy is dropped only after it is written, so RAM may briefly exceed
+``memory_bytes`` by the writer's backlog.
+
+A buffer is used from one thread (the event loop's); only its own writer
+thread runs beside it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import errno
+import fcntl
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+import msgpack
+
+from diaspora.errors import ConfigError, DiasporaError
+from diaspora.log import get_logger
+
+__all__ = [
+    "Gap",
+    "HistoryBuffer",
+    "HistoryError",
+    "HistoryItem",
+    "HistoryStats",
+    "entry_size",
+]
+
+_MAGIC: Final = 0xD1A50001
+_RECORD = struct.Struct("<IIQQII")  # magic, crc, seq, item, meta_len, payload_len
+_TAIL = struct.Struct("<QQII")  # the part of the header the crc covers
+_SEGMENT_SUFFIX: Final = ".seg"
+_INDEX: Final = "index"
+_LOCK: Final = "lock"
+_MAX_U64: Final = 2**64 - 1
+_MAX_META: Final = 16 * 1024 * 1024
+_WRITEV_PARTS: Final = 960  # under IOV_MAX (1024)
+_WRITEV_BYTES: Final = 8 * 1024 * 1024
+_COALESCE_BYTES: Final = 64 * 1024
+_SMALL_RECORD: Final = 16 * 1024  # framed on the caller's thread below this payload size
+_CHUNK_BYTES: Final = 1024 * 1024
+_COALESCE_S: Final = 0.0005
+
+
+class HistoryError(DiasporaError):
+    """A history directory cannot be used (locked, unreadable, unwritable) or is closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """One item as the producer emitted it: its subject, item number, payload and headers."""
+
+    subject: str
+    item: int
+    payload: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Items ``first..last`` (inclusive) of ``subject`` that are not available."""
+
+    subject: str
+    first: int
+    last: int
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryStats:
+    """A snapshot of a history's size, and counters since it was opened."""
+
+    items: int
+    bytes: int
+    memory_items: int
+    memory_bytes: int
+    disk_bytes: int
+    segments: int
+    subjects: int
+    added: int
+    evicted: int
+    duplicates: int
+    oversize: int
+    truncated_bytes: int
+    corrupt: int
+
+
+def entry_size(payload: bytes | bytearray | memoryview, headers: Mapping[str, str]) -> int:
+    """What one item counts against ``max_bytes``: payload bytes plus header characters.
+
+    >>> entry_size(b"abc", {"k": "vv"})
+    6
+    """
+    return len(payload) + sum(map(len, headers)) + sum(map(len, headers.values()))
+
+
+def _check_bound(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"history.{name}: {value!r} must be an integer >= {minimum}")
+    return value
+
+
+class _Entry:
+    """Where one retained item is: its RAM copy (until written and pushed out) and its record."""
+
+    __slots__ = (
+        "headers",
+        "item",
+        "length",
+        "offset",
+        "payload",
+        "segment",
+        "seq",
+        "size",
+        "subject",
+    )
+
+    def __init__(self, seq: int, subject: str, item: int, size: int) -> None:
+        self.seq = seq
+        self.subject = subject
+        self.item = item
+        self.size = size
+        self.payload: bytes | None = None
+        self.headers: dict[str, str] | None = None
+        self.segment = -1
+        self.offset = 0
+        self.length = 0
+
+
+class _Subject:
+    """The retained items of one subject in item order: a list with a moving head."""
+
+    __slots__ = ("entries", "head", "items")
+
+    def __init__(self) -> None:
+        self.items: list[int] = []
+        self.entries: list[_Entry] = []
+        self.head = 0
+
+    def __len__(self) -> int:
+        return len(self.items) - self.head
+
+    def append(self, entry: _Entry) -> None:
+        self.items.append(entry.item)
+        self.entries.append(entry)
+
+    def popleft(self) -> None:
+        self.head += 1
+        if self.head >= 1024 and self.head * 2 >= len(self.items):
+            del self.items[: self.head]
+            del self.entries[: self.head]
+            self.head = 0
+
+    def first(self) -> int:
+        return self.items[self.head]
+
+    def last(self) -> int:
+        return self.items[-1]
+
+    def at_or_after(self, item: int) -> _Entry | None:
+        i = bisect.bisect_left(self.items, item, lo=self.head)
+        return self.entries[i] if i < len(self.items) else None
+
+
+class _Segment:
+    __slots__ = ("id", "path", "rfd", "size")
+
+    def __init__(self, id: int, path: Path, size: int) -> None:
+        self.id = id
+        self.path = path
+        self.size = size  # including records still queued for the writer
+        self.rfd = -1
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self.rfd < 0:
+            self.rfd = os.open(self.path, os.O_RDONLY)
+        return os.pread(self.rfd, length, offset)
+
+    def close(self) -> None:
+        if self.rfd >= 0:
+            os.close(self.rfd)
+            self.rfd = -1
+
+
+@dataclass(slots=True)
+class _Record:
+    """A large record, framed (CRC and all) by the writer thread, off the caller's thread."""
+
+    seq: int
+    item: int
+    meta: bytes
+    payload: bytes
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """Small records already framed by the owner thread, appended to while still queued."""
+
+    data: bytearray
+    top_seq: int
+
+
+@dataclass(slots=True)
+class _Switch:
+    """Write what follows to ``fd`` (a new segment); the writer closes the previous one."""
+
+    fd: int
+
+
+@dataclass(slots=True)
+class _Sync:
+    directory: Path
+
+
+_Op = _Record | _Chunk | _Switch | _Sync
+
+
+def _frame(seq: int, item: int, meta: bytes, payload: bytes) -> tuple[bytes, bytes]:
+    """The record header (magic, crc, tail) for ``meta`` and ``payload``."""
+    tail = _TAIL.pack(seq, item, len(meta), len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(meta, zlib.crc32(tail)))
+    return struct.pack("<II", _MAGIC, crc), tail
+
+
+class _Writer:
+    """The thread that appends records to segment files, so ``add`` never waits on the disk.
+
+    The owner thread only bumps the ``_queued*`` counters and this thread only
+    the ``_written*`` ones, so they need no lock; ``_lock`` guards the queue
+    (the owner appends small records to a queued chunk), ``_cond`` is for
+    sleeping and waking.
+    """
+
+    def __init__(self, name: str, max_pending: int) -> None:
+        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._queue: deque[_Op] = deque()
+        self._max_pending = max_pending
+        self._queued = self._queued_bytes = 0
+        self._written = self._written_bytes = 0
+        self._idle = False
+        self._closing = False
+        self.error: OSError | None = None
+        self.written_seq = 0  # every record up to this seq is written
+        self._name = name
+        self._thread = threading.Thread(target=self._run, name=f"history-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, op: _Op, size: int = 0) -> None:
+        self._wait_room()
+        with self._lock:
+            self._queue.append(op)
+        self._queued += 1
+        self._queued_bytes += size
+        self._wake()
+
+    def submit_small(self, seq: int, item: int, meta: bytes, payload: bytes) -> None:
+        self._wait_room()
+        magic_crc, tail = _frame(seq, item, meta, payload)
+        with self._lock:
+            queue = self._queue
+            chunk = queue[-1] if queue else None
+            if isinstance(chunk, _Chunk) and len(chunk.data) < _CHUNK_BYTES:
+                chunk.data += magic_crc
+                chunk.top_seq = seq
+            else:
+                chunk = _Chunk(bytearray(magic_crc), seq)
+                queue.append(chunk)
+                self._queued += 1
+            chunk.data += tail
+            chunk.data += meta
+            chunk.data += payload
+        self._queued_bytes += _RECORD.size + len(meta) + len(payload)
+        self._wake()
+
+    def _wait_room(self) -> None:
+        if self._queued_bytes - self._written_bytes > self._max_pending:
+            with self._cond:  # backpressure: the disk is slower than the producer
+                while (
+                    self._queued_bytes - self._written_bytes > self._max_pending
+                    and self.error is None
+                ):
+                    self._cond.wait()
+        self._raise_if_failed()
+
+    def _wake(self) -> None:
+        if self._idle:
+            with self._cond:
+                self._cond.notify_all()
+
+    def drain(self) -> None:
+        """Wait until everything submitted so far is written (or the writer failed)."""
+        target = self._queued
+        if self._written < target:
+            with self._cond:
+                self._cond.notify_all()
+                while self._written < target and self.error is None:
+                    self._cond.wait()
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise HistoryError(
+                f"history {self._name!r}: writing to disk failed ({self.error}); "
+                "free disk space or fix the directory's permissions, then restart the producer"
+            ) from self.error
+
+    def _run(self) -> None:
+        fd = -1
+        queue = self._queue
+        while True:
+            with self._cond:
+                self._idle = True
+                while not queue and not self._closing:
+                    self._cond.wait()
+                self._idle = False
+            if not queue:
+                break
+            if self._queued_bytes - self._written_bytes < _COALESCE_BYTES and not self._closing:
+                time.sleep(_COALESCE_S)  # let small records gather into one write
+            with self._lock:
+                batch = list(queue)
+                queue.clear()
+            try:
+                fd = self._write_batch(fd, batch)
+            except OSError as exc:
+                with self._cond:
+                    self.error = exc
+                    self._cond.notify_all()
+                break
+        if fd >= 0:
+            os.close(fd)
+
+    def _write_batch(self, fd: int, batch: list[_Op]) -> int:
+        parts: list[bytes | bytearray] = []
+        size = ops = top = 0
+
+        def write() -> None:
+            nonlocal parts, size, ops
+            _write_all(fd, parts)
+            self.written_seq = max(self.written_seq, top)
+            self._written_bytes += size
+            self._written += ops
+            with self._cond:
+                self._cond.notify_all()
+            parts, size, ops = [], 0, 0
+
+        for op in batch:
+            ops += 1
+            if isinstance(op, _Chunk):
+                parts.append(op.data)
+                size += len(op.data)
+                top = op.top_seq
+            elif isinstance(op, _Record):
+                parts += (*_frame(op.seq, op.item, op.meta, op.payload), op.meta, op.payload)
+                size += _RECORD.size + len(op.meta) + len(op.payload)
+                top = op.seq
+            elif isinstance(op, _Switch):
+                write()
+                if fd >= 0:
+                    os.close(fd)
+                fd = op.fd
+                continue
+            else:
+                write()
+                if fd >= 0:
+                    os.fsync(fd)
+                dir_fd = os.open(op.directory, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+                continue
+            if len(parts) >= _WRITEV_PARTS or size >= _WRITEV_BYTES:
+                write()
+        write()
+        return fd
+
+
+def _write_all(fd: int, parts: list[bytes | bytearray]) -> None:
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+
+
+class HistoryBuffer:
+    """Bounded ``(subject, item) -> (payload, headers)`` history of one producer.
+
+    ``directory=None`` keeps the history in memory only (its byte bound is
+    then ``min(max_bytes, memory_bytes)``); with a directory the history
+    survives restarts (see the module docstring for the layout and the
+    durability). Use it as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        max_items: int = 1_000_000,
+        max_bytes: int = 1024**3,
+        memory_bytes: int = 64 * 1024**2,
+        segment_bytes: int = 64 * 1024**2,
+        write_queue_bytes: int = 32 * 1024**2,
+        name: str = "history",
+    ) -> None:
+        self.max_items = _check_bound("max_items", max_items)
+        self.max_bytes = _check_bound("max_bytes", max_bytes)
+        self.memory_bytes = _check_bound("memory_bytes", memory_bytes, 0)
+        self.segment_bytes = _check_bound("segment_bytes", segment_bytes, 4096)
+        self.write_queue_bytes = _check_bound("write_queue_bytes", write_queue_bytes)
+        self.name = name
+        self.directory = Path(directory) if directory is not None else None
+        self._log = get_logger(history=name)
+        if self.directory is None:
+            self._byte_limit = min(self.max_bytes, self.memory_bytes)
+            self._memory_limit = self._byte_limit
+        else:
+            self._byte_limit = self.max_bytes
+            self._memory_limit = self.memory_bytes
+
+        self._order: deque[_Entry] = deque()  # retained, oldest first
+        self._memory: deque[_Entry] = deque()  # those with a RAM copy, oldest first
+        self._subjects: dict[str, _Subject] = {}
+        self._last_seen: dict[str, int] = {}
+        self._bytes = 0
+        self._mem_bytes = 0
+        self._next_seq = 1
+        self._closed = False
+        self._counters = dict.fromkeys(
+            ("added", "evicted", "duplicates", "oversize", "truncated_bytes", "corrupt"), 0
+        )
+        self._segments: dict[int, _Segment] = {}  # by id, oldest first
+        self._current: _Segment | None = None
+        self._writer: _Writer | None = None
+        self._lock_fd = -1
+        self._low_seq = 0  # records below this seq are evicted
+        self._index_low_seq = 0
+        if self.directory is not None:
+            self._open_directory(self.directory)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Write everything queued, write the index, release the directory (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                try:
+                    writer.drain()
+                    current = self._current
+                    if current is not None and current.size == 0:
+                        self._drop_segment(current)
+                    self._write_index()
+                except (HistoryError, OSError) as exc:
+                    self._log.error("history_close_failed", reason=str(exc))
+                finally:
+                    writer.close()
+        finally:
+            for segment in self._segments.values():
+                segment.close()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
+            self._order.clear()
+            self._memory.clear()
+            self._subjects.clear()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HistoryError(f"history {self.name!r} is closed; open a new HistoryBuffer")
+
+    # -- writing -------------------------------------------------------------------------
+
+    def add(
+        self,
+        subject: str,
+        item: int,
+        payload: bytes | bytearray | memoryview,
+        headers: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Record item ``item`` of ``subject``; ``False`` if it was not kept.
+
+        An item numbered at or below the newest one of its subject (a
+        re-emission after a restart) is ignored, and so is an item larger
+        than the byte bound on its own (logged as ``history_item_too_large``).
+        """
+        self._check_open()
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= _MAX_U64:
+            raise ValueError(
+                f"history {self.name!r}: item {item!r} of {subject!r} is not an integer >= 0"
+            )
+        last = self._last_seen.get(subject)
+        if last is not None and item <= last:
+            self._counters["duplicates"] += 1
+            return False
+        hdrs = dict(headers) if headers else {}
+        data = payload if isinstance(payload, bytes) else bytes(payload)
+        size = entry_size(data, hdrs)
+        if size > self._byte_limit:
+            self._last_seen[subject] = item
+            self._counters["oversize"] += 1
+            self._log.warning(
+                "history_item_too_large",
+                subject=subject,
+                item=item,
+                size=size,
+                max_bytes=self._byte_limit,
+            )
+            return False
+        entry = _Entry(self._next_seq, subject, item, size)
+        entry.payload, entry.headers = data, hdrs
+        if self._writer is not None:
+            self._append_record(entry, self._writer)
+        self._last_seen[subject] = item
+        self._next_seq += 1
+        self._order.append(entry)
+        self._memory.append(entry)
+        index = self._subjects.get(subject)
+        if index is None:
+            index = self._subjects[subject] = _Subject()
+        index.append(entry)
+        self._bytes += size
+        self._mem_bytes += size
+        self._counters["added"] += 1
+        self._enforce_bounds()
+        return True
+
+    def flush(self, *, sync: bool = False) -> None:
+        """Wait until every item added so far is written to the OS; ``sync`` also fsyncs.
+
+        Blocks for at most the writer's backlog (``write_queue_bytes``).
+        """
+        self._check_open()
+        writer = self._writer
+        if writer is None:
+            return
+        if sync:
+            assert self.directory is not None
+            writer.submit(_Sync(self.directory))
+        writer.drain()
+        if self._low_seq != self._index_low_seq:
+            self._write_index()
+        self._enforce_bounds()
+
+    def _append_record(self, entry: _Entry, writer: _Writer) -> None:
+        assert entry.payload is not None
+        if self._current is None:
+            self._new_segment(writer)
+        current = self._current
+        assert current is not None
+        meta: bytes = msgpack.packb([entry.subject, entry.headers], use_bin_type=True)
+        entry.segment = current.id
+        entry.offset = current.size
+        entry.length = _RECORD.size + len(meta) + len(entry.payload)
+        if len(entry.payload) < _SMALL_RECORD:
+            writer.submit_small(entry.seq, entry.item, meta, entry.payload)
+        else:
+            writer.submit(_Record(entry.seq, entry.item, meta, entry.payload), entry.length)
+        current.size += entry.length
+        if current.size >= self.segment_bytes:
+            self._new_segment(writer)
+
+    def _new_segment(self, writer: _Writer) -> None:
+        assert self.directory is not None
+        number = max(self._segments, default=0) + 1
+        path = self.directory / f"{number:016d}{_SEGMENT_SUFFIX}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise HistoryError(
+                f"history {self.name!r}: cannot create segment {path}: {exc}"
+            ) from exc
+        writer.submit(_Switch(fd))
+        segment = _Segment(number, path, 0)
+        self._segments[number] = segment
+        self._current = segment
+        if self._low_seq != self._index_low_seq:
+            self._write_index()
+
+    # -- bounds --------------------------------------------------------------------------
+
+    def _enforce_bounds(self) -> None:
+        order, memory = self._order, self._memory
+        while order and (len(order) > self.max_items or self._bytes > self._byte_limit):
+            entry = order.popleft()
+            index = self._subjects[entry.subject]
+            index.popleft()
+            if not index:
+                del self._subjects[entry.subject]
+            self._bytes -= entry.size
+            if memory and memory[0] is entry:
+                memory.popleft()
+                self._mem_bytes -= entry.size
+            entry.payload = entry.headers = None
+            self._low_seq = entry.seq + 1
+            self._counters["evicted"] += 1
+        written = self._writer.written_seq if self._writer is not None else 0
+        while memory and self._mem_bytes > self._memory_limit and memory[0].seq <= written:
+            entry = memory.popleft()  # it is on disk: only its RAM copy goes
+            self._mem_bytes -= entry.size
+            entry.payload = entry.headers = None
+        oldest = order[0].segment if order else None
+        while self._segments:
+            segment = next(iter(self._segments.values()))
+            if segment is self._current or (oldest is not None and segment.id >= oldest):
+                break
+            self._drop_segment(segment)
+
+    def _drop_segment(self, segment: _Segment) -> None:
+        segment.close()
+        with contextlib.suppress(FileNotFoundError):
+            segment.path.unlink()
+        del self._segments[segment.id]
+        self._log.debug("history_segment_deleted", segment=segment.path.name)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @property
+    def subjects(self) -> list[str]:
+        """Subjects with at least one item held."""
+        return list(self._subjects)
+
+    def first_item(self, subject: str) -> int | None:
+        """The oldest item number held for ``subject`` (``None`` if none)."""
+        index = self._subjects.get(subject)
+        return index.first() if index else None
+
+    def last_item(self, subject: str) -> int | None:
+        """The newest item number held for ``subject`` (``None`` if none)."""
+        index = self._subjects.get(subject)
+        return index.last() if index else None
+
+    def get(self, subject: str, item: int) -> HistoryItem | None:
+        """Item ``item`` of ``subject``, or ``None`` if the history does not hold it."""
+        self._check_open()
+        index = self._subjects.get(subject)
+        entry = index.at_or_after(item) if index else None
+        if entry is None or entry.item != item:
+            return None
+        return self._load(entry)
+
+    def range(self, subject: str, first: int, last: int) -> Iterator[HistoryItem | Gap]:
+        """Items ``first..last`` of ``subject`` in order, with a :class:`Gap` for each hole.
+
+        Safe to interleave with :meth:`add`: items evicted meanwhile become gaps.
+        """
+        self._check_open()
+        expected = first
+        gap_from: int | None = None
+        while expected <= last and not self._closed:
+            index = self._subjects.get(subject)
+            entry = index.at_or_after(expected) if index else None
+            if entry is None or entry.item > last:
+                break
+            found = self._load(entry)
+            if found is None:  # corrupt on disk: part of a gap
+                if gap_from is None:
+                    gap_from = expected
+                expected = entry.item + 1
+                continue
+            if gap_from is None and entry.item > expected:
+                gap_from = expected
+            if gap_from is not None:
+                yield Gap(subject, gap_from, entry.item - 1)
+                gap_from = None
+            expected = entry.item + 1
+            yield found
+        if gap_from is None and expected <= last:
+            gap_from = expected
+        if gap_from is not None:
+            yield Gap(subject, gap_from, last)
+
+    def _load(self, entry: _Entry) -> HistoryItem | None:
+        payload, headers = entry.payload, entry.headers
+        if payload is not None and headers is not None:
+            return HistoryItem(entry.subject, entry.item, payload, dict(headers))
+        segment = self._segments.get(entry.segment)
+        if segment is None:
+            return None
+        data = segment.read(entry.offset, entry.length)
+        record = _parse(data)
+        if isinstance(record, str) or record[0] != entry.seq:
+            self._counters["corrupt"] += 1
+            self._log.warning(
+                "history_record_corrupt",
+                segment=segment.path.name,
+                offset=entry.offset,
+                subject=entry.subject,
+                item=entry.item,
+                reason=record if isinstance(record, str) else "wrong record",
+            )
+            return None
+        _, subject, headers, start = record
+        return HistoryItem(subject, entry.item, data[start:], headers)
+
+    @property
+    def stats(self) -> HistoryStats:
+        """Sizes and counters (``disk_bytes`` includes evicted records not yet deleted)."""
+        return HistoryStats(
+            items=len(self._order),
+            bytes=self._bytes,
+            memory_items=len(self._memory),
+            memory_bytes=self._mem_bytes,
+            disk_bytes=sum(s.size for s in self._segments.values()),
+            segments=len(self._segments),
+            subjects=len(self._subjects),
+            **self._counters,
+        )
+
+    # -- the directory -------------------------------------------------------------------
+
+    def _open_directory(self, directory: Path) -> None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(directory / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise HistoryError(
+                f"history {self.name!r}: cannot use directory {directory}: {exc}"
+            ) from exc
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise HistoryError(
+                    f"history directory {directory} is in use by another HistoryBuffer "
+                    "(in this or another process); give each producer its own directory"
+                ) from exc
+            raise HistoryError(f"history directory {directory}: cannot lock it: {exc}") from exc
+        try:
+            self._recover(directory)
+        except BaseException:
+            self._closed = True
+            for segment in self._segments.values():
+                segment.close()
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise
+        self._writer = _Writer(self.name, self.write_queue_bytes)
+
+    def _recover(self, directory: Path) -> None:
+        self._low_seq = self._index_low_seq = self._read_index(directory / _INDEX)
+        numbers = sorted(
+            int(p.stem)
+            for p in directory.glob(f"*{_SEGMENT_SUFFIX}")
+            if p.stem.isdigit() and len(p.stem) == 16
+        )
+        last_seq = self._low_seq - 1
+        for i, number in enumerate(numbers):
+            path = directory / f"{number:016d}{_SEGMENT_SUFFIX}"
+            segment = _Segment(number, path, path.stat().st_size)
+            self._segments[number] = segment
+            last_seq = self._scan(segment, last_seq, check_crc=i == len(numbers) - 1)
+        self._next_seq = max(last_seq + 1, self._low_seq, 1)
+        self._enforce_bounds()
+        self._log.info(
+            "history_opened",
+            directory=str(directory),
+            items=len(self._order),
+            segments=len(self._segments),
+            truncated_bytes=self._counters["truncated_bytes"],
+        )
+
+    def _read_index(self, path: Path) -> int:
+        try:
+            low = msgpack.unpackb(path.read_bytes())["low_seq"]
+            if isinstance(low, int) and low >= 0:
+                return low
+            raise ValueError(f"low_seq={low!r}")
+        except FileNotFoundError:
+            return 0
+        except Exception as exc:  # a damaged index only lets evicted records back in
+            self._log.warning("history_index_unreadable", path=str(path), reason=repr(exc))
+            return 0
+
+    def _write_index(self) -> None:
+        assert self.directory is not None
+        tmp = self.directory / f"{_INDEX}.tmp"
+        tmp.write_bytes(msgpack.packb({"version": 1, "low_seq": self._low_seq}))
+        os.replace(tmp, self.directory / _INDEX)
+        self._index_low_seq = self._low_seq
+
+    def _scan(self, segment: _Segment, last_seq: int, *, check_crc: bool) -> int:
+        """Index one segment's records; cut it at the first torn or corrupt record."""
+        size = segment.size
+        offset = 0
+        reason: str | None = None
+        with open(segment.path, "rb", buffering=1024 * 1024) as f:
+            while offset < size:
+                head = f.read(_RECORD.size)
+                parsed = _parse_head(head, offset, size)
+                if isinstance(parsed, str):
+                    reason = parsed
+                    break
+                crc, seq, item, meta_len, payload_len = parsed
+                meta_raw = f.read(meta_len)
+                if check_crc:
+                    payload = f.read(payload_len)
+                    if zlib.crc32(payload, zlib.crc32(meta_raw, zlib.crc32(head[8:]))) != crc:
+                        reason = "crc mismatch"
+                        break
+                else:
+                    f.seek(payload_len, os.SEEK_CUR)
+                meta = _parse_meta(meta_raw)
+                if isinstance(meta, str):
+                    reason = meta
+                    break
+                subject, headers = meta
+                length = _RECORD.size + meta_len + payload_len
+                if seq > last_seq:
+                    last_seq = seq
+                    if seq >= self._low_seq:
+                        entry = _Entry(seq, subject, item, entry_size(b"", headers) + payload_len)
+                        entry.segment, entry.offset, entry.length = segment.id, offset, length
+                        self._index_entry(entry)
+                offset += length
+        if reason is not None:
+            dropped = size - offset
+            os.truncate(segment.path, offset)
+            segment.size = offset
+            self._counters["truncated_bytes"] += dropped
+            self._log.warning(
+                "history_truncated",
+                segment=segment.path.name,
+                offset=offset,
+                dropped_bytes=dropped,
+                reason=reason,
+            )
+        return last_seq
+
+    def _index_entry(self, entry: _Entry) -> None:
+        last = self._last_seen.get(entry.subject)
+        if (last is not None and entry.item <= last) or entry.size > self._byte_limit:
+            return
+        self._last_seen[entry.subject] = entry.item
+        self._order.append(entry)
+        index = self._subjects.get(entry.subject)
+        if index is None:
+            index = self._subjects[entry.subject] = _Subject()
+        index.append(entry)
+        self._bytes += entry.size
+
+
+def _parse_head(head: bytes, offset: int, size: int) -> tuple[int, int, int, int, int] | str:
+    """(crc, seq, item, meta_len, payload_len) of the record at ``offset``, or what is wrong."""
+    if len(head) < _RECORD.size:
+        return "torn header"
+    magic, crc, seq, item, meta_len, payload_len = _RECORD.unpack(head)
+    if magic != _MAGIC:
+        return "bad magic"
+    if meta_len > _MAX_META:
+        return "bad meta length"
+    if offset + _RECORD.size + meta_len + payload_len > size:
+        return "torn record"
+    return crc, seq, item, meta_len, payload_len
+
+
+def _parse_meta(raw: bytes) -> tuple[str, dict[str, str]] | str:
+    try:
+        subject, headers = msgpack.unpackb(raw, raw=False)
+    except Exception:
+        return "undecodable meta"
+    if not isinstance(subject, str) or not isinstance(headers, dict):
+        return "malformed meta"
+    return subject, headers
+
+
+def _parse(data: bytes) -> tuple[int, str, dict[str, str], int] | str:
+    """The one record in ``data``, CRC checked: (seq, subject, headers, payload start)."""
+    parsed = _parse_head(data[: _RECORD.size], 0, len(data))
+    if isinstance(parsed, str):
+        return parsed
+    crc, seq, _, meta_len, _ = parsed
+    start = _RECORD.size + meta_len
+    view = memoryview(data)
+    if zlib.crc32(view[start:], zlib.crc32(view[8:start])) != crc:
+        return "crc mismatch"
+    meta = _parse_meta(data[_RECORD.size : start])
+    if isinstance(meta, str):
+        return meta
+    return seq, meta[0], meta[1], start
