@@ -16,6 +16,7 @@ __all__ = [
     "ChildNotFound",
     "ChildRestarting",
     "ChildRunning",
+    "ChildShutdown",
     "ChildStartError",
     "ConfigError",
     "DecodeError",
@@ -30,6 +31,7 @@ __all__ = [
     "ServerStartError",
     "SimpleOneForOneError",
     "SupervisorError",
+    "SupervisorNotRunning",
 ]
 
 
@@ -135,6 +137,21 @@ class ChildStartError(SupervisorError):
     def __init__(self, message: str, *, child: str) -> None:
         self.child = child
         super().__init__(message)
+
+
+class SupervisorNotRunning(SupervisorError):
+    """A runtime call reached a supervisor that has stopped (or stopped while serving it)."""
+
+    reason = "noproc"
+
+
+class ChildShutdown(DiasporaError):
+    """Raise it from a child's ``run`` to exit with OTP's ``shutdown`` reason.
+
+    Like returning, it is a normal exit: a transient child is not restarted (a
+    permanent one still is, as in OTP). Raising it says "I was told to stop",
+    e.g. by a peer, rather than "my work is done".
+    """
 
 
 class RestartIntensityExceeded(SupervisorError):

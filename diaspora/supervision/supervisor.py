@@ -1,0 +1,901 @@
+"""The supervisor: starts children in order, watches them, restarts them by OTP's rules.
+
+One :class:`Supervisor` runs one :class:`~diaspora.supervision.SupervisorSpec`.
+It behaves like Erlang/OTP's ``supervisor`` (strategies, restart types,
+restart intensity, shutdown policies, the runtime calls and their errors)
+plus an optional exponential backoff between restarts. It is itself a
+:class:`~diaspora.supervision.Runnable`, so supervisors nest: a child whose
+``start`` is a ``SupervisorSpec`` is a supervisor named ``<parent>.<id>``.
+
+Like OTP's, a supervisor handles one thing at a time — a child's exit, a due
+restart, a runtime call — in its own task, in arrival order; a runtime call
+returns once the supervisor has carried it out.
+
+How a child is started
+    ``spec.start()`` is called with no arguments (``start(*args)`` for the
+    children of a ``simple_one_for_one`` supervisor, ``args`` being those given
+    to ``start_child``) and must return a fresh Runnable, whose ``run`` the
+    supervisor calls in a task of its own. Both run with a
+    :class:`~diaspora.supervision.ChildContext` set: ``current_child().path``
+    is the child's name in the tree (``"root.ingest.sum"``).
+
+Exit reasons
+    ``run`` returning is a ``normal`` exit, raising
+    :class:`~diaspora.errors.ChildShutdown` a ``shutdown`` exit (both normal:
+    a transient child is not restarted), raising anything else an abnormal exit
+    whose reason is the exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from diaspora.errors import (
+    ChildAlreadyPresent,
+    ChildAlreadyStarted,
+    ChildNotFound,
+    ChildRestarting,
+    ChildRunning,
+    ChildShutdown,
+    ChildStartError,
+    ConfigError,
+    RestartIntensityExceeded,
+    SimpleOneForOneError,
+    SupervisorNotRunning,
+)
+from diaspora.log import get_logger
+from diaspora.supervision.clock import Clock, SystemClock
+from diaspora.supervision.context import _CURRENT, ChildContext
+from diaspora.supervision.events import EventSink, _Reporter
+from diaspora.supervision.runnable import Runnable
+from diaspora.supervision.spec import (
+    BRUTAL_KILL,
+    INFINITY,
+    ChildSpec,
+    ChildType,
+    Restart,
+    Strategy,
+    SupervisorSpec,
+)
+
+__all__ = ["ChildCounts", "ChildRecord", "ChildStatus", "Supervisor"]
+
+_T = TypeVar("_T")
+
+
+class ChildStatus(Enum):
+    """A child's state in :meth:`Supervisor.which_children` (OTP: a pid, restarting, undefined)."""
+
+    RUNNING = "running"
+    #: waiting for its restart (backoff), or its restart failed and will be retried
+    RESTARTING = "restarting"
+    #: not running: terminated with ``terminate_child``, or a transient child that ended normally
+    UNDEFINED = "undefined"
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRecord:
+    """One child in :meth:`Supervisor.which_children`.
+
+    ``id`` is ``None`` for the children of a ``simple_one_for_one`` supervisor
+    (as in OTP); ``runnable`` is the running Runnable, ``None`` unless running.
+    """
+
+    id: str | None
+    runnable: Runnable | None
+    type: ChildType
+    status: ChildStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ChildCounts:
+    """:meth:`Supervisor.count_children`: specs, running children, and specs by type.
+
+    As in OTP, a ``simple_one_for_one`` supervisor has ``specs == 1`` (its
+    template) and counts its dynamic children in ``supervisors``/``workers``.
+    """
+
+    specs: int
+    active: int
+    supervisors: int
+    workers: int
+
+
+# --- the supervisor's own bookkeeping ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Exit:
+    reason: str
+    error: BaseException | None = None
+
+    @property
+    def normal(self) -> bool:
+        return self.reason in ("normal", "shutdown")
+
+
+_NORMAL: Final = _Exit("normal")
+_SHUTDOWN: Final = _Exit("shutdown")
+_KILLED: Final = _Exit("killed")
+
+
+class _Incarnation:
+    """One run of one child: the Runnable ``start`` returned, and how it ended."""
+
+    def __init__(self, child: _Child, runnable: Runnable) -> None:
+        self.child = child
+        self.runnable = runnable
+        self.scope = anyio.CancelScope()
+        self.started = False
+        self.settled = anyio.Event()  # started() was called, or run ended
+        self.done = anyio.Event()
+        self.exit: _Exit | None = None
+        self.started_at = 0.0
+        self.stop_requested = False
+        self.killed = False
+        # the supervisor has dealt with its end (stopped it, or saw it fail to start):
+        # its _Exited message must not be taken for a crash
+        self.reaped = False
+
+
+class _StartSignal(TaskStatus[None]):
+    """The ``task_status`` a child's ``run`` calls ``started()`` on."""
+
+    def __init__(self, incarnation: _Incarnation) -> None:
+        self._incarnation = incarnation
+
+    def started(self, value: None = None) -> None:
+        incarnation = self._incarnation
+        if incarnation.started:
+            raise RuntimeError(
+                f"child {incarnation.child.name!r} called task_status.started() twice"
+            )
+        incarnation.started = True
+        incarnation.settled.set()
+
+
+class _Pending:
+    """A restart decided and not carried out yet (backoff, or a failed start to retry)."""
+
+    def __init__(self, cause: _Child) -> None:
+        self.cause = cause
+        self.cancelled = False
+        self.scope: anyio.CancelScope | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class _Child:
+    """A child spec and its current state (a static child, or one dynamic child)."""
+
+    def __init__(
+        self, spec: ChildSpec, name: str, *, args: tuple[Any, ...] = (), dynamic: bool = False
+    ) -> None:
+        self.spec = spec
+        self.name = name
+        self.args = args
+        self.dynamic = dynamic
+        self.incarnation: _Incarnation | None = None
+        self.pending: _Pending | None = None
+        self.handle: Runnable | None = None  # what start_child returned (dynamic children)
+        self.attempt = 0  # consecutive restarts, for backoff
+        self.starts = 0
+
+    @property
+    def status(self) -> ChildStatus:
+        if self.incarnation is not None:
+            return ChildStatus.RUNNING
+        if self.pending is not None:
+            return ChildStatus.RESTARTING
+        return ChildStatus.UNDEFINED
+
+
+@dataclass(eq=False, slots=True)
+class _Exited:
+    incarnation: _Incarnation
+
+
+@dataclass(eq=False, slots=True)
+class _RestartDue:
+    pending: _Pending
+
+
+class _Call:
+    def __init__(self, op: Callable[[], Awaitable[Any]]) -> None:
+        self.op = op
+        self.done = anyio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class _StopSignal:
+    pass
+
+
+_STOP: Final = _StopSignal()
+_Message = _Exited | _RestartDue | _Call | _StopSignal
+
+
+class _Stopping(Exception):
+    """request_stop() arrived while an operation was waiting for a child to start."""
+
+
+class _GaveUp(Exception):
+    def __init__(self, child: _Child, exit: _Exit) -> None:
+        self.child = child
+        self.exit = exit
+
+
+class _StartFailed(Exception):
+    def __init__(self, child: _Child, error: BaseException) -> None:
+        self.child = child
+        self.error = error
+
+
+class _Phase(Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    ENDED = "ended"
+
+
+async def _first(*events: anyio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    if any(event.is_set() for event in events):
+        return
+    async with anyio.create_task_group() as tg:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(wait, event)
+
+
+class Supervisor:
+    """An Erlang/OTP supervisor of Runnables (see the module docstring).
+
+    ``name`` names it in events and logs, and prefixes its children's paths;
+    ``clock`` measures restart intensity, backoff and shutdown timeouts;
+    ``on_event`` receives every supervision event (see
+    :mod:`diaspora.supervision.events`); ``rng`` draws backoff jitter. Nested
+    supervisors share all three with their parent.
+
+    >>> import anyio
+    >>> class Hello:
+    ...     def __init__(self) -> None:
+    ...         self.stop = anyio.Event()
+    ...     async def run(self, *, task_status: TaskStatus[None]) -> None:
+    ...         print("hello from", current_child().path)
+    ...         task_status.started()
+    ...         await self.stop.wait()
+    ...     def request_stop(self) -> None:
+    ...         self.stop.set()
+    >>> async def main() -> None:
+    ...     sup = Supervisor(SupervisorSpec([ChildSpec("hello", start=Hello)]), name="root")
+    ...     async with anyio.create_task_group() as tg:
+    ...         await tg.start(sup.run)            # returns once every child has started
+    ...         print(await sup.count_children())
+    ...         sup.request_stop()                 # children stop in reverse start order
+    >>> from diaspora.supervision import current_child
+    >>> anyio.run(main)
+    hello from root.hello
+    ChildCounts(specs=1, active=1, supervisors=0, workers=1)
+    """
+
+    def __init__(
+        self,
+        spec: SupervisorSpec,
+        *,
+        name: str,
+        clock: Clock | None = None,
+        on_event: EventSink | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not isinstance(spec, SupervisorSpec):
+            raise ConfigError(f"supervisor {name!r}: spec={spec!r} is not a SupervisorSpec")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"supervisor: name={name!r} must be a non-empty string")
+        self._spec = spec
+        self._name = name
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._sink = on_event
+        self._report = _Reporter(name, on_event)
+        self._rng = rng if rng is not None else random.Random()
+        self._log = get_logger(supervisor=name)
+        self._outbox, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
+        self._children: list[_Child] = []
+        self._restarts: list[float] = []  # times of the restarts within the last period
+        self._serial = 0
+        self._phase = _Phase.NEW
+        self._stop_requested = False
+        self._stop_event = anyio.Event()
+        self._started_event = anyio.Event()
+        self._ended_event = anyio.Event()
+        self._failure: BaseException | None = None
+        self._tg: TaskGroup | None = None
+
+    def __repr__(self) -> str:
+        return f"<Supervisor {self._name!r} {self._spec.strategy.value} {self._phase.value}>"
+
+    @property
+    def name(self) -> str:
+        """The supervisor's name: a dotted path from the root supervisor."""
+        return self._name
+
+    @property
+    def spec(self) -> SupervisorSpec:
+        return self._spec
+
+    @property
+    def _simple(self) -> bool:
+        return self._spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE
+
+    # --- Runnable ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start the children in order, then supervise them until stopped or failed.
+
+        Calls ``task_status.started()`` once every initial child has started.
+        Returns after :meth:`request_stop` (children stopped in reverse start
+        order). Raises :class:`~diaspora.errors.ChildStartError` if a child
+        fails to start (the ones started before it are stopped first), and
+        :class:`~diaspora.errors.RestartIntensityExceeded` after giving up.
+        """
+        if self._phase is not _Phase.NEW:
+            raise RuntimeError(
+                f"supervisor {self._name!r} has already run: make a new Supervisor to run again"
+            )
+        self._phase = _Phase.STARTING
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                try:
+                    self._failure = await self._lifetime(task_status)
+                finally:
+                    # every child has been stopped by now; only backoff timers are left
+                    tg.cancel_scope.cancel()
+        finally:
+            self._phase = _Phase.ENDED
+            self._ended_event.set()
+            self._outbox.close()
+            self._fail_queued_calls()
+        if self._failure is not None:
+            raise self._failure
+
+    def request_stop(self) -> None:
+        """Stop the children in reverse start order, then return from :meth:`run`."""
+        self._stop_requested = True
+        self._stop_event.set()
+        self._post(_STOP)
+
+    async def started(self) -> None:
+        """Wait until :meth:`run` has started every initial child.
+
+        Raises :class:`~diaspora.errors.SupervisorNotRunning` if it ended first.
+        """
+        await _first(self._started_event, self._ended_event)
+        if not self._started_event.is_set():
+            raise SupervisorNotRunning(
+                f"supervisor {self._name!r} ended before it started its children"
+            ) from self._failure
+
+    # --- runtime API (OTP's supervisor module) ----------------------------------------
+
+    async def start_child(self, *args: Any) -> Runnable:
+        """Add and start a child; return its Runnable.
+
+        ``start_child(ChildSpec(...))`` for the other strategies: the child is
+        added after the existing ones. ``start_child(*args)`` for
+        ``simple_one_for_one``: ``template.start(*args)`` makes the child, and
+        the Runnable returned is its handle for :meth:`terminate_child`, valid
+        across its restarts. Raises ``ChildAlreadyStarted``,
+        ``ChildAlreadyPresent`` or ``ChildStartError``.
+        """
+        return await self._call(lambda: self._start_child(args))
+
+    async def terminate_child(self, child: str | Runnable) -> None:
+        """Stop a child by id (or its running Runnable) by its shutdown policy.
+
+        The spec is kept (restart it with :meth:`restart_child`) unless the
+        child is temporary. Under ``simple_one_for_one`` pass the handle
+        :meth:`start_child` returned; the child is removed. A pending restart
+        is cancelled. Raises ``ChildNotFound`` or ``SimpleOneForOneError``.
+        """
+        await self._call(lambda: self._terminate_child(child))
+
+    async def restart_child(self, child_id: str) -> Runnable:
+        """Start again a child that is not running; return its new Runnable.
+
+        Raises ``ChildNotFound``, ``ChildRunning``, ``ChildRestarting``,
+        ``ChildStartError`` or ``SimpleOneForOneError``.
+        """
+        return await self._call(lambda: self._restart_child(child_id))
+
+    async def delete_child(self, child_id: str) -> None:
+        """Remove the spec of a child that is not running.
+
+        Raises ``ChildNotFound``, ``ChildRunning``, ``ChildRestarting`` or
+        ``SimpleOneForOneError``.
+        """
+        await self._call(lambda: self._delete_child(child_id))
+
+    async def which_children(self) -> list[ChildRecord]:
+        """Every child, in start order."""
+        return await self._call(self._which_children)
+
+    async def count_children(self) -> ChildCounts:
+        """How many specs, running children, supervisors and workers."""
+        return await self._call(self._count_children)
+
+    # --- the supervisor's task --------------------------------------------------------
+
+    async def _lifetime(self, task_status: TaskStatus[None]) -> BaseException | None:
+        try:
+            await self._start_initial_children()
+        except _Stopping:
+            return None
+        except _StartFailed as failed:
+            error = ChildStartError(
+                f"supervisor {self._name!r}: child {failed.child.name!r} failed to start: "
+                f"{failed.error!r}; the children started before it were stopped",
+                child=failed.child.name,
+            )
+            error.__cause__ = failed.error
+            return error
+        self._phase = _Phase.RUNNING
+        self._started_event.set()
+        task_status.started()
+        try:
+            await self._serve()
+        except _GaveUp as gave_up:
+            await self._terminate_all()
+            spec = self._spec
+            gave_up_error = RestartIntensityExceeded(
+                f"supervisor {self._name!r}: more than {spec.intensity} restart(s) in "
+                f"{spec.period}s (last: child {gave_up.child.name!r} exited with "
+                f"{gave_up.exit.reason}); it stopped its children and gave up"
+            )
+            gave_up_error.__cause__ = gave_up.exit.error
+            return gave_up_error
+        await self._terminate_all()
+        return None
+
+    async def _start_initial_children(self) -> None:
+        if self._simple:
+            return
+        for spec in self._spec.children:
+            child = _Child(spec, spec.id)
+            try:
+                await self._start(child)
+            except (_StartFailed, _Stopping):
+                await self._terminate_all()
+                raise
+            self._children.append(child)
+
+    async def _serve(self) -> None:
+        while not self._stop_requested:
+            message = await self._inbox.receive()
+            try:
+                if isinstance(message, _Exited):
+                    await self._on_exit(message.incarnation)
+                elif isinstance(message, _RestartDue):
+                    if not message.pending.cancelled:
+                        await self._carry_out(message.pending)
+                elif isinstance(message, _Call):
+                    await self._serve_call(message)
+            except _Stopping:
+                return
+
+    async def _serve_call(self, call: _Call) -> None:
+        try:
+            call.result = await call.op()
+        except _Stopping:
+            call.error = SupervisorNotRunning(
+                f"supervisor {self._name!r} was asked to stop while serving this call"
+            )
+            raise
+        except Exception as exc:
+            call.error = exc
+        except BaseException:
+            call.error = SupervisorNotRunning(f"supervisor {self._name!r} was cancelled")
+            raise
+        finally:
+            call.done.set()
+
+    async def _call(self, op: Callable[[], Awaitable[_T]]) -> _T:
+        if self._phase is _Phase.ENDED:
+            raise SupervisorNotRunning(f"supervisor {self._name!r} is not running")
+        call = _Call(op)
+        try:
+            self._outbox.send_nowait(call)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise SupervisorNotRunning(f"supervisor {self._name!r} is not running") from None
+        await call.done.wait()
+        if call.error is not None:
+            raise call.error
+        result: _T = call.result
+        return result
+
+    def _post(self, message: _Message) -> None:
+        # once the supervisor has ended nothing is listening
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._outbox.send_nowait(message)
+
+    def _fail_queued_calls(self) -> None:
+        while True:
+            try:
+                message = self._inbox.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            if isinstance(message, _Call) and not message.done.is_set():
+                message.error = SupervisorNotRunning(f"supervisor {self._name!r} has stopped")
+                message.done.set()
+
+    # --- starting and stopping one child ----------------------------------------------
+
+    async def _start(self, child: _Child, kind: str = "started", **event: Any) -> Runnable:
+        """Start ``child`` and wait for its ``started()``; raise _StartFailed or _Stopping."""
+        if self._stop_requested:
+            raise _Stopping
+        assert self._tg is not None
+        context = ChildContext(self._name, child.name, child.starts, child.args)
+        child.starts += 1
+        failure: Exception | None = None
+        token = _CURRENT.set(context)
+        try:
+            runnable = self._make(child)
+            incarnation = _Incarnation(child, runnable)
+            # the child's task inherits the context set above
+            self._tg.start_soon(self._run, incarnation, name=f"{self._name}.{child.name}")
+        except Exception as exc:
+            failure = exc
+        finally:
+            _CURRENT.reset(token)
+        if failure is not None:
+            await self._report("start_failed", child=child.name, reason=repr(failure))
+            raise _StartFailed(child, failure)
+        await _first(incarnation.settled, self._stop_event)
+        if not incarnation.settled.is_set():
+            await self._stop(incarnation)
+            raise _Stopping
+        exit = incarnation.exit
+        if not incarnation.started and exit is not None and not exit.normal:
+            incarnation.reaped = True
+            await self._report("start_failed", child=child.name, reason=exit.reason)
+            raise _StartFailed(child, exit.error or RuntimeError(exit.reason))
+        # returning before started() counts as starting, then exiting normally
+        incarnation.started_at = self._clock.monotonic()
+        child.incarnation = incarnation
+        await self._report(kind, child=child.name, incarnation=context.incarnation, **event)
+        return runnable
+
+    def _make(self, child: _Child) -> Runnable:
+        start = child.spec.start
+        if isinstance(start, SupervisorSpec):
+            if child.args:
+                raise TypeError(
+                    f"child {child.name!r} is a supervisor: start_child takes no arguments for it"
+                )
+            return Supervisor(
+                start,
+                name=f"{self._name}.{child.name}",
+                clock=self._clock,
+                on_event=self._sink,
+                rng=self._rng,
+            )
+        made = start(*child.args)
+        if inspect.isawaitable(made):
+            if inspect.iscoroutine(made):
+                made.close()
+            raise TypeError(
+                f"child {child.name!r}: start returned an awaitable; it must be a plain "
+                "function returning a Runnable (do async set-up in run, before started())"
+            )
+        if not isinstance(made, Runnable):
+            raise TypeError(
+                f"child {child.name!r}: start returned {made!r}, which is not a Runnable "
+                "(async run(*, task_status) and request_stop())"
+            )
+        return made
+
+    async def _run(self, incarnation: _Incarnation) -> None:
+        """The child's task: run it, classify how it ended, tell the supervisor."""
+        try:
+            with incarnation.scope:
+                try:
+                    await incarnation.runnable.run(task_status=_StartSignal(incarnation))
+                except ChildShutdown as exc:
+                    incarnation.exit = _Exit("shutdown", exc)
+                except Exception as exc:
+                    incarnation.exit = _Exit(repr(exc), exc)
+                else:
+                    incarnation.exit = _SHUTDOWN if incarnation.stop_requested else _NORMAL
+        finally:
+            if incarnation.killed or incarnation.exit is None:
+                incarnation.exit = _KILLED
+            incarnation.done.set()
+            incarnation.settled.set()
+            self._post(_Exited(incarnation))
+
+    async def _stop(self, incarnation: _Incarnation) -> _Exit:
+        """Stop a child by its shutdown policy (if it has not ended already)."""
+        incarnation.reaped = True
+        child = incarnation.child
+        if not incarnation.done.is_set():
+            policy = child.spec.effective_shutdown
+            if policy == BRUTAL_KILL:
+                self._kill(incarnation)
+            else:
+                incarnation.stop_requested = True
+                try:
+                    incarnation.runnable.request_stop()
+                except Exception as exc:
+                    self._log.warning("request_stop_failed", child=child.name, error=repr(exc))
+                    self._kill(incarnation)
+                if policy != INFINITY and not incarnation.done.is_set():
+                    assert isinstance(policy, float)
+                    await self._kill_after(incarnation, policy)
+            await incarnation.done.wait()
+        exit = incarnation.exit or _KILLED
+        await self._report("terminated", child=child.name, reason=exit.reason)
+        return exit
+
+    @staticmethod
+    def _kill(incarnation: _Incarnation) -> None:
+        incarnation.killed = True
+        incarnation.scope.cancel()
+
+    async def _kill_after(self, incarnation: _Incarnation, seconds: float) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def deadline() -> None:
+                await self._clock.sleep(seconds)
+                self._kill(incarnation)
+
+            tg.start_soon(deadline)
+            await incarnation.done.wait()
+            tg.cancel_scope.cancel()
+
+    async def _halt(self, child: _Child) -> None:
+        """Make ``child`` not running and not restarting."""
+        self._unpend(child)
+        if child.incarnation is not None:
+            incarnation, child.incarnation = child.incarnation, None
+            await self._stop(incarnation)
+
+    async def _terminate_all(self) -> None:
+        for child in reversed(self._children):
+            await self._halt(child)
+
+    def _remove(self, child: _Child) -> None:
+        self._unpend(child)
+        self._children.remove(child)
+
+    def _unpend(self, child: _Child) -> None:
+        pending, child.pending = child.pending, None
+        if pending is not None and not any(c.pending is pending for c in self._children):
+            pending.cancel()
+
+    # --- exits and restarts -----------------------------------------------------------
+
+    async def _on_exit(self, incarnation: _Incarnation) -> None:
+        child = incarnation.child
+        if incarnation.reaped or child.incarnation is not incarnation:
+            return
+        incarnation.reaped = True
+        child.incarnation = None
+        exit = incarnation.exit or _KILLED
+        if self._clock.monotonic() - incarnation.started_at >= self._spec.backoff_reset_after:
+            child.attempt = 0
+        await self._report("exited", child=child.name, reason=exit.reason, normal=exit.normal)
+        restart = child.spec.restart
+        if restart is Restart.PERMANENT or (restart is Restart.TRANSIENT and not exit.normal):
+            await self._restart(child, exit)
+        elif restart is Restart.TEMPORARY or child.dynamic:
+            self._remove(child)
+
+    def _add_restart(self) -> bool:
+        """Record a restart now; False if that makes more than ``intensity`` within ``period``."""
+        now = self._clock.monotonic()
+        threshold = now - self._spec.period
+        self._restarts = [t for t in self._restarts if t >= threshold]
+        self._restarts.append(now)
+        return len(self._restarts) <= self._spec.intensity
+
+    def _restart_set(self, cause: _Child) -> list[_Child]:
+        strategy = self._spec.strategy
+        if strategy is Strategy.ONE_FOR_ALL:
+            return list(self._children)
+        if strategy is Strategy.REST_FOR_ONE:
+            return self._children[self._children.index(cause) :]
+        return [cause]
+
+    async def _restart(self, cause: _Child, exit: _Exit) -> None:
+        """``cause`` exited and must be restarted: count it, stop its set, restart the set."""
+        spec = self._spec
+        if not self._add_restart():
+            await self._report(
+                "gave_up",
+                child=cause.name,
+                reason=exit.reason,
+                restarts=len(self._restarts),
+                intensity=spec.intensity,
+                period=spec.period,
+            )
+            raise _GaveUp(cause, exit)
+        group = self._restart_set(cause)
+        for child in reversed(group):
+            if child.incarnation is not None:
+                incarnation, child.incarnation = child.incarnation, None
+                await self._stop(incarnation)
+        pending = _Pending(cause)
+        for child in group:
+            if child is not cause and child.spec.restart is Restart.TEMPORARY:
+                self._remove(child)  # stopped with its siblings, never restarted
+                continue
+            self._unpend(child)
+            child.pending = pending
+        cause.attempt += 1
+        delay = spec.backoff.delay(cause.attempt, self._rng) if spec.backoff else 0.0
+        if delay <= 0:
+            await self._carry_out(pending)
+            return
+        await self._report("backoff", child=cause.name, attempt=cause.attempt, delay_s=delay)
+        pending.scope = anyio.CancelScope()
+        assert self._tg is not None
+        self._tg.start_soon(self._restart_after, pending, delay)
+
+    async def _restart_after(self, pending: _Pending, delay: float) -> None:
+        assert pending.scope is not None
+        with pending.scope:
+            await self._clock.sleep(delay)
+            self._post(_RestartDue(pending))
+
+    async def _carry_out(self, pending: _Pending) -> None:
+        """Start, in start order, the children still waiting for ``pending``."""
+        for child in [c for c in self._children if c.pending is pending]:
+            if child.pending is not pending:
+                continue
+            child.pending = None
+            try:
+                await self._start(
+                    child, "restarted", attempt=pending.cause.attempt, cause=pending.cause.name
+                )
+            except _StartFailed as failed:
+                # OTP: a restart that fails to start counts as another exit, and is retried
+                error = failed.error
+                await self._restart(child, _Exit(repr(error), error))
+                for rest in self._children:
+                    if rest.pending is pending:
+                        rest.pending = None
+                return
+
+    # --- runtime API, run in the supervisor's task ------------------------------------
+
+    def _find(self, ref: str | Runnable) -> _Child:
+        for child in self._children:
+            if isinstance(ref, str):
+                if not child.dynamic and child.name == ref:
+                    return child
+            elif child.handle is ref or (
+                child.incarnation is not None and child.incarnation.runnable is ref
+            ):
+                return child
+        raise ChildNotFound(f"supervisor {self._name!r} has no child {ref!r}")
+
+    def _not_simple(self, call: str) -> None:
+        if self._simple:
+            raise SimpleOneForOneError(
+                f"supervisor {self._name!r} is simple_one_for_one: {call} is not supported "
+                "(its children have no ids; use terminate_child(handle) and start_child(*args))"
+            )
+
+    async def _start_child(self, args: tuple[Any, ...]) -> Runnable:
+        if self._simple:
+            template = self._spec.children[0]
+            self._serial += 1
+            child = _Child(template, f"{template.id}-{self._serial}", args=args, dynamic=True)
+        else:
+            if len(args) != 1 or not isinstance(args[0], ChildSpec):
+                raise TypeError(
+                    f"supervisor {self._name!r}: start_child takes one ChildSpec (only "
+                    f"simple_one_for_one supervisors take start arguments), got {args!r}"
+                )
+            spec = args[0]
+            for existing in self._children:
+                if existing.name == spec.id:
+                    if existing.incarnation is not None:
+                        raise ChildAlreadyStarted(
+                            f"supervisor {self._name!r}: child {spec.id!r} is already running"
+                        )
+                    raise ChildAlreadyPresent(
+                        f"supervisor {self._name!r}: child {spec.id!r} is already present: "
+                        "use restart_child, or delete_child first"
+                    )
+            child = _Child(spec, spec.id)
+        try:
+            runnable = await self._start(child)
+        except _StartFailed as failed:
+            raise ChildStartError(
+                f"supervisor {self._name!r}: child {child.name!r} failed to start: "
+                f"{failed.error!r}",
+                child=child.name,
+            ) from failed.error
+        child.handle = runnable if child.dynamic else None
+        self._children.append(child)
+        return runnable
+
+    async def _terminate_child(self, ref: str | Runnable) -> None:
+        if self._simple and isinstance(ref, str):
+            self._not_simple(f"terminate_child({ref!r}) by id")
+        child = self._find(ref)
+        await self._halt(child)
+        child.attempt = 0
+        if child.dynamic or child.spec.restart is Restart.TEMPORARY:
+            self._remove(child)
+
+    async def _restart_child(self, child_id: str) -> Runnable:
+        self._not_simple("restart_child")
+        child = self._find(child_id)
+        self._check_stopped(child)
+        child.attempt = 0
+        try:
+            return await self._start(child)
+        except _StartFailed as failed:
+            raise ChildStartError(
+                f"supervisor {self._name!r}: child {child.name!r} failed to restart: "
+                f"{failed.error!r}",
+                child=child.name,
+            ) from failed.error
+
+    async def _delete_child(self, child_id: str) -> None:
+        self._not_simple("delete_child")
+        child = self._find(child_id)
+        self._check_stopped(child)
+        self._remove(child)
+        await self._report("deleted", child=child.name)
+
+    def _check_stopped(self, child: _Child) -> None:
+        if child.incarnation is not None:
+            raise ChildRunning(
+                f"supervisor {self._name!r}: child {child.name!r} is running: "
+                "terminate_child it first"
+            )
+        if child.pending is not None:
+            raise ChildRestarting(
+                f"supervisor {self._name!r}: child {child.name!r} is waiting to be restarted: "
+                "terminate_child it first"
+            )
+
+    async def _which_children(self) -> list[ChildRecord]:
+        return [
+            ChildRecord(
+                id=None if child.dynamic else child.name,
+                runnable=child.incarnation.runnable if child.incarnation is not None else None,
+                type=child.spec.effective_type,
+                status=child.status,
+            )
+            for child in self._children
+        ]
+
+    async def _count_children(self) -> ChildCounts:
+        children = self._children
+        active = sum(1 for c in children if c.incarnation is not None)
+        supervisors = sum(1 for c in children if c.spec.effective_type is ChildType.SUPERVISOR)
+        specs = 1 if self._simple else len(children)
+        return ChildCounts(specs, active, supervisors, len(children) - supervisors)
