@@ -10,6 +10,15 @@ from diaspora.streams.history import (
     HistoryStats,
     entry_size,
 )
+from diaspora.streams.replay import (
+    HistoryServer,
+    ReplayError,
+    ReplayResult,
+    ReplayUnavailable,
+    collect_history,
+    fetch_history,
+    replay_subject,
+)
 
 #: Header: the producer's own item number on the subject (1, 2, 3...; a gap means lost items).
 ITEM: Final = "Diaspora-Item"
@@ -20,6 +29,13 @@ __all__ = [
     "HistoryBuffer",
     "HistoryError",
     "HistoryItem",
+    "HistoryServer",
     "HistoryStats",
+    "ReplayError",
+    "ReplayResult",
+    "ReplayUnavailable",
+    "collect_history",
     "entry_size",
+    "fetch_history",
+    "replay_subject",
 ]
