@@ -10,6 +10,16 @@ from diaspora.streams.history import (
     HistoryStats,
     entry_size,
 )
+from diaspora.streams.reconstruct import (
+    BUILTIN_RECONSTRUCTORS,
+    HoldLast,
+    LinearInterpolation,
+    ReconstructionError,
+    Reconstructor,
+    ZeroFill,
+    fill_gap,
+    load_reconstructor,
+)
 from diaspora.streams.replay import (
     HistoryServer,
     ReplayError,
@@ -24,6 +34,7 @@ from diaspora.streams.replay import (
 ITEM: Final = "Diaspora-Item"
 
 __all__ = [
+    "BUILTIN_RECONSTRUCTORS",
     "ITEM",
     "Gap",
     "HistoryBuffer",
@@ -31,11 +42,18 @@ __all__ = [
     "HistoryItem",
     "HistoryServer",
     "HistoryStats",
+    "HoldLast",
+    "LinearInterpolation",
+    "ReconstructionError",
+    "Reconstructor",
     "ReplayError",
     "ReplayResult",
     "ReplayUnavailable",
+    "ZeroFill",
     "collect_history",
     "entry_size",
     "fetch_history",
+    "fill_gap",
+    "load_reconstructor",
     "replay_subject",
 ]
