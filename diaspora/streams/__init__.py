@@ -1,4 +1,11 @@
-"""QoS-aware streams: a producer's history, replay over request/reply, reconstruction."""
+"""QoS-aware streams: a producer's history, replay over request/reply, reconstruction.
+
+- :mod:`~diaspora.streams.history`: :class:`HistoryBuffer`, what a producer emitted.
+- :mod:`~diaspora.streams.replay`: :class:`HistoryServer` and :func:`fetch_history`.
+- :mod:`~diaspora.streams.reconstruct`: stand-ins for items lost for good.
+- :mod:`~diaspora.streams.qos`: :class:`QosSpec`, a stream's promises and overload policy.
+- :mod:`~diaspora.streams.meter`: rate, lag and latency meters.
+"""
 
 from typing import Final
 
@@ -10,6 +17,8 @@ from diaspora.streams.history import (
     HistoryStats,
     entry_size,
 )
+from diaspora.streams.meter import LagMeter, LatencyMeter, RateMeter
+from diaspora.streams.qos import AggregateFn, OverloadPolicy, Policy, QosSpec
 from diaspora.streams.reconstruct import (
     BUILTIN_RECONSTRUCTORS,
     HoldLast,
@@ -36,6 +45,7 @@ ITEM: Final = "Diaspora-Item"
 __all__ = [
     "BUILTIN_RECONSTRUCTORS",
     "ITEM",
+    "AggregateFn",
     "Gap",
     "HistoryBuffer",
     "HistoryError",
@@ -43,7 +53,13 @@ __all__ = [
     "HistoryServer",
     "HistoryStats",
     "HoldLast",
+    "LagMeter",
+    "LatencyMeter",
     "LinearInterpolation",
+    "OverloadPolicy",
+    "Policy",
+    "QosSpec",
+    "RateMeter",
     "ReconstructionError",
     "Reconstructor",
     "ReplayError",
