@@ -94,6 +94,7 @@ _WRITEV_BYTES: Final = 8 * 1024 * 1024
 _COALESCE_BYTES: Final = 64 * 1024
 _SMALL_RECORD: Final = 16 * 1024  # framed on the caller's thread below this payload size
 _CHUNK_BYTES: Final = 1024 * 1024
+_SPLIT_READ: Final = 64 * 1024  # records from this size are read in two parts
 _COALESCE_S: Final = 0.0005
 
 
@@ -162,6 +163,7 @@ class _Entry:
     """Where one retained item is: its RAM copy (until written and pushed out) and its record."""
 
     __slots__ = (
+        "head",
         "headers",
         "item",
         "length",
@@ -182,7 +184,8 @@ class _Entry:
         self.headers: dict[str, str] | None = None
         self.segment = -1
         self.offset = 0
-        self.length = 0
+        self.length = 0  # of the whole record
+        self.head = 0  # bytes of the record before the payload
 
 
 class _Subject:
@@ -635,7 +638,8 @@ class HistoryBuffer:
         meta: bytes = msgpack.packb([entry.subject, entry.headers], use_bin_type=True)
         entry.segment = current.id
         entry.offset = current.size
-        entry.length = _RECORD.size + len(meta) + len(entry.payload)
+        entry.head = _RECORD.size + len(meta)
+        entry.length = entry.head + len(entry.payload)
         if len(entry.payload) < _SMALL_RECORD:
             writer.submit_small(entry.seq, entry.item, meta, entry.payload)
         else:
@@ -764,8 +768,13 @@ class HistoryBuffer:
         segment = self._segments.get(entry.segment)
         if segment is None:
             return None
-        data = segment.read(entry.offset, entry.length)
-        record = _parse(data)
+        if entry.length < _SPLIT_READ:
+            data = segment.read(entry.offset, entry.length)
+            head, payload = data[: entry.head], data[entry.head :]
+        else:  # two reads spare a copy of a large payload
+            head = segment.read(entry.offset, entry.head)
+            payload = segment.read(entry.offset + entry.head, entry.length - entry.head)
+        record = _parse(head, payload)
         if isinstance(record, str) or record[0] != entry.seq:
             self._counters["corrupt"] += 1
             self._log.warning(
@@ -777,8 +786,8 @@ class HistoryBuffer:
                 reason=record if isinstance(record, str) else "wrong record",
             )
             return None
-        _, subject, headers, start = record
-        return HistoryItem(subject, entry.item, data[start:], headers)
+        _, subject, headers = record
+        return HistoryItem(subject, entry.item, payload, headers)
 
     @property
     def stats(self) -> HistoryStats:
@@ -900,6 +909,7 @@ class HistoryBuffer:
                     if seq >= self._low_seq:
                         entry = _Entry(seq, subject, item, entry_size(b"", headers) + payload_len)
                         entry.segment, entry.offset, entry.length = segment.id, offset, length
+                        entry.head = _RECORD.size + meta_len
                         self._index_entry(entry)
                 offset += length
         if reason is not None:
@@ -953,17 +963,20 @@ def _parse_meta(raw: bytes) -> tuple[str, dict[str, str]] | str:
     return subject, headers
 
 
-def _parse(data: bytes) -> tuple[int, str, dict[str, str], int] | str:
-    """The one record in ``data``, CRC checked: (seq, subject, headers, payload start)."""
-    parsed = _parse_head(data[: _RECORD.size], 0, len(data))
+def _parse(head: bytes, payload: bytes) -> tuple[int, str, dict[str, str]] | str:
+    """One record read back as its head (header and meta) and payload, CRC checked.
+
+    Returns (seq, subject, headers), or what is wrong.
+    """
+    parsed = _parse_head(head[: _RECORD.size], 0, len(head) + len(payload))
     if isinstance(parsed, str):
         return parsed
-    crc, seq, _, meta_len, _ = parsed
-    start = _RECORD.size + meta_len
-    view = memoryview(data)
-    if zlib.crc32(view[start:], zlib.crc32(view[8:start])) != crc:
+    crc, seq, _, meta_len, payload_len = parsed
+    if _RECORD.size + meta_len != len(head) or payload_len != len(payload):
+        return "wrong record length"
+    if zlib.crc32(payload, zlib.crc32(memoryview(head)[8:])) != crc:
         return "crc mismatch"
-    meta = _parse_meta(data[_RECORD.size : start])
+    meta = _parse_meta(head[_RECORD.size :])
     if isinstance(meta, str):
         return meta
-    return seq, meta[0], meta[1], start
+    return seq, meta[0], meta[1]

@@ -59,12 +59,15 @@ range the producer holds for the subject now. An invalid request gets
 from __future__ import annotations
 
 import contextlib
+import struct
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import anyio
+import msgpack
 import nats.errors
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.msg import Msg
@@ -98,6 +101,9 @@ DEFAULT_REPLY_BYTES: Final = 4 * 1024 * 1024
 _REPLY_ROOM: Final = 4096  # msgpack framing of a reply, beyond the items' estimates
 _ITEM_OVERHEAD: Final = 32
 _HEADER_OVERHEAD: Final = 8
+_NO_RESPONDERS: Final = "503"
+_SPLICE_FROM: Final = 16 * 1024  # payloads from this size are joined, not packed
+_BIN32 = struct.Struct(">BI")  # msgpack bin 32 header
 
 
 class ReplayError(DiasporaError):
@@ -194,7 +200,7 @@ class HistoryServer:
             self.stats["errors"] += 1
             self._log.warning("replay_bad_request", reason=str(exc))
             reply = {"v": PROTOCOL_VERSION, "error": str(exc)}
-        body = codec.encode(reply)
+        body = _encode_reply(reply)
         if len(body) > self._fabric.nc.max_payload:  # the estimates are conservative: a bug
             self.stats["errors"] += 1
             self._log.error("replay_reply_too_large", size=len(body))
@@ -247,11 +253,43 @@ class HistoryServer:
         }
 
 
+def _encode_reply(reply: dict[str, Any]) -> bytes:
+    """The msgpack map ``reply``, copying each large payload once.
+
+    Packing it whole would copy the payloads several times over as the
+    packer's buffer grows; a joined list of parts costs one copy.
+    """
+    packer = msgpack.Packer(use_bin_type=True)
+    parts: list[bytes] = [packer.pack_map_header(len(reply))]
+    for key, value in reply.items():
+        parts.append(packer.pack(key))
+        if key != "items":
+            parts.append(packer.pack(value))
+            continue
+        parts.append(packer.pack_array_header(len(value)))
+        for entry in value:
+            payload = entry[2]
+            if len(payload) < _SPLICE_FROM:
+                parts.append(packer.pack(entry))
+            else:
+                parts += (
+                    packer.pack_array_header(3),
+                    packer.pack(entry[0]),
+                    packer.pack(entry[1]),
+                    _BIN32.pack(0xC6, len(payload)),
+                    payload,
+                )
+    return b"".join(parts)
+
+
 def _estimate(x: HistoryItem) -> int:
+    headers = x.headers
     return (
         len(x.payload)
         + _ITEM_OVERHEAD
-        + sum(len(k) + len(v) + _HEADER_OVERHEAD for k, v in x.headers.items())
+        + sum(map(len, headers))
+        + sum(map(len, headers.values()))
+        + _HEADER_OVERHEAD * len(headers)
     )
 
 
@@ -322,14 +360,21 @@ async def fetch_history(
     :class:`HistoryItem`, or inside a :class:`Gap`. Raises
     :class:`ReplayUnavailable` when no producer answers a request within
     ``timeout`` seconds, :class:`ReplayError` when it refuses the request.
+
+    The next chunk is requested before this one's items are yielded, so the
+    producer works while the caller does. The iterator holds a subscription
+    until it is exhausted or closed: stop early inside
+    ``contextlib.aclosing(fetch_history(...))``.
     """
     if not (_is_int(first) and _is_int(last) and 0 <= first <= last):
         raise ValueError(f"fetch_history: {first!r}..{last!r} must be ints, 0 <= first <= last")
     nc = fabric.nc
     target = replay_subject(producer_id)
     where = f"replay of {subject!r} {first}..{last} from producer {producer_id!r}"
-    position: int | None = first
-    while position is not None:
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+
+    async def ask(position: int) -> None:
         request: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
             "subject": subject,
@@ -338,31 +383,59 @@ async def fetch_history(
         }
         if max_bytes is not None:
             request["max_bytes"] = max_bytes
-        try:
-            msg = await nc.request(target, codec.encode(request), timeout=timeout)
-        except nats.errors.NoRespondersError as exc:
-            raise ReplayUnavailable(
-                f"{where}: nobody serves {target!r}; the producer is not running or keeps "
-                "no history (run a HistoryServer for it), so these items are lost"
-            ) from exc
-        except nats.errors.TimeoutError as exc:
-            raise ReplayUnavailable(
-                f"{where}: no answer on {target!r} within {timeout}s; the producer may be "
-                "overloaded or cut off: retry later, or raise the timeout"
-            ) from exc
-        reply = _parse_reply(msg.data, position, last, where)
-        expected = position
-        for number, headers, payload in reply["items"]:
-            if number > expected:
-                yield Gap(subject, expected, number - 1)
-            yield HistoryItem(subject, number, payload, headers)
-            expected = number + 1
-        if expected <= reply["last"]:
-            yield Gap(subject, expected, reply["last"])
-        position = reply["next"]
+        await nc.publish(target, codec.encode(request), reply=inbox)
+
+    async def answer(position: int) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.001))
+            except nats.errors.TimeoutError:
+                raise ReplayUnavailable(
+                    f"{where}: no answer on {target!r} within {timeout}s; the producer may "
+                    "be overloaded or cut off: retry later, or raise the timeout"
+                ) from None
+            if msg.headers and msg.headers.get("Status") == _NO_RESPONDERS:
+                raise ReplayUnavailable(
+                    f"{where}: nobody serves {target!r}; the producer is not running or keeps "
+                    "no history (run a HistoryServer for it), so these items are lost"
+                )
+            reply = _parse_reply(msg.data, position, last, where)
+            if reply is not None:
+                return reply
+
+    try:
+        await ask(first)
+        position: int | None = first
+        while position is not None:
+            reply = await answer(position)
+            covered, position = reply["last"], reply["next"]
+            if position is not None:
+                await ask(position)
+            expected = reply["first"]
+            for entry in reply["items"]:
+                if (
+                    type(entry) is not list
+                    or len(entry) != 3
+                    or not _is_int(number := entry[0])
+                    or not expected <= number <= covered
+                    or type(entry[1]) is not dict
+                    or type(entry[2]) is not bytes
+                ):
+                    raise ReplayError(f"{where}: malformed or out-of-order item {entry!r:.100}")
+                if number > expected:
+                    yield Gap(subject, expected, number - 1)
+                yield HistoryItem(subject, number, entry[2], entry[1])
+                expected = number + 1
+            if expected <= covered:
+                yield Gap(subject, expected, covered)
+    finally:
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
 
-def _parse_reply(data: bytes, first: int, last: int, where: str) -> dict[str, Any]:
+def _parse_reply(data: bytes, first: int, last: int, where: str) -> dict[str, Any] | None:
+    """The reply to the request for ``first..last``; ``None`` for a stale or duplicate one."""
     try:
         reply = codec.decode(data)
     except DiasporaError as exc:
@@ -371,29 +444,18 @@ def _parse_reply(data: bytes, first: int, last: int, where: str) -> dict[str, An
         raise ReplayError(f"{where}: reply is a {type(reply).__name__}, not a map")
     if "error" in reply:
         raise ReplayError(f"{where}: the producer refused: {reply['error']}")
+    if reply.get("first") != first:  # to an earlier request, from a second responder
+        return None
     covered: Any = reply.get("last")
     next_item: Any = reply.get("next")
-    items: Any = reply.get("items")
-    if reply.get("first") != first or not _is_int(covered) or not first <= covered <= last:
-        raise ReplayError(f"{where}: reply covers {reply.get('first')!r}..{covered!r}")
+    if not _is_int(covered) or not first <= covered <= last:
+        raise ReplayError(f"{where}: reply covers {first}..{covered!r}")
     if next_item is not None and next_item != covered + 1:
         raise ReplayError(f"{where}: reply's next {next_item!r} does not follow {covered}")
     if next_item is None and covered != last:
         raise ReplayError(f"{where}: reply stops at {covered} with nothing next")
-    if not isinstance(items, list):
+    if not isinstance(reply.get("items"), list):
         raise ReplayError(f"{where}: reply has no item list")
-    previous = first - 1
-    for entry in items:
-        if (
-            not isinstance(entry, list)
-            or len(entry) != 3
-            or not _is_int(entry[0])
-            or not previous < entry[0] <= covered
-            or not isinstance(entry[1], dict)
-            or not isinstance(entry[2], bytes)
-        ):
-            raise ReplayError(f"{where}: malformed or out-of-order item {entry!r:.100}")
-        previous = entry[0]
     return reply
 
 

@@ -381,7 +381,7 @@ def _contents(history: HistoryBuffer) -> list[tuple[str, int, bytes, dict[str, s
     return out
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ops=_ops,
     max_items=st.integers(1, 15),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import anyio
@@ -204,6 +205,35 @@ async def test_items_evicted_while_replaying_become_gaps(fabric: Fabric) -> None
                         history.add(SUBJECT, n, b"y" * 100)
     # one item per reply (max_bytes): item 1 came before the eviction, 2..5 after it
     assert seen == [1, Gap(SUBJECT, 2, 5), 6, 7, 8, 9, 10]
+
+
+async def test_two_responders_for_one_producer_yield_each_item_once(fabric: Fabric) -> None:
+    # e.g. an old and a new instance of the producer overlapping during a restart
+    with HistoryBuffer() as history:
+        for n in range(1, 51):
+            history.add(SUBJECT, n, b"x" * 100)
+        async with (
+            HistoryServer(fabric, PRODUCER, history) as one,
+            HistoryServer(fabric, PRODUCER, history) as two,
+        ):
+            assert await replayed(fabric, 1, 50, max_bytes=1000) == list(range(1, 51))
+        assert one.stats["requests"] == two.stats["requests"] > 1
+
+
+async def test_stopping_early_releases_the_reply_subscription(fabric: Fabric) -> None:
+    with HistoryBuffer() as history:
+        for n in range(1, 11):
+            history.add(SUBJECT, n, b"x")
+        async with HistoryServer(fabric, PRODUCER, history):
+            subscriptions = len(fabric.nc._subs)
+            async with contextlib.aclosing(
+                fetch_history(fabric, PRODUCER, SUBJECT, 1, 10, max_bytes=1)
+            ) as replay:
+                async for x in replay:
+                    assert isinstance(x, HistoryItem)
+                    break
+            assert len(fabric.nc._subs) == subscriptions
+            assert await replayed(fabric, 1, 10) == list(range(1, 11))
 
 
 async def test_request_stop_ends_run_and_the_producer_becomes_unavailable(
