@@ -55,6 +55,7 @@ import bisect
 import contextlib
 import errno
 import fcntl
+import mmap
 import os
 import struct
 import threading
@@ -65,7 +66,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import BinaryIO, Final, Self
 
 import msgpack
 
@@ -882,36 +883,38 @@ class HistoryBuffer:
         size = segment.size
         offset = 0
         reason: str | None = None
-        with open(segment.path, "rb", buffering=1024 * 1024) as f:
+        with open(segment.path, "rb") as f, _mapped(f, size) as data:
+            unpack = _RECORD.unpack_from
             while offset < size:
-                head = f.read(_RECORD.size)
-                parsed = _parse_head(head, offset, size)
-                if isinstance(parsed, str):
-                    reason = parsed
+                if offset + _RECORD.size > size:
+                    reason = "torn header"
                     break
-                crc, seq, item, meta_len, payload_len = parsed
-                meta_raw = f.read(meta_len)
-                if check_crc:
-                    payload = f.read(payload_len)
-                    if zlib.crc32(payload, zlib.crc32(meta_raw, zlib.crc32(head[8:]))) != crc:
-                        reason = "crc mismatch"
-                        break
-                else:
-                    f.seek(payload_len, os.SEEK_CUR)
-                meta = _parse_meta(meta_raw)
+                magic, crc, seq, item, meta_len, payload_len = unpack(data, offset)
+                head = offset + _RECORD.size
+                start = head + meta_len
+                end = start + payload_len
+                if magic != _MAGIC:
+                    reason = "bad magic"
+                    break
+                if meta_len > _MAX_META or end > size:
+                    reason = "torn record"
+                    break
+                if check_crc and zlib.crc32(data[offset + 8 : end]) != crc:
+                    reason = "crc mismatch"
+                    break
+                meta = _parse_meta(data[head:start])
                 if isinstance(meta, str):
                     reason = meta
                     break
-                subject, headers = meta
-                length = _RECORD.size + meta_len + payload_len
                 if seq > last_seq:
                     last_seq = seq
                     if seq >= self._low_seq:
+                        subject, headers = meta
                         entry = _Entry(seq, subject, item, entry_size(b"", headers) + payload_len)
-                        entry.segment, entry.offset, entry.length = segment.id, offset, length
-                        entry.head = _RECORD.size + meta_len
+                        entry.segment, entry.offset, entry.length = segment.id, offset, end - offset
+                        entry.head = start - offset
                         self._index_entry(entry)
-                offset += length
+                offset = end
         if reason is not None:
             dropped = size - offset
             os.truncate(segment.path, offset)
@@ -939,6 +942,16 @@ class HistoryBuffer:
         self._bytes += entry.size
 
 
+@contextlib.contextmanager
+def _mapped(f: BinaryIO, size: int) -> Iterator[memoryview]:
+    """The first ``size`` bytes of ``f``, memory-mapped (pages are read only where touched)."""
+    if size == 0:
+        yield memoryview(b"")
+        return
+    with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as view:
+        yield view
+
+
 def _parse_head(head: bytes, offset: int, size: int) -> tuple[int, int, int, int, int] | str:
     """(crc, seq, item, meta_len, payload_len) of the record at ``offset``, or what is wrong."""
     if len(head) < _RECORD.size:
@@ -953,7 +966,7 @@ def _parse_head(head: bytes, offset: int, size: int) -> tuple[int, int, int, int
     return crc, seq, item, meta_len, payload_len
 
 
-def _parse_meta(raw: bytes) -> tuple[str, dict[str, str]] | str:
+def _parse_meta(raw: bytes | memoryview) -> tuple[str, dict[str, str]] | str:
     try:
         subject, headers = msgpack.unpackb(raw, raw=False)
     except Exception:

@@ -76,7 +76,7 @@ from diaspora import codec
 from diaspora.errors import DiasporaError
 from diaspora.fabric.naming import RESERVED_PREFIX, token
 from diaspora.log import get_logger
-from diaspora.streams.history import Gap, HistoryBuffer, HistoryItem
+from diaspora.streams.history import Gap, HistoryBuffer, HistoryError, HistoryItem
 
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
@@ -200,6 +200,10 @@ class HistoryServer:
             self.stats["errors"] += 1
             self._log.warning("replay_bad_request", reason=str(exc))
             reply = {"v": PROTOCOL_VERSION, "error": str(exc)}
+        except HistoryError as exc:  # closed under us: say so rather than go silent
+            self.stats["errors"] += 1
+            self._log.warning("replay_history_unavailable", reason=str(exc))
+            reply = {"v": PROTOCOL_VERSION, "error": f"history unavailable: {exc}"}
         body = _encode_reply(reply)
         if len(body) > self._fabric.nc.max_payload:  # the estimates are conservative: a bug
             self.stats["errors"] += 1

@@ -192,6 +192,14 @@ async def test_a_refusal_from_the_producer_raises_replay_error(fabric: Fabric) -
     await sub.unsubscribe()
 
 
+async def test_a_closed_history_is_refused_not_crashed_on(fabric: Fabric) -> None:
+    history = HistoryBuffer()
+    async with HistoryServer(fabric, PRODUCER, history):
+        history.close()
+        with pytest.raises(ReplayError, match=r"history unavailable: .* is closed"):
+            await collect_history(fabric, PRODUCER, SUBJECT, 1, 3)
+
+
 async def test_items_evicted_while_replaying_become_gaps(fabric: Fabric) -> None:
     with HistoryBuffer(max_items=10) as history:
         for n in range(1, 11):
