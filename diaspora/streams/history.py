@@ -20,17 +20,19 @@ bounds what is kept in RAM; older items are read back from disk.
 **On disk** (when a directory is given) every item is appended to the
 current segment file ``<16 digits>.seg``; segments roll at ``segment_bytes``
 and are deleted once every item in them is evicted. A small ``index`` file
-records the oldest live record, so that evicted items stay evicted across a
-reopen, and a ``lock`` file (``flock``) keeps a second buffer out of the
-directory. One record is, little-endian::
+(rewritten on flush, segment roll and close) records the oldest live record,
+so that evicted items stay evicted across a reopen, and a ``lock`` file
+(``flock``) keeps a second buffer out of the directory. One record is, little-endian::
 
     u32 magic 0xD1A50001 | u32 crc32 of the rest | u64 record seq | u64 item
     | u32 meta_len | u32 payload_len | meta: msgpack [subject, headers] | payload
 
-Opening a directory scans every segment (the last one with CRC checks); a
-torn or corrupt record — a crash mid-write — is cut off with everything after
-it in its segment and logged as ``history_truncated``, never raised. Reads
-from disk check the CRC; a record that fails is reported missing.
+Opening a directory scans every record (a few µs each; the last segment's
+with CRC checks); a torn or corrupt record — a crash mid-write — is cut off
+with everything after it in its segment and logged as ``history_truncated``,
+never raised. Reads from disk check the CRC; a record that fails is reported
+missing. Bounds are applied again on open, so a directory can be reopened
+with other bounds.
 
 **Durability.** ``add`` never writes or fsyncs on the caller's thread: it
 queues the record for the buffer's writer thread, which hands queued records
@@ -41,9 +43,11 @@ up to a millisecond or so before the kill, and never more than
 ``write_queue_bytes`` of the newest items are lost: ``add`` blocks when the
 writer falls that far behind. :meth:`~HistoryBuffer.flush` waits until every
 item added so far is written (then it survives a SIGKILL);
-``flush(sync=True)`` also fsyncs, for surviving a power loss. An item's RAM
-copy is dropped only after it is written, so RAM may briefly exceed
-``memory_bytes`` by the writer's backlog.
+``flush(sync=True)`` also fsyncs, for surviving a power loss; ``close``
+writes everything but does not fsync. An item's RAM copy is dropped only
+after it is written, so RAM may briefly exceed ``memory_bytes`` by the
+writer's backlog. The writer is a daemon thread: a process that exits
+without ``close`` (or ``flush``) loses what was still queued, as in a kill.
 
 A buffer is used from one thread (the event loop's); only its own writer
 thread runs beside it.
@@ -571,6 +575,8 @@ class HistoryBuffer:
         An item numbered at or below the newest one of its subject (a
         re-emission after a restart) is ignored, and so is an item larger
         than the byte bound on its own (logged as ``history_item_too_large``).
+        Takes microseconds; it blocks only while the disk is
+        ``write_queue_bytes`` behind.
         """
         self._check_open()
         if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= _MAX_U64:

@@ -32,16 +32,17 @@ map (strings as ``str``, payloads as ``bin``).
 
 **Subject.** ``diaspora.replay.<producer token>``, where the token is the
 producer's actor id with ``.``, ``*``, ``>`` and whitespace replaced by
-``_`` (:func:`replay_subject`). Requests use a reply inbox (NATS
-request/reply); no responders, or no answer within the client's timeout,
-means the producer's history is unavailable.
+``_`` (:func:`replay_subject`). Requests carry a reply inbox (NATS
+request/reply); a ``503`` no-responders status, or no answer within the
+client's timeout, means the producer's history is unavailable.
 
 **Request.** ``{"v": 1, "subject": str, "first": int, "last": int,
 "max_bytes": int (optional)}`` asks for items ``first..last`` (inclusive,
 ``0 <= first <= last``) of ``subject``. ``max_bytes`` caps one reply's
-payload bytes (default 4 MiB, never above the server's ``max_payload``
-less 4 KiB); a reply always carries at least one item when one is
-available, even a larger one.
+size, payloads and headers (default 4 MiB, never above the server's
+``max_payload`` less 4 KiB); a reply always carries at least one item when
+one is available, even a larger one, so items up to the server's inline
+limit (8 MiB) replay.
 
 **Reply.** ``{"v": 1, "subject": str, "first": int, "last": int,
 "items": [[item, {header: value}, payload], ...], "missing": [[first,
@@ -51,9 +52,13 @@ covers ``first..last`` — the request's ``first`` up to where it stopped.
 ``missing`` lists, in order, the ranges of it the producer does not have
 (never emitted, evicted, corrupt on disk, or too large for one NATS
 message). ``next`` is the first item not covered yet: send the same
-request again with ``first = next`` until ``next`` is nil. ``have`` is the
-range the producer holds for the subject now. An invalid request gets
-``{"v": 1, "error": str}``.
+request again with ``first = next`` until ``next`` is nil (a client may
+send it as soon as the reply arrives, before handling the items, as
+:func:`fetch_history` does). ``have`` is the range the producer holds for
+the subject now. An invalid request, or a producer whose history is closed,
+gets ``{"v": 1, "error": str}``. If two processes serve the same producer,
+each request gets two replies: keep the first whose ``first`` is the one
+asked for, drop the others.
 """
 
 from __future__ import annotations
