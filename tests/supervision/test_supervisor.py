@@ -271,7 +271,7 @@ async def test_more_restarts_than_intensity_within_period_gives_up(
     sup = supervisor(lab, clock, children, intensity=2, period=5.0)
     run = Harness(sup)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run._run)
+        tg.start_soon(run.run)
         await sup.started()
         await crash(lab, sup, "b")
         await clock.advance(4.0)
@@ -302,7 +302,7 @@ async def test_intensity_zero_gives_up_on_the_first_restart(lab: Lab, clock: Man
     sup = supervisor(lab, clock, [worker(lab, "a")], intensity=0)
     run = Harness(sup)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run._run)
+        tg.start_soon(run.run)
         await sup.started()
         lab.current("a").crash()
         assert isinstance(await run.wait_ended(), RestartIntensityExceeded)
@@ -317,7 +317,7 @@ async def test_giving_up_escalates_through_nested_supervisors_to_the_root(
     sup = supervisor(lab, clock, [worker(lab, "r"), ChildSpec("mid", start=mid)], intensity=0)
     run = Harness(sup)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run._run)
+        tg.start_soon(run.run)
         await sup.started()
         assert lab.take_log() == ["start:r", "start:m", "start:w", "start:x"]
         await crash(lab, sup, "w")  # leaf restarts w once...
@@ -640,7 +640,7 @@ async def test_a_child_failing_to_start_fails_the_supervisor_start(
     run = Harness(sup)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run._run)
+            tg.start_soon(run.run)
             with pytest.raises(SupervisorNotRunning):
                 await sup.started()
     assert isinstance(run.error, ChildStartError)
@@ -658,7 +658,7 @@ async def test_a_nested_supervisor_failing_to_start_fails_its_parent_start(
     sup = supervisor(lab, clock, [worker(lab, "a"), ChildSpec("inner", start=inner)])
     run = Harness(sup)
     with anyio.fail_after(5):
-        await run._run()
+        await run.run()
     assert isinstance(run.error, ChildStartError)
     assert run.error.child == "inner"
     assert isinstance(run.error.__cause__, ChildStartError)
@@ -677,7 +677,7 @@ async def test_a_restart_that_fails_to_start_is_retried_and_counted(
     run = Harness(supervisor(lab, clock, [worker(lab, "c")], intensity=3, name="other"))
     lab.fail_starts("c", 0)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run._run)
+        tg.start_soon(run.run)
         await run.sup.started()
         lab.fail_starts("c")  # never starts again
         lab.current("c").crash()
@@ -692,7 +692,7 @@ async def test_request_stop_while_a_child_hangs_in_its_start(lab: Lab, clock: Ma
     run = Harness(sup)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run._run)
+            tg.start_soon(run.run)
             await lab.wait_log("starting:b")
             sup.request_stop()
             await run.wait_ended()
@@ -799,7 +799,7 @@ async def test_every_decision_is_an_event(lab: Lab, clock: ManualClock) -> None:
     sup = supervisor(lab, clock, children, Strategy.ONE_FOR_ALL, intensity=1)
     run = Harness(sup)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run._run)
+        tg.start_soon(run.run)
         await sup.started()
         await crash(lab, sup, "a")
         lab.current("b").crash()

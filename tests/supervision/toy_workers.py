@@ -197,7 +197,7 @@ class Harness:
         self.error: BaseException | None = None
         self.ended = anyio.Event()
 
-    async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         try:
             await self.sup.run(task_status=task_status)
         except Exception as exc:
@@ -216,7 +216,7 @@ async def supervising(sup: Supervisor, *, timeout: float = 10.0) -> AsyncIterato
     harness = Harness(sup)
     with anyio.fail_after(timeout):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(harness._run)
+            tg.start_soon(harness.run)
             await sup.started()
             yield harness
             sup.request_stop()
