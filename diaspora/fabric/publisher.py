@@ -88,6 +88,23 @@ class _Entry:
     tokens: list[str] = field(default_factory=list)
 
 
+class _SessionClient(NATS):
+    """A nats-py client that finishes closing when its socket dies with data pending.
+
+    nats-py (2.x) flushes pending data while closing a non-reconnecting client
+    after a read error; on a reset socket that flush raises from the client's
+    own read task, which leaves the close half done (no callbacks) and the
+    error unhandled. The pending data is dropped before the flush, so closing
+    again completes the close; the session was dead either way.
+    """
+
+    async def _process_op_err(self, e: Exception) -> None:
+        try:
+            await super()._process_op_err(e)
+        except OSError:
+            await self._close(NATS.CLOSED, True)
+
+
 async def _ignore_error(exc: Exception) -> None:
     """Session errors surface as a dead session; nats-py's default handler would only log."""
 
@@ -159,6 +176,8 @@ class OrderedPublisher:
         self._tg: TaskGroup | None = None
         self.enqueued = 0
         self.acked = 0
+        #: Highest stream sequence acknowledged so far, per subject.
+        self.last_seq: dict[str, int] = {}
         self.stats: dict[str, int] = {
             "published": 0,
             "duplicates": 0,
@@ -262,7 +281,7 @@ class OrderedPublisher:
         started = time.monotonic()
         attempt = 0
         while True:
-            nc = NATS()
+            nc = _SessionClient()
             session = _Session(nc, "")
             try:
                 await nc.connect(
@@ -301,7 +320,9 @@ class OrderedPublisher:
     def _on_session_closed(self, session: _Session) -> Callable[[], Awaitable[None]]:
         async def closed() -> None:
             session.dead = True
-            self._trouble.set()
+            if session is self._session:
+                # a session already replaced (closed by recovery) is no news
+                self._trouble.set()
 
         return closed
 
@@ -357,6 +378,9 @@ class OrderedPublisher:
             self._trouble.set()
             return
         entry.state = _State.ACKED
+        seq = reply.get("seq")
+        if isinstance(seq, int) and seq > self.last_seq.get(entry.subject, 0):
+            self.last_seq[entry.subject] = seq
         if reply.get("duplicate"):
             self.stats["duplicates"] += 1
         else:
@@ -381,7 +405,8 @@ class OrderedPublisher:
         while True:
             with anyio.move_on_after(max(self.ack_timeout / 4, 0.05)):
                 await self._trouble.wait()
-            if not self._trouble.is_set() and not self._timed_out():
+            # an unfinished recovery (_healthy false) is resumed as well
+            if self._healthy and not self._trouble.is_set() and not self._timed_out():
                 continue
             try:
                 await self._recover()
@@ -405,7 +430,7 @@ class OrderedPublisher:
         self._trouble = anyio.Event()
         session = self._session
         failed = any(e.state is _State.FAILED for e in self._queue)
-        if session is not None and not session.dead and not failed:
+        if session is not None and not session.dead and not failed and self._healthy:
             # only missing acks so far: a live connection loses nothing, so first ask
             # whether the server answers at all
             try:
@@ -440,8 +465,8 @@ class OrderedPublisher:
                 self._log.warning("publish_reordered", count=later_acked)
         session = self._session
         if session is not None and session.dead:
-            await session.close()
             self._session = None
+            await session.close()
         resent = 0
         cursor = self._queue[0].index if self._queue else self.enqueued
         while self._queue and cursor <= self._queue[-1].index:
