@@ -54,6 +54,8 @@ from diaspora.errors import (
 )
 from diaspora.fabric import headers as H
 from diaspora.fabric.naming import (
+    DLQ_PREFIX,
+    DLQ_STREAM,
     EVENTS_PREFIX,
     EVENTS_STREAM,
     check_subject,
@@ -159,6 +161,9 @@ class Fabric:
         self._log = get_logger(fabric=name)
         self._connected = anyio.Event()
         self._disconnected_at: float | None = None
+        #: Times the connection was re-established; subscribers that keep
+        #: server-side state (pull requests) watch it to know they must renew.
+        self.reconnects = 0
 
     # -- connection ----------------------------------------------------------------
 
@@ -236,6 +241,7 @@ class Fabric:
             down = time.monotonic() - (self._disconnected_at or time.monotonic())
             url = nc.connected_url.geturl() if nc.connected_url else None
             self._log.info("fabric_reconnected", url=url, down_s=round(down, 3))
+            self.reconnects += 1
             self._connected.set()
             await self.emit_event("fabric", self.name, "reconnected", url=url, down_s=down)
 
@@ -346,6 +352,45 @@ class Fabric:
         self._streams[subject] = limits
         return info
 
+    async def require_stream(
+        self, subject: str, *, min_duplicate_window: float | None = None
+    ) -> StreamInfo:
+        """Make sure a stream captures ``subject`` without changing limits someone else set.
+
+        A missing stream is created with default limits; an existing one is
+        left as it is, except that its duplicate window grows to
+        ``min_duplicate_window`` seconds when smaller. A ``max_age`` below that
+        window is refused with an error saying which limit to change.
+        """
+        check_subject(subject, where="stream")
+        name = stream_name(subject)
+        try:
+            info = await self.js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            window = max(DEFAULT_DUPLICATE_WINDOW, min_duplicate_window or 0.0)
+            info = await self._apply_stream(name, [subject], StreamLimits(duplicate_window=window))
+            self._streams[subject] = StreamLimits(duplicate_window=window)
+            return info
+        config = info.config
+        if sorted(config.subjects or []) != [subject]:
+            raise ConfigError(
+                f"stream {name!r} already captures {config.subjects}, not [{subject!r}]: "
+                "two subjects map to the same stream name (dots become underscores); rename one"
+            )
+        current = config.duplicate_window or 0.0
+        if min_duplicate_window is None or current >= min_duplicate_window:
+            return info
+        if config.max_age and config.max_age < min_duplicate_window:
+            raise ConfigError(
+                f"stream {name!r}: needs a duplicate window of {min_duplicate_window:g}s "
+                f"(see the window rule in the README) but max_age is {config.max_age:g}s; "
+                "raise max_age or checkpoint more often"
+            )
+        config.duplicate_window = min_duplicate_window
+        info = await self.js.update_stream(config)
+        self._log.info("stream_window_grown", stream=name, duplicate_window_s=min_duplicate_window)
+        return info
+
     async def _apply_stream(
         self, name: str, subjects: list[str], limits: StreamLimits
     ) -> StreamInfo:
@@ -410,6 +455,10 @@ class Fabric:
             EVENTS_STREAM,
             [f"{EVENTS_PREFIX}.>"],
             StreamLimits(max_msgs=1_000_000, max_age=24 * 3600.0, duplicate_window=60.0),
+        )
+        # dead letters are kept until someone deals with them (no age limit)
+        await self._apply_stream(
+            DLQ_STREAM, [f"{DLQ_PREFIX}.>"], StreamLimits(duplicate_window=DEFAULT_DUPLICATE_WINDOW)
         )
 
     async def ensure_kv(

@@ -16,6 +16,7 @@ __all__ = [
     "DEAD_SEQ",
     "DEAD_SUBJECT",
     "EMITTED_AT",
+    "ITEM",
     "KEY",
     "MSG_ID",
     "RECONSTRUCTED",
@@ -30,6 +31,8 @@ ACTOR: Final = "Diaspora-Actor"
 SOURCE: Final = "Diaspora-Source"
 #: Present (value ``1``) when the item was made by a reconstructor, not observed.
 RECONSTRUCTED: Final = "Diaspora-Reconstructed"
+#: The emitting actor's own item number on this subject (1, 2, 3...; gaps mean lost items).
+ITEM: Final = "Diaspora-Item"
 #: Partition key of the item, used by keyed scale-out.
 KEY: Final = "Diaspora-Key"
 #: Emit time, Unix seconds as a decimal string (for end-to-end latency).

@@ -23,6 +23,7 @@ from diaspora.errors import ConfigError
 
 __all__ = [
     "DLQ_PREFIX",
+    "DLQ_STREAM",
     "EVENTS_PREFIX",
     "EVENTS_STREAM",
     "RESERVED_PREFIX",
@@ -37,6 +38,7 @@ RESERVED_PREFIX: Final = "diaspora."
 EVENTS_PREFIX: Final = "diaspora.events"
 EVENTS_STREAM: Final = "DIASPORA_EVENTS"
 DLQ_PREFIX: Final = "diaspora.dlq"
+DLQ_STREAM: Final = "DIASPORA_DLQ"
 
 _TOKEN = re.compile(r"^[^\s.*>]+$")
 _BAD_TOKEN_CHARS = re.compile(r"[\s.*>]")

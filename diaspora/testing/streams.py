@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
 from diaspora import codec
 from diaspora.errors import DecodeError
-from diaspora.fabric import Fabric, stream_name
+from diaspora.fabric import Fabric
+from diaspora.fabric.reader import read_stored
 
 __all__ = ["StoredMessage", "read_stream"]
 
@@ -42,42 +41,13 @@ async def read_stream(
     >>> anyio.run(demo)
     [{'x': 1}]
     """
-    js = fabric.js
-    info = await js.stream_info(stream_name(subject))
-    last = info.state.last_seq
-    first = max(info.state.first_seq, start_seq or 1)
-    if info.state.messages == 0 or first > last:
-        return []
-    sub = await js.pull_subscribe(
-        subject,
-        durable=None,
-        config=ConsumerConfig(
-            ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=first,
-            inactive_threshold=30.0,
-        ),
-    )
     out: list[StoredMessage] = []
-    try:
-        while not out or out[-1].seq < last:
-            for msg in await sub.fetch(1000, timeout=10):
-                payload = await fabric.payload_of(msg)
-                data: Any = None
-                if decode:
-                    try:
-                        data = codec.decode(payload)
-                    except DecodeError:
-                        data = None
-                out.append(
-                    StoredMessage(
-                        seq=msg.metadata.sequence.stream,
-                        subject=msg.subject,
-                        headers=dict(msg.headers or {}),
-                        payload=payload,
-                        data=data,
-                    )
-                )
-    finally:
-        await sub.unsubscribe()
+    async for msg in read_stored(fabric, subject, start_seq=start_seq):
+        data: Any = None
+        if decode:
+            try:
+                data = codec.decode(msg.payload)
+            except DecodeError:
+                data = None
+        out.append(StoredMessage(msg.seq, msg.subject, msg.headers, msg.payload, data))
     return out
