@@ -9,8 +9,10 @@ name):
 ``started``             ``child``, ``incarnation`` — a child called ``started()``
 ``start_failed``        ``child``, ``reason`` — it raised before ``started()``
 ``exited``              ``child``, ``reason``, ``normal`` — it exited by itself
-``restarted``           ``child``, ``attempt``, ``cause`` — started again after
-                        ``cause`` (itself, or a sibling) exited
+``restarted``           ``child``, ``incarnation``, ``attempt``, ``cause`` —
+                        started again after ``cause`` (itself, or a sibling
+                        under one_for_all/rest_for_one) exited; ``attempt``
+                        counts ``cause``'s consecutive restarts
 ``backoff``             ``child``, ``attempt``, ``delay_s`` — its restart waits
 ``gave_up``             ``child``, ``reason``, ``restarts``, ``intensity``,
                         ``period`` — too many restarts; the supervisor fails

@@ -9,7 +9,9 @@ plus an optional exponential backoff between restarts. It is itself a
 
 Like OTP's, a supervisor handles one thing at a time — a child's exit, a due
 restart, a runtime call — in its own task, in arrival order; a runtime call
-returns once the supervisor has carried it out.
+returns once the supervisor has carried it out. So, as in OTP, a child must
+not await a runtime call on its own supervisor before it has called
+``started()``: the supervisor is waiting for that first.
 
 How a child is started
     ``spec.start()`` is called with no arguments (``start(*args)`` for the
@@ -339,6 +341,7 @@ class Supervisor:
 
     @property
     def spec(self) -> SupervisorSpec:
+        """The strategy, intensity, period, backoff and initial children it runs."""
         return self._spec
 
     @property
@@ -755,7 +758,9 @@ class Supervisor:
         if delay <= 0:
             await self._carry_out(pending)
             return
-        await self._report("backoff", child=cause.name, attempt=cause.attempt, delay_s=delay)
+        await self._report(
+            "backoff", child=cause.name, attempt=cause.attempt, delay_s=round(delay, 3)
+        )
         pending.scope = anyio.CancelScope()
         assert self._tg is not None
         self._tg.start_soon(self._restart_after, pending, delay)

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import TaskStatus
 from toy_workers import Boom, Harness, Lab, StartBoom, settle_exit, supervising
 
 from diaspora.errors import (
@@ -40,6 +41,7 @@ from diaspora.supervision import (
     Strategy,
     Supervisor,
     SupervisorSpec,
+    current_child,
     fabric_events,
 )
 from diaspora.testing import wait_until
@@ -759,7 +761,7 @@ async def test_backoff_jitter_stays_within_bounds(lab: Lab, clock: ManualClock) 
             delay = lab.events[-1][1]["delay_s"]
             delays.add(delay)
             assert 0.5 <= delay <= 1.5
-            await clock.advance(delay)
+            await clock.advance(delay + 0.001)  # the event rounds to the millisecond
             await lab.wait_event("restarted", child="a")
             lab.events.clear()
         assert len(delays) > 1
@@ -877,3 +879,44 @@ async def test_children_see_their_place_in_the_tree(lab: Lab, clock: ManualClock
         await crash(lab, sup, "x")
         paths = [(w.path, w.incarnation) for w in lab.instances["x"]]
     assert paths == [("ptycho.inner.x", 0), ("ptycho.inner.x", 1)]
+
+
+def test_current_child_outside_a_child_says_where_it_works() -> None:
+    with pytest.raises(LookupError, match="outside a supervised child"):
+        current_child()
+
+
+async def test_request_stop_before_run_starts_nothing(lab: Lab, clock: ManualClock) -> None:
+    sup = supervisor(lab, clock, [worker(lab, "a")])
+    sup.request_stop()
+    with anyio.fail_after(5):
+        await sup.run()
+    assert lab.log == []
+
+
+async def test_returning_before_started_is_a_start_then_a_normal_exit(clock: ManualClock) -> None:
+    runs: list[str] = []
+
+    class OneShot:
+        async def run(self, *, task_status: TaskStatus[None]) -> None:
+            runs.append(current_child().id)
+
+        def request_stop(self) -> None:
+            pass
+
+    spec = SupervisorSpec([ChildSpec("job", start=OneShot, restart=Restart.TRANSIENT)])
+    sup = Supervisor(spec, name="r", clock=clock)
+    async with supervising(sup):
+        await wait_until(lambda: runs == ["job"], interval=0.001)
+        assert await statuses(sup) == {"job": ChildStatus.UNDEFINED}
+
+
+async def test_cancelling_a_supervisor_kills_its_children(lab: Lab, clock: ManualClock) -> None:
+    sup = supervisor(lab, clock, [worker(lab, "a"), worker(lab, "b")])
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(sup.run)
+            tg.cancel_scope.cancel()
+    assert sorted(lab.log) == ["kill:a", "kill:b", "start:a", "start:b"]
+    with pytest.raises(SupervisorNotRunning):
+        await sup.which_children()
