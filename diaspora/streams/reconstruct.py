@@ -22,7 +22,6 @@ path (``"pkg.mod:Class"``), as a config file names it.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol, runtime_checkable
@@ -30,6 +29,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 import numpy as np
 
 from diaspora.errors import ConfigError, DiasporaError
+from diaspora.importpath import resolve
 
 __all__ = [
     "BUILTIN_RECONSTRUCTORS",
@@ -240,39 +240,13 @@ def load_reconstructor(path: str, /, *, where: str = "reconstructor", **args: An
     if not isinstance(path, str) or not path.strip():
         raise ConfigError(f"{where}: {path!r} is not a reconstructor name or import path")
     builtin = BUILTIN_RECONSTRUCTORS.get(path.strip().lower())
-    target = builtin if builtin is not None else _import(path.strip(), where)
-    return _as_reconstructor(target, path, where, args)
-
-
-def _import(path: str, where: str) -> Any:
-    module_name, colon, attr = path.partition(":")
-    if not colon:
-        module_name, _, attr = path.rpartition(".")
-    if not module_name or not attr:
+    if builtin is None and ":" not in path and "." not in path.strip():
         raise ConfigError(
             f"{where}: {path!r} is neither a built-in ({', '.join(BUILTIN_RECONSTRUCTORS)}) "
             "nor an import path like 'package.module:Name'"
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(
-            f"{where}: {path!r}: cannot import module {module_name!r} ({exc}); "
-            "is the package installed and on sys.path?"
-        ) from exc
-    except Exception as exc:
-        raise ConfigError(
-            f"{where}: {path!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    target: Any = module
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ConfigError(
-                f"{where}: {path!r}: module {module_name!r} has no attribute {attr!r}"
-            ) from None
-    return target
+    target = builtin if builtin is not None else resolve(path.strip(), where=where)
+    return _as_reconstructor(target, path, where, args)
 
 
 def _as_reconstructor(target: Any, path: str, where: str, args: Mapping[str, Any]) -> Reconstructor:

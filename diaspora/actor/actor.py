@@ -1,0 +1,182 @@
+"""The class users subclass: an actor consumes subjects, keeps state, and emits to subjects.
+
+>>> from diaspora import Actor, Message
+>>> class RunningSum(Actor):
+...     inputs = ("numbers",)
+...     checkpoint_every = 500
+...
+...     def __init__(self, scale: int = 1) -> None:
+...         self.scale, self.total = scale, 0
+...
+...     async def handle(self, msg: Message) -> None:
+...         self.total += msg.data["x"] * self.scale
+...         await self.emit("sums", {"total": self.total, "seq": msg.seq})
+...
+...     def snapshot(self) -> dict[str, int]:
+...         return {"total": self.total}
+...
+...     def restore(self, state: dict[str, int]) -> None:
+...         self.total = state["total"]
+
+An actor with no ``inputs`` is a *source*: the runtime calls its
+:meth:`Actor.produce` instead of ``handle`` and checkpoints it at ``emit``
+boundaries. Run an actor with :func:`diaspora.run_actor` or put it in a
+supervision tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from diaspora.errors import ConfigError
+from diaspora.fabric.naming import check_subject
+
+if TYPE_CHECKING:
+    from diaspora.actor.message import Message
+    from diaspora.actor.runtime import ActorRuntime
+    from diaspora.fabric import Fabric
+    from diaspora.log import FilteringBoundLogger
+
+__all__ = ["Actor"]
+
+
+class Actor:
+    """Base class of every actor; override ``handle`` (or ``produce``) and, if stateful,
+    ``snapshot``/``restore``.
+
+    Class attributes configure the runtime:
+
+    - ``inputs``: subjects consumed (each captured by a JetStream stream).
+    - ``outputs``: subjects emitted to, ensured at start (others are ensured
+      on first ``emit``).
+    - ``checkpoint_every`` messages and/or ``checkpoint_interval`` seconds
+      between checkpoints (the interval also bounds the duplicate window the
+      outputs need, see the README).
+    - ``max_attempts``: ``handle`` raising this many times in a row on the same
+      message makes it a poison message, dead-lettered on the next start.
+    - ``batch_size``, ``max_in_flight``: pull batch and unacknowledged window.
+    - ``handle_deadline``: seconds a ``handle`` may take before the actor is
+      treated as crashed (``None``: no deadline).
+    """
+
+    inputs: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ()
+    checkpoint_every: ClassVar[int | None] = 1000
+    checkpoint_interval: ClassVar[float] = 5.0
+    max_attempts: ClassVar[int] = 3
+    batch_size: ClassVar[int] = 256
+    max_in_flight: ClassVar[int] = 1024
+    handle_deadline: ClassVar[float | None] = None
+
+    _diaspora: ActorRuntime
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if isinstance(cls.inputs, str) or isinstance(cls.outputs, str):
+            raise ConfigError(f"{where}: inputs/outputs must be tuples of subjects, not a string")
+        cls.inputs = tuple(check_subject(s, where=f"{where}.inputs") for s in cls.inputs)
+        cls.outputs = tuple(check_subject(s, where=f"{where}.outputs") for s in cls.outputs)
+        if cls.checkpoint_every is not None and cls.checkpoint_every < 1:
+            raise ConfigError(f"{where}.checkpoint_every: {cls.checkpoint_every!r} must be >= 1")
+        if not cls.checkpoint_interval > 0:
+            raise ConfigError(
+                f"{where}.checkpoint_interval: {cls.checkpoint_interval!r} must be > 0 seconds"
+            )
+        if cls.max_attempts < 1:
+            raise ConfigError(f"{where}.max_attempts: {cls.max_attempts!r} must be >= 1")
+        if not 1 <= cls.batch_size <= cls.max_in_flight:
+            raise ConfigError(
+                f"{where}: need 1 <= batch_size ({cls.batch_size}) <= max_in_flight "
+                f"({cls.max_in_flight})"
+            )
+        if cls.handle_deadline is not None and not cls.handle_deadline > 0:
+            raise ConfigError(f"{where}.handle_deadline: {cls.handle_deadline!r} must be > 0")
+
+    # -- what users override -----------------------------------------------------------
+
+    async def handle(self, msg: Message) -> None:
+        """Process one input message (override in actors with ``inputs``)."""
+        raise NotImplementedError(
+            f"{type(self).__qualname__} consumes {self.inputs} but does not override handle()"
+        )
+
+    async def produce(self) -> None:
+        """Emit items (override in source actors, which have no ``inputs``).
+
+        Returning ends the source normally. Checkpoints are taken at ``emit``
+        boundaries; give each item its own number with ``emit(..., item=n)``
+        so that a restarted source re-emitting items is de-duplicated.
+        """
+        raise NotImplementedError(
+            f"{type(self).__qualname__} has no inputs and does not override produce()"
+        )
+
+    def snapshot(self) -> Any:
+        """The state to checkpoint (anything :mod:`diaspora.codec` encodes); default none."""
+        return None
+
+    def restore(self, state: Any) -> None:
+        """Set the state from a checkpoint's :meth:`snapshot` (called before ``on_start``)."""
+
+    async def on_start(self) -> None:
+        """Called once per (re)start, after ``restore`` and before the first message."""
+
+    async def on_stop(self) -> None:
+        """Called when the actor stops, normally or not (keep it short)."""
+
+    # -- what the runtime provides -------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """This actor's id (``supervisor.child`` in a tree)."""
+        return self._runtime.id
+
+    @property
+    def log(self) -> FilteringBoundLogger:
+        """A structlog logger bound to ``actor=<id>``."""
+        return self._runtime.log
+
+    @property
+    def fabric(self) -> Fabric:
+        """The fabric the actor runs on (for KV/object store use beyond emit)."""
+        return self._runtime.fabric
+
+    @property
+    def stopping(self) -> bool:
+        """True once a graceful stop was requested (sources should wind down)."""
+        return self._runtime.stop_requested
+
+    async def emit(
+        self,
+        subject: str,
+        data: Any,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        item: int | None = None,
+    ) -> None:
+        """Publish ``data`` to ``subject``, effectively once.
+
+        Inside ``handle`` the message id is derived from the input being
+        handled and the output's index within it; in a source from ``item``
+        (default: the next item number of ``subject``). ``key`` sets the
+        partition key header. Returns once queued; the checkpoint that covers
+        this emit is written only after it is acknowledged.
+        """
+        await self._runtime.emit(subject, data, key=key, headers=headers, item=item)
+
+    async def checkpoint(self) -> None:
+        """Take a checkpoint now and wait until it is written."""
+        await self._runtime.checkpoint_now()
+
+    @property
+    def _runtime(self) -> ActorRuntime:
+        try:
+            return self._diaspora
+        except AttributeError:
+            raise RuntimeError(
+                f"{type(self).__qualname__} is not running: start it with run_actor() or a "
+                "supervisor (emit/log/id exist only inside the runtime)"
+            ) from None

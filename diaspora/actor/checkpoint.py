@@ -1,0 +1,359 @@
+"""Checkpoints: one atomic record of an actor's state and the input positions it includes.
+
+A checkpoint lives under the actor's id in the KV bucket
+``diaspora-checkpoints``. The record is a msgpack map (see :class:`Checkpoint`)
+whose ``state`` is the actor's ``snapshot()`` encoded with
+:mod:`diaspora.codec`; a state larger than ``inline_limit`` bytes goes to the
+object store of the same name and the record names it (``state_ref``).
+
+Writes are compare-and-set on the KV revision, which *fences* stale
+instances: every start claims the record (bumping ``epoch``), so an older
+instance of the same actor that is still alive fails its next write with
+:class:`~diaspora.errors.FencedOut` instead of overwriting newer state.
+
+>>> import anyio
+>>> from diaspora.fabric import Fabric
+>>> async def demo() -> None:
+...     async with Fabric() as fabric:
+...         slot = await CheckpointSlot.claim(fabric, "sum")
+...         print(slot.current)                          # nothing saved yet
+...         await slot.save(positions={"numbers": 41}, state={"total": 7})
+...         again = await CheckpointSlot.claim(fabric, "sum")
+...         print(again.current.positions, again.current.state, again.epoch)
+>>> anyio.run(demo)
+None
+{'numbers': 41} {'total': 7} 2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from diaspora import codec
+from diaspora.errors import CheckpointError, DecodeError, FencedOut
+from diaspora.fabric import Fabric
+from diaspora.log import get_logger
+
+__all__ = ["CHECKPOINT_BUCKET", "Checkpoint", "CheckpointSlot", "FailureNote", "kv_key"]
+
+#: KV bucket (and object store) holding every actor's checkpoint.
+CHECKPOINT_BUCKET: Final = "diaspora-checkpoints"
+#: Encoded states larger than this go to the object store.
+DEFAULT_INLINE_LIMIT: Final = 1024 * 1024
+_FORMAT: Final = 1
+_KEY_BAD = re.compile(r"[^-_.A-Za-z0-9]")
+
+
+def kv_key(actor: str) -> str:
+    """The KV key of an actor id (characters KV keys refuse become ``_``)."""
+    return _KEY_BAD.sub("_", actor).strip(".") or "_"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One saved checkpoint.
+
+    ``positions[subject]`` is the last stream sequence of that input whose
+    effect ``state`` includes; a restart consumes from ``position + 1``.
+    ``items[subject]`` is the last item number emitted on an output subject,
+    ``out_seqs[subject]`` a stream sequence of that output known to precede
+    every output emitted after this checkpoint (where a replay scan starts).
+    """
+
+    actor: str
+    version: int
+    epoch: int
+    instance: str
+    positions: Mapping[str, int] = field(default_factory=dict)
+    items: Mapping[str, int] = field(default_factory=dict)
+    out_seqs: Mapping[str, int] = field(default_factory=dict)
+    state: Any = None
+    snapshot_at: float = 0.0
+    written_at: float = 0.0
+    state_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureNote:
+    """The last ``handle`` failure of an actor: where, how often in a row, and why."""
+
+    subject: str
+    seq: int
+    attempts: int
+    reason: str
+    traceback: str = ""
+
+
+class CheckpointSlot:
+    """The checkpoint record of one actor, owned by one running instance.
+
+    Obtain it with :meth:`claim`, which loads the newest checkpoint and fences
+    out any older instance; then :meth:`save` as often as needed.
+    """
+
+    def __init__(
+        self,
+        fabric: Fabric,
+        actor: str,
+        kv: KeyValue,
+        *,
+        instance: str,
+        inline_limit: int = DEFAULT_INLINE_LIMIT,
+    ) -> None:
+        self._fabric = fabric
+        self.actor = actor
+        self.key = kv_key(actor)
+        self._kv = kv
+        self.instance = instance
+        self.inline_limit = inline_limit
+        self.current: Checkpoint | None = None
+        self.epoch = 0
+        self._revision: int | None = None
+        self._log = get_logger(actor=actor)
+
+    @classmethod
+    async def claim(
+        cls, fabric: Fabric, actor: str, *, inline_limit: int = DEFAULT_INLINE_LIMIT
+    ) -> CheckpointSlot:
+        """Load the newest checkpoint of ``actor`` and take ownership of the record."""
+        kv = await fabric.ensure_kv(CHECKPOINT_BUCKET)
+        slot = cls(fabric, actor, kv, instance=uuid.uuid4().hex, inline_limit=inline_limit)
+        await slot._claim()
+        return slot
+
+    async def _claim(self) -> None:
+        for _ in range(10):
+            entry = await self._get(self.key)
+            if entry is None:
+                claim = Checkpoint(self.actor, version=0, epoch=1, instance=self.instance)
+                try:
+                    self._revision = await self._kv.create(self.key, self._pack(claim, None))
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    continue  # someone created it meanwhile: read theirs
+                self.epoch = 1
+                return
+            value, revision = entry
+            existing = await self._unpack(value)
+            self.epoch = existing.epoch + 1
+            record = replace(existing, epoch=self.epoch, instance=self.instance)
+            try:
+                self._revision = await self._kv.update(
+                    self.key, self._pack(record, existing.state_ref), last=revision
+                )
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            self.current = existing if existing.version > 0 else None
+            return
+        raise CheckpointError(
+            f"actor {self.actor!r}: could not claim checkpoint key {self.key!r} in "
+            f"{CHECKPOINT_BUCKET!r}: other instances keep writing it; is the actor running twice?"
+        )
+
+    async def save(
+        self,
+        *,
+        positions: Mapping[str, int],
+        state: Any = None,
+        items: Mapping[str, int] | None = None,
+        out_seqs: Mapping[str, int] | None = None,
+        snapshot_at: float | None = None,
+        encoded_state: bytes | None = None,
+    ) -> Checkpoint:
+        """Write a new checkpoint atomically (compare-and-set); return it.
+
+        ``encoded_state`` may carry ``codec.encode(state)`` made earlier (the
+        actor runtime encodes at snapshot time so the state cannot change
+        under it). Raises :class:`FencedOut` when a newer instance owns the
+        record, :class:`CheckpointError` when the fabric refuses the write.
+        """
+        blob = encoded_state if encoded_state is not None else codec.encode(state)
+        previous = self.current
+        version = (previous.version if previous else 0) + 1
+        state_ref: str | None = None
+        if len(blob) > self.inline_limit:
+            state_ref = f"{CHECKPOINT_BUCKET}/{self.key}/{version}"
+            obs = await self._fabric.ensure_object_store(CHECKPOINT_BUCKET)
+            try:
+                await obs.put(f"{self.key}/{version}", blob)
+            except Exception as exc:
+                raise CheckpointError(
+                    f"actor {self.actor!r}: storing {len(blob)} bytes of state in object store "
+                    f"{CHECKPOINT_BUCKET!r} failed: {exc!r}"
+                ) from exc
+        record = Checkpoint(
+            actor=self.actor,
+            version=version,
+            epoch=self.epoch,
+            instance=self.instance,
+            positions=dict(positions),
+            items=dict(items or {}),
+            out_seqs=dict(out_seqs or {}),
+            state=state,
+            snapshot_at=snapshot_at if snapshot_at is not None else time.time(),
+            written_at=time.time(),
+            state_ref=state_ref,
+        )
+        value = self._pack(record, state_ref, None if state_ref else blob)
+        await self._write(value, version)
+        self.current = record
+        if previous is not None and previous.state_ref:
+            await self._delete_object(previous.state_ref)
+        return record
+
+    async def _write(self, value: bytes, version: int) -> None:
+        try:
+            self._revision = await self._kv.update(self.key, value, last=self._revision)
+            return
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise CheckpointError(
+                f"actor {self.actor!r}: checkpoint write to {CHECKPOINT_BUCKET}/{self.key} "
+                f"failed: {exc!r}"
+            ) from exc
+        # The revision moved: either our own earlier write landed although its
+        # answer was lost, or a newer instance claimed the record.
+        entry = await self._get(self.key)
+        if entry is not None:
+            stored = await self._unpack(entry[0], load_state=False)
+            if stored.instance == self.instance and stored.epoch == self.epoch:
+                self._revision = entry[1]
+                if stored.version < version:
+                    await self._write(value, version)
+                return
+            raise FencedOut(
+                f"actor {self.actor!r}: checkpoint owned by a newer instance (epoch "
+                f"{stored.epoch} > {self.epoch}); this instance must stop"
+            )
+        raise FencedOut(f"actor {self.actor!r}: checkpoint record vanished while running")
+
+    async def note_failure(self, note: FailureNote) -> None:
+        """Record a ``handle`` failure (read back on restart to spot poison messages)."""
+        await self._kv.put(f"{self.key}.failure", codec.encode(_note_map(note)))
+
+    async def failure(self) -> FailureNote | None:
+        """The recorded failure, if any."""
+        entry = await self._get(f"{self.key}.failure")
+        if entry is None:
+            return None
+        try:
+            raw = codec.decode(entry[0])
+            return FailureNote(
+                subject=str(raw["subject"]),
+                seq=int(raw["seq"]),
+                attempts=int(raw["attempts"]),
+                reason=str(raw["reason"]),
+                traceback=str(raw.get("traceback", "")),
+            )
+        except (DecodeError, KeyError, TypeError, ValueError):
+            self._log.warning("failure_note_unreadable", key=f"{self.key}.failure")
+            return None
+
+    async def clear_failure(self) -> None:
+        """Forget the recorded failure (the actor got past it)."""
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+            await self._kv.delete(f"{self.key}.failure")
+
+    # -- encoding ------------------------------------------------------------------
+
+    def _pack(self, record: Checkpoint, state_ref: str | None, blob: bytes | None = None) -> bytes:
+        doc = {
+            "format": _FORMAT,
+            "actor": record.actor,
+            "version": record.version,
+            "epoch": record.epoch,
+            "instance": record.instance,
+            "positions": dict(record.positions),
+            "items": dict(record.items),
+            "out_seqs": dict(record.out_seqs),
+            "snapshot_at": record.snapshot_at,
+            "written_at": record.written_at,
+            "state_ref": state_ref,
+            "state": blob,
+        }
+        if blob is None and state_ref is None and record.version > 0:
+            doc["state"] = codec.encode(record.state)
+        return codec.encode(doc)
+
+    async def _unpack(self, value: bytes, *, load_state: bool = True) -> Checkpoint:
+        where = f"checkpoint {CHECKPOINT_BUCKET}/{self.key}"
+        try:
+            doc = codec.decode(value)
+            if doc.get("format") != _FORMAT:
+                raise CheckpointError(f"{where}: unknown format {doc.get('format')!r}")
+            state: Any = None
+            state_ref = doc.get("state_ref")
+            if load_state:
+                if state_ref:
+                    state = codec.decode(await self._load_object(state_ref))
+                elif doc.get("state") is not None:
+                    state = codec.decode(doc["state"])
+            return Checkpoint(
+                actor=str(doc["actor"]),
+                version=int(doc["version"]),
+                epoch=int(doc["epoch"]),
+                instance=str(doc["instance"]),
+                positions={str(k): int(v) for k, v in doc["positions"].items()},
+                items={str(k): int(v) for k, v in doc.get("items", {}).items()},
+                out_seqs={str(k): int(v) for k, v in doc.get("out_seqs", {}).items()},
+                state=state,
+                snapshot_at=float(doc.get("snapshot_at", 0.0)),
+                written_at=float(doc.get("written_at", 0.0)),
+                state_ref=state_ref,
+            )
+        except CheckpointError:
+            raise
+        except (DecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{where} is unreadable ({exc!r}); delete the key to start the actor afresh"
+            ) from exc
+
+    async def _load_object(self, ref: str) -> bytes:
+        bucket, _, name = ref.partition("/")
+        obs = await self._fabric.ensure_object_store(bucket)
+        try:
+            result = await obs.get(name)
+        except Exception as exc:
+            raise CheckpointError(
+                f"actor {self.actor!r}: checkpoint state {ref!r} cannot be read: {exc!r}"
+            ) from exc
+        if result.data is None:
+            raise CheckpointError(f"actor {self.actor!r}: checkpoint state {ref!r} is empty")
+        return result.data
+
+    async def _delete_object(self, ref: str) -> None:
+        bucket, _, name = ref.partition("/")
+        try:
+            obs = await self._fabric.ensure_object_store(bucket)
+            await obs.delete(name)
+        except Exception as exc:  # an orphan object wastes space but breaks nothing
+            self._log.warning("checkpoint_object_not_deleted", ref=ref, error=repr(exc))
+
+    async def _get(self, key: str) -> tuple[bytes, int] | None:
+        try:
+            entry = await self._kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        if entry.value is None:
+            return None
+        return entry.value, entry.revision or 0
+
+
+def _note_map(note: FailureNote) -> dict[str, Any]:
+    return {
+        "subject": note.subject,
+        "seq": note.seq,
+        "attempts": note.attempts,
+        "reason": note.reason,
+        "traceback": note.traceback[-16_000:],
+    }
