@@ -1,0 +1,489 @@
+"""Supervision trees in TOML files, parsed into the same specs a Python user builds.
+
+A file has a ``[supervisor]`` table (the root) whose ``children`` are actors
+(``actor = "package.module:Class"``) or nested supervisors (``children`` and/or
+``strategy``), and an optional ``[fabric]`` table. Any child may run in its
+own OS process (``process = true``). :func:`load_config` validates all of it
+— keys, types, enums, ids, import paths, actor arguments — before anything
+starts, and raises :class:`~diaspora.errors.ConfigError` naming the file, the
+field path and what is wrong. The result's ``spec`` is a plain
+:class:`~diaspora.supervision.SupervisorSpec` of
+:func:`~diaspora.supervision.actor_child` /
+:func:`~diaspora.supervision.process_child` specs with no fabric yet;
+:meth:`TreeConfig.supervisor` binds it to one.
+
+Keys (``*``: required)::
+
+    [fabric]
+    url = "nats://host:4222"          # or a list; omitted: $DIASPORA_URL, else embedded
+
+    [supervisor]                      # the root supervisor
+    name = "root"                     # first token of every actor id (default "root")
+    strategy = "one_for_one"          # one_for_all, rest_for_one, simple_one_for_one
+    intensity = 1                     # restarts allowed ...
+    period = 5.0                      # ... within this many seconds
+    [supervisor.backoff]              # optional: initial, max, factor, jitter, reset_after
+
+    [[supervisor.children]]           # an actor child
+    id = "sum"                        # * letters, digits, '_', '-'
+    actor = "mypkg.actors:RunningSum" # * an Actor subclass
+    args = { scale = 2 }              # constructor keyword arguments
+    inputs = ["numbers"]              # overrides the class's inputs
+    restart = "permanent"             # transient, temporary
+    shutdown = 5.0                    # seconds, "brutal_kill" or "infinity"
+    process = false                   # true: run it in its own OS process
+    heartbeat_timeout = 5.0           # process = true only: watchdog
+    start_timeout = 60.0              # process = true only
+    qos = { ... }                     # reserved for stream QoS: accepted, not validated
+    streams = { ... }                 # reserved likewise
+
+    [[supervisor.children]]           # a nested supervisor child
+    id = "ingest"                     # *
+    strategy = "rest_for_one"         # and intensity, period, backoff, children,
+    children = [...]                  # restart, shutdown, process, heartbeat_timeout,
+                                      # start_timeout as above
+
+A top-level ``streams`` table is reserved too. Reserved values are kept, by
+tree path (``"root.sum"``; ``""`` for the top level), in
+:attr:`TreeConfig.reserved`. Any other unknown key is an error.
+
+>>> config = parse_config('''
+... [supervisor]
+... strategy = "one_for_all"
+... intensity = 3
+... [[supervisor.children]]
+... id = "ingest"
+... strategy = "rest_for_one"
+... ''', source="demo.toml")
+>>> config.name, config.spec.strategy.value, config.spec.children[0].start.strategy.value
+('root', 'one_for_all', 'rest_for_one')
+>>> parse_config('''
+... [[supervisor.children]]
+... id = "ingest"
+... children = []
+... restart = "sometimes"
+... ''', source="demo.toml")
+Traceback (most recent call last):
+...
+diaspora.errors.ConfigError: demo.toml: supervisor.children[0].restart: 'sometimes' is not one of
+permanent, transient, temporary
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from diaspora.actor import Actor
+from diaspora.errors import ConfigError
+from diaspora.fabric.naming import check_subject
+from diaspora.importpath import resolve
+from diaspora.supervision.actors import ActorStart, check_actor_args
+from diaspora.supervision.binding import bind_fabric
+from diaspora.supervision.clock import Clock
+from diaspora.supervision.events import EventSink, fabric_events
+from diaspora.supervision.node import (
+    DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_START_TIMEOUT,
+    ProcessStart,
+    process_child,
+)
+from diaspora.supervision.spec import (
+    Backoff,
+    ChildSpec,
+    Restart,
+    Strategy,
+    SupervisorSpec,
+    check_id,
+    check_shutdown,
+)
+from diaspora.supervision.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from diaspora.fabric import Fabric
+
+__all__ = ["RESERVED_CHILD_KEYS", "TreeConfig", "load_config", "parse_config"]
+
+#: Per-child keys accepted and kept but not validated here (stream QoS is parsed elsewhere).
+RESERVED_CHILD_KEYS: Final = frozenset({"qos", "streams"})
+_RESERVED_TOP_KEYS: Final = frozenset({"streams"})
+_TOP_KEYS: Final = frozenset({"fabric", "supervisor"})
+_FABRIC_KEYS: Final = frozenset({"url"})
+_SUPERVISOR_KEYS: Final = frozenset({"strategy", "intensity", "period", "backoff", "children"})
+_ROOT_KEYS: Final = _SUPERVISOR_KEYS | {"name"}
+_NODE_KEYS: Final = frozenset({"process", "heartbeat_timeout", "start_timeout"})
+_CHILD_KEYS: Final = frozenset({"id", "restart", "shutdown"}) | _NODE_KEYS
+_ACTOR_KEYS: Final = _CHILD_KEYS | {"actor", "args", "inputs"}
+_NESTED_KEYS: Final = _CHILD_KEYS | _SUPERVISOR_KEYS
+_BACKOFF_KEYS: Final = frozenset({"initial", "max", "factor", "jitter", "reset_after"})
+DEFAULT_NAME: Final = "root"
+
+_E = TypeVar("_E", bound=Enum)
+
+
+@dataclass(frozen=True, slots=True)
+class TreeConfig:
+    """A validated config file: the root supervisor's name and spec, and the fabric URL.
+
+    ``spec`` has no fabric: run it with :meth:`supervisor` (or
+    ``bind_fabric(spec, fabric)``). ``reserved`` holds the reserved keys'
+    raw values by tree path.
+    """
+
+    source: str
+    name: str
+    spec: SupervisorSpec
+    url: tuple[str, ...] | None = None
+    reserved: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def bind(self, fabric: Fabric) -> SupervisorSpec:
+        """``spec`` with every actor and process node on ``fabric``."""
+        return bind_fabric(self.spec, fabric)
+
+    def supervisor(
+        self, fabric: Fabric, *, on_event: EventSink | None = None, clock: Clock | None = None
+    ) -> Supervisor:
+        """The root :class:`Supervisor` on ``fabric``; events go to the fabric by default."""
+        sink = on_event if on_event is not None else fabric_events(fabric)
+        return Supervisor(self.bind(fabric), name=self.name, on_event=sink, clock=clock)
+
+    def summary(self) -> str:
+        """One line: the root's strategy and how many supervisors, actors and process nodes."""
+        counts = {"supervisor": 0, "actor": 0, "process node": 0}
+        for _, kind in _walk(self.spec, self.name):
+            counts[kind] += 1
+        parts = [f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in counts.items()]
+        return (
+            f"supervisor {self.name!r} ({self.spec.strategy.value}) with "
+            f"{', '.join(parts)} below it"
+        )
+
+
+def _walk(spec: SupervisorSpec, path: str) -> Iterator[tuple[str, str]]:
+    for child in spec.children:
+        child_path = f"{path}.{child.id}"
+        start: object = child.start
+        if isinstance(start, ProcessStart):
+            yield child_path, "process node"
+            start = start.target
+        if isinstance(start, SupervisorSpec):
+            yield child_path, "supervisor"
+            yield from _walk(start, child_path)
+        elif isinstance(start, ActorStart):
+            yield child_path, "actor"
+
+
+def load_config(path: str | os.PathLike[str]) -> TreeConfig:
+    """Read and validate a supervision-tree TOML file (messages name it as given)."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read the config file: {exc}") from exc
+    return parse_config(text, source=source)
+
+
+def parse_config(text: str, *, source: str = "<config>") -> TreeConfig:
+    """Validate TOML ``text``; ``source`` names it in error messages."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
+    return _Parser(source).document(document)
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, datetime.date | datetime.time):
+        return "a date/time"
+    return type(value).__name__
+
+
+class _Parser:
+    """Walks one document; every error names ``source`` and the field path."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.reserved: dict[str, dict[str, Any]] = {}
+
+    def at(self, where: str) -> str:
+        return f"{self.source}: {where}"
+
+    def fail(self, where: str, what: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {where}: {what}")
+
+    # -- values ------------------------------------------------------------------------
+
+    def table(self, value: object, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"{value!r} is {_kind(value)}, expected a table")
+        return value
+
+    def keys(
+        self,
+        table: Mapping[str, Any],
+        where: str,
+        allowed: frozenset[str],
+        reserved: frozenset[str] = frozenset(),
+    ) -> None:
+        for key in table:
+            if key in allowed or key in reserved:
+                continue
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise self.fail(
+                f"{where}.{key}" if where else key,
+                f"unknown key{hint}; expected one of {', '.join(sorted(allowed))}",
+            )
+
+    def required(self, table: Mapping[str, Any], key: str, where: str, what: str) -> Any:
+        if key not in table:
+            raise self.fail(where, f"missing required key {key!r} ({what})")
+        return table[key]
+
+    def string(self, value: object, where: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(where, f"{value!r} is {_kind(value)}, expected a string")
+        return value
+
+    def boolean(self, value: object, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, f"{value!r} is {_kind(value)}, expected true or false")
+        return value
+
+    def integer(self, value: object, where: str, *, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(where, f"{value!r} is {_kind(value)}, expected an integer")
+        if value < minimum:
+            raise self.fail(where, f"{value!r} must be >= {minimum}")
+        return value
+
+    def seconds(self, value: object, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(where, f"{value!r} is {_kind(value)}, expected seconds (a number)")
+        if not value > 0:
+            raise self.fail(where, f"{value!r} must be > 0 seconds")
+        return float(value)
+
+    def choice(self, value: object, enum: type[_E], where: str) -> _E:
+        names = [member.value for member in enum]
+        if isinstance(value, str):
+            for member in enum:
+                if member.value == value:
+                    return member
+        raise self.fail(where, f"{value!r} is not one of {', '.join(names)}")
+
+    # -- structure ---------------------------------------------------------------------
+
+    def document(self, document: dict[str, Any]) -> TreeConfig:
+        self.keys(document, "", _TOP_KEYS, _RESERVED_TOP_KEYS)
+        for key in _RESERVED_TOP_KEYS & document.keys():
+            self.reserved.setdefault("", {})[key] = document[key]
+        url = self.fabric(document["fabric"]) if "fabric" in document else None
+        if "supervisor" not in document:
+            raise ConfigError(
+                f"{self.source}: missing required table [supervisor] (the root supervisor: "
+                "strategy, intensity, period and its [[supervisor.children]])"
+            )
+        root = self.table(document["supervisor"], "supervisor")
+        self.keys(root, "supervisor", _ROOT_KEYS)
+        name = DEFAULT_NAME
+        if "name" in root:
+            name = check_id(
+                self.string(root["name"], "supervisor.name"), self.at("supervisor.name")
+            )
+        spec = self.supervisor(root, "supervisor", name)
+        return TreeConfig(self.source, name, spec, url, self.reserved)
+
+    def fabric(self, value: object) -> tuple[str, ...] | None:
+        table = self.table(value, "fabric")
+        self.keys(table, "fabric", _FABRIC_KEYS)
+        if "url" not in table:
+            return None
+        url = table["url"]
+        urls = url if isinstance(url, list) else [url]
+        if not urls:
+            raise self.fail("fabric.url", "an empty list names no server")
+        out = []
+        for i, item in enumerate(urls):
+            where = f"fabric.url[{i}]" if isinstance(url, list) else "fabric.url"
+            text = self.string(item, where).strip()
+            if not text:
+                raise self.fail(where, "empty URL: omit fabric.url to use an embedded server")
+            out.append(text)
+        return tuple(out)
+
+    def supervisor(self, table: dict[str, Any], where: str, path: str) -> SupervisorSpec:
+        strategy = Strategy.ONE_FOR_ONE
+        if "strategy" in table:
+            strategy = self.choice(table["strategy"], Strategy, f"{where}.strategy")
+        intensity = 1
+        if "intensity" in table:
+            intensity = self.integer(table["intensity"], f"{where}.intensity", minimum=0)
+        period = 5.0
+        if "period" in table:
+            period = self.seconds(table["period"], f"{where}.period")
+        backoff = self.backoff(table["backoff"], f"{where}.backoff") if "backoff" in table else None
+        children = self.children(table.get("children", []), f"{where}.children", path)
+        if strategy is Strategy.SIMPLE_ONE_FOR_ONE and len(children) != 1:
+            raise self.fail(
+                f"{where}.children",
+                f"simple_one_for_one needs exactly one child (the template of the children "
+                f"started with start_child), got {len(children)}",
+            )
+        try:
+            return SupervisorSpec(children, strategy, intensity, period, backoff)
+        except ConfigError as exc:  # checked above; kept so nothing slips through unnamed
+            raise self.fail(where, str(exc)) from exc
+
+    def backoff(self, value: object, where: str) -> Backoff:
+        table = self.table(value, where)
+        self.keys(table, where, _BACKOFF_KEYS)
+        fields = {key: self.seconds_or_number(table[key], f"{where}.{key}") for key in table}
+        try:
+            return Backoff(**fields)
+        except ConfigError as exc:  # "backoff.initial: ..." -> "<where>.initial: ..."
+            message = str(exc).removeprefix("backoff.")
+            raise ConfigError(f"{self.source}: {where}.{message}") from exc
+
+    def seconds_or_number(self, value: object, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(where, f"{value!r} is {_kind(value)}, expected a number")
+        return float(value)
+
+    def children(self, value: object, where: str, path: str) -> list[ChildSpec]:
+        if not isinstance(value, list):
+            raise self.fail(
+                where, f"{value!r} is {_kind(value)}, expected an array of tables ([[...]])"
+            )
+        seen: dict[str, str] = {}
+        out = []
+        for i, item in enumerate(value):
+            child_where = f"{where}[{i}]"
+            table = self.table(item, child_where)
+            child_id = check_id(
+                self.string(
+                    self.required(table, "id", child_where, "the child's id"), f"{child_where}.id"
+                ),
+                self.at(f"{child_where}.id"),
+            )
+            if child_id in seen:
+                raise self.fail(
+                    f"{child_where}.id", f"duplicate id {child_id!r} (also {seen[child_id]})"
+                )
+            seen[child_id] = child_where
+            out.append(self.child(table, child_where, f"{path}.{child_id}", child_id))
+        return out
+
+    def child(self, table: dict[str, Any], where: str, path: str, child_id: str) -> ChildSpec:
+        is_actor = "actor" in table
+        is_supervisor = "children" in table or "strategy" in table
+        if is_actor and is_supervisor:
+            raise self.fail(
+                where,
+                "has both 'actor' (an actor child) and 'children'/'strategy' (a nested "
+                "supervisor): a child is one or the other",
+            )
+        if not is_actor and not is_supervisor:
+            raise self.fail(
+                where,
+                "needs 'actor' (an actor child: \"package.module:Class\") or 'children' "
+                "(a nested supervisor)",
+            )
+        if is_actor:
+            self.keys(table, where, _ACTOR_KEYS, RESERVED_CHILD_KEYS)
+        else:
+            self.keys(table, where, _NESTED_KEYS)
+        restart = Restart.PERMANENT
+        if "restart" in table:
+            restart = self.choice(table["restart"], Restart, f"{where}.restart")
+        shutdown = None
+        if "shutdown" in table:
+            shutdown = check_shutdown(table["shutdown"], self.at(f"{where}.shutdown"))
+        process = (
+            self.boolean(table["process"], f"{where}.process") if "process" in table else False
+        )
+        heartbeat_timeout = DEFAULT_HEARTBEAT_TIMEOUT
+        start_timeout = DEFAULT_START_TIMEOUT
+        for key in ("heartbeat_timeout", "start_timeout"):
+            if key in table and not process:
+                raise self.fail(f"{where}.{key}", "only applies to a child with process = true")
+        if "heartbeat_timeout" in table:
+            heartbeat_timeout = self.seconds(
+                table["heartbeat_timeout"], f"{where}.heartbeat_timeout"
+            )
+        if "start_timeout" in table:
+            start_timeout = self.seconds(table["start_timeout"], f"{where}.start_timeout")
+        target: ActorStart | SupervisorSpec
+        if is_actor:
+            target = self.actor(table, where)
+            kept = {key: table[key] for key in RESERVED_CHILD_KEYS & table.keys()}
+            if kept:
+                self.reserved[path] = kept
+        else:
+            target = self.supervisor(table, where, path)
+        if not process:
+            return ChildSpec(child_id, target, restart=restart, shutdown=shutdown)
+        try:
+            return process_child(
+                child_id,
+                target,
+                None,
+                restart=restart,
+                shutdown=shutdown,
+                heartbeat_timeout=heartbeat_timeout,
+                start_timeout=start_timeout,
+            )
+        except ConfigError as exc:
+            raise self.fail(f"{where}.process", str(exc)) from exc
+
+    def actor(self, table: dict[str, Any], where: str) -> ActorStart:
+        path = self.string(table["actor"], f"{where}.actor")
+        cls = resolve(path, where=self.at(f"{where}.actor"))
+        if not (isinstance(cls, type) and issubclass(cls, Actor)):
+            raise self.fail(
+                f"{where}.actor",
+                f"{path!r} is {_describe(cls)}, not a diaspora Actor subclass",
+            )
+        args = self.table(table["args"], f"{where}.args") if "args" in table else {}
+        check_actor_args(cls, args, self.at(f"{where}.args"))
+        inputs = None
+        if "inputs" in table:
+            raw = table["inputs"]
+            if not isinstance(raw, list):
+                raise self.fail(
+                    f"{where}.inputs", f"{raw!r} is {_kind(raw)}, expected an array of subjects"
+                )
+            inputs = tuple(
+                check_subject(
+                    self.string(s, f"{where}.inputs[{i}]"), where=self.at(f"{where}.inputs[{i}]")
+                )
+                for i, s in enumerate(raw)
+            )
+        return ActorStart(cls, None, args, inputs)
+
+
+def _describe(obj: object) -> str:
+    if isinstance(obj, type):
+        return f"the class {obj.__qualname__}"
+    if callable(obj):
+        return f"the callable {getattr(obj, '__qualname__', repr(obj))}"
+    return f"{type(obj).__name__} {obj!r}"

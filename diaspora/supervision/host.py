@@ -1,0 +1,176 @@
+"""The child side of a process node: ``python -m diaspora.supervision.host``.
+
+Started by :class:`~diaspora.supervision.ProcessNode`, never by hand. It
+reads its subtree from stdin (see :mod:`diaspora.supervision.node` for the
+protocol), runs it on its own fabric connection and exits with:
+
+- ``0`` — the subtree returned (after SIGTERM/SIGINT: stopped gracefully);
+- ``1`` — the subtree raised (the reason was sent as an ``error`` line);
+- ``2`` — the subtree could not be loaded (an import failed in this process);
+- ``3`` — the parent died before this process could be tied to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import pickle
+import signal
+import sys
+from typing import Any, Final
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from diaspora.errors import ChildShutdown
+from diaspora.fabric import Fabric
+from diaspora.log import configure_logging, get_logger
+from diaspora.supervision.binding import bind_start
+from diaspora.supervision.context import _CURRENT
+from diaspora.supervision.events import fabric_events
+from diaspora.supervision.node import PARENT_PID_ENV, NodePayload
+from diaspora.supervision.runnable import Runnable
+from diaspora.supervision.spec import SupervisorSpec
+from diaspora.supervision.supervisor import Supervisor
+
+__all__ = ["main"]
+
+EXIT_OK: Final = 0
+EXIT_CRASHED: Final = 1
+EXIT_BAD_TREE: Final = 2
+EXIT_ORPHANED: Final = 3
+
+_PR_SET_PDEATHSIG: Final = 1
+_MAX_ERROR: Final = 4000
+
+
+def _send(fd: int, message: dict[str, Any]) -> None:
+    os.write(fd, json.dumps(message).encode() + b"\n")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; exit if it already has."""
+    expected = int(os.environ.get(PARENT_PID_ENV, "0") or 0)
+    with contextlib.suppress(Exception):  # not Linux: the parent's pipe closing still ends us
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if expected and os.getppid() != expected:
+        os._exit(EXIT_ORPHANED)
+
+
+class _Announce(TaskStatus[None]):
+    """The subtree's ``task_status``: ``started()`` tells the parent."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._done = False
+
+    def started(self, value: None = None) -> None:
+        if self._done:
+            raise RuntimeError("the node's subtree called task_status.started() twice")
+        self._done = True
+        _send(self._fd, {"t": "started", "pid": os.getpid()})
+
+
+def _make(payload: NodePayload, fabric: Fabric) -> Runnable:
+    target = bind_start(payload.target, fabric)
+    context = payload.context
+    if isinstance(target, SupervisorSpec):
+        return Supervisor(target, name=context.path, on_event=fabric_events(fabric))
+    made = target(*context.args)
+    if not isinstance(made, Runnable):
+        raise TypeError(
+            f"process node {context.path!r}: start returned {made!r}, which is not a Runnable"
+        )
+    return made
+
+
+async def _heartbeats(fd: int, interval: float) -> None:
+    while True:
+        _send(fd, {"t": "hb"})
+        await anyio.sleep(interval)
+
+
+async def _signals(stop: anyio.Event, early: list[int], *, task_status: TaskStatus[None]) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+        task_status.started()
+        if early:
+            stop.set()
+        async for signum in received:
+            get_logger().info("signal", signal=signal.Signals(signum).name)
+            stop.set()
+
+
+async def _run_subtree(payload: NodePayload, fd: int, stop: anyio.Event) -> None:
+    _CURRENT.set(payload.context)  # for the whole process: this task and the ones it starts
+    async with Fabric(list(payload.urls), name=payload.context.path) as fabric:
+        if stop.is_set():
+            return
+        runnable = _make(payload, fabric)
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+
+            async def relay_stop() -> None:
+                await stop.wait()
+                runnable.request_stop()
+
+            tg.start_soon(relay_stop)
+            try:
+                await runnable.run(task_status=_Announce(fd))
+            except Exception as exc:
+                error = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+
+async def _serve(payload: NodePayload, fd: int, early: list[int]) -> int:
+    log = get_logger()
+    stop = anyio.Event()
+    code = EXIT_OK
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_heartbeats, fd, payload.heartbeat_interval)
+        await tg.start(_signals, stop, early)
+        try:
+            await _run_subtree(payload, fd, stop)
+        except ChildShutdown:
+            pass
+        except Exception as exc:
+            log.error("node_failed", reason=repr(exc))
+            _send(fd, {"t": "error", "error": repr(exc)[:_MAX_ERROR]})
+            code = EXIT_CRASHED
+        finally:
+            tg.cancel_scope.cancel()
+    return code
+
+
+def main() -> int:
+    """Run the subtree given on stdin; return the exit status."""
+    fd = os.dup(1)  # the protocol pipe; what the subtree prints goes to stderr instead
+    os.dup2(2, 1)
+    early: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda received, _frame: early.append(received))
+    _die_with_parent()
+    configure_logging()
+    try:
+        header = json.loads(sys.stdin.buffer.readline() or b"{}")
+        parent_path = [p for p in header.get("sys_path", []) if isinstance(p, str)]
+        sys.path[:] = parent_path + [p for p in sys.path if p not in parent_path]
+        payload = pickle.load(sys.stdin.buffer)
+        if not isinstance(payload, NodePayload):
+            raise TypeError(f"expected a NodePayload, got {type(payload).__name__}")
+    except Exception as exc:
+        reason = f"cannot load the subtree in the node's process: {exc!r}"
+        get_logger().error("node_failed", reason=reason)
+        _send(fd, {"t": "error", "error": reason[:_MAX_ERROR]})
+        return EXIT_BAD_TREE
+    structlog.contextvars.bind_contextvars(node=payload.context.path, node_pid=os.getpid())
+    return anyio.run(_serve, payload, fd, early)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

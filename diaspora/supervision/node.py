@@ -1,0 +1,434 @@
+"""Process nodes: a subtree, or one actor, in its own OS process, watched by its parent.
+
+A :class:`ProcessNode` is a :class:`~diaspora.supervision.Runnable`: its
+supervisor starts, restarts and stops it like any child, and ``kill -9`` of
+its process is just an abnormal exit (:class:`~diaspora.errors.NodeCrashed`)
+after which the subtree is started again and its actors resume from their
+checkpoints. Build one with :func:`process_child` (or ``actor_child(...,
+process=True)``, or ``process = true`` in a config file).
+
+How it works:
+
+- **spawn**: ``python -m diaspora.supervision.host`` in a new session (so a
+  terminal's Ctrl-C reaches only the parent, which stops children in order).
+  Its stdin gets one JSON line (the parent's ``sys.path``) and the pickled
+  subtree. The child asks Linux to SIGKILL it when the parent dies
+  (``PR_SET_PDEATHSIG``; no orphans), connects to the parent fabric's URLs and
+  runs the subtree: a :class:`~diaspora.supervision.SupervisorSpec` as a
+  supervisor named after the node's path, or a start function (an actor) with
+  the node's own :class:`~diaspora.supervision.ChildContext`, so actor ids are
+  the same as in-process (``root.sum``).
+- **protocol**: the child's stdout is a private pipe (``print`` goes to
+  stderr) carrying one JSON object per line: ``hb`` every
+  ``heartbeat_timeout / 4`` seconds from its event loop, ``started`` once the
+  subtree called ``task_status.started()``, ``error`` before a non-zero exit.
+- **started**: ``task_status.started()`` is called when ``started`` arrives;
+  no ``started`` within ``start_timeout`` is a hang.
+- **watchdog**: no line for ``heartbeat_timeout`` seconds (a handler blocking
+  the event loop, which ``handle_deadline`` cannot interrupt) → SIGKILL and
+  :class:`NodeHung`.
+- **exit**: status 0 is a normal exit (``shutdown`` after ``request_stop``);
+  a non-zero status or a signal is :class:`~diaspora.errors.NodeCrashed`.
+- **stop**: ``request_stop()`` sends SIGTERM; the child's tree stops in
+  reverse start order and the process exits 0. When the supervisor's shutdown
+  timeout cancels ``run``, the process is SIGKILLed.
+- **events** on the fabric, next to the supervisor's own:
+  ``diaspora.events.supervision.<supervisor>.node_started`` (``child``,
+  ``pid``, ``incarnation``), ``node_hung`` (``silent_s``) and ``node_exited``
+  (``returncode``, ``reason``: ``normal``, ``shutdown``, ``crashed``,
+  ``hung`` or ``killed``).
+
+>>> from diaspora.supervision import SupervisorSpec
+>>> spec = process_child("ingest", SupervisorSpec([]), heartbeat_timeout=2.0)
+>>> spec.effective_type.value, spec.start.heartbeat_timeout
+('supervisor', 2.0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import types
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+from anyio.abc import Process, TaskStatus
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from diaspora.errors import ConfigError, FabricUnavailable, NodeCrashed
+from diaspora.log import get_logger
+from diaspora.supervision.binding import bind_start
+from diaspora.supervision.context import ChildContext, current_child
+from diaspora.supervision.spec import (
+    ChildSpec,
+    ChildType,
+    Restart,
+    Shutdown,
+    StartFn,
+    SupervisorSpec,
+)
+
+if TYPE_CHECKING:
+    from diaspora.fabric import Fabric
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_TIMEOUT",
+    "DEFAULT_START_TIMEOUT",
+    "NodeHung",
+    "ProcessNode",
+    "ProcessStart",
+    "process_child",
+]
+
+#: Seconds without a heartbeat after which a node's process is killed as hung.
+DEFAULT_HEARTBEAT_TIMEOUT: Final = 5.0
+#: Seconds a node's process may take to import, connect and start its subtree.
+DEFAULT_START_TIMEOUT: Final = 60.0
+
+#: The child reads its parent's pid here, to notice a parent that died before it asked
+#: Linux to kill it with its parent.
+PARENT_PID_ENV: Final = "DIASPORA_NODE_PARENT_PID"
+HOST_MODULE: Final = "diaspora.supervision.host"
+_MAX_LINE: Final = 1 << 20
+
+
+class NodeHung(NodeCrashed):
+    """A process node stopped sending heartbeats (or never reported started): it was SIGKILLed."""
+
+    def __init__(
+        self, node: str, pid: int, returncode: int, *, silent_s: float, starting: bool
+    ) -> None:
+        super().__init__(node, pid, returncode)
+        self.silent_s = silent_s
+        self.starting = starting
+        what = "did not report started" if starting else "sent no heartbeat"
+        self.args = (
+            f"process node {node!r} (pid {pid}) {what} for {silent_s:.1f}s and was killed "
+            "(SIGKILL); a call that blocks the event loop hangs a node: run blocking work "
+            "with anyio.to_thread.run_sync, or raise heartbeat_timeout/start_timeout",
+        )
+
+
+def _check_timeouts(heartbeat_timeout: object, start_timeout: object, where: str) -> None:
+    for name, value in (("heartbeat_timeout", heartbeat_timeout), ("start_timeout", start_timeout)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"{where}: {name}={value!r} must be > 0 seconds")
+
+
+class _NoMainPickler(pickle.Pickler):
+    """Refuses what a child process could not import back (``__main__`` and local objects)."""
+
+    def persistent_id(self, obj: Any) -> None:
+        if isinstance(obj, type | types.FunctionType) and obj.__module__ == "__main__":
+            raise pickle.PicklingError(
+                f"{obj.__qualname__} is defined in __main__, which a child process cannot import"
+            )
+        return None
+
+
+def _pickle_tree(target: object, where: str) -> bytes:
+    buffer = io.BytesIO()
+    try:
+        _NoMainPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(target)
+    except Exception as exc:
+        raise ConfigError(
+            f"{where}: its subtree cannot be sent to a child process ({exc}): define its "
+            "actors, Runnables and start functions at module level of an importable module "
+            "(no lambdas, local functions or __main__)"
+        ) from exc
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class NodePayload:
+    """What a node's process receives on stdin after the header line (pickled)."""
+
+    context: ChildContext
+    target: StartFn | SupervisorSpec
+    urls: tuple[str, ...]
+    heartbeat_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStart:
+    """The start function of a process node child: ``ProcessStart(...)()`` makes a ProcessNode.
+
+    ``target`` is kept unbound from any fabric (the child binds it to its own
+    connection) and must pickle by reference (module-level classes and
+    functions).
+    """
+
+    target: StartFn | SupervisorSpec
+    fabric: Fabric | None = None
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
+    start_timeout: float = DEFAULT_START_TIMEOUT
+
+    def __post_init__(self) -> None:
+        _check_timeouts(self.heartbeat_timeout, self.start_timeout, "process node")
+        if not isinstance(self.target, SupervisorSpec) and not callable(self.target):
+            raise ConfigError(
+                f"process node: target={self.target!r} is neither a SupervisorSpec nor a start "
+                "function returning a Runnable"
+            )
+        object.__setattr__(self, "target", bind_start(self.target, None))
+        _pickle_tree(self.target, "process node")
+
+    def with_fabric(self, fabric: Fabric | None) -> ProcessStart:
+        """The same start function, its node watched from ``fabric``."""
+        return dataclasses.replace(self, fabric=fabric)
+
+    def __call__(self, *args: Any) -> ProcessNode:
+        context = current_child()
+        if self.fabric is None:
+            raise ConfigError(
+                f"process node {context.path!r} has no fabric: pass fabric= to process_child(), "
+                "or bind_fabric(spec, fabric) before running the tree"
+            )
+        if args != context.args:  # start_child(*args) outside a supervisor's bookkeeping
+            context = dataclasses.replace(context, args=args)
+        return ProcessNode(
+            self.target,
+            self.fabric,
+            context=context,
+            heartbeat_timeout=self.heartbeat_timeout,
+            start_timeout=self.start_timeout,
+        )
+
+
+def process_child(
+    id: str,
+    tree: SupervisorSpec | StartFn,
+    fabric: Fabric | None = None,
+    *,
+    restart: Restart = Restart.PERMANENT,
+    shutdown: Shutdown | None = None,
+    type: ChildType | None = None,
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
+    start_timeout: float = DEFAULT_START_TIMEOUT,
+) -> ChildSpec:
+    """The child spec of a process node running ``tree`` in its own OS process.
+
+    ``tree`` is a :class:`SupervisorSpec` (run as supervisor ``<path>`` in the
+    child; the type defaults to ``supervisor``, so ``shutdown`` to
+    ``infinity`` — the watchdog still kills a hung process) or a start
+    function such as :class:`~diaspora.supervision.ActorStart` (the type
+    defaults to ``worker``). ``fabric`` may be bound later with
+    :func:`~diaspora.supervision.bind_fabric`.
+    """
+    try:
+        start = ProcessStart(tree, fabric, heartbeat_timeout, start_timeout)
+    except ConfigError as exc:
+        raise ConfigError(f"child {id!r}: {exc}") from exc.__cause__
+    if type is None:
+        type = ChildType.SUPERVISOR if isinstance(tree, SupervisorSpec) else ChildType.WORKER
+    return ChildSpec(id, start, restart=restart, shutdown=shutdown, type=type)
+
+
+class ProcessNode:
+    """Runs ``target`` in a child OS process until it exits, is stopped, or hangs.
+
+    ``pid`` is the current process's id once spawned, ``returncode`` its
+    exit status once it ended (negative: killed by that signal). ``context``
+    defaults to :func:`~diaspora.supervision.current_child`.
+    """
+
+    def __init__(
+        self,
+        target: SupervisorSpec | StartFn,
+        fabric: Fabric,
+        *,
+        context: ChildContext | None = None,
+        heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+    ) -> None:
+        self.context = context if context is not None else current_child()
+        self.name = self.context.path
+        _check_timeouts(heartbeat_timeout, start_timeout, f"process node {self.name!r}")
+        self.target = bind_start(target, None)
+        self.fabric = fabric
+        self.heartbeat_timeout = float(heartbeat_timeout)
+        self.start_timeout = float(start_timeout)
+        self.pid: int | None = None
+        self.returncode: int | None = None
+        self._proc: Process | None = None
+        self._stop_requested = False
+        self._remote_error: str | None = None
+        self._log = get_logger(node=self.name)
+
+    def __repr__(self) -> str:
+        return f"<ProcessNode {self.name!r} pid={self.pid} returncode={self.returncode}>"
+
+    # -- Runnable ----------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """SIGTERM the process: its subtree stops gracefully, in reverse start order."""
+        self._stop_requested = True
+        self._signal(signal.SIGTERM)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Spawn the process, report ``started`` when it does, watch it until it exits.
+
+        Raises :class:`~diaspora.errors.NodeCrashed` on a non-zero exit status
+        or a signal, :class:`NodeHung` when the watchdog killed it.
+        """
+        if self._proc is not None:
+            raise RuntimeError(f"process node {self.name!r} has already run: make a new one")
+        urls = self.fabric.urls
+        if not urls:
+            raise FabricUnavailable(
+                f"process node {self.name!r}: fabric {self.fabric.name!r} has no server URL "
+                "to give the child process: connect it first (async with Fabric(...))"
+            )
+        stdin = self._stdin(urls)
+        proc = await anyio.open_process(
+            [sys.executable, "-m", HOST_MODULE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            start_new_session=True,
+            env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
+        )
+        self._proc = proc
+        self.pid = proc.pid
+        self._log.debug("node_spawned", pid=proc.pid)
+        outcome: str | None = "killed"
+        try:
+            if self._stop_requested:
+                self._signal(signal.SIGTERM)
+            await self._send(proc, stdin)
+            await self._watch(proc, task_status)
+            # the child closed its end of the pipe: it is exiting
+            with anyio.move_on_after(self.heartbeat_timeout):
+                await proc.wait()
+            outcome = None
+        except NodeHung:
+            outcome = "hung"
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                returncode = proc.returncode
+                assert returncode is not None
+                self.returncode = returncode
+                with contextlib.suppress(Exception):
+                    await proc.aclose()
+                reason = outcome or self._classify(returncode)
+                with anyio.move_on_after(2):
+                    await self._event(
+                        "node_exited",
+                        pid=proc.pid,
+                        returncode=returncode,
+                        reason=reason,
+                        **({"error": self._remote_error} if self._remote_error else {}),
+                    )
+        code = self.returncode
+        assert code is not None
+        if self._classify(code) in ("normal", "shutdown"):
+            return
+        crashed = NodeCrashed(self.name, proc.pid, code)
+        if self._remote_error:
+            crashed.add_note(f"the node's subtree raised: {self._remote_error}")
+        raise crashed
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _classify(self, returncode: int) -> str:
+        if returncode == 0:
+            return "shutdown" if self._stop_requested else "normal"
+        if returncode == -signal.SIGTERM and self._stop_requested:
+            return "shutdown"  # stopped before it installed its own handler
+        return "crashed"
+
+    def _stdin(self, urls: list[str]) -> bytes:
+        header = json.dumps({"sys_path": sys.path}).encode() + b"\n"
+        payload = NodePayload(
+            context=self.context,
+            target=self.target,
+            urls=tuple(urls),
+            heartbeat_interval=max(0.02, self.heartbeat_timeout / 4),
+        )
+        return header + _pickle_tree(payload, f"process node {self.name!r}")
+
+    def _signal(self, signum: signal.Signals) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+    @staticmethod
+    async def _send(proc: Process, data: bytes) -> None:
+        assert proc.stdin is not None
+        try:
+            await proc.stdin.send(data)
+            await proc.stdin.aclose()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass  # the child died first; its exit status says why
+
+    async def _watch(self, proc: Process, task_status: TaskStatus[None]) -> None:
+        """Read the child's lines until it closes the pipe; kill it if it goes silent."""
+        assert proc.stdout is not None
+        lines = BufferedByteReceiveStream(proc.stdout)
+        spawned = last_heard = time.monotonic()
+        heard = started = False
+        while True:
+            now = time.monotonic()
+            limit = self.heartbeat_timeout if heard else self.start_timeout
+            if not started:
+                limit = min(limit, spawned + self.start_timeout - now)
+            line: bytes | None = None
+            with anyio.move_on_after(max(0.0, limit)):
+                try:
+                    line = await lines.receive_until(b"\n", _MAX_LINE)
+                except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
+                    return
+            if line is None:
+                silent = time.monotonic() - last_heard
+                proc.kill()
+                returncode = await proc.wait()
+                await self._event("node_hung", pid=proc.pid, silent_s=round(silent, 3))
+                raise NodeHung(
+                    self.name, proc.pid, returncode, silent_s=silent, starting=not started
+                )
+            heard = True
+            last_heard = time.monotonic()
+            message = self._parse(line)
+            kind = message.get("t")
+            if kind == "started" and not started:
+                started = True
+                task_status.started()
+                await self._event("node_started", pid=proc.pid)
+            elif kind == "error":
+                self._remote_error = str(message.get("error"))
+
+    def _parse(self, line: bytes) -> dict[str, Any]:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            self._log.warning("node_protocol_garbage", line=line[:200])
+            return {}
+        return message
+
+    async def _event(self, kind: str, **fields: Any) -> None:
+        context = self.context
+        await self.fabric.emit_event(
+            "supervision",
+            context.supervisor,
+            kind,
+            supervisor=context.supervisor,
+            child=context.id,
+            incarnation=context.incarnation,
+            **fields,
+        )

@@ -1,0 +1,92 @@
+"""Runnables and actors that process-node tests send to child processes.
+
+They live at module level so that they pickle by reference; the child finds
+this module through the parent's ``sys.path``. Workers append lines to a log
+file (``start:<path>:<pid>``, ``stop:<path>``...) so the test can read what
+happened in another process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import anyio
+from anyio.abc import TaskStatus
+
+from diaspora import Actor, Message
+from diaspora.supervision import current_child
+
+
+def note(log: str, line: str) -> None:
+    with open(log, "a") as f:
+        f.write(line + "\n")
+
+
+def lines(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+class Polite:
+    """Logs its start, waits for ``request_stop``, logs its stop."""
+
+    def __init__(self, log: str) -> None:
+        self.log = log
+        self._stop = anyio.Event()
+
+    async def run(self, *, task_status: TaskStatus[None]) -> None:
+        path = current_child().path
+        note(self.log, f"start:{path}:{os.getpid()}")
+        task_status.started()
+        await self._stop.wait()
+        note(self.log, f"stop:{path}")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+
+class Stubborn(Polite):
+    """Ignores ``request_stop`` (after logging it): only a kill ends it."""
+
+    def request_stop(self) -> None:
+        note(self.log, f"stop-ignored:{os.getpid()}")
+
+
+class HangsOnce(Polite):
+    """After ``started()``, blocks its event loop for good if ``marker`` exists (removing it)."""
+
+    def __init__(self, log: str, marker: str) -> None:
+        super().__init__(log)
+        self.marker = marker
+
+    async def run(self, *, task_status: TaskStatus[None]) -> None:
+        note(self.log, f"start:{current_child().path}:{os.getpid()}")
+        task_status.started()
+        if os.path.exists(self.marker):  # noqa: ASYNC240 - blocking on purpose below
+            os.remove(self.marker)
+            note(self.log, f"hang:{os.getpid()}")
+            time.sleep(3600)  # noqa: ASYNC251 - a blocking call: no heartbeat can be sent
+        await self._stop.wait()
+
+
+class FailsToStart:
+    """Raises before ``started()``."""
+
+    def __init__(self) -> None:
+        pass
+
+    async def run(self, *, task_status: TaskStatus[None]) -> None:
+        raise RuntimeError("FailsToStart: no luck today")
+
+    def request_stop(self) -> None:
+        pass
+
+
+class AlwaysCrashes(Actor):
+    """Raises on every message of ``numbers``."""
+
+    inputs = ("numbers",)
+
+    async def handle(self, msg: Message) -> None:
+        raise RuntimeError(f"AlwaysCrashes at seq {msg.seq}")

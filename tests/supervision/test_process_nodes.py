@@ -1,0 +1,176 @@
+"""Process nodes: a subtree in its own OS process, started, watched, stopped and
+killed by its parent supervisor (heartbeat watchdog, SIGTERM then SIGKILL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+from node_workers import FailsToStart, HangsOnce, Polite, Stubborn, lines
+
+from diaspora.errors import ChildStartError, ConfigError, NodeCrashed
+from diaspora.fabric import Fabric
+from diaspora.supervision import (
+    ChildSpec,
+    NodeHung,
+    ProcessNode,
+    Supervisor,
+    SupervisorSpec,
+    process_child,
+)
+from diaspora.testing import wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    """An event sink keeping every supervision event."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    async def __call__(self, kind: str, **fields: Any) -> None:
+        self.events.append((kind, fields))
+
+    def kinds(self, child: str | None = None) -> list[str]:
+        return [k for k, f in self.events if child is None or f.get("child") == child]
+
+    def reasons(self, kind: str) -> list[str]:
+        return [str(f["reason"]) for k, f in self.events if k == kind]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def node_of(sup: Supervisor, child: str) -> ProcessNode:
+    for record in await sup.which_children():
+        if record.id == child:
+            assert isinstance(record.runnable, ProcessNode)
+            return record.runnable
+    raise LookupError(child)
+
+
+async def test_node_runs_its_subtree_in_another_process_and_stops_it_in_reverse_order(
+    fabric: Fabric, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    subtree = SupervisorSpec(
+        [ChildSpec("a", partial(Polite, str(log))), ChildSpec("b", partial(Polite, str(log)))]
+    )
+    recorder = Recorder()
+    sup = Supervisor(
+        SupervisorSpec([process_child("node", subtree, fabric)]), name="root", on_event=recorder
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        # started() only once the child's own supervisor started both children
+        assert [line.rsplit(":", 1)[0] for line in lines(log)] == [
+            "start:root.node.a",
+            "start:root.node.b",
+        ]
+        node = await node_of(sup, "node")
+        assert node.pid is not None
+        assert node.pid != os.getpid()
+        assert {line.rsplit(":", 1)[1] for line in lines(log)} == {str(node.pid)}
+        sup.request_stop()
+    assert lines(log)[2:] == ["stop:root.node.b", "stop:root.node.a"]
+    assert node.returncode == 0
+    assert recorder.reasons("terminated") == ["shutdown"]
+    assert gone(node.pid)
+
+
+async def test_killed_node_is_restarted_as_a_crash(fabric: Fabric, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    recorder = Recorder()
+    spec = SupervisorSpec([process_child("w", partial(Polite, str(log)), fabric)], intensity=3)
+    sup = Supervisor(spec, name="root", on_event=recorder)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        first = (await node_of(sup, "w")).pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await wait_until(lambda: "restarted" in recorder.kinds(), timeout=20)
+        second = (await node_of(sup, "w")).pid
+        sup.request_stop()
+    assert second not in (None, first)
+    (reason,) = [f["reason"] for k, f in recorder.events if k == "exited"]
+    assert reason.startswith("NodeCrashed(")
+    assert "killed by SIGKILL" in reason
+    assert [line.split(":")[1] for line in lines(log)] == ["root.w", "root.w", "root.w"]
+    assert gone(first)
+
+
+async def test_hung_node_is_killed_by_the_heartbeat_watchdog_and_restarted(
+    fabric: Fabric, tmp_path: Path
+) -> None:
+    log, marker = tmp_path / "log", tmp_path / "hang"
+    marker.touch()
+    recorder = Recorder()
+    spec = SupervisorSpec(
+        [
+            process_child(
+                "w", partial(HangsOnce, str(log), str(marker)), fabric, heartbeat_timeout=0.5
+            )
+        ],
+        intensity=3,
+    )
+    sup = Supervisor(spec, name="root", on_event=recorder)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await wait_until(lambda: "restarted" in recorder.kinds(), timeout=20)
+        sup.request_stop()
+    hung_pid = int(next(line for line in lines(log) if line.startswith("hang:")).split(":")[1])
+    (reason,) = [f["reason"] for k, f in recorder.events if k == "exited"]
+    assert reason.startswith("NodeHung(")
+    assert "sent no heartbeat" in reason
+    assert recorder.reasons("terminated") == ["shutdown"]  # the second one stopped gracefully
+    assert gone(hung_pid)
+
+
+async def test_node_that_ignores_sigterm_is_killed_after_the_shutdown_timeout(
+    fabric: Fabric, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    recorder = Recorder()
+    spec = SupervisorSpec([process_child("w", partial(Stubborn, str(log)), fabric, shutdown=0.5)])
+    sup = Supervisor(spec, name="root", on_event=recorder)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        node = await node_of(sup, "w")
+        began = time.monotonic()
+        sup.request_stop()
+    assert time.monotonic() - began >= 0.5
+    assert recorder.reasons("terminated") == ["killed"]
+    assert node.returncode == -signal.SIGKILL
+    assert lines(log)[1] == f"stop-ignored:{node.pid}"  # SIGTERM reached it first
+    assert node.pid is not None
+    assert gone(node.pid)
+
+
+async def test_node_failing_before_started_is_a_start_failure_naming_the_reason(
+    fabric: Fabric,
+) -> None:
+    sup = Supervisor(SupervisorSpec([process_child("w", FailsToStart, fabric)]), name="root")
+    with pytest.raises(ChildStartError) as caught:
+        await sup.run()
+    cause = caught.value.__cause__
+    assert isinstance(cause, NodeCrashed)
+    assert not isinstance(cause, NodeHung)
+    assert cause.returncode == 1
+    assert any("no luck today" in note for note in cause.__notes__)
+
+
+def test_subtree_that_cannot_reach_a_child_process_is_refused_up_front() -> None:
+    with pytest.raises(ConfigError, match=r"child 'w'.*cannot be sent to a child process"):
+        process_child("w", lambda: Polite("x"))
