@@ -4,12 +4,32 @@
     Run one actor (``package.module:Class``) until SIGINT/SIGTERM, which stop
     it gracefully (finish the message at hand, checkpoint). Exit status 0 on a
     graceful stop, 1 when the actor crashed, 2 on a usage or config error.
+
+``diaspora run FILE [--url URL]``
+    Run a supervision tree from a TOML file (see
+    :mod:`diaspora.supervision.config`) until SIGINT/SIGTERM, which stop it in
+    reverse start order (a second signal kills what is left). The fabric is
+    ``--url``, else ``$DIASPORA_URL``, else the file's ``[fabric] url``, else
+    an embedded server. Supervision events are published under
+    ``diaspora.events.supervision.>``. Exit status:
+
+    - 0: stopped by a signal (or the root supervisor returned) after an
+      orderly shutdown;
+    - 1: the root supervisor gave up (restart intensity exceeded), or another
+      runtime failure (fabric unreachable...);
+    - 2: usage or config error: nothing was started;
+    - 3: a child failed to start; the ones started before it were stopped.
+
+``diaspora check FILE``
+    Validate a tree file without running it (imports the actors it names).
+    Exit status 0 and a one-line summary, or 2 and the error on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -18,16 +38,24 @@ from typing import Any
 import anyio
 
 from diaspora.actor import Actor, ActorRuntime
-from diaspora.errors import ActorCrashed, ConfigError, DiasporaError
+from diaspora.errors import (
+    ActorCrashed,
+    ChildStartError,
+    ConfigError,
+    DiasporaError,
+    RestartIntensityExceeded,
+)
 from diaspora.fabric import Fabric
 from diaspora.importpath import resolve
 from diaspora.log import configure_logging, get_logger
+from diaspora.supervision import Supervisor, load_config
 
 __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_CRASHED = 1
 EXIT_USAGE = 2
+EXIT_START_FAILED = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,15 +67,61 @@ def _parser() -> argparse.ArgumentParser:
     actor.add_argument("--url", help="NATS URL(s); default $DIASPORA_URL or an embedded server")
     actor.add_argument("--args", default="{}", help="constructor arguments as a JSON object")
     actor.add_argument("--inputs", help="comma-separated input subjects (overrides the class)")
+    run = sub.add_parser("run", help="run a supervision tree from a TOML file until SIGINT/SIGTERM")
+    run.add_argument("file", help="the tree's TOML file (see supervisors/)")
+    run.add_argument(
+        "--url", help="NATS URL(s); default $DIASPORA_URL, the file's [fabric] url, or embedded"
+    )
+    check = sub.add_parser("check", help="validate a supervision-tree TOML file without running")
+    check.add_argument("file", help="the tree's TOML file")
     return parser
 
 
-async def _until_signal(stop: Callable[[], None]) -> None:
+async def _until_signal(stop: Callable[[], None], kill: Callable[[], None] | None = None) -> None:
+    """Call ``stop`` on the first SIGINT/SIGTERM and ``kill`` (if any) on the second."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        seen = 0
         async for signum in signals:
-            get_logger().info("signal", signal=signal.Signals(signum).name)
-            stop()
-            return
+            seen += 1
+            get_logger().info("signal", signal=signal.Signals(signum).name, count=seen)
+            if seen == 1:
+                stop()
+                if kill is None:
+                    return
+            else:
+                assert kill is not None
+                kill()
+                return
+
+
+async def _supervise(supervisor: Supervisor) -> None:
+    """Run ``supervisor`` until a signal stops it; its own failure propagates unwrapped."""
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_until_signal, supervisor.request_stop, tg.cancel_scope.cancel)
+        try:
+            await supervisor.run()
+        except Exception as exc:
+            error = exc
+        finally:
+            tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+async def _run_tree(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    url = args.url or os.environ.get("DIASPORA_URL") or config.url
+    async with Fabric(url, name=config.name) as fabric:
+        supervisor = config.supervisor(fabric)
+        await _supervise(supervisor)
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"{config.source}: ok: {config.summary()}")
+    return EXIT_OK
 
 
 async def _run_actor(args: argparse.Namespace) -> int:
@@ -63,12 +137,17 @@ async def _run_actor(args: argparse.Namespace) -> int:
     inputs = [s for s in args.inputs.split(",") if s] if args.inputs else None
     async with Fabric(args.url, name=args.id or cls.__name__.lower()) as fabric:
         runtime = ActorRuntime(cls, fabric, id=args.id, args=kwargs, inputs=inputs)
+        error: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(_until_signal, runtime.request_stop)
             try:
                 await runtime.run()
+            except Exception as exc:  # raised unwrapped, not in the task group's group
+                error = exc
             finally:
                 tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
     return EXIT_OK
 
 
@@ -80,12 +159,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "actor":
             return anyio.run(_run_actor, args)
+        if args.command == "run":
+            return anyio.run(_run_tree, args)
+        if args.command == "check":
+            return _check(args)
     except ConfigError as exc:
         print(f"diaspora: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ActorCrashed as exc:
         log.error("actor_crashed", reason=repr(exc.reason))
         return EXIT_CRASHED
+    except RestartIntensityExceeded as exc:
+        log.error("gave_up", error=str(exc), cause=repr(exc.__cause__))
+        return EXIT_CRASHED
+    except ChildStartError as exc:
+        log.error("start_failed", error=str(exc), child=exc.child, cause=repr(exc.__cause__))
+        return EXIT_START_FAILED
     except DiasporaError as exc:
         log.error("failed", error=str(exc))
         return EXIT_CRASHED

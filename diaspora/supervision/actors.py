@@ -107,10 +107,12 @@ def check_actor_args(actor: ActorFactory, args: Mapping[str, Any], where: str) -
     try:
         signature.bind(**args)
     except TypeError as exc:
+        bare = signature.replace(
+            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+            return_annotation=signature.empty,
+        )
         name = getattr(actor, "__qualname__", repr(actor))
-        raise ConfigError(
-            f"{where}: {name}{signature} does not accept {dict(args)!r}: {exc}"
-        ) from None
+        raise ConfigError(f"{where}: {name}{bare} does not accept {dict(args)!r}: {exc}") from None
 
 
 def actor_child(

@@ -249,9 +249,10 @@ class _Parser:
                 continue
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            also = f" (reserved: {', '.join(sorted(reserved))})" if reserved else ""
             raise self.fail(
                 f"{where}.{key}" if where else key,
-                f"unknown key{hint}; expected one of {', '.join(sorted(allowed))}",
+                f"unknown key{hint}; expected one of {', '.join(sorted(allowed))}{also}",
             )
 
     def required(self, table: Mapping[str, Any], key: str, where: str, what: str) -> Any:
