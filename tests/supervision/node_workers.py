@@ -90,3 +90,15 @@ class AlwaysCrashes(Actor):
 
     async def handle(self, msg: Message) -> None:
         raise RuntimeError(f"AlwaysCrashes at seq {msg.seq}")
+
+
+class FailsOnStart(Actor):
+    """Raises in ``on_start``: the actor never starts."""
+
+    inputs = ("numbers",)
+
+    async def on_start(self) -> None:
+        raise RuntimeError("FailsOnStart: cannot start")
+
+    async def handle(self, msg: Message) -> None:
+        pass
