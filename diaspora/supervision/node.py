@@ -297,6 +297,7 @@ class ProcessNode:
             start_new_session=True,
             env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
         )
+        spawned = time.monotonic()
         self._proc = proc
         self.pid = proc.pid
         self._log.debug("node_spawned", pid=proc.pid)
@@ -304,8 +305,9 @@ class ProcessNode:
         try:
             if self._stop_requested:
                 self._signal(signal.SIGTERM)
-            await self._send(proc, stdin)
-            await self._watch(proc, task_status)
+            with anyio.move_on_after(self.start_timeout):  # else _watch reports it as hung
+                await self._send(proc, stdin)
+            await self._watch(proc, task_status, spawned)
             # the child closed its end of the pipe: it is exiting
             with anyio.move_on_after(self.heartbeat_timeout):
                 await proc.wait()
@@ -375,11 +377,11 @@ class ProcessNode:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass  # the child died first; its exit status says why
 
-    async def _watch(self, proc: Process, task_status: TaskStatus[None]) -> None:
+    async def _watch(self, proc: Process, task_status: TaskStatus[None], spawned: float) -> None:
         """Read the child's lines until it closes the pipe; kill it if it goes silent."""
         assert proc.stdout is not None
         lines = BufferedByteReceiveStream(proc.stdout)
-        spawned = last_heard = time.monotonic()
+        last_heard = spawned
         heard = started = False
         while True:
             now = time.monotonic()
