@@ -99,6 +99,7 @@ DEFAULT_START_TIMEOUT: Final = 60.0
 PARENT_PID_ENV: Final = "DIASPORA_NODE_PARENT_PID"
 HOST_MODULE: Final = "diaspora.supervision.host"
 _MAX_LINE: Final = 1 << 20
+_GRACE: Final = 0.1
 
 
 class NodeHung(NodeCrashed):
@@ -389,11 +390,16 @@ class ProcessNode:
             if not started:
                 limit = min(limit, spawned + self.start_timeout - now)
             line: bytes | None = None
-            with anyio.move_on_after(max(0.0, limit)):
-                try:
-                    line = await lines.receive_until(b"\n", _MAX_LINE)
-                except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
-                    return
+            for wait in (limit, _GRACE):
+                # the grace read: this process's own loop may be what stalled; let the
+                # lines the child already wrote arrive before calling it hung
+                with anyio.move_on_after(max(0.0, wait)):
+                    try:
+                        line = await lines.receive_until(b"\n", _MAX_LINE)
+                    except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
+                        return
+                if line is not None:
+                    break
             if line is None:
                 silent = time.monotonic() - last_heard
                 proc.kill()

@@ -138,6 +138,23 @@ async def test_hung_node_is_killed_by_the_heartbeat_watchdog_and_restarted(
     assert gone(hung_pid)
 
 
+async def test_a_stalled_parent_loop_is_not_taken_for_a_hung_node(
+    fabric: Fabric, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    recorder = Recorder()
+    spec = SupervisorSpec(
+        [process_child("w", partial(Polite, str(log)), fabric, heartbeat_timeout=0.3)]
+    )
+    sup = Supervisor(spec, name="root", on_event=recorder)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        time.sleep(1.0)  # noqa: ASYNC251 - this loop stalls, the child keeps beating
+        await anyio.sleep(0.3)
+        sup.request_stop()
+    assert recorder.kinds() == ["started", "terminated"]
+
+
 async def test_node_that_ignores_sigterm_is_killed_after_the_shutdown_timeout(
     fabric: Fabric, tmp_path: Path
 ) -> None:
