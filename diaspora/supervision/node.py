@@ -13,7 +13,8 @@ How it works:
   terminal's Ctrl-C reaches only the parent, which stops children in order).
   Its stdin gets one JSON line (the parent's ``sys.path``) and the pickled
   subtree. The child asks Linux to SIGKILL it when the parent dies
-  (``PR_SET_PDEATHSIG``; no orphans), connects to the parent fabric's URLs and
+  (``PR_SET_PDEATHSIG``, which fires when the spawning *thread* exits: run
+  the supervisor on the main thread's event loop), connects to the parent fabric's URLs and
   runs the subtree: a :class:`~diaspora.supervision.SupervisorSpec` as a
   supervisor named after the node's path, or a start function (an actor) with
   the node's own :class:`~diaspora.supervision.ChildContext`, so actor ids are
