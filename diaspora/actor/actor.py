@@ -55,7 +55,8 @@ class Actor:
       outputs need, see the README).
     - ``max_attempts``: ``handle`` raising this many times in a row on the same
       message makes it a poison message, dead-lettered on the next start.
-    - ``batch_size``, ``max_in_flight``: pull batch and unacknowledged window.
+    - ``batch_size``, ``max_in_flight``, ``max_in_flight_bytes``: pull batch and
+      the window of requested-but-unhandled messages (count and bytes) per input.
     - ``handle_deadline``: seconds a ``handle`` may take before the actor is
       treated as crashed (``None``: no deadline).
     """
@@ -67,6 +68,7 @@ class Actor:
     max_attempts: ClassVar[int] = 3
     batch_size: ClassVar[int] = 256
     max_in_flight: ClassVar[int] = 1024
+    max_in_flight_bytes: ClassVar[int] = 16 * 1024 * 1024
     handle_deadline: ClassVar[float | None] = None
 
     _diaspora: ActorRuntime

@@ -5,7 +5,9 @@ checkpoint names (``position + 1``), whatever the broker remembers. The
 mailbox keeps at most ``max_in_flight`` messages (and ``max_bytes`` bytes)
 requested-or-buffered per input: it asks for more with pull requests of up to
 ``batch`` messages as the actor drains its buffer, so a slow actor slows its
-consumers down instead of growing memory (backpressure). Acknowledgements are
+consumers down instead of growing memory (backpressure). The byte window also
+keeps a process below the server's per-client ``max_pending`` (64 MiB by
+default), past which the server drops the connection as a slow consumer. Acknowledgements are
 cumulative (``AckPolicy.ALL``), one per half batch of handled messages, never
 a round trip per message; the server's ``max_ack_pending`` bounds the
 unacknowledged window.
@@ -45,8 +47,6 @@ __all__ = ["Delivery", "Mailbox", "consumer_name"]
 
 _STATUS: Final = "Status"
 _DESCRIPTION: Final = "Description"
-_PENDING_MSGS: Final = "Nats-Pending-Messages"
-_PENDING_BYTES: Final = "Nats-Pending-Bytes"
 #: 409 descriptions that only end one pull request; anything else resets the consumer.
 _REQUEST_ENDED: Final = (
     "Message Size Exceeds MaxBytes",
@@ -108,7 +108,7 @@ class _Puller:
         self._sub: Subscription | None = None
         self._inbox = ""
         self._pull_subject = ""
-        self._gap_from: int | None = None
+        self._requests: deque[list[int]] = deque()  # open pull requests: [messages, bytes] left
         self._log = mailbox._log.bind(subject=subject)
 
     def wake(self) -> None:
@@ -164,6 +164,7 @@ class _Puller:
         self._pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{name}"
         self.outstanding = 0
         self.outstanding_bytes = 0
+        self._requests.clear()
         self._reset = False
         self.last_activity = time.monotonic()
         self._log.debug("consumer_created", consumer=name, start_seq=self.next_seq)
@@ -192,16 +193,19 @@ class _Puller:
                 self._wake = anyio.Event()
 
     async def _maybe_pull(self) -> None:
+        """Ask for more when less than half a batch (or half the byte window) is on its way."""
         mb = self.mailbox
         batch = mb.batch
-        room = mb.max_in_flight - self.buffered - self.outstanding
-        if self.outstanding > batch // 2 or room < max(1, batch // 4):
+        if self.outstanding > batch // 2 and self.outstanding_bytes > mb.max_bytes // 2:
             return
-        want = min(batch - self.outstanding if self.outstanding else batch, room)
+        want = min(batch - self.outstanding, mb.max_in_flight - self.buffered - self.outstanding)
         budget = mb.max_bytes - self.buffered_bytes - self.outstanding_bytes
-        if want <= 0 or budget <= 0:
+        idle = not (self.outstanding or self.buffered)
+        if idle:
+            # one message may be as large as the server allows, whatever the window
+            budget = max(budget, DEFAULT_MAX_PAYLOAD)
+        elif want < max(1, batch // 4) or budget < mb.max_bytes // 4:
             return
-        budget = max(budget, DEFAULT_MAX_PAYLOAD)
         request = {
             "batch": want,
             "max_bytes": budget,
@@ -216,9 +220,32 @@ class _Puller:
             self._log.debug("pull_failed", error=repr(exc))
             self._reset = True
             return
+        self._requests.append([want, budget])
         self.outstanding += want
         self.outstanding_bytes += budget
         self.last_activity = time.monotonic()
+
+    def _consume_credit(self, size: int) -> None:
+        """A message arrived: it counts against the oldest open pull request (served first)."""
+        requests = self._requests
+        if not requests:
+            return
+        front = requests[0]
+        front[0] -= 1
+        front[1] -= size
+        self.outstanding -= 1
+        self.outstanding_bytes -= size
+        if front[0] <= 0 or front[1] <= 0:
+            self._end_request()
+
+    def _end_request(self) -> None:
+        """The oldest open pull request is over: its unused credit is gone."""
+        if self._requests:
+            msgs, size = self._requests.popleft()
+            self.outstanding -= max(0, msgs)
+            self.outstanding_bytes -= max(0, size)
+        if not self._requests:
+            self.outstanding = self.outstanding_bytes = 0
 
     async def _on_msg(self, msg: Msg) -> None:
         self.last_activity = time.monotonic()
@@ -231,8 +258,7 @@ class _Puller:
             self._log.warning("unexpected_delivery", reply=msg.reply)
             return
         size = len(msg.data)
-        self.outstanding = max(0, self.outstanding - 1)
-        self.outstanding_bytes = max(0, self.outstanding_bytes - size)
+        self._consume_credit(size)
         if seq < self.next_seq:
             return  # delivered again after a reset: already queued once
         gap_from = None
@@ -259,13 +285,7 @@ class _Puller:
             status == "409" and description.startswith(_REQUEST_ENDED)
         )
         if ended:
-            try:
-                self.outstanding = max(0, self.outstanding - int(headers.get(_PENDING_MSGS, 0)))
-                self.outstanding_bytes = max(
-                    0, self.outstanding_bytes - int(headers.get(_PENDING_BYTES, 0))
-                )
-            except ValueError:
-                self.outstanding = self.outstanding_bytes = 0
+            self._end_request()
             self.wake()
             return
         self._log.info("consumer_status", status=status, description=description)
@@ -294,7 +314,7 @@ class Mailbox:
         *,
         batch: int = 256,
         max_in_flight: int = 1024,
-        max_bytes: int = 64 * 1024 * 1024,
+        max_bytes: int = 16 * 1024 * 1024,
         heartbeat: float = 2.0,
         expires: float = 30.0,
         ack_wait: float = 300.0,

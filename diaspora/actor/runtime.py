@@ -249,6 +249,7 @@ class ActorRuntime:
                         max_in_flight=max(
                             actor.max_in_flight, actor.batch_size * _CATCHUP_BATCH_FACTOR
                         ),
+                        max_bytes=actor.max_in_flight_bytes,
                     )
                     await tg.start(mailbox.run)
                     tg.start_soon(self._lag_reporter)

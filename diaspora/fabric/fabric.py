@@ -235,7 +235,8 @@ class Fabric:
         async def on_disconnected() -> None:
             self._connected = anyio.Event()
             self._disconnected_at = time.monotonic()
-            self._log.warning("fabric_disconnected", urls=urls)
+            if self._nc is not None:  # not a disconnect we asked for in close()
+                self._log.warning("fabric_disconnected", urls=urls)
 
         async def on_reconnected() -> None:
             down = time.monotonic() - (self._disconnected_at or time.monotonic())
@@ -347,7 +348,10 @@ class Fabric:
         elif fields:
             raise TypeError("ensure_stream: pass either limits= or keyword limits, not both")
         if self._streams.get(subject) == limits:
-            return await self.js.stream_info(stream_name(subject))
+            try:
+                return await self.js.stream_info(stream_name(subject))
+            except nats.js.errors.NotFoundError:
+                del self._streams[subject]  # deleted behind our back: create it again
         info = await self._apply_stream(stream_name(subject), [subject], limits)
         self._streams[subject] = limits
         return info

@@ -49,16 +49,18 @@ async def read_stored(
     headers_only: bool = False,
     batch: int = 1000,
     resolve_blobs: bool = True,
+    stream: str | None = None,
 ) -> AsyncIterator[StoredMsg]:
     """Yield the messages of ``subject``'s stream from ``start_seq`` to ``end_seq`` (inclusive).
 
     ``end_seq`` defaults to the stream's last sequence when the read starts.
     ``headers_only`` skips payloads (a cheap scan of ids and keys). Large
     payloads stored in the object store are fetched unless ``resolve_blobs``
-    is false.
+    is false. ``stream`` names the stream when it is not the subject's own
+    (``DIASPORA_DLQ`` for ``diaspora.dlq.<actor>``).
     """
     js = fabric.js
-    info = await js.stream_info(stream_name(subject))
+    info = await js.stream_info(stream or stream_name(subject))
     last = info.state.last_seq if end_seq is None else min(end_seq, info.state.last_seq)
     first = max(info.state.first_seq, start_seq or 1)
     if info.state.messages == 0 or first > last:
@@ -66,6 +68,7 @@ async def read_stored(
     sub = await js.pull_subscribe(
         subject,
         durable=None,
+        stream=stream,
         config=ConsumerConfig(
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,

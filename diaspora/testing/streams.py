@@ -25,7 +25,12 @@ class StoredMessage:
 
 
 async def read_stream(
-    fabric: Fabric, subject: str, *, decode: bool = True, start_seq: int | None = None
+    fabric: Fabric,
+    subject: str,
+    *,
+    decode: bool = True,
+    start_seq: int | None = None,
+    stream: str | None = None,
 ) -> list[StoredMessage]:
     """Every message currently in the stream of ``subject``, in stream order.
 
@@ -42,7 +47,7 @@ async def read_stream(
     [{'x': 1}]
     """
     out: list[StoredMessage] = []
-    async for msg in read_stored(fabric, subject, start_seq=start_seq):
+    async for msg in read_stored(fabric, subject, start_seq=start_seq, stream=stream):
         data: Any = None
         if decode:
             try:

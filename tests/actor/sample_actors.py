@@ -77,3 +77,40 @@ class Sleepy(Actor):
         if msg.data.get("hang"):
             await anyio.sleep(3600)
         await self.emit("done", {"seq": msg.seq})
+
+
+class Picky(Actor):
+    """Doubles ``x``; raises on ``x == "boom"`` (a poison message)."""
+
+    inputs = ("jobs",)
+    max_attempts = 3
+
+    async def handle(self, msg: Message) -> None:
+        x = msg.data["x"]
+        if x == "boom":
+            raise ValueError("cannot double 'boom'")
+        await self.emit("results", {"x": 2 * x})
+
+
+class Hoarder(Actor):
+    """Keeps every input in a numpy array: a state too large for a KV value."""
+
+    inputs = ("frames",)
+    checkpoint_every = 10
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self.frames = np.zeros((0, 256, 256), dtype=np.float32)
+
+    async def handle(self, msg: Message) -> None:
+        import numpy as np
+
+        self.frames = np.concatenate([self.frames, msg.data["frame"][None]])
+        await self.emit("hoard.sizes", {"n": len(self.frames)})
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"frames": self.frames}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.frames = state["frames"].copy()
