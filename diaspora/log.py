@@ -25,6 +25,20 @@ __all__ = ["FilteringBoundLogger", "configure_logging", "get_logger"]
 _configured = False
 
 
+class _Stderr:
+    """``sys.stderr`` as it is when a line is written, not when logging was configured.
+
+    Test runners (and daemons) replace and close ``sys.stderr``; a logger holding
+    the old object would fail on every later line.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(
     level: int | str | None = None, *, json: bool | None = None, force: bool = False
 ) -> None:
@@ -61,7 +75,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     _configured = True

@@ -41,8 +41,11 @@ own. The semantic contract (see the README and ``DESIGN.md``):
 
 from __future__ import annotations
 
+import math
+import os
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -55,6 +58,7 @@ from anyio.abc import TaskStatus
 from diaspora import codec
 from diaspora.actor.actor import Actor
 from diaspora.actor.checkpoint import Checkpoint, CheckpointSlot, FailureNote
+from diaspora.actor.faults import Fault, FaultOrder, InjectedFault, fault_subject
 from diaspora.actor.mailbox import Delivery, Mailbox
 from diaspora.actor.message import Message
 from diaspora.errors import (
@@ -187,6 +191,7 @@ class ActorRuntime:
         self._written = anyio.Event()
         self._catchup_target: dict[str, int] = {}
         self._writer_error: BaseException | None = None
+        self._faults: deque[FaultOrder] = deque()
 
     # -- the Runnable contract ---------------------------------------------------------
 
@@ -196,6 +201,12 @@ class ActorRuntime:
         self._stop_event.set()
         if self._mailbox is not None:
             self._mailbox.interrupt()
+
+    def inject(self, fault: Fault | str, seconds: float | None = None) -> None:
+        """Inject a fault at the next message (see :mod:`diaspora.actor.faults`)."""
+        kind = Fault(fault)
+        self._faults.append(FaultOrder.from_mapping({"fault": kind.value, "seconds": seconds}))
+        self.log.info("fault_injected", fault=kind.value, seconds=seconds)
 
     @property
     def actor(self) -> Actor | None:
@@ -230,7 +241,9 @@ class ActorRuntime:
         if checkpoint is not None:
             await self._scan_outputs_if_window_passed(checkpoint)
         await actor.on_start()
-        await self._emit_event("started", positions=dict(self.positions), epoch=slot.epoch)
+        await self._emit_event(
+            "started", positions=dict(self.positions), epoch=slot.epoch, pid=os.getpid()
+        )
         error: Exception | None = None
         try:
             async with (
@@ -239,6 +252,8 @@ class ActorRuntime:
             ):
                 self._publisher = publisher
                 tg.start_soon(self._checkpoint_writer)
+                if self.fabric.faults:
+                    tg.start_soon(self._serve_faults)
                 self._last_snapshot = time.monotonic()
                 if inputs:
                     mailbox = self._mailbox = Mailbox(
@@ -459,6 +474,8 @@ class ActorRuntime:
         self._current = delivery
         self._out_index = 0
         deadline = actor.handle_deadline
+        if self._faults:
+            await self._apply_fault(f"{delivery.subject}:{delivery.seq}", deadline)
         try:
             if deadline is None:
                 await actor.handle(message)
@@ -476,6 +493,50 @@ class ActorRuntime:
         finally:
             self._current = None
         self.stats["handled"] += 1
+
+    async def _apply_fault(self, where: str, deadline: float | None) -> None:
+        """Carry out the oldest injected fault (not recorded as a handle failure)."""
+        order = self._faults.popleft()
+        self.log.warning("fault_applied", fault=order.fault.value, at=where)
+        if order.fault is Fault.CRASH:
+            exc: Exception = InjectedFault(f"actor {self.id!r}: injected crash at {where}")
+            await self._emit_event("crashed", reason=repr(exc), injected=True)
+            raise ActorCrashed(self.id, exc) from exc
+        if order.fault is Fault.FREEZE:
+            time.sleep(order.seconds or 0.0)  # noqa: ASYNC251 - blocking the loop is the fault
+            return
+        with anyio.move_on_after(deadline) as scope:
+            await anyio.sleep(math.inf if order.seconds is None else order.seconds)
+        if scope.cancelled_caught:
+            exc = HandlerHung(f"actor {self.id!r}: injected hang at {where} ran past {deadline}s")
+            await self._emit_event("crashed", reason=repr(exc), injected=True)
+            raise ActorCrashed(self.id, exc) from exc
+
+    async def _serve_faults(self) -> None:
+        """Accept fault orders on the actor's control subject (fault injection enabled)."""
+
+        async def on_order(msg: Any) -> None:
+            try:
+                order = FaultOrder.from_mapping(codec.decode(msg.data))
+            except (DecodeError, ConfigError) as exc:
+                self.log.warning("fault_order_refused", error=str(exc))
+                if msg.reply:
+                    await self.fabric.nc.publish(msg.reply, f"error: {exc}".encode())
+                return
+            self._faults.append(order)
+            self.log.info("fault_injected", fault=order.fault.value, seconds=order.seconds)
+            if msg.reply:
+                await self.fabric.nc.publish(msg.reply, b"ok")
+
+        sub = await self.fabric.nc.subscribe(fault_subject(self.id), cb=on_order)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:  # connection gone: nothing left to undo
+                    self.log.debug("unsubscribe_failed", error=repr(exc))
 
     async def _note_failure(self, delivery: Delivery, exc: Exception) -> None:
         previous = self._failure
@@ -639,8 +700,10 @@ class ActorRuntime:
         number = item if item is not None else self.items.get(subject, 0) + 1
         if number > self.items.get(subject, 0):
             self.items[subject] = number
-        hdrs = dict(headers) if headers else {}
         current = self._current
+        if current is None and self._faults:
+            await self._apply_fault(f"{subject}#{number}", None)
+        hdrs = dict(headers) if headers else {}
         if current is not None:
             msg_id = f"{self.id}:{current.subject}:{current.seq}:{self._out_index}"
             self._out_index += 1

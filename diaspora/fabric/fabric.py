@@ -141,6 +141,7 @@ class Fabric:
         backoff_max: float = 5.0,
         events_stream: bool = True,
         publish_async_max_pending: int = 4096,
+        faults: bool | None = None,
     ) -> None:
         if url is None:
             url = os.environ.get("DIASPORA_URL") or None
@@ -152,6 +153,9 @@ class Fabric:
         self._backoff = (backoff_initial, backoff_max)
         self._events_stream = events_stream
         self._publish_async_max_pending = publish_async_max_pending
+        #: Whether actors on this fabric accept injected faults on their control
+        #: subjects (tests only; default ``$DIASPORA_FAULTS == "1"``).
+        self.faults = os.environ.get("DIASPORA_FAULTS") == "1" if faults is None else faults
         self.server: EmbeddedServer | None = None
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None

@@ -6,7 +6,8 @@ replacing every ``.`` with ``_`` (``edge1_patterns``) and captures exactly
 that one subject. Two subjects that map to the same name (``a.b_c`` and
 ``a_b.c``) are refused when the second stream is ensured, with an error naming
 both. Subjects under ``diaspora.`` are reserved for the framework
-(``diaspora.events.>``, ``diaspora.dlq.>``, ``diaspora.replay.>``...).
+(``diaspora.events.>``, ``diaspora.dlq.>``, ``diaspora.replay.>``,
+``diaspora.control.>``...).
 
 >>> stream_name("edge1.patterns")
 'edge1_patterns'

@@ -290,3 +290,46 @@ async def test_a_source_resumes_without_duplicates(fabric: Fabric) -> None:
     stored = await read_stream(fabric, "counts")
     assert [m.data["i"] for m in stored] == list(range(1, 51))
     assert [m.headers["Diaspora-Item"] for m in stored] == [str(i) for i in range(1, 51)]
+
+
+async def test_injected_faults_crash_and_hang_without_poisoning(fabric: Fabric) -> None:
+    await fabric.ensure_stream("work")
+    for _ in range(3):
+        await fabric.publish("work", {"hang": False})
+    runtime = ActorRuntime(Sleepy, fabric, id="sleepy")
+    runtime.inject("crash")
+    with pytest.raises(ActorCrashed) as crashed:
+        await runtime.run()
+    assert type(crashed.value.reason).__name__ == "InjectedFault"
+    runtime = ActorRuntime(Sleepy, fabric, id="sleepy")
+    runtime.inject("hang")  # Sleepy's handle_deadline (0.5 s) turns it into a crash
+    with pytest.raises(ActorCrashed) as crashed:
+        await runtime.run()
+    assert isinstance(crashed.value.reason, HandlerHung)
+    slot = await CheckpointSlot.claim(fabric, "sleepy")
+    assert await slot.failure() is None  # injected faults are not handle failures
+    runtime = ActorRuntime(Sleepy, fabric, id="sleepy")
+    await run_until(runtime, lambda: _positions_at(runtime, "work", 3))
+    assert [m.data["seq"] for m in await read_stream(fabric, "done")] == [1, 2, 3]
+
+
+async def test_faults_arrive_over_the_control_subject(nats_server: Any) -> None:
+    from diaspora.actor.faults import fault_subject
+
+    async with Fabric(nats_server.url, faults=True) as fabric:
+        await fabric.ensure_stream("work")
+        runtime = ActorRuntime(Sleepy, fabric, id="sleepy")
+        crashes: list[BaseException] = []
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(runtime.run)
+                reply = await fabric.nc.request(
+                    fault_subject("sleepy"), codec.encode({"fault": "crash"}), timeout=5
+                )
+                assert reply.data == b"ok"
+                await fabric.publish("work", {"hang": False})
+                await anyio.sleep_forever()
+        except* ActorCrashed as group:
+            crashes.extend(group.exceptions)
+        assert len(crashes) == 1
+        assert "injected crash at work:1" in str(crashes[0])
