@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from diaspora.actor.runtime import ActorRuntime
     from diaspora.fabric import Fabric
     from diaspora.log import FilteringBoundLogger
+    from diaspora.streams.history import HistorySpec
 
 __all__ = ["Actor"]
 
@@ -59,6 +60,9 @@ class Actor:
       the window of requested-but-unhandled messages (count and bytes) per input.
     - ``handle_deadline``: seconds a ``handle`` may take before the actor is
       treated as crashed (``None``: no deadline).
+    - ``history``: a :class:`~diaspora.streams.HistorySpec` makes the actor
+      keep what it emits (memory, then disk) and serve it to consumers whose
+      stream lost items (``None``: no history).
     """
 
     inputs: ClassVar[tuple[str, ...]] = ()
@@ -70,6 +74,7 @@ class Actor:
     max_in_flight: ClassVar[int] = 1024
     max_in_flight_bytes: ClassVar[int] = 16 * 1024 * 1024
     handle_deadline: ClassVar[float | None] = None
+    history: ClassVar[HistorySpec | None] = None
 
     _diaspora: ActorRuntime
 

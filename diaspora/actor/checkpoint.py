@@ -68,6 +68,10 @@ class Checkpoint:
     ``items[subject]`` is the last item number emitted on an output subject,
     ``out_seqs[subject]`` a stream sequence of that output known to precede
     every output emitted after this checkpoint (where a replay scan starts).
+    ``seen[subject][producer]`` is the last item number of that producer the
+    state includes (a skip after it is a gap to replay from its history);
+    ``tails[subject][producer]`` the payload of that last item (small ones
+    only), the left neighbour a reconstructor needs after a restart.
     """
 
     actor: str
@@ -77,6 +81,8 @@ class Checkpoint:
     positions: Mapping[str, int] = field(default_factory=dict)
     items: Mapping[str, int] = field(default_factory=dict)
     out_seqs: Mapping[str, int] = field(default_factory=dict)
+    seen: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    tails: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
     state: Any = None
     snapshot_at: float = 0.0
     written_at: float = 0.0
@@ -166,6 +172,8 @@ class CheckpointSlot:
         state: Any = None,
         items: Mapping[str, int] | None = None,
         out_seqs: Mapping[str, int] | None = None,
+        seen: Mapping[str, Mapping[str, int]] | None = None,
+        tails: Mapping[str, Mapping[str, bytes]] | None = None,
         snapshot_at: float | None = None,
         encoded_state: bytes | None = None,
     ) -> Checkpoint:
@@ -198,6 +206,8 @@ class CheckpointSlot:
             positions=dict(positions),
             items=dict(items or {}),
             out_seqs=dict(out_seqs or {}),
+            seen={s: dict(m) for s, m in (seen or {}).items()},
+            tails={s: dict(m) for s, m in (tails or {}).items()},
             state=state,
             snapshot_at=snapshot_at if snapshot_at is not None else time.time(),
             written_at=time.time(),
@@ -276,6 +286,8 @@ class CheckpointSlot:
             "positions": dict(record.positions),
             "items": dict(record.items),
             "out_seqs": dict(record.out_seqs),
+            "seen": {s: dict(m) for s, m in record.seen.items()},
+            "tails": {s: dict(m) for s, m in record.tails.items()},
             "snapshot_at": record.snapshot_at,
             "written_at": record.written_at,
             "state_ref": state_ref,
@@ -306,6 +318,14 @@ class CheckpointSlot:
                 positions={str(k): int(v) for k, v in doc["positions"].items()},
                 items={str(k): int(v) for k, v in doc.get("items", {}).items()},
                 out_seqs={str(k): int(v) for k, v in doc.get("out_seqs", {}).items()},
+                seen={
+                    str(s): {str(p): int(i) for p, i in m.items()}
+                    for s, m in doc.get("seen", {}).items()
+                },
+                tails={
+                    str(s): {str(p): bytes(b) for p, b in m.items()}
+                    for s, m in doc.get("tails", {}).items()
+                },
                 state=state,
                 snapshot_at=float(doc.get("snapshot_at", 0.0)),
                 written_at=float(doc.get("written_at", 0.0)),

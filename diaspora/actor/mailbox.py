@@ -404,6 +404,11 @@ class Mailbox:
                 except (nats.errors.Error, OSError) as exc:
                     self._log.debug("ack_failed", error=repr(exc))
 
+    def head(self, subject: str) -> int:
+        """The newest stream sequence of ``subject`` the mailbox knows of (delivered or pending)."""
+        puller = self._pullers[subject]
+        return puller.last_seq + puller.last_pending
+
     def lag(self, subject: str, position: int) -> int:
         """Messages of ``subject`` after ``position`` known to exist (delivered or pending)."""
         puller = self._pullers[subject]

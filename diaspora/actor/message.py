@@ -16,9 +16,10 @@ class Message:
     """One input item, decoded.
 
     ``seq`` is the JetStream stream sequence (the position a checkpoint
-    records); ``timestamp`` is when the server stored it (Unix seconds);
-    ``reconstructed`` is true when a reconstructor made the item because the
-    real one was lost.
+    records; 0 for an item that did not come from the stream); ``timestamp``
+    is when the server stored it (Unix seconds); ``replayed`` is true for an
+    item replayed from its producer's history because the stream had lost it,
+    ``reconstructed`` when a reconstructor made it because nobody had it.
 
     >>> msg = Message(data={"x": 1}, subject="numbers", seq=7, headers={"Diaspora-Key": "a"})
     >>> msg.data["x"], msg.key, msg.reconstructed
@@ -32,11 +33,18 @@ class Message:
     timestamp: float = 0.0
     reconstructed: bool = False
     payload: bytes = b""
+    replayed: bool = False
 
     @property
     def key(self) -> str | None:
         """The partition key (``Diaspora-Key`` header), if the producer set one."""
         return self.headers.get(H.KEY)
+
+    @property
+    def item(self) -> int | None:
+        """The producer's own number for this item (``Diaspora-Item``), if any."""
+        value = self.headers.get(H.ITEM)
+        return int(value) if value is not None and value.isdigit() else None
 
     @property
     def producer(self) -> str | None:

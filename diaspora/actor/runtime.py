@@ -41,23 +41,25 @@ own. The semantic contract (see the README and ``DESIGN.md``):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Final
 
 import anyio
 import nats.errors
 import nats.js.errors
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from diaspora import codec
 from diaspora.actor.actor import Actor
-from diaspora.actor.checkpoint import Checkpoint, CheckpointSlot, FailureNote
+from diaspora.actor.checkpoint import Checkpoint, CheckpointSlot, FailureNote, kv_key
 from diaspora.actor.faults import Fault, FaultOrder, InjectedFault, fault_subject
 from diaspora.actor.mailbox import Delivery, Mailbox
 from diaspora.actor.message import Message
@@ -76,6 +78,12 @@ from diaspora.fabric.naming import check_subject, dlq_subject
 from diaspora.fabric.publisher import OrderedPublisher
 from diaspora.fabric.reader import read_stored
 from diaspora.log import FilteringBoundLogger, get_logger
+from diaspora.streams.flow import Action, FlowGate, InputFlow, Mode, flow_subject
+from diaspora.streams.history import Gap, HistoryBuffer
+from diaspora.streams.qos import Policy
+from diaspora.streams.reconstruct import ReconstructionError, Reconstructor, fill_gap
+from diaspora.streams.registry import lookup_qos
+from diaspora.streams.replay import HistoryServer, ReplayError, fetch_history
 
 __all__ = [
     "DEFAULT_RESTART_ALLOWANCE",
@@ -115,6 +123,8 @@ class _Snapshot:
     positions: dict[str, int]
     items: dict[str, int]
     out_seqs: dict[str, int]
+    seen: dict[str, dict[str, int]]
+    tails: dict[str, dict[str, bytes]]
     upto: int  # publisher index: outputs [0, upto) must be acknowledged first
     blob: bytes
     at: float
@@ -142,6 +152,7 @@ class ActorRuntime:
         args: Mapping[str, Any] | None = None,
         inputs: Sequence[str] | None = None,
         restart_allowance: float = DEFAULT_RESTART_ALLOWANCE,
+        state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self._factory = actor
         self.fabric = fabric
@@ -157,6 +168,11 @@ class ActorRuntime:
         if cls is not None and not issubclass(cls, Actor):
             raise ConfigError(f"actor {self.id!r}: {cls.__qualname__} is not a diaspora Actor")
         self.restart_allowance = restart_allowance
+        self.state_dir = Path(
+            state_dir
+            or os.environ.get("DIASPORA_STATE_DIR")
+            or Path.home() / ".local" / "state" / "diaspora"
+        )
         self.log: FilteringBoundLogger = get_logger(actor=self.id)
         self.stop_requested = False
         self._stop_event = anyio.Event()
@@ -170,7 +186,17 @@ class ActorRuntime:
             "dead_lettered": 0,
             "checkpoints": 0,
             "lost": 0,
+            "replayed": 0,
+            "reconstructed": 0,
+            "skipped": 0,
+            "stalls": 0,
+            "max_lag": 0,
         }
+        #: per input subject, per producer: the last item number handled
+        self.seen: dict[str, dict[str, int]] = {}
+        #: QoS state of the inputs that have a declared QoS spec
+        self.flows: dict[str, InputFlow] = {}
+        self.history: HistoryBuffer | None = None
         self.started_at = 0.0
         self.caught_up_after: float | None = None
         self._actor: Actor | None = None
@@ -178,8 +204,18 @@ class ActorRuntime:
         self._publisher: OrderedPublisher | None = None
         self._mailbox: Mailbox | None = None
         self._failure: FailureNote | None = None
-        self._current: Delivery | None = None
+        self._current: str | None = None  # the input being handled: "<subject>:<seq>"
+        self._current_reconstructed = False
         self._out_index = 0
+        self._restored = False
+        self._gapped: set[str] = set()
+        self._last_data: dict[tuple[str, str | None], Any] = {}
+        # per input with a reconstructor, per producer ("" for none): the last payload handled
+        self._tails: dict[str, dict[str, bytes]] = {}
+        self._reconstructors: dict[str, Reconstructor] = {}
+        self._gates: dict[str, FlowGate] = {}
+        self._stall_fills: dict[str, int] = {}
+        self._tg: TaskGroup | None = None
         self._skip_ids: set[str] = set()
         self._ready_outputs: set[str] = set()
         self._since_snapshot = 0
@@ -234,7 +270,11 @@ class ActorRuntime:
             actor.restore(checkpoint.state)
             self.positions = dict(checkpoint.positions)
             self.items = dict(checkpoint.items)
+            self.seen = {subject: dict(m) for subject, m in checkpoint.seen.items()}
+            self._tails = {subject: dict(m) for subject, m in checkpoint.tails.items()}
+            self._restored = True
         inputs = self.inputs
+        await self._load_qos(inputs)
         await self._prepare_streams(actor, inputs)
         starts = await self._start_positions(inputs)
         self._failure = await slot.failure()
@@ -245,13 +285,22 @@ class ActorRuntime:
             "started", positions=dict(self.positions), epoch=slot.epoch, pid=os.getpid()
         )
         error: Exception | None = None
+        if actor.history is not None:
+            self.history = actor.history.open(
+                self.state_dir / "history" / kv_key(self.id), name=self.id
+            )
         try:
             async with (
                 OrderedPublisher(self.fabric, name=self.id) as publisher,
                 anyio.create_task_group() as tg,
             ):
                 self._publisher = publisher
+                self._tg = tg
                 tg.start_soon(self._checkpoint_writer)
+                if self.history is not None:
+                    await tg.start(HistoryServer(self.fabric, self.id, self.history).run)
+                for subject in list(self._ready_outputs):
+                    await self._gate_output(subject)
                 if self.fabric.faults:
                     tg.start_soon(self._serve_faults)
                 self._last_snapshot = time.monotonic()
@@ -282,6 +331,10 @@ class ActorRuntime:
         finally:
             self._publisher = None
             self._mailbox = None
+            self._tg = None
+            if self.history is not None:
+                self.history.close()
+                self.history = None
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 try:
                     await actor.on_stop()
@@ -313,6 +366,36 @@ class ActorRuntime:
         window = required_window(actor.checkpoint_interval, self.restart_allowance)
         await self.fabric.require_stream(subject, min_duplicate_window=window)
         self._ready_outputs.add(subject)
+        if self._tg is not None:
+            await self._gate_output(subject)
+
+    async def _gate_output(self, subject: str) -> None:
+        """Producers of a ``block`` stream wait for its slowest consumer (see FlowGate)."""
+        if subject in self._gates:
+            return
+        spec = await lookup_qos(self.fabric, subject)
+        if spec is None or spec.policy.kind is not Policy.BLOCK:
+            return
+        bound = spec.max_lag_items
+        if bound is None and spec.max_lag_seconds is not None and spec.rate is not None:
+            bound = max(1, int(spec.max_lag_seconds * spec.rate))
+        if bound is None:
+            self.log.debug("block_without_bound", subject=subject)
+            return
+        gate = self._gates[subject] = FlowGate(self.fabric, subject, bound)
+        assert self._tg is not None
+        await self._tg.start(gate.run)
+
+    async def _load_qos(self, inputs: tuple[str, ...]) -> None:
+        """Read the declared QoS of every input; load reconstructors now (fail early)."""
+        for subject in inputs:
+            spec = await lookup_qos(self.fabric, subject)
+            if spec is None:
+                continue
+            self.flows[subject] = InputFlow(subject, spec)
+            reconstructor = spec.make_reconstructor()
+            if reconstructor is not None:
+                self._reconstructors[subject] = reconstructor
 
     async def _start_positions(self, inputs: tuple[str, ...]) -> dict[str, int]:
         """First sequence to consume per input, and the backlog to catch up on."""
@@ -379,6 +462,7 @@ class ActorRuntime:
         batch = actor.batch_size
         every = actor.checkpoint_every
         interval = actor.checkpoint_interval
+        tick = self._qos_tick()
         while not self.stop_requested:
             self._raise_writer_error()
             limit = batch if self.caught_up.is_set() else batch * _CATCHUP_BATCH_FACTOR
@@ -386,7 +470,7 @@ class ActorRuntime:
                 wait = max(0.0, interval - (time.monotonic() - self._last_snapshot))
             else:
                 wait = interval
-            deliveries = await mailbox.take(limit, wait)
+            deliveries = await mailbox.take(limit, min(wait, tick))
             for delivery in deliveries:
                 if delivery.seq <= self.positions.get(delivery.subject, 0):
                     mailbox.handled(delivery)
@@ -402,41 +486,302 @@ class ActorRuntime:
                     self._check_caught_up()
             else:
                 await mailbox.ack(force=True)
+            if self.flows:
+                await self._after_batch(actor)
             if self._since_snapshot and time.monotonic() - self._last_snapshot >= interval:
                 self._snapshot()
+
+    def _qos_tick(self) -> float:
+        """How often the consuming loop must look at the inputs' QoS even when idle."""
+        tick = math.inf
+        for flow in self.flows.values():
+            spec = flow.spec
+            if spec.stall_deadline is not None:
+                tick = min(tick, spec.stall_deadline / 4)
+            if spec.fill_stalls and spec.rate:
+                tick = min(tick, 1.0 / spec.rate)
+        return max(tick, 0.005) if self.flows else math.inf
+
+    async def _after_batch(self, actor: Actor) -> None:
+        """QoS bookkeeping: positions to producers, mode switches, stalls."""
+        nc = self.fabric._nc
+        for subject, flow in self.flows.items():
+            if nc is not None and nc.is_connected:
+                report = {"consumer": self.id, "position": self.positions.get(subject, 0)}
+                try:
+                    await nc.publish(flow_subject(subject), codec.encode(report))
+                except (nats.errors.Error, OSError) as exc:
+                    self.log.debug("flow_report_failed", error=repr(exc))
+            switch = flow.update_mode()
+            if switch is not None:
+                kind = "policy_on" if switch.mode is Mode.DEGRADED else "policy_off"
+                await self._emit_event(kind, **switch.fields())
+            stall = flow.check_stall()
+            if stall is True:
+                self.stats["stalls"] += 1
+                await self._emit_event(
+                    "stall", subject=subject, deadline_s=flow.spec.stall_deadline
+                )
+            elif stall is False:
+                await self._emit_event("stall_end", subject=subject)
+            if flow.stalled and flow.spec.fill_stalls:
+                await self._fill_stall(actor, subject, flow)
+
+    async def _fill_stall(self, actor: Actor, subject: str, flow: InputFlow) -> None:
+        """During a stall, hand reconstructed items to ``handle`` at the stream's rate."""
+        rate = flow.spec.rate
+        reconstructor = self._reconstructors.get(subject)
+        if rate is None or reconstructor is None:
+            return
+        quiet = time.monotonic() - flow.last_arrival - (flow.spec.stall_deadline or 0.0)
+        due = int(quiet * rate) - self._stall_fills.get(subject, 0)
+        for _ in range(max(0, due)):
+            n = self._stall_fills[subject] = self._stall_fills.get(subject, 0) + 1
+            before = self._before(subject, None)
+            try:
+                data = fill_gap(reconstructor, before, None, 1)[0]
+            except ReconstructionError as exc:
+                self.log.warning("stall_not_filled", subject=subject, error=str(exc))
+                return
+            await self._handle_synthetic(actor, subject, f"{subject}:stall{n}", data, None, n)
 
     async def _deliver(self, actor: Actor, delivery: Delivery) -> None:
         mailbox = self._mailbox
         assert mailbox is not None
+        subject = delivery.subject
+        headers = delivery.headers or {}
         if delivery.gap_from is not None:
-            await self._on_gap(delivery.subject, delivery.gap_from, delivery.seq - 1)
+            self._gapped.add(subject)
+        producer = headers.get(H.ACTOR)
+        item = _item_number(headers)
         failure = self._failure
-        if (
+        poisoned = (
             failure is not None
-            and failure.subject == delivery.subject
+            and failure.subject == subject
             and failure.seq == delivery.seq
             and failure.attempts >= actor.max_attempts
-        ):
+        )
+        if poisoned:
+            assert failure is not None
             await self._dead_letter(
                 delivery,
                 f"handle raised {failure.attempts} times: {failure.reason}",
                 failure.traceback,
                 failure.attempts,
             )
+        elif producer is not None and item is not None:
+            seen = self.seen.setdefault(subject, {})
+            last = seen.get(producer)
+            if last is None:
+                # a producer not seen before: its earlier items are ours to recover only if
+                # the stream lost items while this (restored) actor was away
+                last = 0 if (self._restored and subject in self._gapped) else item - 1
+            if item > last + 1:
+                await self._recover_gap(actor, subject, producer, last + 1, item - 1, delivery)
+            if item > seen.get(producer, last):
+                await self._decode_and_handle(actor, delivery, producer)
+                seen[producer] = item
+            else:
+                self.stats["skipped"] += 1  # already handled, replayed from history
         else:
-            message = await self._decode(delivery)
-            if message is not None:
-                await self._handle(actor, delivery, message)
-        self.positions[delivery.subject] = delivery.seq
+            if delivery.gap_from is not None:
+                count = delivery.seq - delivery.gap_from
+                await self._lost(subject, None, delivery.gap_from, delivery.seq - 1, count)
+                await self._reconstruct(actor, subject, None, delivery, count, delivery.gap_from)
+            await self._decode_and_handle(actor, delivery, producer)
+        self.positions[subject] = delivery.seq
         self._since_snapshot += 1
         mailbox.handled(delivery)
-        if (
-            failure is not None
-            and failure.subject == delivery.subject
-            and delivery.seq >= failure.seq
-        ):
+        if failure is not None and failure.subject == subject and delivery.seq >= failure.seq:
             self._failure = None
             await self._clear_failure()
+
+    async def _decode_and_handle(
+        self, actor: Actor, delivery: Delivery, producer: str | None
+    ) -> None:
+        message = await self._decode(delivery)
+        if message is None:
+            return
+        subject = delivery.subject
+        flow = self.flows.get(subject)
+        if flow is not None:
+            now = time.time()
+            emitted = _float(message.headers.get(H.EMITTED_AT))
+            flow.observe(
+                seq=delivery.seq,
+                head=max(delivery.seq + delivery.pending, self._mailbox_head(subject)),
+                age=now - delivery.timestamp if delivery.timestamp else None,
+                latency=now - emitted if emitted is not None else None,
+            )
+            if flow.lag.lag > self.stats["max_lag"]:
+                self.stats["max_lag"] = flow.lag.lag
+            switch = flow.update_mode()
+            if switch is not None:
+                kind = "policy_on" if switch.mode is Mode.DEGRADED else "policy_off"
+                await self._emit_event(kind, **switch.fields())
+            admission = flow.admit(delivery.seq, message.data)
+            if admission.action is not Action.HANDLE:
+                if admission.action is Action.SKIP:
+                    self.stats["skipped"] += 1
+                self._last_data[(subject, producer)] = message.data
+                return
+            if admission.count > 1:
+                message = replace(
+                    message,
+                    data=admission.data,
+                    headers={**message.headers, H.AGGREGATED: str(admission.count)},
+                )
+        started = time.perf_counter()
+        await self._handle(actor, f"{subject}:{delivery.seq}", message, delivery)
+        if flow is not None:
+            flow.handled(delivery.seq, time.perf_counter() - started)
+        self._last_data[(subject, producer)] = message.data
+        if producer is not None:
+            self._last_data[(subject, None)] = message.data
+        if subject in self._reconstructors and len(message.payload) <= _TAIL_LIMIT:
+            self._tails.setdefault(subject, {})[producer or ""] = message.payload
+
+    async def _recover_gap(
+        self,
+        actor: Actor,
+        subject: str,
+        producer: str,
+        first: int,
+        last: int,
+        delivery: Delivery,
+    ) -> None:
+        """Items ``first..last`` of ``producer`` never reached us: replay, else reconstruct."""
+        seen = self.seen.setdefault(subject, {})
+        await self._emit_event("gap", subject=subject, producer=producer, first=first, last=last)
+        missing: list[Gap] = []
+        try:
+            async with contextlib.aclosing(
+                fetch_history(self.fabric, producer, subject, first, last)
+            ) as replay:
+                async for entry in replay:
+                    if isinstance(entry, Gap):
+                        missing.append(entry)
+                        continue
+                    data = self._decode_replayed(entry.payload, subject, producer, entry.item)
+                    if data is not _UNDECODABLE:
+                        headers = {**entry.headers, H.ACTOR: producer, H.ITEM: str(entry.item)}
+                        message = Message(
+                            data=data,
+                            subject=subject,
+                            seq=0,
+                            headers=headers,
+                            payload=entry.payload,
+                            replayed=True,
+                        )
+                        source = f"{subject}:{producer}#{entry.item}"
+                        await self._handle(actor, source, message, delivery)
+                        self._last_data[(subject, producer)] = data
+                    seen[producer] = entry.item
+                    self.stats["replayed"] += 1
+                    self._since_snapshot += 1
+        except ReplayError as exc:
+            self.log.warning("replay_failed", subject=subject, producer=producer, error=str(exc))
+            missing = [Gap(subject, seen.get(producer, first - 1) + 1, last)]
+        for gap in missing:
+            if gap.first > gap.last:
+                continue
+            await self._lost(subject, producer, gap.first, gap.last, gap.count)
+            await self._reconstruct(actor, subject, producer, delivery, gap.count, gap.first)
+            seen[producer] = max(seen.get(producer, 0), gap.last)
+
+    def _decode_replayed(self, payload: bytes, subject: str, producer: str, item: int) -> Any:
+        try:
+            return codec.decode(payload)
+        except DecodeError as exc:
+            self.log.warning(
+                "replayed_item_undecodable",
+                subject=subject,
+                producer=producer,
+                item=item,
+                error=str(exc),
+            )
+            return _UNDECODABLE
+
+    async def _lost(
+        self, subject: str, producer: str | None, first: int, last: int, count: int
+    ) -> None:
+        self.stats["lost"] += count
+        await self._emit_event(
+            "lost",
+            subject=subject,
+            producer=producer,
+            first=first,
+            last=last,
+            count=count,
+            by="item" if producer is not None else "seq",
+        )
+
+    async def _reconstruct(
+        self,
+        actor: Actor,
+        subject: str,
+        producer: str | None,
+        delivery: Delivery,
+        count: int,
+        first: int,
+    ) -> None:
+        """Hand reconstructed stand-ins for ``count`` lost items to ``handle``, if configured."""
+        reconstructor = self._reconstructors.get(subject)
+        if reconstructor is None or count <= 0:
+            return
+        before = self._before(subject, producer)
+        try:
+            after = codec.decode(delivery.payload)
+        except DecodeError:
+            after = None
+        try:
+            items = fill_gap(reconstructor, before, after, count)
+        except ReconstructionError as exc:
+            self.log.warning("not_reconstructed", subject=subject, error=str(exc))
+            return
+        for offset, data in enumerate(items):
+            number = first + offset
+            source = f"{subject}:{producer or ''}#{number}"
+            await self._handle_synthetic(actor, subject, source, data, producer, number)
+        await self._emit_event(
+            "reconstructed", subject=subject, producer=producer, first=first, count=count
+        )
+
+    def _mailbox_head(self, subject: str) -> int:
+        mailbox = self._mailbox
+        return mailbox.head(subject) if mailbox is not None else 0
+
+    def _before(self, subject: str, producer: str | None) -> Any:
+        """The last item handled from ``producer`` (kept in memory, or in the checkpoint)."""
+        key = (subject, producer)
+        if key in self._last_data:
+            return self._last_data[key]
+        payload = self._tails.get(subject, {}).get(producer or "")
+        if payload is None:
+            return None
+        try:
+            return codec.decode(payload)
+        except DecodeError:
+            return None
+
+    async def _handle_synthetic(
+        self,
+        actor: Actor,
+        subject: str,
+        source: str,
+        data: Any,
+        producer: str | None,
+        number: int,
+    ) -> None:
+        headers = {H.RECONSTRUCTED: "1"}
+        if producer is not None:
+            headers[H.ACTOR] = producer
+            headers[H.ITEM] = str(number)
+        message = Message(data=data, subject=subject, seq=0, headers=headers, reconstructed=True)
+        await self._handle(actor, source, message, None)
+        self._last_data[(subject, producer)] = data
+        self.stats["reconstructed"] += 1
+        self._since_snapshot += 1
 
     async def _decode(self, delivery: Delivery) -> Message | None:
         headers = delivery.headers or {}
@@ -470,12 +815,20 @@ class ActorRuntime:
             raise DecodeError(f"blob {ref!r} is empty")
         return result.data
 
-    async def _handle(self, actor: Actor, delivery: Delivery, message: Message) -> None:
-        self._current = delivery
+    async def _handle(
+        self, actor: Actor, source: str, message: Message, delivery: Delivery | None
+    ) -> None:
+        """Call ``handle``; ``source`` names the input in output ids (``<subject>:<seq>``).
+
+        A failure is recorded against ``delivery`` (the stream message being
+        processed) for poison detection, then the actor crashes.
+        """
+        self._current = source
+        self._current_reconstructed = message.reconstructed
         self._out_index = 0
         deadline = actor.handle_deadline
         if self._faults:
-            await self._apply_fault(f"{delivery.subject}:{delivery.seq}", deadline)
+            await self._apply_fault(source, deadline)
         try:
             if deadline is None:
                 await actor.handle(message)
@@ -484,11 +837,12 @@ class ActorRuntime:
                     await actor.handle(message)
                 if scope.cancelled_caught:
                     raise HandlerHung(
-                        f"actor {self.id!r}: handle of {delivery.subject}:{delivery.seq} ran "
-                        f"past its deadline of {deadline}s"
+                        f"actor {self.id!r}: handle of {source} ran past its deadline of "
+                        f"{deadline}s"
                     )
         except Exception as exc:
-            await self._note_failure(delivery, exc)
+            if delivery is not None:
+                await self._note_failure(delivery, exc)
             raise ActorCrashed(self.id, exc) from exc
         finally:
             self._current = None
@@ -705,9 +1059,11 @@ class ActorRuntime:
             await self._apply_fault(f"{subject}#{number}", None)
         hdrs = dict(headers) if headers else {}
         if current is not None:
-            msg_id = f"{self.id}:{current.subject}:{current.seq}:{self._out_index}"
+            msg_id = f"{self.id}:{current}:{self._out_index}"
             self._out_index += 1
-            hdrs[H.SOURCE] = f"{current.subject}:{current.seq}"
+            hdrs[H.SOURCE] = current
+            if self._current_reconstructed:
+                hdrs[H.RECONSTRUCTED] = "1"
         else:
             msg_id = f"{self.id}:{subject}:{number}"
         hdrs[H.ACTOR] = self.id
@@ -719,8 +1075,13 @@ class ActorRuntime:
             self._skip_ids.discard(msg_id)
             self.stats["skipped_replay"] += 1
         else:
+            gate = self._gates.get(subject)
+            if gate is not None:
+                await gate.wait(publisher.last_seq.get(subject, 0) + publisher.pending)
             await publisher.publish(subject, payload, headers=hdrs, msg_id=msg_id)
             self.stats["emitted"] += 1
+        if self.history is not None:
+            self.history.add(subject, number, payload, hdrs)
         if current is None:
             # sources are checkpointed at emit boundaries
             self._since_snapshot += 1
@@ -753,6 +1114,8 @@ class ActorRuntime:
             positions=dict(self.positions),
             items=dict(self.items),
             out_seqs=dict(publisher.last_seq),
+            seen={subject: dict(m) for subject, m in self.seen.items()},
+            tails={subject: dict(m) for subject, m in self._tails.items()},
             upto=publisher.enqueued,
             blob=blob,
             at=time.time(),
@@ -788,6 +1151,8 @@ class ActorRuntime:
                         positions=snap.positions,
                         items=snap.items,
                         out_seqs=snap.out_seqs,
+                        seen=snap.seen,
+                        tails=snap.tails,
                         snapshot_at=snap.at,
                         encoded_state=snap.blob,
                     )
@@ -865,3 +1230,22 @@ async def run_actor(
     runtime = ActorRuntime(actor, fabric, id=id, args=args, inputs=inputs)
     await runtime.run()
     return runtime
+
+
+_UNDECODABLE: Final = object()
+#: Payloads up to this size are kept in checkpoints as a reconstructor's left neighbour.
+_TAIL_LIMIT: Final = 64 * 1024
+
+
+def _item_number(headers: Mapping[str, str]) -> int | None:
+    value = headers.get(H.ITEM)
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None

@@ -10,6 +10,7 @@ from typing import Final
 
 __all__ = [
     "ACTOR",
+    "AGGREGATED",
     "BLOB",
     "BLOB_SIZE",
     "DEAD_REASON",
@@ -33,6 +34,8 @@ SOURCE: Final = "Diaspora-Source"
 RECONSTRUCTED: Final = "Diaspora-Reconstructed"
 #: The emitting actor's own item number on this subject (1, 2, 3...; gaps mean lost items).
 ITEM: Final = "Diaspora-Item"
+#: On an item made by the ``aggregate`` policy: how many items it combines.
+AGGREGATED: Final = "Diaspora-Aggregated"
 #: Partition key of the item, used by keyed scale-out.
 KEY: Final = "Diaspora-Key"
 #: Emit time, Unix seconds as a decimal string (for end-to-end latency).

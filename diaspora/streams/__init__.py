@@ -5,15 +5,18 @@
 - :mod:`~diaspora.streams.reconstruct`: stand-ins for items lost for good.
 - :mod:`~diaspora.streams.qos`: :class:`QosSpec`, a stream's promises and overload policy.
 - :mod:`~diaspora.streams.meter`: rate, lag and latency meters.
+- :mod:`~diaspora.streams.flow`: overload policies at consumers, ``block`` at producers.
+- :mod:`~diaspora.streams.registry`: a stream's declared QoS (KV ``diaspora-qos``).
 """
 
-from typing import Final
-
+from diaspora.fabric.headers import ITEM
+from diaspora.streams.flow import FlowGate, InputFlow, aggregate, flow_subject
 from diaspora.streams.history import (
     Gap,
     HistoryBuffer,
     HistoryError,
     HistoryItem,
+    HistorySpec,
     HistoryStats,
     entry_size,
 )
@@ -29,6 +32,7 @@ from diaspora.streams.reconstruct import (
     fill_gap,
     load_reconstructor,
 )
+from diaspora.streams.registry import declare_qos, lookup_qos
 from diaspora.streams.replay import (
     HistoryServer,
     ReplayError,
@@ -39,20 +43,20 @@ from diaspora.streams.replay import (
     replay_subject,
 )
 
-#: Header: the producer's own item number on the subject (1, 2, 3...; a gap means lost items).
-ITEM: Final = "Diaspora-Item"
-
 __all__ = [
     "BUILTIN_RECONSTRUCTORS",
     "ITEM",
     "AggregateFn",
+    "FlowGate",
     "Gap",
     "HistoryBuffer",
     "HistoryError",
     "HistoryItem",
     "HistoryServer",
+    "HistorySpec",
     "HistoryStats",
     "HoldLast",
+    "InputFlow",
     "LagMeter",
     "LatencyMeter",
     "LinearInterpolation",
@@ -66,10 +70,14 @@ __all__ = [
     "ReplayResult",
     "ReplayUnavailable",
     "ZeroFill",
+    "aggregate",
     "collect_history",
+    "declare_qos",
     "entry_size",
     "fetch_history",
     "fill_gap",
+    "flow_subject",
     "load_reconstructor",
+    "lookup_qos",
     "replay_subject",
 ]

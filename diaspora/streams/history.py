@@ -82,6 +82,7 @@ __all__ = [
     "HistoryBuffer",
     "HistoryError",
     "HistoryItem",
+    "HistorySpec",
     "HistoryStats",
     "entry_size",
 ]
@@ -999,3 +1000,38 @@ def _parse(head: bytes, payload: bytes) -> tuple[int, str, dict[str, str]] | str
     if isinstance(meta, str):
         return meta
     return seq, meta[0], meta[1]
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySpec:
+    """How much a producing actor keeps of what it emitted (``Actor.history``).
+
+    ``directory`` defaults to ``<state dir>/history/<actor id>`` (the state
+    dir is ``$DIASPORA_STATE_DIR``, else ``~/.local/state/diaspora``), so a
+    restarted producer finds its history again.
+
+    >>> HistorySpec(max_items=1000).max_bytes
+    268435456
+    """
+
+    max_items: int = 100_000
+    max_bytes: int = 256 * 1024 * 1024
+    memory_bytes: int = 32 * 1024 * 1024
+    directory: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_items", "max_bytes", "memory_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"history.{name}: {value!r} must be an integer >= 1")
+
+    def open(self, default_directory: Path, name: str) -> HistoryBuffer:
+        """The buffer this spec describes (in ``directory`` or ``default_directory``)."""
+        directory = Path(self.directory) if self.directory else default_directory
+        return HistoryBuffer(
+            directory,
+            max_items=self.max_items,
+            max_bytes=self.max_bytes,
+            memory_bytes=self.memory_bytes,
+            name=name,
+        )

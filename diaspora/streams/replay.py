@@ -66,7 +66,7 @@ from __future__ import annotations
 import contextlib
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -362,7 +362,7 @@ async def fetch_history(
     *,
     timeout: float = 5.0,
     max_bytes: int | None = None,
-) -> AsyncIterator[HistoryItem | Gap]:
+) -> AsyncGenerator[HistoryItem | Gap, None]:
     """Ask ``producer_id`` for items ``first..last`` of ``subject``; yield them in order.
 
     Every item number in the range is accounted for exactly once: as a
