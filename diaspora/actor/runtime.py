@@ -46,6 +46,7 @@ import math
 import os
 import time
 import traceback
+import zlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -89,6 +90,7 @@ __all__ = [
     "DEFAULT_RESTART_ALLOWANCE",
     "ActorRuntime",
     "HandlerHung",
+    "partition_of",
     "required_window",
     "run_actor",
 ]
@@ -140,7 +142,10 @@ class ActorRuntime:
     as keyword arguments on every (re)start. ``id`` defaults to the class
     name in lower case. ``inputs`` overrides the class's ``inputs`` (a
     config file may re-wire an actor). ``caught_up`` is set once the backlog
-    that existed at start has been handled.
+    that existed at start has been handled. ``partition=(k, n)`` makes the
+    actor handle only items whose key (``Diaspora-Key``, else the stream
+    sequence) hashes to partition ``k`` of ``n``; runtimes sharing a
+    ``handle_lock`` handle one message at a time between them (one replica).
     """
 
     def __init__(
@@ -153,6 +158,8 @@ class ActorRuntime:
         inputs: Sequence[str] | None = None,
         restart_allowance: float = DEFAULT_RESTART_ALLOWANCE,
         state_dir: str | os.PathLike[str] | None = None,
+        partition: tuple[int, int] | None = None,
+        handle_lock: anyio.Lock | None = None,
     ) -> None:
         self._factory = actor
         self.fabric = fabric
@@ -168,6 +175,13 @@ class ActorRuntime:
         if cls is not None and not issubclass(cls, Actor):
             raise ConfigError(f"actor {self.id!r}: {cls.__qualname__} is not a diaspora Actor")
         self.restart_allowance = restart_allowance
+        if partition is not None and not 0 <= partition[0] < partition[1]:
+            raise ConfigError(
+                f"actor {self.id!r}: partition {partition!r} is not (k, n), 0 <= k < n"
+            )
+        #: (k, n): handle only items whose key falls in partition k of n (keyed scale-out)
+        self.partition = partition
+        self._handle_lock = handle_lock
         self.state_dir = Path(
             state_dir
             or os.environ.get("DIASPORA_STATE_DIR")
@@ -491,6 +505,20 @@ class ActorRuntime:
             if self._since_snapshot and time.monotonic() - self._last_snapshot >= interval:
                 self._snapshot()
 
+    def _mine(self, headers: Mapping[str, str], seq: int) -> bool:
+        """Whether an item belongs to this runtime's partition (always, if unpartitioned).
+
+        The key is ``Diaspora-Key``, else ``<producer>#<item>``, else the stream sequence.
+        """
+        if self.partition is None:
+            return True
+        k, n = self.partition
+        key = headers.get(H.KEY)
+        if key is None:
+            producer, item = headers.get(H.ACTOR), headers.get(H.ITEM)
+            key = f"{producer}#{item}" if producer and item else str(seq)
+        return partition_of(key, n) == k
+
     def _qos_tick(self) -> float:
         """How often the consuming loop must look at the inputs' QoS even when idle."""
         tick = math.inf
@@ -578,17 +606,22 @@ class ActorRuntime:
                 last = 0 if (self._restored and subject in self._gapped) else item - 1
             if item > last + 1:
                 await self._recover_gap(actor, subject, producer, last + 1, item - 1, delivery)
-            if item > seen.get(producer, last):
-                await self._decode_and_handle(actor, delivery, producer)
-                seen[producer] = item
-            else:
+            if item <= seen.get(producer, last):
                 self.stats["skipped"] += 1  # already handled, replayed from history
+            elif self._mine(headers, delivery.seq):
+                await self._decode_and_handle(actor, delivery, producer)
+            if item > seen.get(producer, 0):
+                seen[producer] = item
         else:
             if delivery.gap_from is not None:
                 count = delivery.seq - delivery.gap_from
                 await self._lost(subject, None, delivery.gap_from, delivery.seq - 1, count)
-                await self._reconstruct(actor, subject, None, delivery, count, delivery.gap_from)
-            await self._decode_and_handle(actor, delivery, producer)
+                if self.partition is None:
+                    await self._reconstruct(
+                        actor, subject, None, delivery, count, delivery.gap_from
+                    )
+            if self._mine(headers, delivery.seq):
+                await self._decode_and_handle(actor, delivery, producer)
         self.positions[subject] = delivery.seq
         self._since_snapshot += 1
         mailbox.handled(delivery)
@@ -662,9 +695,14 @@ class ActorRuntime:
                     if isinstance(entry, Gap):
                         missing.append(entry)
                         continue
-                    data = self._decode_replayed(entry.payload, subject, producer, entry.item)
+                    headers = {**entry.headers, H.ACTOR: producer, H.ITEM: str(entry.item)}
+                    mine = self._mine(headers, 0)
+                    data = (
+                        self._decode_replayed(entry.payload, subject, producer, entry.item)
+                        if mine
+                        else _UNDECODABLE
+                    )
                     if data is not _UNDECODABLE:
-                        headers = {**entry.headers, H.ACTOR: producer, H.ITEM: str(entry.item)}
                         message = Message(
                             data=data,
                             subject=subject,
@@ -686,7 +724,8 @@ class ActorRuntime:
             if gap.first > gap.last:
                 continue
             await self._lost(subject, producer, gap.first, gap.last, gap.count)
-            await self._reconstruct(actor, subject, producer, delivery, gap.count, gap.first)
+            if self.partition is None:  # lost items have no key: no partition can claim them
+                await self._reconstruct(actor, subject, producer, delivery, gap.count, gap.first)
             seen[producer] = max(seen.get(producer, 0), gap.last)
 
     def _decode_replayed(self, payload: bytes, subject: str, producer: str, item: int) -> Any:
@@ -829,17 +868,21 @@ class ActorRuntime:
         deadline = actor.handle_deadline
         if self._faults:
             await self._apply_fault(source, deadline)
+        lock: contextlib.AbstractAsyncContextManager[Any] = (
+            self._handle_lock if self._handle_lock is not None else contextlib.nullcontext()
+        )
         try:
-            if deadline is None:
-                await actor.handle(message)
-            else:
-                with anyio.move_on_after(deadline) as scope:
+            async with lock:
+                if deadline is None:
                     await actor.handle(message)
-                if scope.cancelled_caught:
-                    raise HandlerHung(
-                        f"actor {self.id!r}: handle of {source} ran past its deadline of "
-                        f"{deadline}s"
-                    )
+                else:
+                    with anyio.move_on_after(deadline) as scope:
+                        await actor.handle(message)
+                    if scope.cancelled_caught:
+                        raise HandlerHung(
+                            f"actor {self.id!r}: handle of {source} ran past its deadline of "
+                            f"{deadline}s"
+                        )
         except Exception as exc:
             if delivery is not None:
                 await self._note_failure(delivery, exc)
@@ -1235,6 +1278,15 @@ async def run_actor(
 _UNDECODABLE: Final = object()
 #: Payloads up to this size are kept in checkpoints as a reconstructor's left neighbour.
 _TAIL_LIMIT: Final = 64 * 1024
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of ``key`` among ``partitions`` (CRC-32, stable across processes).
+
+    >>> partition_of("sensor-7", 4)
+    2
+    """
+    return zlib.crc32(key.encode()) % partitions
 
 
 def _item_number(headers: Mapping[str, str]) -> int | None:

@@ -79,3 +79,41 @@ class Collector(Actor):
                 "aggregated": int(msg.headers.get("Diaspora-Aggregated", "1")),
             },
         )
+
+
+class KeyedSensor(Sensor):
+    """Like Sensor, with keys k0..k7 in turn (the partition key)."""
+
+    async def produce(self) -> None:
+        while True:
+            while self.next > self.throttle.release:
+                await self.throttle.changed.wait()
+            n = self.next
+            await self.emit(self.subject, {"t": float(n)}, item=n, key=f"k{n % 8}")
+            self.next += 1
+            if self.throttle.rate:
+                await anyio.sleep(1.0 / self.throttle.rate)
+
+
+class KeyedCounter(Actor):
+    """Counts items per key (state per partition); can be slowed by the throttle."""
+
+    inputs = ("temps",)
+    checkpoint_every = 20
+
+    def __init__(self, throttle: Throttle | None = None) -> None:
+        self.throttle = throttle
+        self.counts: dict[str, int] = {}
+
+    async def handle(self, msg: Message) -> None:
+        if self.throttle is not None and self.throttle.handle_delay:
+            await anyio.sleep(self.throttle.handle_delay)
+        key = msg.key or ""
+        self.counts[key] = self.counts.get(key, 0) + 1
+        await self.emit("counted", {"key": key, "n": self.counts[key], "item": msg.item})
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.counts = dict(state)

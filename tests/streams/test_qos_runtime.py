@@ -280,3 +280,50 @@ async def test_a_stall_is_reported_and_filled_with_reconstructed_items(
     assert all(x["t"] == 20.0 for x in filled)  # hold_last: the last value before the stall
     first_filled = out.index(filled[0])
     assert [x["item"] for x in out[:first_filled]] == list(range(1, 21))
+
+
+async def test_scale_out_adds_replicas_while_slow_and_keeps_per_key_exactly_once(
+    fabric: Fabric, tmp_path: Path
+) -> None:
+    from diaspora.streams.scaleout import ScaleOutGroup
+    from tests.streams.qos_actors import KeyedCounter, KeyedSensor
+
+    rate = 200.0
+    await fabric.ensure_stream("temps")
+    policy = OverloadPolicy.scale_out(max_replicas=4)
+    await declare_qos(fabric, "temps", QosSpec(rate=rate, max_lag_items=100, policy=policy))
+    throttle = Throttle(release=10**9, rate=rate)
+    sensor = ActorRuntime(
+        KeyedSensor, fabric, id="sensor", args={"throttle": throttle}, state_dir=tmp_path
+    )
+    group = ScaleOutGroup(
+        KeyedCounter, fabric, id="counter", partitions=4, args={"throttle": throttle}
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(sensor.run)
+        await tg.start(group.run)
+        throttle.set(handle_delay=4 / rate)  # one replica handles a quarter of the rate
+        await wait_until(lambda: group.replicas == 4, timeout=60)
+        throttle.set(handle_delay=0.0)  # the slowdown ends
+        await wait_until(lambda: group.replicas == 1, timeout=60)
+        last = sensor.stats["emitted"]
+        throttle.set(release=last)
+        await wait_until(lambda: _all_counted(group, last), timeout=30)
+        group.request_stop()
+        sensor.request_stop()
+    stored = await read_stream(fabric, "counted")
+    out = [m.data for m in stored]
+    items = sorted(x["item"] for x in out)
+
+    assert items == list(range(1, last + 1))  # every item once: none lost, none doubled
+    for key in {x["key"] for x in out}:
+        assert [x["n"] for x in out if x["key"] == key] == list(
+            range(1, sum(1 for x in out if x["key"] == key) + 1)
+        )  # per key: counted in order, across every rebalance
+    replicas = [r for _, r, _ in group.history]
+    assert max(replicas) == 4
+    assert replicas[-1] == 1
+
+
+def _all_counted(group: Any, last: int) -> bool:
+    return bool(group._positions) and min(group._positions.values()) >= last

@@ -1,0 +1,274 @@
+"""The ``scale_out`` policy: more consumer replicas while a keyed, stateful consumer lags.
+
+A consumer that may scale out is split by key into ``partitions`` (fixed:
+the unit of state). Partition ``k`` is one :class:`~diaspora.actor.ActorRuntime`
+with id ``<id>.p<k>`` that handles only the items whose key hashes to ``k``
+and checkpoints only their state, so exactly-once holds per partition
+whatever replica runs it. A *replica* runs some partitions and handles one
+message at a time between them (one sequential worker); replicas are the
+children of a ``simple_one_for_one`` supervisor.
+
+:class:`ScaleOutGroup` watches the input's lag (the stream's head against
+the slowest partition's position, which consumers publish on
+``diaspora.flow.<subject>``): above the stream's ``max_lag_items`` for a
+second it doubles the replicas (up to ``max_replicas``); below a quarter of
+it for three seconds it halves them (down to ``min_replicas``). A change
+stops every replica gracefully (each partition writes its checkpoint) and
+starts the new set, partition ``k`` on replica ``k % n``; every change is a
+``scale_out`` / ``scale_in`` event on ``diaspora.events.scaleout.<id>.>``.
+Each partition reads the whole input and skips other partitions' items:
+``partitions`` times the reads of one consumer, which keeps the design
+simple and is fine for the handful of partitions a stream needs.
+
+>>> ScaleOutGroup.assignment(partitions=5, replicas=2)
+[[0, 2, 4], [1, 3]]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import anyio
+from anyio.abc import TaskStatus
+
+from diaspora import codec
+from diaspora.actor import Actor, ActorRuntime
+from diaspora.errors import ConfigError, DecodeError
+from diaspora.fabric import Fabric, stream_name
+from diaspora.log import get_logger
+from diaspora.streams.flow import flow_subject
+from diaspora.streams.qos import Policy
+from diaspora.streams.registry import lookup_qos
+from diaspora.supervision import (
+    ChildSpec,
+    Restart,
+    Runnable,
+    Strategy,
+    Supervisor,
+    SupervisorSpec,
+)
+
+__all__ = ["Replica", "ScaleOutGroup"]
+
+_OVERLOAD_S: Final = 1.0
+_UNDERLOAD_S: Final = 3.0
+_SETTLE_S: Final = 2.0
+
+
+class Replica:
+    """One consumer replica: the runtimes of ``partitions``, one message at a time."""
+
+    def __init__(
+        self,
+        actor: type[Actor],
+        fabric: Fabric,
+        *,
+        id: str,
+        partitions: Sequence[int],
+        total: int,
+        args: Mapping[str, Any] | None = None,
+        state_dir: str | None = None,
+    ) -> None:
+        self.partitions = list(partitions)
+        lock = anyio.Lock()
+
+        def start(k: int) -> Runnable:
+            return ActorRuntime(
+                actor,
+                fabric,
+                id=f"{id}.p{k}",
+                args=args,
+                partition=(k, total),
+                handle_lock=lock,
+                state_dir=state_dir,
+            )
+
+        children = [ChildSpec(f"p{k}", start=_bind(start, k)) for k in self.partitions]
+        name = f"{id}.r{'-'.join(map(str, self.partitions))}"
+        self._supervisor = Supervisor(
+            SupervisorSpec(children, strategy=Strategy.ONE_FOR_ONE, intensity=10, period=5.0),
+            name=name,
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self._supervisor.run(task_status=task_status)
+
+    def request_stop(self) -> None:
+        self._supervisor.request_stop()
+
+
+def _bind(start: Any, k: int) -> Any:
+    def bound() -> Runnable:
+        runnable: Runnable = start(k)
+        return runnable
+
+    return bound
+
+
+class ScaleOutGroup:
+    """A keyed consumer that scales its replicas with its input's lag (a ``Runnable``).
+
+    The input (the actor's single input subject) must have a declared QoS
+    with ``max_lag_items``; ``max_replicas`` defaults to the policy's, else
+    ``partitions``.
+    """
+
+    def __init__(
+        self,
+        actor: type[Actor],
+        fabric: Fabric,
+        *,
+        id: str,
+        partitions: int = 4,
+        min_replicas: int = 1,
+        max_replicas: int | None = None,
+        args: Mapping[str, Any] | None = None,
+        state_dir: str | None = None,
+        check_every: float = 0.25,
+    ) -> None:
+        if len(actor.inputs) != 1:
+            raise ConfigError(
+                f"scale-out group {id!r}: {actor.__qualname__} must have exactly one input "
+                f"(has {actor.inputs})"
+            )
+        if not 1 <= min_replicas <= partitions:
+            raise ConfigError(
+                f"scale-out group {id!r}: need 1 <= min_replicas ({min_replicas}) <= "
+                f"partitions ({partitions})"
+            )
+        self.actor = actor
+        self.fabric = fabric
+        self.id = id
+        self.subject = actor.inputs[0]
+        self.partitions = partitions
+        self.min_replicas = min_replicas
+        self._max_replicas = max_replicas
+        self.args = dict(args or {})
+        self.state_dir = state_dir
+        self.check_every = check_every
+        self.replicas = 0
+        self.history: list[tuple[float, int, int]] = []  # (time, replicas, lag)
+        self._handles: list[Runnable] = []
+        self._positions: dict[str, int] = {}
+        self._stop = anyio.Event()
+        self._log = get_logger(group=id)
+
+    @staticmethod
+    def assignment(partitions: int, replicas: int) -> list[list[int]]:
+        """Partition ``k`` runs on replica ``k % replicas``."""
+        return [list(range(r, partitions, replicas)) for r in range(replicas)]
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        spec = await lookup_qos(self.fabric, self.subject)
+        where = f"scale-out group {self.id!r}"
+        if spec is None or spec.max_lag_items is None:
+            raise ConfigError(
+                f"{where}: declare a QoS with max_lag_items for {self.subject!r} "
+                "(diaspora.streams.declare_qos or [streams] in the config file)"
+            )
+        if spec.policy.kind is not Policy.SCALE_OUT:
+            self._log.warning("policy_not_scale_out", subject=self.subject, policy=spec.policy)
+        max_replicas = self._max_replicas or spec.policy.max_replicas or self.partitions
+        max_replicas = min(max_replicas, self.partitions)
+        max_lag = spec.max_lag_items
+        template = ChildSpec("replica", start=self._replica, restart=Restart.TRANSIENT)
+        supervisor = Supervisor(
+            SupervisorSpec([template], strategy=Strategy.SIMPLE_ONE_FOR_ONE, intensity=10),
+            name=self.id,
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            sub = await self.fabric.nc.subscribe(flow_subject(self.subject), cb=self._on_position)
+            try:
+                await self._resize(supervisor, self.min_replicas, lag=0)
+                task_status.started()
+                await self._control(supervisor, max_lag, max_replicas)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await sub.unsubscribe()
+                    except Exception as exc:  # connection gone: nothing left to undo
+                        self._log.debug("unsubscribe_failed", error=repr(exc))
+                    supervisor.request_stop()
+
+    def _replica(self, partitions: list[int]) -> Runnable:
+        return Replica(
+            self.actor,
+            self.fabric,
+            id=self.id,
+            partitions=partitions,
+            total=self.partitions,
+            args=self.args,
+            state_dir=self.state_dir,
+        )
+
+    async def _on_position(self, msg: Any) -> None:
+        try:
+            report = codec.decode(msg.data)
+            consumer, position = str(report["consumer"]), int(report["position"])
+        except (DecodeError, KeyError, TypeError, ValueError):
+            return
+        if consumer.startswith(f"{self.id}.p"):
+            self._positions[consumer] = max(position, self._positions.get(consumer, 0))
+
+    async def lag(self) -> int:
+        """The stream's head minus the slowest partition's position."""
+        info = await self.fabric.js.stream_info(stream_name(self.subject))
+        head = info.state.last_seq
+        positions = [self._positions.get(f"{self.id}.p{k}") for k in range(self.partitions)]
+        known = [p for p in positions if p is not None]
+        if not known:
+            return head
+        return max(0, head - min(known))
+
+    async def _control(self, supervisor: Supervisor, max_lag: int, max_replicas: int) -> None:
+        over_since: float | None = None
+        under_since: float | None = None
+        settled_at = time.monotonic()
+        while not self._stop.is_set():
+            with anyio.move_on_after(self.check_every):
+                await self._stop.wait()
+            try:
+                lag = await self.lag()
+            except Exception as exc:  # the fabric is down: decide nothing meanwhile
+                self._log.debug("lag_unknown", error=repr(exc))
+                continue
+            now = time.monotonic()
+            self.history.append((time.time(), self.replicas, lag))
+            if now - settled_at < _SETTLE_S:
+                continue
+            over_since = (over_since or now) if lag > max_lag else None
+            under_since = (under_since or now) if lag <= max_lag // 4 else None
+            if over_since and now - over_since >= _OVERLOAD_S and self.replicas < max_replicas:
+                await self._resize(supervisor, min(max_replicas, self.replicas * 2), lag)
+            elif (
+                under_since
+                and now - under_since >= _UNDERLOAD_S
+                and self.replicas > self.min_replicas
+            ):
+                await self._resize(supervisor, max(self.min_replicas, self.replicas // 2), lag)
+            else:
+                continue
+            over_since = under_since = None
+            settled_at = time.monotonic()
+
+    async def _resize(self, supervisor: Supervisor, replicas: int, lag: int) -> None:
+        """Stop every replica (each partition checkpoints), start ``replicas`` new ones."""
+        before = self.replicas
+        for handle in self._handles:
+            await supervisor.terminate_child(handle)
+        self._handles = [
+            await supervisor.start_child(partitions)
+            for partitions in self.assignment(self.partitions, replicas)
+        ]
+        self.replicas = replicas
+        if before:
+            kind = "scale_out" if replicas > before else "scale_in"
+            await self.fabric.emit_event(
+                "scaleout", self.id, kind, replicas=replicas, before=before, lag=lag
+            )
