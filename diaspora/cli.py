@@ -113,6 +113,7 @@ async def _run_tree(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     url = args.url or os.environ.get("DIASPORA_URL") or config.url
     async with Fabric(url, name=config.name) as fabric:
+        await config.declare_streams(fabric)
         supervisor = config.supervisor(fabric)
         await _supervise(supervisor)
     return EXIT_OK

@@ -43,8 +43,16 @@ Keys (``*``: required)::
     children = [...]                  # restart, shutdown, process, heartbeat_timeout,
                                       # start_timeout as above
 
-A top-level ``streams`` table is reserved too. Reserved values are kept, by
-tree path (``"root.sum"``; ``""`` for the top level), in
+    [streams."edge1.temps"]           # a stream's QoS and retention (optional)
+    qos = { rate = 100.0, max_lag_items = 500, policy = { kind = "decimate", k = 4 } }
+    limits = { max_msgs = 100000, max_age = 3600.0, duplicate_window = 120.0 }
+
+The ``qos`` table takes every key of :class:`~diaspora.streams.QosSpec`
+(rate, max_lag_items, max_lag_seconds, max_latency, stall_deadline, policy,
+reconstructor, reconstructor_args, fill_stalls); ``limits`` those of
+:class:`~diaspora.fabric.StreamLimits`. ``diaspora run`` ensures these
+streams and declares their QoS before starting the tree. The reserved keys
+of actor children are kept, by tree path (``"root.sum"``), in
 :attr:`TreeConfig.reserved`. Any other unknown key is an error.
 
 >>> config = parse_config('''
@@ -83,8 +91,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from diaspora.actor import Actor
 from diaspora.errors import ConfigError
+from diaspora.fabric.fabric import StreamLimits
 from diaspora.fabric.naming import check_subject
 from diaspora.importpath import resolve
+from diaspora.streams.qos import QosSpec
+from diaspora.streams.registry import declare_qos
 from diaspora.supervision.actors import ActorStart, check_actor_args
 from diaspora.supervision.binding import bind_fabric
 from diaspora.supervision.clock import Clock
@@ -113,8 +124,11 @@ __all__ = ["RESERVED_CHILD_KEYS", "TreeConfig", "load_config", "parse_config"]
 
 #: Per-child keys accepted and kept but not validated here (stream QoS is parsed elsewhere).
 RESERVED_CHILD_KEYS: Final = frozenset({"qos", "streams"})
-_RESERVED_TOP_KEYS: Final = frozenset({"streams"})
-_TOP_KEYS: Final = frozenset({"fabric", "supervisor"})
+_TOP_KEYS: Final = frozenset({"fabric", "supervisor", "streams"})
+_STREAM_KEYS: Final = frozenset({"qos", "limits"})
+_LIMIT_KEYS: Final = frozenset(
+    {"max_msgs", "max_bytes", "max_age", "duplicate_window", "replicas", "storage"}
+)
 _FABRIC_KEYS: Final = frozenset({"url"})
 _SUPERVISOR_KEYS: Final = frozenset({"strategy", "intensity", "period", "backoff", "children"})
 _ROOT_KEYS: Final = _SUPERVISOR_KEYS | {"name"}
@@ -126,6 +140,14 @@ _BACKOFF_KEYS: Final = frozenset({"initial", "max", "factor", "jitter", "reset_a
 DEFAULT_NAME: Final = "root"
 
 _E = TypeVar("_E", bound=Enum)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDecl:
+    """A ``[streams."<subject>"]`` table: the stream's QoS and its retention limits."""
+
+    qos: QosSpec | None = None
+    limits: StreamLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +164,17 @@ class TreeConfig:
     spec: SupervisorSpec
     url: tuple[str, ...] | None = None
     reserved: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    streams: Mapping[str, StreamDecl] = field(default_factory=dict)
+
+    async def declare_streams(self, fabric: Fabric) -> None:
+        """Ensure the ``[streams]`` with their limits and declare their QoS (before starting)."""
+        for subject, decl in self.streams.items():
+            if decl.limits is not None:
+                await fabric.ensure_stream(subject, decl.limits)
+            else:
+                await fabric.require_stream(subject)
+            if decl.qos is not None:
+                await declare_qos(fabric, subject, decl.qos)
 
     def bind(self, fabric: Fabric) -> SupervisorSpec:
         """``spec`` with every actor and process node on ``fabric``."""
@@ -295,9 +328,8 @@ class _Parser:
     # -- structure ---------------------------------------------------------------------
 
     def document(self, document: dict[str, Any]) -> TreeConfig:
-        self.keys(document, "", _TOP_KEYS, _RESERVED_TOP_KEYS)
-        for key in _RESERVED_TOP_KEYS & document.keys():
-            self.reserved.setdefault("", {})[key] = document[key]
+        self.keys(document, "", _TOP_KEYS)
+        streams = self.streams(document["streams"]) if "streams" in document else {}
         url = self.fabric(document["fabric"]) if "fabric" in document else None
         if "supervisor" not in document:
             raise ConfigError(
@@ -312,7 +344,32 @@ class _Parser:
                 self.string(root["name"], "supervisor.name"), self.at("supervisor.name")
             )
         spec = self.supervisor(root, "supervisor", name)
-        return TreeConfig(self.source, name, spec, url, self.reserved)
+        return TreeConfig(self.source, name, spec, url, self.reserved, streams)
+
+    def streams(self, value: object) -> dict[str, StreamDecl]:
+        """``[streams."<subject>"]`` tables: each stream's ``qos`` and retention ``limits``."""
+        out: dict[str, StreamDecl] = {}
+        for subject, table in self.table(value, "streams").items():
+            where = f"streams.{subject}"
+            check_subject(subject, where=self.at(where))
+            table = self.table(table, where)
+            self.keys(table, where, _STREAM_KEYS)
+            qos = None
+            if "qos" in table:
+                qos = QosSpec.from_mapping(
+                    self.table(table["qos"], f"{where}.qos"), where=self.at(f"{where}.qos")
+                )
+                qos.make_reconstructor()  # a reconstructor path must import now, not at a gap
+            limits = None
+            if "limits" in table:
+                raw = self.table(table["limits"], f"{where}.limits")
+                self.keys(raw, f"{where}.limits", _LIMIT_KEYS)
+                try:
+                    limits = StreamLimits(**raw)
+                except (ConfigError, TypeError) as exc:
+                    raise self.fail(f"{where}.limits", str(exc)) from exc
+            out[subject] = StreamDecl(qos, limits)
+        return out
 
     def fabric(self, value: object) -> tuple[str, ...] | None:
         table = self.table(value, "fabric")

@@ -153,16 +153,18 @@ def test_nested_supervisor_and_actor_children_are_the_types_python_builds() -> N
     assert config.name == "edge1"
 
 
-def test_reserved_qos_and_streams_keys_are_kept_by_tree_path_unvalidated() -> None:
+def test_reserved_child_keys_are_kept_by_tree_path_unvalidated() -> None:
     config = parse_config(
-        "[streams]\nnumbers = { max_age = 60 }\n[supervisor]\n"
+        "[streams]\nnumbers = { limits = { max_age = 600 } }\n[supervisor]\n"
         + SUM
         + 'qos = { max_lag = 1000, on_lag = "scale_out" }\nstreams = ["whatever"]\n'
     )
     assert config.reserved == {
-        "": {"streams": {"numbers": {"max_age": 60}}},
         "root.sum": {"qos": {"max_lag": 1000, "on_lag": "scale_out"}, "streams": ["whatever"]},
     }
+    limits = config.streams["numbers"].limits
+    assert limits is not None
+    assert limits.max_age == 600
     assert isinstance(config.spec.children[0].start, ActorStart)
 
 
