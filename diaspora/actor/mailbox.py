@@ -199,13 +199,17 @@ class _Puller:
         if self.outstanding > batch // 2 and self.outstanding_bytes > mb.max_bytes // 2:
             return
         want = min(batch - self.outstanding, mb.max_in_flight - self.buffered - self.outstanding)
-        budget = mb.max_bytes - self.buffered_bytes - self.outstanding_bytes
+        # at most half the byte window per request, so a second one can overlap the first
+        budget = min(
+            mb.max_bytes // 2, mb.max_bytes - self.buffered_bytes - self.outstanding_bytes
+        )
         idle = not (self.outstanding or self.buffered)
         if idle:
             # one message may be as large as the server allows, whatever the window
             budget = max(budget, DEFAULT_MAX_PAYLOAD)
         elif want < max(1, batch // 4) or budget < mb.max_bytes // 4:
             return
+        budget = max(budget, 1)
         request = {
             "batch": want,
             "max_bytes": budget,
@@ -239,13 +243,14 @@ class _Puller:
             self._end_request()
 
     def _end_request(self) -> None:
-        """The oldest open pull request is over: its unused credit is gone."""
+        """The oldest open pull request is over: its unused credit is gone; ask again."""
         if self._requests:
             msgs, size = self._requests.popleft()
             self.outstanding -= max(0, msgs)
             self.outstanding_bytes -= max(0, size)
         if not self._requests:
             self.outstanding = self.outstanding_bytes = 0
+        self.wake()
 
     async def _on_msg(self, msg: Msg) -> None:
         self.last_activity = time.monotonic()
