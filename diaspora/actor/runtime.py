@@ -291,6 +291,10 @@ class ActorRuntime:
         await self._load_qos(inputs)
         await self._prepare_streams(actor, inputs)
         starts = await self._start_positions(inputs)
+        if checkpoint is None and inputs:
+            # a first checkpoint at once: a restart then knows where this actor started,
+            # so items the stream drops meanwhile are a gap to recover, not a silent loss
+            await slot.save(positions=self.positions, state=actor.snapshot())
         self._failure = await slot.failure()
         if checkpoint is not None:
             await self._scan_outputs_if_window_passed(checkpoint)
