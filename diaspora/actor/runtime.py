@@ -79,7 +79,14 @@ from diaspora.fabric.naming import check_subject, dlq_subject
 from diaspora.fabric.publisher import OrderedPublisher
 from diaspora.fabric.reader import read_stored
 from diaspora.log import FilteringBoundLogger, get_logger
-from diaspora.streams.flow import Action, FlowGate, InputFlow, Mode, flow_subject
+from diaspora.streams.flow import (
+    Action,
+    FlowGate,
+    InputFlow,
+    Mode,
+    flow_subject,
+    position_report,
+)
 from diaspora.streams.history import Gap, HistoryBuffer
 from diaspora.streams.qos import Policy
 from diaspora.streams.reconstruct import ReconstructionError, Reconstructor, fill_gap
@@ -539,9 +546,9 @@ class ActorRuntime:
         nc = self.fabric._nc
         for subject, flow in self.flows.items():
             if nc is not None and nc.is_connected:
-                report = {"consumer": self.id, "position": self.positions.get(subject, 0)}
+                report = position_report(self.id, self.positions.get(subject, 0))
                 try:
-                    await nc.publish(flow_subject(subject), codec.encode(report))
+                    await nc.publish(flow_subject(subject), report)
                 except (nats.errors.Error, OSError) as exc:
                     self.log.debug("flow_report_failed", error=repr(exc))
             switch = flow.update_mode()
@@ -929,15 +936,8 @@ class ActorRuntime:
             if msg.reply:
                 await self.fabric.nc.publish(msg.reply, b"ok")
 
-        sub = await self.fabric.nc.subscribe(fault_subject(self.id), cb=on_order)
-        try:
+        async with self.fabric.subscription(fault_subject(self.id), on_order):
             await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await sub.unsubscribe()
-                except Exception as exc:  # connection gone: nothing left to undo
-                    self.log.debug("unsubscribe_failed", error=repr(exc))
 
     async def _note_failure(self, delivery: Delivery, exc: Exception) -> None:
         previous = self._failure

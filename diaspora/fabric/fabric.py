@@ -20,7 +20,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal, Self
@@ -606,6 +606,25 @@ class Fabric:
         if data is None:
             raise FabricUnavailable(f"blob {ref!r} of message on {msg.subject!r} has no data")
         return data
+
+    @contextlib.asynccontextmanager
+    async def subscription(
+        self, subject: str, cb: Callable[[Msg], Awaitable[None]]
+    ) -> AsyncIterator[None]:
+        """A core-NATS subscription with callback ``cb`` for the ``async with`` block.
+
+        Leaving the block unsubscribes, shielded from cancellation; a connection
+        that is already gone leaves nothing to undo.
+        """
+        sub = await self.nc.subscribe(subject, cb=cb)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:  # connection gone: nothing left to undo
+                    self._log.debug("unsubscribe_failed", subject=subject, error=repr(exc))
 
     # -- events ----------------------------------------------------------------------
 

@@ -47,9 +47,11 @@ from typing import Any, Final
 import anyio
 import numpy as np
 from anyio.abc import TaskStatus
+from nats.aio.msg import Msg
 
 from diaspora import codec
 from diaspora.errors import DecodeError
+from diaspora.fabric.fabric import Fabric
 from diaspora.fabric.naming import RESERVED_PREFIX, token
 from diaspora.log import get_logger
 from diaspora.streams.meter import LagMeter, LatencyMeter
@@ -65,6 +67,8 @@ __all__ = [
     "Switch",
     "aggregate",
     "flow_subject",
+    "position_report",
+    "read_position_report",
 ]
 
 FLOW_PREFIX: Final = f"{RESERVED_PREFIX}flow"
@@ -78,6 +82,24 @@ _HANDLE_EWMA: Final = 0.1
 def flow_subject(subject: str) -> str:
     """Where consumers of ``subject`` publish their positions (``diaspora.flow.<subject>``)."""
     return f"{FLOW_PREFIX}.{token(subject)}"
+
+
+def position_report(consumer: str, position: int) -> bytes:
+    """A consumer's position as published on :func:`flow_subject` (a msgpack map).
+
+    >>> read_position_report(position_report("sum", 42))
+    ('sum', 42)
+    """
+    return codec.encode({"consumer": consumer, "position": position})
+
+
+def read_position_report(data: bytes) -> tuple[str, int] | None:
+    """``(consumer, position)`` from a report, or ``None`` if it is not one."""
+    try:
+        report = codec.decode(data)
+        return str(report["consumer"]), int(report["position"])
+    except (DecodeError, KeyError, TypeError, ValueError):
+        return None
 
 
 class Mode(Enum):
@@ -343,7 +365,7 @@ class FlowGate:
     before each emit, with ``head`` the producer's newest stream sequence.
     """
 
-    def __init__(self, fabric: Any, subject: str, max_lag: int, *, ttl: float = 10.0) -> None:
+    def __init__(self, fabric: Fabric, subject: str, max_lag: int, *, ttl: float = 10.0) -> None:
         self._fabric = fabric
         self.subject = subject
         self.max_lag = max_lag
@@ -354,26 +376,18 @@ class FlowGate:
         self._log = get_logger(stream=subject)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async def on_position(msg: Any) -> None:
-            try:
-                report = codec.decode(msg.data)
-                consumer, position = str(report["consumer"]), int(report["position"])
-            except (DecodeError, KeyError, TypeError, ValueError):
+        async def on_position(msg: Msg) -> None:
+            report = read_position_report(msg.data)
+            if report is None:
                 return
+            consumer, position = report
             self.positions[consumer] = (position, time.monotonic())
             self._changed.set()
             self._changed = anyio.Event()
 
-        sub = await self._fabric.nc.subscribe(flow_subject(self.subject), cb=on_position)
-        task_status.started()
-        try:
+        async with self._fabric.subscription(flow_subject(self.subject), on_position):
+            task_status.started()
             await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await sub.unsubscribe()
-                except Exception as exc:  # connection gone: nothing left to undo
-                    self._log.debug("unsubscribe_failed", error=repr(exc))
 
     def slowest(self) -> int | None:
         """The position of the slowest live consumer, or ``None`` if none is live."""

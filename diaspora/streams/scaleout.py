@@ -32,13 +32,13 @@ from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskStatus
+from nats.aio.msg import Msg
 
-from diaspora import codec
 from diaspora.actor import Actor, ActorRuntime
-from diaspora.errors import ConfigError, DecodeError
+from diaspora.errors import ConfigError
 from diaspora.fabric import Fabric, stream_name
 from diaspora.log import get_logger
-from diaspora.streams.flow import flow_subject
+from diaspora.streams.flow import flow_subject, read_position_report
 from diaspora.streams.qos import Policy
 from diaspora.streams.registry import lookup_qos
 from diaspora.supervision import (
@@ -183,18 +183,13 @@ class ScaleOutGroup:
         )
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
-            sub = await self.fabric.nc.subscribe(flow_subject(self.subject), cb=self._on_position)
             try:
-                await self._resize(supervisor, self.min_replicas, lag=0)
-                task_status.started()
-                await self._control(supervisor, max_lag, max_replicas)
+                async with self.fabric.subscription(flow_subject(self.subject), self._on_position):
+                    await self._resize(supervisor, self.min_replicas, lag=0)
+                    task_status.started()
+                    await self._control(supervisor, max_lag, max_replicas)
             finally:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await sub.unsubscribe()
-                    except Exception as exc:  # connection gone: nothing left to undo
-                        self._log.debug("unsubscribe_failed", error=repr(exc))
-                    supervisor.request_stop()
+                supervisor.request_stop()
 
     def _replica(self, partitions: list[int]) -> Runnable:
         return Replica(
@@ -207,12 +202,11 @@ class ScaleOutGroup:
             state_dir=self.state_dir,
         )
 
-    async def _on_position(self, msg: Any) -> None:
-        try:
-            report = codec.decode(msg.data)
-            consumer, position = str(report["consumer"]), int(report["position"])
-        except (DecodeError, KeyError, TypeError, ValueError):
+    async def _on_position(self, msg: Msg) -> None:
+        report = read_position_report(msg.data)
+        if report is None:
             return
+        consumer, position = report
         if consumer.startswith(f"{self.id}.p"):
             self._positions[consumer] = max(position, self._positions.get(consumer, 0))
 
