@@ -200,9 +200,7 @@ class _Puller:
             return
         want = min(batch - self.outstanding, mb.max_in_flight - self.buffered - self.outstanding)
         # at most half the byte window per request, so a second one can overlap the first
-        budget = min(
-            mb.max_bytes // 2, mb.max_bytes - self.buffered_bytes - self.outstanding_bytes
-        )
+        budget = min(mb.max_bytes // 2, mb.max_bytes - self.buffered_bytes - self.outstanding_bytes)
         idle = not (self.outstanding or self.buffered)
         if idle:
             # one message may be as large as the server allows, whatever the window
