@@ -17,6 +17,10 @@ heartbeat for three heartbeat intervals), that the server deleted, or whose
 connection was re-established, is recreated from the next sequence the
 mailbox has not seen; duplicates from overlapping deliveries are dropped by
 sequence, so the actor sees each stream sequence once, in order per input.
+A delivery that skips sequences is first taken for messages lost in transit
+(pushed into a connection that broke, which the consumer counts as delivered):
+the consumer is recreated at the first missing sequence, and only if it skips
+them again are they reported as a gap the stream no longer holds.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ class _Puller:
         self.last_seq = start_seq - 1
         self.resets = 0
         self._reset = False
+        self._gap_checked = 0  # next_seq at which a skip forward was last re-checked
         self._wake = anyio.Event()
         self._sub: Subscription | None = None
         self._inbox = ""
@@ -262,10 +267,21 @@ class _Puller:
             return
         size = len(msg.data)
         self._consume_credit(size)
+        if self._reset:
+            return  # the consumer is being recreated from next_seq: it delivers this again
         if seq < self.next_seq:
             return  # delivered again after a reset: already queued once
         gap_from = None
         if seq > self.next_seq:
+            if self._gap_checked != self.next_seq:
+                # Not a gap yet: messages delivered on a connection that broke are lost in
+                # transit while the consumer moves on (they wait out ack_wait). Recreate the
+                # consumer at next_seq once; if it skips them again, the stream lost them.
+                self._gap_checked = self.next_seq
+                self._log.info("consumer_skipped", next_seq=self.next_seq, delivered=seq)
+                self._reset = True
+                self.wake()
+                return
             gap_from = self.next_seq
         self.next_seq = seq + 1
         self.last_seq = seq
