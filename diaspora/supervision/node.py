@@ -15,7 +15,8 @@ How it works:
   subtree. The child asks Linux to SIGKILL it when the parent dies
   (``PR_SET_PDEATHSIG``, which fires when the spawning *thread* exits: run
   the supervisor on the main thread's event loop), connects to the parent fabric's URLs and
-  runs the subtree: a :class:`~diaspora.supervision.SupervisorSpec` as a
+  runs the subtree (fault injection enabled there when it is on the parent
+  fabric, ``Fabric(faults=True)``): a :class:`~diaspora.supervision.SupervisorSpec` as a
   supervisor named after the node's path, or a start function (an actor) with
   the node's own :class:`~diaspora.supervision.ChildContext`, so actor ids are
   the same as in-process (``root.sum``).
@@ -158,6 +159,8 @@ class NodePayload:
     target: StartFn | SupervisorSpec
     urls: tuple[str, ...]
     heartbeat_interval: float
+    #: the parent fabric's ``faults`` flag: actors in the node accept injected faults too
+    faults: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +364,7 @@ class ProcessNode:
             target=self.target,
             urls=tuple(urls),
             heartbeat_interval=max(0.02, self.heartbeat_timeout / 4),
+            faults=self.fabric.faults,
         )
         return header + _pickle_tree(payload, f"process node {self.name!r}")
 
