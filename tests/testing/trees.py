@@ -45,3 +45,9 @@ FAILS_TO_START = """
 id = "bad"
 actor = "tests.supervision.node_workers:FailsOnStart"
 """
+
+STUTTER = """
+[[supervisor.children]]
+id = "stutter"
+actor = "tests.testing.workflow_actors:Stutter"
+"""

@@ -24,3 +24,14 @@ class Lossy(Actor):
     async def handle(self, msg: Message) -> None:
         if msg.data["i"] != 2:
             await self.emit("lossy.out", msg.data)
+
+
+class Stutter(Actor):
+    """Like :class:`Echo`, but emits the second input of every key twice: a broken workflow."""
+
+    inputs = ("stutter.in",)
+
+    async def handle(self, msg: Message) -> None:
+        await self.emit("stutter.out", msg.data)
+        if msg.data["i"] == 1:
+            await self.emit("stutter.out", msg.data)
