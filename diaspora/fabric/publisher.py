@@ -238,7 +238,7 @@ class OrderedPublisher:
         self._queue.append(entry)
         self._queued_bytes += len(payload)
         self.enqueued += 1
-        if self._healthy:
+        if self._healthy and self._may_send(entry):
             await self._send(entry)
         return entry.index
 
@@ -251,6 +251,23 @@ class OrderedPublisher:
         self._raise_if_fatal()
 
     # -- sending -----------------------------------------------------------------------
+
+    def _may_send(self, entry: _Entry) -> bool:
+        """Whether ``publish`` may send ``entry`` now, ahead of the recovery task.
+
+        On the live session, yes: it follows what was sent before it. With no
+        live session, only when nothing older is unacknowledged: a new session
+        opened here would carry ``entry`` ahead of older messages lost with
+        the old one, which the recovery task has yet to resend; it sends them
+        all, in order.
+        """
+        session = self._session
+        if session is not None and not session.dead:
+            return True
+        if self._queue and self._queue[0] is entry:
+            return True
+        self._trouble.set()
+        return False
 
     async def _wait_progress(self) -> None:
         event = self._progress
@@ -364,6 +381,7 @@ class OrderedPublisher:
             entry.error = f"status {status}"
             if status not in _RETRIABLE_STATUS:
                 entry.error = f"status {status}: {msg.headers.get('Description', '')}"  # type: ignore[union-attr]
+            self._healthy = False  # later messages wait for its resend, not overtake it
             self._trouble.set()
             return
         try:
@@ -375,6 +393,7 @@ class OrderedPublisher:
             entry.state = _State.FAILED
             code = f"{error.get('code', '')}/{error.get('err_code', '')}"
             entry.error = f"{code} {error.get('description', '')}"
+            self._healthy = False
             self._trouble.set()
             return
         entry.state = _State.ACKED

@@ -7,8 +7,10 @@ import anyio
 import pytest
 
 from diaspora import Actor, ActorRuntime, Message
-from diaspora.fabric import Fabric, stream_name
+from diaspora.fabric import EmbeddedServer, Fabric, stream_name
+from diaspora.fabric.publisher import OrderedPublisher
 from diaspora.testing import LinkProxy, wait_until
+from diaspora.testing.streams import read_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -64,3 +66,37 @@ async def test_messages_lost_in_transit_on_a_reset_link_are_delivered_not_declar
             runtime.request_stop()
     assert runtime.stats["lost"] == 0
     assert await count(fabric, "gap.out") == 60
+
+
+class SlowToRecover(OrderedPublisher):
+    """Its recovery task gets the event loop late, as a busy actor's may."""
+
+    async def _recover(self) -> None:
+        await anyio.sleep(0.5)
+        await super()._recover()
+
+
+async def test_a_publish_after_a_lost_session_does_not_overtake_the_messages_lost_with_it(
+    nats_server: EmbeddedServer,
+) -> None:
+    """Found by the suite as an item gap after ``kill_server``: the transform saw record
+    n+13 right after n-1, declared n..n+12 lost, and skipped them when they came. The
+    producer's publisher had lost n..n+12 with its session; its next publish, made before
+    the recovery task ran, opened a new session and was stored first."""
+    async with Fabric(nats_server.url, backoff_initial=0.01, backoff_max=0.05) as fabric:
+        await fabric.ensure_stream("ordered")
+        async with SlowToRecover(fabric, name="t", ack_timeout=2) as pub:
+            for i in range(5):
+                await pub.publish("ordered", str(i).encode(), msg_id=f"t:{i}")
+            await pub.flush()
+            nats_server.pause()  # 5..9 are sent and never acknowledged
+            for i in range(5, 10):
+                await pub.publish("ordered", str(i).encode(), msg_id=f"t:{i}")
+            await nats_server.kill()  # their session dies with the server
+            await nats_server.start()
+            await pub.publish("ordered", b"10", msg_id="t:10")  # before the recovery runs
+            with anyio.fail_after(30):
+                await pub.flush()
+        await fabric.wait_connected(timeout=10)
+        stored = [m.payload for m in await read_stream(fabric, "ordered", decode=False)]
+    assert stored == [str(i).encode() for i in range(11)]
