@@ -1,0 +1,107 @@
+"""The project's reliability suite: the three-stage pipeline of ``actors/pipeline.py``
+(``supervisors/reliability.toml``: producer in-process, transform and sink in process
+nodes, every connection of the tree through a LinkProxy) driven by a hypothesis state
+machine that interleaves keyed traffic with server kills, pauses and restarts, process
+kills and freezes, actor crashes and hangs, and link faults (latency, bandwidth, reset,
+blackhole, cut). Every example ends with the pipeline's outputs compared with the model
+(``actors.pipeline.expected``): each input's effect exactly once, in per-key order; no
+supervisor gave up; no child left dead. A final sweep re-reads every output of the run
+for duplicates that arrived after their example's check.
+
+The server, the link and the running tree are shared by all examples (each example has
+keys of its own, and heals and waits for the tree before its check), so that the default
+100 examples take about three minutes. ``--soak`` runs ``$DIASPORA_SOAK_EXAMPLES`` (3000)
+more, with longer fault sequences. Every run writes its report to
+``tests/reliability/report.json`` (or ``$DIASPORA_RELIABILITY_REPORT``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from actors.pipeline import REQUESTS, RESULTS, expected
+from diaspora.testing.machine import WorkflowMachine
+from diaspora.testing.rig import FaultRig
+from diaspora.testing.strategies import actor_faults, link_faults, process_faults, server_faults
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "supervisors" / "reliability.toml"
+REPORT = Path(
+    os.environ.get("DIASPORA_RELIABILITY_REPORT", ROOT / "tests" / "reliability" / "report.json")
+)
+ACTORS = ["root.producer", "root.transform", "root.sink"]
+PROCESSES = ["root.transform", "root.sink"]
+EXAMPLES = int(os.environ.get("DIASPORA_RELIABILITY_EXAMPLES", "100"))
+SOAK_EXAMPLES = int(os.environ.get("DIASPORA_SOAK_EXAMPLES", "3000"))
+
+
+class PipelineUnderFaults(WorkflowMachine):
+    input_subject = REQUESTS
+    output_subject = RESULTS
+    key_count = 3
+    burst = 15
+    actor_faults = actor_faults(ACTORS, hang_seconds=(None, 0.2))
+    process_faults = process_faults(PROCESSES, freeze=(0.2, 2.5))
+    server_faults = server_faults(down=(0.1, 1.0))
+    link_faults = link_faults(duration=(0.1, 1.0))
+    idle_seconds = (0.05, 0.2, 0.5)
+    settle_timeout = 45.0
+
+    def model(self, key: str, values: list[Any]) -> list[Any]:
+        return expected(key, values)
+
+    def closing_values(self, key: str) -> list[Any]:
+        return [None]  # close every key: the transform's state for it must go
+
+
+def run(rig: FaultRig, examples: int, steps: int) -> None:
+    machine = type("Pipeline", (PipelineUnderFaults,), {"rig": rig})
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate, Phase.shrink],
+            suppress_health_check=list(HealthCheck),
+            report_multiple_bugs=False,
+            print_blob=True,
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[FaultRig]:
+    with FaultRig(CONFIG, report_path=REPORT) as running:
+        yield running
+    assert running.orphans == [], f"processes outlived the pipeline: {running.orphans}"
+
+
+def check_report(rig: FaultRig) -> None:
+    sweep = PipelineUnderFaults.sweep(rig)
+    report = rig.report
+    assert (sweep["lost"], sweep["duplicated"], sweep["wrong_keys"]) == (0, 0, 0), sweep
+    assert (report.lost, report.duplicated) == (0, 0), report.as_dict()
+    assert report.ok, report.problems[:5]
+
+
+def test_pipeline_outputs_equal_the_model_under_interleaved_faults(rig: FaultRig) -> None:
+    run(rig, EXAMPLES, steps=6)
+    check_report(rig)
+    assert rig.report.examples >= EXAMPLES
+    kinds = set(rig.report.faults)
+    assert {"kill_process", "kill_server", "crash", "hang"} <= kinds, rig.report.faults
+
+
+@pytest.mark.soak
+def test_soak_pipeline_under_faults(rig: FaultRig) -> None:
+    run(rig, SOAK_EXAMPLES, steps=12)
+    check_report(rig)
