@@ -310,7 +310,7 @@ class Injector:
         self._server_lock = anyio.Lock()
         self._tg: TaskGroup | None = None
         self._watcher: PidWatcher | None = None
-        self._log = get_logger(injector=id(self))
+        self._log = get_logger()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -409,7 +409,14 @@ class Injector:
         self.records.append(record)
         if kind.lasting:
             self._begin(record)
-        self._log.info("fault_injected", fault=fault.describe(), pid=pid)
+        self._log.info(
+            "fault_injected",
+            kind=kind.value,
+            target=record.target,
+            pid=pid,
+            fault=fault.describe(),
+            **({"note": note} if note else {}),
+        )
         return record
 
     async def run(self, schedule: Iterable[FaultStep]) -> list[Injected]:

@@ -257,7 +257,11 @@ class Workflow:
                 self._tg.cancel_scope.cancel()  # cancelling the supervisor kills its nodes
 
     async def _check_orphans(self) -> None:
-        seen = self._watcher.all_pids() if self._watcher is not None else set()
+        seen: set[int] = set()
+        if self._watcher is not None:  # the observer may see other trees' events too
+            for target, pids in self._watcher.pids.items():
+                if target.startswith(f"{self.name}."):
+                    seen.update(pids)
         suspects = (self._node_pids | seen) - {os.getpid()}
         hosts = set(child_processes(command=HOST_MODULE)) - self._hosts_before
         suspects |= hosts
