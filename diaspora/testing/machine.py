@@ -105,7 +105,8 @@ class WorkflowMachine(RuleBasedStateMachine):
     # -- the model (override) -------------------------------------------------------------
 
     def model(self, key: str, values: list[Any]) -> list[Any]:
-        """The outputs the workflow must produce for ``key``, one per value, in order."""
+        """The outputs the workflow must produce for ``key``, one per value, in order, in
+        the shapes :mod:`diaspora.codec` decodes to (lists, not tuples)."""
         raise NotImplementedError(f"{type(self).__name__} must define model(key, values)")
 
     def closing_values(self, key: str) -> list[Any]:
@@ -141,7 +142,12 @@ class WorkflowMachine(RuleBasedStateMachine):
 
     @initialize()
     def begin(self) -> None:
-        rig = self.rig
+        rig = getattr(type(self), "rig", None)
+        if rig is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.rig is not set: run the machine as "
+                "type(name, (Machine,), {'rig': rig}) inside `with FaultRig(...) as rig:`"
+            )
         self.example = rig.begin_example()
         self.keys = [f"{rig.run_id}-{self.example}-{k}" for k in range(self.key_count)]
         self.inputs = {key: [] for key in self.keys}
