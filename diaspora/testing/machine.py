@@ -40,7 +40,7 @@ from itertools import pairwise
 from typing import Any, ClassVar, TypeVar
 
 import anyio
-from hypothesis import event, note
+from hypothesis import currently_in_test_context, event, note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
@@ -167,7 +167,15 @@ class WorkflowMachine(RuleBasedStateMachine):
     def publish(self, data: st.DataObject) -> None:
         """Publish a burst of values to one key."""
         key = data.draw(st.sampled_from(self.keys), label="key")
-        self.call(self._publish, key, self._burst(data))
+        self.send(key, self._burst(data))
+
+    def send(self, key: str, values: list[Any]) -> None:
+        """Publish ``values`` to ``key`` (one of :attr:`keys`), in order.
+
+        With :meth:`inject`, what the rules use; call them directly, after
+        :meth:`begin` and before :meth:`teardown`, to script an example.
+        """
+        self.call(self._publish, key, values)
 
     @rule(data=st.data())
     def publish_all(self, data: st.DataObject) -> None:
@@ -232,9 +240,17 @@ class WorkflowMachine(RuleBasedStateMachine):
     def inject(self, fault: FaultSpec) -> Injected:
         """Inject ``fault`` through the rig's injector (noted in the example's log)."""
         record: Injected = self.call(self.rig.injector.apply, fault)
-        note(f"injected {fault.describe()} at {record.at - self.started_at:.3f}s")
-        event(f"fault: {fault.kind.value}")
+        self._note(f"injected {fault.describe()} at {record.at - self.started_at:.3f}s")
+        if currently_in_test_context():
+            event(f"fault: {fault.kind.value}")
         return record
+
+    def _note(self, line: str) -> None:
+        """A note hypothesis prints with a failing example (kept when run by hand)."""
+        if currently_in_test_context():
+            note(line)
+        else:
+            self._notes.append(line)
 
     @rule()
     def heal(self) -> None:
@@ -253,14 +269,17 @@ class WorkflowMachine(RuleBasedStateMachine):
         if not self.began:
             return
         result = self.call(self._check, timeout=self.settle_timeout * 3 + 60)
-        for line in self._notes:
-            note(line)
+        if currently_in_test_context():
+            for line in self._notes:
+                note(line)
         self.rig.report.add_example(result)
         if not result.ok:
+            told = "" if currently_in_test_context() else " | " + "; ".join(self._notes)
             raise AssertionError(
                 f"example {self.example}: {result.lost} lost, {result.duplicated} duplicated, "
                 f"{result.reordered} out of order, {result.wrong} wrong; "
                 + "; ".join(result.problems)
+                + told
             )
 
     async def _check(self) -> ExampleResult:
