@@ -30,6 +30,7 @@ __all__ = [
     "ServerNotFound",
     "ServerStartError",
     "SimpleOneForOneError",
+    "StreamNotFound",
     "SupervisorError",
     "SupervisorNotRunning",
 ]
@@ -65,6 +66,10 @@ class ServerNotFound(FabricUnavailable):
 
 class ServerStartError(FabricUnavailable):
     """A ``nats-server`` process did not become ready; the message has its log tail."""
+
+
+class StreamNotFound(DiasporaError, LookupError):
+    """A subject has no stream yet: nothing declared it and nothing was published to it."""
 
 
 class CheckpointError(DiasporaError):

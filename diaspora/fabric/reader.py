@@ -21,8 +21,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from diaspora.errors import StreamNotFound
 from diaspora.fabric.fabric import Fabric
 from diaspora.fabric.naming import stream_name
 
@@ -57,10 +59,18 @@ async def read_stored(
     ``headers_only`` skips payloads (a cheap scan of ids and keys). Large
     payloads stored in the object store are fetched unless ``resolve_blobs``
     is false. ``stream`` names the stream when it is not the subject's own
-    (``DIASPORA_DLQ`` for ``diaspora.dlq.<actor>``).
+    (``DIASPORA_DLQ`` for ``diaspora.dlq.<actor>``). A subject without a stream
+    raises :class:`~diaspora.errors.StreamNotFound`.
     """
     js = fabric.js
-    info = await js.stream_info(stream or stream_name(subject))
+    name = stream or stream_name(subject)
+    try:
+        info = await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
+        raise StreamNotFound(
+            f"no stream {name!r} for subject {subject!r}: nothing declared it "
+            "(Fabric.ensure_stream, a [streams] table) and nothing was published to it yet"
+        ) from None
     last = info.state.last_seq if end_seq is None else min(end_seq, info.state.last_seq)
     first = max(info.state.first_seq, start_seq or 1)
     if info.state.messages == 0 or first > last:

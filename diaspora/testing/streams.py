@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diaspora import codec
-from diaspora.errors import DecodeError
+from diaspora.errors import DecodeError, StreamNotFound
 from diaspora.fabric import Fabric
 from diaspora.fabric.reader import read_stored
 
@@ -31,11 +31,14 @@ async def read_stream(
     decode: bool = True,
     start_seq: int | None = None,
     stream: str | None = None,
+    missing_ok: bool = False,
 ) -> list[StoredMessage]:
     """Every message currently in the stream of ``subject``, in stream order.
 
     ``data`` is the decoded payload (``None`` when ``decode`` is false or the
-    payload does not decode).
+    payload does not decode). A subject with no stream yet raises
+    :class:`~diaspora.errors.StreamNotFound`, or gives ``[]`` with
+    ``missing_ok=True`` (to poll for a workflow's first outputs).
 
     >>> import anyio
     >>> async def demo() -> None:
@@ -43,16 +46,22 @@ async def read_stream(
     ...         await fabric.ensure_stream("xs")
     ...         await fabric.publish("xs", {"x": 1})
     ...         print([m.data for m in await read_stream(fabric, "xs")])
+    ...         print(await read_stream(fabric, "not.yet", missing_ok=True))
     >>> anyio.run(demo)
     [{'x': 1}]
+    []
     """
     out: list[StoredMessage] = []
-    async for msg in read_stored(fabric, subject, start_seq=start_seq, stream=stream):
-        data: Any = None
-        if decode:
-            try:
-                data = codec.decode(msg.payload)
-            except DecodeError:
-                data = None
-        out.append(StoredMessage(msg.seq, msg.subject, msg.headers, msg.payload, data))
+    try:
+        async for msg in read_stored(fabric, subject, start_seq=start_seq, stream=stream):
+            data: Any = None
+            if decode:
+                try:
+                    data = codec.decode(msg.payload)
+                except DecodeError:
+                    data = None
+            out.append(StoredMessage(msg.seq, msg.subject, msg.headers, msg.payload, data))
+    except StreamNotFound:
+        if not missing_ok:
+            raise
     return out

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from diaspora.errors import StreamNotFound
 from diaspora.fabric import Fabric
 from diaspora.supervision import parse_config
 from diaspora.testing import Workflow, WorkflowError, wait_until
@@ -87,3 +88,10 @@ async def test_shipped_reliability_tree_runs_under_the_fixture(
         assert len(pids) == 2
         assert os.getpid() not in pids
     assert wf.orphans == []
+
+
+async def test_reading_a_subject_without_a_stream_says_so_or_gives_nothing(fabric: Fabric) -> None:
+    missing = r"no stream 'never_written' for subject 'never\.written'.*ensure_stream"
+    with pytest.raises(StreamNotFound, match=missing):
+        await read_stream(fabric, "never.written")
+    assert await read_stream(fabric, "never.written", missing_ok=True) == []
