@@ -1,14 +1,15 @@
 """Small actors the example trees in ``supervisors/`` run.
 
 ``RunningSum`` is the README's running sum; ``Scale`` multiplies a field and
-forwards it, so two of them make a pipeline.
+forwards it, so two of them make a pipeline; ``KeyedTotals`` keeps a running
+total per key (the README's example of testing a workflow under faults).
 """
 
 from __future__ import annotations
 
 from diaspora import Actor, Message
 
-__all__ = ["RunningSum", "Scale"]
+__all__ = ["KeyedTotals", "RunningSum", "Scale"]
 
 
 class RunningSum(Actor):
@@ -41,3 +42,28 @@ class Scale(Actor):
 
     async def handle(self, msg: Message) -> None:
         await self.emit(self.to, {"x": msg.data["x"] * self.factor})
+
+
+class KeyedTotals(Actor):
+    """Consume ``{"key", "i", "value"}`` on ``readings``; emit ``{"key", "i", "total"}``
+    to ``totals``, where ``total`` is the running sum of that key's values so far."""
+
+    inputs = ("readings",)
+    checkpoint_interval = 0.5
+    handle_deadline = 2.0
+
+    def __init__(self, to: str = "totals") -> None:
+        self.to = to
+        self.totals: dict[str, int] = {}
+
+    async def handle(self, msg: Message) -> None:
+        key = msg.data["key"]
+        total = self.totals.get(key, 0) + msg.data["value"]
+        self.totals[key] = total
+        await self.emit(self.to, {"key": key, "i": msg.data["i"], "total": total})
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return {"totals": self.totals}
+
+    def restore(self, state: dict[str, dict[str, int]]) -> None:
+        self.totals = dict(state["totals"])

@@ -52,3 +52,9 @@ def test_readme_opens_with_the_two_commands_ci_runs() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     for command in commands:
         assert command in ci, f"README command not in .ci/run: {command}"
+
+
+def test_readme_shows_the_fixture_example_test_verbatim() -> None:
+    source = (ROOT / "tests" / "testing" / "test_readme_example.py").read_text()
+    body = source.split('"""', 2)[2].lstrip("\n")  # the file after its docstring
+    assert f"```py\n{body}```" in README, "README's pytest example differs from the test file"
