@@ -36,7 +36,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any, ClassVar, TypeVar
 
 import anyio
@@ -46,13 +45,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from diaspora import codec
 from diaspora.errors import DecodeError
-from diaspora.fabric import headers as H
 from diaspora.fabric import stream_name
 from diaspora.fabric.reader import read_stored
 from diaspora.log import get_logger
 from diaspora.testing.injectors import FaultKind, FaultSpec, Injected
 from diaspora.testing.report import ExampleResult
 from diaspora.testing.rig import FaultRig, digest
+from diaspora.testing.traffic import check_outputs, publish_input, recovery_time
 from diaspora.testing.workflow import WorkflowError
 
 __all__ = ["Output", "WorkflowMachine"]
@@ -201,11 +200,8 @@ class WorkflowMachine(RuleBasedStateMachine):
             index = len(sent)
             sent.append(value)
             self.sent_at[(key, index)] = time.time()
-            await publisher.publish(
-                self.input_subject,
-                codec.encode(self.encode(key, index, value)),
-                headers={H.KEY: key},
-                msg_id=f"{key}:{index}",
+            await publish_input(
+                publisher, self.input_subject, key, index, self.encode(key, index, value)
             )
 
     @precondition(lambda self: self.actor_faults is not None)
@@ -385,27 +381,17 @@ class WorkflowMachine(RuleBasedStateMachine):
         records: list[Injected],
         problems: list[str],
     ) -> ExampleResult:
-        lost = duplicated = reordered = wrong = 0
+        got = {
+            key: [(self._index(o), o.data) for o in collected.by_key.get(key, [])]
+            for key in expected
+        }
+        check = check_outputs(expected, got)
+        problems.extend(check.problems)
+        duplicated = check.duplicated
         arrival: dict[tuple[str, int], float] = {}
-        for key, outputs in expected.items():
-            got = collected.by_key.get(key, [])
-            indices = [self._index(o) for o in got]
-            counts = Counter(indices)
-            duplicated += sum(n - 1 for n in counts.values())
-            missing = [i for i in range(len(outputs)) if i not in counts]
-            lost += len(missing)
-            first_seen = list(dict.fromkeys(indices))
-            reordered += sum(1 for a, b in pairwise(first_seen) if b < a)
-            for output in got:
-                index = self._index(output)
-                arrival.setdefault((key, index), output.timestamp)
-                if not 0 <= index < len(outputs) or output.data != outputs[index]:
-                    wrong += 1
-                    if len(problems) < 20:
-                        want = outputs[index] if 0 <= index < len(outputs) else "no such input"
-                        problems.append(f"{key}[{index}]: got {output.data!r}, model {want!r}")
-            if missing and len(problems) < 20:
-                problems.append(f"{key}: missing outputs for inputs {missing[:10]}")
+        for key in expected:
+            for output in collected.by_key.get(key, []):
+                arrival.setdefault((key, self._index(output)), output.timestamp)
         if collected.late:
             duplicated += len(collected.late)
             problems.append(
@@ -418,10 +404,10 @@ class WorkflowMachine(RuleBasedStateMachine):
         return ExampleResult(
             messages=sum(len(v) for v in self.inputs.values()),
             outputs=sum(len(v) for v in collected.by_key.values()),
-            lost=lost,
+            lost=check.lost,
             duplicated=duplicated,
-            reordered=reordered,
-            wrong=wrong,
+            reordered=check.reordered,
+            wrong=check.wrong,
             faults=dict(Counter(r.kind.value for r in records)),
             recoveries=recoveries,
             catch_up_s=round(max(0.0, catch_up), 3),
@@ -439,14 +425,9 @@ class WorkflowMachine(RuleBasedStateMachine):
             if record.kind is FaultKind.HEAL_LINK:
                 continue
             end = self.rig.injector.lifted_at(record)
-            if end is None:
-                continue
-            first = next(((t, ki) for t, ki in sent if t >= end), None)
-            if first is None or first[1] not in arrival:
-                continue
-            t_sent, key_index = first
-            seconds = round(max(0.0, arrival[key_index] - max(end, t_sent)), 3)
-            out.append((record.kind.value, seconds))
+            seconds = None if end is None else recovery_time(end, sent, arrival)
+            if seconds is not None:
+                out.append((record.kind.value, seconds))
         return out
 
     # -- the whole run ---------------------------------------------------------------------
