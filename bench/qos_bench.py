@@ -3,7 +3,8 @@
 A source emits at a fixed rate; its consumer handles each item in no time,
 except during a slowdown window when it handles at a quarter of the rate.
 One run per policy of the stream's QoS (max lag 100 items): none (no QoS),
-block, decimate(4), aggregate(4), drop_oldest, scale_out (4 partitions).
+block, decimate(4), aggregate(4), drop_oldest, scale_out(8) (8 partitions, one
+per key: at a quarter of the rate, it takes more than 4 replicas to drain the lag).
 Each row gives the end-to-end latency (emit to handle) p50/p99 and the
 largest lag; ``bench/qos_lag.png`` plots the lag over time per policy. The
 baseline is raw nats-py at the same rate with no slowdown (publish, pull,
@@ -33,6 +34,7 @@ from diaspora.streams.scaleout import ScaleOutGroup
 RATE = 200.0
 MAX_LAG = 100
 SUBJECT = "bench.qos"
+KEYS = 8
 PLOT = Path("bench/qos_lag.png")
 
 
@@ -56,7 +58,7 @@ class PacedSource(Actor):
         while True:
             self.n += 1
             await self.emit(
-                SUBJECT, {"t": time.time(), "n": self.n}, item=self.n, key=f"k{self.n % 8}"
+                SUBJECT, {"t": time.time(), "n": self.n}, item=self.n, key=f"k{self.n % KEYS}"
             )
             await anyio.sleep(max(0.0, started + self.n / RATE - time.monotonic()))
 
@@ -136,7 +138,9 @@ async def _run_policy(
     )
     sink: Any
     if label.startswith("scale_out"):
-        sink = ScaleOutGroup(SlowSink, fabric, id=f"qos.sink.{tag}", args={"clock": clock})
+        sink = ScaleOutGroup(
+            SlowSink, fabric, id=f"qos.sink.{tag}", partitions=KEYS, args={"clock": clock}
+        )
     else:
         sink = ActorRuntime(SlowSink, fabric, id=f"qos.sink.{tag}", args={"clock": clock})
     samples: list[tuple[float, int]] = []
@@ -164,14 +168,14 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def run(report: Report, quick: bool) -> None:
-    seconds = 6.0 if quick else 12.0
+    seconds = 6.0 if quick else 24.0
     policies: list[tuple[str, OverloadPolicy | None]] = [
         ("none", None),
         ("block", OverloadPolicy.block()),
         ("decimate(4)", OverloadPolicy.decimate(4)),
         ("aggregate(4)", OverloadPolicy.aggregate(4)),
         ("drop_oldest", OverloadPolicy.drop_oldest()),
-        ("scale_out(4)", OverloadPolicy.scale_out(4)),
+        ("scale_out(8)", OverloadPolicy.scale_out(8)),
     ]
     curves: dict[str, list[tuple[float, int]]] = {}
     with tempfile.TemporaryDirectory() as state:

@@ -10,9 +10,12 @@ children of a ``simple_one_for_one`` supervisor.
 
 :class:`ScaleOutGroup` watches the input's lag (the stream's head against
 the slowest partition's position, which consumers publish on
-``diaspora.flow.<subject>``): above the stream's ``max_lag_items`` for a
-second it doubles the replicas (up to ``max_replicas``); below a quarter of
-it for three seconds it halves them (down to ``min_replicas``). A change
+``diaspora.flow.<subject>``). Above the stream's ``max_lag_items`` for a
+second it grows the replicas (up to ``max_replicas``) to what the rates it
+measured while lagging need: arrival rate / drain rate times the present
+parallelism, plus a quarter to drain the backlog, and at least double
+(double, if lagging three seconds with no drain measured); below a quarter
+of the bound for three seconds it halves them (down to ``min_replicas``). A change
 stops every replica gracefully (each partition writes its checkpoint) and
 starts the new set, partition ``k`` on replica ``k % n``; every change is a
 ``scale_out`` / ``scale_in`` event on ``diaspora.events.scaleout.<id>.>``.
@@ -26,7 +29,9 @@ simple and is fine for the handful of partitions a stream needs.
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -55,6 +60,8 @@ __all__ = ["Replica", "ScaleOutGroup"]
 _OVERLOAD_S: Final = 1.0
 _UNDERLOAD_S: Final = 3.0
 _SETTLE_S: Final = 2.0
+#: Lagging this long with no drain measured at all: double the replicas anyway.
+_NO_PROGRESS_S: Final = 3.0
 
 
 class Replica:
@@ -212,34 +219,71 @@ class ScaleOutGroup:
 
     async def lag(self) -> int:
         """The stream's head minus the slowest partition's position."""
+        head, position = await self._progress()
+        return max(0, head - position)
+
+    async def _progress(self) -> tuple[int, int]:
+        """The stream's head and the slowest partition's position (0 before any report)."""
         info = await self.fabric.js.stream_info(stream_name(self.subject))
-        head = info.state.last_seq
         positions = [self._positions.get(f"{self.id}.p{k}") for k in range(self.partitions)]
         known = [p for p in positions if p is not None]
-        if not known:
-            return head
-        return max(0, head - min(known))
+        return info.state.last_seq, min(known) if known else 0
+
+    def parallelism(self, replicas: int) -> float:
+        """How many replicas' worth of work ``replicas`` do at once: the busiest one runs
+        ``ceil(partitions / replicas)`` partitions.
+
+        >>> group = ScaleOutGroup.__new__(ScaleOutGroup)
+        >>> group.partitions = 8
+        >>> [group.parallelism(r) for r in (1, 2, 3, 4, 5, 8)]
+        [1.0, 2.0, 2.6666666666666665, 4.0, 4.0, 8.0]
+        """
+        return self.partitions / math.ceil(self.partitions / replicas)
+
+    def _needed(self, samples: deque[tuple[float, int, int]], max_replicas: int) -> int | None:
+        """Replicas the measured arrival and drain rates call for, plus a quarter to drain
+        the backlog, and at least double; ``None``: no drain measured yet, wait."""
+        (t0, head0, pos0), (t1, head1, pos1) = samples[0], samples[-1]
+        if pos1 <= pos0:  # positions come per fetched batch: maybe none in the window yet
+            return self.replicas * 2 if t1 - t0 >= _NO_PROGRESS_S else None
+        want = self.parallelism(self.replicas) * (head1 - head0) / (pos1 - pos0) * 1.25
+        fits = (
+            r for r in range(self.replicas * 2, max_replicas + 1) if self.parallelism(r) >= want
+        )
+        return next(fits, max_replicas)
 
     async def _control(self, supervisor: Supervisor, max_lag: int, max_replicas: int) -> None:
         over_since: float | None = None
         under_since: float | None = None
         settled_at = time.monotonic()
+        samples: deque[tuple[float, int, int]] = deque()  # (time, head, position)
         while not self._stop.is_set():
             with anyio.move_on_after(self.check_every):
                 await self._stop.wait()
             try:
-                lag = await self.lag()
+                head, position = await self._progress()
             except Exception as exc:  # the fabric is down: decide nothing meanwhile
                 self._log.debug("lag_unknown", error=repr(exc))
                 continue
+            lag = max(0, head - position)
             now = time.monotonic()
             self.history.append((time.time(), self.replicas, lag))
             if now - settled_at < _SETTLE_S:
+                samples.clear()
                 continue
             over_since = (over_since or now) if lag > max_lag else None
             under_since = (under_since or now) if lag <= max_lag // 4 else None
-            if over_since and now - over_since >= _OVERLOAD_S and self.replicas < max_replicas:
-                await self._resize(supervisor, min(max_replicas, self.replicas * 2), lag)
+            if over_since is None:
+                samples.clear()
+            else:
+                samples.append((now, head, position))
+            needed = (
+                self._needed(samples, max_replicas)
+                if over_since and now - over_since >= _OVERLOAD_S
+                else None
+            )
+            if needed is not None and self.replicas < max_replicas:
+                await self._resize(supervisor, min(max_replicas, needed), lag)
             elif (
                 under_since
                 and now - under_since >= _UNDERLOAD_S
@@ -249,6 +293,7 @@ class ScaleOutGroup:
             else:
                 continue
             over_since = under_since = None
+            samples.clear()
             settled_at = time.monotonic()
 
     async def _resize(self, supervisor: Supervisor, replicas: int, lag: int) -> None:
