@@ -1,0 +1,132 @@
+"""The ``python -m sims`` command.
+
+``python -m sims run FILE [--report PATH] [--seed N]``
+    Run one scenario, print progress lines (stderr) and a summary table
+    (stdout), write the JSON report (default ``sims/reports/<name>.json``).
+    Exit status 0 when nothing was lost, duplicated, reordered or wrong and
+    no problem was noted (orphan processes, a fault not injected...), 1
+    otherwise, 2 on a usage or scenario-file error.
+
+``python -m sims list [DIR]``
+    The scenarios of ``DIR`` (default ``sims/scenarios``), one a line: name
+    and description.
+
+``python -m sims check FILE... [--seed N]``
+    Validate scenario files (with their trees and models) without running
+    them, and show each one's fault schedule. Exit status 0, or 2 and the
+    first error on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import anyio
+
+from diaspora.errors import ConfigError, DiasporaError
+from diaspora.log import configure_logging, get_logger
+from sims.report import default_report_path, summarize
+from sims.runner import run_scenario
+from sims.scenario import Scenario, load_scenario
+from sims.schedule import build_schedule
+
+__all__ = ["SCENARIOS", "main"]
+
+#: The scenarios shipped with sims.
+SCENARIOS: Final = Path(__file__).resolve().parent / "scenarios"
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sims", description="Fault scenarios run from files against real servers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one scenario and write its JSON report")
+    run.add_argument("file", help="the scenario's TOML file (see sims/scenarios/)")
+    run.add_argument("--report", help="where to write the report (default sims/reports/NAME.json)")
+    run.add_argument("--seed", type=int, help="seed of the random draws (default: the file's)")
+    listing = sub.add_parser("list", help="list scenarios with their descriptions")
+    listing.add_argument("dir", nargs="?", default=str(SCENARIOS), help="a folder of scenarios")
+    check = sub.add_parser("check", help="validate scenario files without running them")
+    check.add_argument("files", nargs="+", help="scenario TOML files")
+    check.add_argument("--seed", type=int, help="seed for the random faults shown")
+    return parser
+
+
+def _list(folder: str) -> int:
+    files = sorted(Path(folder).glob("*.toml"))
+    if not files:
+        print(f"{folder}: no scenario files (*.toml)", file=sys.stderr)
+        return EXIT_USAGE
+    width = max(len(path.stem) for path in files)
+    for path in files:
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            print(f"{path.stem:<{width}}  (unreadable: {exc})")
+            continue
+        name = document.get("name", path.stem)
+        description = document.get("description", "(no description)")
+        print(f"{name!s:<{width}}  {description}")
+    return EXIT_OK
+
+
+def _describe(scenario: Scenario, seed: int | None) -> list[str]:
+    traffic = scenario.traffic
+    chosen = scenario.seed if seed is None else seed
+    lines = [
+        f"{scenario.source}: ok: {scenario.name}: {traffic.messages} messages on "
+        f"{traffic.keys} keys at {traffic.rate:g}/s ({traffic.duration:g}s), "
+        f"{'through a link, ' if scenario.link else ''}{scenario.tree.summary()}"
+    ]
+    for timed in build_schedule(scenario, chosen):
+        lines.append(f"  {timed.at:>6.2f}s  {timed.fault.describe():<36} ({timed.origin})")
+    if scenario.random is not None:
+        lines.append(f"  (random faults drawn with seed {chosen})")
+    return lines
+
+
+def _check(files: Sequence[str], seed: int | None) -> int:
+    for file in files:
+        print("\n".join(_describe(load_scenario(file), seed)))
+    return EXIT_OK
+
+
+async def _run(file: str, report: str | None, seed: int | None) -> int:
+    scenario = load_scenario(file)
+    result = await run_scenario(scenario, seed=seed)
+    path = Path(report) if report is not None else default_report_path(scenario.name)
+    written = result.write(path)
+    get_logger().info("report_written", path=str(written))
+    print(summarize(result))
+    print(f"  report: {written}")
+    return EXIT_OK if result.ok and not result.extra.get("orphans") else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m sims``."""
+    args = _parser().parse_args(argv)
+    configure_logging()
+    try:
+        if args.command == "list":
+            return _list(args.dir)
+        if args.command == "check":
+            return _check(args.files, args.seed)
+        if args.command == "run":
+            return anyio.run(_run, args.file, args.report, args.seed)
+    except ConfigError as exc:
+        print(f"sims: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DiasporaError as exc:
+        get_logger().error("failed", error=str(exc))
+        return EXIT_FAILED
+    return EXIT_USAGE
