@@ -8,6 +8,7 @@ import doctest
 import importlib
 import json
 import pkgutil
+import re
 import subprocess
 import sys
 from itertools import pairwise
@@ -18,7 +19,7 @@ import pytest
 import sims
 from diaspora.errors import ConfigError
 from diaspora.testing import FaultKind
-from sims import build_schedule, load_scenario, run_scenario
+from sims import build_schedule, load_scenario, parse_scenario, run_scenario
 from sims.cli import SCENARIOS, main
 from tests.testing.trees import LOSSY
 
@@ -152,6 +153,21 @@ def test_random_faults_are_one_schedule_per_seed_with_server_faults_kept_apart()
             busy = 1.0 if restart else earlier.fault.duration
             assert busy is not None
             assert later.at >= earlier.at + busy, (seed, earlier, later)
+
+
+def test_readme_example_is_the_shipped_edge_outage_scenario() -> None:
+    readme = (ROOT / "sims" / "README.md").read_text()
+    (block,) = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+    example = parse_scenario(block, source="README.md", base=SCENARIOS)
+    shipped = load_scenario(SCENARIOS / "edge_outage.toml")
+    assert example.tree_path == shipped.tree_path
+    assert (example.description, example.link, example.seed) == (
+        shipped.description,
+        shipped.link,
+        shipped.seed,
+    )
+    assert example.traffic == shipped.traffic
+    assert [(f.at, f.fault) for f in example.faults] == [(f.at, f.fault) for f in shipped.faults]
 
 
 @pytest.mark.parametrize(
