@@ -44,11 +44,10 @@ Definitions used in the report:
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -72,6 +71,7 @@ from diaspora.testing import (
     Workflow,
     WorkflowError,
 )
+from diaspora.testing.rig import environ
 from diaspora.testing.traffic import check_outputs, publish_input, recovery_time
 from sims.scenario import Scenario, TimedFault, Values
 from sims.schedule import build_schedule
@@ -102,21 +102,6 @@ class _Run:
     traffic_done: bool = False
 
 
-@contextlib.contextmanager
-def _environ(changes: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables (process nodes inherit them) for the length of a run."""
-    saved = {key: os.environ.get(key) for key in changes}
-    os.environ.update(changes)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 async def run_scenario(
     scenario: Scenario, *, seed: int | None = None, node_env: Mapping[str, str] = NODE_ENV
 ) -> ReliabilityReport:
@@ -140,7 +125,7 @@ async def run_scenario(
         rate=traffic.rate,
         faults=[f"{t.at:g}s {t.fault.describe()}" for t in schedule],
     )
-    with _environ(node_env):
+    with environ(node_env):
         async with AsyncExitStack() as stack:
             server = await stack.enter_async_context(EmbeddedServer())
             proxy = None

@@ -32,7 +32,6 @@ import difflib
 import math
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -44,6 +43,7 @@ from diaspora.fabric import check_subject
 from diaspora.importpath import resolve
 from diaspora.supervision import ActorStart, ProcessStart, SupervisorSpec, TreeConfig, load_config
 from diaspora.testing import FaultKind, FaultSpec, InjectionError
+from diaspora.tomlfile import TomlReader, kind_of, load_toml
 
 __all__ = [
     "LAYERS",
@@ -198,99 +198,17 @@ def parse_scenario(
     text: str, *, source: str = "<scenario>", base: str | os.PathLike[str] = "."
 ) -> Scenario:
     """Validate scenario TOML ``text``; ``tree`` is relative to ``base`` (the file's folder)."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
-    return _Parser(source, Path(base)).document(document)
+    return _Parser(source, Path(base)).document(load_toml(text, source))
 
 
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
-
-
-class _Parser:
+class _Parser(TomlReader):
     """Walks one scenario document; every error names ``source`` and the field path."""
 
+    non_empty_strings = True
+
     def __init__(self, source: str, base: Path) -> None:
-        self.source = source
+        super().__init__(source)
         self.base = base
-
-    def fail(self, where: str, what: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {where}: {what}")
-
-    # -- values ----------------------------------------------------------------------------
-
-    def table(self, value: object, where: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected a table")
-        return value
-
-    def keys(self, table: Mapping[str, Any], where: str, allowed: frozenset[str]) -> None:
-        for key in table:
-            if key in allowed:
-                continue
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise self.fail(
-                f"{where}.{key}" if where else key,
-                f"unknown key{hint}; expected one of {', '.join(sorted(allowed))}",
-            )
-
-    def required(self, table: Mapping[str, Any], key: str, where: str, what: str) -> Any:
-        if key not in table:
-            raise self.fail(where, f"missing required key {key!r} ({what})")
-        return table[key]
-
-    def string(self, value: object, where: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected a non-empty string")
-        return value
-
-    def boolean(self, value: object, where: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected true or false")
-        return value
-
-    def integer(self, value: object, where: str, *, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected an integer")
-        if value < minimum:
-            raise self.fail(where, f"{value!r} must be >= {minimum}")
-        return value
-
-    def number(self, value: object, where: str, *, positive: bool = False) -> float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected a number")
-        if value < 0 or (positive and value == 0):
-            raise self.fail(where, f"{value!r} must be {'>' if positive else '>='} 0")
-        return float(value)
-
-    def pair(self, value: object, where: str, what: str) -> tuple[Any, Any]:
-        if not isinstance(value, list) or len(value) != 2:
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected [{what}]")
-        return value[0], value[1]
-
-    def strings(self, value: object, where: str) -> tuple[str, ...]:
-        if not isinstance(value, list):
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected an array of strings")
-        return tuple(self.string(item, f"{where}[{n}]") for n, item in enumerate(value))
 
     # -- structure -------------------------------------------------------------------------
 
@@ -396,7 +314,7 @@ class _Parser:
             for bound in (low, high):
                 if isinstance(bound, bool) or not isinstance(bound, int):
                     raise self.fail(
-                        "traffic.value_range", f"{bound!r} is {_kind(bound)}, expected an integer"
+                        "traffic.value_range", f"{bound!r} is {kind_of(bound)}, expected an integer"
                     )
             if low > high:
                 raise self.fail("traffic.value_range", f"[{low}, {high}]: low is above high")
@@ -414,7 +332,7 @@ class _Parser:
 
     def faults(self, value: object, targets: TreeTargets, link: bool) -> tuple[TimedFault, ...]:
         if not isinstance(value, list):
-            raise self.fail("faults", f"{value!r} is {_kind(value)}, expected [[faults]] tables")
+            raise self.fail("faults", f"{value!r} is {kind_of(value)}, expected [[faults]] tables")
         out = [self.fault(item, f"faults[{n}]", targets, link) for n, item in enumerate(value)]
         out.sort(key=lambda timed: timed.at)
         self.server_overlaps(out)

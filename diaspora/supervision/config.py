@@ -79,10 +79,7 @@ permanent, transient, temporary
 
 from __future__ import annotations
 
-import datetime
-import difflib
 import os
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -116,6 +113,7 @@ from diaspora.supervision.spec import (
     check_shutdown,
 )
 from diaspora.supervision.supervisor import Supervisor
+from diaspora.tomlfile import TomlReader, kind_of, load_toml
 
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
@@ -225,105 +223,18 @@ def load_config(path: str | os.PathLike[str]) -> TreeConfig:
 
 def parse_config(text: str, *, source: str = "<config>") -> TreeConfig:
     """Validate TOML ``text``; ``source`` names it in error messages."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
-    return _Parser(source).document(document)
+    return _Parser(source).document(load_toml(text, source))
 
 
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, datetime.date | datetime.time):
-        return "a date/time"
-    return type(value).__name__
-
-
-class _Parser:
+class _Parser(TomlReader):
     """Walks one document; every error names ``source`` and the field path."""
 
     def __init__(self, source: str) -> None:
-        self.source = source
+        super().__init__(source)
         self.reserved: dict[str, dict[str, Any]] = {}
 
     def at(self, where: str) -> str:
         return f"{self.source}: {where}"
-
-    def fail(self, where: str, what: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {where}: {what}")
-
-    # -- values ------------------------------------------------------------------------
-
-    def table(self, value: object, where: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected a table")
-        return value
-
-    def keys(
-        self,
-        table: Mapping[str, Any],
-        where: str,
-        allowed: frozenset[str],
-        reserved: frozenset[str] = frozenset(),
-    ) -> None:
-        for key in table:
-            if key in allowed or key in reserved:
-                continue
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            also = f" (reserved: {', '.join(sorted(reserved))})" if reserved else ""
-            raise self.fail(
-                f"{where}.{key}" if where else key,
-                f"unknown key{hint}; expected one of {', '.join(sorted(allowed))}{also}",
-            )
-
-    def required(self, table: Mapping[str, Any], key: str, where: str, what: str) -> Any:
-        if key not in table:
-            raise self.fail(where, f"missing required key {key!r} ({what})")
-        return table[key]
-
-    def string(self, value: object, where: str) -> str:
-        if not isinstance(value, str):
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected a string")
-        return value
-
-    def boolean(self, value: object, where: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected true or false")
-        return value
-
-    def integer(self, value: object, where: str, *, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected an integer")
-        if value < minimum:
-            raise self.fail(where, f"{value!r} must be >= {minimum}")
-        return value
-
-    def seconds(self, value: object, where: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected seconds (a number)")
-        if not value > 0:
-            raise self.fail(where, f"{value!r} must be > 0 seconds")
-        return float(value)
-
-    def choice(self, value: object, enum: type[_E], where: str) -> _E:
-        names = [member.value for member in enum]
-        if isinstance(value, str):
-            for member in enum:
-                if member.value == value:
-                    return member
-        raise self.fail(where, f"{value!r} is not one of {', '.join(names)}")
 
     # -- structure ---------------------------------------------------------------------
 
@@ -424,13 +335,13 @@ class _Parser:
 
     def seconds_or_number(self, value: object, where: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(where, f"{value!r} is {_kind(value)}, expected a number")
+            raise self.fail(where, f"{value!r} is {kind_of(value)}, expected a number")
         return float(value)
 
     def children(self, value: object, where: str, path: str) -> list[ChildSpec]:
         if not isinstance(value, list):
             raise self.fail(
-                where, f"{value!r} is {_kind(value)}, expected an array of tables ([[...]])"
+                where, f"{value!r} is {kind_of(value)}, expected an array of tables ([[...]])"
             )
         seen: dict[str, str] = {}
         out = []
@@ -528,7 +439,7 @@ class _Parser:
             raw = table["inputs"]
             if not isinstance(raw, list):
                 raise self.fail(
-                    f"{where}.inputs", f"{raw!r} is {_kind(raw)}, expected an array of subjects"
+                    f"{where}.inputs", f"{raw!r} is {kind_of(raw)}, expected an array of subjects"
                 )
             inputs = tuple(
                 check_subject(

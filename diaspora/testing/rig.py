@@ -59,7 +59,7 @@ from diaspora.testing.proxy import LinkProxy
 from diaspora.testing.report import ReliabilityReport
 from diaspora.testing.workflow import Workflow, WorkflowError
 
-__all__ = ["FaultRig", "digest"]
+__all__ = ["FaultRig", "digest", "environ"]
 
 _T = TypeVar("_T")
 #: Environment of the workflow's process nodes while a rig runs: quiet logs.
@@ -77,8 +77,16 @@ def digest(outputs: Sequence[Any]) -> str:
 
 
 @contextlib.contextmanager
-def _environ(changes: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables (which process nodes inherit) for a while."""
+def environ(changes: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables (which process nodes inherit) for a while.
+
+    >>> import os
+    >>> with environ({"DIASPORA_EXAMPLE": "1"}):
+    ...     print(os.environ["DIASPORA_EXAMPLE"])
+    1
+    >>> "DIASPORA_EXAMPLE" in os.environ
+    False
+    """
     saved = {key: os.environ.get(key) for key in changes}
     os.environ.update(changes)
     try:
@@ -212,7 +220,7 @@ class FaultRig:
     # -- lifecycle ------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
-        self._env_cm = _environ(self.env)
+        self._env_cm = environ(self.env)
         self._env_cm.__enter__()
         try:
             self._portal_cm = start_blocking_portal("asyncio")
