@@ -370,11 +370,24 @@ class Mailbox:
         self._arrived.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run every input's consumer until cancelled."""
-        async with anyio.create_task_group() as tg:
+        """Run every input's consumer until cancelled.
+
+        A reconnect wakes every consumer at once: its pull requests died with the
+        old connection, so it is recreated from the next sequence it needs.
+        """
+
+        def renew() -> None:
             for puller in self._pullers.values():
-                tg.start_soon(puller.run)
-            task_status.started()
+                puller.wake()
+
+        remove = self.fabric.on_reconnect(renew)
+        try:
+            async with anyio.create_task_group() as tg:
+                for puller in self._pullers.values():
+                    tg.start_soon(puller.run)
+                task_status.started()
+        finally:
+            remove()
 
     def interrupt(self) -> None:
         """Wake a waiting :meth:`take` now (it returns what is there, maybe nothing)."""

@@ -168,8 +168,28 @@ class Fabric:
         #: Times the connection was re-established; subscribers that keep
         #: server-side state (pull requests) watch it to know they must renew.
         self.reconnects = 0
+        self._reconnect_listeners: list[Callable[[], None]] = []
 
     # -- connection ----------------------------------------------------------------
+
+    def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` each time the connection is re-established (before the
+        ``reconnected`` event is published); returns a function that removes it.
+
+        For clients that keep server-side state (pull requests, ephemeral
+        consumers) and must renew it at once rather than at their next check.
+
+        >>> fabric = Fabric("nats://127.0.0.1:4222")
+        >>> remove = fabric.on_reconnect(lambda: print("renew"))
+        >>> remove()
+        """
+        self._reconnect_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._reconnect_listeners.remove(listener)
+
+        return remove
 
     @property
     def urls(self) -> list[str]:
@@ -248,6 +268,11 @@ class Fabric:
             self._log.info("fabric_reconnected", url=url, down_s=round(down, 3))
             self.reconnects += 1
             self._connected.set()
+            for listener in list(self._reconnect_listeners):
+                try:
+                    listener()
+                except Exception as exc:  # a listener's bug must not break reconnection
+                    self._log.error("reconnect_listener_failed", error=repr(exc))
             await self.emit_event("fabric", self.name, "reconnected", url=url, down_s=down)
 
         async def on_closed() -> None:

@@ -126,6 +126,25 @@ async def test_reconnects_after_server_restart_and_logs_each_state(
         assert ack.seq == 1
 
 
+async def test_reconnect_listeners_are_called_once_per_reconnect_until_removed(
+    nats_server: EmbeddedServer,
+) -> None:
+    calls: list[int] = []
+    async with Fabric(nats_server.url, backoff_initial=0.02, backoff_max=0.2) as fabric:
+        remove = fabric.on_reconnect(lambda: calls.append(fabric.reconnects))
+        fabric.on_reconnect(lambda: 1 / 0)  # a broken listener does not stop the others
+        for _ in range(2):
+            await nats_server.kill()
+            await wait_until(lambda: not fabric.is_connected, what="disconnect noticed")
+            await nats_server.restart()
+            await fabric.wait_connected(timeout=20)
+        assert calls == [1, 2]
+        remove()
+        await nats_server.restart()
+        await wait_until(lambda: fabric.reconnects == 3, timeout=20, what="third reconnect")
+        assert calls == [1, 2]
+
+
 async def test_events_are_published_under_diaspora_events(fabric: Fabric) -> None:
     sub = await fabric.nc.subscribe("diaspora.events.>")
     await fabric.emit_event("actor", "sum.1", "crashed", reason="boom", seq=3)
