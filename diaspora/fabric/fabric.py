@@ -127,6 +127,12 @@ class Fabric:
     ``url`` may be one URL, a comma-separated list, or a list; ``None`` (the
     default, or ``$DIASPORA_URL`` unset) starts an embedded server whose store
     lives in ``store_dir`` (a temporary directory by default).
+
+    A lost connection is retried forever: the ``n``-th attempt waits
+    ``min(backoff_max, backoff_initial * 2**n)`` seconds, times a random factor
+    in [0.5, 1] (so a fleet of clients does not reconnect in lockstep). The
+    1 s cap keeps a real-time workflow at most about a second behind a server
+    that comes back; raise it for fleets of thousands of clients.
     """
 
     def __init__(
@@ -138,7 +144,7 @@ class Fabric:
         connect_timeout: float = 10.0,
         request_timeout: float = 5.0,
         backoff_initial: float = 0.05,
-        backoff_max: float = 5.0,
+        backoff_max: float = 1.0,
         events_stream: bool = True,
         publish_async_max_pending: int = 4096,
         faults: bool | None = None,
