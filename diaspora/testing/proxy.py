@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Final, Self
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from diaspora.fabric import free_port
@@ -155,10 +156,12 @@ class _Connection:
         self.scope.cancel()
 
     def close_now(self) -> None:
+        # Before its transport exists the client socket is left alone: closing it here
+        # would free its fd while asyncio may be registering a transport on it (the
+        # next socket would get the fd and asyncio refuse it). ``_serve`` creates the
+        # transport shielded from cancellation and aborts through it.
         if self.client is not None:
             self.client.transport.abort()
-        else:
-            self.client_sock.close()
         if self.server is not None:
             self.server.transport.abort()
 
@@ -394,8 +397,10 @@ class LinkProxy:
         self._log.debug("link_connection_opened")
         try:
             with connection.scope:
-                c_reader, c_writer = await asyncio.open_connection(sock=client_sock)
+                with anyio.CancelScope(shield=True):  # see _Connection.close_now
+                    c_reader, c_writer = await asyncio.open_connection(sock=client_sock)
                 connection.client = c_writer
+                await anyio.lowlevel.checkpoint()  # aborted meanwhile: stop here
                 try:
                     s_reader, s_writer = await asyncio.open_connection(_LOOPBACK, self.target_port)
                 except OSError as exc:
@@ -405,10 +410,14 @@ class LinkProxy:
                 connection.server = s_writer
                 if await self._pump(c_reader, c_writer, s_reader, s_writer):
                     connection.closed_cleanly = await self._close_gracefully(c_writer, s_writer)
+        except Exception as exc:  # one connection's trouble must never take the proxy down
+            self._log.error("link_connection_failed", error=repr(exc))
         finally:
             self._connections.discard(connection)
             if not connection.closed_cleanly:
                 connection.close_now()
+                if connection.client is None:  # no transport was made: the socket is ours
+                    client_sock.close()
             self._log.debug("link_connection_closed", clean=connection.closed_cleanly)
 
     async def _pump(

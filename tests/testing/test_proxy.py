@@ -363,3 +363,30 @@ async def test_upstream_down_resets_the_client() -> None:
 def test_bad_fault_settings_are_named(fault: Callable[[LinkProxy], None], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         fault(LinkProxy(4222))
+
+
+async def test_resets_during_a_storm_of_new_connections_never_take_the_proxy_down(
+    nats_server: EmbeddedServer,
+) -> None:
+    """Aborting a connection whose client transport is still being made used to close its
+    fd under asyncio, and the next socket's fd clash crashed the proxy's task group."""
+    async with LinkProxy(nats_server.port) as proxy:
+
+        async def churn() -> None:
+            for _ in range(100):
+                try:
+                    stream = await anyio.connect_tcp("127.0.0.1", proxy.port)
+                except OSError:
+                    continue
+                await stream.aclose()
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(churn)
+            for _ in range(200):
+                proxy.reset()
+                await anyio.sleep(0)
+        assert proxy.stats()["connections_accepted"] > 0
+        nc = await nats.connect(proxy.url, allow_reconnect=False)  # still serving
+        await nc.flush()
+        await nc.close()
