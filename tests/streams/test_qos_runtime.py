@@ -66,6 +66,11 @@ async def count(fabric: Fabric, subject: str) -> int:
         return 0
 
 
+async def stored_up_to(fabric: Fabric, subject: str, seq: int) -> bool:
+    info = await fabric.js.stream_info(subject.replace(".", "_"))
+    return bool(info.state.last_seq >= seq)
+
+
 async def run_past_retention(
     fabric: Fabric, tmp_path: Path, *, restart_producer: bool, sensor: type[Sensor] = Sensor
 ) -> None:
@@ -81,6 +86,7 @@ async def run_past_retention(
             await wait_until(lambda: first.positions.get("temps", 0) >= 20)
         throttle.set(release=300)
         await wait_until(lambda: sensor_rt.stats["emitted"] >= 300)
+        await wait_until(lambda: stored_up_to(fabric, "temps", 300))  # emits are pipelined
         if restart_producer:
             sensor_rt.request_stop()
             await wait_until(lambda: sensor_rt.history is None)  # stopped, history closed
