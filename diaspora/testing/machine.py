@@ -52,6 +52,7 @@ from diaspora.testing.injectors import FaultKind, FaultSpec, Injected
 from diaspora.testing.report import ExampleResult
 from diaspora.testing.rig import FaultRig, digest
 from diaspora.testing.traffic import check_outputs, publish_input, recovery_time
+from diaspora.testing.waiting import wait_until
 from diaspora.testing.workflow import WorkflowError
 
 __all__ = ["Output", "WorkflowMachine"]
@@ -100,6 +101,8 @@ class WorkflowMachine(RuleBasedStateMachine):
     idle_seconds: ClassVar[Sequence[float]] = (0.05, 0.3, 1.0)
     #: Seconds the final check waits for the workflow to run and catch up.
     settle_timeout: ClassVar[float] = 60.0
+    #: Seconds a server fault waits for an earlier one to end before healing it.
+    server_wait: ClassVar[float] = 10.0
 
     # -- the model (override) -------------------------------------------------------------
 
@@ -219,12 +222,28 @@ class WorkflowMachine(RuleBasedStateMachine):
         assert self.process_faults is not None
         self.inject(data.draw(self.process_faults, label="fault"))
 
-    @precondition(lambda self: self.server_faults is not None and self.rig.injector.server_up)
+    @precondition(lambda self: self.server_faults is not None)
     @rule(data=st.data())
     def server_fault(self, data: st.DataObject) -> None:
-        """Kill, pause or restart the server."""
+        """Kill, pause or restart the server, once an earlier server fault has ended.
+
+        Whether the server is up depends on timers, so it must not be a
+        precondition (hypothesis needs the same rules enabled when it replays
+        the same steps): the rule waits for the server instead, up to
+        ``server_wait`` seconds, then heals it.
+        """
         assert self.server_faults is not None
-        self.inject(data.draw(self.server_faults, label="fault"))
+        fault = data.draw(self.server_faults, label="fault")
+        self.call(self._server_ready)
+        self.inject(fault)
+
+    async def _server_ready(self) -> None:
+        injector = self.rig.injector
+        try:
+            await wait_until(lambda: injector.server_up, timeout=self.server_wait)
+        except TimeoutError:
+            self._log.warning("server_fault_still_in_force", waited_s=self.server_wait)
+            await injector.heal()
 
     @precondition(lambda self: self.link_faults is not None and self.rig.proxy is not None)
     @rule(data=st.data())
