@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import nats
 import nats.errors
 import pytest
@@ -385,7 +386,7 @@ async def test_resets_during_a_storm_of_new_connections_never_take_the_proxy_dow
                 tg.start_soon(churn)
             for _ in range(200):
                 proxy.reset()
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
         assert proxy.stats()["connections_accepted"] > 0
         nc = await nats.connect(proxy.url, allow_reconnect=False)  # still serving
         await nc.flush()
