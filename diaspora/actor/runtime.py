@@ -188,7 +188,10 @@ class ActorRuntime:
             )
         #: (k, n): handle only items whose key falls in partition k of n (keyed scale-out)
         self.partition = partition
-        self._handle_lock = handle_lock
+        #: one replica's partitions handle one message at a time (a reusable no-op otherwise)
+        self._handle_guard: contextlib.AbstractAsyncContextManager[Any] = (
+            handle_lock if handle_lock is not None else contextlib.nullcontext()
+        )
         self.state_dir = Path(
             state_dir
             or os.environ.get("DIASPORA_STATE_DIR")
@@ -879,11 +882,8 @@ class ActorRuntime:
         deadline = actor.handle_deadline
         if self._faults:
             await self._apply_fault(source, deadline)
-        lock: contextlib.AbstractAsyncContextManager[Any] = (
-            self._handle_lock if self._handle_lock is not None else contextlib.nullcontext()
-        )
         try:
-            async with lock:
+            async with self._handle_guard:
                 if deadline is None:
                     await actor.handle(message)
                 else:

@@ -26,7 +26,6 @@ from typing import Any, Final, Protocol, Self
 
 import anyio
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from diaspora import codec
 from diaspora.errors import DecodeError
@@ -160,22 +159,23 @@ class PidWatcher:
         self.fabric = fabric
         self.pids: dict[str, list[int]] = {}
         self._exited: set[int] = set()
-        self._subs: list[Subscription] = []
+        self._subs: contextlib.AsyncExitStack | None = None
         self._changed = anyio.Event()
         self._log = get_logger(watcher="pids")
 
     async def __aenter__(self) -> Self:
-        for subject in _STARTED:
-            self._subs.append(await self.fabric.nc.subscribe(subject, cb=self._on_event))
+        async with contextlib.AsyncExitStack() as stack:
+            for subject in _STARTED:
+                await stack.enter_async_context(self.fabric.subscription(subject, self._on_event))
+            self._subs = stack.pop_all()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        subs, self._subs = self._subs, []
-        for sub in subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        subs, self._subs = self._subs, None
+        if subs is not None:
+            await subs.aclose()
 
     async def _on_event(self, msg: Msg) -> None:
         try:
