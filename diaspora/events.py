@@ -1,0 +1,602 @@
+"""Typed events: everything observable, one frozen value per kind.
+
+Every decision the framework takes (an actor started, crashed, fell behind,
+lost items; a supervisor restarted a child or gave up; a process node hung)
+is an :class:`Event`. Its type fixes the subject it is published under,
+``diaspora.events.<category>.<name>.<kind>``, and the level it is logged
+at; its fields are the same in the log line and on the wire. Whoever emits
+events takes an :class:`EventSink`; the fabric's sink logs and publishes,
+:class:`LogSink` only logs, :class:`MemorySink` keeps them (for tests).
+
+>>> ev = Lost(name="sum", subject="xs", producer="src", first=3, last=4, count=2, by="item")
+>>> ev.subject_name
+'diaspora.events.actor.sum.lost'
+>>> ev.level.value, ev.fields()["count"]
+('warning', 2)
+>>> decode_record(ev.record(at=0.0)) == ev
+True
+
+The wire record is a msgpack map ``{"category", "name", "kind", "time",
+**fields}``; a plain NATS client reads it as such, and
+:func:`decode_record` turns it back into the typed value (kinds it does not
+know become :class:`UnknownEvent`, so an older reader survives a newer writer).
+
+The kinds, by category:
+
+- ``actor``: :class:`Started`, :class:`Stopped`, :class:`Fenced`,
+  :class:`Crashed`, :class:`Lag`, :class:`CaughtUp`, :class:`PolicyOn`,
+  :class:`PolicyOff`, :class:`Stall`, :class:`StallEnd`, :class:`Gap`,
+  :class:`Lost`, :class:`Reconstructed`, :class:`DeadLettered`,
+  :class:`Checkpointed`.
+- ``supervision``: :class:`ChildStarted`, :class:`StartFailed`,
+  :class:`Exited`, :class:`Restarted`, :class:`BackingOff`, :class:`GaveUp`,
+  :class:`Terminated`, :class:`Deleted`, :class:`NodeStarted`,
+  :class:`NodeExited`, :class:`NodeHung`.
+- ``scaleout``: :class:`ScaledOut`, :class:`ScaledIn`.
+- ``fabric``: :class:`Reconnected`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Final, Protocol, TypeVar
+
+from diaspora.log import FilteringBoundLogger, get_logger
+
+__all__ = [
+    "EVENTS_PREFIX",
+    "BackingOff",
+    "CaughtUp",
+    "Checkpointed",
+    "ChildStarted",
+    "Crashed",
+    "DeadLettered",
+    "Deleted",
+    "Event",
+    "EventSink",
+    "Exited",
+    "Fenced",
+    "Gap",
+    "GaveUp",
+    "Lag",
+    "Level",
+    "LogSink",
+    "Lost",
+    "MemorySink",
+    "NodeExited",
+    "NodeHung",
+    "NodeStarted",
+    "PolicyOff",
+    "PolicyOn",
+    "Reconnected",
+    "Reconstructed",
+    "Restarted",
+    "ScaledIn",
+    "ScaledOut",
+    "Stall",
+    "StallEnd",
+    "StartFailed",
+    "Started",
+    "Stopped",
+    "Terminated",
+    "UnknownEvent",
+    "decode_record",
+    "event_subject",
+    "log_event",
+]
+
+EVENTS_PREFIX: Final = "diaspora.events"
+_BAD_TOKEN_CHARS: Final = re.compile(r"[\s.*>]")
+
+
+def _token(name: str) -> str:
+    return _BAD_TOKEN_CHARS.sub("_", name) or "_"
+
+
+def event_subject(category: str, name: str, kind: str) -> str:
+    """``diaspora.events.<category>.<name>.<kind>``, each part made a single token.
+
+    >>> event_subject("actor", "root.sum", "crashed")
+    'diaspora.events.actor.root_sum.crashed'
+    """
+    return f"{EVENTS_PREFIX}.{_token(category)}.{_token(name)}.{_token(kind)}"
+
+
+class Level(StrEnum):
+    """The log level of an event."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One observable fact. ``name`` is who it is about (an actor id, a supervisor name...).
+
+    Subclasses set ``category`` and ``kind`` (the subject tokens) and
+    ``default_level``; their dataclass fields are the event's fields.
+    """
+
+    category: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    default_level: ClassVar[Level] = Level.INFO
+
+    name: str
+
+    @property
+    def level(self) -> Level:
+        """The level this event is logged at (some kinds depend on their fields)."""
+        return self.default_level
+
+    @property
+    def subject_name(self) -> str:
+        """The subject the event is published under."""
+        return event_subject(self.category, self.name, self.kind)
+
+    def fields(self) -> dict[str, Any]:
+        """The event's fields besides ``name`` (the same in the log line and on the wire)."""
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"
+        }
+
+    def record(self, *, at: float | None = None) -> dict[str, Any]:
+        """The wire record: ``{"category", "name", "kind", "time", **fields}``."""
+        return {
+            "category": self.category,
+            "name": self.name,
+            "kind": self.kind,
+            "time": time.time() if at is None else at,
+            **self.fields(),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownEvent(Event):
+    """An event of a kind this reader does not know (kept whole, never dropped)."""
+
+    of_category: str
+    of_kind: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def subject_name(self) -> str:
+        return event_subject(self.of_category, self.name, self.of_kind)
+
+    def fields(self) -> dict[str, Any]:
+        return dict(self.data)
+
+    def record(self, *, at: float | None = None) -> dict[str, Any]:
+        return {
+            "category": self.of_category,
+            "name": self.name,
+            "kind": self.of_kind,
+            "time": time.time() if at is None else at,
+            **self.data,
+        }
+
+
+def decode_record(record: Mapping[str, Any]) -> Event:
+    """The typed event of a wire record (``time`` is dropped; unknown kinds kept whole).
+
+    >>> decode_record({"category": "actor", "name": "sum", "kind": "lag", "lag": 7})
+    Lag(name='sum', lag=7, catching_up=True)
+    """
+    category = str(record.get("category", ""))
+    kind = str(record.get("kind", ""))
+    name = str(record.get("name", ""))
+    cls = _kinds().get((category, kind))
+    rest = {k: v for k, v in record.items() if k not in ("category", "name", "kind", "time")}
+    if cls is None:
+        return UnknownEvent(name=name, of_category=category, of_kind=kind, data=rest)
+    known = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(name=name, **{k: v for k, v in rest.items() if k in known})
+    except TypeError:  # a field missing: keep the record rather than fail the reader
+        return UnknownEvent(name=name, of_category=category, of_kind=kind, data=rest)
+
+
+def _kinds() -> dict[tuple[str, str], type[Event]]:
+    """Every concrete event type by (category, kind); built once, on first use."""
+    if not _KINDS:
+        # the module's names, not __subclasses__(): slots=True replaces each class once made
+        for value in list(globals().values()):
+            is_kind = isinstance(value, type) and issubclass(value, Event) and bool(value.kind)
+            if is_kind and value is not UnknownEvent:
+                _KINDS[(value.category, value.kind)] = value
+    return _KINDS
+
+
+_KINDS: dict[tuple[str, str], type[Event]] = {}
+
+
+class EventSink(Protocol):
+    """Where events go. ``emit`` must be quick and must not raise."""
+
+    async def emit(self, event: Event) -> None: ...
+
+
+def log_event(log: FilteringBoundLogger, event: Event) -> None:
+    """One structlog line: the kind as the message, ``<category>=<name>`` and the fields."""
+    fields = event.fields()
+    fields.setdefault(event.category or "name", event.name)
+    getattr(log, event.level.value)(event.kind or "event", **fields)
+
+
+class LogSink:
+    """An :class:`EventSink` that only logs (the default where no fabric is at hand)."""
+
+    def __init__(self, log: FilteringBoundLogger | None = None) -> None:
+        self._log = log or get_logger()
+
+    async def emit(self, event: Event) -> None:
+        log_event(self._log, event)
+
+
+_E = TypeVar("_E", bound=Event)
+
+
+class MemorySink:
+    """An :class:`EventSink` that keeps every event (for tests and tools).
+
+    >>> import anyio
+    >>> sink = MemorySink()
+    >>> anyio.run(sink.emit, Lag(name="sum", lag=3))
+    >>> [e.kind for e in sink.events], sink.of(Lag)[0].lag
+    (['lag'], 3)
+    """
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, cls: type[_E], name: str | None = None) -> list[_E]:
+        """The events of one type (and, if given, about ``name``), oldest first."""
+        return [
+            e for e in self.events if isinstance(e, cls) and (name is None or e.name == name)
+        ]
+
+
+# -- actor --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ActorEvent(Event):
+    category: ClassVar[str] = "actor"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Started(_ActorEvent):
+    """The actor restored its checkpoint and is running; ``epoch`` is its fencing epoch."""
+
+    kind: ClassVar[str] = "started"
+    positions: Mapping[str, int]
+    epoch: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stopped(_ActorEvent):
+    """The actor stopped when asked, after a final checkpoint."""
+
+    kind: ClassVar[str] = "stopped"
+    positions: Mapping[str, int]
+    stats: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fenced(_ActorEvent):
+    """A newer instance claimed the actor's checkpoint; this one stopped."""
+
+    kind: ClassVar[str] = "fenced"
+    default_level: ClassVar[Level] = Level.WARNING
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Crashed(_ActorEvent):
+    """``handle`` (or the runtime) raised; ``subject``/``seq`` name the input, if any.
+
+    ``poison`` is true once the input has failed ``max_attempts`` times;
+    ``injected`` marks a fault a test injected.
+    """
+
+    kind: ClassVar[str] = "crashed"
+    default_level: ClassVar[Level] = Level.WARNING
+    reason: str
+    subject: str | None = None
+    seq: int | None = None
+    attempt: int | None = None
+    poison: bool = False
+    injected: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lag(_ActorEvent):
+    """Messages of the inputs not yet handled (reported every second while catching up)."""
+
+    kind: ClassVar[str] = "lag"
+    lag: int
+    catching_up: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaughtUp(_ActorEvent):
+    """The backlog that existed at start has been handled."""
+
+    kind: ClassVar[str] = "caught_up"
+    replayed: int
+    duration_s: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _PolicySwitch(_ActorEvent):
+    subject: str
+    mode: str
+    policy: str
+    reason: str
+    lag: int
+    age_s: float | None = None
+    latency_s: float | None = None
+    arrival_rate: float = 0.0
+    capacity: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyOn(_PolicySwitch):
+    """An input's overload policy took over (``reason``: which bound was crossed)."""
+
+    kind: ClassVar[str] = "policy_on"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyOff(_PolicySwitch):
+    """An input is back to normal handling."""
+
+    kind: ClassVar[str] = "policy_off"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stall(_ActorEvent):
+    """An input with a stall deadline has been silent past it."""
+
+    kind: ClassVar[str] = "stall"
+    default_level: ClassVar[Level] = Level.WARNING
+    subject: str
+    deadline_s: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StallEnd(_ActorEvent):
+    """A stalled input delivered again."""
+
+    kind: ClassVar[str] = "stall_end"
+    subject: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gap(_ActorEvent):
+    """Items ``first..last`` of ``producer`` never reached the actor; recovery starts."""
+
+    kind: ClassVar[str] = "gap"
+    subject: str
+    producer: str | None
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lost(_ActorEvent):
+    """Items neither the stream nor the producer's history still had.
+
+    ``by`` is ``"item"`` (producer item numbers) or ``"seq"`` (stream sequences).
+    """
+
+    kind: ClassVar[str] = "lost"
+    default_level: ClassVar[Level] = Level.WARNING
+    subject: str
+    producer: str | None
+    first: int
+    last: int
+    count: int
+    by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconstructed(_ActorEvent):
+    """Stand-ins for ``count`` lost items were handed to ``handle``."""
+
+    kind: ClassVar[str] = "reconstructed"
+    subject: str
+    producer: str | None
+    first: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLettered(_ActorEvent):
+    """A poison input was moved to the actor's dead-letter subject."""
+
+    kind: ClassVar[str] = "dead_letter"
+    default_level: ClassVar[Level] = Level.WARNING
+    subject: str
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpointed(_ActorEvent):
+    """A checkpoint record was written (``version`` is its KV revision)."""
+
+    kind: ClassVar[str] = "checkpointed"
+    version: int
+    positions: Mapping[str, int]
+
+
+# -- supervision --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SupervisionEvent(Event):
+    """``name`` is the supervisor; ``child`` the child's id."""
+
+    category: ClassVar[str] = "supervision"
+    child: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"supervisor": self.name, **Event.fields(self)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildStarted(_SupervisionEvent):
+    """A child called ``started()``."""
+
+    kind: ClassVar[str] = "started"
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartFailed(_SupervisionEvent):
+    """A child raised before ``started()``."""
+
+    kind: ClassVar[str] = "start_failed"
+    default_level: ClassVar[Level] = Level.WARNING
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exited(_SupervisionEvent):
+    """A child exited by itself (``normal``: it returned or shut down)."""
+
+    kind: ClassVar[str] = "exited"
+    reason: str
+    normal: bool
+
+    @property
+    def level(self) -> Level:
+        return Level.INFO if self.normal else Level.WARNING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Restarted(_SupervisionEvent):
+    """A child was started again after ``cause`` exited (itself or a sibling)."""
+
+    kind: ClassVar[str] = "restarted"
+    incarnation: int
+    attempt: int
+    cause: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackingOff(_SupervisionEvent):
+    """A child's restart waits ``delay_s``."""
+
+    kind: ClassVar[str] = "backoff"
+    attempt: int
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaveUp(_SupervisionEvent):
+    """Too many restarts in the period: the supervisor fails to its parent."""
+
+    kind: ClassVar[str] = "gave_up"
+    default_level: ClassVar[Level] = Level.ERROR
+    reason: str
+    restarts: int
+    intensity: int
+    period: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Terminated(_SupervisionEvent):
+    """The supervisor stopped a child (``reason``: shutdown, killed, or what it raised)."""
+
+    kind: ClassVar[str] = "terminated"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deleted(_SupervisionEvent):
+    """``delete_child`` removed a child's spec."""
+
+    kind: ClassVar[str] = "deleted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeStarted(_SupervisionEvent):
+    """A process node's child process reported it started its subtree."""
+
+    kind: ClassVar[str] = "node_started"
+    incarnation: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeExited(_SupervisionEvent):
+    """A process node's child process exited (``reason`` as for :class:`Exited`)."""
+
+    kind: ClassVar[str] = "node_exited"
+    incarnation: int
+    pid: int
+    returncode: int
+    reason: str
+    error: str | None = None
+
+    @property
+    def level(self) -> Level:
+        return Level.INFO if self.reason in ("normal", "shutdown") else Level.WARNING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeHung(_SupervisionEvent):
+    """A process node's child process missed its heartbeats and was killed."""
+
+    kind: ClassVar[str] = "node_hung"
+    default_level: ClassVar[Level] = Level.WARNING
+    incarnation: int
+    pid: int
+    silent_s: float
+
+
+# -- elastic groups and the fabric ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _GroupEvent(Event):
+    category: ClassVar[str] = "scaleout"
+    replicas: int
+    before: int
+    lag: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScaledOut(_GroupEvent):
+    """A keyed group grew from ``before`` to ``replicas`` replicas."""
+
+    kind: ClassVar[str] = "scale_out"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScaledIn(_GroupEvent):
+    """A keyed group shrank from ``before`` to ``replicas`` replicas."""
+
+    kind: ClassVar[str] = "scale_in"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconnected(Event):
+    """A fabric connection came back after ``down_s`` seconds."""
+
+    category: ClassVar[str] = "fabric"
+    kind: ClassVar[str] = "reconnected"
+    url: str
+    down_s: float | None
