@@ -71,10 +71,7 @@ async def _actor_rate(fabric: Fabric, n: int, actor_id: str) -> tuple[float, Act
     async with anyio.create_task_group() as tg:
         await tg.start(runtime.run)
         started = time.perf_counter()
-        while True:
-            publisher = runtime._publisher
-            if publisher is not None and publisher.acked >= n:
-                break
+        while runtime.outputs_acked < n:  # noqa: ASYNC110
             await anyio.sleep(0.002)
         elapsed = time.perf_counter() - started
         runtime.request_stop()
@@ -141,7 +138,7 @@ async def _catch_up(report: Report, fabric: Fabric, quick: bool) -> None:
         await tg.start(runtime.run)
         started = time.perf_counter()
         tg.start_soon(_fill, fabric, "bench.source", payload, live, "live")
-        while (runtime._publisher is None) or runtime._publisher.acked < live:  # noqa: ASYNC110
+        while runtime.outputs_acked < live:  # noqa: ASYNC110
             await anyio.sleep(0.002)
         steady = live / (time.perf_counter() - started)
         runtime.request_stop()

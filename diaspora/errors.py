@@ -23,6 +23,8 @@ __all__ = [
     "DiasporaError",
     "FabricUnavailable",
     "FencedOut",
+    "HandlerHung",
+    "InjectedFault",
     "NodeCrashed",
     "PayloadTooLarge",
     "PublishTimeout",
@@ -87,6 +89,14 @@ class ActorCrashed(DiasporaError):
         self.actor = actor
         self.reason = reason
         super().__init__(f"actor {actor!r} crashed: {reason!r}")
+
+
+class HandlerHung(DiasporaError, TimeoutError):
+    """``handle`` ran past the actor's ``handle_deadline``; the actor is treated as crashed."""
+
+
+class InjectedFault(DiasporaError):
+    """Raised inside an actor by an injected ``crash`` (never by real code)."""
 
 
 class SupervisorError(DiasporaError):

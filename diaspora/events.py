@@ -142,9 +142,7 @@ class Event:
 
     def fields(self) -> dict[str, Any]:
         """The event's fields besides ``name`` (the same in the log line and on the wire)."""
-        return {
-            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"
-        }
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
 
     def record(self, *, at: float | None = None) -> dict[str, Any]:
         """The wire record: ``{"category", "name", "kind", "time", **fields}``."""
@@ -260,9 +258,7 @@ class MemorySink:
 
     def of(self, cls: type[_E], name: str | None = None) -> list[_E]:
         """The events of one type (and, if given, about ``name``), oldest first."""
-        return [
-            e for e in self.events if isinstance(e, cls) and (name is None or e.name == name)
-        ]
+        return [e for e in self.events if isinstance(e, cls) and (name is None or e.name == name)]
 
 
 # -- actor --------------------------------------------------------------------------

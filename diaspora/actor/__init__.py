@@ -1,17 +1,23 @@
-"""Actors: the user's class, its runtime, mailbox and checkpoints."""
+"""Actors: the user's class, the runtime that drives it over stages, and its checkpoints."""
 
+from diaspora.actor._emit import required_window
+from diaspora.actor._handle import partition_of
+from diaspora.actor._runtime import DEFAULT_RESTART_ALLOWANCE, ActorRuntime, run_actor
 from diaspora.actor.actor import Actor
-from diaspora.actor.checkpoint import Checkpoint, CheckpointSlot
-from diaspora.actor.message import Message
-from diaspora.actor.runtime import ActorRuntime, HandlerHung, required_window, run_actor
+from diaspora.actor.checkpoint import Checkpoint, CheckpointSlot, Section
+from diaspora.errors import HandlerHung
+from diaspora.message import Message
 
 __all__ = [
+    "DEFAULT_RESTART_ALLOWANCE",
     "Actor",
     "ActorRuntime",
     "Checkpoint",
     "CheckpointSlot",
     "HandlerHung",
     "Message",
+    "Section",
+    "partition_of",
     "required_window",
     "run_actor",
 ]

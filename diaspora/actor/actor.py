@@ -33,10 +33,10 @@ from diaspora.errors import ConfigError
 from diaspora.fabric.naming import check_subject
 
 if TYPE_CHECKING:
-    from diaspora.actor.message import Message
-    from diaspora.actor.runtime import ActorRuntime
+    from diaspora.actor._runtime import ActorRuntime
     from diaspora.fabric import Fabric
     from diaspora.log import FilteringBoundLogger
+    from diaspora.message import Message
     from diaspora.streams.history import HistorySpec
 
 __all__ = ["Actor"]
@@ -76,7 +76,7 @@ class Actor:
     handle_deadline: ClassVar[float | None] = None
     history: ClassVar[HistorySpec | None] = None
 
-    _diaspora: ActorRuntime
+    _bound_runtime: ActorRuntime
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -181,7 +181,7 @@ class Actor:
     @property
     def _runtime(self) -> ActorRuntime:
         try:
-            return self._diaspora
+            return self._bound_runtime
         except AttributeError:
             raise RuntimeError(
                 f"{type(self).__qualname__} is not running: start it with run_actor() or a "

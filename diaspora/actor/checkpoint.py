@@ -44,13 +44,22 @@ from diaspora.errors import CheckpointError, DecodeError, FencedOut
 from diaspora.fabric import Fabric
 from diaspora.log import get_logger
 
-__all__ = ["CHECKPOINT_BUCKET", "Checkpoint", "CheckpointSlot", "FailureNote", "kv_key"]
+__all__ = [
+    "CHECKPOINT_BUCKET",
+    "Checkpoint",
+    "CheckpointSlot",
+    "FailureNote",
+    "Section",
+    "kv_key",
+]
 
 #: KV bucket (and object store) holding every actor's checkpoint.
 CHECKPOINT_BUCKET: Final = "diaspora-checkpoints"
 #: Encoded states larger than this go to the object store.
 DEFAULT_INLINE_LIMIT: Final = 1024 * 1024
-_FORMAT: Final = 1
+#: 1: feature fields at the top level (up to 0.1); 2: positions, state and named sections.
+_FORMAT: Final = 2
+_READABLE_FORMATS: Final = frozenset({1, 2})
 _KEY_BAD = re.compile(r"[^-_.A-Za-z0-9]")
 
 
@@ -60,18 +69,24 @@ def kv_key(actor: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Section:
+    """One stage's part of a checkpoint: its content and the version it was written with."""
+
+    version: int
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """One saved checkpoint.
+    """One saved checkpoint: positions, state, and the sections stages keep.
 
     ``positions[subject]`` is the last stream sequence of that input whose
     effect ``state`` includes; a restart consumes from ``position + 1``.
-    ``items[subject]`` is the last item number emitted on an output subject,
-    ``out_seqs[subject]`` a stream sequence of that output known to precede
-    every output emitted after this checkpoint (where a replay scan starts).
-    ``seen[subject][producer]`` is the last item number of that producer the
-    state includes (a skip after it is a gap to replay from its history);
-    ``tails[subject][producer]`` the payload of that last item (small ones
-    only), the left neighbour a reconstructor needs after a restart.
+    ``sections[name]`` belongs to the runtime stage of that name (for
+    example ``outputs``: the last item number and stream sequence per output
+    subject; ``recovery``: the last item number and payload per input and
+    producer), each with its own version, so a stage added later keeps its
+    state without changing the record's format.
     """
 
     actor: str
@@ -79,14 +94,16 @@ class Checkpoint:
     epoch: int
     instance: str
     positions: Mapping[str, int] = field(default_factory=dict)
-    items: Mapping[str, int] = field(default_factory=dict)
-    out_seqs: Mapping[str, int] = field(default_factory=dict)
-    seen: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    tails: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
+    sections: Mapping[str, Section] = field(default_factory=dict)
     state: Any = None
     snapshot_at: float = 0.0
     written_at: float = 0.0
     state_ref: str | None = None
+
+    def section(self, name: str) -> Any:
+        """The content of section ``name`` (``{}`` when the record has none)."""
+        found = self.sections.get(name)
+        return found.data if found is not None else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +187,7 @@ class CheckpointSlot:
         *,
         positions: Mapping[str, int],
         state: Any = None,
-        items: Mapping[str, int] | None = None,
-        out_seqs: Mapping[str, int] | None = None,
-        seen: Mapping[str, Mapping[str, int]] | None = None,
-        tails: Mapping[str, Mapping[str, bytes]] | None = None,
+        sections: Mapping[str, Section] | None = None,
         snapshot_at: float | None = None,
         encoded_state: bytes | None = None,
     ) -> Checkpoint:
@@ -204,10 +218,7 @@ class CheckpointSlot:
             epoch=self.epoch,
             instance=self.instance,
             positions=dict(positions),
-            items=dict(items or {}),
-            out_seqs=dict(out_seqs or {}),
-            seen={s: dict(m) for s, m in (seen or {}).items()},
-            tails={s: dict(m) for s, m in (tails or {}).items()},
+            sections=dict(sections or {}),
             state=state,
             snapshot_at=snapshot_at if snapshot_at is not None else time.time(),
             written_at=time.time(),
@@ -284,10 +295,9 @@ class CheckpointSlot:
             "epoch": record.epoch,
             "instance": record.instance,
             "positions": dict(record.positions),
-            "items": dict(record.items),
-            "out_seqs": dict(record.out_seqs),
-            "seen": {s: dict(m) for s, m in record.seen.items()},
-            "tails": {s: dict(m) for s, m in record.tails.items()},
+            "sections": {
+                name: {"v": sec.version, "data": sec.data} for name, sec in record.sections.items()
+            },
             "snapshot_at": record.snapshot_at,
             "written_at": record.written_at,
             "state_ref": state_ref,
@@ -301,8 +311,11 @@ class CheckpointSlot:
         where = f"checkpoint {CHECKPOINT_BUCKET}/{self.key}"
         try:
             doc = codec.decode(value)
-            if doc.get("format") != _FORMAT:
-                raise CheckpointError(f"{where}: unknown format {doc.get('format')!r}")
+            if doc.get("format") not in _READABLE_FORMATS:
+                raise CheckpointError(
+                    f"{where}: unknown format {doc.get('format')!r} (this version reads "
+                    f"{sorted(_READABLE_FORMATS)}); was it written by a newer diaspora?"
+                )
             state: Any = None
             state_ref = doc.get("state_ref")
             if load_state:
@@ -316,16 +329,7 @@ class CheckpointSlot:
                 epoch=int(doc["epoch"]),
                 instance=str(doc["instance"]),
                 positions={str(k): int(v) for k, v in doc["positions"].items()},
-                items={str(k): int(v) for k, v in doc.get("items", {}).items()},
-                out_seqs={str(k): int(v) for k, v in doc.get("out_seqs", {}).items()},
-                seen={
-                    str(s): {str(p): int(i) for p, i in m.items()}
-                    for s, m in doc.get("seen", {}).items()
-                },
-                tails={
-                    str(s): {str(p): bytes(b) for p, b in m.items()}
-                    for s, m in doc.get("tails", {}).items()
-                },
+                sections=_sections_of(doc),
                 state=state,
                 snapshot_at=float(doc.get("snapshot_at", 0.0)),
                 written_at=float(doc.get("written_at", 0.0)),
@@ -376,4 +380,19 @@ def _note_map(note: FailureNote) -> dict[str, Any]:
         "attempts": note.attempts,
         "reason": note.reason,
         "traceback": note.traceback[-16_000:],
+    }
+
+
+def _sections_of(doc: Mapping[str, Any]) -> dict[str, Section]:
+    """The sections of a stored record; format 1's top-level fields become sections."""
+    if doc.get("format") == 1:
+        return {
+            "outputs": Section(
+                1, {"items": doc.get("items", {}), "out_seqs": doc.get("out_seqs", {})}
+            ),
+            "recovery": Section(1, {"seen": doc.get("seen", {}), "tails": doc.get("tails", {})}),
+        }
+    return {
+        str(name): Section(int(raw["v"]), raw["data"])
+        for name, raw in doc.get("sections", {}).items()
     }

@@ -48,9 +48,11 @@ from nats.js.object_store import ObjectStore
 from diaspora import codec
 from diaspora.errors import (
     ConfigError,
+    DecodeError,
     FabricUnavailable,
     PayloadTooLarge,
     PublishTimeout,
+    StreamNotFound,
 )
 from diaspora.fabric import headers as H
 from diaspora.fabric.naming import (
@@ -637,6 +639,48 @@ class Fabric:
         if data is None:
             raise FabricUnavailable(f"blob {ref!r} of message on {msg.subject!r} has no data")
         return data
+
+    # temporary (replaced by the sealed fabric's own): what the actor runtime needs
+    async def stream_bounds(self, subject: str) -> tuple[int, int]:
+        """(first_seq, last_seq) of the stream capturing ``subject``."""
+        try:
+            info = await self.js.stream_info(stream_name(subject))
+        except nats.js.errors.NotFoundError:
+            raise StreamNotFound(f"no stream captures {subject!r}") from None
+        return info.state.first_seq, info.state.last_seq
+
+    async def duplicate_window(self, subject: str) -> float | None:
+        """The duplicate window (s) of the stream capturing ``subject``, None if none."""
+        try:
+            info = await self.js.stream_info(stream_name(subject))
+        except nats.js.errors.NotFoundError:
+            return None
+        return info.config.duplicate_window or 0.0
+
+    async def publish_core(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> bool:
+        """Best-effort core NATS publish; False when disconnected or refused."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return False
+        try:
+            await nc.publish(subject, payload, headers=dict(headers) if headers else None)
+        except (nats.errors.Error, OSError):
+            return False
+        return True
+
+    async def read_blob(self, ref: str) -> bytes:
+        """The bytes of an object-store payload reference ``bucket/name``."""
+        bucket, _, name = ref.partition("/")
+        try:
+            obs = await self.ensure_object_store(bucket)
+            result = await obs.get(name)
+        except Exception as exc:
+            raise DecodeError(f"blob {ref!r} cannot be read: {exc!r}") from exc
+        if result.data is None:
+            raise DecodeError(f"blob {ref!r} is empty")
+        return result.data
 
     @contextlib.asynccontextmanager
     async def subscription(

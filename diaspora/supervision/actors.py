@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from diaspora.actor import Actor, ActorRuntime
 from diaspora.errors import ConfigError
 from diaspora.fabric.naming import check_subject
+from diaspora.stage import StageFactory
 from diaspora.supervision.context import current_child
 from diaspora.supervision.node import (
     DEFAULT_HEARTBEAT_TIMEOUT,
@@ -59,6 +60,8 @@ class ActorStart:
     fabric: Fabric | None = None
     args: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] | None = None
+    #: extra runtime stage factories (see :mod:`diaspora.stage`), e.g. fault injection
+    stages: tuple[StageFactory, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"actor {getattr(self.actor, '__qualname__', self.actor)!r}"
@@ -80,6 +83,10 @@ class ActorStart:
         """The same start function on ``fabric``."""
         return dataclasses.replace(self, fabric=fabric)
 
+    def with_stages(self, stages: tuple[StageFactory, ...]) -> ActorStart:
+        """The same start function, its runtime running ``stages`` too."""
+        return dataclasses.replace(self, stages=(*self.stages, *stages))
+
     def __call__(self, *overrides: Mapping[str, Any]) -> ActorRuntime:
         context = current_child()
         if self.fabric is None:
@@ -95,7 +102,14 @@ class ActorStart:
                     f"merged into the actor's args, got {extra!r}"
                 )
             args.update(extra)
-        return ActorRuntime(self.actor, self.fabric, id=context.path, args=args, inputs=self.inputs)
+        return ActorRuntime(
+            self.actor,
+            self.fabric,
+            id=context.path,
+            args=args,
+            inputs=self.inputs,
+            stages=self.stages,
+        )
 
 
 def check_actor_args(actor: ActorFactory, args: Mapping[str, Any], where: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from diaspora.supervision.spec import ChildSpec, StartFn, SupervisorSpec
 
-__all__ = ["FabricBound", "bind_fabric", "bind_start"]
+__all__ = ["FabricBound", "StageBound", "add_stages", "bind_fabric", "bind_start"]
 
 
 @runtime_checkable
@@ -36,6 +36,32 @@ class FabricBound(Protocol):
     def with_fabric(self, fabric: Any) -> Any:
         """The same start function, using ``fabric`` (``None``: unbound)."""
         ...
+
+
+@runtime_checkable
+class StageBound(Protocol):
+    """A child's start function that runs actors, and can be given extra runtime stages."""
+
+    def with_stages(self, stages: tuple[Any, ...]) -> Any:
+        """The same start function, its actors running ``stages`` too (stage factories)."""
+        ...
+
+
+def add_stages(spec: SupervisorSpec, stages: tuple[Any, ...]) -> SupervisorSpec:
+    """A copy of ``spec`` whose actors, at every depth and in process nodes, run ``stages`` too.
+
+    ``stages`` are stage factories (:data:`diaspora.stage.StageFactory`) that
+    pickle by reference; :mod:`diaspora.testing` installs fault injection so.
+    """
+    children = []
+    for child in spec.children:
+        start = child.start
+        if isinstance(start, SupervisorSpec):
+            start = add_stages(start, stages)
+        elif isinstance(start, StageBound):
+            start = start.with_stages(stages)
+        children.append(child if start is child.start else dataclasses.replace(child, start=start))
+    return dataclasses.replace(spec, children=children)
 
 
 def bind_start(start: StartFn | SupervisorSpec, fabric: Any) -> StartFn | SupervisorSpec:

@@ -105,9 +105,7 @@ async def _signals(stop: anyio.Event, early: list[int], *, task_status: TaskStat
 
 async def _run_subtree(payload: NodePayload, fd: int, stop: anyio.Event) -> None:
     _CURRENT.set(payload.context)  # for the whole process: this task and the ones it starts
-    async with Fabric(
-        list(payload.urls), name=payload.context.path, faults=payload.faults or None
-    ) as fabric:
+    async with Fabric(list(payload.urls), name=payload.context.path) as fabric:
         if stop.is_set():
             return
         runnable = _make(payload, fabric)

@@ -15,8 +15,8 @@ How it works:
   subtree. The child asks Linux to SIGKILL it when the parent dies
   (``PR_SET_PDEATHSIG``, which fires when the spawning *thread* exits: run
   the supervisor on the main thread's event loop), connects to the parent fabric's URLs and
-  runs the subtree (fault injection enabled there when it is on the parent
-  fabric, ``Fabric(faults=True)``): a :class:`~diaspora.supervision.SupervisorSpec` as a
+  runs the subtree (with the extra runtime stages its actors were given,
+  such as fault injection): a :class:`~diaspora.supervision.SupervisorSpec` as a
   supervisor named after the node's path, or a start function (an actor) with
   the node's own :class:`~diaspora.supervision.ChildContext`, so actor ids are
   the same as in-process (``root.sum``).
@@ -68,7 +68,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from diaspora.errors import ConfigError, FabricUnavailable, NodeCrashed
 from diaspora.log import get_logger
-from diaspora.supervision.binding import bind_start
+from diaspora.supervision.binding import StageBound, add_stages, bind_start
 from diaspora.supervision.context import ChildContext, current_child
 from diaspora.supervision.spec import (
     ChildSpec,
@@ -159,8 +159,6 @@ class NodePayload:
     target: StartFn | SupervisorSpec
     urls: tuple[str, ...]
     heartbeat_interval: float
-    #: the parent fabric's ``faults`` flag: actors in the node accept injected faults too
-    faults: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +188,15 @@ class ProcessStart:
     def with_fabric(self, fabric: Fabric | None) -> ProcessStart:
         """The same start function, its node watched from ``fabric``."""
         return dataclasses.replace(self, fabric=fabric)
+
+    def with_stages(self, stages: tuple[Any, ...]) -> ProcessStart:
+        """The same node, the actors inside it running ``stages`` too."""
+        target = self.target
+        if isinstance(target, SupervisorSpec):
+            target = add_stages(target, stages)
+        elif isinstance(target, StageBound):
+            target = target.with_stages(stages)
+        return dataclasses.replace(self, target=target)
 
     def __call__(self, *args: Any) -> ProcessNode:
         context = current_child()
@@ -364,7 +371,6 @@ class ProcessNode:
             target=self.target,
             urls=tuple(urls),
             heartbeat_interval=max(0.02, self.heartbeat_timeout / 4),
-            faults=self.fabric.faults,
         )
         return header + _pickle_tree(payload, f"process node {self.name!r}")
 

@@ -2,7 +2,7 @@
 pause the nats-server, and cut or degrade a link, each returning a record of what was done.
 
 An :class:`Injector` is bound to what it may break: a fabric (to send fault
-orders to actors, see :mod:`diaspora.actor.faults`), an
+orders to actors, see :mod:`diaspora.testing.faults`), an
 :class:`~diaspora.fabric.EmbeddedServer`, a :class:`~diaspora.testing.LinkProxy`
 and a :class:`~diaspora.testing.pids.PidSource` naming the process of an actor
 or node. Every fault is a :class:`FaultSpec`; :meth:`Injector.apply` carries
@@ -39,10 +39,10 @@ import nats.errors
 from anyio.abc import TaskGroup
 
 from diaspora import codec
-from diaspora.actor.faults import fault_subject
 from diaspora.errors import DiasporaError
 from diaspora.fabric import EmbeddedServer, Fabric, ServerState
 from diaspora.log import get_logger
+from diaspora.testing.faults import fault_subject
 from diaspora.testing.pids import PidSource, PidWatcher, is_descendant
 from diaspora.testing.proxy import LinkProxy
 
@@ -269,8 +269,9 @@ class _Active:
 class Injector:
     """Injects faults into what it is bound to, and keeps a record of each (:attr:`records`).
 
-    ``fabric`` carries fault orders to actors (whose fabric must have fault
-    injection on: ``Fabric(faults=True)`` or ``$DIASPORA_FAULTS=1``) and
+    ``fabric`` carries fault orders to actors (which must run the
+    :class:`~diaspora.testing.faults.FaultInjection` stage, as a
+    :class:`~diaspora.testing.Workflow`'s actors do) and
     should reach the server directly, not through ``proxy``. ``pids`` names
     the process of an actor or node (a :class:`~diaspora.testing.Workflow`;
     by default a :class:`~diaspora.testing.pids.PidWatcher` on ``fabric``,
@@ -541,8 +542,8 @@ class Injector:
                 raise InjectionError(
                     f"{fault.describe()}: actor {actor!r} did not take the order on {subject!r} "
                     f"within {self.order_timeout}s ({unanswered} unanswered): is it running, "
-                    "reachable (server up, link not cut), and is fault injection on "
-                    "(Fabric(faults=True) or DIASPORA_FAULTS=1)?"
+                    "reachable (server up, link not cut), and does it run the "
+                    "FaultInjection stage (Workflow(faults=True), or stages=[FaultInjection])?"
                 )
             try:
                 reply = await self.fabric.nc.request(

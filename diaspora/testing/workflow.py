@@ -8,7 +8,7 @@ nothing outlives it: leaving the ``async with`` stops the tree in reverse
 start order and then checks that every process it started is gone
 (:attr:`Workflow.orphans`, killed if there were any).
 
-Its fabric has fault injection on (``faults=True``), so an
+Its actors run the fault-injection stage (``faults=True``), so an
 :class:`~diaspora.testing.Injector` can crash, hang and freeze its actors,
 including those in process nodes. Run it on the main thread's event loop or
 in a blocking portal that lives as long as it does: process nodes die with
@@ -53,7 +53,9 @@ from diaspora.supervision import (
     fabric_events,
     load_config,
 )
+from diaspora.supervision.binding import add_stages
 from diaspora.supervision.node import HOST_MODULE
+from diaspora.testing.faults import FaultInjection
 from diaspora.testing.pids import PidWatcher, child_processes, is_running
 from diaspora.testing.waiting import wait_until
 
@@ -182,16 +184,17 @@ class Workflow:
         try:
             self._hosts_before = set(child_processes(command=HOST_MODULE))
             fabric = await stack.enter_async_context(
-                Fabric(self.url, name=self.name, faults=self.faults, **self._fabric_options)
+                Fabric(self.url, name=self.name, **self._fabric_options)
             )
             self._fabric = fabric
             self._watcher = await stack.enter_async_context(
                 PidWatcher(self._observer if self._observer is not None else fabric)
             )
             self._sink = _RecordingSink(fabric)
-            self._supervisor = Supervisor(
-                self.config.bind(fabric), name=self.name, on_event=self._sink
-            )
+            spec = self.config.bind(fabric)
+            if self.faults:
+                spec = add_stages(spec, (FaultInjection,))
+            self._supervisor = Supervisor(spec, name=self.name, on_event=self._sink)
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._stop)  # before the task group waits for the tree
             with anyio.fail_after(self.start_timeout):

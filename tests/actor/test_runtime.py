@@ -13,11 +13,12 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from diaspora import Actor, ActorRuntime, Message, codec
-from diaspora.actor import CheckpointSlot, HandlerHung
-from diaspora.actor.runtime import required_window
+from diaspora.actor import CheckpointSlot, HandlerHung, required_window
+from diaspora.actor._emit import OutputScan
 from diaspora.errors import ActorCrashed, ConfigError, FencedOut
 from diaspora.fabric import Fabric, stream_name
 from diaspora.testing import wait_until
+from diaspora.testing.faults import FaultInjection, fault_subject
 from diaspora.testing.streams import read_stream
 from tests.actor.sample_actors import Counter, Hoarder, Picky, RunningSum, Sleepy
 from tests.actor.test_exactly_once import run_until, stream_count
@@ -115,7 +116,7 @@ async def test_restart_resumes_from_checkpoint_position_not_broker_state(fabric:
         await fabric.publish("numbers", {"x": x})
     second = ActorRuntime(RunningSum, fabric, id="sum")
     await run_until(second, lambda: _true_after(second, 15))
-    assert second.stats["handled"] == 5  # only what came after the checkpoint
+    assert second.stats.handled == 5  # only what came after the checkpoint
     sums = [m.data["total"] for m in await read_stream(fabric, "sums")]
     assert sums == [sum(range(i + 1)) for i in range(15)]
 
@@ -203,9 +204,9 @@ async def test_replay_after_the_duplicate_window_passed_still_emits_once(
     """JetStream forgets ids after the window; the runtime's output scan must not."""
     await fabric.ensure_stream("echo.in")
     await fabric.ensure_stream("echo.out", duplicate_window=0.5)
-    monkeypatch.setattr("diaspora.actor.runtime.required_window", lambda *_: 0.5)
+    monkeypatch.setattr("diaspora.actor._runtime.required_window", lambda *_: 0.5)
     if not scan:
-        monkeypatch.setattr(ActorRuntime, "_scan_outputs_if_window_passed", _no_scan)
+        monkeypatch.setattr(OutputScan, "scan", _no_scan)
     for _ in range(5):
         await fabric.publish("echo.in", {})
     first = ActorRuntime(Echo, fabric, id="echo")
@@ -222,12 +223,12 @@ async def test_replay_after_the_duplicate_window_passed_still_emits_once(
     seqs = [m.data["seq"] for m in await read_stream(fabric, "echo.out")]
     if scan:
         assert seqs == list(range(1, 21))
-        assert final.stats["skipped_replay"] == 10
+        assert final.stats.skipped_replay == 10
     else:
         assert seqs != list(range(1, 21))  # without the scan, replay duplicates outputs
 
 
-async def _no_scan(self: ActorRuntime, checkpoint: Any) -> None:
+async def _no_scan(self: OutputScan, *args: Any) -> None:
     return None
 
 
@@ -296,13 +297,14 @@ async def test_injected_faults_crash_and_hang_without_poisoning(fabric: Fabric) 
     await fabric.ensure_stream("work")
     for _ in range(3):
         await fabric.publish("work", {"hang": False})
-    runtime = ActorRuntime(Sleepy, fabric, id="sleepy")
-    runtime.inject("crash")
+    faults = FaultInjection()
+    runtime = ActorRuntime(Sleepy, fabric, id="sleepy", stages=[lambda: faults])
+    faults.inject("crash")
     with pytest.raises(ActorCrashed) as crashed:
         await runtime.run()
     assert type(crashed.value.reason).__name__ == "InjectedFault"
-    runtime = ActorRuntime(Sleepy, fabric, id="sleepy")
-    runtime.inject("hang")  # Sleepy's handle_deadline (0.5 s) turns it into a crash
+    runtime = ActorRuntime(Sleepy, fabric, id="sleepy", stages=[lambda: faults])
+    faults.inject("hang")  # Sleepy's handle_deadline (0.5 s) turns it into a crash
     with pytest.raises(ActorCrashed) as crashed:
         await runtime.run()
     assert isinstance(crashed.value.reason, HandlerHung)
@@ -314,11 +316,9 @@ async def test_injected_faults_crash_and_hang_without_poisoning(fabric: Fabric) 
 
 
 async def test_faults_arrive_over_the_control_subject(nats_server: Any) -> None:
-    from diaspora.actor.faults import fault_subject
-
-    async with Fabric(nats_server.url, faults=True) as fabric:
+    async with Fabric(nats_server.url) as fabric:
         await fabric.ensure_stream("work")
-        runtime = ActorRuntime(Sleepy, fabric, id="sleepy")
+        runtime = ActorRuntime(Sleepy, fabric, id="sleepy", stages=[FaultInjection])
         crashes: list[BaseException] = []
         try:
             async with anyio.create_task_group() as tg:

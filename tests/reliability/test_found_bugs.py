@@ -64,7 +64,7 @@ async def test_messages_lost_in_transit_on_a_reset_link_are_delivered_not_declar
                 await fabric.publish("gap.in", {"i": i})
             await wait_until(lambda: outputs_at_least(60), timeout=20)
             runtime.request_stop()
-    assert runtime.stats["lost"] == 0
+    assert runtime.stats.lost == 0
     assert await count(fabric, "gap.out") == 60
 
 

@@ -13,6 +13,8 @@ import pytest
 from diaspora import ActorRuntime, codec
 from diaspora.fabric import EmbeddedServer, Fabric
 from diaspora.streams import OverloadPolicy, Policy, QosSpec, declare_qos
+from diaspora.streams._stages import FlowGateStage, QosAdmission
+from diaspora.streams.flow import FlowGate
 from diaspora.testing import wait_until
 from diaspora.testing.streams import read_stream
 from tests.streams.qos_actors import Collector, ForgetfulSensor, Sensor, Throttle
@@ -85,11 +87,11 @@ async def run_past_retention(
         async with running(first):
             await wait_until(lambda: first.positions.get("temps", 0) >= 20)
         throttle.set(release=300)
-        await wait_until(lambda: sensor_rt.stats["emitted"] >= 300)
+        await wait_until(lambda: sensor_rt.stats.emitted >= 300)
         await wait_until(lambda: stored_up_to(fabric, "temps", 300))  # emits are pipelined
         if restart_producer:
             sensor_rt.request_stop()
-            await wait_until(lambda: sensor_rt.history is None)  # stopped, history closed
+            await wait_until(lambda: not sensor_rt.running)  # stopped, history closed
             sensor_rt = ActorRuntime(
                 sensor, fabric, id="sensor", args=sensor_args, state_dir=tmp_path
             )
@@ -99,7 +101,7 @@ async def run_past_retention(
         second = ActorRuntime(Collector, fabric, id="collector")
         async with running(second):
             await wait_until(lambda: second.positions.get("temps", 0) >= 300, timeout=30)
-        assert second.stats["lost"] == 0 or sensor is ForgetfulSensor
+        assert second.stats.lost == 0 or sensor is ForgetfulSensor
         sensor_rt.request_stop()
 
 
@@ -175,7 +177,7 @@ async def drive_slowdown(
         await wait_until(lambda: collector.positions.get("temps", 0) >= 100)
         throttle.set(handle_delay=4 / rate)  # a quarter of the production rate
         if policy.kind is Policy.BLOCK:  # the producer waits: the consumer never lags far
-            await wait_until(lambda: sensor._gates["temps"].blocked_s > 1.0, timeout=30)
+            await wait_until(lambda: _gate(sensor).blocked_s > 1.0, timeout=30)
         else:
             await wait_until(lambda: events.of("collector", "policy_on"), timeout=30)
         slowed_at = collector.positions["temps"]
@@ -183,7 +185,7 @@ async def drive_slowdown(
         throttle.set(handle_delay=0.0)  # the slowdown ends
         if policy.kind is not Policy.BLOCK:
             await wait_until(lambda: events.of("collector", "policy_off"), timeout=30)
-        recovered_at = sensor.stats["emitted"]
+        recovered_at = sensor.stats.emitted
         throttle.set(release=recovered_at + 200)
         await wait_until(lambda: collector.positions["temps"] >= recovered_at + 200, timeout=30)
     return sensor, collector
@@ -206,7 +208,7 @@ async def test_decimate_handles_one_item_in_k_while_overloaded(
     items = [x["item"] for x in out]
     on = events.of("collector", "policy_on")[0]
     assert on["policy"] == "decimate"
-    assert collector.stats["skipped"] > 0
+    assert collector.stats.skipped > 0
     # while degraded only multiples of 4 (by stream sequence) were handled
     skipped = sorted(set(range(1, items[-1] + 1)) - set(items))
     assert skipped
@@ -214,7 +216,8 @@ async def test_decimate_handles_one_item_in_k_while_overloaded(
     assert all(seq % 4 == 0 for seq in gaps_handled)
     # after the slowdown: every item again, and the stream back to normal mode
     assert items[-200:] == list(range(items[-200], items[-200] + 200))
-    assert collector.flows["temps"].mode.value == "normal"
+    (qos,) = [s for s in collector.stages if isinstance(s, QosAdmission)]
+    assert qos.flows["temps"].mode.value == "normal"
 
 
 async def test_aggregate_combines_n_items_while_overloaded(fabric: Fabric, tmp_path: Path) -> None:
@@ -240,11 +243,11 @@ async def test_drop_oldest_skips_to_the_newest_items_while_overloaded(
         )
     out = await collected(fabric)
     items = [x["item"] for x in out]
-    assert collector.stats["skipped"] > 0
+    assert collector.stats.skipped > 0
     assert items == sorted(items)
     assert len(items) < items[-1]
     assert items[-200:] == list(range(items[-200], items[-200] + 200))
-    assert collector.stats["max_lag"] <= 2 * 100  # held at the bound, give or take a batch
+    assert collector.stats.max_lag <= 2 * 100  # held at the bound, give or take a batch
 
 
 async def test_block_slows_the_producer_and_loses_nothing(fabric: Fabric, tmp_path: Path) -> None:
@@ -254,11 +257,11 @@ async def test_block_slows_the_producer_and_loses_nothing(fabric: Fabric, tmp_pa
         )
     out = await collected(fabric)
     assert [x["item"] for x in out] == list(range(1, len(out) + 1))  # nothing lost
-    assert sensor.stats["emitted"] == out[-1]["item"]
-    assert collector.stats["skipped"] == 0
-    gate = sensor._gates["temps"]
+    assert sensor.stats.emitted == out[-1]["item"]
+    assert collector.stats.skipped == 0
+    gate = _gate(sensor)
     assert gate.blocked_s > 1.0  # the producer waited for its consumer
-    assert collector.stats["max_lag"] <= 2 * 100  # the bound, give or take a batch in flight
+    assert collector.stats.max_lag <= 2 * 100  # the bound, give or take a batch in flight
 
 
 async def test_a_stall_is_reported_and_filled_with_reconstructed_items(
@@ -275,7 +278,7 @@ async def test_a_stall_is_reported_and_filled_with_reconstructed_items(
     async with watching(fabric) as events, running(sensor), running(collector):
         await wait_until(lambda: collector.positions.get("temps", 0) >= 20)
         await wait_until(lambda: events.of("collector", "stall"), timeout=10)
-        await wait_until(lambda: collector.stats["reconstructed"] >= 5, timeout=10)
+        await wait_until(lambda: collector.stats.reconstructed >= 5, timeout=10)
         throttle.set(release=40)  # the stream flows again
         await wait_until(lambda: collector.positions.get("temps", 0) >= 40, timeout=10)
         await wait_until(lambda: events.of("collector", "stall_end"), timeout=10)
@@ -313,7 +316,7 @@ async def test_scale_out_adds_replicas_while_slow_and_keeps_per_key_exactly_once
         await wait_until(lambda: group.replicas == 4, timeout=60)
         throttle.set(handle_delay=0.0)  # the slowdown ends
         await wait_until(lambda: group.replicas == 1, timeout=60)
-        last = sensor.stats["emitted"]
+        last = sensor.stats.emitted
         throttle.set(release=last)
         await wait_until(lambda: _all_counted(group, last), timeout=30)
         group.request_stop()
@@ -334,3 +337,10 @@ async def test_scale_out_adds_replicas_while_slow_and_keeps_per_key_exactly_once
 
 def _all_counted(group: Any, last: int) -> bool:
     return bool(group._positions) and min(group._positions.values()) >= last
+
+
+def _gate(runtime: ActorRuntime) -> FlowGate:
+    (stage,) = [s for s in runtime.stages if isinstance(s, FlowGateStage)]
+    gate = stage.gate_of("temps")
+    assert gate is not None
+    return gate

@@ -55,7 +55,7 @@ async def test_crashing_actor_child_is_restarted_from_its_checkpoint_and_emits_o
     assert all("ActorCrashed" in f["reason"] for k, f in events if k == "exited")
     assert isinstance(last, ActorRuntime)
     assert last.id == "root.sum"
-    assert last.stats["handled"] < N  # resumed from a checkpoint, not from the start
+    assert last.stats.handled < N  # resumed from a checkpoint, not from the start
     stored = await read_stream(fabric, "sums")
     assert [m.data for m in stored] == expected_sums(N)
     assert {m.headers["Nats-Msg-Id"].split(":")[0] for m in stored} == {"root.sum"}

@@ -1,0 +1,177 @@
+"""``emit``: stamp the message id and headers, then run the outbound chain to the publisher.
+
+Every output carries ``Nats-Msg-Id``: ``<actor>:<input source>:<output
+index>`` inside ``handle``, ``<actor>:<subject>:<item>`` in a source. The
+outbound stages (history tap, output scan, flow gate) run between the
+stamp and the publisher. The emitter keeps the ``outputs`` checkpoint
+section: the last item number per output subject, and a stream sequence of
+each output known to precede everything emitted after the checkpoint (where
+a scan for already-emitted outputs starts after a long outage).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from diaspora import codec
+from diaspora.actor._handle import HANDLING
+from diaspora.fabric import headers as H
+from diaspora.fabric.naming import check_subject
+from diaspora.fabric.publisher import OrderedPublisher
+from diaspora.fabric.reader import read_stored
+from diaspora.stage import Host, NextOut, Outbound, Stage
+
+__all__ = ["Emitter", "OutputScan", "required_window"]
+
+
+def required_window(checkpoint_interval: float, restart_allowance: float) -> float:
+    """The duplicate window (s) an actor's output streams need: ``interval + allowance``.
+
+    Outputs emitted after the last checkpoint are re-emitted on replay; the
+    oldest of them is at most ``checkpoint_interval`` seconds older than the
+    crash, and the restart must replay it within ``restart_allowance``.
+
+    >>> required_window(5.0, 60.0)
+    65.0
+    """
+    return checkpoint_interval + restart_allowance
+
+
+class OutputScan(Stage):
+    """After an outage longer than half the duplicate window, skip outputs already emitted.
+
+    JetStream forgets message ids after its duplicate window; if half of it
+    has passed since the checkpoint's snapshot, the ids of this actor's
+    outputs made since then are read (headers only) and not published again.
+    """
+
+    name = "output_scan"
+
+    def __init__(self) -> None:
+        self._skip: set[str] = set()
+        self._host: Host | None = None
+
+    async def scan(self, host: Host, snapshot_at: float, outputs: Mapping[str, Any]) -> None:
+        """Learn which outputs were emitted since ``snapshot_at`` (call before consuming).
+
+        ``outputs`` is the emitter's checkpoint section (items and out_seqs per subject).
+        """
+        self._host = host
+        age = time.time() - snapshot_at
+        out_seqs: Mapping[str, int] = outputs.get("out_seqs", {})
+        for subject in sorted(set(out_seqs) | set(outputs.get("items", {}))):
+            last_seq = out_seqs.get(subject, 0)
+            window = await host.fabric.duplicate_window(subject)
+            if window is None or age < window / 2:
+                continue
+            found = 0
+            async for stored in read_stored(
+                host.fabric, subject, start_seq=last_seq + 1, headers_only=True
+            ):
+                if stored.headers.get(H.ACTOR) == host.id:
+                    msg_id = stored.headers.get(H.MSG_ID)
+                    if msg_id:
+                        self._skip.add(msg_id)
+                        found += 1
+            host.log.info(
+                "outputs_scanned",
+                subject=subject,
+                from_seq=last_seq + 1,
+                own_outputs=found,
+                checkpoint_age_s=round(age, 1),
+                window_s=window,
+            )
+
+    def overrides(self, hook: str) -> bool:
+        return hook == "outbound" and bool(self._skip)
+
+    async def outbound(self, out: Outbound, next: NextOut) -> None:
+        if out.msg_id in self._skip:
+            self._skip.discard(out.msg_id)
+            assert self._host is not None
+            self._host.stats.skipped_replay += 1
+            return
+        await next(out)
+
+
+class Emitter(Stage):
+    """Stamps outputs, drives them through the outbound chain, keeps the ``outputs`` section."""
+
+    name = "emitter"
+    section = "outputs"
+
+    def __init__(self, host: Host, ensure_output: Callable[[str], Any]) -> None:
+        self._host = host
+        self._ensure_output = ensure_output
+        self.publisher: OrderedPublisher | None = None
+        #: the last item number emitted per output subject
+        self.items: dict[str, int] = {}
+        #: per output subject: a stream sequence preceding every output since the checkpoint
+        self.out_seqs: dict[str, int] = {}
+        self.ready: set[str] = set()
+        self._chain: NextOut = self._publish
+
+    def build(self, stages: Sequence[Stage]) -> None:
+        """Chain the outbound stages (first in the list runs first) before the publisher."""
+        chain: NextOut = self._publish
+        for stage in reversed([s for s in stages if s.overrides("outbound")]):
+            chain = functools.partial(stage.outbound, next=chain)
+        self._chain = chain
+
+    def snapshot(self) -> Any:
+        publisher = self.publisher
+        out_seqs = dict(self.out_seqs)
+        if publisher is not None:
+            out_seqs.update(publisher.last_seq)
+        return {"items": dict(self.items), "out_seqs": out_seqs}
+
+    def restore(self, data: Any, version: int) -> None:
+        self.items = {str(k): int(v) for k, v in data.get("items", {}).items()}
+        self.out_seqs = {str(k): int(v) for k, v in data.get("out_seqs", {}).items()}
+
+    async def emit(
+        self,
+        subject: str,
+        data: Any,
+        *,
+        key: str | None,
+        headers: Mapping[str, str] | None,
+        item: int | None,
+    ) -> Outbound:
+        host = self._host
+        if subject not in self.ready:
+            check_subject(subject, where=f"actor {host.id!r}: emit subject")
+            await self._ensure_output(subject)
+        payload = codec.encode(data)
+        last = self.items.get(subject, 0)
+        number = item if item is not None else last + 1
+        if number > last:
+            self.items[subject] = number
+        hdrs = dict(headers) if headers else {}
+        handling = HANDLING.get()
+        if handling is not None:
+            msg_id = handling.next_id(host.id)
+            hdrs[H.SOURCE] = handling.source
+            if handling.reconstructed:
+                hdrs[H.RECONSTRUCTED] = "1"
+        else:
+            msg_id = f"{host.id}:{subject}:{number}"
+        hdrs[H.ACTOR] = host.id
+        hdrs[H.ITEM] = str(number)
+        hdrs[H.EMITTED_AT] = repr(time.time())
+        if key is not None:
+            hdrs[H.KEY] = key
+        source = handling.source if handling is not None else None
+        out = Outbound(subject, payload, hdrs, msg_id, number, source)
+        await self._chain(out)
+        return out
+
+    async def _publish(self, out: Outbound) -> None:
+        publisher = self.publisher
+        assert publisher is not None
+        await publisher.publish(out.subject, out.payload, headers=out.headers, msg_id=out.msg_id)
+        out.published = True
+        self._host.stats.emitted += 1

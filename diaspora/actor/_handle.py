@@ -1,0 +1,181 @@
+"""The last inbound stages: partition filter, decode, and ``handle`` with its deadline.
+
+While ``handle`` runs, :data:`HANDLING` holds which input it is handling (a
+:class:`Handling` value): ``emit`` reads it to derive each output's message
+id, so nothing about the message at hand is kept on the runtime itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from diaspora import codec
+from diaspora.errors import ActorCrashed, DecodeError, HandlerHung
+from diaspora.fabric import headers as H
+from diaspora.message import Message
+from diaspora.stage import Host, Inbound, Next, Stage
+
+if TYPE_CHECKING:
+    from diaspora.actor._poison import Poison
+    from diaspora.actor.actor import Actor
+
+__all__ = ["HANDLING", "Decode", "HandleStage", "HandlerHung", "Handling", "Partition"]
+
+
+@dataclass(slots=True)
+class Handling:
+    """The input ``handle`` is working on: names it in output ids, counts its outputs."""
+
+    source: str
+    reconstructed: bool
+    outputs: int = 0
+
+    def next_id(self, actor: str) -> str:
+        """``<actor>:<source>:<output index>`` for the next output of this input."""
+        msg_id = f"{actor}:{self.source}:{self.outputs}"
+        self.outputs += 1
+        return msg_id
+
+
+HANDLING: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
+    "diaspora_handling", default=None
+)
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of ``key`` among ``partitions`` (CRC-32, stable across processes).
+
+    >>> partition_of("sensor-7", 4)
+    2
+    """
+    return zlib.crc32(key.encode()) % partitions
+
+
+class Partition(Stage):
+    """Passes on only the items of partition ``k`` of ``n`` (keyed scale-out).
+
+    The key is ``Diaspora-Key``, else ``<producer>#<item>``, else the stream sequence.
+    """
+
+    name = "partition"
+
+    def __init__(self, k: int, n: int) -> None:
+        self.k, self.n = k, n
+
+    def mine(self, item: Inbound) -> bool:
+        headers = item.headers
+        key = headers.get(H.KEY)
+        if key is None:
+            producer, number = headers.get(H.ACTOR), headers.get(H.ITEM)
+            key = f"{producer}#{number}" if producer and number else str(item.seq)
+        return partition_of(key, self.n) == self.k
+
+    async def inbound(self, item: Inbound, next: Next) -> None:
+        if item.reconstructed or self.mine(item):
+            await next(item)
+
+
+class Decode(Stage):
+    """Turns the payload (or its object-store blob) into a :class:`~diaspora.Message`.
+
+    An undecodable stream message is dead-lettered; an undecodable replayed
+    item is logged and skipped (it never was in the stream).
+    """
+
+    name = "decode"
+
+    def __init__(self) -> None:
+        self._host: Host | None = None
+
+    async def setup(self, host: Host) -> None:
+        self._host = host
+
+    async def inbound(self, item: Inbound, next: Next) -> None:
+        if item.message is None:
+            host = self._host
+            assert host is not None
+            payload = item.payload
+            try:
+                if H.BLOB in item.headers:
+                    payload = await host.fabric.read_blob(item.headers[H.BLOB])
+                data = codec.decode(payload)
+            except DecodeError as exc:
+                if item.replayed:
+                    host.log.warning(
+                        "replayed_item_undecodable",
+                        subject=item.subject,
+                        producer=item.producer,
+                        item=item.item,
+                        error=str(exc),
+                    )
+                else:
+                    await host.dead_letter(item, f"undecodable payload: {exc}", "", 0)
+                return
+            item.message = Message(
+                data=data,
+                subject=item.subject,
+                seq=item.seq,
+                headers=item.headers,
+                timestamp=item.timestamp,
+                reconstructed=item.reconstructed or item.headers.get(H.RECONSTRUCTED) == "1",
+                payload=payload,
+                replayed=item.replayed,
+            )
+        await next(item)
+
+
+class HandleStage(Stage):
+    """Calls the actor's ``handle`` under its deadline and the replica's handle guard.
+
+    A failure is recorded against the stream message being processed (for
+    poison detection), then the actor crashes with it.
+    """
+
+    name = "handle"
+
+    def __init__(
+        self, actor: Actor, poison: Poison, guard: contextlib.AbstractAsyncContextManager[Any]
+    ) -> None:
+        self._actor = actor
+        self._poison = poison
+        self._guard = guard
+        self._host: Host | None = None
+
+    async def setup(self, host: Host) -> None:
+        self._host = host
+
+    async def inbound(self, item: Inbound, next: Next) -> None:
+        host = self._host
+        message = item.message
+        assert host is not None
+        assert message is not None
+        actor = self._actor
+        deadline = actor.handle_deadline
+        token = HANDLING.set(Handling(item.source, message.reconstructed))
+        try:
+            async with self._guard:
+                if deadline is None:
+                    await actor.handle(message)
+                else:
+                    with anyio.move_on_after(deadline) as scope:
+                        await actor.handle(message)
+                    if scope.cancelled_caught:
+                        raise HandlerHung(
+                            f"actor {host.id!r}: handle of {item.source} ran past its deadline "
+                            f"of {deadline}s"
+                        )
+        except Exception as exc:
+            origin = item.stream_message
+            if origin.seq:
+                await self._poison.note_failure(origin, exc)
+            raise ActorCrashed(host.id, exc) from exc
+        finally:
+            HANDLING.reset(token)
+        item.handled = True
+        host.stats.handled += 1

@@ -1,0 +1,131 @@
+"""The standard pipeline: which stages an actor's runtime drives, in which order.
+
+Inbound, first to last::
+
+    poison → gap recovery → [partition] → decode → [QoS admission] → extra… → handle
+
+Outbound, first to last (then the publisher)::
+
+    extra… → [history tap] → output scan → [flow gate]
+
+Bracketed stages are there only when they apply (a partition, a declared
+QoS spec, a history). Extra stages (fault injection, or a later layer's)
+run just before ``handle`` inbound and first outbound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from diaspora.actor._emit import Emitter, OutputScan
+from diaspora.actor._handle import Decode, HandleStage, Partition
+from diaspora.actor._poison import Poison
+from diaspora.actor.actor import Actor
+from diaspora.actor.checkpoint import CheckpointSlot
+from diaspora.actor.mailbox import Delivery
+from diaspora.fabric.publisher import OrderedPublisher
+from diaspora.stage import Host, Inbound, Next, Stage
+from diaspora.streams._recovery import GapRecovery
+from diaspora.streams._stages import FlowGateStage, HistoryTap, QosAdmission
+from diaspora.streams.history import HistoryBuffer
+from diaspora.streams.qos import QosSpec
+from diaspora.streams.registry import lookup_qos
+
+__all__ = ["Pipeline", "build_pipeline", "inbound_of", "link"]
+
+
+@dataclass(slots=True)
+class Pipeline:
+    """The stages of one runtime start, by role."""
+
+    inbound: list[Stage]
+    outbound: list[Stage]
+    poison: Poison
+    recovery: GapRecovery
+    scan: OutputScan
+    gate: FlowGateStage
+    emitter: Emitter
+
+    @property
+    def all(self) -> list[Stage]:
+        """Every stage once, in inbound then outbound order."""
+        seen: dict[int, Stage] = {}
+        for stage in [*self.inbound, *self.outbound, self.emitter]:
+            seen.setdefault(id(stage), stage)
+        return list(seen.values())
+
+    def add_history(self, history: HistoryBuffer) -> None:
+        """Tap every output into ``history`` (before the output scan, so skipped ones too)."""
+        at = self.outbound.index(self.scan)
+        self.outbound.insert(at, HistoryTap(history))
+
+
+async def build_pipeline(
+    host: Host,
+    actor: Actor,
+    slot: CheckpointSlot,
+    *,
+    inputs: Sequence[str],
+    partition: tuple[int, int] | None,
+    guard: contextlib.AbstractAsyncContextManager[Any],
+    extra: Sequence[Stage],
+    ensure_output: Callable[[str], Any],
+    publisher_of: Callable[[], OrderedPublisher],
+) -> Pipeline:
+    """Make the stages of one start; reads the inputs' QoS specs (reconstructors load now)."""
+    specs: dict[str, QosSpec] = {}
+    reconstructors = {}
+    for subject in inputs:
+        spec = await lookup_qos(host.fabric, subject)
+        if spec is None:
+            continue
+        specs[subject] = spec
+        reconstructor = spec.make_reconstructor()
+        if reconstructor is not None:
+            reconstructors[subject] = reconstructor
+    poison = Poison(slot)
+    recovery = GapRecovery(reconstructors)
+    inbound: list[Stage] = [poison, recovery]
+    if partition is not None:
+        inbound.append(Partition(*partition))
+    inbound.append(Decode())
+    if specs:
+        inbound.append(QosAdmission(specs, recovery))
+    inbound.extend(extra)
+    inbound.append(HandleStage(actor, poison, guard))
+    scan = OutputScan()
+    gate = FlowGateStage(publisher_of)
+    outbound: list[Stage] = [*extra, scan, gate]
+    emitter = Emitter(host, ensure_output)
+    return Pipeline(inbound, outbound, poison, recovery, scan, gate, emitter)
+
+
+def inbound_of(delivery: Delivery) -> Inbound:
+    """The inbound item of a stream message the mailbox delivered."""
+    subject, seq = delivery.subject, delivery.seq
+    return Inbound(
+        subject,
+        seq,
+        delivery.headers or {},
+        delivery.payload,
+        f"{subject}:{seq}",
+        timestamp=delivery.timestamp,
+        pending=delivery.pending,
+        gap_from=delivery.gap_from,
+    )
+
+
+def link(stages: Sequence[Stage], last: Next | None = None) -> Next:
+    """The inbound chain: each stage's ``inbound`` with the rest of the chain as ``next``."""
+
+    async def end(item: Inbound) -> None:
+        return None
+
+    chain: Next = last or end
+    for stage in reversed([s for s in stages if s.overrides("inbound")]):
+        chain = functools.partial(stage.inbound, next=chain)
+    return chain

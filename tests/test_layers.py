@@ -1,0 +1,148 @@
+"""The layer contract: a layer imports only the layers below it (ARCHITECTURE.md).
+
+Every import in ``diaspora/`` counts: top level, inside functions, and under
+``if TYPE_CHECKING:`` (a type is a dependency too). A failure names the
+importing module, the line and the layer it reached up to.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent / "diaspora"
+
+#: Layer of each top-level module or package of ``diaspora``.
+LAYER_OF = {
+    "errors": "base",
+    "log": "base",
+    "codec": "base",
+    "events": "base",
+    "clock": "base",
+    "backoff": "base",
+    "_tomlfile": "base",
+    "_importpath": "base",
+    "fabric": "fabric",
+    "supervision": "supervision",
+    "message": "pipeline",
+    "stage": "pipeline",
+    "streams": "streams",
+    "actor": "actor",
+    "compute": "compute",
+    "workflow": "workflow",
+    "testing": "testing",
+    "cli": "cli",
+    "__main__": "cli",
+    "__init__": "root",
+}
+
+_FRAMEWORK = {
+    "base", "fabric", "pipeline", "streams", "actor", "supervision", "compute", "workflow"
+}  # fmt: skip
+
+BELOW = {
+    "base": set(),
+    "fabric": {"base"},
+    "supervision": {"base"},  # the OTP kernel knows nothing of NATS or actors
+    "pipeline": {"base", "fabric"},
+    "streams": {"base", "fabric", "pipeline"},
+    "actor": {"base", "fabric", "pipeline", "streams"},
+    "compute": {"base", "fabric", "pipeline", "streams", "actor", "supervision"},
+    "workflow": {"base", "fabric", "pipeline", "streams", "actor", "supervision", "compute"},
+    "testing": _FRAMEWORK,
+    "cli": _FRAMEWORK,
+    "root": set(LAYER_OF.values()),
+}
+
+
+def _layer(module: str) -> str | None:
+    """The layer of a dotted module name under ``diaspora`` (``None`` outside it)."""
+    parts = module.split(".")
+    if parts[0] != "diaspora":
+        return None
+    if len(parts) == 1:
+        return "root"
+    return LAYER_OF.get(parts[1], f"unknown:{parts[1]}")
+
+
+def _imports(path: Path, module: str) -> list[tuple[int, str]]:
+    """(line, module) of every import in the source of ``module``, relative imports resolved."""
+    package = module
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: -node.level]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.append((node.lineno, base))
+            # "from diaspora import codec" imports the module diaspora.codec
+            if base == "diaspora":
+                found += [(node.lineno, f"diaspora.{alias.name}") for alias in node.names]
+    return found
+
+
+def violations(edges: dict[str, list[tuple[int, str]]]) -> list[str]:
+    """Every import that reaches a layer the importer may not use."""
+    bad = []
+    for importer, imported in sorted(edges.items()):
+        own = _layer(importer)
+        assert own is not None
+        for line, target in imported:
+            layer = _layer(target)
+            if layer is None or layer == own or target == "diaspora":
+                continue
+            if layer.startswith("unknown:") or own.startswith("unknown:"):
+                bad.append(f"{importer}:{line}: {target} is in no declared layer")
+            elif layer not in BELOW[own]:
+                bad.append(f"{importer}:{line}: layer {own!r} imports {target} ({layer!r})")
+    return bad
+
+
+def _edges() -> dict[str, list[tuple[int, str]]]:
+    edges = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        module = ".".join(("diaspora", *path.relative_to(ROOT).with_suffix("").parts))
+        edges[module] = _imports(path, module)
+    return edges
+
+
+def test_every_layer_imports_only_the_layers_below_it() -> None:
+    assert violations(_edges()) == []
+
+
+def test_every_module_is_in_a_declared_layer() -> None:
+    undeclared = sorted(
+        module for module in _edges() if (_layer(module) or "").startswith("unknown:")
+    )
+    assert undeclared == [], "add new top-level modules to LAYER_OF (and ARCHITECTURE.md)"
+
+
+@pytest.mark.parametrize(
+    ("importer", "target"),
+    [
+        ("diaspora.fabric._consumer", "diaspora.actor"),  # fabric reaching up to the actor
+        ("diaspora.supervision.supervisor", "diaspora.fabric"),  # the kernel knowing NATS
+        ("diaspora.streams.replay", "diaspora.actor._runtime"),  # streams knowing the driver
+        ("diaspora.actor._runtime", "diaspora.workflow"),
+    ],
+)
+def test_an_upward_import_is_caught(importer: str, target: str) -> None:
+    assert violations({importer: [(1, target)]}) != []
+
+
+def test_imports_are_read_everywhere_in_a_module(tmp_path: Path) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from diaspora.actor import Actor\n"
+        "def late():\n    import diaspora.workflow\n"
+        "from diaspora import codec\n"
+    )
+    imports = _imports(source, "diaspora.fabric.mod")
+    assert {"diaspora.actor", "diaspora.workflow", "diaspora.codec"} <= {m for _, m in imports}
+    assert len(violations({"diaspora.fabric.mod": imports})) == 2  # actor and workflow
