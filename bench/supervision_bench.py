@@ -34,6 +34,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bench.report import Report, Row
 from diaspora import Actor, Message, codec
+from diaspora.events import Event, Restarted
 from diaspora.fabric import EmbeddedServer, Fabric, stream_name
 from diaspora.fabric import headers as H
 from diaspora.supervision import (
@@ -245,8 +246,8 @@ class _CountRestarts:
         self.restarted = 0
         self.done = anyio.Event()
 
-    async def __call__(self, kind: str, **fields: Any) -> None:
-        if kind == "restarted":
+    async def emit(self, event: Event) -> None:
+        if isinstance(event, Restarted):
             self.restarted += 1
             if self.restarted >= self.until:
                 self.done.set()

@@ -5,8 +5,9 @@ lost items; a supervisor restarted a child or gave up; a process node hung)
 is an :class:`Event`. Its type fixes the subject it is published under,
 ``diaspora.events.<category>.<name>.<kind>``, and the level it is logged
 at; its fields are the same in the log line and on the wire. Whoever emits
-events takes an :class:`EventSink`; the fabric's sink logs and publishes,
-:class:`LogSink` only logs, :class:`MemorySink` keeps them (for tests).
+events takes an :class:`EventSink`: a :class:`~diaspora.fabric.Fabric` logs
+and publishes them, :class:`LogSink` only logs, :class:`MemorySink` keeps them
+(for tests), :class:`TeeSink` hands each to several sinks.
 
 >>> ev = Lost(name="sum", subject="xs", producer="src", first=3, last=4, count=2, by="item")
 >>> ev.subject_name
@@ -83,11 +84,14 @@ __all__ = [
     "StartFailed",
     "Started",
     "Stopped",
+    "TeeSink",
     "Terminated",
     "UnknownEvent",
     "decode_record",
     "event_subject",
+    "event_types",
     "log_event",
+    "logs_events",
 ]
 
 EVENTS_PREFIX: Final = "diaspora.events"
@@ -200,6 +204,15 @@ def decode_record(record: Mapping[str, Any]) -> Event:
         return UnknownEvent(name=name, of_category=category, of_kind=kind, data=rest)
 
 
+def event_types() -> list[type[Event]]:
+    """Every concrete event type, in the order this module defines them.
+
+    >>> [t.__name__ for t in event_types() if t.category == "scaleout"]
+    ['ScaledOut', 'ScaledIn']
+    """
+    return list(_kinds().values())
+
+
 def _kinds() -> dict[tuple[str, str], type[Event]]:
     """Every concrete event type by (category, kind); built once, on first use."""
     if not _KINDS:
@@ -215,20 +228,39 @@ _KINDS: dict[tuple[str, str], type[Event]] = {}
 
 
 class EventSink(Protocol):
-    """Where events go. ``emit`` must be quick and must not raise."""
+    """Where events go. ``emit`` must be quick and must not raise.
+
+    A sink that logs what it is given says so with a class attribute
+    ``logs_events = True`` (see :func:`logs_events`), so that whoever hands it
+    events does not log them a second time.
+    """
 
     async def emit(self, event: Event) -> None: ...
 
 
+def logs_events(sink: object) -> bool:
+    """Whether ``sink`` logs the events it is given (its ``logs_events`` attribute).
+
+    >>> logs_events(LogSink()), logs_events(MemorySink()), logs_events(TeeSink(MemorySink()))
+    (True, False, False)
+    """
+    return getattr(sink, "logs_events", False) is True
+
+
 def log_event(log: FilteringBoundLogger, event: Event) -> None:
     """One structlog line: the kind as the message, ``<category>=<name>`` and the fields."""
+    category, kind = event.category, event.kind
+    if isinstance(event, UnknownEvent):
+        category, kind = event.of_category, event.of_kind
     fields = event.fields()
-    fields.setdefault(event.category or "name", event.name)
-    getattr(log, event.level.value)(event.kind or "event", **fields)
+    fields.setdefault(category or "name", event.name)
+    getattr(log, event.level.value)(kind or "event", **fields)
 
 
 class LogSink:
     """An :class:`EventSink` that only logs (the default where no fabric is at hand)."""
+
+    logs_events: Final = True
 
     def __init__(self, log: FilteringBoundLogger | None = None) -> None:
         self._log = log or get_logger()
@@ -259,6 +291,34 @@ class MemorySink:
     def of(self, cls: type[_E], name: str | None = None) -> list[_E]:
         """The events of one type (and, if given, about ``name``), oldest first."""
         return [e for e in self.events if isinstance(e, cls) and (name is None or e.name == name)]
+
+
+class TeeSink:
+    """An :class:`EventSink` handing each event to every one of ``sinks``, in order.
+
+    A sink that raises is logged and skipped; the others still get the event.
+    It logs events if one of its sinks does.
+
+    >>> import anyio
+    >>> kept, also = MemorySink(), MemorySink()
+    >>> anyio.run(TeeSink(kept, also).emit, Lag(name="sum", lag=3))
+    >>> kept.events == also.events == [Lag(name="sum", lag=3)]
+    True
+    """
+
+    def __init__(self, *sinks: EventSink) -> None:
+        self.sinks = sinks
+        self.logs_events = any(logs_events(sink) for sink in sinks)
+        self._log = get_logger()
+
+    async def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            try:
+                await sink.emit(event)
+            except Exception as exc:  # one broken sink must not starve the others
+                self._log.warning(
+                    "event_sink_failed", kind=event.kind, name=event.name, error=repr(exc)
+                )
 
 
 # -- actor --------------------------------------------------------------------------
@@ -590,9 +650,9 @@ class ScaledIn(_GroupEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reconnected(Event):
-    """A fabric connection came back after ``down_s`` seconds."""
+    """A fabric connection came back after ``down_s`` seconds (``url``: the server it reached)."""
 
     category: ClassVar[str] = "fabric"
     kind: ClassVar[str] = "reconnected"
-    url: str
+    url: str | None
     down_s: float | None

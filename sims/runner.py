@@ -154,7 +154,7 @@ async def run_scenario(
                     await _drive(run, schedule, fabric, injector, publisher)
                     await _settle(run, fabric, workflow, injector, publisher)
                 lifted = {r.serial: injector.lifted_at(r) for _, r in run.applied}
-            events = Counter(e["kind"] for e in workflow.events)
+            events = Counter(e.kind for e in workflow.events)
             if workflow.gave_up:
                 run.problems.append(f"a supervisor gave up: {workflow.gave_up}")
             if workflow.orphans:

@@ -125,7 +125,7 @@ class ActorRuntime:
             handle_lock if handle_lock is not None else contextlib.nullcontext()
         )
         self._stage_factories = tuple(stages)
-        self._events: EventSink = events if events is not None else _FabricSink(fabric)
+        self._events: EventSink = events if events is not None else fabric
         self.clock: Clock = clock or SystemClock()
         self.state_dir = Path(state_dir or os.environ.get("DIASPORA_STATE_DIR") or _STATE_HOME)
         self.log: FilteringBoundLogger = get_logger(actor=self.id)
@@ -481,12 +481,3 @@ async def run_actor(
     await runtime.run()
     return runtime
 
-
-class _FabricSink:
-    """Events on the fabric (temporary: a Fabric becomes an EventSink itself)."""
-
-    def __init__(self, fabric: Fabric) -> None:
-        self._fabric = fabric
-
-    async def emit(self, event: Event) -> None:
-        await self._fabric.emit_event(event.category, event.name, event.kind, **event.fields())

@@ -54,6 +54,7 @@ from diaspora.errors import (
     PublishTimeout,
     StreamNotFound,
 )
+from diaspora.events import Event, Reconnected, log_event
 from diaspora.fabric import headers as H
 from diaspora.fabric.naming import (
     DLQ_PREFIX,
@@ -61,7 +62,6 @@ from diaspora.fabric.naming import (
     EVENTS_PREFIX,
     EVENTS_STREAM,
     check_subject,
-    event_subject,
     stream_name,
 )
 from diaspora.fabric.server import INLINE_PAYLOAD_LIMIT, EmbeddedServer
@@ -281,7 +281,7 @@ class Fabric:
                     listener()
                 except Exception as exc:  # a listener's bug must not break reconnection
                     self._log.error("reconnect_listener_failed", error=repr(exc))
-            await self.emit_event("fabric", self.name, "reconnected", url=url, down_s=down)
+            await self.emit(Reconnected(name=self.name, url=url, down_s=down))
 
         async def on_closed() -> None:
             self._log.info("fabric_closed")
@@ -703,23 +703,20 @@ class Fabric:
 
     # -- events ----------------------------------------------------------------------
 
-    async def emit_event(self, category: str, name: str, kind: str, **fields: Any) -> None:
-        """Log an event and publish it on ``diaspora.events.<category>.<name>.<kind>``.
+    #: A fabric logs the events it publishes: a supervisor does not log them again.
+    logs_events: Final = True
+
+    async def emit(self, event: Event) -> None:
+        """Log ``event`` at its level and publish it on its subject (an :class:`EventSink`).
 
         Best effort on the wire (never raises); always logged.
         """
-        level = "warning" if kind in _WARN_EVENTS else "info"
-        getattr(self._log, level)(kind, **{category: name}, **fields)
+        log_event(self._log, event)
         nc = self._nc
         if nc is None or not nc.is_connected:
             return
-        record = {"category": category, "name": name, "kind": kind, "time": time.time(), **fields}
         try:
-            await nc.publish(event_subject(category, name, kind), codec.encode(record))
+            await nc.publish(event.subject_name, codec.encode(event.record()))
         except Exception as exc:  # events must never break the caller
-            self._log.debug("event_not_published", kind=kind, error=repr(exc))
+            self._log.debug("event_not_published", kind=event.kind, error=repr(exc))
 
-
-_WARN_EVENTS: Final = frozenset(
-    {"crashed", "gave_up", "dead_letter", "lost", "stall", "exited", "fenced", "lag_exceeded"}
-)

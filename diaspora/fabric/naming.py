@@ -11,7 +11,7 @@ both. Subjects under ``diaspora.`` are reserved for the framework
 
 >>> stream_name("edge1.patterns")
 'edge1_patterns'
->>> event_subject("actor", "sum", "crashed")
+>>> event_subject("actor", "sum", "crashed")   # from diaspora.events, where events live
 'diaspora.events.actor.sum.crashed'
 """
 
@@ -21,6 +21,7 @@ import re
 from typing import Final
 
 from diaspora.errors import ConfigError
+from diaspora.events import EVENTS_PREFIX, event_subject
 
 __all__ = [
     "DLQ_PREFIX",
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 RESERVED_PREFIX: Final = "diaspora."
-EVENTS_PREFIX: Final = "diaspora.events"
 EVENTS_STREAM: Final = "DIASPORA_EVENTS"
 DLQ_PREFIX: Final = "diaspora.dlq"
 DLQ_STREAM: Final = "DIASPORA_DLQ"
@@ -72,11 +72,6 @@ def stream_name(subject: str) -> str:
 def token(name: str) -> str:
     """Make ``name`` safe as one subject token (actor ids may contain dots)."""
     return _BAD_TOKEN_CHARS.sub("_", name) or "_"
-
-
-def event_subject(category: str, name: str, kind: str) -> str:
-    """``diaspora.events.<category>.<name>.<kind>``, each part made a single token."""
-    return f"{EVENTS_PREFIX}.{token(category)}.{token(name)}.{token(kind)}"
 
 
 def dlq_subject(actor: str) -> str:

@@ -18,7 +18,9 @@ parallelism, plus a quarter to drain the backlog, and at least double
 of the bound for three seconds it halves them (down to ``min_replicas``). A change
 stops every replica gracefully (each partition writes its checkpoint) and
 starts the new set, partition ``k`` on replica ``k % n``; every change is a
-``scale_out`` / ``scale_in`` event on ``diaspora.events.scaleout.<id>.>``.
+:class:`~diaspora.events.ScaledOut` / :class:`~diaspora.events.ScaledIn`
+event, handed to the group's sink (its supervisor's, else its fabric, which
+publishes it on ``diaspora.events.scaleout.<id>.>``).
 Each partition reads the whole input and skips other partitions' items:
 ``partitions`` times the reads of one consumer, which keeps the design
 simple and is fine for the handful of partitions a stream needs.
@@ -41,6 +43,7 @@ from nats.aio.msg import Msg
 
 from diaspora.actor import Actor, ActorRuntime
 from diaspora.errors import ConfigError
+from diaspora.events import EventSink, ScaledIn, ScaledOut
 from diaspora.fabric import Fabric, stream_name
 from diaspora.log import get_logger
 from diaspora.streams.flow import flow_subject, read_position_report
@@ -53,6 +56,7 @@ from diaspora.supervision import (
     Strategy,
     Supervisor,
     SupervisorSpec,
+    child_events,
 )
 
 __all__ = ["Replica", "ScaleOutGroup"]
@@ -119,7 +123,8 @@ class ScaleOutGroup:
 
     The input (the actor's single input subject) must have a declared QoS
     with ``max_lag_items``; ``max_replicas`` defaults to the policy's, else
-    ``partitions``.
+    ``partitions``. ``events`` receives each resize; by default the sink of
+    the supervisor that starts the group, else ``fabric``.
     """
 
     def __init__(
@@ -134,6 +139,7 @@ class ScaleOutGroup:
         args: Mapping[str, Any] | None = None,
         state_dir: str | None = None,
         check_every: float = 0.25,
+        events: EventSink | None = None,
     ) -> None:
         if len(actor.inputs) != 1:
             raise ConfigError(
@@ -147,6 +153,7 @@ class ScaleOutGroup:
             )
         self.actor = actor
         self.fabric = fabric
+        self.events = events if events is not None else child_events(fabric)
         self.id = id
         self.subject = actor.inputs[0]
         self.partitions = partitions
@@ -307,7 +314,5 @@ class ScaleOutGroup:
         ]
         self.replicas = replicas
         if before:
-            kind = "scale_out" if replicas > before else "scale_in"
-            await self.fabric.emit_event(
-                "scaleout", self.id, kind, replicas=replicas, before=before, lag=lag
-            )
+            resized = ScaledOut if replicas > before else ScaledIn
+            await self.events.emit(resized(name=self.id, replicas=replicas, before=before, lag=lag))

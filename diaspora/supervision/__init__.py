@@ -14,8 +14,7 @@ from diaspora.errors import ChildShutdown, NodeCrashed
 from diaspora.supervision.actors import ActorStart, actor_child
 from diaspora.supervision.binding import FabricBound, bind_fabric
 from diaspora.supervision.config import TreeConfig, load_config, parse_config
-from diaspora.supervision.context import ChildContext, current_child
-from diaspora.supervision.events import EventSink, FabricEvents, fabric_events
+from diaspora.supervision.context import ChildContext, child_events, current_child
 from diaspora.supervision.node import NodeHung, ProcessNode, ProcessStart, process_child
 from diaspora.supervision.runnable import Runnable
 from diaspora.supervision.spec import (
@@ -45,9 +44,7 @@ __all__ = [
     "ChildStatus",
     "ChildType",
     "Clock",
-    "EventSink",
     "FabricBound",
-    "FabricEvents",
     "ManualClock",
     "NodeCrashed",
     "NodeHung",
@@ -64,8 +61,8 @@ __all__ = [
     "TreeConfig",
     "actor_child",
     "bind_fabric",
+    "child_events",
     "current_child",
-    "fabric_events",
     "load_config",
     "parse_config",
     "process_child",

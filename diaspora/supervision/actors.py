@@ -29,7 +29,7 @@ from diaspora.actor import Actor, ActorRuntime
 from diaspora.errors import ConfigError
 from diaspora.fabric.naming import check_subject
 from diaspora.stage import StageFactory
-from diaspora.supervision.context import current_child
+from diaspora.supervision.context import child_events, current_child
 from diaspora.supervision.node import (
     DEFAULT_HEARTBEAT_TIMEOUT,
     DEFAULT_START_TIMEOUT,
@@ -109,6 +109,7 @@ class ActorStart:
             args=args,
             inputs=self.inputs,
             stages=self.stages,
+            events=child_events(self.fabric),
         )
 
 

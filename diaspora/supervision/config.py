@@ -89,6 +89,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from diaspora.actor import Actor
 from diaspora.clock import Clock
 from diaspora.errors import ConfigError
+from diaspora.events import EventSink
 from diaspora.fabric.fabric import StreamLimits
 from diaspora.fabric.naming import check_subject
 from diaspora.importpath import resolve
@@ -96,7 +97,6 @@ from diaspora.streams.qos import QosSpec
 from diaspora.streams.registry import declare_qos
 from diaspora.supervision.actors import ActorStart, check_actor_args
 from diaspora.supervision.binding import bind_fabric
-from diaspora.supervision.events import EventSink, fabric_events
 from diaspora.supervision.node import (
     DEFAULT_HEARTBEAT_TIMEOUT,
     DEFAULT_START_TIMEOUT,
@@ -182,7 +182,7 @@ class TreeConfig:
         self, fabric: Fabric, *, on_event: EventSink | None = None, clock: Clock | None = None
     ) -> Supervisor:
         """The root :class:`Supervisor` on ``fabric``; events go to the fabric by default."""
-        sink = on_event if on_event is not None else fabric_events(fabric)
+        sink = on_event if on_event is not None else fabric
         return Supervisor(self.bind(fabric), name=self.name, on_event=sink, clock=clock)
 
     def summary(self) -> str:

@@ -16,10 +16,13 @@ composes its id as ``current_child().path`` (``"root.ingest.sum"``).
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ChildContext", "current_child"]
+if TYPE_CHECKING:
+    from diaspora.events import EventSink
+
+__all__ = ["ChildContext", "child_events", "current_child"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +36,18 @@ class ChildContext:
     across restarts. ``incarnation`` is 0 on the first start and grows by one
     on every later start of the same child (restart, sibling restart,
     ``restart_child``). ``args`` are the ``start_child`` arguments of a
-    ``simple_one_for_one`` child.
+    ``simple_one_for_one`` child. ``events`` is where the child reports what
+    it decides itself (a process node's process started, hung or exited): its
+    supervisor's event sink, which logs each event once and never raises;
+    ``None`` when the supervisor has no sink (the child then uses its own
+    default, its fabric); a process node does not send it to its process.
     """
 
     supervisor: str
     id: str
     incarnation: int = 0
     args: tuple[Any, ...] = ()
+    events: EventSink | None = field(default=None, compare=False, repr=False)
 
     @property
     def path(self) -> str:
@@ -62,3 +70,24 @@ def current_child() -> ChildContext:
             "current_child() called outside a supervised child: only a ChildSpec's start "
             "function and the Runnable it returns (and the tasks it starts) have one"
         ) from None
+
+
+def child_events(default: EventSink) -> EventSink:
+    """Where the calling child reports its own events: its supervisor's sink, else ``default``.
+
+    ``default`` (say, the child's fabric) serves outside a supervised child and
+    under a supervisor that has no sink.
+
+    >>> from diaspora.events import LogSink, MemorySink
+    >>> fallback, sink = LogSink(), MemorySink()
+    >>> child_events(fallback) is fallback
+    True
+    >>> token = _CURRENT.set(ChildContext("root", "group", events=sink))
+    >>> child_events(fallback) is sink
+    True
+    >>> _CURRENT.reset(token)
+    """
+    context = _CURRENT.get(None)
+    if context is None or context.events is None:
+        return default
+    return context.events

@@ -1,106 +1,100 @@
-"""Supervision events: every decision a supervisor takes, as data.
+"""Supervision events: every decision a supervisor takes, as a typed value.
 
-A supervisor reports each decision by awaiting its ``on_event(kind,
-**fields)`` sink and logging one structlog line with the same fields. The
-kinds, and the fields each carries besides ``supervisor=`` (the supervisor's
-name):
+A supervisor hands each decision to its ``on_event`` sink, any
+:class:`diaspora.events.EventSink` (a :class:`~diaspora.fabric.Fabric`
+publishes it under ``diaspora.events.supervision.<supervisor>.<kind>``, a
+:class:`~diaspora.events.MemorySink` keeps it), and logs it once, unless the
+sink logs it itself. Each event's ``name`` is the supervisor's name and
+``child`` the child's id (``"<template id>-<n>"`` under
+``simple_one_for_one``); its log line and wire record carry them as
+``supervisor=`` and ``child=``:
 
-======================  ======================================================
-``started``             ``child``, ``incarnation`` — a child called ``started()``
-``start_failed``        ``child``, ``reason`` — it raised before ``started()``
-``exited``              ``child``, ``reason``, ``normal`` — it exited by itself
-``restarted``           ``child``, ``incarnation``, ``attempt``, ``cause`` —
-                        started again after ``cause`` (itself, or a sibling
-                        under one_for_all/rest_for_one) exited; ``attempt``
-                        counts ``cause``'s consecutive restarts
-``backoff``             ``child``, ``attempt``, ``delay_s`` — its restart waits
-``gave_up``             ``child``, ``reason``, ``restarts``, ``intensity``,
-                        ``period`` — too many restarts; the supervisor fails
-``terminated``          ``child``, ``reason`` (``shutdown``, ``killed`` or what
-                        it raised) — the supervisor stopped it
-``deleted``             ``child`` — ``delete_child`` removed its spec
-======================  ======================================================
+- :class:`~diaspora.events.ChildStarted` (``started``): ``incarnation`` —
+  the child called ``started()``;
+- :class:`~diaspora.events.StartFailed` (``start_failed``): ``reason`` — it
+  raised before ``started()``;
+- :class:`~diaspora.events.Exited` (``exited``): ``reason``, ``normal`` — it
+  exited by itself;
+- :class:`~diaspora.events.Restarted` (``restarted``): ``incarnation``,
+  ``attempt``, ``cause`` — started again after ``cause`` (itself, or a sibling
+  under one_for_all or rest_for_one) exited; ``attempt`` counts ``cause``'s
+  consecutive restarts;
+- :class:`~diaspora.events.BackingOff` (``backoff``): ``attempt``,
+  ``delay_s`` — its restart waits;
+- :class:`~diaspora.events.GaveUp` (``gave_up``): ``reason``, ``restarts``,
+  ``intensity``, ``period`` — too many restarts: the supervisor fails to its
+  parent;
+- :class:`~diaspora.events.Terminated` (``terminated``): ``reason``
+  (``shutdown``, ``killed`` or what it raised) — the supervisor stopped it;
+- :class:`~diaspora.events.Deleted` (``deleted``) — ``delete_child`` removed
+  its spec.
+
+A process node reports its own process through the same sink (see
+:mod:`diaspora.supervision.node`): :class:`~diaspora.events.NodeStarted`,
+:class:`~diaspora.events.NodeHung` and :class:`~diaspora.events.NodeExited`.
 
 ``reason`` is ``"normal"`` (``run`` returned), ``"shutdown"`` (it raised
 :class:`~diaspora.errors.ChildShutdown`, or stopped when asked), ``"killed"``
-(cancelled) or the ``repr`` of the exception it raised. ``child`` is the
-child's id (``"<template id>-<n>"`` under ``simple_one_for_one``).
+(cancelled) or the ``repr`` of the exception it raised.
 
-Publishing them on the fabric, under
-``diaspora.events.supervision.<supervisor>.<kind>``:
-
->>> class PrintFabric:
-...     async def emit_event(self, category: str, name: str, kind: str, **fields: object) -> None:
-...         print(category, name, kind, fields)
 >>> import anyio
->>> sink = fabric_events(PrintFabric())
->>> anyio.run(lambda: sink("started", supervisor="root", child="sum", incarnation=0))
-supervision root started {'supervisor': 'root', 'child': 'sum', 'incarnation': 0}
+>>> from anyio.abc import TaskStatus
+>>> from diaspora.events import MemorySink
+>>> from diaspora.supervision import ChildSpec, Supervisor, SupervisorSpec
+>>> class Idle:
+...     def __init__(self) -> None:
+...         self.stop = anyio.Event()
+...     async def run(self, *, task_status: TaskStatus[None]) -> None:
+...         task_status.started()
+...         await self.stop.wait()
+...     def request_stop(self) -> None:
+...         self.stop.set()
+>>> sink = MemorySink()
+>>> async def main() -> None:
+...     sup = Supervisor(SupervisorSpec([ChildSpec("job", Idle)]), name="root", on_event=sink)
+...     async with anyio.create_task_group() as tg:
+...         await tg.start(sup.run)
+...         sup.request_stop()
+>>> anyio.run(main)
+>>> [(type(e).__name__, e.child) for e in sink.events]
+[('ChildStarted', 'job'), ('Terminated', 'job')]
+>>> sink.events[1].fields()
+{'supervisor': 'root', 'child': 'job', 'reason': 'shutdown'}
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import Final
 
+from diaspora.events import Event, EventSink, log_event, logs_events
 from diaspora.log import get_logger
 
-__all__ = ["EventSink", "FabricEvents", "fabric_events"]
-
-#: ``await on_event(kind, **fields)``; must be quick and should not raise (errors are logged).
-EventSink = Callable[..., Awaitable[None]]
-
-_LEVELS: Final = {"start_failed": "warning", "gave_up": "error"}
-
-
-class _EmitsEvents(Protocol):
-    async def emit_event(self, category: str, name: str, kind: str, **fields: Any) -> None: ...
-
-
-class FabricEvents:
-    """An :data:`EventSink` publishing on a fabric (which also logs each event).
-
-    ``name`` fixes the ``<name>`` token of the subjects; by default each event
-    goes under the name of the supervisor that emitted it, so nested
-    supervisors sharing the sink keep their own subjects.
-    """
-
-    #: The fabric logs what it publishes: the supervisor does not log the event again.
-    logs_events: Final = True
-
-    def __init__(self, fabric: _EmitsEvents, name: str | None = None) -> None:
-        self._fabric = fabric
-        self._name = name
-
-    async def __call__(self, kind: str, **fields: Any) -> None:
-        name = self._name if self._name is not None else str(fields.get("supervisor", "_"))
-        await self._fabric.emit_event("supervision", name, kind, **fields)
-
-
-def fabric_events(fabric: _EmitsEvents, name: str | None = None) -> FabricEvents:
-    """``on_event`` for a :class:`~diaspora.supervision.Supervisor` that publishes on ``fabric``."""
-    return FabricEvents(fabric, name)
+__all__: list[str] = []
 
 
 class _Reporter:
-    """Logs an event (unless the sink logs it itself) and hands it to the sink."""
+    """A supervisor's own sink: logs each event once (unless ``sink`` does), then hands it on.
 
-    def __init__(self, supervisor: str, sink: EventSink | None) -> None:
-        self._supervisor = supervisor
-        self._sink = sink
+    It never raises (a sink that does is logged). A supervisor's children get
+    it as :attr:`~diaspora.supervision.ChildContext.events`, so what they
+    report themselves (a process node's process) reaches the same sink.
+    """
+
+    logs_events: Final = True
+
+    def __init__(self, sink: EventSink | None) -> None:
+        self.sink = sink
         self._log = get_logger()
-        self._sink_logs = bool(getattr(sink, "logs_events", False))
+        self._sink_logs = logs_events(sink)
 
-    async def __call__(self, kind: str, **fields: Any) -> None:
-        fields = {"supervisor": self._supervisor, **fields}
+    async def emit(self, event: Event) -> None:
         if not self._sink_logs:
-            level = _LEVELS.get(kind, "info")
-            if kind == "exited" and not fields.get("normal", True):
-                level = "warning"
-            getattr(self._log, level)(kind, **fields)
-        if self._sink is None:
+            log_event(self._log, event)
+        if self.sink is None:
             return
         try:
-            await self._sink(kind, **fields)
+            await self.sink.emit(event)
         except Exception as exc:  # a broken sink must not break supervision
-            self._log.warning("event_sink_failed", kind=kind, error=repr(exc), **fields)
+            self._log.warning(
+                "event_sink_failed", kind=event.kind, error=repr(exc), **event.fields()
+            )

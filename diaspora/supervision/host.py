@@ -30,7 +30,6 @@ from diaspora.fabric import Fabric
 from diaspora.log import configure_logging, get_logger
 from diaspora.supervision.binding import bind_start
 from diaspora.supervision.context import _CURRENT
-from diaspora.supervision.events import fabric_events
 from diaspora.supervision.node import PARENT_PID_ENV, NodePayload
 from diaspora.supervision.runnable import Runnable
 from diaspora.supervision.spec import SupervisorSpec
@@ -78,7 +77,7 @@ def _make(payload: NodePayload, fabric: Fabric) -> Runnable:
     target = bind_start(payload.target, fabric)
     context = payload.context
     if isinstance(target, SupervisorSpec):
-        return Supervisor(target, name=context.path, on_event=fabric_events(fabric))
+        return Supervisor(target, name=context.path, on_event=fabric)
     made = target(*context.args)
     if not isinstance(made, Runnable):
         raise TypeError(

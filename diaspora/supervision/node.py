@@ -34,11 +34,14 @@ How it works:
 - **stop**: ``request_stop()`` sends SIGTERM; the child's tree stops in
   reverse start order and the process exits 0. When the supervisor's shutdown
   timeout cancels ``run``, the process is SIGKILLed.
-- **events** on the fabric, next to the supervisor's own:
-  ``diaspora.events.supervision.<supervisor>.node_started`` (``child``,
-  ``pid``, ``incarnation``), ``node_hung`` (``silent_s``) and ``node_exited``
-  (``returncode``, ``reason``: ``normal``, ``shutdown``, ``crashed``,
-  ``hung`` or ``killed``).
+- **events** through the supervisor's own sink (the node's
+  ``ChildContext.events``; the fabric when the supervisor has none), so they
+  sit next to the supervisor's: :class:`~diaspora.events.NodeStarted`
+  (``child``, ``pid``, ``incarnation``), :class:`~diaspora.events.NodeHung`
+  (``silent_s``) and :class:`~diaspora.events.NodeExited` (``returncode``,
+  ``reason``: ``normal``, ``shutdown``, ``crashed``, ``hung`` or ``killed``;
+  ``error``: what the subtree raised), published under
+  ``diaspora.events.supervision.<supervisor>.node_started`` and so on.
 
 >>> from diaspora.supervision import SupervisorSpec
 >>> spec = process_child("ingest", SupervisorSpec([]), heartbeat_timeout=2.0)
@@ -67,6 +70,8 @@ from anyio.abc import Process, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from diaspora.errors import ConfigError, FabricUnavailable, NodeCrashed
+from diaspora.events import NodeExited, NodeStarted
+from diaspora.events import NodeHung as NodeHungEvent
 from diaspora.log import get_logger
 from diaspora.supervision.binding import StageBound, add_stages, bind_start
 from diaspora.supervision.context import ChildContext, current_child
@@ -80,6 +85,7 @@ from diaspora.supervision.spec import (
 )
 
 if TYPE_CHECKING:
+    from diaspora.events import EventSink
     from diaspora.fabric import Fabric
 
 __all__ = [
@@ -250,7 +256,9 @@ class ProcessNode:
 
     ``pid`` is the current process's id once spawned, ``returncode`` its
     exit status once it ended (negative: killed by that signal). ``context``
-    defaults to :func:`~diaspora.supervision.current_child`.
+    defaults to :func:`~diaspora.supervision.current_child`; ``events``, where
+    the node reports its process, to the context's sink (its supervisor's),
+    else ``fabric``.
     """
 
     def __init__(
@@ -261,9 +269,13 @@ class ProcessNode:
         context: ChildContext | None = None,
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
         start_timeout: float = DEFAULT_START_TIMEOUT,
+        events: EventSink | None = None,
     ) -> None:
         self.context = context if context is not None else current_child()
         self.name = self.context.path
+        if events is None:
+            events = self.context.events if self.context.events is not None else fabric
+        self.events: EventSink = events
         _check_timeouts(heartbeat_timeout, start_timeout, f"process node {self.name!r}")
         self.target = bind_start(target, None)
         self.fabric = fabric
@@ -339,12 +351,14 @@ class ProcessNode:
                     await proc.aclose()
                 reason = outcome or self._classify(returncode)
                 with anyio.move_on_after(2):
-                    await self._event(
-                        "node_exited",
-                        pid=proc.pid,
-                        returncode=returncode,
-                        reason=reason,
-                        **({"error": self._remote_error} if self._remote_error else {}),
+                    await self.events.emit(
+                        NodeExited(
+                            **self._about(),
+                            pid=proc.pid,
+                            returncode=returncode,
+                            reason=reason,
+                            error=self._remote_error,
+                        )
                     )
         code = self.returncode
         assert code is not None
@@ -367,7 +381,7 @@ class ProcessNode:
     def _stdin(self, urls: list[str]) -> bytes:
         header = json.dumps({"sys_path": sys.path}).encode() + b"\n"
         payload = NodePayload(
-            context=self.context,
+            context=dataclasses.replace(self.context, events=None),  # a sink stays here
             target=self.target,
             urls=tuple(urls),
             heartbeat_interval=max(0.02, self.heartbeat_timeout / 4),
@@ -415,7 +429,9 @@ class ProcessNode:
                 silent = time.monotonic() - last_heard
                 proc.kill()
                 returncode = await proc.wait()
-                await self._event("node_hung", pid=proc.pid, silent_s=round(silent, 3))
+                await self.events.emit(
+                    NodeHungEvent(**self._about(), pid=proc.pid, silent_s=round(silent, 3))
+                )
                 raise NodeHung(
                     self.name, proc.pid, returncode, silent_s=silent, starting=not started
                 )
@@ -426,7 +442,7 @@ class ProcessNode:
             if kind == "started" and not started:
                 started = True
                 task_status.started()
-                await self._event("node_started", pid=proc.pid)
+                await self.events.emit(NodeStarted(**self._about(), pid=proc.pid))
             elif kind == "error":
                 self._remote_error = str(message.get("error"))
 
@@ -440,14 +456,7 @@ class ProcessNode:
             return {}
         return message
 
-    async def _event(self, kind: str, **fields: Any) -> None:
+    def _about(self) -> dict[str, Any]:
+        """The fields every event of this node carries: its supervisor, id and incarnation."""
         context = self.context
-        await self.fabric.emit_event(
-            "supervision",
-            context.supervisor,
-            kind,
-            supervisor=context.supervisor,
-            child=context.id,
-            incarnation=context.incarnation,
-            **fields,
-        )
+        return {"name": context.supervisor, "child": context.id, "incarnation": context.incarnation}

@@ -57,9 +57,20 @@ from diaspora.errors import (
     SimpleOneForOneError,
     SupervisorNotRunning,
 )
+from diaspora.events import (
+    BackingOff,
+    ChildStarted,
+    Deleted,
+    EventSink,
+    Exited,
+    GaveUp,
+    Restarted,
+    StartFailed,
+    Terminated,
+)
 from diaspora.log import get_logger
 from diaspora.supervision.context import _CURRENT, ChildContext
-from diaspora.supervision.events import EventSink, _Reporter
+from diaspora.supervision.events import _Reporter
 from diaspora.supervision.runnable import Runnable
 from diaspora.supervision.spec import (
     BRUTAL_KILL,
@@ -276,9 +287,10 @@ class Supervisor:
 
     ``name`` names it in events and logs, and prefixes its children's paths;
     ``clock`` measures restart intensity, backoff and shutdown timeouts;
-    ``on_event`` receives every supervision event (see
-    :mod:`diaspora.supervision.events`); ``rng`` draws backoff jitter. Nested
-    supervisors share all three with their parent.
+    ``on_event`` (an :class:`~diaspora.events.EventSink`, such as a fabric)
+    receives every supervision event (see :mod:`diaspora.supervision.events`),
+    and the events its children report themselves; ``rng`` draws backoff
+    jitter. Nested supervisors share all three with their parent.
 
     >>> import anyio
     >>> class Hello:
@@ -319,7 +331,9 @@ class Supervisor:
         self._name = name
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._sink = on_event
-        self._report = _Reporter(name, on_event)
+        self._events = _Reporter(on_event)
+        # what children report themselves goes the same way; with no sink, their own default
+        self._child_events = self._events if on_event is not None else None
         self._rng = rng if rng is not None else random.Random()
         self._log = get_logger(supervisor=name)
         self._outbox, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
@@ -555,12 +569,17 @@ class Supervisor:
 
     # --- starting and stopping one child ----------------------------------------------
 
-    async def _start(self, child: _Child, kind: str = "started", **event: Any) -> Runnable:
-        """Start ``child`` and wait for its ``started()``; raise _StartFailed or _Stopping."""
+    async def _start(self, child: _Child, cause: _Child | None = None) -> Runnable:
+        """Start ``child`` (again, after ``cause`` exited) and wait for its ``started()``.
+
+        Raises _StartFailed or _Stopping.
+        """
         if self._stop_requested:
             raise _Stopping
         assert self._tg is not None
-        context = ChildContext(self._name, child.name, child.starts, child.args)
+        context = ChildContext(
+            self._name, child.name, child.starts, child.args, events=self._child_events
+        )
         child.starts += 1
         failure: Exception | None = None
         token = _CURRENT.set(context)
@@ -574,7 +593,9 @@ class Supervisor:
         finally:
             _CURRENT.reset(token)
         if failure is not None:
-            await self._report("start_failed", child=child.name, reason=repr(failure))
+            await self._events.emit(
+                StartFailed(name=self._name, child=child.name, reason=repr(failure))
+            )
             raise _StartFailed(child, failure)
         # one event, not _first(settled, stop): a task group per start halves restarts/s
         self._starting = incarnation
@@ -589,12 +610,27 @@ class Supervisor:
         exit = incarnation.exit
         if not incarnation.started and exit is not None and not exit.normal:
             incarnation.reaped = True
-            await self._report("start_failed", child=child.name, reason=exit.reason)
+            await self._events.emit(
+                StartFailed(name=self._name, child=child.name, reason=exit.reason)
+            )
             raise _StartFailed(child, exit.error or RuntimeError(exit.reason))
         # returning before started() counts as starting, then exiting normally
         incarnation.started_at = self._clock.monotonic()
         child.incarnation = incarnation
-        await self._report(kind, child=child.name, incarnation=context.incarnation, **event)
+        if cause is None:
+            await self._events.emit(
+                ChildStarted(name=self._name, child=child.name, incarnation=context.incarnation)
+            )
+        else:
+            await self._events.emit(
+                Restarted(
+                    name=self._name,
+                    child=child.name,
+                    incarnation=context.incarnation,
+                    attempt=cause.attempt,
+                    cause=cause.name,
+                )
+            )
         return runnable
 
     def _make(self, child: _Child) -> Runnable:
@@ -666,7 +702,7 @@ class Supervisor:
                     await self._kill_after(incarnation, policy)
             await incarnation.done.wait()
         exit = incarnation.exit or _KILLED
-        await self._report("terminated", child=child.name, reason=exit.reason)
+        await self._events.emit(Terminated(name=self._name, child=child.name, reason=exit.reason))
         return exit
 
     @staticmethod
@@ -716,7 +752,9 @@ class Supervisor:
         exit = incarnation.exit or _KILLED
         if self._clock.monotonic() - incarnation.started_at >= self._spec.backoff_reset_after:
             child.attempt = 0
-        await self._report("exited", child=child.name, reason=exit.reason, normal=exit.normal)
+        await self._events.emit(
+            Exited(name=self._name, child=child.name, reason=exit.reason, normal=exit.normal)
+        )
         restart = child.spec.restart
         if restart is Restart.PERMANENT or (restart is Restart.TRANSIENT and not exit.normal):
             await self._restart(child, exit)
@@ -745,13 +783,15 @@ class Supervisor:
         """``cause`` exited and must be restarted: count it, stop its set, restart the set."""
         spec = self._spec
         if not self._add_restart():
-            await self._report(
-                "gave_up",
-                child=cause.name,
-                reason=exit.reason,
-                restarts=len(self._restarts),
-                intensity=spec.intensity,
-                period=spec.period,
+            await self._events.emit(
+                GaveUp(
+                    name=self._name,
+                    child=cause.name,
+                    reason=exit.reason,
+                    restarts=len(self._restarts),
+                    intensity=spec.intensity,
+                    period=spec.period,
+                )
             )
             raise _GaveUp(cause, exit)
         group = self._restart_set(cause)
@@ -771,8 +811,10 @@ class Supervisor:
         if delay <= 0:
             await self._carry_out(pending)
             return
-        await self._report(
-            "backoff", child=cause.name, attempt=cause.attempt, delay_s=round(delay, 3)
+        await self._events.emit(
+            BackingOff(
+                name=self._name, child=cause.name, attempt=cause.attempt, delay_s=round(delay, 3)
+            )
         )
         pending.scope = anyio.CancelScope()
         assert self._tg is not None
@@ -791,9 +833,7 @@ class Supervisor:
                 continue
             child.pending = None
             try:
-                await self._start(
-                    child, "restarted", attempt=pending.cause.attempt, cause=pending.cause.name
-                )
+                await self._start(child, pending.cause)
             except _StartFailed as failed:
                 # OTP: a restart that fails to start counts as another exit, and is retried
                 error = failed.error
@@ -886,7 +926,7 @@ class Supervisor:
         child = self._find(child_id)
         self._check_stopped(child)
         self._remove(child)
-        await self._report("deleted", child=child.name)
+        await self._events.emit(Deleted(name=self._name, child=child.name))
 
     def _check_stopped(self, child: _Child) -> None:
         if child.incarnation is not None:

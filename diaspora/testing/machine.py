@@ -45,6 +45,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from diaspora import codec
 from diaspora.errors import DecodeError
+from diaspora.events import GaveUp
 from diaspora.fabric import stream_name
 from diaspora.fabric.reader import read_stored
 from diaspora.log import get_logger
@@ -331,7 +332,8 @@ class WorkflowMachine(RuleBasedStateMachine):
             problems.append(f"outputs incomplete after {self.settle_timeout}s")
         lap("collect_s")
         records = injector.records[self.first_record :]
-        gave_up = [e for e in rig.workflow.gave_up if e["time"] >= self.started_at]
+        since = rig.workflow.events_since(self.started_at)
+        gave_up = [e for e in since if isinstance(e, GaveUp)]
         if gave_up:
             problems.append(f"supervisor gave up: {gave_up}")
         if rig.workflow.ended:

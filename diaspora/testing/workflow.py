@@ -42,6 +42,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from diaspora.actor import ActorRuntime
 from diaspora.errors import DiasporaError, SupervisorNotRunning
+from diaspora.events import Event, GaveUp, MemorySink, TeeSink
 from diaspora.fabric import Fabric
 from diaspora.log import get_logger
 from diaspora.supervision import (
@@ -50,7 +51,6 @@ from diaspora.supervision import (
     ProcessNode,
     Supervisor,
     TreeConfig,
-    fabric_events,
     load_config,
 )
 from diaspora.supervision.binding import add_stages
@@ -70,18 +70,16 @@ class WorkflowError(DiasporaError):
     """The workflow under test did not start, did not stop, or left processes behind."""
 
 
-class _RecordingSink:
-    """The supervisors' event sink: keeps every event and publishes it on the fabric."""
+class _Recorder(MemorySink):
+    """Keeps every event with the time it came (``time.time()``)."""
 
-    logs_events: Final = True
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
 
-    def __init__(self, fabric: Fabric) -> None:
-        self._publish = fabric_events(fabric)
-        self.events: list[dict[str, Any]] = []
-
-    async def __call__(self, kind: str, **fields: Any) -> None:
-        self.events.append({"kind": kind, "time": time.time(), **fields})
-        await self._publish(kind, **fields)
+    async def emit(self, event: Event) -> None:
+        self.times.append(time.time())
+        await super().emit(event)
 
 
 class Workflow:
@@ -115,7 +113,7 @@ class Workflow:
         self._observer = observer
         self._fabric: Fabric | None = None
         self._supervisor: Supervisor | None = None
-        self._sink: _RecordingSink | None = None
+        self._sink: _Recorder | None = None
         self._watcher: PidWatcher | None = None
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
@@ -157,14 +155,21 @@ class Workflow:
         return self._watcher
 
     @property
-    def events(self) -> list[dict[str, Any]]:
-        """Every event of the in-process supervisors (``kind``, ``time``, ``supervisor``...)."""
+    def events(self) -> list[Event]:
+        """Every event of the in-process supervisors and their process nodes, oldest first."""
         return self._sink.events if self._sink is not None else []
 
     @property
-    def gave_up(self) -> list[dict[str, Any]]:
-        """The ``gave_up`` events: restart intensity exceeded somewhere in the tree."""
-        return [e for e in self.events if e["kind"] == "gave_up"]
+    def gave_up(self) -> list[GaveUp]:
+        """The :class:`~diaspora.events.GaveUp` events: restart intensity exceeded in the tree."""
+        return self._sink.of(GaveUp) if self._sink is not None else []
+
+    def events_since(self, at: float) -> list[Event]:
+        """The :attr:`events` that came at or after ``at`` (a ``time.time()``)."""
+        sink = self._sink
+        if sink is None:
+            return []
+        return [event for event, came in zip(sink.events, sink.times, strict=True) if came >= at]
 
     @property
     def entered(self) -> bool:
@@ -190,11 +195,13 @@ class Workflow:
             self._watcher = await stack.enter_async_context(
                 PidWatcher(self._observer if self._observer is not None else fabric)
             )
-            self._sink = _RecordingSink(fabric)
+            self._sink = _Recorder()  # kept for the test, and published on the fabric
             spec = self.config.bind(fabric)
             if self.faults:
                 spec = add_stages(spec, (FaultInjection,))
-            self._supervisor = Supervisor(spec, name=self.name, on_event=self._sink)
+            self._supervisor = Supervisor(
+                spec, name=self.name, on_event=TeeSink(self._sink, fabric)
+            )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._stop)  # before the task group waits for the tree
             with anyio.fail_after(self.start_timeout):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 
+import nats
 import numpy as np
 import pytest
 import structlog
 
 from diaspora import codec
 from diaspora.errors import ConfigError, FabricUnavailable
+from diaspora.events import Crashed, GaveUp, Lag, Reconnected, decode_record
 from diaspora.fabric import INLINE_PAYLOAD_LIMIT, EmbeddedServer, Fabric, StreamLimits, free_port
 from diaspora.fabric import headers as H
 from diaspora.testing import wait_until
@@ -116,7 +118,14 @@ async def test_reconnects_after_server_restart_and_logs_each_state(
             await wait_until(lambda: not fabric.is_connected, what="disconnect noticed")
             await nats_server.restart()
             await fabric.wait_connected(timeout=20)
+            await wait_until(
+                lambda: any(e["event"] == "reconnected" for e in logs), what="reconnected event"
+            )
         events = [e["event"] for e in logs]
+        (reconnected,) = [e for e in logs if e["event"] == "reconnected"]
+        assert reconnected["fabric"] == fabric.name
+        assert reconnected["url"] == nats_server.url
+        assert reconnected["down_s"] > 0
         assert "fabric_disconnected" in events
         assert "fabric_reconnecting" in events
         assert "fabric_reconnected" in events
@@ -145,14 +154,54 @@ async def test_reconnect_listeners_are_called_once_per_reconnect_until_removed(
         assert calls == [1, 2]
 
 
-async def test_events_are_published_under_diaspora_events(fabric: Fabric) -> None:
-    sub = await fabric.nc.subscribe("diaspora.events.>")
-    await fabric.emit_event("actor", "sum.1", "crashed", reason="boom", seq=3)
-    msg = await sub.next_msg(timeout=5)
+async def test_events_are_published_under_diaspora_events_and_decode_typed(
+    fabric: Fabric,
+) -> None:
+    plain = await nats.connect(fabric.urls[0])  # any NATS client, no diaspora
+    try:
+        sub = await plain.subscribe("diaspora.events.>")
+        await plain.flush()
+        event = Crashed(name="sum.1", reason="boom", seq=3)
+        await fabric.emit(event)
+        msg = await sub.next_msg(timeout=5)
+    finally:
+        await plain.close()
     assert msg.subject == "diaspora.events.actor.sum_1.crashed"
     record = codec.decode(msg.data)
+    assert record["category"] == "actor"
+    assert record["name"] == "sum.1"
+    assert record["kind"] == "crashed"
     assert record["reason"] == "boom"
     assert record["seq"] == 3
+    assert isinstance(record["time"], float)
+    assert decode_record(record) == event
     # and captured durably by the events stream
     info = await fabric.js.stream_info("DIASPORA_EVENTS")
     assert info.state.messages >= 1
+
+
+async def test_fabric_logs_each_event_at_the_level_of_its_type(fabric: Fabric) -> None:
+    with structlog.testing.capture_logs() as logs:
+        await fabric.emit(Lag(name="sum", lag=5))
+        await fabric.emit(Crashed(name="sum", reason="boom"))
+        await fabric.emit(
+            GaveUp(name="root", child="sum", reason="boom", restarts=4, intensity=3, period=5.0)
+        )
+    lines = [
+        (e["event"], e["log_level"]) for e in logs if e["event"] in ("lag", "crashed", "gave_up")
+    ]
+    assert lines == [("lag", "info"), ("crashed", "warning"), ("gave_up", "error")]
+    (gave_up,) = [e for e in logs if e["event"] == "gave_up"]
+    assert {k: gave_up[k] for k in ("supervision", "supervisor", "child")} == {
+        "supervision": "root",
+        "supervisor": "root",
+        "child": "sum",
+    }
+
+
+async def test_emit_never_raises_once_the_fabric_is_closed(nats_server: EmbeddedServer) -> None:
+    async with Fabric(nats_server.url) as fabric:
+        pass
+    with structlog.testing.capture_logs() as logs:
+        await fabric.emit(Reconnected(name=fabric.name, url=None, down_s=None))
+    assert [e["event"] for e in logs] == ["reconnected"]  # logged, not published

@@ -4,13 +4,13 @@ so a restarted actor resumes from its checkpoint and emits each output once."""
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import anyio
 import pytest
 
 from diaspora import ActorRuntime
 from diaspora.errors import ChildStartError, ConfigError
+from diaspora.events import Exited, MemorySink, Restarted
 from diaspora.fabric import Fabric
 from diaspora.supervision import Strategy, Supervisor, SupervisorSpec, actor_child
 from diaspora.testing import wait_until
@@ -28,17 +28,13 @@ async def test_crashing_actor_child_is_restarted_from_its_checkpoint_and_emits_o
 ) -> None:
     await fabric.ensure_stream("numbers")
     crash_at = set(random.Random(5).sample(range(600, N + 1), 8))
-    events: list[tuple[str, dict[str, Any]]] = []
-
-    async def record(kind: str, **fields: Any) -> None:
-        events.append((kind, fields))
-
+    sink = MemorySink()
     spec = SupervisorSpec(
         [actor_child("sum", RunningSum, fabric, args={"crash_at": crash_at})],
         intensity=10,
         period=60,
     )
-    sup = Supervisor(spec, name="root", on_event=record)
+    sup = Supervisor(spec, name="root", on_event=sink)
 
     async def all_out() -> bool:
         return await stream_count(fabric, "sums") >= N
@@ -51,8 +47,8 @@ async def test_crashing_actor_child_is_restarted_from_its_checkpoint_and_emits_o
         last = record_.runnable
         sup.request_stop()
     assert not crash_at
-    assert [k for k, _ in events].count("restarted") == 8
-    assert all("ActorCrashed" in f["reason"] for k, f in events if k == "exited")
+    assert len(sink.of(Restarted)) == 8
+    assert all("ActorCrashed" in e.reason for e in sink.of(Exited))
     assert isinstance(last, ActorRuntime)
     assert last.id == "root.sum"
     assert last.stats.handled < N  # resumed from a checkpoint, not from the start

@@ -8,7 +8,6 @@ import signal
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import anyio
 import psutil
@@ -16,6 +15,16 @@ import pytest
 from node_workers import FailsToStart, HangsOnce, Polite, Stubborn, lines
 
 from diaspora.errors import ChildStartError, ConfigError, NodeCrashed
+from diaspora.events import (
+    ChildStarted,
+    Exited,
+    MemorySink,
+    NodeExited,
+    NodeStarted,
+    Restarted,
+    Terminated,
+)
+from diaspora.events import NodeHung as NodeHungEvent
 from diaspora.fabric import Fabric
 from diaspora.supervision import (
     ChildSpec,
@@ -30,20 +39,16 @@ from diaspora.testing import wait_until
 pytestmark = pytest.mark.anyio
 
 
-class Recorder:
-    """An event sink keeping every supervision event."""
+_NODE_EVENTS = (NodeStarted, NodeHungEvent, NodeExited)
 
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
 
-    async def __call__(self, kind: str, **fields: Any) -> None:
-        self.events.append((kind, fields))
+def kinds(sink: MemorySink, *, nodes: bool = False) -> list[str]:
+    """The kinds of the supervisor's own decisions (``nodes``: of what its nodes reported)."""
+    return [e.kind for e in sink.events if isinstance(e, _NODE_EVENTS) is nodes]
 
-    def kinds(self, child: str | None = None) -> list[str]:
-        return [k for k, f in self.events if child is None or f.get("child") == child]
 
-    def reasons(self, kind: str) -> list[str]:
-        return [str(f["reason"]) for k, f in self.events if k == kind]
+def reasons(sink: MemorySink, cls: type[Exited | Terminated]) -> list[str]:
+    return [e.reason for e in sink.of(cls)]
 
 
 def gone(pid: int) -> bool:
@@ -68,9 +73,9 @@ async def test_node_runs_its_subtree_in_another_process_and_stops_it_in_reverse_
     subtree = SupervisorSpec(
         [ChildSpec("a", partial(Polite, str(log))), ChildSpec("b", partial(Polite, str(log)))]
     )
-    recorder = Recorder()
+    sink = MemorySink()
     sup = Supervisor(
-        SupervisorSpec([process_child("node", subtree, fabric)]), name="root", on_event=recorder
+        SupervisorSpec([process_child("node", subtree, fabric)]), name="root", on_event=sink
     )
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
@@ -86,25 +91,44 @@ async def test_node_runs_its_subtree_in_another_process_and_stops_it_in_reverse_
         sup.request_stop()
     assert lines(log)[2:] == ["stop:root.node.b", "stop:root.node.a"]
     assert node.returncode == 0
-    assert recorder.reasons("terminated") == ["shutdown"]
+    assert reasons(sink, Terminated) == ["shutdown"]
+    assert [(e.reason, e.returncode) for e in sink.of(NodeExited)] == [("shutdown", 0)]
     assert gone(node.pid)
 
 
-async def test_killed_node_is_restarted_as_a_crash(fabric: Fabric, tmp_path: Path) -> None:
+async def test_killed_node_is_restarted_as_a_crash_and_one_sink_sees_node_and_supervisor(
+    fabric: Fabric, tmp_path: Path
+) -> None:
     log = tmp_path / "log"
-    recorder = Recorder()
+    sink = MemorySink()
     spec = SupervisorSpec([process_child("w", partial(Polite, str(log)), fabric)], intensity=3)
-    sup = Supervisor(spec, name="root", on_event=recorder)
+    sup = Supervisor(spec, name="root", on_event=sink)
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
         first = (await node_of(sup, "w")).pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        await wait_until(lambda: "restarted" in recorder.kinds(), timeout=20)
+        await wait_until(lambda: sink.of(Restarted) != [], timeout=20)
         second = (await node_of(sup, "w")).pid
         sup.request_stop()
     assert second not in (None, first)
-    (reason,) = [f["reason"] for k, f in recorder.events if k == "exited"]
+    # the node's report of its process and the supervisor's decisions, in one sink, in order
+    killed = NodeExited(
+        name="root",
+        child="w",
+        incarnation=0,
+        pid=first,
+        returncode=-signal.SIGKILL,
+        reason="crashed",
+    )
+    (exited,) = sink.of(Exited)
+    (restarted,) = sink.of(Restarted)
+    events = sink.events
+    assert events.index(killed) < events.index(exited) < events.index(restarted)
+    assert restarted == Restarted(name="root", child="w", incarnation=1, attempt=1, cause="w")
+    assert [e.pid for e in sink.of(NodeStarted)] == [first, second]
+    assert sink.of(ChildStarted) == [ChildStarted(name="root", child="w", incarnation=0)]
+    reason = exited.reason
     assert reason.startswith("NodeCrashed(")
     assert "killed by SIGKILL" in reason
     assert [line.split(":")[1] for line in lines(log)] == ["root.w", "root.w", "root.w"]
@@ -116,7 +140,7 @@ async def test_hung_node_is_killed_by_the_heartbeat_watchdog_and_restarted(
 ) -> None:
     log, marker = tmp_path / "log", tmp_path / "hang"
     marker.touch()
-    recorder = Recorder()
+    sink = MemorySink()
     spec = SupervisorSpec(
         [
             process_child(
@@ -125,16 +149,21 @@ async def test_hung_node_is_killed_by_the_heartbeat_watchdog_and_restarted(
         ],
         intensity=3,
     )
-    sup = Supervisor(spec, name="root", on_event=recorder)
+    sup = Supervisor(spec, name="root", on_event=sink)
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
-        await wait_until(lambda: "restarted" in recorder.kinds(), timeout=20)
+        await wait_until(lambda: sink.of(Restarted) != [], timeout=20)
         sup.request_stop()
     hung_pid = int(next(line for line in lines(log) if line.startswith("hang:")).split(":")[1])
-    (reason,) = [f["reason"] for k, f in recorder.events if k == "exited"]
+    (reason,) = reasons(sink, Exited)
     assert reason.startswith("NodeHung(")
     assert "sent no heartbeat" in reason
-    assert recorder.reasons("terminated") == ["shutdown"]  # the second one stopped gracefully
+    assert reasons(sink, Terminated) == ["shutdown"]  # the second one stopped gracefully
+    (hung,) = sink.of(NodeHungEvent)
+    assert (hung.child, hung.pid) == ("w", hung_pid)
+    assert hung.silent_s >= 0.5
+    assert [e.reason for e in sink.of(NodeExited)] == ["hung", "shutdown"]
+    assert sink.of(NodeExited)[0].pid == hung_pid
     assert gone(hung_pid)
 
 
@@ -142,33 +171,35 @@ async def test_a_stalled_parent_loop_is_not_taken_for_a_hung_node(
     fabric: Fabric, tmp_path: Path
 ) -> None:
     log = tmp_path / "log"
-    recorder = Recorder()
+    sink = MemorySink()
     spec = SupervisorSpec(
         [process_child("w", partial(Polite, str(log)), fabric, heartbeat_timeout=0.3)]
     )
-    sup = Supervisor(spec, name="root", on_event=recorder)
+    sup = Supervisor(spec, name="root", on_event=sink)
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
         time.sleep(1.0)  # noqa: ASYNC251 - this loop stalls, the child keeps beating
         await anyio.sleep(0.3)
         sup.request_stop()
-    assert recorder.kinds() == ["started", "terminated"]
+    assert kinds(sink) == ["started", "terminated"]
+    assert kinds(sink, nodes=True) == ["node_started", "node_exited"]  # no node_hung
+    assert reasons(sink, Terminated) == ["shutdown"]
 
 
 async def test_node_that_ignores_sigterm_is_killed_after_the_shutdown_timeout(
     fabric: Fabric, tmp_path: Path
 ) -> None:
     log = tmp_path / "log"
-    recorder = Recorder()
+    sink = MemorySink()
     spec = SupervisorSpec([process_child("w", partial(Stubborn, str(log)), fabric, shutdown=0.5)])
-    sup = Supervisor(spec, name="root", on_event=recorder)
+    sup = Supervisor(spec, name="root", on_event=sink)
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
         node = await node_of(sup, "w")
         began = time.monotonic()
         sup.request_stop()
     assert time.monotonic() - began >= 0.5
-    assert recorder.reasons("terminated") == ["killed"]
+    assert reasons(sink, Terminated) == ["killed"]
     assert node.returncode == -signal.SIGKILL
     assert lines(log)[1] == f"stop-ignored:{node.pid}"  # SIGTERM reached it first
     assert node.pid is not None

@@ -18,6 +18,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from diaspora import codec
+from diaspora.events import NodeStarted, decode_record
 from diaspora.fabric import Fabric
 from diaspora.testing import wait_until
 from diaspora.testing.streams import read_stream
@@ -66,9 +67,9 @@ async def node_pids(fabric: Fabric) -> AsyncIterator[list[int]]:
     pids: list[int] = []
 
     async def on_event(msg: Msg) -> None:
-        event = codec.decode(msg.data)
-        if event.get("kind") == "node_started":
-            pids.append(event["pid"])
+        event = decode_record(codec.decode(msg.data))
+        if isinstance(event, NodeStarted):
+            pids.append(event.pid)
 
     sub = await fabric.nc.subscribe("diaspora.events.supervision.>", cb=on_event)
     try:

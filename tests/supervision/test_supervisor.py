@@ -9,10 +9,10 @@ exactly. Time is a ManualClock: nothing sleeps.
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import anyio
 import pytest
+import structlog
 from anyio.abc import TaskStatus
 from toy_workers import Boom, Harness, Lab, StartBoom, settle_exit, supervising
 
@@ -27,6 +27,17 @@ from diaspora.errors import (
     SimpleOneForOneError,
     SupervisorNotRunning,
 )
+from diaspora.events import (
+    BackingOff,
+    ChildStarted,
+    Event,
+    Exited,
+    GaveUp,
+    MemorySink,
+    Restarted,
+    Terminated,
+)
+from diaspora.log import configure_logging
 from diaspora.supervision import (
     BRUTAL_KILL,
     INFINITY,
@@ -42,7 +53,6 @@ from diaspora.supervision import (
     Supervisor,
     SupervisorSpec,
     current_child,
-    fabric_events,
 )
 from diaspora.testing import wait_until
 
@@ -86,7 +96,7 @@ def supervisor(
     spec = SupervisorSpec(
         children, strategy=strategy, intensity=intensity, period=period, backoff=backoff
     )
-    return Supervisor(spec, name=name, clock=clock, on_event=lab.on_event, rng=random.Random(0))
+    return Supervisor(spec, name=name, clock=clock, on_event=lab, rng=random.Random(0))
 
 
 async def statuses(sup: Supervisor) -> dict[str | None, ChildStatus]:
@@ -228,10 +238,10 @@ async def test_restart_types_follow_otp_normal_and_abnormal_exits(
             expected["a"] = ChildStatus.RUNNING if restarted else ChildStatus.UNDEFINED
         expected["b"] = ChildStatus.RUNNING
         assert await statuses(sup) == expected
-        exited = [f for k, f in lab.events if k == "exited"]
-        assert exited[0]["normal"] is (how != "crash")
+        exited = lab.of(Exited)
+        assert exited[0].normal is (how != "crash")
         assert (
-            exited[0]["reason"]
+            exited[0].reason
             == {
                 "exit": "normal",
                 "shutdown": "shutdown",
@@ -263,7 +273,7 @@ async def test_restarts_spread_beyond_the_period_do_not_accumulate(
             await clock.advance(2.6)
         assert lab.starts("a") == 11
     assert run.error is None
-    assert "gave_up" not in [k for k, _ in lab.events]
+    assert lab.of(GaveUp) == []
 
 
 async def test_more_restarts_than_intensity_within_period_gives_up(
@@ -285,16 +295,10 @@ async def test_more_restarts_than_intensity_within_period_gives_up(
     assert isinstance(error, RestartIntensityExceeded)
     assert isinstance(error.__cause__, Boom)
     assert lab.take_log() == ["crash:b", "stop:c", "stop:a"]
-    gave_up = [f for k, f in lab.events if k == "gave_up"]
-    assert gave_up == [
-        {
-            "supervisor": "root",
-            "child": "b",
-            "reason": "Boom('b crashed')",
-            "restarts": 3,
-            "intensity": 2,
-            "period": 5.0,
-        }
+    assert lab.of(GaveUp) == [
+        GaveUp(
+            name="root", child="b", reason="Boom('b crashed')", restarts=3, intensity=2, period=5.0
+        )
     ]
     with pytest.raises(SupervisorNotRunning):
         await sup.which_children()
@@ -334,7 +338,7 @@ async def test_giving_up_escalates_through_nested_supervisors_to_the_root(
         "stop:m",  # mid gives up at once and fails,
         "stop:r",  # and so does the root
     ]
-    gave_up = [f["supervisor"] for k, f in lab.events if k == "gave_up"]
+    gave_up = [e.name for e in lab.of(GaveUp)]
     assert gave_up == ["root.mid.leaf", "root.mid", "root"]
     assert ("exited", "leaf") in lab.kinds(supervisor="root.mid")
 
@@ -347,7 +351,7 @@ async def test_a_parent_restarts_a_nested_supervisor_that_gave_up(
     async with supervising(sup):
         lab.take_log()
         await crash(lab, sup, "w")
-        await lab.wait_event("restarted", supervisor="root", child="leaf")
+        await lab.wait_event(Restarted, supervisor="root", child="leaf")
         assert lab.take_log() == ["crash:w", "start:w"]
         records = await sup.which_children()
         assert [(r.id, r.type, r.status) for r in records] == [
@@ -373,8 +377,7 @@ async def test_a_child_ignoring_request_stop_is_cancelled_after_its_timeout(
         await clock.advance(0.1)
         await lab.current("a").done.wait()
     assert lab.log == ["start:a", "kill:a"]
-    terminated = [f for k, f in lab.events if k == "terminated"]
-    assert terminated == [{"supervisor": "root", "child": "a", "reason": "killed"}]
+    assert lab.of(Terminated) == [Terminated(name="root", child="a", reason="killed")]
 
 
 async def test_a_child_stopping_within_its_timeout_is_not_cancelled(
@@ -385,7 +388,7 @@ async def test_a_child_stopping_within_its_timeout_is_not_cancelled(
         await sup.terminate_child("a")
         assert lab.log == ["start:a", "stop:a"]
         assert clock.sleepers == 0
-    assert [f["reason"] for k, f in lab.events if k == "terminated"] == ["shutdown"]
+    assert [e.reason for e in lab.of(Terminated)] == ["shutdown"]
 
 
 async def test_brutal_kill_cancels_without_asking(lab: Lab, clock: ManualClock) -> None:
@@ -725,14 +728,13 @@ async def test_backoff_delays_consecutive_restarts_exponentially(
         for attempt, delay in enumerate([0.5, 1.0, 1.5, 1.5], start=1):
             await crash(lab, sup, "a")
             assert await statuses(sup) == {"a": ChildStatus.RESTARTING}
-            assert lab.events[-1] == (
-                "backoff",
-                {"supervisor": "root", "child": "a", "attempt": attempt, "delay_s": delay},
+            assert lab.events[-1] == BackingOff(
+                name="root", child="a", attempt=attempt, delay_s=delay
             )
             await clock.advance(delay - 0.25)
             assert lab.starts("a") == attempt
             await clock.advance(0.25)
-            await lab.wait_event("restarted", child="a", attempt=attempt)
+            await lab.wait_event(Restarted, child="a", attempt=attempt)
             assert await statuses(sup) == {"a": ChildStatus.RUNNING}
 
 
@@ -744,9 +746,9 @@ async def test_backoff_starts_over_after_the_child_stayed_up(lab: Lab, clock: Ma
         for uptime in (0.0, 9.0, 10.0, 0.0):
             await clock.advance(uptime)
             await crash(lab, sup, "a")
-            delays.append(lab.events[-1][1]["delay_s"])
+            delays.append(lab.last(BackingOff).delay_s)
             await clock.advance(delays[-1])
-            await lab.wait_event("restarted", child="a")
+            await lab.wait_event(Restarted, child="a")
             lab.events.clear()
         assert delays == [1.0, 3.0, 1.0, 3.0]
 
@@ -758,11 +760,11 @@ async def test_backoff_jitter_stays_within_bounds(lab: Lab, clock: ManualClock) 
         delays = set()
         for _ in range(5):
             await crash(lab, sup, "a")
-            delay = lab.events[-1][1]["delay_s"]
+            delay = lab.last(BackingOff).delay_s
             delays.add(delay)
             assert 0.5 <= delay <= 1.5
             await clock.advance(delay + 0.001)  # the event rounds to the millisecond
-            await lab.wait_event("restarted", child="a")
+            await lab.wait_event(Restarted, child="a")
             lab.events.clear()
         assert len(delays) > 1
 
@@ -779,7 +781,7 @@ async def test_one_for_all_backoff_stops_siblings_at_once_and_restarts_them_late
         assert lab.take_log() == ["crash:a", "stop:b"]
         assert await statuses(sup) == dict.fromkeys("ab", ChildStatus.RESTARTING)
         await clock.advance(2.0)
-        await lab.wait_event("restarted", child="b")
+        await lab.wait_event(Restarted, child="b")
         assert lab.take_log() == ["start:a", "start:b"]
 
 
@@ -817,16 +819,17 @@ async def test_every_decision_is_an_event(lab: Lab, clock: ManualClock) -> None:
         ("gave_up", "b"),
         ("terminated", "a"),
     ]
-    restarted = [f for k, f in lab.events if k == "restarted"]
-    assert restarted[1] == {
+    restarted = lab.of(Restarted)
+    assert restarted[1] == Restarted(name="root", child="b", incarnation=1, attempt=1, cause="a")
+    assert restarted[1].fields() == {  # the fields of its log line and wire record
         "supervisor": "root",
         "child": "b",
         "incarnation": 1,
         "attempt": 1,
         "cause": "a",
     }
-    exited = [f for k, f in lab.events if k == "exited"]
-    assert exited[0] == {
+    exited = lab.of(Exited)
+    assert exited[0].fields() == {
         "supervisor": "root",
         "child": "a",
         "reason": "Boom('a crashed')",
@@ -834,39 +837,53 @@ async def test_every_decision_is_an_event(lab: Lab, clock: ManualClock) -> None:
     }
 
 
-async def test_fabric_events_publish_under_each_supervisors_name(
+async def test_nested_supervisors_report_to_the_shared_sink_under_their_own_names(
     lab: Lab, clock: ManualClock
 ) -> None:
-    published: list[tuple[str, str, str, dict[str, Any]]] = []
-
-    class FakeFabric:
-        async def emit_event(self, category: str, name: str, kind: str, **fields: Any) -> None:
-            published.append((category, name, kind, fields))
-
+    sink = MemorySink()
     inner = SupervisorSpec([worker(lab, "x")])
     spec = SupervisorSpec([ChildSpec("inner", start=inner)])
-    sup = Supervisor(spec, name="root", clock=clock, on_event=fabric_events(FakeFabric()))
+    sup = Supervisor(spec, name="root", clock=clock, on_event=sink)
     async with supervising(sup):
         pass
-    assert [(c, n, k) for c, n, k, _ in published] == [
-        ("supervision", "root.inner", "started"),
-        ("supervision", "root", "started"),
-        ("supervision", "root.inner", "terminated"),
-        ("supervision", "root", "terminated"),
+    assert [e.subject_name for e in sink.events] == [
+        "diaspora.events.supervision.root_inner.started",
+        "diaspora.events.supervision.root.started",
+        "diaspora.events.supervision.root_inner.terminated",
+        "diaspora.events.supervision.root.terminated",
     ]
-    assert published[0][3] == {"supervisor": "root.inner", "child": "x", "incarnation": 0}
-    fixed = fabric_events(FakeFabric(), "ptycho")
-    await fixed("started", supervisor="root.inner", child="x")
-    assert published[-1][:3] == ("supervision", "ptycho", "started")
+    assert sink.events[0] == ChildStarted(name="root.inner", child="x", incarnation=0)
+    assert sink.events[0].fields() == {"supervisor": "root.inner", "child": "x", "incarnation": 0}
+
+
+async def test_each_event_is_logged_once_by_the_supervisor_or_by_a_sink_that_logs(
+    lab: Lab, clock: ManualClock
+) -> None:
+    class LoggingSink(MemorySink):
+        logs_events = True
+
+    configure_logging()  # before capturing: a first configuration would end the capture
+    for sink, logged_by_supervisor in ((MemorySink(), True), (LoggingSink(), False)):
+        with structlog.testing.capture_logs() as logs:
+            sup = Supervisor(
+                SupervisorSpec([worker(lab, "a")]), name="r", clock=clock, on_event=sink
+            )
+            async with supervising(sup):
+                pass
+        decisions = [line for line in logs if line.get("supervisor") == "r"]
+        assert [e.kind for e in sink.events] == ["started", "terminated"]
+        expected = [("started", "info"), ("terminated", "info")] if logged_by_supervisor else []
+        assert [(line["event"], line["log_level"]) for line in decisions] == expected
 
 
 async def test_a_failing_event_sink_does_not_break_supervision(clock: ManualClock) -> None:
     lab = Lab()
 
-    async def broken(kind: str, **fields: Any) -> None:
-        raise RuntimeError("sink down")
+    class Broken:
+        async def emit(self, event: Event) -> None:
+            raise RuntimeError("sink down")
 
-    sup = Supervisor(SupervisorSpec([worker(lab, "a")]), name="r", clock=clock, on_event=broken)
+    sup = Supervisor(SupervisorSpec([worker(lab, "a")]), name="r", clock=clock, on_event=Broken())
     async with supervising(sup):
         await crash(lab, sup, "a")
         assert lab.starts("a") == 2

@@ -13,12 +13,13 @@ import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
 
 from diaspora.errors import ChildShutdown
+from diaspora.events import Event
 from diaspora.supervision import ChildContext, Runnable, Supervisor, current_child
 from diaspora.testing import wait_until
 
@@ -115,12 +116,18 @@ class Worker:
         self._finish_stop.set()
 
 
+_E = TypeVar("_E", bound=Event)
+
+
 class Lab:
-    """Makes workers, tells them what to do, records their log and the supervisor's events."""
+    """Makes workers, tells them what to do, records their log and the supervisor's events.
+
+    A lab is the supervisors' event sink (``on_event=lab``).
+    """
 
     def __init__(self) -> None:
         self.log: list[str] = []
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[Event] = []
         self.instances: dict[str, list[Worker]] = defaultdict(list)
         self.start_failures: dict[str, float] = {}
         self.hang_in_start: set[str] = set()
@@ -151,15 +158,25 @@ class Lab:
     def starts(self, child: str) -> int:
         return len(self.instances[child])
 
-    async def on_event(self, kind: str, **fields: Any) -> None:
-        self.events.append((kind, fields))
+    async def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, cls: type[_E]) -> list[_E]:
+        """The events of type ``cls`` so far, oldest first."""
+        return [e for e in self.events if isinstance(e, cls)]
+
+    def last(self, cls: type[_E]) -> _E:
+        """The latest event, which must be of type ``cls``."""
+        event = self.events[-1]
+        assert isinstance(event, cls), f"the latest event is {event!r}, not a {cls.__name__}"
+        return event
 
     def kinds(self, *, supervisor: str | None = None) -> list[tuple[str, str | None]]:
         """``(kind, child)`` of every event so far (of one supervisor)."""
         return [
-            (kind, fields.get("child"))
-            for kind, fields in self.events
-            if supervisor is None or fields["supervisor"] == supervisor
+            (e.kind, e.fields().get("child"))
+            for e in self.events
+            if supervisor is None or e.name == supervisor
         ]
 
     def take_log(self) -> list[str]:
@@ -169,14 +186,16 @@ class Lab:
     async def wait_log(self, entry: str) -> None:
         await wait_until(lambda: entry in self.log, interval=0.001, what=f"{entry!r} in log")
 
-    async def wait_event(self, kind: str, **fields: Any) -> None:
+    async def wait_event(self, cls: type[Event], **fields: Any) -> None:
+        """Wait for an event of type ``cls`` with these fields (``supervisor=``, ``child=``...)."""
+
         def seen() -> bool:
             return any(
-                k == kind and all(f.get(key) == value for key, value in fields.items())
-                for k, f in self.events
+                all(e.fields().get(key) == value for key, value in fields.items())
+                for e in self.of(cls)
             )
 
-        await wait_until(seen, interval=0.001, what=f"event {kind} {fields}")
+        await wait_until(seen, interval=0.001, what=f"event {cls.__name__} {fields}")
 
 
 async def settle_exit(sup: Supervisor, worker: Worker) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Collection
 import nats
 import pytest
 
+from diaspora.events import Event, Exited, Restarted
 from diaspora.fabric import EmbeddedServer, Fabric, ServerState
 from diaspora.supervision import parse_config
 from diaspora.testing import (
@@ -36,8 +37,8 @@ async def outputs(fabric: Fabric) -> list[object]:
         return []
 
 
-def restarts(events: list[dict[str, object]]) -> int:
-    return sum(1 for e in events if e["kind"] == "restarted")
+def restarts(events: list[Event]) -> int:
+    return sum(1 for e in events if isinstance(e, Restarted))
 
 
 @pytest.mark.parametrize(
@@ -120,7 +121,7 @@ async def test_freeze_longer_than_the_heartbeat_gets_the_node_killed_by_its_watc
         frozen = await injector.freeze("root.echo", 3.0)  # heartbeat_timeout is 1 s
         await fabric.publish("echo.in", {"n": 1})
         await wait_until(lambda: restarts(wf.events) == 1, timeout=20, what="restarted")
-        assert any(e["kind"] == "exited" and "NodeHung" in e["reason"] for e in wf.events)
+        assert any(isinstance(e, Exited) and "NodeHung" in e.reason for e in wf.events)
         assert frozen.pid is not None
         assert not is_running(frozen.pid)
 

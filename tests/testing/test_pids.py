@@ -9,6 +9,7 @@ import sys
 import anyio
 import pytest
 
+from diaspora.events import NodeStarted, Started
 from diaspora.fabric import Fabric
 from diaspora.testing import PidWatcher, wait_until
 from diaspora.testing.pids import child_processes, is_descendant, is_running, node_path
@@ -46,10 +47,8 @@ async def test_watcher_records_pids_from_started_events_and_waits_for_a_live_one
         await anyio.open_process([sys.executable, "-c", "import time; time.sleep(30)"]) as proc,
         PidWatcher(fabric) as watcher,
     ):
-        await fabric.emit_event("actor", "root.sum", "started", pid=os.getpid())
-        await fabric.emit_event(
-            "supervision", "root", "node_started", supervisor="root", child="sum", pid=proc.pid
-        )
+        await fabric.emit(Started(name="root.sum", positions={}, epoch=1, pid=os.getpid()))
+        await fabric.emit(NodeStarted(name="root", child="sum", incarnation=0, pid=proc.pid))
         await wait_until(lambda: len(watcher.pids.get("root.sum", [])) == 2, timeout=5)
         assert watcher.pids["root.sum"] == [os.getpid(), proc.pid]
         assert await watcher.wait_pid("root.sum", timeout=1) == proc.pid

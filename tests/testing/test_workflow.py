@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from diaspora.errors import StreamNotFound
+from diaspora.events import ChildStarted
 from diaspora.fabric import Fabric
 from diaspora.supervision import parse_config
 from diaspora.testing import Workflow, WorkflowError, wait_until
@@ -41,7 +42,7 @@ async def test_tree_from_a_toml_file_runs_and_leaves_no_process_behind(
         assert await wf.locate("root.echo") == pid
         await fabric.publish("echo.in", {"x": 1})
         await wait_until(lambda: echoed(fabric, 1), timeout=20)
-        assert [e["kind"] for e in wf.events].count("started") == 1
+        assert [type(e) for e in wf.events].count(ChildStarted) == 1
     assert wf.orphans == []
     assert not is_running(pid)
     assert wf.ended
@@ -66,7 +67,7 @@ async def test_supervisor_giving_up_is_recorded_and_the_tree_ends(
         await fabric.publish("numbers", {"x": 1})
         await wait_until(lambda: wf.ended, timeout=20, what="tree ended")
         assert not await wf.running()
-    assert [e["child"] for e in wf.gave_up] == ["bad"]
+    assert [e.child for e in wf.gave_up] == ["bad"]
     assert "RestartIntensityExceeded" in repr(wf.error)
 
 
