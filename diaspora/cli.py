@@ -94,7 +94,7 @@ async def _until_signal(stop: Callable[[], None], kill: Callable[[], None] | Non
 
 async def _run_tree(args: argparse.Namespace) -> int:
     config = load_config(args.file)
-    # no URL here: the Fabric itself falls back to $DIASPORA_URL, then to an embedded server
+    # with neither --url nor [fabric] url, the Fabric reads $DIASPORA_URL (else embeds a server)
     async with Fabric(args.url or config.url, name=config.name) as fabric:
         await config.declare_streams(fabric)
         await run_until(config.supervisor(fabric), _until_signal)
