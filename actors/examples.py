@@ -1,8 +1,9 @@
 """Small actors the example trees in ``supervisors/`` run.
 
-``RunningSum`` is the README's running sum; ``Scale`` multiplies a field and
-forwards it, so two of them make a pipeline; ``KeyedTotals`` keeps a running
-total per key (the README's example of testing a workflow under faults).
+``RunningSum`` is the running sum of ``docs/actors.md``; ``Scale`` multiplies a
+field and forwards it, so the two make the README's quick-start pipeline;
+``KeyedTotals`` keeps a running total per key (the example of testing a
+workflow under faults in ``docs/testing.md``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bench.report import Report, Row
 from diaspora import Actor, ActorRuntime, Message, codec
-from diaspora.fabric import EmbeddedServer, Fabric
+from diaspora.fabric import EmbeddedServer, Fabric, stream_name
 from diaspora.streams import OverloadPolicy, QosSpec, declare_qos
 from diaspora.streams.scaleout import ScaleOutGroup
 
@@ -123,7 +123,7 @@ async def _run_policy(
 ) -> tuple[list[float], list[tuple[float, int]], int]:
     """One run: (latencies, lag samples (t, lag), items handled)."""
     with contextlib.suppress(Exception):
-        await fabric.js.delete_stream(SUBJECT.replace(".", "_"))
+        await fabric.js.delete_stream(stream_name(SUBJECT))
     await fabric.ensure_stream(SUBJECT)
     kv = await fabric.ensure_kv("diaspora-qos")
     if policy is None:
@@ -150,7 +150,7 @@ async def _run_policy(
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < seconds:
             clock.slow = slowdown and 0.2 * seconds <= elapsed < 0.6 * seconds
-            info = await fabric.js.stream_info(SUBJECT.replace(".", "_"))
+            info = await fabric.js.stream_info(stream_name(SUBJECT))
             head = info.state.last_seq
             if isinstance(sink, ScaleOutGroup):
                 lag = await sink.lag()

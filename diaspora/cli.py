@@ -3,15 +3,17 @@
 ``diaspora actor PATH``
     Run one actor (``package.module:Class``) until SIGINT/SIGTERM, which stop
     it gracefully (finish the message at hand, checkpoint). Exit status 0 on a
-    graceful stop, 1 when the actor crashed, 2 on a usage or config error.
+    graceful stop, 1 when the actor crashed, 2 on a usage or config error
+    (:class:`~diaspora.exitcode.ExitCode`).
 
 ``diaspora run FILE [--url URL]``
     Run a supervision tree from a TOML file (see
     :mod:`diaspora.supervision.config`) until SIGINT/SIGTERM, which stop it in
     reverse start order (a second signal kills what is left). The fabric is
-    ``--url``, else ``$DIASPORA_URL``, else the file's ``[fabric] url``, else
+    ``--url``, else the file's ``[fabric] url``, else ``$DIASPORA_URL``, else
     an embedded server. Supervision events are published under
-    ``diaspora.events.supervision.>``. Exit status:
+    ``diaspora.events.supervision.>``. Exit status
+    (:class:`~diaspora.exitcode.ExitCode`):
 
     - 0: stopped by a signal (or the root supervisor returned) after an
       orderly shutdown;
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -45,17 +46,14 @@ from diaspora.errors import (
     DiasporaError,
     RestartIntensityExceeded,
 )
+from diaspora.exitcode import ExitCode
 from diaspora.fabric import Fabric
 from diaspora.importpath import resolve
 from diaspora.log import configure_logging, get_logger
-from diaspora.supervision import Supervisor, load_config
+from diaspora.supervision import load_config
+from diaspora.supervision.runnable import run_until
 
 __all__ = ["main"]
-
-EXIT_OK = 0
-EXIT_CRASHED = 1
-EXIT_USAGE = 2
-EXIT_START_FAILED = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a supervision tree from a TOML file until SIGINT/SIGTERM")
     run.add_argument("file", help="the tree's TOML file (see supervisors/)")
     run.add_argument(
-        "--url", help="NATS URL(s); default $DIASPORA_URL, the file's [fabric] url, or embedded"
+        "--url", help="NATS URL(s); default the file's [fabric] url, $DIASPORA_URL, or embedded"
     )
     check = sub.add_parser("check", help="validate a supervision-tree TOML file without running")
     check.add_argument("file", help="the tree's TOML file")
@@ -94,35 +92,19 @@ async def _until_signal(stop: Callable[[], None], kill: Callable[[], None] | Non
                 return
 
 
-async def _supervise(supervisor: Supervisor) -> None:
-    """Run ``supervisor`` until a signal stops it; its own failure propagates unwrapped."""
-    error: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_until_signal, supervisor.request_stop, tg.cancel_scope.cancel)
-        try:
-            await supervisor.run()
-        except Exception as exc:
-            error = exc
-        finally:
-            tg.cancel_scope.cancel()
-    if error is not None:
-        raise error
-
-
 async def _run_tree(args: argparse.Namespace) -> int:
     config = load_config(args.file)
-    url = args.url or os.environ.get("DIASPORA_URL") or config.url
-    async with Fabric(url, name=config.name) as fabric:
+    # with neither --url nor [fabric] url, the Fabric reads $DIASPORA_URL (else embeds a server)
+    async with Fabric(args.url or config.url, name=config.name) as fabric:
         await config.declare_streams(fabric)
-        supervisor = config.supervisor(fabric)
-        await _supervise(supervisor)
-    return EXIT_OK
+        await run_until(config.supervisor(fabric), _until_signal)
+    return ExitCode.OK
 
 
 def _check(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(f"{config.source}: ok: {config.summary()}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def _run_actor(args: argparse.Namespace) -> int:
@@ -138,18 +120,8 @@ async def _run_actor(args: argparse.Namespace) -> int:
     inputs = [s for s in args.inputs.split(",") if s] if args.inputs else None
     async with Fabric(args.url, name=args.id or cls.__name__.lower()) as fabric:
         runtime = ActorRuntime(cls, fabric, id=args.id, args=kwargs, inputs=inputs)
-        error: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_until_signal, runtime.request_stop)
-            try:
-                await runtime.run()
-            except Exception as exc:  # raised unwrapped, not in the task group's group
-                error = exc
-            finally:
-                tg.cancel_scope.cancel()
-        if error is not None:
-            raise error
-    return EXIT_OK
+        await run_until(runtime, lambda stop, _kill: _until_signal(stop))
+    return ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,20 +138,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
     except ConfigError as exc:
         print(f"diaspora: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except ActorCrashed as exc:
         log.error("actor_crashed", reason=repr(exc.reason))
-        return EXIT_CRASHED
+        return ExitCode.FAILED
     except RestartIntensityExceeded as exc:
         log.error("gave_up", error=str(exc), cause=repr(exc.__cause__))
-        return EXIT_CRASHED
+        return ExitCode.FAILED
     except ChildStartError as exc:
         log.error("start_failed", error=str(exc), child=exc.child, cause=repr(exc.__cause__))
-        return EXIT_START_FAILED
+        return ExitCode.START_FAILED
     except DiasporaError as exc:
         log.error("failed", error=str(exc))
-        return EXIT_CRASHED
-    return EXIT_USAGE
+        return ExitCode.FAILED
+    return ExitCode.USAGE
 
 
 if __name__ == "__main__":

@@ -34,8 +34,6 @@ Keys (``*``: required)::
     process = false                   # true: run it in its own OS process
     heartbeat_timeout = 5.0           # process = true only: watchdog
     start_timeout = 60.0              # process = true only
-    qos = { ... }                     # reserved for stream QoS: accepted, not validated
-    streams = { ... }                 # reserved likewise
 
     [[supervisor.children]]           # a nested supervisor child
     id = "ingest"                     # *
@@ -51,9 +49,12 @@ The ``qos`` table takes every key of :class:`~diaspora.streams.QosSpec`
 (rate, max_lag_items, max_lag_seconds, max_latency, stall_deadline, policy,
 reconstructor, reconstructor_args, fill_stalls); ``limits`` those of
 :class:`~diaspora.fabric.StreamLimits`. ``diaspora run`` ensures these
-streams and declares their QoS before starting the tree. The reserved keys
-of actor children are kept, by tree path (``"root.sum"``), in
-:attr:`TreeConfig.reserved`. Any other unknown key is an error.
+streams and declares their QoS before starting the tree: a stream's QoS is
+declared there, once per subject, never on a child (a child's ``qos`` or
+``streams`` key is refused with an error saying so). Any other unknown key is
+an error too. Values are checked by the specs themselves
+(:mod:`diaspora.supervision.spec`); the parser puts the file and the field
+path in front of what they say.
 
 >>> config = parse_config('''
 ... [supervisor]
@@ -82,9 +83,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 from diaspora.actor import Actor
 from diaspora.clock import Clock
@@ -118,10 +118,10 @@ from diaspora.tomlfile import TomlReader, kind_of, load_toml
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
 
-__all__ = ["RESERVED_CHILD_KEYS", "TreeConfig", "load_config", "parse_config"]
+__all__ = ["TreeConfig", "load_config", "parse_config"]
 
-#: Per-child keys accepted and kept but not validated here (stream QoS is parsed elsewhere).
-RESERVED_CHILD_KEYS: Final = frozenset({"qos", "streams"})
+#: Per-child keys of an older format: a stream's QoS now lives in the top-level ``[streams]``.
+_STREAM_CHILD_KEYS: Final = frozenset({"qos", "streams"})
 _TOP_KEYS: Final = frozenset({"fabric", "supervisor", "streams"})
 _STREAM_KEYS: Final = frozenset({"qos", "limits"})
 _LIMIT_KEYS: Final = frozenset(
@@ -137,8 +137,6 @@ _NESTED_KEYS: Final = _CHILD_KEYS | _SUPERVISOR_KEYS
 _BACKOFF_KEYS: Final = frozenset({"initial", "max", "factor", "jitter", "reset_after"})
 DEFAULT_NAME: Final = "root"
 
-_E = TypeVar("_E", bound=Enum)
-
 
 @dataclass(frozen=True, slots=True)
 class StreamDecl:
@@ -153,15 +151,13 @@ class TreeConfig:
     """A validated config file: the root supervisor's name and spec, and the fabric URL.
 
     ``spec`` has no fabric: run it with :meth:`supervisor` (or
-    ``bind_fabric(spec, fabric)``). ``reserved`` holds the reserved keys'
-    raw values by tree path.
+    ``bind_fabric(spec, fabric)``).
     """
 
     source: str
     name: str
     spec: SupervisorSpec
     url: tuple[str, ...] | None = None
-    reserved: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     streams: Mapping[str, StreamDecl] = field(default_factory=dict)
 
     async def declare_streams(self, fabric: Fabric) -> None:
@@ -229,10 +225,6 @@ def parse_config(text: str, *, source: str = "<config>") -> TreeConfig:
 class _Parser(TomlReader):
     """Walks one document; every error names ``source`` and the field path."""
 
-    def __init__(self, source: str) -> None:
-        super().__init__(source)
-        self.reserved: dict[str, dict[str, Any]] = {}
-
     def at(self, where: str) -> str:
         return f"{self.source}: {where}"
 
@@ -255,7 +247,7 @@ class _Parser(TomlReader):
                 self.string(root["name"], "supervisor.name"), self.at("supervisor.name")
             )
         spec = self.supervisor(root, "supervisor", name)
-        return TreeConfig(self.source, name, spec, url, self.reserved, streams)
+        return TreeConfig(self.source, name, spec, url, streams)
 
     def streams(self, value: object) -> dict[str, StreamDecl]:
         """``[streams."<subject>"]`` tables: each stream's ``qos`` and retention ``limits``."""
@@ -300,50 +292,41 @@ class _Parser(TomlReader):
             out.append(text)
         return tuple(out)
 
+    def from_spec(self, exc: ConfigError, where: str, spec_path: str) -> ConfigError:
+        """A spec's error (``supervisor.intensity: ...``) with the file and ``where`` in front."""
+        message = str(exc)
+        if message.startswith((f"{spec_path}.", f"{spec_path}:")):
+            message = message.removeprefix(spec_path)
+        else:
+            message = f": {message}"
+        return ConfigError(f"{self.source}: {where}{message}")
+
     def supervisor(self, table: dict[str, Any], where: str, path: str) -> SupervisorSpec:
-        strategy = Strategy.ONE_FOR_ONE
+        """The spec checks the values; unset keys take the spec's defaults."""
+        flags: dict[str, Any] = {key: table[key] for key in ("intensity", "period") if key in table}
         if "strategy" in table:
-            strategy = self.choice(table["strategy"], Strategy, f"{where}.strategy")
-        intensity = 1
-        if "intensity" in table:
-            intensity = self.integer(table["intensity"], f"{where}.intensity", minimum=0)
-        period = 5.0
-        if "period" in table:
-            period = self.seconds(table["period"], f"{where}.period")
-        backoff = self.backoff(table["backoff"], f"{where}.backoff") if "backoff" in table else None
+            flags["strategy"] = self.choice(table["strategy"], Strategy, f"{where}.strategy")
+        if "backoff" in table:
+            flags["backoff"] = self.backoff(table["backoff"], f"{where}.backoff")
         children = self.children(table.get("children", []), f"{where}.children", path)
-        if strategy is Strategy.SIMPLE_ONE_FOR_ONE and len(children) != 1:
-            raise self.fail(
-                f"{where}.children",
-                f"simple_one_for_one needs exactly one child (the template of the children "
-                f"started with start_child), got {len(children)}",
-            )
         try:
-            return SupervisorSpec(children, strategy, intensity, period, backoff)
-        except ConfigError as exc:  # checked above; kept so nothing slips through unnamed
-            raise self.fail(where, str(exc)) from exc
+            return SupervisorSpec(children, **flags)
+        except ConfigError as exc:
+            raise self.from_spec(exc, where, "supervisor") from exc
 
     def backoff(self, value: object, where: str) -> Backoff:
         table = self.table(value, where)
         self.keys(table, where, _BACKOFF_KEYS)
-        fields = {key: self.seconds_or_number(table[key], f"{where}.{key}") for key in table}
         try:
-            return Backoff(**fields)
-        except ConfigError as exc:  # "backoff.initial: ..." -> "<where>.initial: ..."
-            message = str(exc).removeprefix("backoff.")
-            raise ConfigError(f"{self.source}: {where}.{message}") from exc
-
-    def seconds_or_number(self, value: object, where: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(where, f"{value!r} is {kind_of(value)}, expected a number")
-        return float(value)
+            return Backoff(**table)
+        except ConfigError as exc:
+            raise self.from_spec(exc, where, "backoff") from exc
 
     def children(self, value: object, where: str, path: str) -> list[ChildSpec]:
         if not isinstance(value, list):
             raise self.fail(
                 where, f"{value!r} is {kind_of(value)}, expected an array of tables ([[...]])"
             )
-        seen: dict[str, str] = {}
         out = []
         for i, item in enumerate(value):
             child_where = f"{where}[{i}]"
@@ -354,11 +337,6 @@ class _Parser(TomlReader):
                 ),
                 self.at(f"{child_where}.id"),
             )
-            if child_id in seen:
-                raise self.fail(
-                    f"{child_where}.id", f"duplicate id {child_id!r} (also {seen[child_id]})"
-                )
-            seen[child_id] = child_where
             out.append(self.child(table, child_where, f"{path}.{child_id}", child_id))
         return out
 
@@ -377,8 +355,14 @@ class _Parser(TomlReader):
                 "needs 'actor' (an actor child: \"package.module:Class\") or 'children' "
                 "(a nested supervisor)",
             )
+        if stream_keys := sorted(_STREAM_CHILD_KEYS & table.keys()):
+            raise self.fail(
+                f"{where}.{stream_keys[0]}",
+                "a stream's QoS is not set on a child: declare it once per subject in the "
+                'top-level [streams."<subject>"] table (qos = {...}, limits = {...})',
+            )
         if is_actor:
-            self.keys(table, where, _ACTOR_KEYS, RESERVED_CHILD_KEYS)
+            self.keys(table, where, _ACTOR_KEYS)
         else:
             self.keys(table, where, _NESTED_KEYS)
         restart = Restart.PERMANENT
@@ -401,14 +385,9 @@ class _Parser(TomlReader):
             )
         if "start_timeout" in table:
             start_timeout = self.seconds(table["start_timeout"], f"{where}.start_timeout")
-        target: ActorStart | SupervisorSpec
-        if is_actor:
-            target = self.actor(table, where)
-            kept = {key: table[key] for key in RESERVED_CHILD_KEYS & table.keys()}
-            if kept:
-                self.reserved[path] = kept
-        else:
-            target = self.supervisor(table, where, path)
+        target: ActorStart | SupervisorSpec = (
+            self.actor(table, where) if is_actor else self.supervisor(table, where, path)
+        )
         if not process:
             return ChildSpec(child_id, target, restart=restart, shutdown=shutdown)
         try:

@@ -2,12 +2,13 @@
 
 Started by :class:`~diaspora.supervision.ProcessNode`, never by hand. It
 reads its subtree from stdin (see :mod:`diaspora.supervision.node` for the
-protocol), runs it on its own fabric connection and exits with:
+protocol), runs it on its own fabric connection and exits with
+(:class:`~diaspora.exitcode.ExitCode`):
 
-- ``0`` — the subtree returned (after SIGTERM/SIGINT: stopped gracefully);
-- ``1`` — the subtree raised (the reason was sent as an ``error`` line);
-- ``2`` — the subtree could not be loaded (an import failed in this process);
-- ``3`` — the parent died before this process could be tied to it.
+- ``OK`` (0) — the subtree returned (after SIGTERM/SIGINT: stopped gracefully);
+- ``FAILED`` (1) — the subtree raised (the reason was sent as an ``error`` line);
+- ``BAD_TREE`` (4) — the subtree could not be loaded (an import failed in this process);
+- ``ORPHANED`` (5) — the parent died before this process could be tied to it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import pickle
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
@@ -26,21 +28,17 @@ import structlog
 from anyio.abc import TaskStatus
 
 from diaspora.errors import ChildShutdown
+from diaspora.exitcode import ExitCode
 from diaspora.fabric import Fabric
 from diaspora.log import configure_logging, get_logger
 from diaspora.supervision.binding import bind_start
 from diaspora.supervision.context import _CURRENT
 from diaspora.supervision.node import PARENT_PID_ENV, NodePayload
-from diaspora.supervision.runnable import Runnable
+from diaspora.supervision.runnable import Runnable, run_until
 from diaspora.supervision.spec import SupervisorSpec
 from diaspora.supervision.supervisor import Supervisor
 
 __all__ = ["main"]
-
-EXIT_OK: Final = 0
-EXIT_CRASHED: Final = 1
-EXIT_BAD_TREE: Final = 2
-EXIT_ORPHANED: Final = 3
 
 _PR_SET_PDEATHSIG: Final = 1
 _MAX_ERROR: Final = 4000
@@ -56,7 +54,7 @@ def _die_with_parent() -> None:
     with contextlib.suppress(Exception):  # not Linux: the parent's pipe closing still ends us
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if expected and os.getppid() != expected:
-        os._exit(EXIT_ORPHANED)
+        os._exit(ExitCode.ORPHANED)
 
 
 class _Announce(TaskStatus[None]):
@@ -108,28 +106,18 @@ async def _run_subtree(payload: NodePayload, fd: int, stop: anyio.Event) -> None
         if stop.is_set():
             return
         runnable = _make(payload, fabric)
-        error: Exception | None = None
-        async with anyio.create_task_group() as tg:
 
-            async def relay_stop() -> None:
-                await stop.wait()
-                runnable.request_stop()
+        async def relay_stop(request_stop: Callable[[], None], _kill: Callable[[], None]) -> None:
+            await stop.wait()
+            request_stop()
 
-            tg.start_soon(relay_stop)
-            try:
-                await runnable.run(task_status=_Announce(fd))
-            except Exception as exc:
-                error = exc
-            finally:
-                tg.cancel_scope.cancel()
-        if error is not None:
-            raise error
+        await run_until(runnable, relay_stop, task_status=_Announce(fd))
 
 
 async def _serve(payload: NodePayload, fd: int, early: list[int]) -> int:
     log = get_logger()
     stop = anyio.Event()
-    code = EXIT_OK
+    code = ExitCode.OK
     async with anyio.create_task_group() as tg:
         tg.start_soon(_heartbeats, fd, payload.heartbeat_interval)
         await tg.start(_signals, stop, early)
@@ -140,7 +128,7 @@ async def _serve(payload: NodePayload, fd: int, early: list[int]) -> int:
         except Exception as exc:
             log.error("node_failed", reason=repr(exc))
             _send(fd, {"t": "error", "error": repr(exc)[:_MAX_ERROR]})
-            code = EXIT_CRASHED
+            code = ExitCode.FAILED
         finally:
             tg.cancel_scope.cancel()
     return code
@@ -166,7 +154,7 @@ def main() -> int:
         reason = f"cannot load the subtree in the node's process: {exc!r}"
         get_logger().error("node_failed", reason=reason)
         _send(fd, {"t": "error", "error": reason[:_MAX_ERROR]})
-        return EXIT_BAD_TREE
+        return ExitCode.BAD_TREE
     structlog.contextvars.bind_contextvars(node=payload.context.path, node_pid=os.getpid())
     return anyio.run(_serve, payload, fd, early)
 

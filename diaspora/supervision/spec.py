@@ -2,7 +2,10 @@
 
 These are the values a Python user builds by hand and a TOML file is parsed
 into (see :mod:`diaspora.supervision.config`). They follow Erlang/OTP's child
-specifications and supervisor flags, with OTP's defaults:
+specifications and supervisor flags, with OTP's defaults. They validate
+themselves, in one place: a :class:`~diaspora.errors.ConfigError` from a spec
+starts with the field path inside it (``supervisor.children[1].id: ...``,
+``backoff.initial: ...``), so a file parser puts its own path in front.
 
 >>> spec = SupervisorSpec(
 ...     strategy=Strategy.ONE_FOR_ALL,
@@ -171,30 +174,34 @@ class SupervisorSpec:
         children = tuple(self.children)
         object.__setattr__(self, "children", children)
         if not isinstance(self.strategy, Strategy):
-            raise ConfigError(f"supervisor: strategy={self.strategy!r} is not a Strategy")
+            raise ConfigError(f"supervisor.strategy: {self.strategy!r} is not a Strategy")
         if isinstance(self.intensity, bool) or not isinstance(self.intensity, int):
-            raise ConfigError(f"supervisor: intensity={self.intensity!r} is not an integer")
+            raise ConfigError(f"supervisor.intensity: {self.intensity!r} is not an integer")
         if self.intensity < 0:
-            raise ConfigError(f"supervisor: intensity={self.intensity!r} must be >= 0")
+            raise ConfigError(f"supervisor.intensity: {self.intensity!r} must be >= 0")
         if (
             isinstance(self.period, bool)
             or not isinstance(self.period, int | float)
-            or self.period <= 0
+            or not self.period > 0
         ):
-            raise ConfigError(f"supervisor: period={self.period!r} must be > 0 seconds")
+            raise ConfigError(f"supervisor.period: {self.period!r} is not a number of seconds > 0")
+        object.__setattr__(self, "period", float(self.period))
         if self.backoff is not None and not isinstance(self.backoff, Backoff):
-            raise ConfigError(f"supervisor: backoff={self.backoff!r} is not a Backoff")
-        seen: set[str] = set()
-        for child in children:
+            raise ConfigError(f"supervisor.backoff: {self.backoff!r} is not a Backoff")
+        first: dict[str, int] = {}
+        for i, child in enumerate(children):
             if not isinstance(child, ChildSpec):
-                raise ConfigError(f"supervisor: child {child!r} is not a ChildSpec")
-            if child.id in seen:
-                raise ConfigError(f"supervisor: duplicate child id {child.id!r}")
-            seen.add(child.id)
+                raise ConfigError(f"supervisor.children[{i}]: {child!r} is not a ChildSpec")
+            if child.id in first:
+                raise ConfigError(
+                    f"supervisor.children[{i}].id: duplicate id {child.id!r} "
+                    f"(also children[{first[child.id]}])"
+                )
+            first[child.id] = i
         if self.strategy is Strategy.SIMPLE_ONE_FOR_ONE and len(children) != 1:
             raise ConfigError(
-                f"supervisor: simple_one_for_one needs exactly one child spec (the template), "
-                f"got {len(children)}"
+                "supervisor.children: simple_one_for_one needs exactly one child spec (the "
+                f"template of the children started with start_child), got {len(children)}"
             )
 
     @property

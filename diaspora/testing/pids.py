@@ -202,10 +202,6 @@ class PidWatcher:
         self._changed.set()
         self._changed = anyio.Event()
 
-    def all_pids(self) -> set[int]:
-        """Every pid seen, of every target."""
-        return {pid for pids in self.pids.values() for pid in pids}
-
     def latest(self, target: str, exclude: Collection[int] = ()) -> int | None:
         """The newest live pid of ``target`` not in ``exclude``, if any."""
         for pid in reversed(self.pids.get(target, ())):

@@ -8,20 +8,17 @@ from typing import Any
 from diaspora import codec
 from diaspora.errors import DecodeError, StreamNotFound
 from diaspora.fabric import Fabric
-from diaspora.fabric.reader import read_stored
+from diaspora.fabric.reader import StoredMsg, read_stored
 
 __all__ = ["StoredMessage", "read_stream"]
 
 
 @dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """One message as JetStream stores it: stream sequence, headers, raw and decoded payload."""
+class StoredMessage(StoredMsg):
+    """A :class:`~diaspora.fabric.reader.StoredMsg` (stream sequence, subject, headers,
+    raw payload, timestamp) with its payload decoded."""
 
-    seq: int
-    subject: str
-    headers: dict[str, str]
-    payload: bytes
-    data: Any
+    data: Any = None
 
 
 async def read_stream(
@@ -60,7 +57,9 @@ async def read_stream(
                     data = codec.decode(msg.payload)
                 except DecodeError:
                     data = None
-            out.append(StoredMessage(msg.seq, msg.subject, msg.headers, msg.payload, data))
+            out.append(
+                StoredMessage(msg.seq, msg.subject, msg.headers, msg.payload, msg.timestamp, data)
+            )
     except StreamNotFound:
         if not missing_ok:
             raise

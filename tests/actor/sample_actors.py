@@ -11,7 +11,7 @@ from diaspora import Actor, Message
 
 
 class RunningSum(Actor):
-    """The README's running sum; ``crash_at`` seqs raise once each (then are forgotten)."""
+    """The running sum of docs/actors.md; ``crash_at`` seqs raise once each (then are forgotten)."""
 
     inputs = ("numbers",)
     checkpoint_every = 500

@@ -153,19 +153,29 @@ def test_nested_supervisor_and_actor_children_are_the_types_python_builds() -> N
     assert config.name == "edge1"
 
 
-def test_reserved_child_keys_are_kept_by_tree_path_unvalidated() -> None:
+@pytest.mark.parametrize("key", ["qos", "streams"])
+def test_a_childs_stream_keys_are_refused_for_the_top_level_streams_table(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("[supervisor]\n" + SUM + f"{key} = {{ rate = 10.0 }}\n", source=FILE)
+    message = str(caught.value)
+    assert message.startswith(f"{FILE}: supervisor.children[0].{key}: a stream's QoS")
+    assert '[streams."<subject>"]' in message
+
+
+def test_the_top_level_streams_table_carries_a_streams_limits() -> None:
     config = parse_config(
-        "[streams]\nnumbers = { limits = { max_age = 600 } }\n[supervisor]\n"
-        + SUM
-        + 'qos = { max_lag = 1000, on_lag = "scale_out" }\nstreams = ["whatever"]\n'
+        "[streams]\nnumbers = { limits = { max_age = 600 } }\n[supervisor]\n" + SUM
     )
-    assert config.reserved == {
-        "root.sum": {"qos": {"max_lag": 1000, "on_lag": "scale_out"}, "streams": ["whatever"]},
-    }
     limits = config.streams["numbers"].limits
     assert limits is not None
     assert limits.max_age == 600
     assert isinstance(config.spec.children[0].start, ActorStart)
+
+
+def test_unset_supervisor_flags_take_the_specs_defaults() -> None:
+    assert parse_config("[supervisor]\n" + SUM).spec == SupervisorSpec(
+        [actor_child("sum", RunningSum)]
+    )
 
 
 def test_process_node_of_a_nested_supervisor_keeps_its_subtree() -> None:
@@ -190,7 +200,6 @@ BAD = [
         [
             f"{FILE}: supervisor.children[0].restrat: unknown key (did you mean 'restart'?)",
             "expected one of actor, args,",
-            "(reserved: qos, streams)",
         ],
     ),
     (
@@ -212,7 +221,7 @@ BAD = [
     (
         "intensity wrong type",
         '[supervisor]\nintensity = "3"\n',
-        [f"{FILE}: supervisor.intensity: '3' is a string, expected an integer"],
+        [f"{FILE}: supervisor.intensity: '3' is not an integer"],
     ),
     (
         "intensity negative",
@@ -222,7 +231,7 @@ BAD = [
     (
         "period wrong type",
         "[supervisor]\nperiod = true\n",
-        [f"{FILE}: supervisor.period: True is a boolean, expected seconds"],
+        [f"{FILE}: supervisor.period: True is not a number of seconds > 0"],
     ),
     (
         "process wrong type",
@@ -280,7 +289,7 @@ BAD = [
     (
         "duplicate ids",
         "[supervisor]\n" + SUM + SUM,
-        [f"{FILE}: supervisor.children[1].id: duplicate id 'sum' (also supervisor.children[0])"],
+        [f"{FILE}: supervisor.children[1].id: duplicate id 'sum' (also children[0])"],
     ),
     (
         "bad id",
@@ -325,7 +334,7 @@ BAD = [
     (
         "backoff value",
         "[supervisor]\n[supervisor.backoff]\ninitial = 0\n",
-        [f"{FILE}: supervisor.backoff.initial: 0.0 must be > 0 seconds"],
+        [f"{FILE}: supervisor.backoff.initial: 0 must be > 0 seconds"],
     ),
     (
         "backoff unknown key",
@@ -338,7 +347,7 @@ BAD = [
     (
         "backoff wrong type",
         '[supervisor]\n[supervisor.backoff]\nfactor = "2"\n',
-        [f"{FILE}: supervisor.backoff.factor: '2' is a string, expected a number"],
+        [f"{FILE}: supervisor.backoff.factor: '2' is not a number"],
     ),
     (
         "simple_one_for_one template count",
@@ -371,9 +380,26 @@ BAD = [
         [f"{FILE}: supervisor.process: unknown key"],
     ),
     (
-        "reserved key on a supervisor child",
+        "stream key on a supervisor child",
         '[supervisor]\n[[supervisor.children]]\nid = "s"\nchildren = []\nqos = {}\n',
-        [f"{FILE}: supervisor.children[0].qos: unknown key"],
+        [f"{FILE}: supervisor.children[0].qos: a stream's QoS is not set on a child"],
+    ),
+    (
+        "period not positive",
+        "[supervisor]\nperiod = 0\n",
+        [f"{FILE}: supervisor.period: 0 is not a number of seconds > 0"],
+    ),
+    (
+        "nested duplicate ids",
+        '[supervisor]\n[[supervisor.children]]\nid = "stage"\nchildren = [\n'
+        '  { id = "a", actor = "actors.examples:Scale" },\n'
+        '  { id = "a", actor = "actors.examples:Scale" },\n]\n',
+        [f"{FILE}: supervisor.children[0].children[1].id: duplicate id 'a' (also children[0])"],
+    ),
+    (
+        "nested simple_one_for_one template count",
+        '[supervisor]\n[[supervisor.children]]\nid = "pool"\nstrategy = "simple_one_for_one"\n',
+        [f"{FILE}: supervisor.children[0].children: simple_one_for_one needs exactly one"],
     ),
 ]
 

@@ -1,5 +1,5 @@
-"""The README's pytest example ("Testing your workflow under faults"), kept verbatim there:
-tests/test_docs.py checks that README.md shows exactly this file."""
+"""The pytest example of docs/testing.md ("Testing your workflow under faults"), kept
+verbatim there: tests/test_docs.py checks that the page shows exactly this file."""
 
 from pathlib import Path
 
