@@ -26,7 +26,7 @@ PAGES = [
 #: Pages (relative to the repository) whose python blocks are not run, each with the reason.
 NOT_RUN: dict[str, str] = {}
 #: Pages linked before they exist, each with where it is being written.
-PENDING: dict[str, str] = {"docs/events.md": "written on the events branch (issue 10, item 3)"}
+PENDING: dict[str, str] = {}
 
 MODULES = sorted(
     m.name

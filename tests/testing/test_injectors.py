@@ -152,7 +152,7 @@ async def test_injector_refuses_to_kill_this_process_or_one_it_did_not_start(
 
 async def test_order_nobody_takes_fails_with_a_hint_after_the_timeout(fabric: Fabric) -> None:
     async with Injector(fabric, order_timeout=0.3) as injector:
-        with pytest.raises(InjectionError, match="is fault injection on"):
+        with pytest.raises(InjectionError, match="does it run the FaultInjection stage"):
             await injector.crash("root.nobody")
 
 
