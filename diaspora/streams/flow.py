@@ -165,8 +165,8 @@ class InputFlow:
         self.policy = spec.policy
         self._clock = clock
         self.mode = Mode.NORMAL
-        self.lag = LagMeter(window=5.0, tick=0.25, clock=clock)
-        self.latency = LatencyMeter(window=30.0, clock=clock)
+        self.lag = LagMeter(window=5.0, tick=0.25, now=clock)
+        self.latency = LatencyMeter(window=30.0, now=clock)
         self.age: float | None = None
         self.last_latency: float | None = None
         self.handle_time: float | None = None

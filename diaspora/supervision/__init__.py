@@ -9,10 +9,10 @@ from a TOML file.
 'rest_for_one'
 """
 
+from diaspora.clock import Clock, ManualClock, SystemClock
 from diaspora.errors import ChildShutdown, NodeCrashed
 from diaspora.supervision.actors import ActorStart, actor_child
 from diaspora.supervision.binding import FabricBound, bind_fabric
-from diaspora.supervision.clock import Clock, ManualClock, SystemClock
 from diaspora.supervision.config import TreeConfig, load_config, parse_config
 from diaspora.supervision.context import ChildContext, current_child
 from diaspora.supervision.events import EventSink, FabricEvents, fabric_events

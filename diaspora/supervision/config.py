@@ -87,6 +87,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from diaspora.actor import Actor
+from diaspora.clock import Clock
 from diaspora.errors import ConfigError
 from diaspora.fabric.fabric import StreamLimits
 from diaspora.fabric.naming import check_subject
@@ -95,7 +96,6 @@ from diaspora.streams.qos import QosSpec
 from diaspora.streams.registry import declare_qos
 from diaspora.supervision.actors import ActorStart, check_actor_args
 from diaspora.supervision.binding import bind_fabric
-from diaspora.supervision.clock import Clock
 from diaspora.supervision.events import EventSink, fabric_events
 from diaspora.supervision.node import (
     DEFAULT_HEARTBEAT_TIMEOUT,

@@ -16,13 +16,13 @@ specifications and supervisor flags, with OTP's defaults:
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final, Literal
 
+from diaspora.backoff import Backoff
 from diaspora.errors import ConfigError
 from diaspora.supervision.runnable import Runnable
 
@@ -101,53 +101,6 @@ def check_id(value: object, where: str) -> str:
             "(ids are joined with '.' into actor ids)"
         )
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with jitter between restarts of the same child (beyond OTP).
-
-    The n-th consecutive restart of a child waits ``min(max, initial *
-    factor**(n-1))`` seconds, multiplied by a random factor in ``[1 - jitter,
-    1 + jitter]``. A child that stayed up for ``reset_after`` seconds (default:
-    the supervisor's ``period``) starts again from ``initial``.
-
-    >>> Backoff(initial=0.1, factor=2.0, max=1.0, jitter=0.0).delay(4, random.Random(0))
-    0.8
-    """
-
-    initial: float = 0.1
-    max: float = 10.0
-    factor: float = 2.0
-    jitter: float = 0.1
-    reset_after: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("initial", "max", "factor", "jitter"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"backoff.{name}: {value!r} is not a number")
-        if self.initial <= 0:
-            raise ConfigError(f"backoff.initial: {self.initial!r} must be > 0 seconds")
-        if self.max < self.initial:
-            raise ConfigError(f"backoff.max: {self.max!r} must be >= initial ({self.initial})")
-        if self.factor < 1:
-            raise ConfigError(f"backoff.factor: {self.factor!r} must be >= 1")
-        if not 0 <= self.jitter < 1:
-            raise ConfigError(f"backoff.jitter: {self.jitter!r} must be in [0, 1)")
-        if self.reset_after is not None and (
-            isinstance(self.reset_after, bool)
-            or not isinstance(self.reset_after, int | float)
-            or self.reset_after <= 0
-        ):
-            raise ConfigError(f"backoff.reset_after: {self.reset_after!r} must be > 0 seconds")
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait before the ``attempt``-th consecutive restart (``attempt`` >= 1)."""
-        base = min(self.max, self.initial * self.factor ** max(0, attempt - 1))
-        if self.jitter:
-            base *= 1 - self.jitter + 2 * self.jitter * rng.random()
-        return base
 
 
 @dataclass(frozen=True, slots=True)

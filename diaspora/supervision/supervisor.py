@@ -43,6 +43,7 @@ from typing import Any, Final, TypeVar
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from diaspora.clock import Clock, SystemClock
 from diaspora.errors import (
     ChildAlreadyPresent,
     ChildAlreadyStarted,
@@ -57,7 +58,6 @@ from diaspora.errors import (
     SupervisorNotRunning,
 )
 from diaspora.log import get_logger
-from diaspora.supervision.clock import Clock, SystemClock
 from diaspora.supervision.context import _CURRENT, ChildContext
 from diaspora.supervision.events import EventSink, _Reporter
 from diaspora.supervision.runnable import Runnable
