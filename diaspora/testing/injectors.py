@@ -35,12 +35,11 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import anyio
-import nats.errors
 from anyio.abc import TaskGroup
 
 from diaspora import codec
 from diaspora.actor.faults import fault_subject
-from diaspora.errors import DiasporaError
+from diaspora.errors import DiasporaError, NoResponders
 from diaspora.fabric import EmbeddedServer, Fabric, ServerState
 from diaspora.log import get_logger
 from diaspora.testing.pids import PidSource, PidWatcher, is_descendant
@@ -545,14 +544,14 @@ class Injector:
                     "(Fabric(faults=True) or DIASPORA_FAULTS=1)?"
                 )
             try:
-                reply = await self.fabric.nc.request(
+                reply = await self.fabric.request(
                     subject, payload, timeout=min(left, self.answer_timeout)
                 )
-            except nats.errors.NoRespondersError:
+            except NoResponders:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 0.25)
                 continue
-            except nats.errors.TimeoutError:
+            except TimeoutError:
                 unanswered += 1
                 self._log.info("fault_order_unanswered", fault=fault.describe(), times=unanswered)
                 continue
