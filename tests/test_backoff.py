@@ -1,11 +1,14 @@
-"""The one Backoff type: its formula, its bounds, and its validation."""
+"""The one Backoff type: its formula, its bounds, its validation, and its place below the layers."""
 
 from __future__ import annotations
 
+import ast
 import random
+from pathlib import Path
 
 import pytest
 
+import diaspora
 from diaspora.backoff import Backoff
 from diaspora.errors import ConfigError
 from diaspora.supervision import Backoff as SupervisionBackoff
@@ -57,3 +60,20 @@ def test_seeded_rng_makes_delays_reproducible() -> None:
 def test_invalid_fields_are_named(fields: dict[str, object], where: str) -> None:
     with pytest.raises(ConfigError, match=where):
         Backoff(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("module", ["backoff", "clock"])
+def test_base_modules_import_no_other_layer(module: str) -> None:
+    source = (Path(diaspora.__file__).parent / f"{module}.py").read_text()
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and node.module
+    } | {
+        alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    project = {name for name in imported if name.startswith("diaspora")}
+    assert project <= {"diaspora.errors"}, f"diaspora/{module}.py imports {sorted(project)}"
