@@ -150,8 +150,7 @@ async def _run_policy(
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < seconds:
             clock.slow = slowdown and 0.2 * seconds <= elapsed < 0.6 * seconds
-            info = await fabric.js.stream_info(stream_name(SUBJECT))
-            head = info.state.last_seq
+            _, head = await fabric.stream_bounds(SUBJECT)
             if isinstance(sink, ScaleOutGroup):
                 lag = await sink.lag()
             else:

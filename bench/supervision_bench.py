@@ -35,7 +35,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from bench.report import Report, Row
 from diaspora import Actor, Message, codec
 from diaspora.events import Event, Restarted
-from diaspora.fabric import EmbeddedServer, Fabric, stream_name
+from diaspora.fabric import EmbeddedServer, Fabric, Inbound, stream_name
 from diaspora.fabric import headers as H
 from diaspora.supervision import (
     ChildSpec,
@@ -74,7 +74,7 @@ class _Echoes:
         self.stamps: dict[int, float] = {}
         self._arrived = anyio.Event()
 
-    async def on_msg(self, msg: Msg) -> None:
+    async def on_msg(self, msg: Inbound) -> None:
         probe = codec.decode(msg.data)["probe"]
         self.stamps[probe] = float((msg.headers or {})[H.EMITTED_AT])
         arrived, self._arrived = self._arrived, anyio.Event()
@@ -114,23 +114,22 @@ async def _probe_tree(
     the probe's echo arrived).
     """
     echoes = _Echoes()
-    sub = await fabric.nc.subscribe(ECHOES, cb=echoes.on_msg)
     sup = Supervisor(SupervisorSpec([spec], intensity=10_000, period=1.0), name="bench")
     samples: list[float] = []
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(sup.run)
-            probe = 0
-            await fabric.publish(PROBES, {"probe": probe})  # warm: started and handling
-            await echoes.wait(probe)
-            for _ in range(n):
-                probe += 1
-                crashed_at = await crash(sup, probe)
-                echoed_at = await echoes.wait(probe)
-                samples.append(echoed_at - crashed_at())
-            sup.request_stop()
-    finally:
-        await sub.unsubscribe()
+    async with (
+        fabric.subscription(ECHOES, echoes.on_msg, flush=True),
+        anyio.create_task_group() as tg,
+    ):
+        await tg.start(sup.run)
+        probe = 0
+        await fabric.publish(PROBES, {"probe": probe})  # warm: started and handling
+        await echoes.wait(probe)
+        for _ in range(n):
+            probe += 1
+            crashed_at = await crash(sup, probe)
+            echoed_at = await echoes.wait(probe)
+            samples.append(echoed_at - crashed_at())
+        sup.request_stop()
     return samples, sup
 
 

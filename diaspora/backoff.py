@@ -1,12 +1,18 @@
-"""Exponential backoff with jitter: one validated value type for every retry loop.
+"""Exponential backoff with jitter: the one retry-delay formula Diaspora uses.
+
+Supervisors wait it out between restarts of a child; the fabric between
+reconnects; mailboxes and publishers between failed attempts to create a
+consumer or open a session.
 
 >>> import random
->>> Backoff(initial=0.1, factor=2.0, max=1.0, jitter=0.0).delay(4, random.Random(0))
-0.8
+>>> backoff = Backoff(initial=0.1, factor=2.0, max=1.0, jitter=0.0)
+>>> [backoff.delay(n, random.Random(0)) for n in (1, 2, 3, 4, 5, 100_000)]
+[0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -17,12 +23,12 @@ __all__ = ["Backoff"]
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Exponential backoff with jitter between restarts of the same child (beyond OTP).
+    """Exponential backoff with jitter between consecutive attempts.
 
-    The n-th consecutive restart of a child waits ``min(max, initial *
-    factor**(n-1))`` seconds, multiplied by a random factor in ``[1 - jitter,
-    1 + jitter]``. A child that stayed up for ``reset_after`` seconds (default:
-    the supervisor's ``period``) starts again from ``initial``.
+    The n-th consecutive attempt waits ``min(max, initial * factor**(n-1))``
+    seconds, multiplied by a random factor in ``[1 - jitter, 1 + jitter]``.
+    For a supervisor, a child that stayed up for ``reset_after`` seconds
+    (default: the supervisor's ``period``) starts again from ``initial``.
 
     >>> Backoff(initial=0.1, factor=2.0, max=1.0, jitter=0.0).delay(4, random.Random(0))
     0.8
@@ -54,9 +60,18 @@ class Backoff:
         ):
             raise ConfigError(f"backoff.reset_after: {self.reset_after!r} must be > 0 seconds")
 
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait before the ``attempt``-th consecutive restart (``attempt`` >= 1)."""
-        base = min(self.max, self.initial * self.factor ** max(0, attempt - 1))
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before the ``attempt``-th consecutive attempt (``attempt`` >= 1).
+
+        ``rng`` draws the jitter (default: the ``random`` module's generator);
+        pass a seeded one for reproducible delays.
+        """
+        exponent = max(0, attempt - 1)
+        if self.factor > 1:
+            # past the cap the exponent no longer matters; bounding it avoids float overflow
+            exponent = min(exponent, math.ceil(math.log(self.max / self.initial, self.factor)))
+        base = min(self.max, self.initial * self.factor**exponent)
         if self.jitter:
-            base *= 1 - self.jitter + 2 * self.jitter * rng.random()
+            draw = rng.random() if rng is not None else random.random()
+            base *= 1 - self.jitter + 2 * self.jitter * draw
         return base

@@ -1,7 +1,9 @@
-"""The time a supervisor counts restarts and waits out backoffs in.
+"""The time Diaspora's components count and wait in: one injectable :class:`Clock`.
 
-Injectable so that tests (and users' tests) can drive restart intensity and
-backoff without waiting: :class:`ManualClock` only moves when told to.
+Supervisors count restart intensity and wait out backoffs in it; mailboxes
+and publishers time heartbeats, acknowledgements and retries with it. Tests
+(and users' tests) inject a :class:`ManualClock`, which only moves when told
+to, to drive all of that without waiting.
 
 >>> import anyio
 >>> async def demo() -> None:
@@ -11,9 +13,9 @@ backoff without waiting: :class:`ManualClock` only moves when told to.
 ...         while clock.sleepers == 0:       # let the sleeper start
 ...             await anyio.sleep(0)
 ...         await clock.advance(5.0)         # wakes the sleeper
-...     print(clock.monotonic())
+...     print(clock.monotonic(), clock.time())
 >>> anyio.run(demo)
-5.0
+5.0 5.0
 """
 
 from __future__ import annotations
@@ -31,34 +33,47 @@ __all__ = ["Clock", "ManualClock", "SystemClock"]
 
 @runtime_checkable
 class Clock(Protocol):
-    """Monotonic seconds, and sleeping in those seconds."""
+    """Monotonic seconds, wall-clock seconds, and sleeping in monotonic seconds."""
 
     def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
 
 
 class SystemClock:
-    """The real monotonic clock (the default)."""
+    """The real clocks (the default): ``time.monotonic``, ``time.time``, ``anyio.sleep``."""
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
 
 
 class ManualClock:
-    """A clock that stands still until :meth:`advance` moves it."""
+    """A clock that stands still until :meth:`advance` moves it.
 
-    def __init__(self, start: float = 0.0) -> None:
+    ``time()`` is ``wall`` plus the time advanced since the clock was made.
+    """
+
+    def __init__(self, start: float = 0.0, *, wall: float | None = None) -> None:
+        self._start = start
         self._now = start
+        self._wall = start if wall is None else wall
         self._sleepers: list[tuple[float, int, anyio.Event]] = []
         self._order = itertools.count()
         self._waiting = 0
 
     def monotonic(self) -> float:
         return self._now
+
+    def time(self) -> float:
+        return self._wall + (self._now - self._start)
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:

@@ -25,10 +25,12 @@ __all__ = [
     "FencedOut",
     "HandlerHung",
     "InjectedFault",
+    "NoResponders",
     "NodeCrashed",
     "PayloadTooLarge",
     "PublishTimeout",
     "RestartIntensityExceeded",
+    "RevisionMismatch",
     "ServerNotFound",
     "ServerStartError",
     "SimpleOneForOneError",
@@ -72,6 +74,14 @@ class ServerStartError(FabricUnavailable):
 
 class StreamNotFound(DiasporaError, LookupError):
     """A subject has no stream yet: nothing declared it and nothing was published to it."""
+
+
+class NoResponders(FabricUnavailable):
+    """A request went to a subject nobody serves (the service is not running or cut off)."""
+
+
+class RevisionMismatch(DiasporaError):
+    """A key-value write expected another revision: someone else wrote the key meanwhile."""
 
 
 class CheckpointError(DiasporaError):

@@ -22,7 +22,7 @@ injection) is passed to the runtime; the driver is never edited:
 ...     name = "count"
 ...     def __init__(self) -> None:
 ...         self.seen = 0
-...     async def inbound(self, item: Inbound, next: Next) -> None:
+...     async def inbound(self, item: InputItem, next: Next) -> None:
 ...         self.seen += 1
 ...         await next(item)
 >>> Count().overrides("inbound"), Count().overrides("outbound")
@@ -48,10 +48,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Host",
-    "Inbound",
+    "InputItem",
     "Next",
     "NextOut",
-    "Outbound",
+    "OutputItem",
     "RuntimeStats",
     "Stage",
     "StageFactory",
@@ -87,7 +87,7 @@ class RuntimeStats:
 
 
 @dataclass(slots=True)
-class Inbound:
+class InputItem:
     """One input on its way to ``handle``; stages read it and may change it.
 
     ``source`` names the input in output message ids (``<subject>:<seq>`` for
@@ -110,7 +110,7 @@ class Inbound:
     gap_from: int | None = None
     replayed: bool = False
     reconstructed: bool = False
-    origin: Inbound | None = None
+    origin: InputItem | None = None
     message: Message | None = None
     handled: bool = False
     #: set by a stage that dealt with the item in full (the driver only advances position)
@@ -126,13 +126,13 @@ class Inbound:
         return int(value) if value is not None and value.isdigit() else None
 
     @property
-    def stream_message(self) -> Inbound:
+    def stream_message(self) -> InputItem:
         """The stream message this item stands for or was made from."""
         return self.origin if self.origin is not None else self
 
 
 @dataclass(slots=True)
-class Outbound:
+class OutputItem:
     """One output on its way to its subject (after its message id is stamped)."""
 
     subject: str
@@ -146,8 +146,8 @@ class Outbound:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Next = Callable[[Inbound], Awaitable[None]]
-NextOut = Callable[[Outbound], Awaitable[None]]
+Next = Callable[[InputItem], Awaitable[None]]
+NextOut = Callable[[OutputItem], Awaitable[None]]
 
 
 class Host(Protocol):
@@ -193,7 +193,7 @@ class Host(Protocol):
         """Log and publish one event about this actor."""
         ...
 
-    async def submit(self, item: Inbound) -> None:
+    async def submit(self, item: InputItem) -> None:
         """Drive an item the stage made through the whole inbound chain."""
         ...
 
@@ -205,7 +205,7 @@ class Host(Protocol):
         """Count items a stage handled on its own toward the next checkpoint."""
         ...
 
-    async def dead_letter(self, item: Inbound, reason: str, trace: str, attempts: int) -> None:
+    async def dead_letter(self, item: InputItem, reason: str, trace: str, attempts: int) -> None:
         """Move ``item`` to the actor's dead-letter subject, with the reason."""
         ...
 
@@ -244,10 +244,10 @@ class Stage:
     async def setup(self, host: Host) -> None:
         """Prepare for a start (after restore, before the first message)."""
 
-    async def inbound(self, item: Inbound, next: Next) -> None:
+    async def inbound(self, item: InputItem, next: Next) -> None:
         await next(item)
 
-    async def outbound(self, out: Outbound, next: NextOut) -> None:
+    async def outbound(self, out: OutputItem, next: NextOut) -> None:
         await next(out)
 
     async def after_batch(self) -> None:

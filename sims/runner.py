@@ -56,7 +56,7 @@ import anyio
 
 from diaspora import codec
 from diaspora.errors import DecodeError
-from diaspora.fabric import EmbeddedServer, Fabric, stream_name
+from diaspora.fabric import EmbeddedServer, Fabric
 from diaspora.fabric.publisher import OrderedPublisher
 from diaspora.fabric.reader import StoredMsg, read_stored
 from diaspora.log import FilteringBoundLogger, get_logger
@@ -245,7 +245,8 @@ async def _progress(
         await anyio.sleep(_PROGRESS_EVERY)
         stored: int | None = None
         with contextlib.suppress(Exception), anyio.move_on_after(0.5):
-            stored = (await fabric.js.stream_info(stream_name(output))).state.messages
+            first, last = await fabric.stream_bounds(output)
+            stored = last - first + 1 if last else 0
         run.log.info(
             "progress",
             t_s=round(anyio.current_time() - start, 1),

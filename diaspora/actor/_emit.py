@@ -22,7 +22,7 @@ from diaspora.fabric import headers as H
 from diaspora.fabric.naming import check_subject
 from diaspora.fabric.publisher import OrderedPublisher
 from diaspora.fabric.reader import read_stored
-from diaspora.stage import Host, NextOut, Outbound, Stage
+from diaspora.stage import Host, NextOut, OutputItem, Stage
 
 __all__ = ["Emitter", "OutputScan", "required_window"]
 
@@ -88,7 +88,7 @@ class OutputScan(Stage):
     def overrides(self, hook: str) -> bool:
         return hook == "outbound" and bool(self._skip)
 
-    async def outbound(self, out: Outbound, next: NextOut) -> None:
+    async def outbound(self, out: OutputItem, next: NextOut) -> None:
         if out.msg_id in self._skip:
             self._skip.discard(out.msg_id)
             assert self._host is not None
@@ -140,7 +140,7 @@ class Emitter(Stage):
         key: str | None,
         headers: Mapping[str, str] | None,
         item: int | None,
-    ) -> Outbound:
+    ) -> OutputItem:
         host = self._host
         if subject not in self.ready:
             check_subject(subject, where=f"actor {host.id!r}: emit subject")
@@ -165,11 +165,11 @@ class Emitter(Stage):
         if key is not None:
             hdrs[H.KEY] = key
         source = handling.source if handling is not None else None
-        out = Outbound(subject, payload, hdrs, msg_id, number, source)
+        out = OutputItem(subject, payload, hdrs, msg_id, number, source)
         await self._chain(out)
         return out
 
-    async def _publish(self, out: Outbound) -> None:
+    async def _publish(self, out: OutputItem) -> None:
         publisher = self.publisher
         assert publisher is not None
         await publisher.publish(out.subject, out.payload, headers=out.headers, msg_id=out.msg_id)

@@ -19,7 +19,7 @@ from diaspora import codec
 from diaspora.errors import ActorCrashed, DecodeError, HandlerHung
 from diaspora.fabric import headers as H
 from diaspora.message import Message
-from diaspora.stage import Host, Inbound, Next, Stage
+from diaspora.stage import Host, InputItem, Next, Stage
 
 if TYPE_CHECKING:
     from diaspora.actor._poison import Poison
@@ -68,7 +68,7 @@ class Partition(Stage):
     def __init__(self, k: int, n: int) -> None:
         self.k, self.n = k, n
 
-    def mine(self, item: Inbound) -> bool:
+    def mine(self, item: InputItem) -> bool:
         headers = item.headers
         key = headers.get(H.KEY)
         if key is None:
@@ -76,7 +76,7 @@ class Partition(Stage):
             key = f"{producer}#{number}" if producer and number else str(item.seq)
         return partition_of(key, self.n) == self.k
 
-    async def inbound(self, item: Inbound, next: Next) -> None:
+    async def inbound(self, item: InputItem, next: Next) -> None:
         if item.reconstructed or self.mine(item):
             await next(item)
 
@@ -96,7 +96,7 @@ class Decode(Stage):
     async def setup(self, host: Host) -> None:
         self._host = host
 
-    async def inbound(self, item: Inbound, next: Next) -> None:
+    async def inbound(self, item: InputItem, next: Next) -> None:
         if item.message is None:
             host = self._host
             assert host is not None
@@ -150,7 +150,7 @@ class HandleStage(Stage):
     async def setup(self, host: Host) -> None:
         self._host = host
 
-    async def inbound(self, item: Inbound, next: Next) -> None:
+    async def inbound(self, item: InputItem, next: Next) -> None:
         host = self._host
         message = item.message
         assert host is not None

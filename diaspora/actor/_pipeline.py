@@ -1,10 +1,10 @@
 """The standard pipeline: which stages an actor's runtime drives, in which order.
 
-Inbound, first to last::
+InputItem, first to last::
 
     poison → gap recovery → [partition] → decode → [QoS admission] → extra… → handle
 
-Outbound, first to last (then the publisher)::
+OutputItem, first to last (then the publisher)::
 
     extra… → [history tap] → output scan → [flow gate]
 
@@ -26,9 +26,9 @@ from diaspora.actor._handle import Decode, HandleStage, Partition
 from diaspora.actor._poison import Poison
 from diaspora.actor.actor import Actor
 from diaspora.actor.checkpoint import CheckpointSlot
-from diaspora.actor.mailbox import Delivery
+from diaspora.fabric import Delivery
 from diaspora.fabric.publisher import OrderedPublisher
-from diaspora.stage import Host, Inbound, Next, Stage
+from diaspora.stage import Host, InputItem, Next, Stage
 from diaspora.streams._recovery import GapRecovery
 from diaspora.streams._stages import FlowGateStage, HistoryTap, QosAdmission
 from diaspora.streams.history import HistoryBuffer
@@ -104,10 +104,10 @@ async def build_pipeline(
     return Pipeline(inbound, outbound, poison, recovery, scan, gate, emitter)
 
 
-def inbound_of(delivery: Delivery) -> Inbound:
+def inbound_of(delivery: Delivery) -> InputItem:
     """The inbound item of a stream message the mailbox delivered."""
     subject, seq = delivery.subject, delivery.seq
-    return Inbound(
+    return InputItem(
         subject,
         seq,
         delivery.headers or {},
@@ -122,7 +122,7 @@ def inbound_of(delivery: Delivery) -> Inbound:
 def link(stages: Sequence[Stage], last: Next | None = None) -> Next:
     """The inbound chain: each stage's ``inbound`` with the rest of the chain as ``next``."""
 
-    async def end(item: Inbound) -> None:
+    async def end(item: InputItem) -> None:
         return None
 
     chain: Next = last or end

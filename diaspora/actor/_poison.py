@@ -20,7 +20,7 @@ from diaspora.actor.checkpoint import CheckpointSlot, FailureNote
 from diaspora.events import Crashed, DeadLettered
 from diaspora.fabric import headers as H
 from diaspora.fabric.naming import dlq_subject
-from diaspora.stage import Host, Inbound, Next, Stage
+from diaspora.stage import Host, InputItem, Next, Stage
 
 __all__ = ["Poison"]
 
@@ -41,7 +41,7 @@ class Poison(Stage):
         self._host = host
         self._failure = await self._slot.failure()
 
-    async def inbound(self, item: Inbound, next: Next) -> None:
+    async def inbound(self, item: InputItem, next: Next) -> None:
         failure = self._failure
         host = self._host
         assert host is not None
@@ -66,7 +66,7 @@ class Poison(Stage):
             except Exception as exc:  # a stale note costs one needless check at the next start
                 host.log.debug("failure_not_cleared", error=repr(exc))
 
-    async def note_failure(self, item: Inbound, exc: BaseException) -> None:
+    async def note_failure(self, item: InputItem, exc: BaseException) -> None:
         """Record that ``handle`` raised ``exc`` on ``item`` (durably, before crashing)."""
         host = self._host
         assert host is not None
@@ -104,7 +104,7 @@ class Poison(Stage):
         )
 
 
-async def dead_letter(host: Host, item: Inbound, reason: str, trace: str, attempts: int) -> None:
+async def dead_letter(host: Host, item: InputItem, reason: str, trace: str, attempts: int) -> None:
     """Publish ``item`` with why it failed on ``diaspora.dlq.<actor>`` (once per input)."""
     record = {
         "actor": host.id,

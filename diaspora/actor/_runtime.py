@@ -56,15 +56,15 @@ from diaspora.actor._pipeline import Pipeline, build_pipeline, inbound_of, link
 from diaspora.actor._poison import dead_letter
 from diaspora.actor.actor import Actor
 from diaspora.actor.checkpoint import CheckpointSlot, kv_key
-from diaspora.actor.mailbox import Delivery, Mailbox
+from diaspora.actor.mailbox import Mailbox
 from diaspora.clock import Clock, SystemClock
 from diaspora.errors import ActorCrashed, ConfigError, FencedOut
 from diaspora.events import Crashed, Event, EventSink, Fenced, Started, Stopped
-from diaspora.fabric import Fabric
+from diaspora.fabric import Delivery, Fabric
 from diaspora.fabric.naming import check_subject
 from diaspora.fabric.publisher import OrderedPublisher
 from diaspora.log import FilteringBoundLogger, get_logger
-from diaspora.stage import Inbound, Next, RuntimeStats, Stage, StageFactory
+from diaspora.stage import InputItem, Next, RuntimeStats, Stage, StageFactory
 
 __all__ = ["DEFAULT_RESTART_ALLOWANCE", "ActorFactory", "ActorRuntime", "run_actor"]
 
@@ -197,7 +197,7 @@ class ActorRuntime:
         if self._cp is not None:
             self._cp.since += count
 
-    async def dead_letter(self, item: Inbound, reason: str, trace: str, attempts: int) -> None:
+    async def dead_letter(self, item: InputItem, reason: str, trace: str, attempts: int) -> None:
         await dead_letter(self, item, reason, trace, attempts)
 
     async def publish_ordered(
@@ -208,7 +208,7 @@ class ActorRuntime:
     def input_head(self, subject: str) -> int:
         return self._mailbox.head(subject) if self._mailbox is not None else 0
 
-    async def submit(self, item: Inbound) -> None:
+    async def submit(self, item: InputItem) -> None:
         """Drive an item a stage made through the whole inbound chain."""
         assert self._chain is not None
         await self._chain(item)
@@ -255,7 +255,7 @@ class ActorRuntime:
         self.running = True
         try:
             async with (
-                OrderedPublisher(self.fabric, name=self.id) as publisher,
+                OrderedPublisher(self.fabric, name=self.id, clock=self.clock) as publisher,
                 anyio.create_task_group() as tg,
             ):
                 pipe.emitter.publisher = publisher
@@ -427,6 +427,7 @@ def _mailbox(runtime: ActorRuntime, actor: Actor, starts: dict[str, int]) -> Mai
         batch=actor.batch_size,
         max_in_flight=window,
         max_bytes=actor.max_in_flight_bytes,
+        clock=runtime.clock,
     )
 
 
@@ -480,4 +481,3 @@ async def run_actor(
     runtime = ActorRuntime(actor, fabric, id=id, args=args, inputs=inputs, stages=stages)
     await runtime.run()
     return runtime
-

@@ -27,7 +27,6 @@ None
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 import uuid
@@ -35,13 +34,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-import nats.errors
-import nats.js.errors
-from nats.js.kv import KeyValue
-
 from diaspora import codec
-from diaspora.errors import CheckpointError, DecodeError, FencedOut
-from diaspora.fabric import Fabric
+from diaspora.errors import (
+    CheckpointError,
+    DecodeError,
+    FabricUnavailable,
+    FencedOut,
+    RevisionMismatch,
+)
+from diaspora.fabric import Fabric, KeyValueBucket
 from diaspora.log import get_logger
 
 __all__ = [
@@ -128,7 +129,7 @@ class CheckpointSlot:
         self,
         fabric: Fabric,
         actor: str,
-        kv: KeyValue,
+        kv: KeyValueBucket,
         *,
         instance: str,
         inline_limit: int = DEFAULT_INLINE_LIMIT,
@@ -161,7 +162,7 @@ class CheckpointSlot:
                 claim = Checkpoint(self.actor, version=0, epoch=1, instance=self.instance)
                 try:
                     self._revision = await self._kv.create(self.key, self._pack(claim, None))
-                except nats.js.errors.KeyWrongLastSequenceError:
+                except RevisionMismatch:
                     continue  # someone created it meanwhile: read theirs
                 self.epoch = 1
                 return
@@ -173,7 +174,7 @@ class CheckpointSlot:
                 self._revision = await self._kv.update(
                     self.key, self._pack(record, existing.state_ref), last=revision
                 )
-            except nats.js.errors.KeyWrongLastSequenceError:
+            except RevisionMismatch:
                 continue
             self.current = existing if existing.version > 0 else None
             return
@@ -235,9 +236,9 @@ class CheckpointSlot:
         try:
             self._revision = await self._kv.update(self.key, value, last=self._revision)
             return
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except RevisionMismatch:
             pass
-        except (nats.errors.Error, OSError, TimeoutError) as exc:
+        except (FabricUnavailable, OSError, TimeoutError) as exc:
             raise CheckpointError(
                 f"actor {self.actor!r}: checkpoint write to {CHECKPOINT_BUCKET}/{self.key} "
                 f"failed: {exc!r}"
@@ -282,8 +283,7 @@ class CheckpointSlot:
 
     async def clear_failure(self) -> None:
         """Forget the recorded failure (the actor got past it)."""
-        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
-            await self._kv.delete(f"{self.key}.failure")
+        await self._kv.delete(f"{self.key}.failure")
 
     # -- encoding ------------------------------------------------------------------
 
@@ -364,13 +364,10 @@ class CheckpointSlot:
             self._log.warning("checkpoint_object_not_deleted", ref=ref, error=repr(exc))
 
     async def _get(self, key: str) -> tuple[bytes, int] | None:
-        try:
-            entry = await self._kv.get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        entry = await self._kv.get(key)
+        if entry is None:
             return None
-        if entry.value is None:
-            return None
-        return entry.value, entry.revision or 0
+        return entry.value, entry.revision
 
 
 def _note_map(note: FailureNote) -> dict[str, Any]:

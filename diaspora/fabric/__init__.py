@@ -1,5 +1,8 @@
 """The fabric layer: NATS connection, embedded servers, JetStream resources, naming."""
 
+from diaspora.fabric._connection import Inbound, Inbox
+from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
+from diaspora.fabric._stores import KeyValueBucket, KvEntry
 from diaspora.fabric.fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
 from diaspora.fabric.naming import check_subject, stream_name
 from diaspora.fabric.server import (
@@ -16,9 +19,16 @@ __all__ = [
     "DEFAULT_DUPLICATE_WINDOW",
     "DEFAULT_MAX_PAYLOAD",
     "INLINE_PAYLOAD_LIMIT",
+    "ConsumerSettings",
+    "Delivery",
     "EmbeddedCluster",
     "EmbeddedServer",
     "Fabric",
+    "Inbound",
+    "Inbox",
+    "KeyValueBucket",
+    "KvEntry",
+    "PullConsumer",
     "ServerState",
     "StreamLimits",
     "check_subject",

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,11 +46,14 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import anyio
 import nats.errors
 from anyio.abc import TaskGroup
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from diaspora.backoff import Backoff
+from diaspora.clock import Clock, SystemClock
 from diaspora.errors import DiasporaError, PublishTimeout
+from diaspora.fabric import _jsapi
 from diaspora.fabric import headers as H
+from diaspora.fabric._session import Session, SessionClient, ignore_error
 from diaspora.log import get_logger
 
 if TYPE_CHECKING:
@@ -62,6 +64,8 @@ __all__ = ["OrderedPublisher", "PublishError"]
 # JetStream errors worth retrying: none are deterministic properties of the message.
 _RETRIABLE_STATUS: Final = frozenset({"503", "408"})
 _MAX_DETERMINISTIC_ATTEMPTS: Final = 3
+#: Between attempts to open a session: uniform in [0.05, 0.1] s at first, [1, 2] s at most.
+_SESSION_BACKOFF: Final = Backoff(initial=0.075, max=1.5, jitter=1 / 3)
 
 
 class PublishError(DiasporaError):
@@ -88,63 +92,14 @@ class _Entry:
     tokens: list[str] = field(default_factory=list)
 
 
-class _SessionClient(NATS):
-    """A nats-py client that finishes closing when its socket dies with data pending.
-
-    nats-py (2.x) flushes pending data while closing a non-reconnecting client
-    after a read error; on a reset socket that flush raises from the client's
-    own read task, which leaves the close half done (no callbacks) and the
-    error unhandled. The pending data is dropped before the flush, so closing
-    again completes the close; the session was dead either way.
-    """
-
-    async def _process_op_err(self, e: Exception) -> None:
-        try:
-            await super()._process_op_err(e)
-        except OSError:
-            await self._close(NATS.CLOSED, True)
-
-
-async def _ignore_error(exc: Exception) -> None:
-    """Session errors surface as a dead session; nats-py's default handler would only log."""
-
-
-class _Session:
-    """One publishing connection that never reconnects; dead once it drops."""
-
-    def __init__(self, nc: NATS, prefix: str) -> None:
-        self.nc = nc
-        self.prefix = prefix
-        self.dead = False
-        self.probes = 0
-        self.answered: anyio.Event | None = None
-
-    async def probe(self, timeout: float) -> bool:
-        """Whether the server answers a JetStream API request within ``timeout``.
-
-        nats-py's ``flush(timeout)`` is not used: a PONG arriving after its
-        timeout kills the client's read loop, leaving a connection that looks
-        alive but never delivers another acknowledgement.
-        """
-        self.probes += 1
-        answered = self.answered = anyio.Event()
-        await self.nc.publish("$JS.API.INFO", b"", reply=f"{self.prefix}.probe{self.probes}")
-        with anyio.move_on_after(timeout):
-            await answered.wait()
-        return answered.is_set()
-
-    async def close(self) -> None:
-        self.dead = True
-        with contextlib.suppress(Exception), anyio.move_on_after(2):
-            await self.nc.close()
-
-
 class OrderedPublisher:
     """Pipelined, ordered, effectively-once JetStream publishing (see module docstring).
 
     ``publish`` returns once the message is queued (it waits only when
     ``max_pending`` messages or ``max_pending_bytes`` are unacknowledged);
     ``flush(upto)`` waits until the first ``upto`` messages are acknowledged.
+    ``clock`` times acknowledgements and waits between retries (default: the
+    system clock).
     """
 
     def __init__(
@@ -156,8 +111,11 @@ class OrderedPublisher:
         max_pending_bytes: int = 64 * 1024 * 1024,
         ack_timeout: float | None = None,
         give_up_after: float | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._fabric = fabric
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._rng = random.Random()
         self.name = name
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
@@ -167,7 +125,7 @@ class OrderedPublisher:
         self._queued_bytes = 0
         self._tokens: dict[str, _Entry] = {}
         self._next_token = 0
-        self._session: _Session | None = None
+        self._session: Session | None = None
         self._session_lock = anyio.Lock()
         self._healthy = True
         self._fatal: BaseException | None = None
@@ -231,7 +189,7 @@ class OrderedPublisher:
             self._queued_bytes >= self.max_pending_bytes and self._queue
         ):
             await self._wait_progress()
-        hdrs, payload = await self._fabric.prepare(payload, headers, msg_id)
+        hdrs, payload = await self._fabric.stamp_and_offload(payload, headers, msg_id)
         if hdrs is None or H.MSG_ID not in hdrs:
             raise ValueError("OrderedPublisher.publish needs a msg_id: resends rely on it")
         entry = _Entry(self.enqueued, subject, payload, hdrs)
@@ -281,25 +239,25 @@ class OrderedPublisher:
         if self._fatal is not None:
             raise self._fatal
 
-    async def _ensure_session(self) -> _Session:
+    async def _ensure_session(self) -> Session:
         session = self._session
         if session is not None and not session.dead:
             return session
         async with self._session_lock:
             return await self._open_session()
 
-    async def _open_session(self) -> _Session:
+    async def _open_session(self) -> Session:
         session = self._session
         if session is not None and not session.dead:
             return session
         if session is not None:
             await session.close()
         self._session = None
-        started = time.monotonic()
+        started = self._clock.monotonic()
         attempt = 0
         while True:
-            nc = _SessionClient()
-            session = _Session(nc, "")
+            nc = SessionClient()
+            session = Session(nc, "")
             try:
                 await nc.connect(
                     servers=self._fabric.urls,
@@ -308,7 +266,7 @@ class OrderedPublisher:
                     connect_timeout=2,
                     closed_cb=self._on_session_closed(session),
                     disconnected_cb=self._on_session_closed(session),
-                    error_cb=_ignore_error,
+                    error_cb=ignore_error,
                     pending_size=self.max_pending_bytes + 8 * 1024 * 1024,
                 )
                 session.prefix = nc.new_inbox()
@@ -321,20 +279,20 @@ class OrderedPublisher:
                 with contextlib.suppress(Exception):
                     await nc.close()
                 attempt += 1
-                waited = time.monotonic() - started
+                waited = self._clock.monotonic() - started
                 if self.give_up_after is not None and waited > self.give_up_after:
                     raise PublishTimeout(
                         f"publisher {self.name!r}: no NATS server reachable at "
                         f"{self._fabric.urls} for {waited:.0f}s ({exc!r})"
                     ) from exc
-                delay = min(2.0, 0.05 * 2 ** min(attempt, 8)) * random.uniform(0.5, 1.0)
+                delay = _SESSION_BACKOFF.delay(attempt, self._rng)
                 if attempt % 20 == 0:
                     self._log.warning(
                         "publish_stalled", pending=self.pending, waited_s=round(waited, 1)
                     )
-                await anyio.sleep(delay)
+                await self._clock.sleep(delay)
 
-    def _on_session_closed(self, session: _Session) -> Callable[[], Awaitable[None]]:
+    def _on_session_closed(self, session: Session) -> Callable[[], Awaitable[None]]:
         async def closed() -> None:
             session.dead = True
             if session is self._session:
@@ -351,7 +309,7 @@ class OrderedPublisher:
             entry.tokens.append(token)
             self._tokens[token] = entry
             entry.state = _State.IN_FLIGHT
-            entry.sent_at = time.monotonic()
+            entry.sent_at = self._clock.monotonic()
             entry.attempts += 1
             await session.nc.publish(
                 entry.subject,
@@ -375,12 +333,12 @@ class OrderedPublisher:
         entry = self._tokens.get(token)
         if entry is None or entry.state is _State.ACKED:
             return
-        status = msg.headers.get("Status") if msg.headers else None
+        status = msg.headers.get(_jsapi.STATUS) if msg.headers else None
         if status is not None:
             entry.state = _State.FAILED
             entry.error = f"status {status}"
             if status not in _RETRIABLE_STATUS:
-                entry.error = f"status {status}: {msg.headers.get('Description', '')}"  # type: ignore[union-attr]
+                entry.error = f"status {status}: {msg.headers.get(_jsapi.DESCRIPTION, '')}"  # type: ignore[union-attr]
             self._healthy = False  # later messages wait for its resend, not overtake it
             self._trouble.set()
             return
@@ -439,7 +397,7 @@ class OrderedPublisher:
                 return
 
     def _timed_out(self) -> bool:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         for entry in self._queue:
             if entry.state is _State.IN_FLIGHT:
                 return now - entry.sent_at > self.ack_timeout
@@ -466,14 +424,14 @@ class OrderedPublisher:
         self._healthy = False
         self.stats["recoveries"] += 1
         # let in-flight messages settle: acknowledged, failed, or timed out
-        deadline = time.monotonic() + self.ack_timeout
-        while time.monotonic() < deadline:
+        deadline = self._clock.monotonic() + self.ack_timeout
+        while self._clock.monotonic() < deadline:
             session = self._session
             if session is None or session.dead:
                 break
             if not any(e.state is _State.IN_FLIGHT for e in self._queue):
                 break
-            await anyio.sleep(0.01)
+            await self._clock.sleep(0.01)
         self._check_deterministic_failures()
         states = [e.state for e in self._queue]
         first_gap = next((i for i, st in enumerate(states) if st is not _State.ACKED), None)

@@ -21,12 +21,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from diaspora.errors import StreamNotFound
 from diaspora.fabric.fabric import Fabric
-from diaspora.fabric.naming import stream_name
 
 __all__ = ["StoredMsg", "read_stored"]
 
@@ -52,6 +49,7 @@ async def read_stored(
     batch: int = 1000,
     resolve_blobs: bool = True,
     stream: str | None = None,
+    domain: str | None = None,
 ) -> AsyncIterator[StoredMsg]:
     """Yield the messages of ``subject``'s stream from ``start_seq`` to ``end_seq`` (inclusive).
 
@@ -60,17 +58,11 @@ async def read_stored(
     payloads stored in the object store are fetched unless ``resolve_blobs``
     is false. ``stream`` names the stream when it is not the subject's own
     (``DIASPORA_DLQ`` for ``diaspora.dlq.<actor>``). A subject without a stream
-    raises :class:`~diaspora.errors.StreamNotFound`.
+    raises :class:`~diaspora.errors.StreamNotFound`. ``domain`` names the
+    JetStream domain holding the stream (``None``: the connected server's).
     """
-    js = fabric.js
-    name = stream or stream_name(subject)
-    try:
-        info = await js.stream_info(name)
-    except nats.js.errors.NotFoundError:
-        raise StreamNotFound(
-            f"no stream {name!r} for subject {subject!r}: nothing declared it "
-            "(Fabric.ensure_stream, a [streams] table) and nothing was published to it yet"
-        ) from None
+    info = await fabric._streams.info(subject, domain=domain, stream=stream)
+    js = fabric._connection.jetstream(domain)
     last = info.state.last_seq if end_seq is None else min(end_seq, info.state.last_seq)
     first = max(info.state.first_seq, start_seq or 1)
     if info.state.messages == 0 or first > last:

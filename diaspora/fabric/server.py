@@ -22,6 +22,7 @@ import ctypes
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,7 +37,7 @@ from typing import Any, Final, Self
 
 import anyio
 
-from diaspora.errors import ServerNotFound, ServerStartError
+from diaspora.errors import ConfigError, ServerNotFound, ServerStartError
 from diaspora.log import get_logger
 
 __all__ = [
@@ -49,12 +50,15 @@ __all__ = [
     "free_port",
 ]
 
-#: Payloads up to this size travel inline in a message; larger ones go to the object store.
+#: The inline-payload limit an embedded server is configured for (clients derive
+#: theirs from the ``max_payload`` the connected server announces, see
+#: :attr:`diaspora.fabric.Fabric.inline_limit`).
 INLINE_PAYLOAD_LIMIT: Final = 8 * 1024 * 1024
-#: Server ``max_payload``: the inline limit plus room for headers.
+#: An embedded server's ``max_payload``: the inline limit plus room for headers.
 DEFAULT_MAX_PAYLOAD: Final = INLINE_PAYLOAD_LIMIT + 64 * 1024
 
 _LOOPBACK: Final = "127.0.0.1"
+_DOMAIN: Final = re.compile(r"^[A-Za-z0-9_\-]+$")
 _PR_SET_PDEATHSIG: Final = 1
 
 
@@ -143,7 +147,10 @@ class EmbeddedServer:
 
     ``port`` and ``store_dir`` default to a free port and a temporary
     directory (deleted on :meth:`close`); both stay the same across
-    :meth:`restart`, so file-backed streams survive kills.
+    :meth:`restart`, so file-backed streams survive kills. ``max_payload`` is
+    the largest message it accepts (clients read it when they connect);
+    ``jetstream_domain`` puts its JetStream in that domain, as a site of a
+    hierarchical fabric is.
     """
 
     def __init__(
@@ -156,6 +163,7 @@ class EmbeddedServer:
         binary: str | os.PathLike[str] | None = None,
         ready_timeout: float = 30.0,
         extra_config: str = "",
+        jetstream_domain: str | None = None,
         _cluster: _ClusterRoute | None = None,
     ) -> None:
         self.binary = find_nats_server(binary)
@@ -165,6 +173,13 @@ class EmbeddedServer:
         self.max_payload = max_payload
         self.ready_timeout = ready_timeout
         self._extra_config = extra_config
+        if jetstream_domain is not None and not _DOMAIN.match(jetstream_domain):
+            raise ConfigError(
+                f"EmbeddedServer: jetstream_domain={jetstream_domain!r}: use letters, digits, "
+                "'_' or '-' (it becomes a token of $JS.<domain>.API subjects)"
+            )
+        #: The JetStream domain this server's streams live in (``None``: no domain).
+        self.jetstream_domain = jetstream_domain
         self._cluster = _cluster
         self._workdir = Path(tempfile.mkdtemp(prefix=f"diaspora-nats-{self.port}-"))
         self._owns_store = store_dir is None
@@ -353,6 +368,7 @@ class EmbeddedServer:
             f"max_payload: {self.max_payload}",
             "jetstream {",
             f"  store_dir: {json.dumps(str(self.store_dir))}",
+            *([f"  domain: {self.jetstream_domain}"] if self.jetstream_domain else []),
             "}",
         ]
         if self._cluster is not None:

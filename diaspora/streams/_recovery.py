@@ -28,7 +28,7 @@ from diaspora.events import Gap as GapEvent
 from diaspora.events import Lost, Reconstructed
 from diaspora.fabric import headers as H
 from diaspora.message import Message
-from diaspora.stage import Host, Inbound, Next, Stage
+from diaspora.stage import Host, InputItem, Next, Stage
 from diaspora.streams.history import Gap
 from diaspora.streams.reconstruct import ReconstructionError, Reconstructor, fill_gap
 from diaspora.streams.replay import ReplayError, fetch_history
@@ -78,7 +78,7 @@ class GapRecovery(Stage):
         host = self._host
         return host is not None and host.partition is not None
 
-    async def inbound(self, item: Inbound, next: Next) -> None:
+    async def inbound(self, item: InputItem, next: Next) -> None:
         subject = item.subject
         if item.gap_from is not None:
             self._gapped.add(subject)
@@ -107,7 +107,7 @@ class GapRecovery(Stage):
         if number > seen.get(producer, 0):
             seen[producer] = number
 
-    async def _pass(self, next: Next, item: Inbound, producer: str | None) -> None:
+    async def _pass(self, next: Next, item: InputItem, producer: str | None) -> None:
         await next(item)
         message = item.message
         if message is None:
@@ -120,7 +120,7 @@ class GapRecovery(Stage):
                 self.tails.setdefault(item.subject, {})[producer or ""] = message.payload
 
     async def _recover(
-        self, next: Next, item: Inbound, producer: str, first: int, last: int
+        self, next: Next, item: InputItem, producer: str, first: int, last: int
     ) -> None:
         """Items ``first..last`` of ``producer`` never reached us: replay, else reconstruct."""
         host = self._host
@@ -139,7 +139,7 @@ class GapRecovery(Stage):
                     if isinstance(entry, Gap):
                         missing.append(entry)
                         continue
-                    replayed = Inbound(
+                    replayed = InputItem(
                         subject=subject,
                         seq=0,
                         headers={**entry.headers, H.ACTOR: producer, H.ITEM: str(entry.item)},
@@ -184,7 +184,7 @@ class GapRecovery(Stage):
         )
 
     async def _reconstruct(
-        self, next: Next, item: Inbound, producer: str | None, count: int, first: int
+        self, next: Next, item: InputItem, producer: str | None, count: int, first: int
     ) -> None:
         """Hand reconstructed stand-ins for ``count`` lost items down the chain, if configured.
 
@@ -253,13 +253,13 @@ class GapRecovery(Stage):
 
 def synthetic_item(
     subject: str, source: str, data: Any, producer: str | None, number: int
-) -> Inbound:
+) -> InputItem:
     """A reconstructed stand-in, ready for ``handle`` (``Diaspora-Reconstructed: 1``)."""
     headers = {H.RECONSTRUCTED: "1"}
     if producer is not None:
         headers[H.ACTOR] = producer
         headers[H.ITEM] = str(number)
-    return Inbound(
+    return InputItem(
         subject=subject,
         seq=0,
         headers=headers,

@@ -23,7 +23,7 @@ from typing import Any, Final
 from diaspora.events import PolicyOff, PolicyOn, Stall, StallEnd
 from diaspora.fabric import headers as H
 from diaspora.fabric.publisher import OrderedPublisher
-from diaspora.stage import Host, Inbound, Next, NextOut, Outbound, Stage
+from diaspora.stage import Host, InputItem, Next, NextOut, OutputItem, Stage
 from diaspora.streams._recovery import GapRecovery, synthetic_item
 from diaspora.streams.flow import (
     Action,
@@ -78,7 +78,7 @@ class QosAdmission(Stage):
                 tick = min(tick, 1.0 / spec.rate)
         return max(tick, _MIN_TICK_S) if math.isfinite(tick) else None
 
-    async def inbound(self, item: Inbound, next: Next) -> None:
+    async def inbound(self, item: InputItem, next: Next) -> None:
         flow = self.flows.get(item.subject)
         if flow is None or item.seq == 0 or item.message is None:
             await next(item)
@@ -192,7 +192,7 @@ class FlowGateStage(Stage):
         gate = self._gates[subject] = FlowGate(host.fabric, subject, bound)
         await host.task_group.start(gate.run)
 
-    async def outbound(self, out: Outbound, next: NextOut) -> None:
+    async def outbound(self, out: OutputItem, next: NextOut) -> None:
         gate = self._gates.get(out.subject)
         if gate is not None:
             publisher: OrderedPublisher = self._publisher_of()
@@ -211,7 +211,7 @@ class HistoryTap(Stage):
     async def setup(self, host: Host) -> None:
         await host.task_group.start(HistoryServer(host.fabric, host.id, self.history).run)
 
-    async def outbound(self, out: Outbound, next: NextOut) -> None:
+    async def outbound(self, out: OutputItem, next: NextOut) -> None:
         await next(out)
         self.history.add(out.subject, out.item, out.payload, out.headers)
 

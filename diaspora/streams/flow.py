@@ -47,11 +47,10 @@ from typing import Any, Final
 import anyio
 import numpy as np
 from anyio.abc import TaskStatus
-from nats.aio.msg import Msg
 
 from diaspora import codec
 from diaspora.errors import DecodeError
-from diaspora.fabric.fabric import Fabric
+from diaspora.fabric import Fabric, Inbound
 from diaspora.fabric.naming import RESERVED_PREFIX, token
 from diaspora.log import get_logger
 from diaspora.streams.meter import LagMeter, LatencyMeter
@@ -165,8 +164,8 @@ class InputFlow:
         self.policy = spec.policy
         self._clock = clock
         self.mode = Mode.NORMAL
-        self.lag = LagMeter(window=5.0, tick=0.25, clock=clock)
-        self.latency = LatencyMeter(window=30.0, clock=clock)
+        self.lag = LagMeter(window=5.0, tick=0.25, now=clock)
+        self.latency = LatencyMeter(window=30.0, now=clock)
         self.age: float | None = None
         self.last_latency: float | None = None
         self.handle_time: float | None = None
@@ -376,7 +375,7 @@ class FlowGate:
         self._log = get_logger(stream=subject)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async def on_position(msg: Msg) -> None:
+        async def on_position(msg: Inbound) -> None:
             report = read_position_report(msg.data)
             if report is None:
                 return

@@ -1,16 +1,16 @@
 """Meters a stream's runtime watches to decide policy switches: rate, lag, latency.
 
-All three are pure and take an injectable clock (monotonic seconds), so
-tests drive them without waiting:
+All three are pure and take an injectable ``now`` (a function returning monotonic
+seconds), so tests drive them without waiting:
 
->>> now = [0.0]
->>> rate = RateMeter(window=10.0, clock=lambda: now[0])
+>>> t = [0.0]
+>>> rate = RateMeter(window=10.0, now=lambda: t[0])
 >>> for second in range(30):
 ...     rate.mark(100)          # 100 items in each second
-...     now[0] += 1.0
+...     t[0] += 1.0
 >>> round(rate.rate)
 100
->>> latency = LatencyMeter(clock=lambda: now[0])
+>>> latency = LatencyMeter(now=lambda: t[0])
 >>> for ms in range(1, 101):
 ...     latency.record(ms / 1000)
 >>> round(latency.quantile(0.5), 3), round(latency.quantile(0.99), 3)
@@ -24,10 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
-__all__ = ["Clock", "LagMeter", "LatencyMeter", "RateMeter"]
-
-#: Monotonic seconds (``time.monotonic``, or a fake one in tests).
-Clock = Callable[[], float]
+__all__ = ["LagMeter", "LatencyMeter", "RateMeter"]
 
 
 def _positive(name: str, value: float) -> float:
@@ -46,15 +43,15 @@ class RateMeter:
     """
 
     def __init__(
-        self, window: float = 10.0, *, tick: float = 1.0, clock: Clock = time.monotonic
+        self, window: float = 10.0, *, tick: float = 1.0, now: Callable[[], float] = time.monotonic
     ) -> None:
         self.window = _positive("window", window)
         self.tick = _positive("tick", tick)
         if self.tick > self.window:
             raise ValueError(f"tick={tick} must not exceed window={window}")
-        self._clock = clock
+        self._now = now
         self._alpha = 1.0 - math.exp(-self.tick / self.window)
-        self._started = self._tick_start = clock()
+        self._started = self._tick_start = now()
         self._pending = 0
         self._ewma: float | None = None
         self.total = 0
@@ -63,14 +60,14 @@ class RateMeter:
         """Count ``n`` events now."""
         if n < 0:
             raise ValueError(f"mark: n={n} must be >= 0")
-        self._advance(self._clock())
+        self._advance(self._now())
         self._pending += n
         self.total += n
 
     @property
     def rate(self) -> float:
         """Events per second, recent (the moving average)."""
-        now = self._clock()
+        now = self._now()
         self._advance(now)
         if self._ewma is None:
             elapsed = now - self._started
@@ -80,7 +77,7 @@ class RateMeter:
     @property
     def mean_rate(self) -> float:
         """Events per second since the meter started."""
-        elapsed = self._clock() - self._started
+        elapsed = self._now() - self._started
         return self.total / elapsed if elapsed > 0 else 0.0
 
     def _advance(self, now: float) -> None:
@@ -103,21 +100,21 @@ class LagMeter:
     Feed it ``update(head, position)``: the stream's newest sequence (or
     item number) and the last one the consumer has handled.
 
-    >>> now = [0.0]
-    >>> lag = LagMeter(window=5.0, clock=lambda: now[0])
+    >>> t = [0.0]
+    >>> lag = LagMeter(window=5.0, now=lambda: t[0])
     >>> for second in range(20):          # produced 100/s, consumed 80/s
     ...     lag.update(head=100 * second, position=80 * second)
-    ...     now[0] += 1.0
+    ...     t[0] += 1.0
     >>> lag.lag, round(lag.trend), lag.eta() is None
     (380, 20, True)
     """
 
     def __init__(
-        self, window: float = 10.0, *, tick: float = 1.0, clock: Clock = time.monotonic
+        self, window: float = 10.0, *, tick: float = 1.0, now: Callable[[], float] = time.monotonic
     ) -> None:
-        self._clock = clock
-        self.head_rate_meter = RateMeter(window, tick=tick, clock=clock)
-        self.consume_rate_meter = RateMeter(window, tick=tick, clock=clock)
+        self._now = now
+        self.head_rate_meter = RateMeter(window, tick=tick, now=now)
+        self.consume_rate_meter = RateMeter(window, tick=tick, now=now)
         self._head: int | None = None
         self._position: int | None = None
 
@@ -193,7 +190,7 @@ class LatencyMeter:
         slots: int = 6,
         relative_error: float = 0.01,
         min_latency: float = _MIN_LATENCY,
-        clock: Clock = time.monotonic,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.window = _positive("window", window)
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
@@ -202,12 +199,12 @@ class LatencyMeter:
             raise ValueError(f"relative_error={relative_error!r} must be in (0, 1)")
         self.relative_error = relative_error
         self.min_latency = _positive("min_latency", min_latency)
-        self._clock = clock
+        self._now = now
         self._gamma = (1 + relative_error) / (1 - relative_error)
         self._log_gamma = math.log(self._gamma)
         self._slot_s = self.window / slots
         self._slots: list[_Slot] = [_Slot() for _ in range(slots)]
-        self._epoch = math.floor(clock() / self._slot_s)  # the slot ``now`` falls in
+        self._epoch = math.floor(now() / self._slot_s)  # the slot ``now`` falls in
         self.negative = 0
 
     def record(self, seconds: float) -> None:
@@ -279,7 +276,7 @@ class LatencyMeter:
 
     def _current(self) -> _Slot:
         """The slot for now, after clearing those that left the window."""
-        epoch = math.floor(self._clock() / self._slot_s)
+        epoch = math.floor(self._now() / self._slot_s)
         moved = epoch - self._epoch
         if moved > 0:
             for step in range(1, min(moved, len(self._slots)) + 1):

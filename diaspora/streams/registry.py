@@ -24,8 +24,6 @@ from __future__ import annotations
 
 from typing import Final
 
-import nats.js.errors
-
 from diaspora import codec
 from diaspora.errors import ConfigError, DecodeError
 from diaspora.fabric import Fabric, check_subject
@@ -46,11 +44,8 @@ async def declare_qos(fabric: Fabric, subject: str, spec: QosSpec) -> None:
 async def lookup_qos(fabric: Fabric, subject: str) -> QosSpec | None:
     """The QoS declared for ``subject``, or ``None``."""
     kv = await fabric.ensure_kv(QOS_BUCKET)
-    try:
-        entry = await kv.get(subject)
-    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-        return None
-    if entry.value is None:
+    entry = await kv.get(subject)
+    if entry is None:
         return None
     where = f"{QOS_BUCKET}/{subject}"
     try:

@@ -63,7 +63,6 @@ asked for, drop the others.
 
 from __future__ import annotations
 
-import contextlib
 import struct
 import time
 from collections.abc import AsyncGenerator
@@ -73,12 +72,11 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import anyio
 import msgpack
-import nats.errors
 from anyio.abc import TaskGroup, TaskStatus
-from nats.aio.msg import Msg
 
 from diaspora import codec
-from diaspora.errors import DiasporaError
+from diaspora.errors import DiasporaError, FabricUnavailable
+from diaspora.fabric import Inbound, Inbox
 from diaspora.fabric.naming import RESERVED_PREFIX, token
 from diaspora.log import get_logger
 from diaspora.streams.history import Gap, HistoryBuffer, HistoryError, HistoryItem
@@ -106,7 +104,6 @@ DEFAULT_REPLY_BYTES: Final = 4 * 1024 * 1024
 _REPLY_ROOM: Final = 4096  # msgpack framing of a reply, beyond the items' estimates
 _ITEM_OVERHEAD: Final = 32
 _HEADER_OVERHEAD: Final = 8
-_NO_RESPONDERS: Final = "503"
 _SPLICE_FROM: Final = 16 * 1024  # payloads from this size are joined, not packed
 _BIN32 = struct.Struct(">BI")  # msgpack bin 32 header
 
@@ -175,26 +172,26 @@ class HistoryServer:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Subscribe, report started, and answer requests until :meth:`request_stop`."""
-        nc = self._fabric.nc
-        sub = await nc.subscribe(self.subject)
+        # requests are answered one at a time, here, not in the subscription's callback
+        send, receive = anyio.create_memory_object_stream[Inbound](1)
         try:
-            await nc.flush(timeout=max(1, int(self._fabric.request_timeout)))
-            self._log.info("replay_serving")
-            task_status.started()
-            while not self._stopping:
-                with anyio.CancelScope() as self._waiting:
-                    msg = await sub.next_msg(timeout=None)
-                self._waiting = None
-                if self._stopping:
-                    break
-                await self._answer(msg)
+            async with self._fabric.subscription(self.subject, send.send, flush=True):
+                self._log.info("replay_serving")
+                task_status.started()
+                while not self._stopping:
+                    with anyio.CancelScope() as self._waiting:
+                        msg = await receive.receive()
+                    self._waiting = None
+                    if self._stopping:
+                        break
+                    await self._answer(msg)
         finally:
             self._waiting = None
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            send.close()
+            receive.close()
             self._log.info("replay_stopped", **self.stats)
 
-    async def _answer(self, msg: Msg) -> None:
+    async def _answer(self, msg: Inbound) -> None:
         if not msg.reply:
             self._log.debug("replay_request_without_reply")
             return
@@ -210,22 +207,22 @@ class HistoryServer:
             self._log.warning("replay_history_unavailable", reason=str(exc))
             reply = {"v": PROTOCOL_VERSION, "error": f"history unavailable: {exc}"}
         body = _encode_reply(reply)
-        if len(body) > self._fabric.nc.max_payload:  # the estimates are conservative: a bug
+        if len(body) > self._fabric.max_payload:  # the estimates are conservative: a bug
             self.stats["errors"] += 1
             self._log.error("replay_reply_too_large", size=len(body))
             body = codec.encode(
                 {"v": PROTOCOL_VERSION, "error": f"reply of {len(body)} bytes exceeds max_payload"}
             )
         try:
-            await self._fabric.nc.publish(msg.reply, body)
-        except nats.errors.Error as exc:
+            await msg.respond(body)
+        except FabricUnavailable as exc:
             self.stats["errors"] += 1
             self._log.warning("replay_reply_failed", reason=repr(exc))
 
     def _reply(self, data: bytes) -> dict[str, Any]:
         request = _parse_request(data)
         subject, first, last = request["subject"], request["first"], request["last"]
-        hard_cap = self._fabric.nc.max_payload - _REPLY_ROOM
+        hard_cap = self._fabric.max_payload - _REPLY_ROOM
         cap = min(request.get("max_bytes", DEFAULT_REPLY_BYTES), hard_cap)
         items: list[list[Any]] = []
         missing: list[list[int]] = []
@@ -377,12 +374,23 @@ async def fetch_history(
     """
     if not (_is_int(first) and _is_int(last) and 0 <= first <= last):
         raise ValueError(f"fetch_history: {first!r}..{last!r} must be ints, 0 <= first <= last")
-    nc = fabric.nc
     target = replay_subject(producer_id)
     where = f"replay of {subject!r} {first}..{last} from producer {producer_id!r}"
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
+    async with fabric.inbox() as inbox:
+        async for x in _fetch(inbox, target, where, subject, first, last, timeout, max_bytes):
+            yield x
 
+
+async def _fetch(
+    inbox: Inbox,
+    target: str,
+    where: str,
+    subject: str,
+    first: int,
+    last: int,
+    timeout: float,
+    max_bytes: int | None,
+) -> AsyncGenerator[HistoryItem | Gap, None]:
     async def ask(position: int) -> None:
         request: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
@@ -392,19 +400,19 @@ async def fetch_history(
         }
         if max_bytes is not None:
             request["max_bytes"] = max_bytes
-        await nc.publish(target, codec.encode(request), reply=inbox)
+        await inbox.send(target, codec.encode(request))
 
     async def answer(position: int) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                msg = await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.001))
-            except nats.errors.TimeoutError:
+                msg = await inbox.next(timeout=max(deadline - time.monotonic(), 0.001))
+            except TimeoutError:
                 raise ReplayUnavailable(
                     f"{where}: no answer on {target!r} within {timeout}s; the producer may "
                     "be overloaded or cut off: retry later, or raise the timeout"
                 ) from None
-            if msg.headers and msg.headers.get("Status") == _NO_RESPONDERS:
+            if msg.no_responders:
                 raise ReplayUnavailable(
                     f"{where}: nobody serves {target!r}; the producer is not running or keeps "
                     "no history (run a HistoryServer for it), so these items are lost"
@@ -413,34 +421,30 @@ async def fetch_history(
             if reply is not None:
                 return reply
 
-    try:
-        await ask(first)
-        position: int | None = first
-        while position is not None:
-            reply = await answer(position)
-            covered, position = reply["last"], reply["next"]
-            if position is not None:
-                await ask(position)
-            expected = reply["first"]
-            for entry in reply["items"]:
-                if (
-                    type(entry) is not list
-                    or len(entry) != 3
-                    or not _is_int(number := entry[0])
-                    or not expected <= number <= covered
-                    or type(entry[1]) is not dict
-                    or type(entry[2]) is not bytes
-                ):
-                    raise ReplayError(f"{where}: malformed or out-of-order item {entry!r:.100}")
-                if number > expected:
-                    yield Gap(subject, expected, number - 1)
-                yield HistoryItem(subject, number, entry[2], entry[1])
-                expected = number + 1
-            if expected <= covered:
-                yield Gap(subject, expected, covered)
-    finally:
-        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-            await sub.unsubscribe()
+    await ask(first)
+    position: int | None = first
+    while position is not None:
+        reply = await answer(position)
+        covered, position = reply["last"], reply["next"]
+        if position is not None:
+            await ask(position)
+        expected = reply["first"]
+        for entry in reply["items"]:
+            if (
+                type(entry) is not list
+                or len(entry) != 3
+                or not _is_int(number := entry[0])
+                or not expected <= number <= covered
+                or type(entry[1]) is not dict
+                or type(entry[2]) is not bytes
+            ):
+                raise ReplayError(f"{where}: malformed or out-of-order item {entry!r:.100}")
+            if number > expected:
+                yield Gap(subject, expected, number - 1)
+            yield HistoryItem(subject, number, entry[2], entry[1])
+            expected = number + 1
+        if expected <= covered:
+            yield Gap(subject, expected, covered)
 
 
 def _parse_reply(data: bytes, first: int, last: int, where: str) -> dict[str, Any] | None:

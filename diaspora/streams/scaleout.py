@@ -39,12 +39,11 @@ from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskStatus
-from nats.aio.msg import Msg
 
 from diaspora.actor import Actor, ActorRuntime
 from diaspora.errors import ConfigError
 from diaspora.events import EventSink, ScaledIn, ScaledOut
-from diaspora.fabric import Fabric, stream_name
+from diaspora.fabric import Fabric, Inbound
 from diaspora.log import get_logger
 from diaspora.streams.flow import flow_subject, read_position_report
 from diaspora.streams.qos import Policy
@@ -216,7 +215,7 @@ class ScaleOutGroup:
             state_dir=self.state_dir,
         )
 
-    async def _on_position(self, msg: Msg) -> None:
+    async def _on_position(self, msg: Inbound) -> None:
         report = read_position_report(msg.data)
         if report is None:
             return
@@ -231,10 +230,10 @@ class ScaleOutGroup:
 
     async def _progress(self) -> tuple[int, int]:
         """The stream's head and the slowest partition's position (0 before any report)."""
-        info = await self.fabric.js.stream_info(stream_name(self.subject))
+        _, head = await self.fabric.stream_bounds(self.subject)
         positions = [self._positions.get(f"{self.id}.p{k}") for k in range(self.partitions)]
         known = [p for p in positions if p is not None]
-        return info.state.last_seq, min(known) if known else 0
+        return head, min(known) if known else 0
 
     def parallelism(self, replicas: int) -> float:
         """How many replicas' worth of work ``replicas`` do at once: the busiest one runs

@@ -44,8 +44,9 @@ from diaspora.errors import (
     InjectedFault,
 )
 from diaspora.events import Crashed
+from diaspora.fabric import Inbound
 from diaspora.fabric.naming import token
-from diaspora.stage import Host, Inbound, Next, NextOut, Outbound, Stage
+from diaspora.stage import Host, InputItem, Next, NextOut, OutputItem, Stage
 
 __all__ = ["Fault", "FaultInjection", "FaultOrder", "InjectedFault", "fault_subject"]
 
@@ -117,7 +118,7 @@ class FaultInjection(Stage):
         host = self._host
         assert host is not None
 
-        async def on_order(msg: Any) -> None:
+        async def on_order(msg: Inbound) -> None:
             try:
                 order = FaultOrder.from_mapping(codec.decode(msg.data))
             except (DecodeError, ConfigError) as exc:
@@ -131,13 +132,13 @@ class FaultInjection(Stage):
         async with host.fabric.subscription(fault_subject(host.id), on_order):
             await anyio.sleep_forever()
 
-    async def inbound(self, item: Inbound, next: Next) -> None:
+    async def inbound(self, item: InputItem, next: Next) -> None:
         if self._orders:
             assert self._host is not None
             await self._apply(item.source, self._host.handle_deadline)
         await next(item)
 
-    async def outbound(self, out: Outbound, next: NextOut) -> None:
+    async def outbound(self, out: OutputItem, next: NextOut) -> None:
         if self._orders and out.source is None:
             await self._apply(f"{out.subject}#{out.item}", None)
         await next(out)

@@ -35,11 +35,10 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import anyio
-import nats.errors
 from anyio.abc import TaskGroup
 
 from diaspora import codec
-from diaspora.errors import DiasporaError
+from diaspora.errors import DiasporaError, NoResponders
 from diaspora.fabric import EmbeddedServer, Fabric, ServerState
 from diaspora.log import get_logger
 from diaspora.testing.faults import fault_subject
@@ -546,14 +545,14 @@ class Injector:
                     "FaultInjection stage (Workflow(faults=True), or stages=[FaultInjection])?"
                 )
             try:
-                reply = await self.fabric.nc.request(
+                reply = await self.fabric.request(
                     subject, payload, timeout=min(left, self.answer_timeout)
                 )
-            except nats.errors.NoRespondersError:
+            except NoResponders:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 0.25)
                 continue
-            except nats.errors.TimeoutError:
+            except TimeoutError:
                 unanswered += 1
                 self._log.info("fault_order_unanswered", fault=fault.describe(), times=unanswered)
                 continue

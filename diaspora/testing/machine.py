@@ -46,7 +46,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from diaspora import codec
 from diaspora.errors import DecodeError
 from diaspora.events import GaveUp
-from diaspora.fabric import stream_name
 from diaspora.fabric.reader import read_stored
 from diaspora.log import get_logger
 from diaspora.testing.injectors import FaultKind, FaultSpec, Injected
@@ -163,8 +162,8 @@ class WorkflowMachine(RuleBasedStateMachine):
         fabric = self.rig.fabric
         await fabric.ensure_stream(self.input_subject)
         await fabric.require_stream(self.output_subject)
-        info = await fabric.js.stream_info(stream_name(self.output_subject))
-        return int(info.state.last_seq) + 1
+        _, last = await fabric.stream_bounds(self.output_subject)
+        return last + 1
 
     @rule(data=st.data())
     def publish(self, data: st.DataObject) -> None:

@@ -25,11 +25,10 @@ from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
 import anyio
-from nats.aio.msg import Msg
 
 from diaspora import codec
 from diaspora.errors import DecodeError
-from diaspora.fabric import Fabric
+from diaspora.fabric import Fabric, Inbound
 from diaspora.fabric.naming import EVENTS_PREFIX
 from diaspora.log import get_logger
 
@@ -177,7 +176,7 @@ class PidWatcher:
         if subs is not None:
             await subs.aclose()
 
-    async def _on_event(self, msg: Msg) -> None:
+    async def _on_event(self, msg: Inbound) -> None:
         try:
             event = codec.decode(msg.data)
         except DecodeError:

@@ -16,7 +16,7 @@ from diaspora import Actor, ActorRuntime, Message, codec
 from diaspora.actor import CheckpointSlot, HandlerHung, required_window
 from diaspora.actor._emit import OutputScan
 from diaspora.errors import ActorCrashed, ConfigError, FencedOut
-from diaspora.fabric import Fabric, stream_name
+from diaspora.fabric import Fabric
 from diaspora.testing import wait_until
 from diaspora.testing.faults import FaultInjection, fault_subject
 from diaspora.testing.streams import read_stream
@@ -171,8 +171,8 @@ async def test_output_streams_get_the_duplicate_window_the_checkpoint_interval_n
     async with anyio.create_task_group() as tg:
         await tg.start(runtime.run)
         runtime.request_stop()
-    info = await fabric.js.stream_info(stream_name("out.slow"))
-    assert info.config.duplicate_window == required_window(200.0, 60.0) == 260.0
+    window = await fabric.duplicate_window("out.slow")
+    assert window == required_window(200.0, 60.0) == 260.0
 
     await fabric.ensure_stream("out.aged", max_age=100, duplicate_window=30)
 
@@ -241,11 +241,10 @@ async def test_restart_with_backlog_reports_lag_and_caught_up(fabric: Fabric) ->
     async def collect(msg: Any) -> None:
         events.append({"subject": msg.subject, **codec.decode(msg.data)})
 
-    sub = await fabric.nc.subscribe("diaspora.events.actor.sum.*", cb=collect)
-    runtime = ActorRuntime(RunningSum, fabric, id="sum")
-    await run_until(runtime, lambda: _true_after(runtime, 3000))
-    await wait_until(lambda: any(e["kind"] == "stopped" for e in events))
-    await sub.unsubscribe()
+    async with fabric.subscription("diaspora.events.actor.sum.*", collect, flush=True):
+        runtime = ActorRuntime(RunningSum, fabric, id="sum")
+        await run_until(runtime, lambda: _true_after(runtime, 3000))
+        await wait_until(lambda: any(e["kind"] == "stopped" for e in events))
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "lag"
     assert events[0]["lag"] == 3000
@@ -323,7 +322,7 @@ async def test_faults_arrive_over_the_control_subject(nats_server: Any) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(runtime.run)
-                reply = await fabric.nc.request(
+                reply = await fabric.request(
                     fault_subject("sleepy"), codec.encode({"fault": "crash"}), timeout=5
                 )
                 assert reply.data == b"ok"

@@ -10,7 +10,7 @@ from diaspora import ActorRuntime, codec
 from diaspora.actor import CheckpointSlot
 from diaspora.actor.checkpoint import CHECKPOINT_BUCKET, kv_key
 from diaspora.fabric import Fabric
-from diaspora.stage import Inbound, Next, NextOut, Outbound, Stage
+from diaspora.stage import InputItem, Next, NextOut, OutputItem, Stage
 from diaspora.testing.streams import read_stream
 from tests.actor.sample_actors import RunningSum
 from tests.actor.test_exactly_once import run_until
@@ -31,11 +31,11 @@ class CountingStage(Stage):
         self.restored_from: dict[str, int] | None = None
         CountingStage.instances.append(self)
 
-    async def inbound(self, item: Inbound, next: Next) -> None:
+    async def inbound(self, item: InputItem, next: Next) -> None:
         self.inbound_seen += 1
         await next(item)
 
-    async def outbound(self, out: Outbound, next: NextOut) -> None:
+    async def outbound(self, out: OutputItem, next: NextOut) -> None:
         self.outbound_seen += 1
         out.headers["X-Counted"] = str(self.outbound_seen)
         await next(out)

@@ -28,7 +28,7 @@ class FakeClock:
 
 def test_rate_converges_to_a_steady_rate() -> None:
     clock = FakeClock()
-    meter = RateMeter(window=5.0, clock=clock)
+    meter = RateMeter(window=5.0, now=clock)
     for _ in range(60):
         for _ in range(8):  # binary fractions of a second: no rounding at tick edges
             meter.mark(5)
@@ -40,7 +40,7 @@ def test_rate_converges_to_a_steady_rate() -> None:
 
 def test_rate_before_the_first_tick_is_the_mean_so_far() -> None:
     clock = FakeClock()
-    meter = RateMeter(clock=clock)
+    meter = RateMeter(now=clock)
     assert meter.rate == 0.0
     meter.mark(3)
     clock.advance(0.5)
@@ -49,7 +49,7 @@ def test_rate_before_the_first_tick_is_the_mean_so_far() -> None:
 
 def test_rate_follows_a_step_with_the_window_as_time_constant() -> None:
     clock = FakeClock()
-    meter = RateMeter(window=10.0, tick=1.0, clock=clock)
+    meter = RateMeter(window=10.0, tick=1.0, now=clock)
     for _ in range(100):
         meter.mark(100)
         clock.advance(1.0)
@@ -60,7 +60,7 @@ def test_rate_follows_a_step_with_the_window_as_time_constant() -> None:
 
 def test_idle_time_decays_the_rate_without_per_tick_work() -> None:
     clock = FakeClock()
-    meter = RateMeter(window=1.0, tick=0.1, clock=clock)
+    meter = RateMeter(window=1.0, tick=0.1, now=clock)
     meter.mark(10)
     clock.advance(0.1)
     assert meter.rate == pytest.approx(100.0)
@@ -84,7 +84,7 @@ def test_rate_meter_rejects_bad_arguments() -> None:
 
 def test_lag_growing_when_the_consumer_is_slower() -> None:
     clock = FakeClock()
-    meter = LagMeter(window=5.0, clock=clock)
+    meter = LagMeter(window=5.0, now=clock)
     for second in range(30):
         meter.update(head=100 * second, position=60 * second)
         clock.advance(1.0)
@@ -99,7 +99,7 @@ def test_lag_growing_when_the_consumer_is_slower() -> None:
 
 def test_lag_shrinking_gives_an_eta() -> None:
     clock = FakeClock()
-    meter = LagMeter(window=5.0, clock=clock)
+    meter = LagMeter(window=5.0, now=clock)
     for second in range(30):
         meter.update(head=2000 + 50 * second, position=100 * second)
         clock.advance(1.0)
@@ -112,7 +112,7 @@ def test_lag_shrinking_gives_an_eta() -> None:
 
 def test_lag_at_rest_and_edge_cases() -> None:
     clock = FakeClock()
-    meter = LagMeter(clock=clock)
+    meter = LagMeter(now=clock)
     assert (meter.lag, meter.lag_seconds, meter.eta()) == (0, 0.0, 0.0)
     meter.update(head=10, position=4)
     assert meter.lag == 6
@@ -128,7 +128,7 @@ def test_lag_at_rest_and_edge_cases() -> None:
 
 def test_latency_quantiles_within_the_relative_error() -> None:
     clock = FakeClock()
-    meter = LatencyMeter(relative_error=0.01, clock=clock)
+    meter = LatencyMeter(relative_error=0.01, now=clock)
     for ms in range(1, 1001):
         meter.record(ms / 1000)
     p50, p90, p99, p100 = meter.quantiles([0.5, 0.9, 0.99, 1.0])
@@ -143,7 +143,7 @@ def test_latency_quantiles_within_the_relative_error() -> None:
 
 def test_latency_window_slides_and_forgets() -> None:
     clock = FakeClock(0.0)
-    meter = LatencyMeter(window=60.0, slots=6, clock=clock)
+    meter = LatencyMeter(window=60.0, slots=6, now=clock)
     for _ in range(100):
         meter.record(5.0)  # a bad minute...
     clock.advance(30.0)
@@ -158,7 +158,7 @@ def test_latency_window_slides_and_forgets() -> None:
 
 
 def test_latency_zero_and_negative_values() -> None:
-    meter = LatencyMeter(clock=FakeClock())
+    meter = LatencyMeter(now=FakeClock())
     meter.record(-0.002)  # clock skew between hosts
     meter.record(0.0)
     meter.record(1e-9)
@@ -170,7 +170,7 @@ def test_latency_zero_and_negative_values() -> None:
 
 
 def test_latency_memory_is_bounded_by_the_bucket_range() -> None:
-    meter = LatencyMeter(relative_error=0.01, clock=FakeClock())
+    meter = LatencyMeter(relative_error=0.01, now=FakeClock())
     rng = random.Random(7)
     for _ in range(100_000):
         meter.record(10 ** rng.uniform(-6, 4))  # 1 µs .. 3 hours
@@ -186,7 +186,7 @@ def test_latency_memory_is_bounded_by_the_bucket_range() -> None:
 def test_any_quantile_is_within_the_relative_error_of_the_exact_one(
     latencies: list[float], q: float, error: float
 ) -> None:
-    meter = LatencyMeter(relative_error=error, clock=FakeClock())
+    meter = LatencyMeter(relative_error=error, now=FakeClock())
     for x in latencies:
         meter.record(x)
     exact = sorted(latencies)[int(q * (len(latencies) - 1))]

@@ -42,11 +42,8 @@ async def watching(fabric: Fabric) -> AsyncIterator[Events]:
     async def collect(msg: Any) -> None:
         events.seen.append(codec.decode(msg.data))
 
-    sub = await fabric.nc.subscribe("diaspora.events.actor.>", cb=collect)
-    try:
+    async with fabric.subscription("diaspora.events.actor.>", collect, flush=True):
         yield events
-    finally:
-        await sub.unsubscribe()
 
 
 @asynccontextmanager
@@ -69,8 +66,8 @@ async def count(fabric: Fabric, subject: str) -> int:
 
 
 async def stored_up_to(fabric: Fabric, subject: str, seq: int) -> bool:
-    info = await fabric.js.stream_info(subject.replace(".", "_"))
-    return bool(info.state.last_seq >= seq)
+    _, last = await fabric.stream_bounds(subject)
+    return last >= seq
 
 
 async def run_past_retention(
@@ -96,8 +93,7 @@ async def run_past_retention(
                 sensor, fabric, id="sensor", args=sensor_args, state_dir=tmp_path
             )
             await tg.start(sensor_rt.run)
-        info = await fabric.js.stream_info("temps")
-        assert (info.state.first_seq, info.state.last_seq) == (251, 300)
+        assert await fabric.stream_bounds("temps") == (251, 300)
         second = ActorRuntime(Collector, fabric, id="collector")
         async with running(second):
             await wait_until(lambda: second.positions.get("temps", 0) >= 300, timeout=30)

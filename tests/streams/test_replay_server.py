@@ -115,7 +115,7 @@ async def test_wire_protocol_with_a_plain_nats_request(fabric: Fabric) -> None:
             history.add(SUBJECT, n, b"p%d" % n, {ITEM: str(n)})
         async with HistoryServer(fabric, PRODUCER, history):
             request = {"v": 1, "subject": SUBJECT, "first": 1, "last": 9, "max_bytes": 1}
-            msg = await fabric.nc.request(
+            msg = await fabric.request(
                 "diaspora.replay.edge1_detector", codec.encode(request), timeout=5
             )
             assert codec.decode(msg.data) == {
@@ -129,7 +129,7 @@ async def test_wire_protocol_with_a_plain_nats_request(fabric: Fabric) -> None:
                 "have": [3, 6],
             }
             request = {"subject": SUBJECT, "first": 5, "last": 9}
-            msg = await fabric.nc.request(replay_subject(PRODUCER), codec.encode(request))
+            msg = await fabric.request(replay_subject(PRODUCER), codec.encode(request), timeout=5)
             reply = codec.decode(msg.data)
             assert reply["items"] == [[6, {ITEM: "6"}, b"p6"]]
             assert (reply["missing"], reply["last"], reply["next"]) == ([[5, 5], [7, 9]], 9, None)
@@ -153,7 +153,7 @@ async def test_invalid_requests_get_an_error_reply(
     with HistoryBuffer() as history:
         async with HistoryServer(fabric, PRODUCER, history) as server:
             body = request_ if isinstance(request_, bytes) else codec.encode(request_)
-            msg = await fabric.nc.request(replay_subject(PRODUCER), body, timeout=5)
+            msg = await fabric.request(replay_subject(PRODUCER), body, timeout=5)
             reply = codec.decode(msg.data)
             assert error in reply["error"]
             assert server.stats["errors"] == 1

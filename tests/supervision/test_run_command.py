@@ -15,11 +15,10 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-from nats.aio.msg import Msg
 
 from diaspora import codec
 from diaspora.events import NodeStarted, decode_record
-from diaspora.fabric import Fabric
+from diaspora.fabric import Fabric, Inbound
 from diaspora.testing import wait_until
 from diaspora.testing.streams import read_stream
 from tests.actor.test_exactly_once import expected_sums, publish_numbers, stream_count
@@ -66,16 +65,13 @@ async def node_pids(fabric: Fabric) -> AsyncIterator[list[int]]:
     """The pid of every process node started, from the node_started events, in order."""
     pids: list[int] = []
 
-    async def on_event(msg: Msg) -> None:
+    async def on_event(msg: Inbound) -> None:
         event = decode_record(codec.decode(msg.data))
         if isinstance(event, NodeStarted):
             pids.append(event.pid)
 
-    sub = await fabric.nc.subscribe("diaspora.events.supervision.>", cb=on_event)
-    try:
+    async with fabric.subscription("diaspora.events.supervision.>", on_event, flush=True):
         yield pids
-    finally:
-        await sub.unsubscribe()
 
 
 async def test_killed_process_node_is_restarted_outputs_stay_exactly_once_and_sigterm_exits_0(

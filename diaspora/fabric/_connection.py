@@ -1,0 +1,375 @@
+"""The fabric's NATS connection: connect, reconnect forever, and core NATS messaging.
+
+One nats-py client per :class:`~diaspora.fabric.Fabric`, with a reconnect
+policy (least-tried server, :class:`~diaspora.backoff.Backoff` between
+attempts), listeners that must renew server-side state at once after a
+reconnect, one JetStream context per domain, and the core-NATS operations the
+layers above need (best-effort publish, subscriptions, request/reply) in
+terms of :class:`Inbound` values, never nats-py messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.client import Server as NatsServer
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
+from diaspora.backoff import Backoff
+from diaspora.errors import ConfigError, FabricUnavailable, NoResponders
+from diaspora.fabric import _jsapi
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+__all__ = ["Connection", "Inbound", "Inbox", "split_urls"]
+
+#: Bytes of a message kept for headers when sizing what may travel inline.
+_HEADER_ROOM: Final = 64 * 1024
+
+
+def split_urls(url: str | Sequence[str]) -> list[str]:
+    urls = [u.strip() for u in url.split(",")] if isinstance(url, str) else list(url)
+    urls = [u for u in urls if u]
+    if not urls:
+        raise ConfigError(f"fabric.url: {url!r} names no server")
+    return urls
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One core-NATS message as a subscription callback receives it.
+
+    ``reply`` is the subject a requester waits on (``""`` when none);
+    answer with :meth:`respond`.
+    """
+
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None
+    reply: str
+    _connection: Connection | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def status(self) -> str | None:
+        """The NATS status code of a protocol message (``"503"``: no responders), else ``None``."""
+        if self.data or not self.headers:
+            return None
+        return self.headers.get(_jsapi.STATUS)
+
+    @property
+    def no_responders(self) -> bool:
+        """Whether this is the server saying a request reached nobody."""
+        return self.status == _jsapi.NO_RESPONDERS
+
+    async def respond(self, data: bytes, headers: Mapping[str, str] | None = None) -> None:
+        """Answer the request this message carries.
+
+        Raises ``ValueError`` when it carries no reply subject, and
+        :class:`~diaspora.errors.FabricUnavailable` when the answer cannot be sent.
+        """
+        if not self.reply:
+            raise ValueError(
+                f"message on {self.subject!r} has no reply subject: it was published, "
+                "not requested, so there is nobody to answer"
+            )
+        if self._connection is None:
+            raise FabricUnavailable(f"message on {self.subject!r} is not bound to a fabric")
+        if not await self._connection.publish_core(self.reply, data, headers):
+            raise FabricUnavailable(
+                f"answer to the request on {self.subject!r} not sent: the connection is down"
+            )
+
+    @classmethod
+    def _of(cls, msg: Msg, connection: Connection | None) -> Inbound:
+        return cls(msg.subject, msg.data, msg.headers, msg.reply or "", connection)
+
+
+class Inbox:
+    """A private reply subject: send requests from it, read their answers in order.
+
+    For request/reply exchanges that get several answers per request, or that
+    pipeline requests (ask for the next chunk before reading this one); see
+    :meth:`diaspora.fabric.Fabric.inbox`.
+    """
+
+    def __init__(self, connection: Connection, subject: str, sub: Subscription) -> None:
+        self._connection = connection
+        self.subject = subject
+        self._sub = sub
+
+    async def send(self, subject: str, data: bytes) -> None:
+        """Publish ``data`` to ``subject`` with this inbox as the reply subject.
+
+        Raises :class:`~diaspora.errors.FabricUnavailable` when it cannot be sent.
+        """
+        try:
+            await self._connection.client.publish(subject, data, reply=self.subject)
+        except (nats.errors.Error, OSError) as exc:
+            raise FabricUnavailable(f"request to {subject!r} not sent: {exc!r}") from exc
+
+    async def next(self, timeout: float) -> Inbound:
+        """The next answer; raises ``TimeoutError`` when none arrives within ``timeout`` s."""
+        try:
+            msg = await self._sub.next_msg(timeout=timeout)
+        except nats.errors.TimeoutError:
+            raise TimeoutError(f"no answer on {self.subject!r} within {timeout}s") from None
+        return Inbound._of(msg, self._connection)
+
+
+class Connection:
+    """One nats-py client, reconnecting forever; see :class:`~diaspora.fabric.Fabric`."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        connect_timeout: float,
+        request_timeout: float,
+        backoff: Backoff,
+        publish_async_max_pending: int,
+        log: FilteringBoundLogger,
+        on_reconnected: Callable[[str | None, float], Awaitable[None]],
+    ) -> None:
+        self.name = name
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self.backoff = backoff
+        self._publish_async_max_pending = publish_async_max_pending
+        self._log = log
+        self._on_reconnected = on_reconnected
+        self.nc: NATS | None = None
+        self._js: dict[str | None, JetStreamContext] = {}
+        self._connected = anyio.Event()
+        self._disconnected_at: float | None = None
+        self._rng = random.Random()
+        self.reconnects = 0
+        self._listeners: list[Callable[[], None]] = []
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def client(self) -> NATS:
+        """The nats-py client; raises :class:`FabricUnavailable` when not connected."""
+        if self.nc is None:
+            raise FabricUnavailable(
+                f"fabric {self.name!r} is not connected: use `async with Fabric()`"
+            )
+        return self.nc
+
+    def jetstream(self, domain: str | None = None) -> JetStreamContext:
+        """The JetStream context of ``domain`` (``None``: the connected server's own)."""
+        js = self._js.get(domain)
+        if js is None:
+            js = self._js[domain] = self.client.jetstream(
+                domain=domain,
+                timeout=self.request_timeout,
+                publish_async_max_pending=self._publish_async_max_pending,
+            )
+        return js
+
+    @property
+    def is_connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message (headers + payload) the connected server accepts, bytes."""
+        return self.client.max_payload
+
+    @property
+    def inline_limit(self) -> int:
+        """The largest payload sent inline; larger ones go through the object store."""
+        max_payload = self.max_payload
+        return max_payload - min(_HEADER_ROOM, max_payload // 2)
+
+    def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def connect(self, urls: list[str]) -> None:
+        nc = NATS()
+        last_error: list[BaseException] = []
+
+        async def on_error(exc: Exception) -> None:
+            last_error[:] = [exc]
+            self._log.debug("fabric_error", error=repr(exc))
+
+        async def on_disconnected() -> None:
+            self._connected = anyio.Event()
+            self._disconnected_at = time.monotonic()
+            if self.nc is not None:  # not a disconnect we asked for in close()
+                self._log.warning("fabric_disconnected", urls=urls)
+
+        async def on_reconnected() -> None:
+            down = time.monotonic() - (self._disconnected_at or time.monotonic())
+            url = nc.connected_url.geturl() if nc.connected_url else None
+            self._log.info("fabric_reconnected", url=url, down_s=round(down, 3))
+            self.reconnects += 1
+            self._connected.set()
+            for listener in list(self._listeners):
+                try:
+                    listener()
+                except Exception as exc:  # a listener's bug must not break reconnection
+                    self._log.error("reconnect_listener_failed", error=repr(exc))
+            await self._on_reconnected(url, down)
+
+        async def on_closed() -> None:
+            self._log.info("fabric_closed")
+
+        with anyio.move_on_after(self.connect_timeout) as scope:
+            await nc.connect(
+                servers=urls,
+                name=self.name,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                closed_cb=on_closed,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                connect_timeout=max(1, int(min(self.connect_timeout, 5))),
+                reconnect_to_server_handler=self._choose_server,
+                pending_size=64 * 1024 * 1024,
+                flush_timeout=self.request_timeout,
+            )
+        if scope.cancelled_caught:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            reason = repr(last_error[0]) if last_error else "no answer"
+            raise FabricUnavailable(
+                f"cannot reach NATS at {','.join(urls)} within {self.connect_timeout}s "
+                f"({reason}); start a server there, or omit the URL to use an embedded one"
+            )
+        self.nc = nc
+        self._js.clear()
+        self._connected.set()
+        self._log.info(
+            "fabric_connected",
+            url=nc.connected_url.geturl() if nc.connected_url else None,
+            max_payload=nc.max_payload,
+        )
+
+    def _choose_server(
+        self, servers: list[NatsServer], info: dict[str, Any]
+    ) -> tuple[NatsServer | None, float]:
+        """Reconnect policy: least-tried server, backoff with jitter."""
+        server = min(servers, key=lambda s: s.reconnects)
+        delay = self.backoff.delay(server.reconnects + 1, self._rng)
+        self._log.info(
+            "fabric_reconnecting",
+            url=server.uri.geturl(),
+            attempt=server.reconnects + 1,
+            backoff_s=round(delay, 3),
+        )
+        return server, delay
+
+    async def wait_connected(self, timeout: float | None, urls: list[str]) -> None:
+        if self.is_connected:
+            return
+        with anyio.move_on_after(timeout) as scope:
+            await self._connected.wait()
+        if scope.cancelled_caught:
+            raise FabricUnavailable(
+                f"fabric {self.name!r}: still disconnected from {urls} after {timeout}s"
+            )
+
+    async def close(self) -> None:
+        nc, self.nc = self.nc, None
+        self._js.clear()
+        if nc is not None:
+            with contextlib.suppress(Exception), anyio.move_on_after(5):
+                await nc.drain()
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    # -- core NATS -------------------------------------------------------------------
+
+    async def publish_core(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        reply: str = "",
+    ) -> bool:
+        nc = self.nc
+        if nc is None or not nc.is_connected:
+            return False
+        try:
+            await nc.publish(
+                subject, payload, reply=reply, headers=dict(headers) if headers else None
+            )
+        except (nats.errors.Error, OSError) as exc:
+            self._log.debug("core_publish_failed", subject=subject, error=repr(exc))
+            return False
+        return True
+
+    @contextlib.asynccontextmanager
+    async def subscription(
+        self, subject: str, cb: Callable[[Inbound], Awaitable[None]], *, flush: bool
+    ) -> AsyncIterator[None]:
+        async def on_msg(msg: Msg) -> None:
+            await cb(Inbound._of(msg, self))
+
+        nc = self.client
+        sub = await nc.subscribe(subject, cb=on_msg)
+        try:
+            if flush:
+                await self._flush(nc, subject)
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:  # connection gone: nothing left to undo
+                    self._log.debug("unsubscribe_failed", subject=subject, error=repr(exc))
+
+    async def _flush(self, nc: NATS, subject: str) -> None:
+        try:
+            await nc.flush(timeout=max(1, int(self.request_timeout)))
+        except (nats.errors.Error, OSError) as exc:
+            raise FabricUnavailable(
+                f"subscription to {subject!r} not confirmed by the server within "
+                f"{self.request_timeout}s ({exc!r}); is the server up?"
+            ) from exc
+
+    async def request(self, subject: str, payload: bytes, timeout: float) -> Inbound:
+        try:
+            msg = await self.client.request(subject, payload, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise NoResponders(
+                f"nobody serves {subject!r}: start the service, or check the link to it"
+            ) from None
+        except nats.errors.TimeoutError:
+            raise TimeoutError(f"no answer from {subject!r} within {timeout}s") from None
+        except (nats.errors.Error, OSError) as exc:
+            raise FabricUnavailable(f"request to {subject!r} failed: {exc!r}") from exc
+        return Inbound._of(msg, self)
+
+    @contextlib.asynccontextmanager
+    async def inbox(self) -> AsyncIterator[Inbox]:
+        nc = self.client
+        subject = nc.new_inbox()
+        sub = await nc.subscribe(subject)
+        try:
+            yield Inbox(self, subject, sub)
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await sub.unsubscribe()

@@ -1,0 +1,234 @@
+"""Key-value buckets and object stores, with errors in Diaspora's own terms.
+
+Callers above the fabric see :class:`KeyValueBucket` (``get`` answers
+``None`` for a missing key; a write that expected another revision raises
+:class:`~diaspora.errors.RevisionMismatch`; a broken link raises
+:class:`~diaspora.errors.FabricUnavailable`), never nats-py's exceptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal, Protocol
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from diaspora.errors import DecodeError, FabricUnavailable, PayloadTooLarge, RevisionMismatch
+from diaspora.fabric import headers as H
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from diaspora.fabric._connection import Connection
+
+__all__ = ["BLOB_BUCKET", "Carrier", "KeyValueBucket", "KvEntry", "Stores"]
+
+#: Where payloads too large to travel inline are stored.
+BLOB_BUCKET: Final = "diaspora-blobs"
+
+
+class Carrier(Protocol):
+    """Anything with a payload and headers: a nats-py message, an :class:`Inbound`."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def headers(self) -> dict[str, str] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KvEntry:
+    """The value of one key and the revision it was written at."""
+
+    key: str
+    value: bytes
+    revision: int
+
+
+@contextlib.asynccontextmanager
+async def _translated(bucket: str, key: str, action: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except nats.js.errors.KeyWrongLastSequenceError as exc:
+        raise RevisionMismatch(
+            f"{action} {bucket}/{key}: the key is at another revision (someone else wrote it); "
+            "read it again and retry"
+        ) from exc
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        if isinstance(exc, FabricUnavailable):
+            raise
+        raise FabricUnavailable(
+            f"{action} {bucket}/{key} failed: {exc!r}; is the server up and the bucket there?"
+        ) from exc
+
+
+class KeyValueBucket:
+    """One JetStream key-value bucket (obtain it with :meth:`Fabric.ensure_kv`).
+
+    >>> import anyio
+    >>> from diaspora.fabric import Fabric
+    >>> async def main() -> None:
+    ...     async with Fabric() as fabric:
+    ...         kv = await fabric.ensure_kv("settings")
+    ...         first = await kv.put("mode", b"fast")
+    ...         print((await kv.get("mode")).value, await kv.get("nothing"))
+    ...         await kv.update("mode", b"safe", last=first)
+    >>> anyio.run(main)
+    b'fast' None
+    """
+
+    def __init__(self, name: str, kv: KeyValue) -> None:
+        self.name = name
+        self._kv = kv
+
+    async def get(self, key: str) -> KvEntry | None:
+        """The entry of ``key``, or ``None`` when it is missing, deleted or empty."""
+        async with _translated(self.name, key, "reading"):
+            try:
+                entry = await self._kv.get(key)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                return None
+        if entry.value is None:
+            return None
+        return KvEntry(key, entry.value, entry.revision or 0)
+
+    async def put(self, key: str, value: bytes) -> int:
+        """Write ``value`` whatever the key holds; return the new revision."""
+        async with _translated(self.name, key, "writing"):
+            return await self._kv.put(key, value)
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Write ``key`` only if it does not exist (else :class:`RevisionMismatch`)."""
+        async with _translated(self.name, key, "creating"):
+            return await self._kv.create(key, value)
+
+    async def update(self, key: str, value: bytes, *, last: int | None) -> int:
+        """Write ``key`` only if still at revision ``last`` (else :class:`RevisionMismatch`)."""
+        async with _translated(self.name, key, "updating"):
+            return await self._kv.update(key, value, last=last)
+
+    async def delete(self, key: str) -> None:
+        """Delete ``key`` (a missing key is not an error)."""
+        async with _translated(self.name, key, "deleting"):
+            with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+                await self._kv.delete(key)
+
+    async def purge(self, key: str) -> None:
+        """Delete ``key`` and its history."""
+        async with _translated(self.name, key, "purging"):
+            await self._kv.purge(key)
+
+
+class Stores:
+    """The KV buckets and object stores of one connection, opened once each."""
+
+    def __init__(self, connection: Connection, log: FilteringBoundLogger) -> None:
+        self._connection = connection
+        self._log = log
+        self._kv: dict[str, KeyValueBucket] = {}
+        self._obs: dict[str, ObjectStore] = {}
+
+    def clear(self) -> None:
+        self._kv.clear()
+        self._obs.clear()
+
+    async def kv(
+        self,
+        bucket: str,
+        *,
+        history: int,
+        ttl: float | None,
+        replicas: int,
+        storage: Literal["file", "memory"],
+    ) -> KeyValueBucket:
+        if bucket in self._kv:
+            return self._kv[bucket]
+        js = self._connection.jetstream()
+        try:
+            kv = await js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            kv = await js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket,
+                    history=history,
+                    ttl=ttl,
+                    replicas=replicas,
+                    storage=StorageType.FILE if storage == "file" else StorageType.MEMORY,
+                    max_value_size=self._connection.inline_limit,
+                )
+            )
+            self._log.info("kv_created", bucket=bucket)
+        wrapped = self._kv[bucket] = KeyValueBucket(bucket, kv)
+        return wrapped
+
+    async def object_store(
+        self,
+        bucket: str,
+        *,
+        ttl: float | None,
+        replicas: int,
+        storage: Literal["file", "memory"],
+    ) -> ObjectStore:
+        if bucket in self._obs:
+            return self._obs[bucket]
+        js = self._connection.jetstream()
+        try:
+            obs = await js.object_store(bucket)
+        except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
+            obs = await js.create_object_store(
+                bucket,
+                ObjectStoreConfig(
+                    bucket=bucket,
+                    ttl=ttl,
+                    replicas=replicas,
+                    storage=StorageType.FILE if storage == "file" else StorageType.MEMORY,
+                ),
+            )
+            self._log.info("object_store_created", bucket=bucket)
+        self._obs[bucket] = obs
+        return obs
+
+    async def read_blob(self, ref: str) -> bytes:
+        """The bytes of object ``bucket/name``; :class:`DecodeError` if unreadable."""
+        bucket, _, name = ref.partition("/")
+        if not bucket or not name:
+            raise DecodeError(f"blob reference {ref!r} is not of the form <bucket>/<name>")
+        try:
+            obs = await self.object_store(bucket, ttl=None, replicas=1, storage="file")
+            result = await obs.get(name)
+        except Exception as exc:
+            raise DecodeError(f"blob {ref!r} cannot be read: {exc!r}") from exc
+        if not result.data:
+            raise DecodeError(f"blob {ref!r} is empty")
+        return result.data
+
+    async def offload(
+        self, payload: bytes, headers: Mapping[str, str] | None, msg_id: str | None
+    ) -> tuple[dict[str, str] | None, bytes]:
+        """Stamp ``msg_id``; store a payload over the inline limit, leaving a reference."""
+        hdrs = dict(headers) if headers else {}
+        if msg_id is not None:
+            hdrs[H.MSG_ID] = msg_id
+        if len(payload) > self._connection.inline_limit:
+            name = msg_id or uuid.uuid4().hex
+            obs = await self.object_store(BLOB_BUCKET, ttl=None, replicas=1, storage="file")
+            try:
+                await obs.put(name, payload)
+            except Exception as exc:
+                raise PayloadTooLarge(
+                    f"payload of {len(payload)} bytes is over the inline limit "
+                    f"({self._connection.inline_limit}) and the object store "
+                    f"{BLOB_BUCKET!r} refused it: {exc}"
+                ) from exc
+            hdrs[H.BLOB] = f"{BLOB_BUCKET}/{name}"
+            hdrs[H.BLOB_SIZE] = str(len(payload))
+            payload = b""
+        return (hdrs or None), payload

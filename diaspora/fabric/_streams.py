@@ -1,0 +1,224 @@
+"""Stream administration: the limits value type, and creating, growing and reading streams.
+
+A stream is named by :func:`~diaspora.fabric.naming.stream_name` of the one
+subject it captures, in the connected server's JetStream domain or the one
+named by ``domain=``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
+
+import nats.js.errors
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig, StreamInfo
+
+from diaspora.errors import ConfigError, FabricUnavailable, StreamNotFound
+from diaspora.fabric.naming import (
+    DLQ_PREFIX,
+    DLQ_STREAM,
+    EVENTS_PREFIX,
+    EVENTS_STREAM,
+    check_subject,
+    stream_name,
+)
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from diaspora.fabric._connection import Connection
+
+__all__ = ["DEFAULT_DUPLICATE_WINDOW", "StreamLimits", "Streams"]
+
+#: JetStream's own default de-duplication window, seconds.
+DEFAULT_DUPLICATE_WINDOW: Final = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Retention limits of one stream; ``None`` means unlimited.
+
+    ``duplicate_window`` (seconds) is how long JetStream remembers
+    ``Nats-Msg-Id`` values; see the README for how it must relate to an
+    actor's checkpoint interval.
+    """
+
+    max_msgs: int | None = None
+    max_bytes: int | None = None
+    max_age: float | None = None
+    duplicate_window: float = DEFAULT_DUPLICATE_WINDOW
+    replicas: int = 1
+    storage: Literal["file", "memory"] = "file"
+
+    def __post_init__(self) -> None:
+        for field in ("max_msgs", "max_bytes", "max_age"):
+            value = getattr(self, field)
+            if value is not None and value <= 0:
+                raise ConfigError(f"stream limits: {field}={value!r} must be positive (or None)")
+        if self.duplicate_window <= 0:
+            raise ConfigError(
+                f"stream limits: duplicate_window={self.duplicate_window!r} must be > 0"
+            )
+        if self.max_age is not None and self.duplicate_window > self.max_age:
+            raise ConfigError(
+                f"stream limits: duplicate_window={self.duplicate_window}s exceeds "
+                f"max_age={self.max_age}s; JetStream requires window <= max_age"
+            )
+        if self.replicas not in (1, 3, 5):
+            raise ConfigError(f"stream limits: replicas={self.replicas!r}; use 1, 3 or 5")
+        if self.storage not in ("file", "memory"):
+            raise ConfigError(f"stream limits: storage={self.storage!r}; use 'file' or 'memory'")
+
+
+class Streams:
+    """The streams of one connection, with the limits this fabric last applied to each."""
+
+    def __init__(self, connection: Connection, log: FilteringBoundLogger) -> None:
+        self._connection = connection
+        self._log = log
+        self._applied: dict[tuple[str | None, str], StreamLimits] = {}
+
+    def clear(self) -> None:
+        self._applied.clear()
+
+    async def info(
+        self, subject: str, *, domain: str | None = None, stream: str | None = None
+    ) -> StreamInfo:
+        """The stream capturing ``subject`` (or named ``stream``), else :class:`StreamNotFound`."""
+        name = stream or stream_name(subject)
+        where = f" in domain {domain!r}" if domain is not None else ""
+        try:
+            return await self._connection.jetstream(domain).stream_info(name)
+        except nats.js.errors.ServiceUnavailableError:
+            raise FabricUnavailable(
+                f"no JetStream answers{where} for stream {name!r}: check the domain name "
+                "and the link to the site that serves it"
+            ) from None
+        except nats.js.errors.NotFoundError:
+            raise StreamNotFound(
+                f"no stream {name!r}{where} for subject {subject!r}: nothing declared it "
+                "(Fabric.ensure_stream, a [streams] table) and nothing was published to it yet"
+            ) from None
+
+    async def ensure(
+        self, subject: str, limits: StreamLimits, *, reserved_ok: bool, domain: str | None
+    ) -> StreamInfo:
+        check_subject(subject, where="stream", reserved_ok=reserved_ok)
+        key = (domain, subject)
+        if self._applied.get(key) == limits:
+            try:
+                return await self._connection.jetstream(domain).stream_info(stream_name(subject))
+            except nats.js.errors.NotFoundError:
+                del self._applied[key]  # deleted behind our back: create it again
+        info = await self._apply(stream_name(subject), [subject], limits, domain)
+        self._applied[key] = limits
+        return info
+
+    async def require(
+        self, subject: str, *, min_duplicate_window: float | None, domain: str | None
+    ) -> StreamInfo:
+        check_subject(subject, where="stream")
+        js = self._connection.jetstream(domain)
+        name = stream_name(subject)
+        try:
+            info = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            window = max(DEFAULT_DUPLICATE_WINDOW, min_duplicate_window or 0.0)
+            limits = StreamLimits(duplicate_window=window)
+            info = await self._apply(name, [subject], limits, domain)
+            self._applied[(domain, subject)] = limits
+            return info
+        config = info.config
+        if sorted(config.subjects or []) != [subject]:
+            raise ConfigError(
+                f"stream {name!r} already captures {config.subjects}, not [{subject!r}]: "
+                "two subjects map to the same stream name (dots become underscores); rename one"
+            )
+        current = config.duplicate_window or 0.0
+        if min_duplicate_window is None or current >= min_duplicate_window:
+            return info
+        if config.max_age and config.max_age < min_duplicate_window:
+            raise ConfigError(
+                f"stream {name!r}: needs a duplicate window of {min_duplicate_window:g}s "
+                f"(see the window rule in the README) but max_age is {config.max_age:g}s; "
+                "raise max_age or checkpoint more often"
+            )
+        config.duplicate_window = min_duplicate_window
+        info = await js.update_stream(config)
+        self._log.info("stream_window_grown", stream=name, duplicate_window_s=min_duplicate_window)
+        return info
+
+    async def ensure_reserved(self) -> None:
+        """The events stream and the dead-letter stream every fabric relies on."""
+        await self._apply(
+            EVENTS_STREAM,
+            [f"{EVENTS_PREFIX}.>"],
+            StreamLimits(max_msgs=1_000_000, max_age=24 * 3600.0, duplicate_window=60.0),
+            None,
+        )
+        # dead letters are kept until someone deals with them (no age limit)
+        await self._apply(
+            DLQ_STREAM,
+            [f"{DLQ_PREFIX}.>"],
+            StreamLimits(duplicate_window=DEFAULT_DUPLICATE_WINDOW),
+            None,
+        )
+
+    async def _apply(
+        self, name: str, subjects: list[str], limits: StreamLimits, domain: str | None
+    ) -> StreamInfo:
+        js = self._connection.jetstream(domain)
+        try:
+            existing = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            existing = None
+        config = StreamConfig(
+            name=name,
+            subjects=subjects,
+            max_msgs=limits.max_msgs if limits.max_msgs is not None else -1,
+            max_bytes=limits.max_bytes if limits.max_bytes is not None else -1,
+            max_age=limits.max_age if limits.max_age is not None else 0,
+            duplicate_window=limits.duplicate_window,
+            num_replicas=limits.replicas,
+            storage=StorageType.FILE if limits.storage == "file" else StorageType.MEMORY,
+            discard=DiscardPolicy.OLD,
+            allow_direct=True,
+        )
+        if existing is None:
+            try:
+                info = await js.add_stream(config)
+            except nats.js.errors.BadRequestError as exc:
+                raise ConfigError(
+                    f"stream {name!r} for {subjects}: JetStream refused it: {exc}"
+                ) from exc
+            self._log.info("stream_created", stream=name, subjects=subjects, domain=domain)
+            return info
+        current = existing.config
+        if sorted(current.subjects or []) != sorted(subjects):
+            raise ConfigError(
+                f"stream {name!r} already captures {current.subjects}, not {subjects}: "
+                "two subjects map to the same stream name (dots become underscores); rename one"
+            )
+        if (current.storage or StorageType.FILE) != config.storage:
+            raise ConfigError(
+                f"stream {name!r} exists with storage {current.storage}; "
+                f"storage cannot change (delete the stream to recreate it)"
+            )
+        config.duplicate_window = max(config.duplicate_window or 0, current.duplicate_window or 0)
+        if config.max_age and config.duplicate_window > config.max_age:
+            config.duplicate_window = config.max_age
+        same = (
+            current.max_msgs == config.max_msgs
+            and current.max_bytes == config.max_bytes
+            and (current.max_age or 0) == config.max_age
+            and current.duplicate_window == config.duplicate_window
+            and (current.num_replicas or 1) == config.num_replicas
+        )
+        if same:
+            return existing
+        try:
+            info = await js.update_stream(config)
+        except nats.js.errors.BadRequestError as exc:
+            raise ConfigError(f"stream {name!r}: JetStream refused the update: {exc}") from exc
+        self._log.info("stream_updated", stream=name, subjects=subjects, domain=domain)
+        return info
