@@ -27,7 +27,7 @@ from bench import raw
 from bench.report import Report, Row
 from diaspora import Actor, ActorRuntime, Message, codec
 from diaspora.fabric import EmbeddedServer, Fabric
-from diaspora.fabric.publisher import OrderedPublisher
+from diaspora.fabric._publisher import OrderedPublisher
 
 
 class PassThrough(Actor):

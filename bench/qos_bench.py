@@ -27,9 +27,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bench.report import Report, Row
 from diaspora import Actor, ActorRuntime, Message, codec
+from diaspora.compute._scaleout import ScaleOutGroup
 from diaspora.fabric import EmbeddedServer, Fabric, stream_name
 from diaspora.streams import OverloadPolicy, QosSpec, declare_qos
-from diaspora.streams.scaleout import ScaleOutGroup
 
 RATE = 200.0
 MAX_LAG = 100

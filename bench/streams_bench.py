@@ -21,7 +21,8 @@ from bench import raw
 from bench.report import Report, Row
 from diaspora.fabric import EmbeddedServer, Fabric
 from diaspora.fabric import headers as H
-from diaspora.streams import ITEM, HistoryBuffer, HistoryItem, fetch_history
+from diaspora.fabric.headers import ITEM
+from diaspora.streams import HistoryBuffer, HistoryItem, fetch_history
 
 SIZES = {"128B": 128, "256KiB": 256 * 1024}
 PRODUCER = "bench.producer"

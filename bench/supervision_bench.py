@@ -37,13 +37,8 @@ from diaspora import Actor, Message, codec
 from diaspora.events import Event, Restarted
 from diaspora.fabric import EmbeddedServer, Fabric, Inbound, stream_name
 from diaspora.fabric import headers as H
-from diaspora.supervision import (
-    ChildSpec,
-    ProcessNode,
-    Supervisor,
-    SupervisorSpec,
-    actor_child,
-)
+from diaspora.supervision import ChildSpec, Supervisor, SupervisorSpec
+from diaspora.workflow import ProcessNode, actor_child
 
 GROUP = "supervision"
 PROBES = "bench.probes"

@@ -1,35 +1,121 @@
 """Diaspora: supervised, replayable asyncio actors on NATS JetStream.
 
-The names most users need; everything else is importable from its layer
-(``diaspora.fabric``, ``diaspora.actor``, ``diaspora.supervision``,
-``diaspora.streams``, ``diaspora.testing``).
+The names most users need are here; everything else is importable from its
+layer (``diaspora.fabric``, ``diaspora.stage``, ``diaspora.streams``,
+``diaspora.actor``, ``diaspora.supervision``, ``diaspora.compute``,
+``diaspora.workflow``, ``diaspora.testing``; events in ``diaspora.events``,
+errors in ``diaspora.errors``). Reading the code: start at ARCHITECTURE.md.
+
+The root imports lazily: ``import diaspora`` loads nothing until a name is
+used, so a process node or a tool pays only for what it touches.
+
+>>> import diaspora
+>>> diaspora.Actor.__module__
+'diaspora.actor._actor'
 """
 
-from diaspora.actor import Actor, ActorRuntime, Message, run_actor
-from diaspora.errors import DiasporaError
-from diaspora.fabric import Fabric
-from diaspora.supervision import (
-    ChildSpec,
-    Restart,
-    Strategy,
-    Supervisor,
-    SupervisorSpec,
-    actor_child,
-    load_config,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diaspora.actor import Actor, ActorRuntime, run_actor
+    from diaspora.errors import (
+        ActorCrashed,
+        CheckpointError,
+        ConfigError,
+        DecodeError,
+        DiasporaError,
+        FabricUnavailable,
+    )
+    from diaspora.fabric import EmbeddedServer, Fabric
+    from diaspora.message import Message
+    from diaspora.stage import Stage
+    from diaspora.streams import HistorySpec, OverloadPolicy, QosSpec, declare_qos
+    from diaspora.supervision import (
+        Backoff,
+        ChildSpec,
+        Restart,
+        Strategy,
+        Supervisor,
+        SupervisorSpec,
+        current_child,
+    )
+    from diaspora.workflow import actor_child, load_config, parse_config, process_child
+
+#: Each root name and the module that defines it.
+_HOMES: dict[str, str] = {
+    "Actor": "diaspora.actor",
+    "ActorRuntime": "diaspora.actor",
+    "run_actor": "diaspora.actor",
+    "Message": "diaspora.message",
+    "Stage": "diaspora.stage",
+    "Fabric": "diaspora.fabric",
+    "EmbeddedServer": "diaspora.fabric",
+    "HistorySpec": "diaspora.streams",
+    "OverloadPolicy": "diaspora.streams",
+    "QosSpec": "diaspora.streams",
+    "declare_qos": "diaspora.streams",
+    "Backoff": "diaspora.supervision",
+    "ChildSpec": "diaspora.supervision",
+    "Restart": "diaspora.supervision",
+    "Strategy": "diaspora.supervision",
+    "Supervisor": "diaspora.supervision",
+    "SupervisorSpec": "diaspora.supervision",
+    "current_child": "diaspora.supervision",
+    "actor_child": "diaspora.workflow",
+    "load_config": "diaspora.workflow",
+    "parse_config": "diaspora.workflow",
+    "process_child": "diaspora.workflow",
+    "ActorCrashed": "diaspora.errors",
+    "CheckpointError": "diaspora.errors",
+    "ConfigError": "diaspora.errors",
+    "DecodeError": "diaspora.errors",
+    "DiasporaError": "diaspora.errors",
+    "FabricUnavailable": "diaspora.errors",
+}
 
 __all__ = [
     "Actor",
+    "ActorCrashed",
     "ActorRuntime",
+    "Backoff",
+    "CheckpointError",
     "ChildSpec",
+    "ConfigError",
+    "DecodeError",
     "DiasporaError",
+    "EmbeddedServer",
     "Fabric",
+    "FabricUnavailable",
+    "HistorySpec",
     "Message",
+    "OverloadPolicy",
+    "QosSpec",
     "Restart",
+    "Stage",
     "Strategy",
     "Supervisor",
     "SupervisorSpec",
     "actor_child",
+    "current_child",
+    "declare_qos",
     "load_config",
+    "parse_config",
+    "process_child",
     "run_actor",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'diaspora' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {"__doc__", "__name__", "__path__"})

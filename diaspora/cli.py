@@ -8,7 +8,7 @@
 
 ``diaspora run FILE [--url URL]``
     Run a supervision tree from a TOML file (see
-    :mod:`diaspora.supervision.config`) until SIGINT/SIGTERM, which stop it in
+    :mod:`diaspora.workflow._config`) until SIGINT/SIGTERM, which stop it in
     reverse start order (a second signal kills what is left). The fabric is
     ``--url``, else the file's ``[fabric] url``, else ``$DIASPORA_URL``, else
     an embedded server. Supervision events are published under
@@ -38,6 +38,7 @@ from typing import Any
 
 import anyio
 
+from diaspora._importpath import resolve
 from diaspora.actor import Actor, ActorRuntime
 from diaspora.errors import (
     ActorCrashed,
@@ -48,10 +49,9 @@ from diaspora.errors import (
 )
 from diaspora.exitcode import ExitCode
 from diaspora.fabric import Fabric
-from diaspora.importpath import resolve
 from diaspora.log import configure_logging, get_logger
-from diaspora.supervision import load_config
-from diaspora.supervision.runnable import run_until
+from diaspora.supervision._runnable import run_until
+from diaspora.workflow import load_config
 
 __all__ = ["main"]
 

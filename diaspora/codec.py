@@ -35,7 +35,7 @@ from typing import Any, Final, TypeAlias
 import msgpack
 import numpy as np
 
-from diaspora.errors import DecodeError, DiasporaError
+from diaspora.errors import DecodeError, EncodeError
 
 __all__ = ["ARRAY_EXT", "FRAME_EXT", "BytesLike", "EncodeError", "decode", "encode"]
 
@@ -49,10 +49,6 @@ _FRAME_HEAD: Final = 6  # 0xC9, u32 length, i8 type
 _ARRAY_KINDS: Final = frozenset("biufc")
 _PACK_BUF: Final = 4096
 _U32 = struct.Struct(">I")
-
-
-class EncodeError(DiasporaError, TypeError):
-    """A value cannot be encoded; the message names its type and its path in the payload."""
 
 
 def _align(n: int) -> int:

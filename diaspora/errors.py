@@ -1,7 +1,45 @@
-"""The one exception hierarchy of Diaspora.
+"""The one exception hierarchy of Diaspora: every error it raises on purpose is here.
 
 Every error names what went wrong, where (file, field, subject, sequence) and
-what to do about it, so that it can be shown to a user as it is.
+what to do about it, so that it can be shown to a user as it is. Catch
+:class:`DiasporaError` for all of them; the builtin base next to each lets
+code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
+
+    DiasporaError
+    ├── ConfigError (ValueError)            a file or argument is invalid: names the field
+    ├── DecodeError (ValueError)            a payload cannot be decoded
+    ├── EncodeError (TypeError)             a value cannot be encoded: names its type and path
+    ├── PayloadTooLarge (ValueError)
+    ├── FabricUnavailable (ConnectionError) NATS cannot be reached or did not answer
+    │   ├── PublishTimeout (TimeoutError)
+    │   ├── NoResponders                    nobody serves a request subject
+    │   ├── ServerNotFound                  no nats-server binary
+    │   └── ServerStartError                nats-server did not become ready
+    ├── StreamNotFound (LookupError)
+    ├── RevisionMismatch                    a KV compare-and-set lost the race
+    ├── PublishError                        JetStream refused a message for good
+    ├── CheckpointError
+    │   └── FencedOut                       a newer instance owns the checkpoint
+    ├── ActorCrashed                        an actor stopped abnormally (__cause__: why)
+    ├── HandlerHung (TimeoutError)          handle ran past handle_deadline
+    ├── InjectedFault                       a test's injected crash
+    ├── HistoryError                        a producer's history directory is unusable
+    ├── ReplayError
+    │   └── ReplayUnavailable (TimeoutError) no producer answered a replay request
+    ├── ReconstructionError
+    ├── SupervisorError                     OTP's {error, Reason}: .reason
+    │   ├── ChildNotFound (LookupError), ChildRunning, ChildRestarting,
+    │   │   ChildAlreadyPresent, ChildAlreadyStarted, SimpleOneForOneError,
+    │   │   ChildStartError, SupervisorNotRunning
+    │   └── RestartIntensityExceeded        too many restarts: the supervisor gave up
+    ├── ChildShutdown                       raise to exit with OTP's ``shutdown`` reason
+    ├── NodeCrashed                         a process node exited abnormally
+    │   └── NodeHung                        ... after its heartbeats stopped
+    ├── InjectionError                      a fault could not be injected
+    └── WorkflowError                       a workflow under test did not start or stop
+
+>>> issubclass(ReplayUnavailable, TimeoutError), issubclass(NoResponders, DiasporaError)
+(True, True)
 """
 
 from __future__ import annotations
@@ -21,14 +59,22 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "DiasporaError",
+    "EncodeError",
     "FabricUnavailable",
     "FencedOut",
     "HandlerHung",
+    "HistoryError",
     "InjectedFault",
+    "InjectionError",
     "NoResponders",
     "NodeCrashed",
+    "NodeHung",
     "PayloadTooLarge",
+    "PublishError",
     "PublishTimeout",
+    "ReconstructionError",
+    "ReplayError",
+    "ReplayUnavailable",
     "RestartIntensityExceeded",
     "RevisionMismatch",
     "ServerNotFound",
@@ -37,6 +83,7 @@ __all__ = [
     "StreamNotFound",
     "SupervisorError",
     "SupervisorNotRunning",
+    "WorkflowError",
 ]
 
 
@@ -48,12 +95,22 @@ class ConfigError(DiasporaError, ValueError):
     """A configuration value is invalid; the message names the file and field path."""
 
 
+# -- payloads ----------------------------------------------------------------------------
+
+
 class DecodeError(DiasporaError, ValueError):
     """A payload could not be decoded (truncated, corrupt, or not Diaspora's encoding)."""
 
 
+class EncodeError(DiasporaError, TypeError):
+    """A value cannot be encoded; the message names its type and its path in the payload."""
+
+
 class PayloadTooLarge(DiasporaError, ValueError):
     """A payload exceeds what the fabric can carry, even through the object store."""
+
+
+# -- the fabric --------------------------------------------------------------------------
 
 
 class FabricUnavailable(DiasporaError, ConnectionError):
@@ -62,6 +119,10 @@ class FabricUnavailable(DiasporaError, ConnectionError):
 
 class PublishTimeout(FabricUnavailable, TimeoutError):
     """A JetStream publish was not acknowledged in time (server hung, paused or gone)."""
+
+
+class NoResponders(FabricUnavailable):
+    """A request went to a subject nobody serves (the service is not running or cut off)."""
 
 
 class ServerNotFound(FabricUnavailable):
@@ -76,12 +137,15 @@ class StreamNotFound(DiasporaError, LookupError):
     """A subject has no stream yet: nothing declared it and nothing was published to it."""
 
 
-class NoResponders(FabricUnavailable):
-    """A request went to a subject nobody serves (the service is not running or cut off)."""
-
-
 class RevisionMismatch(DiasporaError):
     """A key-value write expected another revision: someone else wrote the key meanwhile."""
+
+
+class PublishError(DiasporaError):
+    """JetStream refused a message for a reason retrying cannot fix (size, wrong stream...)."""
+
+
+# -- actors ------------------------------------------------------------------------------
 
 
 class CheckpointError(DiasporaError):
@@ -107,6 +171,28 @@ class HandlerHung(DiasporaError, TimeoutError):
 
 class InjectedFault(DiasporaError):
     """Raised inside an actor by an injected ``crash`` (never by real code)."""
+
+
+# -- streams -----------------------------------------------------------------------------
+
+
+class HistoryError(DiasporaError):
+    """A history directory cannot be used (locked, unreadable, unwritable) or is closed."""
+
+
+class ReplayError(DiasporaError):
+    """A replay request failed: the producer refused it or answered nonsense."""
+
+
+class ReplayUnavailable(ReplayError, TimeoutError):
+    """No producer answered a replay request in time: its history cannot be reached."""
+
+
+class ReconstructionError(DiasporaError):
+    """No stand-in can be made for a gap (no neighbour observed, or a reconstructor failed)."""
+
+
+# -- supervision -------------------------------------------------------------------------
 
 
 class SupervisorError(DiasporaError):
@@ -170,6 +256,12 @@ class SupervisorNotRunning(SupervisorError):
     reason = "noproc"
 
 
+class RestartIntensityExceeded(SupervisorError):
+    """A supervisor saw more restarts than its intensity allows within its period."""
+
+    reason = "shutdown"
+
+
 class ChildShutdown(DiasporaError):
     """Raise it from a child's ``run`` to exit with OTP's ``shutdown`` reason.
 
@@ -179,10 +271,7 @@ class ChildShutdown(DiasporaError):
     """
 
 
-class RestartIntensityExceeded(SupervisorError):
-    """A supervisor saw more restarts than its intensity allows within its period."""
-
-    reason = "shutdown"
+# -- process nodes -----------------------------------------------------------------------
 
 
 class NodeCrashed(DiasporaError):
@@ -200,3 +289,31 @@ class NodeCrashed(DiasporaError):
         else:
             how = f"exited with status {returncode}"
         super().__init__(f"process node {node!r} (pid {pid}) {how}")
+
+
+class NodeHung(NodeCrashed):
+    """A process node stopped sending heartbeats (or never reported started): it was SIGKILLed."""
+
+    def __init__(
+        self, node: str, pid: int, returncode: int, *, silent_s: float, starting: bool
+    ) -> None:
+        super().__init__(node, pid, returncode)
+        self.silent_s = silent_s
+        self.starting = starting
+        what = "did not report started" if starting else "sent no heartbeat"
+        self.args = (
+            f"process node {node!r} (pid {pid}) {what} for {silent_s:.1f}s and was killed "
+            "(SIGKILL); a call that blocks the event loop hangs a node: run blocking work "
+            "with anyio.to_thread.run_sync, or raise heartbeat_timeout/start_timeout",
+        )
+
+
+# -- testing -----------------------------------------------------------------------------
+
+
+class InjectionError(DiasporaError):
+    """A fault could not be injected (no such target, not reachable, not ours to kill...)."""
+
+
+class WorkflowError(DiasporaError):
+    """The workflow under test did not start, did not stop, or left processes behind."""

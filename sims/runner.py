@@ -9,8 +9,8 @@ not), and the tree in this process as a :class:`~diaspora.testing.Workflow`
 (process nodes as the tree file says). Then, concurrently:
 
 - the traffic: input ``n`` goes to key ``k{n % keys}`` at ``n / rate``
-  seconds, through an :class:`~diaspora.fabric.publisher.OrderedPublisher`
-  (:func:`diaspora.testing.traffic.publish_input`: ``Diaspora-Key`` and
+  seconds, through an :class:`~diaspora.fabric._publisher.OrderedPublisher`
+  (:func:`diaspora.testing._traffic.publish_input`: ``Diaspora-Key`` and
   ``Nats-Msg-Id: key:i``);
 - the faults, each applied by an :class:`~diaspora.testing.Injector` at its
   own ``at`` (counted from the first input, one after the other: a fault that
@@ -22,7 +22,7 @@ Then it heals everything, waits for the tree to be running, for every input
 to be acknowledged and every expected output to be stored (each wait at most
 ``settle_timeout``), stops the tree, and reads the output stream once more
 from the start: that last read (nothing can be emitted any more) is what is
-checked against the model with :func:`diaspora.testing.traffic.check_outputs`.
+checked against the model with :func:`diaspora.testing._traffic.check_outputs`.
 
 Definitions used in the report:
 
@@ -30,7 +30,7 @@ Definitions used in the report:
   lifted (its duration ran out, or the final heal) for a lasting fault, when
   it was injected for an instantaneous one — to the moment the output of the
   first input published at or after that end was stored
-  (:func:`diaspora.testing.traffic.recovery_time`). It covers restarts,
+  (:func:`diaspora.testing._traffic.recovery_time`). It covers restarts,
   reconnections and the catch-up on the backlog queued ahead of that input;
   a fault that overlaps the next one includes that one too. ``null`` when no
   input was published after the end (the traffic had finished) or its output
@@ -57,8 +57,8 @@ import anyio
 from diaspora import codec
 from diaspora.errors import DecodeError
 from diaspora.fabric import EmbeddedServer, Fabric
-from diaspora.fabric.publisher import OrderedPublisher
-from diaspora.fabric.reader import StoredMsg, read_stored
+from diaspora.fabric._publisher import OrderedPublisher
+from diaspora.fabric._reader import StoredMsg, read_stored
 from diaspora.log import FilteringBoundLogger, get_logger
 from diaspora.testing import (
     ExampleResult,
@@ -71,8 +71,8 @@ from diaspora.testing import (
     Workflow,
     WorkflowError,
 )
-from diaspora.testing.rig import environ
-from diaspora.testing.traffic import check_outputs, publish_input, recovery_time
+from diaspora.testing._rig import environ
+from diaspora.testing._traffic import check_outputs, publish_input, recovery_time
 from sims.scenario import Scenario, TimedFault, Values
 from sims.schedule import build_schedule
 

@@ -38,12 +38,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final
 
+from diaspora._importpath import resolve
+from diaspora._tomlfile import TomlReader, kind_of, load_toml
 from diaspora.errors import ConfigError
 from diaspora.fabric import check_subject
-from diaspora.importpath import resolve
-from diaspora.supervision import ActorStart, ProcessStart, SupervisorSpec, TreeConfig, load_config
+from diaspora.supervision import SupervisorSpec
 from diaspora.testing import FaultKind, FaultSpec, InjectionError
-from diaspora.tomlfile import TomlReader, kind_of, load_toml
+from diaspora.workflow import ActorStart, ProcessStart, TreeConfig, load_config
 
 __all__ = [
     "LAYERS",

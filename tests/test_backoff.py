@@ -12,7 +12,7 @@ import diaspora
 from diaspora.backoff import Backoff
 from diaspora.errors import ConfigError
 from diaspora.supervision import Backoff as SupervisionBackoff
-from diaspora.supervision.spec import Backoff as SpecBackoff
+from diaspora.supervision._spec import Backoff as SpecBackoff
 
 
 def test_supervision_re_exports_the_base_backoff() -> None:

@@ -10,7 +10,7 @@ import pytest
 from diaspora.clock import Clock, ManualClock, SystemClock
 from diaspora.supervision import Clock as SupervisionClock
 from diaspora.supervision import ManualClock as SupervisionManualClock
-from diaspora.testing.waiting import wait_until
+from diaspora.testing._waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

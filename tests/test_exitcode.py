@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from diaspora.exitcode import ExitCode
-from diaspora.supervision.node import PARENT_PID_ENV
+from diaspora.workflow._node import PARENT_PID_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,9 +20,9 @@ def test_every_exit_status_has_one_meaning() -> None:
 
 
 def host(stdin: bytes, **env: str) -> subprocess.CompletedProcess[bytes]:
-    """``python -m diaspora.supervision.host`` as a node's parent would start it."""
+    """``python -m diaspora.workflow._host`` as a node's parent would start it."""
     return subprocess.run(
-        [sys.executable, "-m", "diaspora.supervision.host"],
+        [sys.executable, "-m", "diaspora.workflow._host"],
         input=stdin,
         env={**os.environ, "PYTHONPATH": str(ROOT), PARENT_PID_ENV: str(os.getpid()), **env},
         capture_output=True,

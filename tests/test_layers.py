@@ -22,6 +22,7 @@ LAYER_OF = {
     "events": "base",
     "clock": "base",
     "backoff": "base",
+    "exitcode": "base",
     "_tomlfile": "base",
     "_importpath": "base",
     "fabric": "fabric",
@@ -126,8 +127,8 @@ def test_every_module_is_in_a_declared_layer() -> None:
     ("importer", "target"),
     [
         ("diaspora.fabric._consumer", "diaspora.actor"),  # fabric reaching up to the actor
-        ("diaspora.supervision.supervisor", "diaspora.fabric"),  # the kernel knowing NATS
-        ("diaspora.streams.replay", "diaspora.actor._runtime"),  # streams knowing the driver
+        ("diaspora.supervision._supervisor", "diaspora.fabric"),  # the kernel knowing NATS
+        ("diaspora.streams._replay", "diaspora.actor._runtime"),  # streams knowing the driver
         ("diaspora.actor._runtime", "diaspora.workflow"),
     ],
 )

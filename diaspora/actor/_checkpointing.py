@@ -18,12 +18,12 @@ from typing import Final
 import anyio
 
 from diaspora import codec
-from diaspora.actor.actor import Actor
-from diaspora.actor.checkpoint import CheckpointSlot, Section
+from diaspora.actor._actor import Actor
+from diaspora.actor._checkpoint import CheckpointSlot, Section
 from diaspora.backoff import Backoff
 from diaspora.errors import CheckpointError, FabricUnavailable, FencedOut
 from diaspora.events import Checkpointed
-from diaspora.fabric.publisher import OrderedPublisher
+from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.stage import Host, Stage
 
 __all__ = ["Checkpointer"]

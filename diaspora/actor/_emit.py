@@ -19,9 +19,9 @@ from typing import Any
 from diaspora import codec
 from diaspora.actor._handle import HANDLING
 from diaspora.fabric import headers as H
-from diaspora.fabric.naming import check_subject
-from diaspora.fabric.publisher import OrderedPublisher
-from diaspora.fabric.reader import read_stored
+from diaspora.fabric._naming import check_subject
+from diaspora.fabric._publisher import OrderedPublisher
+from diaspora.fabric._reader import read_stored
 from diaspora.stage import Host, NextOut, OutputItem, Stage
 
 __all__ = ["Emitter", "OutputScan", "required_window"]

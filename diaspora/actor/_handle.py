@@ -22,8 +22,8 @@ from diaspora.message import Message
 from diaspora.stage import Host, InputItem, Next, Stage
 
 if TYPE_CHECKING:
+    from diaspora.actor._actor import Actor
     from diaspora.actor._poison import Poison
-    from diaspora.actor.actor import Actor
 
 __all__ = ["HANDLING", "Decode", "HandleStage", "HandlerHung", "Handling", "Partition"]
 

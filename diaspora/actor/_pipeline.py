@@ -21,19 +21,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from diaspora.actor._actor import Actor
+from diaspora.actor._checkpoint import CheckpointSlot
 from diaspora.actor._emit import Emitter, OutputScan
 from diaspora.actor._handle import Decode, HandleStage, Partition
 from diaspora.actor._poison import Poison
-from diaspora.actor.actor import Actor
-from diaspora.actor.checkpoint import CheckpointSlot
 from diaspora.fabric import Delivery
-from diaspora.fabric.publisher import OrderedPublisher
+from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.stage import Host, InputItem, Next, Stage
+from diaspora.streams._history import HistoryBuffer
+from diaspora.streams._qos import QosSpec
 from diaspora.streams._recovery import GapRecovery
+from diaspora.streams._registry import lookup_qos
 from diaspora.streams._stages import FlowGateStage, HistoryTap, QosAdmission
-from diaspora.streams.history import HistoryBuffer
-from diaspora.streams.qos import QosSpec
-from diaspora.streams.registry import lookup_qos
 
 __all__ = ["Pipeline", "build_pipeline", "inbound_of", "link"]
 

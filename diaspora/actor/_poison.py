@@ -16,10 +16,10 @@ from typing import Final
 import anyio
 
 from diaspora import codec
-from diaspora.actor.checkpoint import CheckpointSlot, FailureNote
+from diaspora.actor._checkpoint import CheckpointSlot, FailureNote
 from diaspora.events import Crashed, DeadLettered
 from diaspora.fabric import headers as H
-from diaspora.fabric.naming import dlq_subject
+from diaspora.fabric._naming import dlq_subject
 from diaspora.stage import Host, InputItem, Next, Stage
 
 __all__ = ["Poison"]

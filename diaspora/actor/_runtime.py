@@ -49,20 +49,20 @@ from typing import Any, Final
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from diaspora.actor._actor import Actor
 from diaspora.actor._catchup import CatchUp
+from diaspora.actor._checkpoint import CheckpointSlot, kv_key
 from diaspora.actor._checkpointing import Checkpointer
 from diaspora.actor._emit import required_window
+from diaspora.actor._mailbox import Mailbox
 from diaspora.actor._pipeline import Pipeline, build_pipeline, inbound_of, link
 from diaspora.actor._poison import dead_letter
-from diaspora.actor.actor import Actor
-from diaspora.actor.checkpoint import CheckpointSlot, kv_key
-from diaspora.actor.mailbox import Mailbox
 from diaspora.clock import Clock, SystemClock
 from diaspora.errors import ActorCrashed, ConfigError, FencedOut
 from diaspora.events import Crashed, Event, EventSink, Fenced, Started, Stopped
 from diaspora.fabric import Delivery, Fabric
-from diaspora.fabric.naming import check_subject
-from diaspora.fabric.publisher import OrderedPublisher
+from diaspora.fabric._naming import check_subject
+from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.log import FilteringBoundLogger, get_logger
 from diaspora.stage import InputItem, Next, RuntimeStats, Stage, StageFactory
 

@@ -1,11 +1,27 @@
-"""The fabric layer: NATS connection, embedded servers, JetStream resources, naming."""
+"""The fabric layer: NATS sealed behind one interface.
+
+Everything that speaks NATS lives here: the connection and its reconnects,
+embedded servers, streams, KV and object stores, the pull consumer, the
+ordered publisher, the stored-message reader, subjects and their stream
+names. Layers above use :class:`Fabric`'s methods and never a nats-py
+object. ``diaspora.fabric.headers`` holds the header names, the public wire
+interface.
+"""
 
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
-from diaspora.fabric._stores import KeyValueBucket, KvEntry
-from diaspora.fabric.fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
-from diaspora.fabric.naming import check_subject, stream_name
-from diaspora.fabric.server import (
+from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
+from diaspora.fabric._naming import (
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    check_subject,
+    dlq_subject,
+    stream_name,
+    token,
+)
+from diaspora.fabric._publisher import OrderedPublisher, PublishError
+from diaspora.fabric._reader import StoredMsg, read_stored
+from diaspora.fabric._server import (
     DEFAULT_MAX_PAYLOAD,
     INLINE_PAYLOAD_LIMIT,
     EmbeddedCluster,
@@ -14,10 +30,13 @@ from diaspora.fabric.server import (
     find_nats_server,
     free_port,
 )
+from diaspora.fabric._stores import KeyValueBucket, KvEntry
 
 __all__ = [
     "DEFAULT_DUPLICATE_WINDOW",
     "DEFAULT_MAX_PAYLOAD",
+    "DLQ_STREAM",
+    "EVENTS_STREAM",
     "INLINE_PAYLOAD_LIMIT",
     "ConsumerSettings",
     "Delivery",
@@ -28,11 +47,17 @@ __all__ = [
     "Inbox",
     "KeyValueBucket",
     "KvEntry",
+    "OrderedPublisher",
+    "PublishError",
     "PullConsumer",
     "ServerState",
+    "StoredMsg",
     "StreamLimits",
     "check_subject",
+    "dlq_subject",
     "find_nats_server",
     "free_port",
+    "read_stored",
     "stream_name",
+    "token",
 ]

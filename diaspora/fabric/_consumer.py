@@ -41,7 +41,7 @@ from diaspora.backoff import Backoff
 from diaspora.clock import Clock, SystemClock
 from diaspora.errors import ConfigError, FabricUnavailable
 from diaspora.fabric import _jsapi
-from diaspora.fabric.naming import stream_name
+from diaspora.fabric._naming import stream_name
 from diaspora.log import get_logger
 
 if TYPE_CHECKING:

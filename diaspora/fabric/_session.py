@@ -1,6 +1,6 @@
 """The publisher's session connections: one nats-py client each, never reconnecting.
 
-See :mod:`diaspora.fabric.publisher` for why a session dies with its socket.
+See :mod:`diaspora.fabric._publisher` for why a session dies with its socket.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Stream administration: the limits value type, and creating, growing and reading streams.
 
-A stream is named by :func:`~diaspora.fabric.naming.stream_name` of the one
+A stream is named by :func:`~diaspora.fabric._naming.stream_name` of the one
 subject it captures, in the connected server's JetStream domain or the one
 named by ``domain=``.
 """
@@ -14,7 +14,7 @@ import nats.js.errors
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig, StreamInfo
 
 from diaspora.errors import ConfigError, FabricUnavailable, StreamNotFound
-from diaspora.fabric.naming import (
+from diaspora.fabric._naming import (
     DLQ_PREFIX,
     DLQ_STREAM,
     EVENTS_PREFIX,

@@ -1,17 +1,20 @@
 """QoS-aware streams: a producer's history, replay over request/reply, reconstruction.
 
-- :mod:`~diaspora.streams.history`: :class:`HistoryBuffer`, what a producer emitted.
-- :mod:`~diaspora.streams.replay`: :class:`HistoryServer` and :func:`fetch_history`.
-- :mod:`~diaspora.streams.reconstruct`: stand-ins for items lost for good.
-- :mod:`~diaspora.streams.qos`: :class:`QosSpec`, a stream's promises and overload policy.
-- :mod:`~diaspora.streams.meter`: rate, lag and latency meters.
-- :mod:`~diaspora.streams.flow`: overload policies at consumers, ``block`` at producers.
-- :mod:`~diaspora.streams.registry`: a stream's declared QoS (KV ``diaspora-qos``).
+- :class:`HistorySpec` / :class:`HistoryBuffer`: what a producer emitted (memory, then disk).
+- :class:`HistoryServer` and :func:`fetch_history`: replay of it over request/reply.
+- :class:`Reconstructor` (:class:`HoldLast`, :class:`LinearInterpolation`,
+  :class:`ZeroFill`): stand-ins for items lost for good.
+- :class:`QosSpec` / :class:`OverloadPolicy`: a stream's promises and overload policy,
+  declared once (:func:`declare_qos`, kept in KV ``diaspora-qos``).
+- :class:`InputFlow`, :class:`FlowGate`: overload policies at consumers, ``block`` at
+  producers; :class:`RateMeter`, :class:`LagMeter`, :class:`LatencyMeter` measure.
+- The runtime stages that apply all this to every actor: :class:`GapRecovery`,
+  :class:`QosAdmission`, :class:`FlowGateStage`, :class:`HistoryTap` (see
+  :mod:`diaspora.stage`).
 """
 
-from diaspora.fabric.headers import ITEM
-from diaspora.streams.flow import FlowGate, InputFlow, aggregate, flow_subject
-from diaspora.streams.history import (
+from diaspora.streams._flow import FlowGate, InputFlow, aggregate, flow_subject
+from diaspora.streams._history import (
     Gap,
     HistoryBuffer,
     HistoryError,
@@ -20,9 +23,9 @@ from diaspora.streams.history import (
     HistoryStats,
     entry_size,
 )
-from diaspora.streams.meter import LagMeter, LatencyMeter, RateMeter
-from diaspora.streams.qos import AggregateFn, OverloadPolicy, Policy, QosSpec
-from diaspora.streams.reconstruct import (
+from diaspora.streams._meter import LagMeter, LatencyMeter, RateMeter
+from diaspora.streams._qos import AggregateFn, OverloadPolicy, Policy, QosSpec
+from diaspora.streams._reconstruct import (
     BUILTIN_RECONSTRUCTORS,
     HoldLast,
     LinearInterpolation,
@@ -32,8 +35,9 @@ from diaspora.streams.reconstruct import (
     fill_gap,
     load_reconstructor,
 )
-from diaspora.streams.registry import declare_qos, lookup_qos
-from diaspora.streams.replay import (
+from diaspora.streams._recovery import GapRecovery
+from diaspora.streams._registry import declare_qos, lookup_qos
+from diaspora.streams._replay import (
     HistoryServer,
     ReplayError,
     ReplayResult,
@@ -42,19 +46,22 @@ from diaspora.streams.replay import (
     fetch_history,
     replay_subject,
 )
+from diaspora.streams._stages import FlowGateStage, HistoryTap, QosAdmission
 
 __all__ = [
     "BUILTIN_RECONSTRUCTORS",
-    "ITEM",
     "AggregateFn",
     "FlowGate",
+    "FlowGateStage",
     "Gap",
+    "GapRecovery",
     "HistoryBuffer",
     "HistoryError",
     "HistoryItem",
     "HistoryServer",
     "HistorySpec",
     "HistoryStats",
+    "HistoryTap",
     "HoldLast",
     "InputFlow",
     "LagMeter",
@@ -62,6 +69,7 @@ __all__ = [
     "LinearInterpolation",
     "OverloadPolicy",
     "Policy",
+    "QosAdmission",
     "QosSpec",
     "RateMeter",
     "ReconstructionError",

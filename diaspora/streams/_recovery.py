@@ -4,7 +4,7 @@ reconstructed, else reported lost.
 Every item a Diaspora producer emits carries its own number
 (``Diaspora-Item``). The stage remembers, per input and producer, the last
 number it passed on; a jump is a gap. It asks the producer's history for
-the missing items (request/reply, :mod:`diaspora.streams.replay`) and hands
+the missing items (request/reply, :mod:`diaspora.streams._replay`) and hands
 them down the chain, marked replayed, before the item that revealed the
 gap. What no history has is declared lost (an event) and, if the input's
 QoS spec names a reconstructor, stand-ins marked reconstructed are handed
@@ -29,9 +29,9 @@ from diaspora.events import Lost, Reconstructed
 from diaspora.fabric import headers as H
 from diaspora.message import Message
 from diaspora.stage import Host, InputItem, Next, Stage
-from diaspora.streams.history import Gap
-from diaspora.streams.reconstruct import ReconstructionError, Reconstructor, fill_gap
-from diaspora.streams.replay import ReplayError, fetch_history
+from diaspora.streams._history import Gap
+from diaspora.streams._reconstruct import ReconstructionError, Reconstructor, fill_gap
+from diaspora.streams._replay import ReplayError, fetch_history
 
 __all__ = ["GapRecovery", "synthetic_item"]
 

@@ -1,7 +1,7 @@
 """The streams layer's runtime stages: QoS admission, the producer's flow gate, the history tap.
 
 - :class:`QosAdmission` (inbound): measures each input that has a declared
-  QoS spec (:class:`~diaspora.streams.flow.InputFlow`), switches it into its
+  QoS spec (:class:`~diaspora.streams._flow.InputFlow`), switches it into its
   overload policy and back (events ``policy_on``/``policy_off``), lets the
   policy decide what reaches ``handle`` (skip, aggregate), reports the
   consumer's positions to producers, reports stalls and, if the spec says
@@ -22,10 +22,9 @@ from typing import Any, Final
 
 from diaspora.events import PolicyOff, PolicyOn, Stall, StallEnd
 from diaspora.fabric import headers as H
-from diaspora.fabric.publisher import OrderedPublisher
+from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.stage import Host, InputItem, Next, NextOut, OutputItem, Stage
-from diaspora.streams._recovery import GapRecovery, synthetic_item
-from diaspora.streams.flow import (
+from diaspora.streams._flow import (
     Action,
     FlowGate,
     InputFlow,
@@ -34,11 +33,12 @@ from diaspora.streams.flow import (
     flow_subject,
     position_report,
 )
-from diaspora.streams.history import HistoryBuffer
-from diaspora.streams.qos import Policy, QosSpec
-from diaspora.streams.reconstruct import ReconstructionError, fill_gap
-from diaspora.streams.registry import lookup_qos
-from diaspora.streams.replay import HistoryServer
+from diaspora.streams._history import HistoryBuffer
+from diaspora.streams._qos import Policy, QosSpec
+from diaspora.streams._reconstruct import ReconstructionError, fill_gap
+from diaspora.streams._recovery import GapRecovery, synthetic_item
+from diaspora.streams._registry import lookup_qos
+from diaspora.streams._replay import HistoryServer
 
 __all__ = ["FlowGateStage", "HistoryTap", "QosAdmission"]
 

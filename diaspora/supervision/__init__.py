@@ -1,26 +1,29 @@
-"""Supervision trees after Erlang/OTP: specs, the supervisor, and what it supervises.
+"""Supervision after Erlang/OTP: specs, the supervisor, and the Runnable contract it supervises.
 
-Actors join a tree with :func:`actor_child`, whole subtrees run in their own
-OS process with :func:`process_child`, and :func:`load_config` reads a tree
-from a TOML file.
+The pure kernel: it knows nothing of NATS or actors. Actors and process
+nodes join a tree through :mod:`diaspora.workflow` (``actor_child``,
+``process_child``, ``load_config``).
 
 >>> spec = SupervisorSpec([ChildSpec("sum", start=lambda: ...)], strategy=Strategy.REST_FOR_ONE)
 >>> spec.strategy.value
 'rest_for_one'
 """
 
+from diaspora.backoff import Backoff
 from diaspora.clock import Clock, ManualClock, SystemClock
-from diaspora.errors import ChildShutdown, NodeCrashed
-from diaspora.supervision.actors import ActorStart, actor_child
-from diaspora.supervision.binding import FabricBound, bind_fabric
-from diaspora.supervision.config import TreeConfig, load_config, parse_config
-from diaspora.supervision.context import ChildContext, child_events, current_child
-from diaspora.supervision.node import NodeHung, ProcessNode, ProcessStart, process_child
-from diaspora.supervision.runnable import Runnable
-from diaspora.supervision.spec import (
+from diaspora.errors import ChildShutdown
+from diaspora.supervision._binding import (
+    FabricBound,
+    StageBound,
+    add_stages,
+    bind_fabric,
+    bind_start,
+)
+from diaspora.supervision._context import ChildContext, child_events, current_child
+from diaspora.supervision._runnable import Runnable, Stopper, run_until
+from diaspora.supervision._spec import (
     BRUTAL_KILL,
     INFINITY,
-    Backoff,
     ChildSpec,
     ChildType,
     Restart,
@@ -29,12 +32,11 @@ from diaspora.supervision.spec import (
     Strategy,
     SupervisorSpec,
 )
-from diaspora.supervision.supervisor import ChildCounts, ChildRecord, ChildStatus, Supervisor
+from diaspora.supervision._supervisor import ChildCounts, ChildRecord, ChildStatus, Supervisor
 
 __all__ = [
     "BRUTAL_KILL",
     "INFINITY",
-    "ActorStart",
     "Backoff",
     "ChildContext",
     "ChildCounts",
@@ -46,24 +48,20 @@ __all__ = [
     "Clock",
     "FabricBound",
     "ManualClock",
-    "NodeCrashed",
-    "NodeHung",
-    "ProcessNode",
-    "ProcessStart",
     "Restart",
     "Runnable",
     "Shutdown",
+    "StageBound",
     "StartFn",
+    "Stopper",
     "Strategy",
     "Supervisor",
     "SupervisorSpec",
     "SystemClock",
-    "TreeConfig",
-    "actor_child",
+    "add_stages",
     "bind_fabric",
+    "bind_start",
     "child_events",
     "current_child",
-    "load_config",
-    "parse_config",
-    "process_child",
+    "run_until",
 ]

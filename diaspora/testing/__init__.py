@@ -9,7 +9,8 @@ the hypothesis strategies and state machine (which need ``hypothesis``) are in
 :mod:`diaspora.testing.strategies` and :mod:`diaspora.testing.machine`.
 """
 
-from diaspora.testing.injectors import (
+from diaspora.testing._faults import Fault, FaultInjection, FaultOrder, fault_subject
+from diaspora.testing._injectors import (
     FaultKind,
     FaultSpec,
     FaultStep,
@@ -17,16 +18,21 @@ from diaspora.testing.injectors import (
     InjectionError,
     Injector,
 )
-from diaspora.testing.pids import PidWatcher
-from diaspora.testing.proxy import LinkProxy
-from diaspora.testing.report import ExampleResult, ReliabilityReport
-from diaspora.testing.rig import FaultRig
-from diaspora.testing.waiting import wait_until
-from diaspora.testing.workflow import Workflow, WorkflowError
+from diaspora.testing._pids import PidWatcher
+from diaspora.testing._proxy import LinkProxy
+from diaspora.testing._report import ExampleResult, ReliabilityReport
+from diaspora.testing._rig import FaultRig
+from diaspora.testing._streams import StoredMessage, read_stream
+from diaspora.testing._traffic import check_outputs, publish_input
+from diaspora.testing._waiting import wait_until
+from diaspora.testing._workflow import Workflow, WorkflowError
 
 __all__ = [
     "ExampleResult",
+    "Fault",
+    "FaultInjection",
     "FaultKind",
+    "FaultOrder",
     "FaultRig",
     "FaultSpec",
     "FaultStep",
@@ -36,7 +42,12 @@ __all__ = [
     "LinkProxy",
     "PidWatcher",
     "ReliabilityReport",
+    "StoredMessage",
     "Workflow",
     "WorkflowError",
+    "check_outputs",
+    "fault_subject",
+    "publish_input",
+    "read_stream",
     "wait_until",
 ]

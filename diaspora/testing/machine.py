@@ -9,7 +9,7 @@ heals everything, waits for the workflow to be running and caught up, and
 checks that **every input's effect is present exactly once, in per-key
 order, equal to the model's**, that no supervisor gave up and that no child
 was left dead. Each example adds its figures to the rig's
-:class:`~diaspora.testing.report.ReliabilityReport`.
+:class:`~diaspora.testing._report.ReliabilityReport`.
 
 The workflow must emit exactly one output per input on ``output_subject``
 that names the input it answers: by default ``data["key"]`` and
@@ -17,7 +17,7 @@ that names the input it answers: by default ``data["key"]`` and
 ``{"key": k, "i": n, "value": v}`` (override :meth:`WorkflowMachine.encode`),
 with ``Diaspora-Key: k`` and ``Nats-Msg-Id: k:n``.
 
-Examples share one :class:`~diaspora.testing.rig.FaultRig` (server, link,
+Examples share one :class:`~diaspora.testing._rig.FaultRig` (server, link,
 running workflow), set as the class attribute ``rig``; each example uses keys
 of its own. Rules are synchronous: they call into the rig's event loop
 through its blocking portal.
@@ -46,14 +46,14 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from diaspora import codec
 from diaspora.errors import DecodeError
 from diaspora.events import GaveUp
-from diaspora.fabric.reader import read_stored
+from diaspora.fabric._reader import read_stored
 from diaspora.log import get_logger
-from diaspora.testing.injectors import FaultKind, FaultSpec, Injected
-from diaspora.testing.report import ExampleResult
-from diaspora.testing.rig import FaultRig, digest
-from diaspora.testing.traffic import check_outputs, publish_input, recovery_time
-from diaspora.testing.waiting import wait_until
-from diaspora.testing.workflow import WorkflowError
+from diaspora.testing._injectors import FaultKind, FaultSpec, Injected
+from diaspora.testing._report import ExampleResult
+from diaspora.testing._rig import FaultRig, digest
+from diaspora.testing._traffic import check_outputs, publish_input, recovery_time
+from diaspora.testing._waiting import wait_until
+from diaspora.testing._workflow import WorkflowError
 
 __all__ = ["Output", "WorkflowMachine"]
 

@@ -39,7 +39,7 @@ Example tests::
             await wf.wait_running()
 
 Hypothesis state machines, whose examples share one server and one running
-tree, use a :class:`~diaspora.testing.rig.FaultRig` and
+tree, use a :class:`~diaspora.testing._rig.FaultRig` and
 :class:`~diaspora.testing.machine.WorkflowMachine` instead.
 """
 
@@ -52,10 +52,10 @@ from typing import Any
 import pytest
 
 from diaspora.fabric import EmbeddedCluster, EmbeddedServer, Fabric
-from diaspora.supervision import TreeConfig
-from diaspora.testing.injectors import Injector
-from diaspora.testing.proxy import LinkProxy
-from diaspora.testing.workflow import Workflow
+from diaspora.testing._injectors import Injector
+from diaspora.testing._proxy import LinkProxy
+from diaspora.testing._workflow import Workflow
+from diaspora.workflow import TreeConfig
 
 
 @pytest.fixture

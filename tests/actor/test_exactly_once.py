@@ -11,9 +11,9 @@ import pytest
 from diaspora import ActorRuntime
 from diaspora.errors import ActorCrashed
 from diaspora.fabric import EmbeddedServer, Fabric, stream_name
-from diaspora.fabric.publisher import OrderedPublisher
+from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.testing import wait_until
-from diaspora.testing.streams import read_stream
+from diaspora.testing._streams import read_stream
 from tests.actor.sample_actors import RunningSum
 
 pytestmark = pytest.mark.anyio

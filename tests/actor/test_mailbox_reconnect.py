@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from diaspora.actor.mailbox import Mailbox
+from diaspora.actor._mailbox import Mailbox
 from diaspora.fabric import EmbeddedServer, Fabric
 
 pytestmark = pytest.mark.anyio

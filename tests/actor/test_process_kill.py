@@ -14,7 +14,7 @@ import pytest
 
 from diaspora.fabric import Fabric
 from diaspora.testing import wait_until
-from diaspora.testing.streams import read_stream
+from diaspora.testing._streams import read_stream
 from tests.actor.test_exactly_once import N, expected_sums, publish_numbers, stream_count
 
 pytestmark = pytest.mark.anyio

@@ -18,8 +18,8 @@ from diaspora.actor._emit import OutputScan
 from diaspora.errors import ActorCrashed, ConfigError, FencedOut
 from diaspora.fabric import Fabric
 from diaspora.testing import wait_until
-from diaspora.testing.faults import FaultInjection, fault_subject
-from diaspora.testing.streams import read_stream
+from diaspora.testing._faults import FaultInjection, fault_subject
+from diaspora.testing._streams import read_stream
 from tests.actor.sample_actors import Counter, Hoarder, Picky, RunningSum, Sleepy
 from tests.actor.test_exactly_once import run_until, stream_count
 

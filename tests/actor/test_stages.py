@@ -8,10 +8,10 @@ import pytest
 
 from diaspora import ActorRuntime, codec
 from diaspora.actor import CheckpointSlot
-from diaspora.actor.checkpoint import CHECKPOINT_BUCKET, kv_key
+from diaspora.actor._checkpoint import CHECKPOINT_BUCKET, kv_key
 from diaspora.fabric import Fabric
 from diaspora.stage import InputItem, Next, NextOut, OutputItem, Stage
-from diaspora.testing.streams import read_stream
+from diaspora.testing._streams import read_stream
 from tests.actor.sample_actors import RunningSum
 from tests.actor.test_exactly_once import run_until
 

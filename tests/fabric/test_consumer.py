@@ -14,7 +14,7 @@ from diaspora.clock import ManualClock
 from diaspora.errors import ConfigError
 from diaspora.fabric import ConsumerSettings, Delivery, EmbeddedServer, Fabric, PullConsumer
 from diaspora.fabric._jsapi import parse_ack_subject
-from diaspora.testing.waiting import wait_until
+from diaspora.testing._waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from diaspora.actor.mailbox import Mailbox
+from diaspora.actor._mailbox import Mailbox
 from diaspora.errors import ConfigError, FabricUnavailable, StreamNotFound
 from diaspora.fabric import Delivery, EmbeddedServer, Fabric
-from diaspora.fabric.reader import read_stored
+from diaspora.fabric._reader import read_stored
 
 pytestmark = pytest.mark.anyio
 

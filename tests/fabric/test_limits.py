@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from diaspora.actor.mailbox import Mailbox
+from diaspora.actor._mailbox import Mailbox
 from diaspora.errors import FabricUnavailable
 from diaspora.fabric import EmbeddedServer, Fabric
 from diaspora.fabric import headers as H
-from diaspora.fabric.reader import read_stored
+from diaspora.fabric._reader import read_stored
 
 pytestmark = pytest.mark.anyio
 

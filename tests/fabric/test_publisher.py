@@ -6,8 +6,8 @@ import anyio
 import pytest
 
 from diaspora.fabric import EmbeddedServer, Fabric
-from diaspora.fabric.publisher import OrderedPublisher, PublishError
-from diaspora.testing.streams import read_stream
+from diaspora.fabric._publisher import OrderedPublisher, PublishError
+from diaspora.testing._streams import read_stream
 
 pytestmark = pytest.mark.anyio
 

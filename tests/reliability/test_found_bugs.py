@@ -8,9 +8,9 @@ import pytest
 
 from diaspora import Actor, ActorRuntime, Message
 from diaspora.fabric import EmbeddedServer, Fabric, stream_name
-from diaspora.fabric.publisher import OrderedPublisher
+from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.testing import LinkProxy, wait_until
-from diaspora.testing.streams import read_stream
+from diaspora.testing._streams import read_stream
 
 pytestmark = pytest.mark.anyio
 

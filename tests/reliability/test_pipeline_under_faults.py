@@ -28,8 +28,8 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from actors.pipeline import REQUESTS, RESULTS, expected
 from diaspora.testing import FaultKind, FaultSpec
+from diaspora.testing._rig import FaultRig
 from diaspora.testing.machine import WorkflowMachine
-from diaspora.testing.rig import FaultRig
 from diaspora.testing.strategies import actor_faults, link_faults, process_faults, server_faults
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diaspora.errors import ConfigError
-from diaspora.streams.history import (
+from diaspora.streams._history import (
     Gap,
     HistoryBuffer,
     HistoryError,
@@ -295,7 +295,7 @@ def test_unreadable_index_only_lets_evicted_items_back(tmp_path: Path) -> None:
 
 _CHILD = """
 import sys
-from diaspora.streams.history import HistoryBuffer
+from diaspora.streams._history import HistoryBuffer
 history = HistoryBuffer(sys.argv[1], segment_bytes=4 * 1024 * 1024, memory_bytes=1 << 20)
 for n in range(1, 201):
     history.add("s", n, bytes([n % 256]) * 1000, {"n": str(n)})

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from diaspora.streams.meter import LagMeter, LatencyMeter, RateMeter
+from diaspora.streams._meter import LagMeter, LatencyMeter, RateMeter
 
 
 class FakeClock:

@@ -7,7 +7,7 @@ import pytest
 from diaspora.errors import ConfigError
 from diaspora.fabric import Fabric
 from diaspora.streams import OverloadPolicy, QosSpec, lookup_qos
-from diaspora.supervision import parse_config
+from diaspora.workflow import parse_config
 
 pytestmark = pytest.mark.anyio
 

@@ -13,10 +13,10 @@ import pytest
 from diaspora import ActorRuntime, codec
 from diaspora.fabric import EmbeddedServer, Fabric
 from diaspora.streams import OverloadPolicy, Policy, QosSpec, declare_qos
+from diaspora.streams._flow import FlowGate
 from diaspora.streams._stages import FlowGateStage, QosAdmission
-from diaspora.streams.flow import FlowGate
 from diaspora.testing import wait_until
-from diaspora.testing.streams import read_stream
+from diaspora.testing._streams import read_stream
 from tests.streams.qos_actors import Collector, ForgetfulSensor, Sensor, Throttle
 
 pytestmark = pytest.mark.anyio
@@ -291,7 +291,7 @@ async def test_a_stall_is_reported_and_filled_with_reconstructed_items(
 async def test_scale_out_adds_replicas_while_slow_and_keeps_per_key_exactly_once(
     fabric: Fabric, tmp_path: Path
 ) -> None:
-    from diaspora.streams.scaleout import ScaleOutGroup
+    from diaspora.compute._scaleout import ScaleOutGroup
     from tests.streams.qos_actors import KeyedCounter, KeyedSensor
 
     rate = 200.0

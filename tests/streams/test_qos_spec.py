@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from diaspora.errors import ConfigError
-from diaspora.streams.qos import AggregateFn, OverloadPolicy, Policy, QosSpec
-from diaspora.streams.reconstruct import LinearInterpolation
+from diaspora.streams._qos import AggregateFn, OverloadPolicy, Policy, QosSpec
+from diaspora.streams._reconstruct import LinearInterpolation
 
 WHERE = 'ptycho.toml: streams."edge1.patterns".qos'
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from diaspora import codec
 from diaspora.errors import ConfigError
-from diaspora.streams.reconstruct import (
+from diaspora.streams._reconstruct import (
     HoldLast,
     LinearInterpolation,
     ReconstructionError,
@@ -207,8 +207,8 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         ("linear", LinearInterpolation),
         ("Linear_Interpolation", LinearInterpolation),
         ("zero_fill", ZeroFill),
-        ("diaspora.streams.reconstruct:ZeroFill", ZeroFill),
-        ("diaspora.streams.reconstruct.HoldLast", HoldLast),
+        ("diaspora.streams._reconstruct:ZeroFill", ZeroFill),
+        ("diaspora.streams._reconstruct.HoldLast", HoldLast),
     ],
 )
 def test_load_builtin_reconstructors(name: str, kind: type) -> None:

@@ -10,9 +10,9 @@ import pytest
 
 from diaspora import codec
 from diaspora.fabric import INLINE_PAYLOAD_LIMIT, Fabric
-from diaspora.streams import ITEM
-from diaspora.streams.history import Gap, HistoryBuffer, HistoryItem
-from diaspora.streams.replay import (
+from diaspora.fabric.headers import ITEM
+from diaspora.streams._history import Gap, HistoryBuffer, HistoryItem
+from diaspora.streams._replay import (
     HistoryServer,
     ReplayError,
     ReplayUnavailable,

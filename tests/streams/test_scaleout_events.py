@@ -8,8 +8,8 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 
+from diaspora.compute._scaleout import ScaleOutGroup
 from diaspora.events import MemorySink, ScaledIn, ScaledOut
-from diaspora.streams.scaleout import ScaleOutGroup
 from diaspora.supervision import ChildSpec, Supervisor, SupervisorSpec
 from tests.streams.qos_actors import KeyedCounter
 

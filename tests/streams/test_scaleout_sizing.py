@@ -6,7 +6,7 @@ from collections import deque
 
 import pytest
 
-from diaspora.streams.scaleout import ScaleOutGroup
+from diaspora.compute._scaleout import ScaleOutGroup
 from tests.streams.qos_actors import KeyedCounter
 
 

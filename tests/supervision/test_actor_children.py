@@ -12,9 +12,10 @@ from diaspora import ActorRuntime
 from diaspora.errors import ChildStartError, ConfigError
 from diaspora.events import Exited, MemorySink, Restarted
 from diaspora.fabric import Fabric
-from diaspora.supervision import Strategy, Supervisor, SupervisorSpec, actor_child
+from diaspora.supervision import Strategy, Supervisor, SupervisorSpec
 from diaspora.testing import wait_until
-from diaspora.testing.streams import read_stream
+from diaspora.testing._streams import read_stream
+from diaspora.workflow import actor_child
 from tests.actor.sample_actors import RunningSum
 from tests.actor.test_exactly_once import expected_sums, publish_numbers, stream_count
 

@@ -11,14 +11,10 @@ from actors.examples import RunningSum, Scale
 from diaspora.cli import main
 from diaspora.errors import ConfigError
 from diaspora.log import configure_logging
-from diaspora.supervision import (
+from diaspora.supervision import Backoff, ChildSpec, Restart, Strategy, SupervisorSpec
+from diaspora.workflow import (
     ActorStart,
-    Backoff,
-    ChildSpec,
     ProcessStart,
-    Restart,
-    Strategy,
-    SupervisorSpec,
     actor_child,
     load_config,
     parse_config,

@@ -26,15 +26,9 @@ from diaspora.events import (
 )
 from diaspora.events import NodeHung as NodeHungEvent
 from diaspora.fabric import Fabric
-from diaspora.supervision import (
-    ChildSpec,
-    NodeHung,
-    ProcessNode,
-    Supervisor,
-    SupervisorSpec,
-    process_child,
-)
+from diaspora.supervision import ChildSpec, Supervisor, SupervisorSpec
 from diaspora.testing import wait_until
+from diaspora.workflow import NodeHung, ProcessNode, process_child
 
 pytestmark = pytest.mark.anyio
 

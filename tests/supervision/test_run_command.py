@@ -20,7 +20,7 @@ from diaspora import codec
 from diaspora.events import NodeStarted, decode_record
 from diaspora.fabric import Fabric, Inbound
 from diaspora.testing import wait_until
-from diaspora.testing.streams import read_stream
+from diaspora.testing._streams import read_stream
 from tests.actor.test_exactly_once import expected_sums, publish_numbers, stream_count
 
 pytestmark = pytest.mark.anyio

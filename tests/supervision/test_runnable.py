@@ -9,7 +9,7 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 
-from diaspora.supervision.runnable import run_until
+from diaspora.supervision._runnable import run_until
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,6 @@ import pytest
 
 from diaspora.events import Event, Exited, Restarted
 from diaspora.fabric import EmbeddedServer, Fabric, ServerState
-from diaspora.supervision import parse_config
 from diaspora.testing import (
     FaultKind,
     FaultSpec,
@@ -22,9 +21,10 @@ from diaspora.testing import (
     LinkProxy,
     wait_until,
 )
-from diaspora.testing.pids import is_running
+from diaspora.testing._pids import is_running
+from diaspora.testing._streams import read_stream
 from diaspora.testing.plugin import WorkflowRunner
-from diaspora.testing.streams import read_stream
+from diaspora.workflow import parse_config
 from tests.testing.trees import ECHO_IN_PROCESS, ECHO_NODE
 
 pytestmark = pytest.mark.anyio

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from diaspora.supervision import parse_config
 from diaspora.testing import FaultRig
 from diaspora.testing.machine import WorkflowMachine
 from diaspora.testing.strategies import actor_faults, link_faults, server_faults
+from diaspora.workflow import parse_config
 from tests.testing.trees import ECHO_IN_PROCESS, LOSSY, STUTTER
 
 

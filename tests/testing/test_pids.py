@@ -12,7 +12,7 @@ import pytest
 from diaspora.events import NodeStarted, Started
 from diaspora.fabric import Fabric
 from diaspora.testing import PidWatcher, wait_until
-from diaspora.testing.pids import child_processes, is_descendant, is_running, node_path
+from diaspora.testing._pids import child_processes, is_descendant, is_running, node_path
 
 pytestmark = pytest.mark.anyio
 

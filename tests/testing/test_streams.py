@@ -8,8 +8,8 @@ import time
 import pytest
 
 from diaspora.fabric import Fabric
-from diaspora.fabric.reader import StoredMsg
-from diaspora.testing.streams import StoredMessage, read_stream
+from diaspora.fabric._reader import StoredMsg
+from diaspora.testing._streams import StoredMessage, read_stream
 
 pytestmark = pytest.mark.anyio
 

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from diaspora.testing import wait_until
-from diaspora.testing.streams import read_stream
+from diaspora.testing import read_stream, wait_until
 
 pytestmark = pytest.mark.anyio
 RUNNING_SUM = Path(__file__).parents[2] / "supervisors" / "running_sum.toml"

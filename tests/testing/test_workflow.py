@@ -11,11 +11,11 @@ import pytest
 from diaspora.errors import StreamNotFound
 from diaspora.events import ChildStarted
 from diaspora.fabric import Fabric
-from diaspora.supervision import parse_config
 from diaspora.testing import Workflow, WorkflowError, wait_until
-from diaspora.testing.pids import is_running
+from diaspora.testing._pids import is_running
+from diaspora.testing._streams import read_stream
 from diaspora.testing.plugin import WorkflowRunner
-from diaspora.testing.streams import read_stream
+from diaspora.workflow import parse_config
 from tests.testing.trees import ECHO_IN_PROCESS, ECHO_NODE, FAILS_TO_START, GIVES_UP
 
 pytestmark = pytest.mark.anyio

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol, runtime_checkable
 
-from diaspora.supervision.spec import ChildSpec, StartFn, SupervisorSpec
+from diaspora.supervision._spec import ChildSpec, StartFn, SupervisorSpec
 
 __all__ = ["FabricBound", "StageBound", "add_stages", "bind_fabric", "bind_start"]
 

@@ -69,10 +69,10 @@ from diaspora.events import (
     Terminated,
 )
 from diaspora.log import get_logger
-from diaspora.supervision.context import _CURRENT, ChildContext
-from diaspora.supervision.events import _Reporter
-from diaspora.supervision.runnable import Runnable
-from diaspora.supervision.spec import (
+from diaspora.supervision._context import _CURRENT, ChildContext
+from diaspora.supervision._events import _Reporter
+from diaspora.supervision._runnable import Runnable
+from diaspora.supervision._spec import (
     BRUTAL_KILL,
     INFINITY,
     ChildSpec,
@@ -288,7 +288,7 @@ class Supervisor:
     ``name`` names it in events and logs, and prefixes its children's paths;
     ``clock`` measures restart intensity, backoff and shutdown timeouts;
     ``on_event`` (an :class:`~diaspora.events.EventSink`, such as a fabric)
-    receives every supervision event (see :mod:`diaspora.supervision.events`),
+    receives every supervision event (see :mod:`diaspora.supervision._events`),
     and the events its children report themselves; ``rng`` draws backoff
     jitter. Nested supervisors share all three with their parent.
 

@@ -41,7 +41,7 @@ from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
 from diaspora.errors import ConfigError
-from diaspora.streams.reconstruct import BUILTIN_RECONSTRUCTORS, Reconstructor, load_reconstructor
+from diaspora.streams._reconstruct import BUILTIN_RECONSTRUCTORS, Reconstructor, load_reconstructor
 
 __all__ = ["AggregateFn", "OverloadPolicy", "Policy", "QosSpec"]
 

@@ -29,7 +29,7 @@ import anyio
 from diaspora import codec
 from diaspora.errors import DecodeError
 from diaspora.fabric import Fabric, Inbound
-from diaspora.fabric.naming import EVENTS_PREFIX
+from diaspora.fabric._naming import EVENTS_PREFIX
 from diaspora.log import get_logger
 
 __all__ = [

@@ -45,7 +45,7 @@ from diaspora.errors import (
 )
 from diaspora.events import Crashed
 from diaspora.fabric import Inbound
-from diaspora.fabric.naming import token
+from diaspora.fabric._naming import token
 from diaspora.stage import Host, InputItem, Next, NextOut, OutputItem, Stage
 
 __all__ = ["Fault", "FaultInjection", "FaultOrder", "InjectedFault", "fault_subject"]

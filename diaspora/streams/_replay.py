@@ -2,13 +2,13 @@
 
 When a consumer needs items that JetStream no longer holds, it asks the
 producer: :class:`HistoryServer` answers from a
-:class:`~diaspora.streams.history.HistoryBuffer`, :func:`fetch_history`
+:class:`~diaspora.streams._history.HistoryBuffer`, :func:`fetch_history`
 asks and yields the items in order, with a
-:class:`~diaspora.streams.history.Gap` for each range nobody has.
+:class:`~diaspora.streams._history.Gap` for each range nobody has.
 
 >>> import anyio
 >>> from diaspora.fabric import Fabric
->>> from diaspora.streams.history import HistoryBuffer
+>>> from diaspora.streams._history import HistoryBuffer
 >>> async def main() -> None:
 ...     async with Fabric(events_stream=False) as fabric:
 ...         history = HistoryBuffer()
@@ -75,11 +75,11 @@ import msgpack
 from anyio.abc import TaskGroup, TaskStatus
 
 from diaspora import codec
-from diaspora.errors import DiasporaError, FabricUnavailable
+from diaspora.errors import DiasporaError, FabricUnavailable, ReplayError, ReplayUnavailable
 from diaspora.fabric import Inbound, Inbox
-from diaspora.fabric.naming import RESERVED_PREFIX, token
+from diaspora.fabric._naming import RESERVED_PREFIX, token
 from diaspora.log import get_logger
-from diaspora.streams.history import Gap, HistoryBuffer, HistoryError, HistoryItem
+from diaspora.streams._history import Gap, HistoryBuffer, HistoryError, HistoryItem
 
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
@@ -106,14 +106,6 @@ _ITEM_OVERHEAD: Final = 32
 _HEADER_OVERHEAD: Final = 8
 _SPLICE_FROM: Final = 16 * 1024  # payloads from this size are joined, not packed
 _BIN32 = struct.Struct(">BI")  # msgpack bin 32 header
-
-
-class ReplayError(DiasporaError):
-    """A replay request failed: the producer refused it or answered nonsense."""
-
-
-class ReplayUnavailable(ReplayError, TimeoutError):
-    """No producer answered a replay request in time: its history cannot be reached."""
 
 
 def replay_subject(producer_id: str) -> str:

@@ -14,7 +14,7 @@ including those in process nodes. Run it on the main thread's event loop or
 in a blocking portal that lives as long as it does: process nodes die with
 the thread that spawned them.
 
->>> from diaspora.supervision import parse_config
+>>> from diaspora.workflow import parse_config
 >>> tree = parse_config('''
 ... [[supervisor.children]]
 ... id = "sum"
@@ -41,33 +41,23 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from diaspora.actor import ActorRuntime
-from diaspora.errors import DiasporaError, SupervisorNotRunning
+from diaspora.errors import SupervisorNotRunning, WorkflowError
 from diaspora.events import Event, GaveUp, MemorySink, TeeSink
 from diaspora.fabric import Fabric
 from diaspora.log import get_logger
-from diaspora.supervision import (
-    ChildRecord,
-    ChildStatus,
-    ProcessNode,
-    Supervisor,
-    TreeConfig,
-    load_config,
-)
-from diaspora.supervision.binding import add_stages
-from diaspora.supervision.node import HOST_MODULE
-from diaspora.testing.faults import FaultInjection
-from diaspora.testing.pids import PidWatcher, child_processes, is_running
-from diaspora.testing.waiting import wait_until
+from diaspora.supervision import ChildRecord, ChildStatus, Supervisor
+from diaspora.supervision._binding import add_stages
+from diaspora.testing._faults import FaultInjection
+from diaspora.testing._pids import PidWatcher, child_processes, is_running
+from diaspora.testing._waiting import wait_until
+from diaspora.workflow import ProcessNode, TreeConfig, load_config
+from diaspora.workflow._node import HOST_MODULE
 
 __all__ = ["Workflow", "WorkflowError"]
 
 #: Fabric options for a tree under test: reconnect fast after a server or link fault.
 _FABRIC_DEFAULTS: Final[Mapping[str, Any]] = {"backoff_initial": 0.02, "backoff_max": 0.5}
 _CALL_TIMEOUT: Final = 5.0
-
-
-class WorkflowError(DiasporaError):
-    """The workflow under test did not start, did not stop, or left processes behind."""
 
 
 class _Recorder(MemorySink):

@@ -1,7 +1,7 @@
-"""The child side of a process node: ``python -m diaspora.supervision.host``.
+"""The child side of a process node: ``python -m diaspora.workflow._host``.
 
 Started by :class:`~diaspora.supervision.ProcessNode`, never by hand. It
-reads its subtree from stdin (see :mod:`diaspora.supervision.node` for the
+reads its subtree from stdin (see :mod:`diaspora.workflow._node` for the
 protocol), runs it on its own fabric connection and exits with
 (:class:`~diaspora.exitcode.ExitCode`):
 
@@ -31,12 +31,12 @@ from diaspora.errors import ChildShutdown
 from diaspora.exitcode import ExitCode
 from diaspora.fabric import Fabric
 from diaspora.log import configure_logging, get_logger
-from diaspora.supervision.binding import bind_start
-from diaspora.supervision.context import _CURRENT
-from diaspora.supervision.node import PARENT_PID_ENV, NodePayload
-from diaspora.supervision.runnable import Runnable, run_until
-from diaspora.supervision.spec import SupervisorSpec
-from diaspora.supervision.supervisor import Supervisor
+from diaspora.supervision._binding import bind_start
+from diaspora.supervision._context import _CURRENT
+from diaspora.supervision._runnable import Runnable, run_until
+from diaspora.supervision._spec import SupervisorSpec
+from diaspora.supervision._supervisor import Supervisor
+from diaspora.workflow._node import PARENT_PID_ENV, NodePayload
 
 __all__ = ["main"]
 

@@ -45,9 +45,9 @@ from diaspora.errors import ConfigError
 from diaspora.events import EventSink, ScaledIn, ScaledOut
 from diaspora.fabric import Fabric, Inbound
 from diaspora.log import get_logger
-from diaspora.streams.flow import flow_subject, read_position_report
-from diaspora.streams.qos import Policy
-from diaspora.streams.registry import lookup_qos
+from diaspora.streams._flow import flow_subject, read_position_report
+from diaspora.streams._qos import Policy
+from diaspora.streams._registry import lookup_qos
 from diaspora.supervision import (
     ChildSpec,
     Restart,

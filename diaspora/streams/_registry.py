@@ -8,7 +8,7 @@ starting the tree).
 
 >>> import anyio
 >>> from diaspora.fabric import Fabric
->>> from diaspora.streams.qos import OverloadPolicy, QosSpec
+>>> from diaspora.streams._qos import OverloadPolicy, QosSpec
 >>> async def demo() -> None:
 ...     async with Fabric() as fabric:
 ...         spec = QosSpec(rate=100, max_lag_items=500, policy=OverloadPolicy.decimate(4))
@@ -27,7 +27,7 @@ from typing import Final
 from diaspora import codec
 from diaspora.errors import ConfigError, DecodeError
 from diaspora.fabric import Fabric, check_subject
-from diaspora.streams.qos import QosSpec
+from diaspora.streams._qos import QosSpec
 
 __all__ = ["QOS_BUCKET", "declare_qos", "lookup_qos"]
 

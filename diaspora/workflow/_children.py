@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 from diaspora.actor import Actor, ActorRuntime
 from diaspora.errors import ConfigError
-from diaspora.fabric.naming import check_subject
+from diaspora.fabric._naming import check_subject
 from diaspora.stage import StageFactory
-from diaspora.supervision.context import child_events, current_child
-from diaspora.supervision.node import (
+from diaspora.supervision._context import child_events, current_child
+from diaspora.supervision._spec import ChildSpec, Restart, Shutdown
+from diaspora.workflow._node import (
     DEFAULT_HEARTBEAT_TIMEOUT,
     DEFAULT_START_TIMEOUT,
     process_child,
 )
-from diaspora.supervision.spec import ChildSpec, Restart, Shutdown
 
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from diaspora.fabric.fabric import Fabric
+from diaspora.fabric._fabric import Fabric
 
 __all__ = ["StoredMsg", "read_stored"]
 

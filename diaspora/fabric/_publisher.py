@@ -50,14 +50,14 @@ from nats.aio.msg import Msg
 
 from diaspora.backoff import Backoff
 from diaspora.clock import Clock, SystemClock
-from diaspora.errors import DiasporaError, PublishTimeout
+from diaspora.errors import PublishError, PublishTimeout
 from diaspora.fabric import _jsapi
 from diaspora.fabric import headers as H
 from diaspora.fabric._session import Session, SessionClient, ignore_error
 from diaspora.log import get_logger
 
 if TYPE_CHECKING:
-    from diaspora.fabric.fabric import Fabric
+    from diaspora.fabric._fabric import Fabric
 
 __all__ = ["OrderedPublisher", "PublishError"]
 
@@ -66,10 +66,6 @@ _RETRIABLE_STATUS: Final = frozenset({"503", "408"})
 _MAX_DETERMINISTIC_ATTEMPTS: Final = 3
 #: Between attempts to open a session: uniform in [0.05, 0.1] s at first, [1, 2] s at most.
 _SESSION_BACKOFF: Final = Backoff(initial=0.075, max=1.5, jitter=1 / 3)
-
-
-class PublishError(DiasporaError):
-    """JetStream refused a message for a reason retrying cannot fix (size, wrong stream...)."""
 
 
 class _State(Enum):

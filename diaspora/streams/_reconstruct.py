@@ -28,8 +28,8 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import numpy as np
 
-from diaspora.errors import ConfigError, DiasporaError
-from diaspora.importpath import resolve
+from diaspora._importpath import resolve
+from diaspora.errors import ConfigError, ReconstructionError
 
 __all__ = [
     "BUILTIN_RECONSTRUCTORS",
@@ -41,10 +41,6 @@ __all__ = [
     "fill_gap",
     "load_reconstructor",
 ]
-
-
-class ReconstructionError(DiasporaError):
-    """No stand-in can be made for a gap (no neighbour observed, or a reconstructor failed)."""
 
 
 @runtime_checkable
@@ -230,7 +226,7 @@ def load_reconstructor(path: str, /, *, where: str = "reconstructor", **args: An
     object, or a function ``f(before, after, index, count, **args)``. Errors
     are :class:`~diaspora.errors.ConfigError` prefixed with ``where``.
 
-    >>> load_reconstructor("diaspora.streams.reconstruct:HoldLast")
+    >>> load_reconstructor("diaspora.streams._reconstruct:HoldLast")
     HoldLast()
     >>> load_reconstructor("no_such_package.mod:Thing", where="qos.reconstructor")
     Traceback (most recent call last):

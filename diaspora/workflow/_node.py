@@ -9,7 +9,7 @@ process=True)``, or ``process = true`` in a config file).
 
 How it works:
 
-- **spawn**: ``python -m diaspora.supervision.host`` in a new session (so a
+- **spawn**: ``python -m diaspora.workflow._host`` in a new session (so a
   terminal's Ctrl-C reaches only the parent, which stops children in order).
   Its stdin gets one JSON line (the parent's ``sys.path``) and the pickled
   subtree. The child asks Linux to SIGKILL it when the parent dies
@@ -69,13 +69,13 @@ import anyio
 from anyio.abc import Process, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from diaspora.errors import ConfigError, FabricUnavailable, NodeCrashed
+from diaspora.errors import ConfigError, FabricUnavailable, NodeCrashed, NodeHung
 from diaspora.events import NodeExited, NodeStarted
 from diaspora.events import NodeHung as NodeHungEvent
 from diaspora.log import get_logger
-from diaspora.supervision.binding import StageBound, add_stages, bind_start
-from diaspora.supervision.context import ChildContext, current_child
-from diaspora.supervision.spec import (
+from diaspora.supervision._binding import StageBound, add_stages, bind_start
+from diaspora.supervision._context import ChildContext, current_child
+from diaspora.supervision._spec import (
     ChildSpec,
     ChildType,
     Restart,
@@ -105,26 +105,9 @@ DEFAULT_START_TIMEOUT: Final = 60.0
 #: The child reads its parent's pid here, to notice a parent that died before it asked
 #: Linux to kill it with its parent.
 PARENT_PID_ENV: Final = "DIASPORA_NODE_PARENT_PID"
-HOST_MODULE: Final = "diaspora.supervision.host"
+HOST_MODULE: Final = "diaspora.workflow._host"
 _MAX_LINE: Final = 1 << 20
 _GRACE: Final = 0.1
-
-
-class NodeHung(NodeCrashed):
-    """A process node stopped sending heartbeats (or never reported started): it was SIGKILLed."""
-
-    def __init__(
-        self, node: str, pid: int, returncode: int, *, silent_s: float, starting: bool
-    ) -> None:
-        super().__init__(node, pid, returncode)
-        self.silent_s = silent_s
-        self.starting = starting
-        what = "did not report started" if starting else "sent no heartbeat"
-        self.args = (
-            f"process node {node!r} (pid {pid}) {what} for {silent_s:.1f}s and was killed "
-            "(SIGKILL); a call that blocks the event loop hangs a node: run blocking work "
-            "with anyio.to_thread.run_sync, or raise heartbeat_timeout/start_timeout",
-        )
 
 
 def _check_timeouts(heartbeat_timeout: object, start_timeout: object, where: str) -> None:

@@ -43,9 +43,9 @@ from diaspora.events import Event, Reconnected, log_event
 from diaspora.fabric import headers as H
 from diaspora.fabric._connection import Connection, Inbound, Inbox, split_urls
 from diaspora.fabric._consumer import ConsumerSettings, Credit, Delivery, PullConsumer
+from diaspora.fabric._server import EmbeddedServer
 from diaspora.fabric._stores import Carrier, KeyValueBucket, Stores
 from diaspora.fabric._streams import DEFAULT_DUPLICATE_WINDOW, StreamLimits, Streams
-from diaspora.fabric.server import EmbeddedServer
 from diaspora.log import get_logger
 
 __all__ = [

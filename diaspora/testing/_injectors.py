@@ -2,9 +2,9 @@
 pause the nats-server, and cut or degrade a link, each returning a record of what was done.
 
 An :class:`Injector` is bound to what it may break: a fabric (to send fault
-orders to actors, see :mod:`diaspora.testing.faults`), an
+orders to actors, see :mod:`diaspora.testing._faults`), an
 :class:`~diaspora.fabric.EmbeddedServer`, a :class:`~diaspora.testing.LinkProxy`
-and a :class:`~diaspora.testing.pids.PidSource` naming the process of an actor
+and a :class:`~diaspora.testing._pids.PidSource` naming the process of an actor
 or node. Every fault is a :class:`FaultSpec`; :meth:`Injector.apply` carries
 it out and returns an :class:`Injected` record (kind, target, time, pid) for
 reports. Server and link faults may last a ``duration``, after which the
@@ -18,7 +18,7 @@ lifts everything at once.
 >>> FaultSpec(FaultKind.CRASH)
 Traceback (most recent call last):
 ...
-diaspora.testing.injectors.InjectionError: fault crash: needs a target (an actor id)
+diaspora.errors.InjectionError: fault crash: needs a target (an actor id)
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ import anyio
 from anyio.abc import TaskGroup
 
 from diaspora import codec
-from diaspora.errors import DiasporaError, NoResponders
+from diaspora.errors import InjectionError, NoResponders
 from diaspora.fabric import EmbeddedServer, Fabric, ServerState
 from diaspora.log import get_logger
-from diaspora.testing.faults import fault_subject
-from diaspora.testing.pids import PidSource, PidWatcher, is_descendant
-from diaspora.testing.proxy import LinkProxy
+from diaspora.testing._faults import fault_subject
+from diaspora.testing._pids import PidSource, PidWatcher, is_descendant
+from diaspora.testing._proxy import LinkProxy
 
 __all__ = [
     "FaultKind",
@@ -53,10 +53,6 @@ __all__ = [
     "InjectionError",
     "Injector",
 ]
-
-
-class InjectionError(DiasporaError):
-    """A fault could not be injected (no such target, not reachable, not ours to kill...)."""
 
 
 class FaultKind(Enum):
@@ -269,11 +265,11 @@ class Injector:
     """Injects faults into what it is bound to, and keeps a record of each (:attr:`records`).
 
     ``fabric`` carries fault orders to actors (which must run the
-    :class:`~diaspora.testing.faults.FaultInjection` stage, as a
+    :class:`~diaspora.testing._faults.FaultInjection` stage, as a
     :class:`~diaspora.testing.Workflow`'s actors do) and
     should reach the server directly, not through ``proxy``. ``pids`` names
     the process of an actor or node (a :class:`~diaspora.testing.Workflow`;
-    by default a :class:`~diaspora.testing.pids.PidWatcher` on ``fabric``,
+    by default a :class:`~diaspora.testing._pids.PidWatcher` on ``fabric``,
     which learns pids from started events from then on); only descendants of
     this process are ever killed or frozen, never this process itself nor
     the pids in ``protect``. ``order_timeout`` bounds how long an actor

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from diaspora import codec
 from diaspora.fabric import headers as H
-from diaspora.fabric.publisher import OrderedPublisher
+from diaspora.fabric._publisher import OrderedPublisher
 
 __all__ = ["OutputCheck", "check_outputs", "input_msg_id", "publish_input", "recovery_time"]
 

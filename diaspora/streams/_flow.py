@@ -17,14 +17,14 @@ of the spec is exceeded, and switches the stream into its policy:
   (:class:`FlowGate`) while the slowest consumer is more than
   ``max_lag_items`` behind;
 - ``scale_out``: the consumer asks for more replicas (see
-  :mod:`diaspora.streams.scaleout`).
+  :mod:`diaspora.compute._scaleout`).
 
 It switches back when every bound holds with a margin (half of each) and
 its capacity exceeds the arrival rate by 10 %, so it does not flap. Every
 switch is returned as a :class:`Switch` for the runtime to publish as an
 event. Consumers publish their positions on ``diaspora.flow.<subject>``.
 
->>> from diaspora.streams.qos import OverloadPolicy, QosSpec
+>>> from diaspora.streams._qos import OverloadPolicy, QosSpec
 >>> now = [0.0]
 >>> flow = InputFlow("xs", QosSpec(max_lag_items=100, policy=OverloadPolicy.decimate(4)),
 ...                  clock=lambda: now[0])
@@ -51,10 +51,10 @@ from anyio.abc import TaskStatus
 from diaspora import codec
 from diaspora.errors import DecodeError
 from diaspora.fabric import Fabric, Inbound
-from diaspora.fabric.naming import RESERVED_PREFIX, token
+from diaspora.fabric._naming import RESERVED_PREFIX, token
 from diaspora.log import get_logger
-from diaspora.streams.meter import LagMeter, LatencyMeter
-from diaspora.streams.qos import AggregateFn, Policy, QosSpec
+from diaspora.streams._meter import LagMeter, LatencyMeter
+from diaspora.streams._qos import AggregateFn, Policy, QosSpec
 
 __all__ = [
     "FLOW_PREFIX",

@@ -74,7 +74,7 @@ from typing import BinaryIO, Final, Self
 
 import msgpack
 
-from diaspora.errors import ConfigError, DiasporaError
+from diaspora.errors import ConfigError, HistoryError
 from diaspora.log import get_logger
 
 __all__ = [
@@ -102,10 +102,6 @@ _SMALL_RECORD: Final = 16 * 1024  # framed on the caller's thread below this pay
 _CHUNK_BYTES: Final = 1024 * 1024
 _SPLIT_READ: Final = 64 * 1024  # records from this size are read in two parts
 _COALESCE_S: Final = 0.0005
-
-
-class HistoryError(DiasporaError):
-    """A history directory cannot be used (locked, unreadable, unwritable) or is closed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Supervision specs: what to start, how to restart it, how to stop it.
 
 These are the values a Python user builds by hand and a TOML file is parsed
-into (see :mod:`diaspora.supervision.config`). They follow Erlang/OTP's child
+into (see :mod:`diaspora.workflow._config`). They follow Erlang/OTP's child
 specifications and supervisor flags, with OTP's defaults. They validate
 themselves, in one place: a :class:`~diaspora.errors.ConfigError` from a spec
 starts with the field path inside it (``supervisor.children[1].id: ...``,
@@ -27,7 +27,7 @@ from typing import Final, Literal
 
 from diaspora.backoff import Backoff
 from diaspora.errors import ConfigError
-from diaspora.supervision.runnable import Runnable
+from diaspora.supervision._runnable import Runnable
 
 __all__ = [
     "BRUTAL_KILL",

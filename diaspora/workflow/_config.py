@@ -53,7 +53,7 @@ streams and declares their QoS before starting the tree: a stream's QoS is
 declared there, once per subject, never on a child (a child's ``qos`` or
 ``streams`` key is refused with an error saying so). Any other unknown key is
 an error too. Values are checked by the specs themselves
-(:mod:`diaspora.supervision.spec`); the parser puts the file and the field
+(:mod:`diaspora.supervision._spec`); the parser puts the file and the field
 path in front of what they say.
 
 >>> config = parse_config('''
@@ -86,24 +86,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from diaspora._importpath import resolve
+from diaspora._tomlfile import TomlReader, kind_of, load_toml
 from diaspora.actor import Actor
 from diaspora.clock import Clock
 from diaspora.errors import ConfigError
 from diaspora.events import EventSink
-from diaspora.fabric.fabric import StreamLimits
-from diaspora.fabric.naming import check_subject
-from diaspora.importpath import resolve
-from diaspora.streams.qos import QosSpec
-from diaspora.streams.registry import declare_qos
-from diaspora.supervision.actors import ActorStart, check_actor_args
-from diaspora.supervision.binding import bind_fabric
-from diaspora.supervision.node import (
-    DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_START_TIMEOUT,
-    ProcessStart,
-    process_child,
-)
-from diaspora.supervision.spec import (
+from diaspora.fabric._fabric import StreamLimits
+from diaspora.fabric._naming import check_subject
+from diaspora.streams._qos import QosSpec
+from diaspora.streams._registry import declare_qos
+from diaspora.supervision._binding import bind_fabric
+from diaspora.supervision._spec import (
     Backoff,
     ChildSpec,
     Restart,
@@ -112,8 +106,14 @@ from diaspora.supervision.spec import (
     check_id,
     check_shutdown,
 )
-from diaspora.supervision.supervisor import Supervisor
-from diaspora.tomlfile import TomlReader, kind_of, load_toml
+from diaspora.supervision._supervisor import Supervisor
+from diaspora.workflow._children import ActorStart, check_actor_args
+from diaspora.workflow._node import (
+    DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_START_TIMEOUT,
+    ProcessStart,
+    process_child,
+)
 
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric

@@ -1,6 +1,6 @@
 """Reading TOML files people write: every error names the file and the field path.
 
-The supervision-tree files (:mod:`diaspora.supervision.config`) and the
+The supervision-tree files (:mod:`diaspora.workflow._config`) and the
 fault scenarios of ``sims/`` both read their documents with a subclass of
 :class:`TomlReader`, which checks one value at a time and raises
 :class:`~diaspora.errors.ConfigError` with ``<source>: <field path>: <what is wrong>``.

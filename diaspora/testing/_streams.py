@@ -8,14 +8,14 @@ from typing import Any
 from diaspora import codec
 from diaspora.errors import DecodeError, StreamNotFound
 from diaspora.fabric import Fabric
-from diaspora.fabric.reader import StoredMsg, read_stored
+from diaspora.fabric._reader import StoredMsg, read_stored
 
 __all__ = ["StoredMessage", "read_stream"]
 
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage(StoredMsg):
-    """A :class:`~diaspora.fabric.reader.StoredMsg` (stream sequence, subject, headers,
+    """A :class:`~diaspora.fabric._reader.StoredMsg` (stream sequence, subject, headers,
     raw payload, timestamp) with its payload decoded."""
 
     data: Any = None

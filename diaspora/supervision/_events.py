@@ -30,7 +30,7 @@ sink logs it itself. Each event's ``name`` is the supervisor's name and
   its spec.
 
 A process node reports its own process through the same sink (see
-:mod:`diaspora.supervision.node`): :class:`~diaspora.events.NodeStarted`,
+:mod:`diaspora.workflow._node`): :class:`~diaspora.events.NodeStarted`,
 :class:`~diaspora.events.NodeHung` and :class:`~diaspora.events.NodeExited`.
 
 ``reason`` is ``"normal"`` (``run`` returned), ``"shutdown"`` (it raised

@@ -30,14 +30,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from diaspora.errors import ConfigError
-from diaspora.fabric.naming import check_subject
+from diaspora.fabric._naming import check_subject
 
 if TYPE_CHECKING:
     from diaspora.actor._runtime import ActorRuntime
     from diaspora.fabric import Fabric
     from diaspora.log import FilteringBoundLogger
     from diaspora.message import Message
-    from diaspora.streams.history import HistorySpec
+    from diaspora.streams._history import HistorySpec
 
 __all__ = ["Actor"]
 

@@ -13,8 +13,8 @@ as the ``with`` block lasts:
 - :attr:`FaultRig.fabric`, the test's own connection, straight to the server,
 - the :class:`~diaspora.testing.Workflow` (started again if it ever ends),
 - an :class:`~diaspora.testing.Injector` bound to all of them,
-- an :class:`~diaspora.fabric.publisher.OrderedPublisher` for inputs, and
-- the :class:`~diaspora.testing.report.ReliabilityReport` of the run.
+- an :class:`~diaspora.fabric._publisher.OrderedPublisher` for inputs, and
+- the :class:`~diaspora.testing._report.ReliabilityReport` of the run.
 
 Examples keep apart by using fresh keys (:meth:`FaultRig.begin_example`
 numbers them) rather than fresh servers.
@@ -51,13 +51,13 @@ from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from diaspora.fabric import EmbeddedServer, Fabric
-from diaspora.fabric.publisher import OrderedPublisher
+from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.log import get_logger
-from diaspora.supervision import TreeConfig
-from diaspora.testing.injectors import Injector
-from diaspora.testing.proxy import LinkProxy
-from diaspora.testing.report import ReliabilityReport
-from diaspora.testing.workflow import Workflow, WorkflowError
+from diaspora.testing._injectors import Injector
+from diaspora.testing._proxy import LinkProxy
+from diaspora.testing._report import ReliabilityReport
+from diaspora.testing._workflow import Workflow, WorkflowError
+from diaspora.workflow import TreeConfig
 
 __all__ = ["FaultRig", "digest", "environ"]
 

@@ -29,7 +29,7 @@ from anyio.abc import TaskStatus
 
 from diaspora.clock import Clock, SystemClock
 from diaspora.fabric import ConsumerSettings, Delivery, Fabric, PullConsumer
-from diaspora.fabric.naming import token
+from diaspora.fabric._naming import token
 from diaspora.log import get_logger
 
 __all__ = ["Delivery", "Mailbox", "consumer_name"]
