@@ -43,8 +43,7 @@ class Message:
     @property
     def item(self) -> int | None:
         """The producer's own number for this item (``Diaspora-Item``), if any."""
-        value = self.headers.get(H.ITEM)
-        return int(value) if value is not None and value.isdigit() else None
+        return H.item_number(self.headers)
 
     @property
     def producer(self) -> str | None:

@@ -122,8 +122,7 @@ class InputItem:
 
     @property
     def item(self) -> int | None:
-        value = self.headers.get(H.ITEM)
-        return int(value) if value is not None and value.isdigit() else None
+        return H.item_number(self.headers)
 
     @property
     def stream_message(self) -> InputItem:

@@ -6,6 +6,7 @@ A plain NATS client may read these on outputs and may set ``Nats-Msg-Id`` and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "MSG_ID",
     "RECONSTRUCTED",
     "SOURCE",
+    "item_number",
 ]
 
 #: JetStream's de-duplication id; Diaspora sets ``<actor>:<input subject>:<input seq>:<index>``.
@@ -49,3 +51,13 @@ DEAD_REASON: Final = "Diaspora-Dead-Reason"
 #: On a dead letter: the original subject and stream sequence.
 DEAD_SUBJECT: Final = "Diaspora-Dead-Subject"
 DEAD_SEQ: Final = "Diaspora-Dead-Seq"
+
+
+def item_number(headers: Mapping[str, str]) -> int | None:
+    """The producer's own number of an item (its ``Diaspora-Item`` header), if it has one.
+
+    >>> item_number({ITEM: "42"}), item_number({})
+    (42, None)
+    """
+    value = headers.get(ITEM)
+    return int(value) if value is not None and value.isdigit() else None
