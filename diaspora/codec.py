@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Mapping
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import msgpack
-import numpy as np
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from diaspora.errors import DecodeError, EncodeError
 
@@ -66,6 +69,10 @@ class _Encoder:
         self.region_len = 0
 
     def default(self, obj: object) -> object:
+        # numpy is imported lazily: while nobody has imported it, nothing can be an array
+        np = sys.modules.get("numpy")
+        if np is None:
+            raise TypeError(type(obj).__qualname__)
         if isinstance(obj, np.ndarray):
             return self._array(obj)
         if isinstance(obj, np.generic) and obj.dtype.kind in _ARRAY_KINDS:
@@ -75,6 +82,8 @@ class _Encoder:
         raise TypeError(type(obj).__qualname__)
 
     def _array(self, arr: np.ndarray[Any, Any]) -> msgpack.ExtType:
+        import numpy as np
+
         if arr.dtype.kind not in _ARRAY_KINDS:
             raise TypeError(f"numpy array of dtype {arr.dtype}")
         flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
@@ -166,6 +175,8 @@ def _decode_frame(data: BytesLike, view: memoryview) -> Any:
     def array_hook(code: int, ext: bytes) -> Any:
         if code != ARRAY_EXT:
             return msgpack.ExtType(code, ext)
+        import numpy as np
+
         dtype_str, shape, offset, nbytes = msgpack.unpackb(ext)
         dtype = np.dtype(dtype_str)
         if dtype.kind not in _ARRAY_KINDS:
@@ -185,7 +196,17 @@ def _decode_frame(data: BytesLike, view: memoryview) -> Any:
     return msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=array_hook)
 
 
-_SCALARS = (str, bytes, bytearray, memoryview, int, float, bool, type(None), np.ndarray)
+_SCALARS = (str, bytes, bytearray, memoryview, int, float, bool, type(None))
+
+
+def _is_array(obj: Any) -> bool:
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(obj, np.ndarray)
+
+
+def _is_numpy_scalar(obj: Any) -> bool:
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(obj, np.generic)
 
 
 def _encode_error(obj: Any, exc: BaseException) -> EncodeError:
@@ -194,7 +215,7 @@ def _encode_error(obj: Any, exc: BaseException) -> EncodeError:
     if path is None:
         return EncodeError(f"cannot encode payload: {exc}")
     what = type(bad).__qualname__
-    if isinstance(bad, np.ndarray):
+    if _is_array(bad):
         what = f"numpy array of dtype {bad.dtype}"
         hint = "only bool and numeric dtypes are supported"
     elif isinstance(bad, int):
@@ -229,9 +250,7 @@ def _find_bad(obj: Any, path: str) -> tuple[str | None, Any]:
         return None, None
     if isinstance(obj, int):
         return (None, None) if -(2**63) <= obj < 2**64 else (path, obj)
-    if isinstance(obj, np.ndarray):
-        return (None, None) if obj.dtype.kind in _ARRAY_KINDS else (path, obj)
-    if isinstance(obj, np.generic):
+    if _is_array(obj) or _is_numpy_scalar(obj):
         return (None, None) if obj.dtype.kind in _ARRAY_KINDS else (path, obj)
     if isinstance(obj, _SCALARS):
         return None, None

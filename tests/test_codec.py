@@ -157,3 +157,22 @@ def test_corrupted_payloads_never_crash_the_caller(value: Any, data: st.DataObje
         payload[i] = data.draw(st.integers(0, 255))
     with contextlib.suppress(DecodeError):
         decode(bytes(payload))
+
+
+def test_numpy_is_imported_only_when_an_array_is_met() -> None:
+    """A process node's child starts without numpy; decoding an array brings it in."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import diaspora.workflow._host\n"
+        "from diaspora import codec\n"
+        "assert 'numpy' not in sys.modules, 'numpy imported at start'\n"
+        "assert codec.decode(codec.encode({'x': [1, 2.5]})) == {'x': [1, 2.5]}\n"
+        "assert 'numpy' not in sys.modules, 'numpy imported by a plain payload'\n"
+        f"frame = bytes.fromhex({encode({'a': np.arange(3)}).hex()!r})\n"
+        "assert codec.decode(frame)['a'].tolist() == [0, 1, 2]\n"
+        "assert 'numpy' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True)

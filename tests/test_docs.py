@@ -20,7 +20,7 @@ README = (ROOT / "README.md").read_text()
 #: Every page whose python blocks the suite runs, README first.
 PAGES = [
     ROOT / "README.md",
-    *([ROOT / "ARCHITECTURE.md"] if (ROOT / "ARCHITECTURE.md").exists() else []),
+    ROOT / "ARCHITECTURE.md",
     *sorted((ROOT / "docs").glob("*.md")),
 ]
 #: Pages (relative to the repository) whose python blocks are not run, each with the reason.

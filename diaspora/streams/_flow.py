@@ -42,11 +42,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-import numpy as np
 from anyio.abc import TaskStatus
+
+if TYPE_CHECKING:
+    pass
 
 from diaspora import codec
 from diaspora.errors import DecodeError
@@ -318,6 +320,8 @@ def aggregate(items: Sequence[Any], fn: AggregateFn) -> Any:
     >>> aggregate([{"t": 1.0, "id": "a"}, {"t": 3.0, "id": "b"}], AggregateFn.MEAN)
     {'t': 2.0, 'id': 'b'}
     """
+    import numpy as np
+
     if not items:
         raise ValueError("aggregate: no items")
     first = items[0]
@@ -330,7 +334,7 @@ def aggregate(items: Sequence[Any], fn: AggregateFn) -> Any:
         return {k: aggregate([x[k] for x in items], fn) for k in keys}
     if all(_numeric(x) for x in items):
         stacked = np.stack([np.asarray(x) for x in items])
-        reduce: Callable[..., Any] = _REDUCERS[fn]
+        reduce = _reducer(fn)
         combined = reduce(stacked, axis=0)
         if isinstance(first, np.ndarray):
             return combined
@@ -338,15 +342,21 @@ def aggregate(items: Sequence[Any], fn: AggregateFn) -> Any:
     return items[-1]
 
 
-_REDUCERS: Final[dict[AggregateFn, Callable[..., Any]]] = {
-    AggregateFn.MEAN: np.mean,
-    AggregateFn.SUM: np.sum,
-    AggregateFn.MIN: np.min,
-    AggregateFn.MAX: np.max,
-}
+def _reducer(fn: AggregateFn) -> Callable[..., Any]:
+    import numpy as np
+
+    reducers: dict[AggregateFn, Callable[..., Any]] = {
+        AggregateFn.MEAN: np.mean,
+        AggregateFn.SUM: np.sum,
+        AggregateFn.MIN: np.min,
+        AggregateFn.MAX: np.max,
+    }
+    return reducers[fn]
 
 
 def _numeric(x: Any) -> bool:
+    import numpy as np
+
     if isinstance(x, bool):
         return False
     if isinstance(x, int | float | np.number):

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-import numpy as np
+if TYPE_CHECKING:
+    pass
 
 from diaspora._importpath import resolve
 from diaspora.errors import ConfigError, ReconstructionError
@@ -61,10 +62,14 @@ def _neighbour(before: Any | None, after: Any | None, count: int) -> Any:
 
 
 def _is_number(x: object) -> bool:
+    import numpy as np
+
     return isinstance(x, int | float | complex | np.number) and not isinstance(x, bool | np.bool_)
 
 
 def _is_numeric_array(x: object) -> bool:
+    import numpy as np
+
     return isinstance(x, np.ndarray) and x.dtype.kind in "iufc"
 
 
@@ -108,6 +113,8 @@ class LinearInterpolation:
 
 
 def _lerp(a: Any, b: Any, t: float) -> Any:
+    import numpy as np
+
     if a is None or b is None:
         return b if a is None else a
     if _is_number(a) and _is_number(b):
@@ -150,6 +157,8 @@ class ZeroFill:
 
 
 def _zero(x: Any) -> Any:
+    import numpy as np
+
     if isinstance(x, bool | np.bool_):
         return type(x)(False)
     if _is_number(x):
