@@ -118,7 +118,7 @@ def check_input(subject: str, *, where: str = "inputs") -> str:
 
 
 def _is_pattern(subject: str) -> bool:
-    return any(part in ("*", ">") or "*" in part or ">" in part for part in subject.split("."))
+    return "*" in subject or ">" in subject
 
 
 def stream_name(subject: str) -> str:
