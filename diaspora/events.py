@@ -90,6 +90,7 @@ __all__ = [
     "decode_record",
     "event_subject",
     "event_types",
+    "events_input",
     "log_event",
     "logs_events",
 ]
@@ -109,6 +110,34 @@ def event_subject(category: str, name: str, kind: str) -> str:
     'diaspora.events.actor.root_sum.crashed'
     """
     return f"{EVENTS_PREFIX}.{_token(category)}.{_token(name)}.{_token(kind)}"
+
+
+def events_input(of: type[Event] | str = "*", name: str = "*", kind: str = "*") -> str:
+    """The subject pattern that makes an actor input consume events.
+
+    ``of`` is an event type (its category and kind) or a category; ``*``
+    matches any one token. ``name`` is made a single token as in the subject
+    the event is published under. Put it in an actor's ``inputs``; each
+    message's :attr:`Message.event <diaspora.Message.event>` is then the typed event.
+
+    >>> events_input(Lag)
+    'diaspora.events.actor.*.lag'
+    >>> events_input(Crashed, name="root.sum")
+    'diaspora.events.actor.root_sum.crashed'
+    >>> events_input("supervision")
+    'diaspora.events.supervision.*.*'
+    """
+    if isinstance(of, type):
+        if kind != "*":
+            raise TypeError(f"events_input({of.__name__}, kind={kind!r}): the type fixes the kind")
+        category, kind = of.category, of.kind
+    else:
+        category = of
+
+    def part(value: str) -> str:
+        return value if value == "*" else _token(value)
+
+    return f"{EVENTS_PREFIX}.{part(category)}.{part(name)}.{part(kind)}"
 
 
 class Level(StrEnum):

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from diaspora.errors import DecodeError
+from diaspora.events import EVENTS_PREFIX, Event, decode_record
 from diaspora.fabric import headers as H
 
 __all__ = ["Message"]
@@ -49,3 +51,25 @@ class Message:
     def producer(self) -> str | None:
         """Id of the actor that emitted this item (``Diaspora-Actor``), if any."""
         return self.headers.get(H.ACTOR)
+
+    @property
+    def event(self) -> Event:
+        """The typed event a message of an event input carries (``Lag``, ``Crashed``...).
+
+        ``subject`` is then the input's pattern; the event says whom it is
+        about (``event.name``) and its own subject (``event.subject_name``).
+        A kind this version does not know is an
+        :class:`~diaspora.events.UnknownEvent`. Raises
+        :class:`~diaspora.errors.DecodeError` for a message that is not an event.
+
+        >>> record = {"category": "actor", "name": "sum", "kind": "lag", "time": 0.0, "lag": 7}
+        >>> Message(data=record, subject="diaspora.events.actor.*.lag", seq=3).event
+        Lag(name='sum', lag=7, catching_up=True)
+        """
+        if not self.subject.startswith(EVENTS_PREFIX + ".") or not isinstance(self.data, Mapping):
+            raise DecodeError(
+                f"message {self.subject!r} seq {self.seq} is not an event record: "
+                f"Message.event is for event inputs (patterns under {EVENTS_PREFIX + '.'!r}) "
+                "whose payloads are event maps"
+            )
+        return decode_record(self.data)

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from diaspora.errors import ConfigError
-from diaspora.fabric._naming import check_subject
+from diaspora.fabric._naming import check_input, check_subject
 
 if TYPE_CHECKING:
     from diaspora.actor._runtime import ActorRuntime
@@ -48,7 +48,10 @@ class Actor:
 
     Class attributes configure the runtime:
 
-    - ``inputs``: subjects consumed (each captured by a JetStream stream).
+    - ``inputs``: subjects consumed (each captured by a JetStream stream),
+      and event inputs: subject patterns under ``diaspora.events.`` (see
+      :func:`diaspora.events.events_input`), read as typed events with
+      :attr:`Message.event <diaspora.Message.event>`.
     - ``outputs``: subjects emitted to, ensured at start (others are ensured
       on first ``emit``).
     - ``checkpoint_every`` messages and/or ``checkpoint_interval`` seconds
@@ -83,7 +86,7 @@ class Actor:
         where = f"{cls.__module__}.{cls.__qualname__}"
         if isinstance(cls.inputs, str) or isinstance(cls.outputs, str):
             raise ConfigError(f"{where}: inputs/outputs must be tuples of subjects, not a string")
-        cls.inputs = tuple(check_subject(s, where=f"{where}.inputs") for s in cls.inputs)
+        cls.inputs = tuple(check_input(s, where=f"{where}.inputs") for s in cls.inputs)
         cls.outputs = tuple(check_subject(s, where=f"{where}.outputs") for s in cls.outputs)
         if cls.checkpoint_every is not None and cls.checkpoint_every < 1:
             raise ConfigError(f"{where}.checkpoint_every: {cls.checkpoint_every!r} must be >= 1")

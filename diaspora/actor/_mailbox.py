@@ -13,6 +13,10 @@ Acknowledgements are cumulative, one per half batch of handled messages,
 never a round trip per message; the server's ``max_ack_pending`` bounds the
 unacknowledged window.
 
+An event input (a pattern under ``diaspora.events.``) is a consumer of the
+``DIASPORA_EVENTS`` stream filtered by the pattern, named after it too (see
+:func:`consumer_name`), so several event inputs of one actor never clash.
+
 Each input delivers every stream sequence once, in order; a consumer that
 goes silent, is deleted, or loses its connection is recreated from the next
 sequence by the fabric, and a skip the stream cannot fill arrives as
@@ -21,6 +25,7 @@ sequence by the fabric, and a skip the stream cannot fill arrives as
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Mapping
 
@@ -28,20 +33,29 @@ import anyio
 from anyio.abc import TaskStatus
 
 from diaspora.clock import Clock, SystemClock
-from diaspora.fabric import ConsumerSettings, Delivery, Fabric, PullConsumer
+from diaspora.fabric import ConsumerSettings, Delivery, Fabric, PullConsumer, is_event_input
 from diaspora.fabric._naming import token
 from diaspora.log import get_logger
 
 __all__ = ["Delivery", "Mailbox", "consumer_name"]
 
 
-def consumer_name(actor: str) -> str:
-    """The durable consumer name an actor uses on each of its input streams.
+def consumer_name(actor: str, subject: str | None = None) -> str:
+    """The durable consumer name an actor uses on one of its input streams.
 
-    >>> consumer_name("edge1.sum")
-    'dsp-edge1_sum'
+    Each input has its own stream, except event inputs, which share the
+    events stream: their names carry a digest of the pattern.
+
+    >>> consumer_name("edge1.sum"), consumer_name("edge1.sum", "edge1.patterns")
+    ('dsp-edge1_sum', 'dsp-edge1_sum')
+    >>> consumer_name("edge1.sum", "diaspora.events.actor.*.lag")
+    'dsp-edge1_sum-ev-34f4b858dbf7'
     """
-    return "dsp-" + token(actor).replace("/", "_").replace("\\", "_")
+    name = "dsp-" + token(actor).replace("/", "_").replace("\\", "_")
+    if subject is None or not is_event_input(subject):
+        return name
+    digest = hashlib.blake2b(subject.encode(), digest_size=6).hexdigest()
+    return f"{name}-ev-{digest}"
 
 
 class _Input:
@@ -54,7 +68,7 @@ class _Input:
         self.buffered_bytes = 0
         self.consumer: PullConsumer = mailbox.fabric.pull_consumer(
             subject,
-            mailbox.consumer,
+            consumer_name(mailbox.actor, subject),
             start_seq=start_seq,
             deliver=self._deliver,
             credit=self._credit,

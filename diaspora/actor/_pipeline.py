@@ -26,7 +26,7 @@ from diaspora.actor._checkpoint import CheckpointSlot
 from diaspora.actor._emit import Emitter, OutputScan
 from diaspora.actor._handle import Decode, HandleStage, Partition
 from diaspora.actor._poison import Poison
-from diaspora.fabric import Delivery
+from diaspora.fabric import Delivery, is_event_input
 from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.stage import Host, InputItem, Next, Stage
 from diaspora.streams._history import HistoryBuffer
@@ -80,6 +80,8 @@ async def build_pipeline(
     specs: dict[str, QosSpec] = {}
     reconstructors = {}
     for subject in inputs:
+        if is_event_input(subject):
+            continue  # event inputs have no QoS spec (the events stream is best effort)
         spec = await lookup_qos(host.fabric, subject)
         if spec is None:
             continue

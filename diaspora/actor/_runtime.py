@@ -61,7 +61,7 @@ from diaspora.clock import Clock, SystemClock
 from diaspora.errors import ActorCrashed, ConfigError, FencedOut
 from diaspora.events import Crashed, Event, EventSink, Fenced, Started, Stopped
 from diaspora.fabric import Delivery, Fabric
-from diaspora.fabric._naming import check_subject
+from diaspora.fabric._naming import check_input
 from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.log import FilteringBoundLogger, get_logger
 from diaspora.stage import InputItem, Next, RuntimeStats, Stage, StageFactory
@@ -113,7 +113,7 @@ class ActorRuntime:
             raise ConfigError(f"actor {self.id!r}: {actor.__qualname__} is not a diaspora Actor")
         where = f"actor {self.id!r}: inputs"
         self._inputs = (
-            None if inputs is None else tuple(check_subject(s, where=where) for s in inputs)
+            None if inputs is None else tuple(check_input(s, where=where) for s in inputs)
         )
         if partition is not None and not 0 <= partition[0] < partition[1]:
             raise ConfigError(

@@ -14,8 +14,10 @@ from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimi
 from diaspora.fabric._naming import (
     DLQ_STREAM,
     EVENTS_STREAM,
+    check_input,
     check_subject,
     dlq_subject,
+    is_event_input,
     stream_name,
     token,
 )
@@ -53,10 +55,12 @@ __all__ = [
     "ServerState",
     "StoredMsg",
     "StreamLimits",
+    "check_input",
     "check_subject",
     "dlq_subject",
     "find_nats_server",
     "free_port",
+    "is_event_input",
     "read_stored",
     "stream_name",
     "token",

@@ -18,6 +18,14 @@ transit (pushed into a connection that broke, which the consumer counts as
 delivered): the consumer is recreated at the first missing sequence, and only
 if it skips them again is the delivery marked with ``gap_from``, the first
 sequence the stream no longer holds.
+
+An event input (a pattern under ``diaspora.events.``) filters the one
+``DIASPORA_EVENTS`` stream, so its stream sequences have holes (the other
+events) by nature. Such a *sparse* consumer watches the consumer sequence of
+each delivery instead (contiguous from 1 for every consumer it creates): a
+skip there is a message lost in transit, and the consumer is recreated at
+the next stream sequence; ``gap_from`` is never set (the stream cannot say
+whether the events it dropped matched the filter).
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from diaspora.backoff import Backoff
 from diaspora.clock import Clock, SystemClock
 from diaspora.errors import ConfigError, FabricUnavailable
 from diaspora.fabric import _jsapi
-from diaspora.fabric._naming import stream_name
+from diaspora.fabric._naming import is_event_input, stream_name
 from diaspora.log import get_logger
 
 if TYPE_CHECKING:
@@ -131,6 +139,8 @@ class PullConsumer:
         self.subject = subject
         self.name = name
         self.stream = stream_name(subject)
+        #: A filter of a stream holding other subjects too: stream sequences have holes.
+        self.sparse = is_event_input(subject)
         self.domain = domain
         self.settings = settings
         self._deliver = deliver
@@ -151,6 +161,7 @@ class PullConsumer:
         self._last_activity = self._clock.monotonic()
         self._reset = False
         self._gap_checked = 0  # next_seq at which a skip forward was last re-checked
+        self._consumer_seq = 0  # last consumer sequence seen since the consumer was created
         self._wake = anyio.Event()
         self._sub: Subscription | None = None
         self._inbox = ""
@@ -233,6 +244,7 @@ class PullConsumer:
         self.outstanding_bytes = 0
         self._requests.clear()
         self._reset = False
+        self._consumer_seq = 0
         self._last_activity = self._clock.monotonic()
         self._log.debug("consumer_created", start_seq=self.next_seq, domain=self.domain)
 
@@ -325,10 +337,12 @@ class PullConsumer:
         self._consume_credit(len(msg.data))
         if self._reset:
             return  # the consumer is being recreated from next_seq: it delivers this again
+        if self.sparse and self._lost_in_transit(msg.reply, seq):
+            return
         if seq < self.next_seq:
             return  # delivered again after a reset: already delivered once
         gap_from = None
-        if seq > self.next_seq:
+        if seq > self.next_seq and not self.sparse:
             if self._gap_checked != self.next_seq:
                 # Not a gap yet: messages delivered on a connection that broke are lost in
                 # transit while the consumer moves on (they wait out ack_wait). Recreate the
@@ -347,6 +361,23 @@ class PullConsumer:
                 self.subject, seq, msg.data, msg.headers, timestamp, pending, msg.reply, gap_from
             )
         )
+
+    def _lost_in_transit(self, reply: str, seq: int) -> bool:
+        """A sparse consumer skipped consumer sequences: recreate it at ``next_seq``."""
+        consumer_seq = _jsapi.parse_consumer_seq(reply)
+        if consumer_seq > self._consumer_seq + 1:
+            self._log.info(
+                "consumer_skipped",
+                next_seq=self.next_seq,
+                delivered=seq,
+                consumer_seq=consumer_seq,
+                expected=self._consumer_seq + 1,
+            )
+            self._reset = True
+            self.wake()
+            return True
+        self._consumer_seq = max(self._consumer_seq, consumer_seq)
+        return False
 
     def _on_status(self, msg: Msg) -> None:
         headers = msg.headers or {}

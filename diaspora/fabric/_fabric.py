@@ -261,9 +261,11 @@ class Fabric:
         An empty stream that never held a message answers ``(0, 0)``; one whose
         messages all aged out answers ``(last + 1, last)``. Raises
         :class:`~diaspora.errors.StreamNotFound` when no stream captures ``subject``.
+        For an event input (a pattern under ``diaspora.events.``), the
+        sequences of the first and last events that match it, or ``(last + 1,
+        last)`` of the events stream when none does.
         """
-        state = (await self._streams.info(subject, domain=domain)).state
-        return state.first_seq, state.last_seq
+        return await self._streams.bounds(subject, domain=domain)
 
     async def duplicate_window(self, subject: str, *, domain: str | None = None) -> float | None:
         """Seconds the stream capturing ``subject`` remembers message ids; ``None``: no stream."""

@@ -10,6 +10,8 @@ model (a pull request we pace ourselves, an API probe) are spelled here.
 '$JS.edge.API.CONSUMER.MSG.NEXT.edge1_patterns.dsp-sum'
 >>> parse_ack_subject("$JS.ACK.xs.dsp-a.1.42.40.1700000000000000000.7")
 (42, 1700000000.0, 7)
+>>> parse_consumer_seq("$JS.ACK.xs.dsp-a.1.42.40.1700000000000000000.7")
+40
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "info_subject",
     "next_subject",
     "parse_ack_subject",
+    "parse_consumer_seq",
 ]
 
 #: Header carrying the status code of a protocol message (no payload, no reply subject).
@@ -73,10 +76,24 @@ def parse_ack_subject(reply: str) -> tuple[int, float, int]:
 
     Raises ``ValueError`` (or ``IndexError``) for anything else.
     """
-    parts = reply.split(".")
+    parts, base = _ack_parts(reply)
+    return int(parts[base + 3]), int(parts[base + 5]) / 1e9, int(parts[base + 6])
+
+
+def parse_consumer_seq(reply: str) -> int:
+    """The consumer sequence of a ``$JS.ACK...`` reply subject (1, 2... per consumer).
+
+    Raises ``ValueError`` (or ``IndexError``) for anything else.
+    """
+    parts, base = _ack_parts(reply)
+    return int(parts[base + 4])
+
+
+def _ack_parts(reply: str) -> tuple[list[str], int]:
+    """The tokens of an ack subject and the index of its stream token."""
     # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
     # or, with domain and account hash: $JS.ACK.<domain>.<hash>.<stream>... .<pending>.<token>
+    parts = reply.split(".")
     if parts[:2] != ["$JS", "ACK"]:
         raise ValueError(f"not a JetStream ack subject: {reply!r}")
-    base = 2 if len(parts) == 9 else 4
-    return int(parts[base + 3]), int(parts[base + 5]) / 1e9, int(parts[base + 6])
+    return parts, 2 if len(parts) == 9 else 4

@@ -9,8 +9,17 @@ both. Subjects under ``diaspora.`` are reserved for the framework
 (``diaspora.events.>``, ``diaspora.dlq.>``, ``diaspora.replay.>``,
 ``diaspora.control.>``...).
 
+**Event inputs.** The one exception: an actor may consume the event stream.
+An input under ``diaspora.events.`` is a subject *pattern* (``*`` for one
+token, ``>`` for the rest) filtering the ``DIASPORA_EVENTS`` stream, which
+captures ``diaspora.events.>``; no other input may have a wildcard.
+
 >>> stream_name("edge1.patterns")
 'edge1_patterns'
+>>> stream_name("diaspora.events.actor.*.lag")
+'DIASPORA_EVENTS'
+>>> check_input("diaspora.events.actor.*.lag", where="Watcher.inputs")
+'diaspora.events.actor.*.lag'
 >>> event_subject("actor", "sum", "crashed")   # from diaspora.events, where events live
 'diaspora.events.actor.sum.crashed'
 """
@@ -29,9 +38,11 @@ __all__ = [
     "EVENTS_PREFIX",
     "EVENTS_STREAM",
     "RESERVED_PREFIX",
+    "check_input",
     "check_subject",
     "dlq_subject",
     "event_subject",
+    "is_event_input",
     "stream_name",
     "token",
 ]
@@ -41,6 +52,7 @@ EVENTS_STREAM: Final = "DIASPORA_EVENTS"
 DLQ_PREFIX: Final = "diaspora.dlq"
 DLQ_STREAM: Final = "DIASPORA_DLQ"
 
+_EVENTS_DOT: Final = EVENTS_PREFIX + "."
 _TOKEN = re.compile(r"^[^\s.*>]+$")
 _BAD_TOKEN_CHARS = re.compile(r"[\s.*>]")
 
@@ -64,8 +76,55 @@ def check_subject(subject: str, *, where: str = "subject", reserved_ok: bool = F
     return subject
 
 
+def is_event_input(subject: str) -> bool:
+    """Whether ``subject`` (a literal or a pattern) is under ``diaspora.events.``.
+
+    >>> is_event_input("diaspora.events.>"), is_event_input("edge1.patterns")
+    (True, False)
+    """
+    return subject.startswith(_EVENTS_DOT)
+
+
+def check_input(subject: str, *, where: str = "inputs") -> str:
+    """Validate one actor input; return it unchanged.
+
+    A literal, non-reserved subject (as :func:`check_subject`), or an event
+    input: a subject pattern under ``diaspora.events.`` (see the module docstring).
+
+    >>> check_input("edge1.*", where="Watcher.inputs")
+    Traceback (most recent call last):
+    ...
+    diaspora.errors.ConfigError: Watcher.inputs: 'edge1.*' has a wildcard: only an event input ...
+    """
+    if not isinstance(subject, str) or not is_event_input(subject):
+        if isinstance(subject, str) and _is_pattern(subject):
+            raise ConfigError(
+                f"{where}: {subject!r} has a wildcard: only an event input (a subject under "
+                f"{_EVENTS_DOT!r}, such as {_EVENTS_DOT + 'actor.*.lag'!r}) may be a pattern; "
+                "list the literal subjects to consume"
+            )
+        return check_subject(subject, where=where)
+    parts = subject.split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part in ("*", ">") and (part == "*" or last):
+            continue
+        if not _TOKEN.match(part):
+            raise ConfigError(
+                f"{where}: {subject!r} is not a subject pattern (dot-separated tokens without "
+                "spaces; '*' stands for one whole token, '>' for the rest and comes last)"
+            )
+    return subject
+
+
+def _is_pattern(subject: str) -> bool:
+    return "*" in subject or ">" in subject
+
+
 def stream_name(subject: str) -> str:
     """The JetStream stream name capturing ``subject`` (see the module docstring)."""
+    if is_event_input(subject):
+        return EVENTS_STREAM
     return subject.replace(".", "_").replace("/", "_").replace("\\", "_")
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from diaspora.fabric._fabric import Fabric
+from diaspora.fabric._naming import is_event_input
 
 __all__ = ["StoredMsg", "read_stored"]
 
@@ -58,12 +59,16 @@ async def read_stored(
     payloads stored in the object store are fetched unless ``resolve_blobs``
     is false. ``stream`` names the stream when it is not the subject's own
     (``DIASPORA_DLQ`` for ``diaspora.dlq.<actor>``). A subject without a stream
-    raises :class:`~diaspora.errors.StreamNotFound`. ``domain`` names the
+    raises :class:`~diaspora.errors.StreamNotFound`. An event input (a pattern
+    under ``diaspora.events.``) reads the events that match it. ``domain`` names the
     JetStream domain holding the stream (``None``: the connected server's).
     """
     info = await fabric._streams.info(subject, domain=domain, stream=stream)
     js = fabric._connection.jetstream(domain)
     last = info.state.last_seq if end_seq is None else min(end_seq, info.state.last_seq)
+    if is_event_input(subject) and info.state.messages:
+        # a filter of the events stream: its last match, not the stream's last, ends the read
+        last = min(last, (await fabric._streams.bounds(subject, domain=domain))[1])
     first = max(info.state.first_seq, start_seq or 1)
     if info.state.messages == 0 or first > last:
         return

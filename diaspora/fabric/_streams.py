@@ -2,7 +2,8 @@
 
 A stream is named by :func:`~diaspora.fabric._naming.stream_name` of the one
 subject it captures, in the connected server's JetStream domain or the one
-named by ``domain=``.
+named by ``domain=``. An event input (a pattern under ``diaspora.events.``)
+is a filter of the ``DIASPORA_EVENTS`` stream, which captures them all.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from diaspora.fabric._naming import (
     DLQ_STREAM,
     EVENTS_PREFIX,
     EVENTS_STREAM,
+    check_input,
     check_subject,
+    is_event_input,
     stream_name,
 )
 
@@ -70,6 +73,9 @@ class StreamLimits:
             raise ConfigError(f"stream limits: storage={self.storage!r}; use 'file' or 'memory'")
 
 
+_EVENTS_LIMITS: Final = StreamLimits(max_msgs=1_000_000, max_age=24 * 3600.0, duplicate_window=60.0)
+
+
 class Streams:
     """The streams of one connection, with the limits this fabric last applied to each."""
 
@@ -100,6 +106,24 @@ class Streams:
                 "(Fabric.ensure_stream, a [streams] table) and nothing was published to it yet"
             ) from None
 
+    async def bounds(self, subject: str, *, domain: str | None) -> tuple[int, int]:
+        """``(first_seq, last_seq)`` of the messages of ``subject`` in the stream capturing it.
+
+        For an event input, the first and last events matching the pattern;
+        with none, ``(last + 1, last)`` of the whole events stream.
+        """
+        state = (await self.info(subject, domain=domain)).state
+        first, last = state.first_seq, state.last_seq
+        if not is_event_input(subject) or last == 0:
+            return first, last
+        js = self._connection.jetstream(domain)
+        try:
+            newest = await js.get_msg(EVENTS_STREAM, subject=subject)
+            oldest = await js.get_msg(EVENTS_STREAM, seq=first, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return last + 1, last
+        return oldest.seq or first, newest.seq or last
+
     async def ensure(
         self, subject: str, limits: StreamLimits, *, reserved_ok: bool, domain: str | None
     ) -> StreamInfo:
@@ -117,6 +141,9 @@ class Streams:
     async def require(
         self, subject: str, *, min_duplicate_window: float | None, domain: str | None
     ) -> StreamInfo:
+        if is_event_input(subject):
+            check_input(subject, where="stream")
+            return await self._require_events(domain)
         check_subject(subject, where="stream")
         js = self._connection.jetstream(domain)
         name = stream_name(subject)
@@ -148,14 +175,16 @@ class Streams:
         self._log.info("stream_window_grown", stream=name, duplicate_window_s=min_duplicate_window)
         return info
 
+    async def _require_events(self, domain: str | None) -> StreamInfo:
+        """The events stream, created if missing (a fabric made with ``events_stream=False``)."""
+        try:
+            return await self._connection.jetstream(domain).stream_info(EVENTS_STREAM)
+        except nats.js.errors.NotFoundError:
+            return await self._apply(EVENTS_STREAM, [f"{EVENTS_PREFIX}.>"], _EVENTS_LIMITS, domain)
+
     async def ensure_reserved(self) -> None:
         """The events stream and the dead-letter stream every fabric relies on."""
-        await self._apply(
-            EVENTS_STREAM,
-            [f"{EVENTS_PREFIX}.>"],
-            StreamLimits(max_msgs=1_000_000, max_age=24 * 3600.0, duplicate_window=60.0),
-            None,
-        )
+        await self._apply(EVENTS_STREAM, [f"{EVENTS_PREFIX}.>"], _EVENTS_LIMITS, None)
         # dead letters are kept until someone deals with them (no age limit)
         await self._apply(
             DLQ_STREAM,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from diaspora.actor import Actor, ActorRuntime
 from diaspora.errors import ConfigError
-from diaspora.fabric._naming import check_subject
+from diaspora.fabric._naming import check_input
 from diaspora.stage import StageFactory
 from diaspora.supervision._context import child_events, current_child
 from diaspora.supervision._spec import ChildSpec, Restart, Shutdown
@@ -76,7 +76,7 @@ class ActorStart:
         if self.inputs is not None:
             if isinstance(self.inputs, str):
                 raise ConfigError(f"{where}: inputs must be a list of subjects, not a string")
-            inputs = tuple(check_subject(s, where=f"{where}: inputs") for s in self.inputs)
+            inputs = tuple(check_input(s, where=f"{where}: inputs") for s in self.inputs)
             object.__setattr__(self, "inputs", inputs)
 
     def with_fabric(self, fabric: Fabric | None) -> ActorStart:

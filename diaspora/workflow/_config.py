@@ -93,7 +93,7 @@ from diaspora.clock import Clock
 from diaspora.errors import ConfigError
 from diaspora.events import EventSink
 from diaspora.fabric._fabric import StreamLimits
-from diaspora.fabric._naming import check_subject
+from diaspora.fabric._naming import check_input, check_subject
 from diaspora.streams._qos import QosSpec
 from diaspora.streams._registry import declare_qos
 from diaspora.supervision._binding import bind_fabric
@@ -421,7 +421,7 @@ class _Parser(TomlReader):
                     f"{where}.inputs", f"{raw!r} is {kind_of(raw)}, expected an array of subjects"
                 )
             inputs = tuple(
-                check_subject(
+                check_input(
                     self.string(s, f"{where}.inputs[{i}]"), where=self.at(f"{where}.inputs[{i}]")
                 )
                 for i, s in enumerate(raw)

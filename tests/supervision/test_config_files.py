@@ -257,7 +257,10 @@ BAD = [
     (
         "inputs wildcard",
         "[supervisor]\n" + SUM + 'inputs = ["ok", "numbers.>"]\n',
-        [f"{FILE}: supervisor.children[0].inputs[1]: 'numbers.>' is not a literal NATS subject"],
+        [
+            f"{FILE}: supervisor.children[0].inputs[1]: 'numbers.>' has a wildcard: "
+            "only an event input (a subject under 'diaspora.events.'"
+        ],
     ),
     (
         "actor module does not import",
@@ -429,3 +432,9 @@ def test_shipped_example_passes_check(example: Path, capsys: pytest.CaptureFixtu
 
 def test_examples_are_shipped() -> None:
     assert {p.name for p in EXAMPLES} >= {"running_sum.toml", "pipeline.toml"}
+
+
+def test_an_event_input_in_a_file_is_a_pattern_of_the_events_stream() -> None:
+    text = "[supervisor]\n" + SUM + 'inputs = ["numbers", "diaspora.events.actor.*.lag"]\n'
+    start = load_config(write(text)).spec.children[0].start
+    assert getattr(start, "inputs", None) == ("numbers", "diaspora.events.actor.*.lag")
