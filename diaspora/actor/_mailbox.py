@@ -220,8 +220,3 @@ class Mailbox:
         """The newest stream sequence of ``subject`` the mailbox knows of (delivered or pending)."""
         consumer = self._inputs[subject].consumer
         return consumer.last_seq + consumer.last_pending
-
-    def lag(self, subject: str, position: int) -> int:
-        """Messages of ``subject`` after ``position`` known to exist (delivered or pending)."""
-        consumer = self._inputs[subject].consumer
-        return max(0, consumer.last_seq - position) + consumer.last_pending
