@@ -31,7 +31,6 @@ Exit reasons
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import random
 from collections import deque
@@ -48,7 +47,6 @@ from diaspora.errors import (
     ChildNotFound,
     ChildRestarting,
     ChildRunning,
-    ChildShutdown,
     ChildStartError,
     ConfigError,
     RestartIntensityExceeded,
@@ -57,22 +55,16 @@ from diaspora.errors import (
 )
 from diaspora.events import (
     BackingOff,
-    ChildStarted,
     Deleted,
     EventSink,
     Exited,
     GaveUp,
-    Restarted,
-    StartFailed,
-    Terminated,
 )
 from diaspora.log import get_logger
-from diaspora.supervision._context import _CURRENT, ChildContext
 from diaspora.supervision._events import _Reporter
+from diaspora.supervision._launcher import _Launcher
 from diaspora.supervision._records import (
     _KILLED,
-    _NORMAL,
-    _SHUTDOWN,
     _STOP,
     ChildCounts,
     ChildRecord,
@@ -87,13 +79,10 @@ from diaspora.supervision._records import (
     _Phase,
     _RestartDue,
     _StartFailed,
-    _StartSignal,
     _Stopping,
 )
 from diaspora.supervision._runnable import Runnable
 from diaspora.supervision._spec import (
-    BRUTAL_KILL,
-    INFINITY,
     ChildSpec,
     ChildType,
     Restart,
@@ -179,12 +168,19 @@ class Supervisor:
         self._restarts: deque[float] = deque()  # times of the restarts within the last period
         self._serial = 0
         self._phase = _Phase.NEW
-        self._stop_requested = False
-        self._starting: _Incarnation | None = None  # the child _start is waiting for
         self._started_event = anyio.Event()
         self._ended_event = anyio.Event()
         self._failure: BaseException | None = None
         self._tg: TaskGroup | None = None
+        self._launcher = _Launcher(
+            name,
+            clock=self._clock,
+            events=self._events,
+            child_events=self._child_events,
+            log=self._log,
+            post=self._post,
+            nest=self._nest,
+        )
 
     def __repr__(self) -> str:
         return f"<Supervisor {self._name!r} {self._spec.strategy.value} {self._phase.value}>"
@@ -202,6 +198,10 @@ class Supervisor:
     @property
     def _simple(self) -> bool:
         return self._spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE
+
+    def _nest(self, spec: SupervisorSpec, name: str) -> Supervisor:
+        """A child supervisor, sharing this one's clock, event sink and RNG."""
+        return Supervisor(spec, name=name, clock=self._clock, on_event=self._sink, rng=self._rng)
 
     # --- Runnable ---------------------------------------------------------------------
 
@@ -221,7 +221,7 @@ class Supervisor:
         self._phase = _Phase.STARTING
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
+                self._tg = self._launcher.tg = tg
                 try:
                     self._failure = await self._lifetime(task_status)
                 finally:
@@ -237,9 +237,7 @@ class Supervisor:
 
     def request_stop(self) -> None:
         """Stop the children in reverse start order, then return from :meth:`run`."""
-        self._stop_requested = True
-        if self._starting is not None:
-            self._starting.wake.set()
+        self._launcher.request_stop()
         self._post(_STOP)
 
     async def started(self) -> None:
@@ -340,14 +338,14 @@ class Supervisor:
         for spec in self._spec.children:
             child = _Child(spec, spec.id)
             try:
-                await self._start(child)
+                await self._launcher.start(child)
             except (_StartFailed, _Stopping):
                 await self._terminate_all()
                 raise
             self._children.append(child)
 
     async def _serve(self) -> None:
-        while not self._stop_requested:
+        while not self._launcher.stop_requested:
             message = await self._inbox.receive()
             try:
                 if isinstance(message, _Exited):
@@ -405,166 +403,14 @@ class Supervisor:
                 message.error = SupervisorNotRunning(f"supervisor {self._name!r} has stopped")
                 message.done.set()
 
-    # --- starting and stopping one child ----------------------------------------------
-
-    async def _start(self, child: _Child, cause: _Child | None = None) -> Runnable:
-        """Start ``child`` (again, after ``cause`` exited) and wait for its ``started()``.
-
-        Raises _StartFailed or _Stopping.
-        """
-        if self._stop_requested:
-            raise _Stopping
-        assert self._tg is not None
-        context = ChildContext(
-            self._name, child.name, child.starts, child.args, events=self._child_events
-        )
-        child.starts += 1
-        failure: Exception | None = None
-        token = _CURRENT.set(context)
-        try:
-            runnable = self._make(child)
-            incarnation = _Incarnation(child, runnable)
-            # the child's task inherits the context set above
-            self._tg.start_soon(self._run, incarnation, name=f"{self._name}.{child.name}")
-        except Exception as exc:
-            failure = exc
-        finally:
-            _CURRENT.reset(token)
-        if failure is not None:
-            await self._events.emit(
-                StartFailed(name=self._name, child=child.name, reason=repr(failure))
-            )
-            raise _StartFailed(child, failure)
-        # one event, not _first(settled, stop): a task group per start halves restarts/s
-        self._starting = incarnation
-        try:
-            if not self._stop_requested:
-                await incarnation.wake.wait()
-        finally:
-            self._starting = None
-        if not incarnation.settled.is_set():
-            await self._stop(incarnation)
-            raise _Stopping
-        exit = incarnation.exit
-        if not incarnation.started and exit is not None and not exit.normal:
-            incarnation.reaped = True
-            await self._events.emit(
-                StartFailed(name=self._name, child=child.name, reason=exit.reason)
-            )
-            raise _StartFailed(child, exit.error or RuntimeError(exit.reason))
-        # returning before started() counts as starting, then exiting normally
-        incarnation.started_at = self._clock.monotonic()
-        child.incarnation = incarnation
-        if cause is None:
-            await self._events.emit(
-                ChildStarted(name=self._name, child=child.name, incarnation=context.incarnation)
-            )
-        else:
-            await self._events.emit(
-                Restarted(
-                    name=self._name,
-                    child=child.name,
-                    incarnation=context.incarnation,
-                    attempt=cause.attempt,
-                    cause=cause.name,
-                )
-            )
-        return runnable
-
-    def _make(self, child: _Child) -> Runnable:
-        start = child.spec.start
-        if isinstance(start, SupervisorSpec):
-            if child.args:
-                raise TypeError(
-                    f"child {child.name!r} is a supervisor: start_child takes no arguments for it"
-                )
-            return Supervisor(
-                start,
-                name=f"{self._name}.{child.name}",
-                clock=self._clock,
-                on_event=self._sink,
-                rng=self._rng,
-            )
-        made = start(*child.args)
-        if inspect.isawaitable(made):
-            if inspect.iscoroutine(made):
-                made.close()
-            raise TypeError(
-                f"child {child.name!r}: start returned an awaitable; it must be a plain "
-                "function returning a Runnable (do async set-up in run, before started())"
-            )
-        if not isinstance(made, Runnable):
-            raise TypeError(
-                f"child {child.name!r}: start returned {made!r}, which is not a Runnable "
-                "(async run(*, task_status) and request_stop())"
-            )
-        return made
-
-    async def _run(self, incarnation: _Incarnation) -> None:
-        """The child's task: run it, classify how it ended, tell the supervisor."""
-        try:
-            with incarnation.scope:
-                try:
-                    await incarnation.runnable.run(task_status=_StartSignal(incarnation))
-                except ChildShutdown as exc:
-                    incarnation.exit = _Exit("shutdown", exc)
-                except Exception as exc:
-                    incarnation.exit = _Exit(repr(exc), exc)
-                else:
-                    incarnation.exit = _SHUTDOWN if incarnation.stop_requested else _NORMAL
-        finally:
-            if incarnation.killed or incarnation.exit is None:
-                incarnation.exit = _KILLED
-            incarnation.done.set()
-            incarnation.settled.set()
-            incarnation.wake.set()
-            self._post(_Exited(incarnation))
-
-    async def _stop(self, incarnation: _Incarnation) -> _Exit:
-        """Stop a child by its shutdown policy (if it has not ended already)."""
-        incarnation.reaped = True
-        child = incarnation.child
-        if not incarnation.done.is_set():
-            policy = child.spec.effective_shutdown
-            if policy == BRUTAL_KILL:
-                self._kill(incarnation)
-            else:
-                incarnation.stop_requested = True
-                try:
-                    incarnation.runnable.request_stop()
-                except Exception as exc:
-                    self._log.warning("request_stop_failed", child=child.name, error=repr(exc))
-                    self._kill(incarnation)
-                if policy != INFINITY and not incarnation.done.is_set():
-                    assert isinstance(policy, float)
-                    await self._kill_after(incarnation, policy)
-            await incarnation.done.wait()
-        exit = incarnation.exit or _KILLED
-        await self._events.emit(Terminated(name=self._name, child=child.name, reason=exit.reason))
-        return exit
-
-    @staticmethod
-    def _kill(incarnation: _Incarnation) -> None:
-        incarnation.killed = True
-        incarnation.scope.cancel()
-
-    async def _kill_after(self, incarnation: _Incarnation, seconds: float) -> None:
-        async with anyio.create_task_group() as tg:
-
-            async def deadline() -> None:
-                await self._clock.sleep(seconds)
-                self._kill(incarnation)
-
-            tg.start_soon(deadline)
-            await incarnation.done.wait()
-            tg.cancel_scope.cancel()
+    # --- stopping children ---------------------------------------------------------------
 
     async def _halt(self, child: _Child) -> None:
         """Make ``child`` not running and not restarting."""
         self._unpend(child)
         if child.incarnation is not None:
             incarnation, child.incarnation = child.incarnation, None
-            await self._stop(incarnation)
+            await self._launcher.stop(incarnation)
 
     async def _terminate_all(self) -> None:
         for child in reversed(self._children):
@@ -636,7 +482,7 @@ class Supervisor:
         for child in reversed(group):
             if child.incarnation is not None:
                 incarnation, child.incarnation = child.incarnation, None
-                await self._stop(incarnation)
+                await self._launcher.stop(incarnation)
         pending = _Pending(cause)
         for child in group:
             if child is not cause and child.spec.restart is Restart.TEMPORARY:
@@ -671,7 +517,7 @@ class Supervisor:
                 continue
             child.pending = None
             try:
-                await self._start(child, pending.cause)
+                await self._launcher.start(child, pending.cause)
             except _StartFailed as failed:
                 # OTP: a restart that fails to start counts as another exit, and is retried
                 error = failed.error
@@ -725,7 +571,7 @@ class Supervisor:
                     )
             child = _Child(spec, spec.id)
         try:
-            runnable = await self._start(child)
+            runnable = await self._launcher.start(child)
         except _StartFailed as failed:
             raise ChildStartError(
                 f"supervisor {self._name!r}: child {child.name!r} failed to start: "
@@ -751,7 +597,7 @@ class Supervisor:
         self._check_stopped(child)
         child.attempt = 0
         try:
-            return await self._start(child)
+            return await self._launcher.start(child)
         except _StartFailed as failed:
             raise ChildStartError(
                 f"supervisor {self._name!r}: child {child.name!r} failed to restart: "
