@@ -42,15 +42,9 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from diaspora.clock import Clock, SystemClock
 from diaspora.errors import (
-    ChildAlreadyPresent,
-    ChildAlreadyStarted,
-    ChildNotFound,
-    ChildRestarting,
-    ChildRunning,
     ChildStartError,
     ConfigError,
     RestartIntensityExceeded,
-    SimpleOneForOneError,
     SupervisorNotRunning,
 )
 from diaspora.events import (
@@ -61,6 +55,7 @@ from diaspora.events import (
     GaveUp,
 )
 from diaspora.log import get_logger
+from diaspora.supervision._children import _Children
 from diaspora.supervision._events import _Reporter
 from diaspora.supervision._launcher import _Launcher
 from diaspora.supervision._records import (
@@ -83,10 +78,7 @@ from diaspora.supervision._records import (
 )
 from diaspora.supervision._runnable import Runnable
 from diaspora.supervision._spec import (
-    ChildSpec,
-    ChildType,
     Restart,
-    Strategy,
     SupervisorSpec,
 )
 
@@ -164,9 +156,8 @@ class Supervisor:
         self._rng = rng if rng is not None else random.Random()
         self._log = get_logger(supervisor=name)
         self._outbox, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
-        self._children: list[_Child] = []
+        self._children = _Children(name, spec)
         self._restarts: deque[float] = deque()  # times of the restarts within the last period
-        self._serial = 0
         self._phase = _Phase.NEW
         self._started_event = anyio.Event()
         self._ended_event = anyio.Event()
@@ -197,7 +188,7 @@ class Supervisor:
 
     @property
     def _simple(self) -> bool:
-        return self._spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE
+        return self._children.simple
 
     def _nest(self, spec: SupervisorSpec, name: str) -> Supervisor:
         """A child supervisor, sharing this one's clock, event sink and RNG."""
@@ -293,11 +284,11 @@ class Supervisor:
 
     async def which_children(self) -> list[ChildRecord]:
         """Every child, in start order."""
-        return await self._call(self._which_children)
+        return await self._call(self._children.records)
 
     async def count_children(self) -> ChildCounts:
         """How many specs, running children, supervisors and workers."""
-        return await self._call(self._count_children)
+        return await self._call(self._children.counts)
 
     # --- the supervisor's task --------------------------------------------------------
 
@@ -407,7 +398,7 @@ class Supervisor:
 
     async def _halt(self, child: _Child) -> None:
         """Make ``child`` not running and not restarting."""
-        self._unpend(child)
+        self._children.unpend(child)
         if child.incarnation is not None:
             incarnation, child.incarnation = child.incarnation, None
             await self._launcher.stop(incarnation)
@@ -415,15 +406,6 @@ class Supervisor:
     async def _terminate_all(self) -> None:
         for child in reversed(self._children):
             await self._halt(child)
-
-    def _remove(self, child: _Child) -> None:
-        self._unpend(child)
-        self._children.remove(child)
-
-    def _unpend(self, child: _Child) -> None:
-        pending, child.pending = child.pending, None
-        if pending is not None and not any(c.pending is pending for c in self._children):
-            pending.cancel()
 
     # --- exits and restarts -----------------------------------------------------------
 
@@ -443,7 +425,7 @@ class Supervisor:
         if restart is Restart.PERMANENT or (restart is Restart.TRANSIENT and not exit.normal):
             await self._restart(child, exit)
         elif restart is Restart.TEMPORARY or child.dynamic:
-            self._remove(child)
+            self._children.remove(child)
 
     def _add_restart(self) -> bool:
         """Record a restart now; False if that makes more than ``intensity`` within ``period``."""
@@ -454,14 +436,6 @@ class Supervisor:
             restarts.popleft()
         restarts.append(now)
         return len(restarts) <= self._spec.intensity
-
-    def _restart_set(self, cause: _Child) -> list[_Child]:
-        strategy = self._spec.strategy
-        if strategy is Strategy.ONE_FOR_ALL:
-            return list(self._children)
-        if strategy is Strategy.REST_FOR_ONE:
-            return self._children[self._children.index(cause) :]
-        return [cause]
 
     async def _restart(self, cause: _Child, exit: _Exit) -> None:
         """``cause`` exited and must be restarted: count it, stop its set, restart the set."""
@@ -478,7 +452,7 @@ class Supervisor:
                 )
             )
             raise _GaveUp(cause, exit)
-        group = self._restart_set(cause)
+        group = self._children.restart_set(cause)
         for child in reversed(group):
             if child.incarnation is not None:
                 incarnation, child.incarnation = child.incarnation, None
@@ -486,9 +460,9 @@ class Supervisor:
         pending = _Pending(cause)
         for child in group:
             if child is not cause and child.spec.restart is Restart.TEMPORARY:
-                self._remove(child)  # stopped with its siblings, never restarted
+                self._children.remove(child)  # stopped with its siblings, never restarted
                 continue
-            self._unpend(child)
+            self._children.unpend(child)
             child.pending = pending
         cause.attempt += 1
         delay = spec.backoff.delay(cause.attempt, self._rng) if spec.backoff else 0.0
@@ -529,47 +503,8 @@ class Supervisor:
 
     # --- runtime API, run in the supervisor's task ------------------------------------
 
-    def _find(self, ref: str | Runnable) -> _Child:
-        for child in self._children:
-            if isinstance(ref, str):
-                if not child.dynamic and child.name == ref:
-                    return child
-            elif child.handle is ref or (
-                child.incarnation is not None and child.incarnation.runnable is ref
-            ):
-                return child
-        raise ChildNotFound(f"supervisor {self._name!r} has no child {ref!r}")
-
-    def _not_simple(self, call: str) -> None:
-        if self._simple:
-            raise SimpleOneForOneError(
-                f"supervisor {self._name!r} is simple_one_for_one: {call} is not supported "
-                "(its children have no ids; use terminate_child(handle) and start_child(*args))"
-            )
-
     async def _start_child(self, args: tuple[Any, ...]) -> Runnable:
-        if self._simple:
-            template = self._spec.children[0]
-            self._serial += 1
-            child = _Child(template, f"{template.id}-{self._serial}", args=args, dynamic=True)
-        else:
-            if len(args) != 1 or not isinstance(args[0], ChildSpec):
-                raise TypeError(
-                    f"supervisor {self._name!r}: start_child takes one ChildSpec (only "
-                    f"simple_one_for_one supervisors take start arguments), got {args!r}"
-                )
-            spec = args[0]
-            for existing in self._children:
-                if existing.name == spec.id:
-                    if existing.incarnation is not None:
-                        raise ChildAlreadyStarted(
-                            f"supervisor {self._name!r}: child {spec.id!r} is already running"
-                        )
-                    raise ChildAlreadyPresent(
-                        f"supervisor {self._name!r}: child {spec.id!r} is already present: "
-                        "use restart_child, or delete_child first"
-                    )
-            child = _Child(spec, spec.id)
+        child = self._children.new(args)
         try:
             runnable = await self._launcher.start(child)
         except _StartFailed as failed:
@@ -584,17 +519,17 @@ class Supervisor:
 
     async def _terminate_child(self, ref: str | Runnable) -> None:
         if self._simple and isinstance(ref, str):
-            self._not_simple(f"terminate_child({ref!r}) by id")
-        child = self._find(ref)
+            self._children.not_simple(f"terminate_child({ref!r}) by id")
+        child = self._children.find(ref)
         await self._halt(child)
         child.attempt = 0
         if child.dynamic or child.spec.restart is Restart.TEMPORARY:
-            self._remove(child)
+            self._children.remove(child)
 
     async def _restart_child(self, child_id: str) -> Runnable:
-        self._not_simple("restart_child")
-        child = self._find(child_id)
-        self._check_stopped(child)
+        self._children.not_simple("restart_child")
+        child = self._children.find(child_id)
+        self._children.check_stopped(child)
         child.attempt = 0
         try:
             return await self._launcher.start(child)
@@ -606,38 +541,8 @@ class Supervisor:
             ) from failed.error
 
     async def _delete_child(self, child_id: str) -> None:
-        self._not_simple("delete_child")
-        child = self._find(child_id)
-        self._check_stopped(child)
-        self._remove(child)
+        self._children.not_simple("delete_child")
+        child = self._children.find(child_id)
+        self._children.check_stopped(child)
+        self._children.remove(child)
         await self._events.emit(Deleted(name=self._name, child=child.name))
-
-    def _check_stopped(self, child: _Child) -> None:
-        if child.incarnation is not None:
-            raise ChildRunning(
-                f"supervisor {self._name!r}: child {child.name!r} is running: "
-                "terminate_child it first"
-            )
-        if child.pending is not None:
-            raise ChildRestarting(
-                f"supervisor {self._name!r}: child {child.name!r} is waiting to be restarted: "
-                "terminate_child it first"
-            )
-
-    async def _which_children(self) -> list[ChildRecord]:
-        return [
-            ChildRecord(
-                id=None if child.dynamic else child.name,
-                runnable=child.incarnation.runnable if child.incarnation is not None else None,
-                type=child.spec.effective_type,
-                status=child.status,
-            )
-            for child in self._children
-        ]
-
-    async def _count_children(self) -> ChildCounts:
-        children = self._children
-        active = sum(1 for c in children if c.incarnation is not None)
-        supervisors = sum(1 for c in children if c.spec.effective_type is ChildType.SUPERVISOR)
-        specs = 1 if self._simple else len(children)
-        return ChildCounts(specs, active, supervisors, len(children) - supervisors)
