@@ -30,8 +30,6 @@ Exit reasons
 
 from __future__ import annotations
 
-import contextlib
-import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -58,6 +56,7 @@ from diaspora.log import get_logger
 from diaspora.supervision._children import _Children
 from diaspora.supervision._events import _Reporter
 from diaspora.supervision._launcher import _Launcher
+from diaspora.supervision._mailbox import _Mailbox
 from diaspora.supervision._records import (
     _KILLED,
     _STOP,
@@ -69,7 +68,6 @@ from diaspora.supervision._records import (
     _Exited,
     _GaveUp,
     _Incarnation,
-    _Message,
     _Pending,
     _Phase,
     _RestartDue,
@@ -155,7 +153,7 @@ class Supervisor:
         self._child_events = self._events if on_event is not None else None
         self._rng = rng if rng is not None else random.Random()
         self._log = get_logger(supervisor=name)
-        self._outbox, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
+        self._mailbox = _Mailbox(name)
         self._children = _Children(name, spec)
         self._restarts: deque[float] = deque()  # times of the restarts within the last period
         self._phase = _Phase.NEW
@@ -169,7 +167,7 @@ class Supervisor:
             events=self._events,
             child_events=self._child_events,
             log=self._log,
-            post=self._post,
+            post=self._mailbox.post,
             nest=self._nest,
         )
 
@@ -221,15 +219,14 @@ class Supervisor:
         finally:
             self._phase = _Phase.ENDED
             self._ended_event.set()
-            self._outbox.close()
-            self._fail_queued_calls()
+            self._mailbox.close()
         if self._failure is not None:
             raise self._failure
 
     def request_stop(self) -> None:
         """Stop the children in reverse start order, then return from :meth:`run`."""
         self._launcher.request_stop()
-        self._post(_STOP)
+        self._mailbox.post(_STOP)
 
     async def started(self) -> None:
         """Wait until :meth:`run` has started every initial child.
@@ -337,7 +334,7 @@ class Supervisor:
 
     async def _serve(self) -> None:
         while not self._launcher.stop_requested:
-            message = await self._inbox.receive()
+            message = await self._mailbox.receive()
             try:
                 if isinstance(message, _Exited):
                     await self._on_exit(message.incarnation)
@@ -345,54 +342,14 @@ class Supervisor:
                     if not message.pending.cancelled:
                         await self._carry_out(message.pending)
                 elif isinstance(message, _Call):
-                    await self._serve_call(message)
+                    await self._mailbox.serve(message)
             except _Stopping:
                 return
-
-    async def _serve_call(self, call: _Call) -> None:
-        try:
-            call.result = await call.op()
-        except _Stopping:
-            call.error = SupervisorNotRunning(
-                f"supervisor {self._name!r} was asked to stop while serving this call"
-            )
-            raise
-        except Exception as exc:
-            call.error = exc
-        except BaseException:
-            call.error = SupervisorNotRunning(f"supervisor {self._name!r} was cancelled")
-            raise
-        finally:
-            call.done.set()
 
     async def _call(self, op: Callable[[], Awaitable[_T]]) -> _T:
         if self._phase is _Phase.ENDED:
             raise SupervisorNotRunning(f"supervisor {self._name!r} is not running")
-        call = _Call(op)
-        try:
-            self._outbox.send_nowait(call)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise SupervisorNotRunning(f"supervisor {self._name!r} is not running") from None
-        await call.done.wait()
-        if call.error is not None:
-            raise call.error
-        result: _T = call.result
-        return result
-
-    def _post(self, message: _Message) -> None:
-        # once the supervisor has ended nothing is listening
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._outbox.send_nowait(message)
-
-    def _fail_queued_calls(self) -> None:
-        while True:
-            try:
-                message = self._inbox.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                return
-            if isinstance(message, _Call) and not message.done.is_set():
-                message.error = SupervisorNotRunning(f"supervisor {self._name!r} has stopped")
-                message.done.set()
+        return await self._mailbox.call(op)
 
     # --- stopping children ---------------------------------------------------------------
 
@@ -482,7 +439,7 @@ class Supervisor:
         assert pending.scope is not None
         with pending.scope:
             await self._clock.sleep(delay)
-            self._post(_RestartDue(pending))
+            self._mailbox.post(_RestartDue(pending))
 
     async def _carry_out(self, pending: _Pending) -> None:
         """Start, in start order, the children still waiting for ``pending``."""
