@@ -6,11 +6,13 @@ child (``_Child``, its current run ``_Incarnation``, a decided restart
 ``_Pending``), how a run ended (``_Exit``), the messages of the supervisor's
 mailbox (``_Exited``, ``_RestartDue``, ``_Call``, ``_StopSignal``), the
 exceptions that unwind its task (``_Stopping``, ``_GaveUp``,
-``_StartFailed``) and its lifecycle ``_Phase``.
+``_StartFailed``), its lifecycle ``_Phase`` and its restart intensity
+(``_RestartWindow``).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -19,6 +21,7 @@ from typing import Any, Final
 import anyio
 from anyio.abc import TaskStatus
 
+from diaspora.clock import Clock
 from diaspora.supervision._runnable import Runnable
 from diaspora.supervision._spec import ChildSpec, ChildType
 
@@ -201,3 +204,26 @@ class _Phase(Enum):
     STARTING = "starting"
     RUNNING = "running"
     ENDED = "ended"
+
+
+class _RestartWindow:
+    """The restart intensity: the times of the restarts within the last ``period`` seconds."""
+
+    def __init__(self, intensity: int, period: float, clock: Clock) -> None:
+        self._intensity = intensity
+        self._period = period
+        self._clock = clock
+        self._times: deque[float] = deque()
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def add(self) -> bool:
+        """Record a restart now; False if that makes more than ``intensity`` within ``period``."""
+        now = self._clock.monotonic()
+        threshold = now - self._period
+        restarts = self._times
+        while restarts and restarts[0] < threshold:  # oldest first: O(1) per restart
+            restarts.popleft()
+        restarts.append(now)
+        return len(restarts) <= self._intensity

@@ -26,12 +26,15 @@ Exit reasons
     :class:`~diaspora.errors.ChildShutdown` a ``shutdown`` exit (both normal:
     a transient child is not restarted), raising anything else an abnormal exit
     whose reason is the exception.
+
+Its parts: the records and messages in :mod:`~diaspora.supervision._records`,
+the children table in ``_children``, the mailbox in ``_mailbox``, starting
+and stopping one child in ``_launcher``; this module decides what to do.
 """
 
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -71,6 +74,7 @@ from diaspora.supervision._records import (
     _Pending,
     _Phase,
     _RestartDue,
+    _RestartWindow,
     _StartFailed,
     _Stopping,
 )
@@ -155,7 +159,7 @@ class Supervisor:
         self._log = get_logger(supervisor=name)
         self._mailbox = _Mailbox(name)
         self._children = _Children(name, spec)
-        self._restarts: deque[float] = deque()  # times of the restarts within the last period
+        self._restarts = _RestartWindow(spec.intensity, spec.period, self._clock)
         self._phase = _Phase.NEW
         self._started_event = anyio.Event()
         self._ended_event = anyio.Event()
@@ -384,20 +388,10 @@ class Supervisor:
         elif restart is Restart.TEMPORARY or child.dynamic:
             self._children.remove(child)
 
-    def _add_restart(self) -> bool:
-        """Record a restart now; False if that makes more than ``intensity`` within ``period``."""
-        now = self._clock.monotonic()
-        threshold = now - self._spec.period
-        restarts = self._restarts
-        while restarts and restarts[0] < threshold:  # oldest first: O(1) per restart
-            restarts.popleft()
-        restarts.append(now)
-        return len(restarts) <= self._spec.intensity
-
     async def _restart(self, cause: _Child, exit: _Exit) -> None:
         """``cause`` exited and must be restarted: count it, stop its set, restart the set."""
         spec = self._spec
-        if not self._add_restart():
+        if not self._restarts.add():
             await self._events.emit(
                 GaveUp(
                     name=self._name,
