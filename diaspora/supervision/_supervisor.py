@@ -129,7 +129,7 @@ class Supervisor:
     ...         await tg.start(sup.run)            # returns once every child has started
     ...         print(await sup.count_children())
     ...         sup.request_stop()                 # children stop in reverse start order
-    >>> from diaspora.supervision import current_child
+    >>> from diaspora.supervision import ChildSpec, current_child
     >>> anyio.run(main)
     hello from root.hello
     ChildCounts(specs=1, active=1, supervisors=0, workers=1)
