@@ -54,9 +54,6 @@ thread runs beside it.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import os
 import zlib
 from collections import deque
@@ -71,18 +68,15 @@ import msgpack
 from diaspora.errors import ConfigError, HistoryError
 from diaspora.log import get_logger
 from diaspora.streams._history_format import (
-    _INDEX,
-    _LOCK,
     _MAGIC,
     _MAX_META,
     _RECORD,
-    _SEGMENT_SUFFIX,
     _mapped,
     _parse,
     _parse_meta,
-    _Segment,
 )
 from diaspora.streams._history_index import _Entry, _Subject
+from diaspora.streams._history_segments import _Segment, _Segments
 from diaspora.streams._history_writer import _Record, _Switch, _Sync, _Writer
 
 __all__ = [
@@ -203,10 +197,8 @@ class HistoryBuffer:
         self._counters = dict.fromkeys(
             ("added", "evicted", "duplicates", "oversize", "truncated_bytes", "corrupt"), 0
         )
-        self._segments: dict[int, _Segment] = {}  # by id, oldest first
-        self._current: _Segment | None = None
+        self._disk: _Segments | None = None  # with a directory
         self._writer: _Writer | None = None
-        self._lock_fd = -1
         self._low_seq = 0  # records below this seq are evicted
         self._index_low_seq = 0
         if self.directory is not None:
@@ -236,20 +228,18 @@ class HistoryBuffer:
             if writer is not None:
                 try:
                     writer.drain()
-                    current = self._current
+                    assert self._disk is not None
+                    current = self._disk.current
                     if current is not None and current.size == 0:
-                        self._drop_segment(current)
+                        self._disk.drop(current)
                     self._write_index()
                 except (HistoryError, OSError) as exc:
                     self._log.error("history_close_failed", reason=str(exc))
                 finally:
                     writer.close()
         finally:
-            for segment in self._segments.values():
-                segment.close()
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)  # releases the flock
-                self._lock_fd = -1
+            if self._disk is not None:
+                self._disk.release()
             self._order.clear()
             self._memory.clear()
             self._subjects.clear()
@@ -335,9 +325,10 @@ class HistoryBuffer:
 
     def _append_record(self, entry: _Entry, writer: _Writer) -> None:
         assert entry.payload is not None
-        if self._current is None:
+        assert self._disk is not None
+        if self._disk.current is None:
             self._new_segment(writer)
-        current = self._current
+        current = self._disk.current
         assert current is not None
         meta: bytes = msgpack.packb([entry.subject, entry.headers], use_bin_type=True)
         entry.segment = current.id
@@ -353,19 +344,10 @@ class HistoryBuffer:
             self._new_segment(writer)
 
     def _new_segment(self, writer: _Writer) -> None:
-        assert self.directory is not None
-        number = max(self._segments, default=0) + 1
-        path = self.directory / f"{number:016d}{_SEGMENT_SUFFIX}"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
-        except OSError as exc:
-            raise HistoryError(
-                f"history {self.name!r}: cannot create segment {path}: {exc}"
-            ) from exc
+        assert self._disk is not None
+        segment, fd = self._disk.create()
         writer.submit(_Switch(fd))
-        segment = _Segment(number, path, 0)
-        self._segments[number] = segment
-        self._current = segment
+        self._disk.hold(segment)
         if self._low_seq != self._index_low_seq:
             self._write_index()
 
@@ -391,19 +373,8 @@ class HistoryBuffer:
             entry = memory.popleft()  # it is on disk: only its RAM copy goes
             self._mem_bytes -= entry.size
             entry.payload = entry.headers = None
-        oldest = order[0].segment if order else None
-        while self._segments:
-            segment = next(iter(self._segments.values()))
-            if segment is self._current or (oldest is not None and segment.id >= oldest):
-                break
-            self._drop_segment(segment)
-
-    def _drop_segment(self, segment: _Segment) -> None:
-        segment.close()
-        with contextlib.suppress(FileNotFoundError):
-            segment.path.unlink()
-        del self._segments[segment.id]
-        self._log.debug("history_segment_deleted", segment=segment.path.name)
+        if self._disk is not None:
+            self._disk.drop_before(order[0].segment if order else None)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -469,7 +440,7 @@ class HistoryBuffer:
         payload, headers = entry.payload, entry.headers
         if payload is not None and headers is not None:
             return HistoryItem(entry.subject, entry.item, payload, dict(headers))
-        segment = self._segments.get(entry.segment)
+        segment = self._disk.by_id.get(entry.segment) if self._disk is not None else None
         if segment is None:
             return None
         if entry.length < _SPLIT_READ:
@@ -501,8 +472,8 @@ class HistoryBuffer:
             bytes=self._bytes,
             memory_items=len(self._memory),
             memory_bytes=self._mem_bytes,
-            disk_bytes=sum(s.size for s in self._segments.values()),
-            segments=len(self._segments),
+            disk_bytes=self._disk.size if self._disk is not None else 0,
+            segments=len(self._disk) if self._disk is not None else 0,
             subjects=len(self._subjects),
             **self._counters,
         )
@@ -510,75 +481,37 @@ class HistoryBuffer:
     # -- the directory -------------------------------------------------------------------
 
     def _open_directory(self, directory: Path) -> None:
+        disk = _Segments(directory, self.name, self._log)
+        disk.lock()
+        self._disk = disk
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(directory / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise HistoryError(
-                f"history {self.name!r}: cannot use directory {directory}: {exc}"
-            ) from exc
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise HistoryError(
-                    f"history directory {directory} is in use by another HistoryBuffer "
-                    "(in this or another process); give each producer its own directory"
-                ) from exc
-            raise HistoryError(f"history directory {directory}: cannot lock it: {exc}") from exc
-        try:
-            self._recover(directory)
+            self._recover(disk)
         except BaseException:
             self._closed = True
-            for segment in self._segments.values():
-                segment.close()
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+            disk.release()
             raise
         self._writer = _Writer(self.name, self.write_queue_bytes)
 
-    def _recover(self, directory: Path) -> None:
-        self._low_seq = self._index_low_seq = self._read_index(directory / _INDEX)
-        numbers = sorted(
-            int(p.stem)
-            for p in directory.glob(f"*{_SEGMENT_SUFFIX}")
-            if p.stem.isdigit() and len(p.stem) == 16
-        )
+    def _recover(self, disk: _Segments) -> None:
+        self._low_seq = self._index_low_seq = disk.read_index()
+        numbers = disk.numbers()
         last_seq = self._low_seq - 1
         for i, number in enumerate(numbers):
-            path = directory / f"{number:016d}{_SEGMENT_SUFFIX}"
-            segment = _Segment(number, path, path.stat().st_size)
-            self._segments[number] = segment
+            segment = disk.reopen(number)
             last_seq = self._scan(segment, last_seq, check_crc=i == len(numbers) - 1)
         self._next_seq = max(last_seq + 1, self._low_seq, 1)
         self._enforce_bounds()
         self._log.info(
             "history_opened",
-            directory=str(directory),
+            directory=str(disk.directory),
             items=len(self._order),
-            segments=len(self._segments),
+            segments=len(disk),
             truncated_bytes=self._counters["truncated_bytes"],
         )
 
-    def _read_index(self, path: Path) -> int:
-        try:
-            low = msgpack.unpackb(path.read_bytes())["low_seq"]
-            if isinstance(low, int) and low >= 0:
-                return low
-            raise ValueError(f"low_seq={low!r}")
-        except FileNotFoundError:
-            return 0
-        except Exception as exc:  # a damaged index only lets evicted records back in
-            self._log.warning("history_index_unreadable", path=str(path), reason=repr(exc))
-            return 0
-
     def _write_index(self) -> None:
-        assert self.directory is not None
-        tmp = self.directory / f"{_INDEX}.tmp"
-        tmp.write_bytes(msgpack.packb({"version": 1, "low_seq": self._low_seq}))
-        os.replace(tmp, self.directory / _INDEX)
+        assert self._disk is not None
+        self._disk.write_index(self._low_seq)
         self._index_low_seq = self._low_seq
 
     def _scan(self, segment: _Segment, last_seq: int, *, check_crc: bool) -> int:

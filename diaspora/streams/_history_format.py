@@ -9,7 +9,7 @@ are evicted) and a ``lock`` file. One record is, little-endian::
 
 Here are the framing (:func:`_frame`), the parsing of a record read back
 (:func:`_parse`) and of its parts, a memory-mapped view of a segment for
-scanning it, and ``_Segment``, one open segment file.
+scanning it.
 
 >>> head = b"".join(_frame(1, 7, b"meta", b"payload"))
 >>> len(head) == _RECORD.size
@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-import os
 import struct
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import BinaryIO, Final
 
 import msgpack
@@ -45,26 +43,6 @@ def _frame(seq: int, item: int, meta: bytes, payload: bytes) -> tuple[bytes, byt
     tail = _TAIL.pack(seq, item, len(meta), len(payload))
     crc = zlib.crc32(payload, zlib.crc32(meta, zlib.crc32(tail)))
     return struct.pack("<II", _MAGIC, crc), tail
-
-
-class _Segment:
-    __slots__ = ("id", "path", "rfd", "size")
-
-    def __init__(self, id: int, path: Path, size: int) -> None:
-        self.id = id
-        self.path = path
-        self.size = size  # including records still queued for the writer
-        self.rfd = -1
-
-    def read(self, offset: int, length: int) -> bytes:
-        if self.rfd < 0:
-            self.rfd = os.open(self.path, os.O_RDONLY)
-        return os.pread(self.rfd, length, offset)
-
-    def close(self) -> None:
-        if self.rfd >= 0:
-            os.close(self.rfd)
-            self.rfd = -1
 
 
 @contextlib.contextmanager
