@@ -22,10 +22,9 @@ current segment file ``<16 digits>.seg``; segments roll at ``segment_bytes``
 and are deleted once every item in them is evicted. A small ``index`` file
 (rewritten on flush, segment roll and close) records the oldest live record,
 so that evicted items stay evicted across a reopen, and a ``lock`` file
-(``flock``) keeps a second buffer out of the directory. One record is, little-endian::
-
-    u32 magic 0xD1A50001 | u32 crc32 of the rest | u64 record seq | u64 item
-    | u32 meta_len | u32 payload_len | meta: msgpack [subject, headers] | payload
+(``flock``) keeps a second buffer out of the directory. The record format is in
+:mod:`diaspora.streams._history_format`, the writer thread in
+:mod:`diaspora.streams._history_writer`.
 
 Opening a directory scans every record (a few µs each; the last segment's
 with CRC checks); a torn or corrupt record — a crash mid-write — is cut off
@@ -55,27 +54,30 @@ thread runs beside it.
 
 from __future__ import annotations
 
-import bisect
-import contextlib
-import errno
-import fcntl
-import mmap
 import os
-import struct
-import threading
-import time
 import zlib
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Final, Self
+from typing import Final, Self
 
 import msgpack
 
 from diaspora.errors import ConfigError, HistoryError
 from diaspora.log import get_logger
+from diaspora.streams._history_format import (
+    _MAGIC,
+    _MAX_META,
+    _RECORD,
+    _mapped,
+    _parse,
+    _parse_meta,
+)
+from diaspora.streams._history_index import _Entry, _Subject
+from diaspora.streams._history_segments import _Segment, _Segments
+from diaspora.streams._history_writer import _Record, _Switch, _Sync, _Writer
 
 __all__ = [
     "Gap",
@@ -87,21 +89,9 @@ __all__ = [
     "entry_size",
 ]
 
-_MAGIC: Final = 0xD1A50001
-_RECORD = struct.Struct("<IIQQII")  # magic, crc, seq, item, meta_len, payload_len
-_TAIL = struct.Struct("<QQII")  # the part of the header the crc covers
-_SEGMENT_SUFFIX: Final = ".seg"
-_INDEX: Final = "index"
-_LOCK: Final = "lock"
 _MAX_U64: Final = 2**64 - 1
-_MAX_META: Final = 16 * 1024 * 1024
-_WRITEV_PARTS: Final = 960  # under IOV_MAX (1024)
-_WRITEV_BYTES: Final = 8 * 1024 * 1024
-_COALESCE_BYTES: Final = 64 * 1024
 _SMALL_RECORD: Final = 16 * 1024  # framed on the caller's thread below this payload size
-_CHUNK_BYTES: Final = 1024 * 1024
 _SPLIT_READ: Final = 64 * 1024  # records from this size are read in two parts
-_COALESCE_S: Final = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,302 +151,6 @@ def _check_bound(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
-class _Entry:
-    """Where one retained item is: its RAM copy (until written and pushed out) and its record."""
-
-    __slots__ = (
-        "head",
-        "headers",
-        "item",
-        "length",
-        "offset",
-        "payload",
-        "segment",
-        "seq",
-        "size",
-        "subject",
-    )
-
-    def __init__(self, seq: int, subject: str, item: int, size: int) -> None:
-        self.seq = seq
-        self.subject = subject
-        self.item = item
-        self.size = size
-        self.payload: bytes | None = None
-        self.headers: dict[str, str] | None = None
-        self.segment = -1
-        self.offset = 0
-        self.length = 0  # of the whole record
-        self.head = 0  # bytes of the record before the payload
-
-
-class _Subject:
-    """The retained items of one subject in item order: a list with a moving head."""
-
-    __slots__ = ("entries", "head", "items")
-
-    def __init__(self) -> None:
-        self.items: list[int] = []
-        self.entries: list[_Entry] = []
-        self.head = 0
-
-    def __len__(self) -> int:
-        return len(self.items) - self.head
-
-    def append(self, entry: _Entry) -> None:
-        self.items.append(entry.item)
-        self.entries.append(entry)
-
-    def popleft(self) -> None:
-        self.head += 1
-        if self.head >= 1024 and self.head * 2 >= len(self.items):
-            del self.items[: self.head]
-            del self.entries[: self.head]
-            self.head = 0
-
-    def first(self) -> int:
-        return self.items[self.head]
-
-    def last(self) -> int:
-        return self.items[-1]
-
-    def at_or_after(self, item: int) -> _Entry | None:
-        i = bisect.bisect_left(self.items, item, lo=self.head)
-        return self.entries[i] if i < len(self.items) else None
-
-
-class _Segment:
-    __slots__ = ("id", "path", "rfd", "size")
-
-    def __init__(self, id: int, path: Path, size: int) -> None:
-        self.id = id
-        self.path = path
-        self.size = size  # including records still queued for the writer
-        self.rfd = -1
-
-    def read(self, offset: int, length: int) -> bytes:
-        if self.rfd < 0:
-            self.rfd = os.open(self.path, os.O_RDONLY)
-        return os.pread(self.rfd, length, offset)
-
-    def close(self) -> None:
-        if self.rfd >= 0:
-            os.close(self.rfd)
-            self.rfd = -1
-
-
-@dataclass(slots=True)
-class _Record:
-    """A large record, framed (CRC and all) by the writer thread, off the caller's thread."""
-
-    seq: int
-    item: int
-    meta: bytes
-    payload: bytes
-
-
-@dataclass(slots=True)
-class _Chunk:
-    """Small records already framed by the owner thread, appended to while still queued."""
-
-    data: bytearray
-    top_seq: int
-
-
-@dataclass(slots=True)
-class _Switch:
-    """Write what follows to ``fd`` (a new segment); the writer closes the previous one."""
-
-    fd: int
-
-
-@dataclass(slots=True)
-class _Sync:
-    directory: Path
-
-
-_Op = _Record | _Chunk | _Switch | _Sync
-
-
-def _frame(seq: int, item: int, meta: bytes, payload: bytes) -> tuple[bytes, bytes]:
-    """The record header (magic, crc, tail) for ``meta`` and ``payload``."""
-    tail = _TAIL.pack(seq, item, len(meta), len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(meta, zlib.crc32(tail)))
-    return struct.pack("<II", _MAGIC, crc), tail
-
-
-class _Writer:
-    """The thread that appends records to segment files, so ``add`` never waits on the disk.
-
-    The owner thread only bumps the ``_queued*`` counters and this thread only
-    the ``_written*`` ones, so they need no lock; ``_lock`` guards the queue
-    (the owner appends small records to a queued chunk), ``_cond`` is for
-    sleeping and waking.
-    """
-
-    def __init__(self, name: str, max_pending: int) -> None:
-        self._lock = threading.Lock()
-        self._cond = threading.Condition()
-        self._queue: deque[_Op] = deque()
-        self._max_pending = max_pending
-        self._queued = self._queued_bytes = 0
-        self._written = self._written_bytes = 0
-        self._idle = False
-        self._closing = False
-        self.error: OSError | None = None
-        self.written_seq = 0  # every record up to this seq is written
-        self._name = name
-        self._thread = threading.Thread(target=self._run, name=f"history-{name}", daemon=True)
-        self._thread.start()
-
-    def submit(self, op: _Op, size: int = 0) -> None:
-        self._wait_room()
-        with self._lock:
-            self._queue.append(op)
-        self._queued += 1
-        self._queued_bytes += size
-        self._wake()
-
-    def submit_small(self, seq: int, item: int, meta: bytes, payload: bytes) -> None:
-        self._wait_room()
-        magic_crc, tail = _frame(seq, item, meta, payload)
-        with self._lock:
-            queue = self._queue
-            chunk = queue[-1] if queue else None
-            if isinstance(chunk, _Chunk) and len(chunk.data) < _CHUNK_BYTES:
-                chunk.data += magic_crc
-                chunk.top_seq = seq
-            else:
-                chunk = _Chunk(bytearray(magic_crc), seq)
-                queue.append(chunk)
-                self._queued += 1
-            chunk.data += tail
-            chunk.data += meta
-            chunk.data += payload
-        self._queued_bytes += _RECORD.size + len(meta) + len(payload)
-        self._wake()
-
-    def _wait_room(self) -> None:
-        if self._queued_bytes - self._written_bytes > self._max_pending:
-            with self._cond:  # backpressure: the disk is slower than the producer
-                while (
-                    self._queued_bytes - self._written_bytes > self._max_pending
-                    and self.error is None
-                ):
-                    self._cond.wait()
-        self._raise_if_failed()
-
-    def _wake(self) -> None:
-        if self._idle:
-            with self._cond:
-                self._cond.notify_all()
-
-    def drain(self) -> None:
-        """Wait until everything submitted so far is written (or the writer failed)."""
-        target = self._queued
-        if self._written < target:
-            with self._cond:
-                self._cond.notify_all()
-                while self._written < target and self.error is None:
-                    self._cond.wait()
-        self._raise_if_failed()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        self._thread.join()
-
-    def _raise_if_failed(self) -> None:
-        if self.error is not None:
-            raise HistoryError(
-                f"history {self._name!r}: writing to disk failed ({self.error}); "
-                "free disk space or fix the directory's permissions, then restart the producer"
-            ) from self.error
-
-    def _run(self) -> None:
-        fd = -1
-        queue = self._queue
-        while True:
-            with self._cond:
-                self._idle = True
-                while not queue and not self._closing:
-                    self._cond.wait()
-                self._idle = False
-            if not queue:
-                break
-            if self._queued_bytes - self._written_bytes < _COALESCE_BYTES and not self._closing:
-                time.sleep(_COALESCE_S)  # let small records gather into one write
-            with self._lock:
-                batch = list(queue)
-                queue.clear()
-            try:
-                fd = self._write_batch(fd, batch)
-            except OSError as exc:
-                with self._cond:
-                    self.error = exc
-                    self._cond.notify_all()
-                break
-        if fd >= 0:
-            os.close(fd)
-
-    def _write_batch(self, fd: int, batch: list[_Op]) -> int:
-        parts: list[bytes | bytearray] = []
-        size = ops = top = 0
-
-        def write() -> None:
-            nonlocal parts, size, ops
-            _write_all(fd, parts)
-            self.written_seq = max(self.written_seq, top)
-            self._written_bytes += size
-            self._written += ops
-            with self._cond:
-                self._cond.notify_all()
-            parts, size, ops = [], 0, 0
-
-        for op in batch:
-            ops += 1
-            if isinstance(op, _Chunk):
-                parts.append(op.data)
-                size += len(op.data)
-                top = op.top_seq
-            elif isinstance(op, _Record):
-                parts += (*_frame(op.seq, op.item, op.meta, op.payload), op.meta, op.payload)
-                size += _RECORD.size + len(op.meta) + len(op.payload)
-                top = op.seq
-            elif isinstance(op, _Switch):
-                write()
-                if fd >= 0:
-                    os.close(fd)
-                fd = op.fd
-                continue
-            else:
-                write()
-                if fd >= 0:
-                    os.fsync(fd)
-                dir_fd = os.open(op.directory, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
-                continue
-            if len(parts) >= _WRITEV_PARTS or size >= _WRITEV_BYTES:
-                write()
-        write()
-        return fd
-
-
-def _write_all(fd: int, parts: list[bytes | bytearray]) -> None:
-    views = [memoryview(p) for p in parts if p]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
-
-
 class HistoryBuffer:
     """Bounded ``(subject, item) -> (payload, headers)`` history of one producer.
 
@@ -503,10 +197,8 @@ class HistoryBuffer:
         self._counters = dict.fromkeys(
             ("added", "evicted", "duplicates", "oversize", "truncated_bytes", "corrupt"), 0
         )
-        self._segments: dict[int, _Segment] = {}  # by id, oldest first
-        self._current: _Segment | None = None
+        self._disk: _Segments | None = None  # with a directory
         self._writer: _Writer | None = None
-        self._lock_fd = -1
         self._low_seq = 0  # records below this seq are evicted
         self._index_low_seq = 0
         if self.directory is not None:
@@ -536,20 +228,18 @@ class HistoryBuffer:
             if writer is not None:
                 try:
                     writer.drain()
-                    current = self._current
+                    assert self._disk is not None
+                    current = self._disk.current
                     if current is not None and current.size == 0:
-                        self._drop_segment(current)
+                        self._disk.drop(current)
                     self._write_index()
                 except (HistoryError, OSError) as exc:
                     self._log.error("history_close_failed", reason=str(exc))
                 finally:
                     writer.close()
         finally:
-            for segment in self._segments.values():
-                segment.close()
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)  # releases the flock
-                self._lock_fd = -1
+            if self._disk is not None:
+                self._disk.release()
             self._order.clear()
             self._memory.clear()
             self._subjects.clear()
@@ -635,9 +325,10 @@ class HistoryBuffer:
 
     def _append_record(self, entry: _Entry, writer: _Writer) -> None:
         assert entry.payload is not None
-        if self._current is None:
+        assert self._disk is not None
+        if self._disk.current is None:
             self._new_segment(writer)
-        current = self._current
+        current = self._disk.current
         assert current is not None
         meta: bytes = msgpack.packb([entry.subject, entry.headers], use_bin_type=True)
         entry.segment = current.id
@@ -653,19 +344,10 @@ class HistoryBuffer:
             self._new_segment(writer)
 
     def _new_segment(self, writer: _Writer) -> None:
-        assert self.directory is not None
-        number = max(self._segments, default=0) + 1
-        path = self.directory / f"{number:016d}{_SEGMENT_SUFFIX}"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
-        except OSError as exc:
-            raise HistoryError(
-                f"history {self.name!r}: cannot create segment {path}: {exc}"
-            ) from exc
+        assert self._disk is not None
+        segment, fd = self._disk.create()
         writer.submit(_Switch(fd))
-        segment = _Segment(number, path, 0)
-        self._segments[number] = segment
-        self._current = segment
+        self._disk.hold(segment)
         if self._low_seq != self._index_low_seq:
             self._write_index()
 
@@ -691,19 +373,8 @@ class HistoryBuffer:
             entry = memory.popleft()  # it is on disk: only its RAM copy goes
             self._mem_bytes -= entry.size
             entry.payload = entry.headers = None
-        oldest = order[0].segment if order else None
-        while self._segments:
-            segment = next(iter(self._segments.values()))
-            if segment is self._current or (oldest is not None and segment.id >= oldest):
-                break
-            self._drop_segment(segment)
-
-    def _drop_segment(self, segment: _Segment) -> None:
-        segment.close()
-        with contextlib.suppress(FileNotFoundError):
-            segment.path.unlink()
-        del self._segments[segment.id]
-        self._log.debug("history_segment_deleted", segment=segment.path.name)
+        if self._disk is not None:
+            self._disk.drop_before(order[0].segment if order else None)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -769,7 +440,7 @@ class HistoryBuffer:
         payload, headers = entry.payload, entry.headers
         if payload is not None and headers is not None:
             return HistoryItem(entry.subject, entry.item, payload, dict(headers))
-        segment = self._segments.get(entry.segment)
+        segment = self._disk.by_id.get(entry.segment) if self._disk is not None else None
         if segment is None:
             return None
         if entry.length < _SPLIT_READ:
@@ -801,8 +472,8 @@ class HistoryBuffer:
             bytes=self._bytes,
             memory_items=len(self._memory),
             memory_bytes=self._mem_bytes,
-            disk_bytes=sum(s.size for s in self._segments.values()),
-            segments=len(self._segments),
+            disk_bytes=self._disk.size if self._disk is not None else 0,
+            segments=len(self._disk) if self._disk is not None else 0,
             subjects=len(self._subjects),
             **self._counters,
         )
@@ -810,75 +481,37 @@ class HistoryBuffer:
     # -- the directory -------------------------------------------------------------------
 
     def _open_directory(self, directory: Path) -> None:
+        disk = _Segments(directory, self.name, self._log)
+        disk.lock()
+        self._disk = disk
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(directory / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise HistoryError(
-                f"history {self.name!r}: cannot use directory {directory}: {exc}"
-            ) from exc
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise HistoryError(
-                    f"history directory {directory} is in use by another HistoryBuffer "
-                    "(in this or another process); give each producer its own directory"
-                ) from exc
-            raise HistoryError(f"history directory {directory}: cannot lock it: {exc}") from exc
-        try:
-            self._recover(directory)
+            self._recover(disk)
         except BaseException:
             self._closed = True
-            for segment in self._segments.values():
-                segment.close()
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+            disk.release()
             raise
         self._writer = _Writer(self.name, self.write_queue_bytes)
 
-    def _recover(self, directory: Path) -> None:
-        self._low_seq = self._index_low_seq = self._read_index(directory / _INDEX)
-        numbers = sorted(
-            int(p.stem)
-            for p in directory.glob(f"*{_SEGMENT_SUFFIX}")
-            if p.stem.isdigit() and len(p.stem) == 16
-        )
+    def _recover(self, disk: _Segments) -> None:
+        self._low_seq = self._index_low_seq = disk.read_index()
+        numbers = disk.numbers()
         last_seq = self._low_seq - 1
         for i, number in enumerate(numbers):
-            path = directory / f"{number:016d}{_SEGMENT_SUFFIX}"
-            segment = _Segment(number, path, path.stat().st_size)
-            self._segments[number] = segment
+            segment = disk.reopen(number)
             last_seq = self._scan(segment, last_seq, check_crc=i == len(numbers) - 1)
         self._next_seq = max(last_seq + 1, self._low_seq, 1)
         self._enforce_bounds()
         self._log.info(
             "history_opened",
-            directory=str(directory),
+            directory=str(disk.directory),
             items=len(self._order),
-            segments=len(self._segments),
+            segments=len(disk),
             truncated_bytes=self._counters["truncated_bytes"],
         )
 
-    def _read_index(self, path: Path) -> int:
-        try:
-            low = msgpack.unpackb(path.read_bytes())["low_seq"]
-            if isinstance(low, int) and low >= 0:
-                return low
-            raise ValueError(f"low_seq={low!r}")
-        except FileNotFoundError:
-            return 0
-        except Exception as exc:  # a damaged index only lets evicted records back in
-            self._log.warning("history_index_unreadable", path=str(path), reason=repr(exc))
-            return 0
-
     def _write_index(self) -> None:
-        assert self.directory is not None
-        tmp = self.directory / f"{_INDEX}.tmp"
-        tmp.write_bytes(msgpack.packb({"version": 1, "low_seq": self._low_seq}))
-        os.replace(tmp, self.directory / _INDEX)
+        assert self._disk is not None
+        self._disk.write_index(self._low_seq)
         self._index_low_seq = self._low_seq
 
     def _scan(self, segment: _Segment, last_seq: int, *, check_crc: bool) -> int:
@@ -943,59 +576,6 @@ class HistoryBuffer:
             index = self._subjects[entry.subject] = _Subject()
         index.append(entry)
         self._bytes += entry.size
-
-
-@contextlib.contextmanager
-def _mapped(f: BinaryIO, size: int) -> Iterator[memoryview]:
-    """The first ``size`` bytes of ``f``, memory-mapped (pages are read only where touched)."""
-    if size == 0:
-        yield memoryview(b"")
-        return
-    with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as view:
-        yield view
-
-
-def _parse_head(head: bytes, offset: int, size: int) -> tuple[int, int, int, int, int] | str:
-    """(crc, seq, item, meta_len, payload_len) of the record at ``offset``, or what is wrong."""
-    if len(head) < _RECORD.size:
-        return "torn header"
-    magic, crc, seq, item, meta_len, payload_len = _RECORD.unpack(head)
-    if magic != _MAGIC:
-        return "bad magic"
-    if meta_len > _MAX_META:
-        return "bad meta length"
-    if offset + _RECORD.size + meta_len + payload_len > size:
-        return "torn record"
-    return crc, seq, item, meta_len, payload_len
-
-
-def _parse_meta(raw: bytes | memoryview) -> tuple[str, dict[str, str]] | str:
-    try:
-        subject, headers = msgpack.unpackb(raw, raw=False)
-    except Exception:
-        return "undecodable meta"
-    if not isinstance(subject, str) or not isinstance(headers, dict):
-        return "malformed meta"
-    return subject, headers
-
-
-def _parse(head: bytes, payload: bytes) -> tuple[int, str, dict[str, str]] | str:
-    """One record read back as its head (header and meta) and payload, CRC checked.
-
-    Returns (seq, subject, headers), or what is wrong.
-    """
-    parsed = _parse_head(head[: _RECORD.size], 0, len(head) + len(payload))
-    if isinstance(parsed, str):
-        return parsed
-    crc, seq, _, meta_len, payload_len = parsed
-    if _RECORD.size + meta_len != len(head) or payload_len != len(payload):
-        return "wrong record length"
-    if zlib.crc32(payload, zlib.crc32(memoryview(head)[8:])) != crc:
-        return "crc mismatch"
-    meta = _parse_meta(head[_RECORD.size :])
-    if isinstance(meta, str):
-        return meta
-    return seq, meta[0], meta[1]
 
 
 @dataclass(frozen=True, slots=True)

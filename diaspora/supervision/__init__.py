@@ -20,6 +20,7 @@ from diaspora.supervision._binding import (
     bind_start,
 )
 from diaspora.supervision._context import ChildContext, child_events, current_child
+from diaspora.supervision._records import ChildCounts, ChildRecord, ChildStatus
 from diaspora.supervision._runnable import Runnable, Stopper, run_until
 from diaspora.supervision._spec import (
     BRUTAL_KILL,
@@ -32,7 +33,7 @@ from diaspora.supervision._spec import (
     Strategy,
     SupervisorSpec,
 )
-from diaspora.supervision._supervisor import ChildCounts, ChildRecord, ChildStatus, Supervisor
+from diaspora.supervision._supervisor import Supervisor
 
 __all__ = [
     "BRUTAL_KILL",

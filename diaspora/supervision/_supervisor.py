@@ -26,246 +26,67 @@ Exit reasons
     :class:`~diaspora.errors.ChildShutdown` a ``shutdown`` exit (both normal:
     a transient child is not restarted), raising anything else an abnormal exit
     whose reason is the exception.
+
+Its parts: the records and messages in :mod:`~diaspora.supervision._records`,
+the children table in ``_children``, the mailbox in ``_mailbox``, starting
+and stopping one child in ``_launcher``; this module decides what to do.
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import math
 import random
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from diaspora.clock import Clock, SystemClock
 from diaspora.errors import (
-    ChildAlreadyPresent,
-    ChildAlreadyStarted,
-    ChildNotFound,
-    ChildRestarting,
-    ChildRunning,
-    ChildShutdown,
     ChildStartError,
     ConfigError,
     RestartIntensityExceeded,
-    SimpleOneForOneError,
     SupervisorNotRunning,
 )
 from diaspora.events import (
     BackingOff,
-    ChildStarted,
     Deleted,
     EventSink,
     Exited,
     GaveUp,
-    Restarted,
-    StartFailed,
-    Terminated,
 )
 from diaspora.log import get_logger
-from diaspora.supervision._context import _CURRENT, ChildContext
+from diaspora.supervision._children import _Children
 from diaspora.supervision._events import _Reporter
+from diaspora.supervision._launcher import _Launcher
+from diaspora.supervision._mailbox import _Mailbox
+from diaspora.supervision._records import (
+    _KILLED,
+    _STOP,
+    ChildCounts,
+    ChildRecord,
+    _Call,
+    _Child,
+    _Exit,
+    _Exited,
+    _GaveUp,
+    _Incarnation,
+    _Pending,
+    _Phase,
+    _RestartDue,
+    _RestartWindow,
+    _StartFailed,
+    _Stopping,
+)
 from diaspora.supervision._runnable import Runnable
 from diaspora.supervision._spec import (
-    BRUTAL_KILL,
-    INFINITY,
-    ChildSpec,
-    ChildType,
     Restart,
-    Strategy,
     SupervisorSpec,
 )
 
-__all__ = ["ChildCounts", "ChildRecord", "ChildStatus", "Supervisor"]
+__all__ = ["Supervisor"]
 
 _T = TypeVar("_T")
-
-
-class ChildStatus(Enum):
-    """A child's state in :meth:`Supervisor.which_children` (OTP: a pid, restarting, undefined)."""
-
-    RUNNING = "running"
-    #: waiting for its restart (backoff), or its restart failed and will be retried
-    RESTARTING = "restarting"
-    #: not running: terminated with ``terminate_child``, or a transient child that ended normally
-    UNDEFINED = "undefined"
-
-
-@dataclass(frozen=True, slots=True)
-class ChildRecord:
-    """One child in :meth:`Supervisor.which_children`.
-
-    ``id`` is ``None`` for the children of a ``simple_one_for_one`` supervisor
-    (as in OTP); ``runnable`` is the running Runnable, ``None`` unless running.
-    """
-
-    id: str | None
-    runnable: Runnable | None
-    type: ChildType
-    status: ChildStatus
-
-
-@dataclass(frozen=True, slots=True)
-class ChildCounts:
-    """:meth:`Supervisor.count_children`: specs, running children, and specs by type.
-
-    As in OTP, a ``simple_one_for_one`` supervisor has ``specs == 1`` (its
-    template) and counts its dynamic children in ``supervisors``/``workers``.
-    """
-
-    specs: int
-    active: int
-    supervisors: int
-    workers: int
-
-
-# --- the supervisor's own bookkeeping ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Exit:
-    reason: str
-    error: BaseException | None = None
-
-    @property
-    def normal(self) -> bool:
-        return self.reason in ("normal", "shutdown")
-
-
-_NORMAL: Final = _Exit("normal")
-_SHUTDOWN: Final = _Exit("shutdown")
-_KILLED: Final = _Exit("killed")
-
-
-class _Incarnation:
-    """One run of one child: the Runnable ``start`` returned, and how it ended."""
-
-    def __init__(self, child: _Child, runnable: Runnable) -> None:
-        self.child = child
-        self.runnable = runnable
-        self.scope = anyio.CancelScope()
-        self.started = False
-        self.settled = anyio.Event()  # started() was called, or run ended
-        self.wake = anyio.Event()  # settled, or the supervisor was asked to stop
-        self.done = anyio.Event()
-        self.exit: _Exit | None = None
-        self.started_at = 0.0
-        self.stop_requested = False
-        self.killed = False
-        # the supervisor has dealt with its end (stopped it, or saw it fail to start):
-        # its _Exited message must not be taken for a crash
-        self.reaped = False
-
-
-class _StartSignal(TaskStatus[None]):
-    """The ``task_status`` a child's ``run`` calls ``started()`` on."""
-
-    def __init__(self, incarnation: _Incarnation) -> None:
-        self._incarnation = incarnation
-
-    def started(self, value: None = None) -> None:
-        incarnation = self._incarnation
-        if incarnation.started:
-            raise RuntimeError(
-                f"child {incarnation.child.name!r} called task_status.started() twice"
-            )
-        incarnation.started = True
-        incarnation.settled.set()
-        incarnation.wake.set()
-
-
-class _Pending:
-    """A restart decided and not carried out yet (backoff, or a failed start to retry)."""
-
-    def __init__(self, cause: _Child) -> None:
-        self.cause = cause
-        self.cancelled = False
-        self.scope: anyio.CancelScope | None = None
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        if self.scope is not None:
-            self.scope.cancel()
-
-
-class _Child:
-    """A child spec and its current state (a static child, or one dynamic child)."""
-
-    def __init__(
-        self, spec: ChildSpec, name: str, *, args: tuple[Any, ...] = (), dynamic: bool = False
-    ) -> None:
-        self.spec = spec
-        self.name = name
-        self.args = args
-        self.dynamic = dynamic
-        self.incarnation: _Incarnation | None = None
-        self.pending: _Pending | None = None
-        self.handle: Runnable | None = None  # what start_child returned (dynamic children)
-        self.attempt = 0  # consecutive restarts, for backoff
-        self.starts = 0
-
-    @property
-    def status(self) -> ChildStatus:
-        if self.incarnation is not None:
-            return ChildStatus.RUNNING
-        if self.pending is not None:
-            return ChildStatus.RESTARTING
-        return ChildStatus.UNDEFINED
-
-
-@dataclass(eq=False, slots=True)
-class _Exited:
-    incarnation: _Incarnation
-
-
-@dataclass(eq=False, slots=True)
-class _RestartDue:
-    pending: _Pending
-
-
-class _Call:
-    def __init__(self, op: Callable[[], Awaitable[Any]]) -> None:
-        self.op = op
-        self.done = anyio.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-class _StopSignal:
-    pass
-
-
-_STOP: Final = _StopSignal()
-_Message = _Exited | _RestartDue | _Call | _StopSignal
-
-
-class _Stopping(Exception):
-    """request_stop() arrived while an operation was waiting for a child to start."""
-
-
-class _GaveUp(Exception):
-    def __init__(self, child: _Child, exit: _Exit) -> None:
-        self.child = child
-        self.exit = exit
-
-
-class _StartFailed(Exception):
-    def __init__(self, child: _Child, error: BaseException) -> None:
-        self.child = child
-        self.error = error
-
-
-class _Phase(Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    ENDED = "ended"
 
 
 async def _first(*events: anyio.Event) -> None:
@@ -308,7 +129,7 @@ class Supervisor:
     ...         await tg.start(sup.run)            # returns once every child has started
     ...         print(await sup.count_children())
     ...         sup.request_stop()                 # children stop in reverse start order
-    >>> from diaspora.supervision import current_child
+    >>> from diaspora.supervision import ChildSpec, current_child
     >>> anyio.run(main)
     hello from root.hello
     ChildCounts(specs=1, active=1, supervisors=0, workers=1)
@@ -336,17 +157,23 @@ class Supervisor:
         self._child_events = self._events if on_event is not None else None
         self._rng = rng if rng is not None else random.Random()
         self._log = get_logger(supervisor=name)
-        self._outbox, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
-        self._children: list[_Child] = []
-        self._restarts: deque[float] = deque()  # times of the restarts within the last period
-        self._serial = 0
+        self._mailbox = _Mailbox(name)
+        self._children = _Children(name, spec)
+        self._restarts = _RestartWindow(spec.intensity, spec.period, self._clock)
         self._phase = _Phase.NEW
-        self._stop_requested = False
-        self._starting: _Incarnation | None = None  # the child _start is waiting for
         self._started_event = anyio.Event()
         self._ended_event = anyio.Event()
         self._failure: BaseException | None = None
         self._tg: TaskGroup | None = None
+        self._launcher = _Launcher(
+            name,
+            clock=self._clock,
+            events=self._events,
+            child_events=self._child_events,
+            log=self._log,
+            post=self._mailbox.post,
+            nest=self._nest,
+        )
 
     def __repr__(self) -> str:
         return f"<Supervisor {self._name!r} {self._spec.strategy.value} {self._phase.value}>"
@@ -363,7 +190,11 @@ class Supervisor:
 
     @property
     def _simple(self) -> bool:
-        return self._spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE
+        return self._children.simple
+
+    def _nest(self, spec: SupervisorSpec, name: str) -> Supervisor:
+        """A child supervisor, sharing this one's clock, event sink and RNG."""
+        return Supervisor(spec, name=name, clock=self._clock, on_event=self._sink, rng=self._rng)
 
     # --- Runnable ---------------------------------------------------------------------
 
@@ -383,7 +214,7 @@ class Supervisor:
         self._phase = _Phase.STARTING
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
+                self._tg = self._launcher.tg = tg
                 try:
                     self._failure = await self._lifetime(task_status)
                 finally:
@@ -392,17 +223,14 @@ class Supervisor:
         finally:
             self._phase = _Phase.ENDED
             self._ended_event.set()
-            self._outbox.close()
-            self._fail_queued_calls()
+            self._mailbox.close()
         if self._failure is not None:
             raise self._failure
 
     def request_stop(self) -> None:
         """Stop the children in reverse start order, then return from :meth:`run`."""
-        self._stop_requested = True
-        if self._starting is not None:
-            self._starting.wake.set()
-        self._post(_STOP)
+        self._launcher.request_stop()
+        self._mailbox.post(_STOP)
 
     async def started(self) -> None:
         """Wait until :meth:`run` has started every initial child.
@@ -457,11 +285,11 @@ class Supervisor:
 
     async def which_children(self) -> list[ChildRecord]:
         """Every child, in start order."""
-        return await self._call(self._which_children)
+        return await self._call(self._children.records)
 
     async def count_children(self) -> ChildCounts:
         """How many specs, running children, supervisors and workers."""
-        return await self._call(self._count_children)
+        return await self._call(self._children.counts)
 
     # --- the supervisor's task --------------------------------------------------------
 
@@ -502,15 +330,15 @@ class Supervisor:
         for spec in self._spec.children:
             child = _Child(spec, spec.id)
             try:
-                await self._start(child)
+                await self._launcher.start(child)
             except (_StartFailed, _Stopping):
                 await self._terminate_all()
                 raise
             self._children.append(child)
 
     async def _serve(self) -> None:
-        while not self._stop_requested:
-            message = await self._inbox.receive()
+        while not self._launcher.stop_requested:
+            message = await self._mailbox.receive()
             try:
                 if isinstance(message, _Exited):
                     await self._on_exit(message.incarnation)
@@ -518,228 +346,27 @@ class Supervisor:
                     if not message.pending.cancelled:
                         await self._carry_out(message.pending)
                 elif isinstance(message, _Call):
-                    await self._serve_call(message)
+                    await self._mailbox.serve(message)
             except _Stopping:
                 return
-
-    async def _serve_call(self, call: _Call) -> None:
-        try:
-            call.result = await call.op()
-        except _Stopping:
-            call.error = SupervisorNotRunning(
-                f"supervisor {self._name!r} was asked to stop while serving this call"
-            )
-            raise
-        except Exception as exc:
-            call.error = exc
-        except BaseException:
-            call.error = SupervisorNotRunning(f"supervisor {self._name!r} was cancelled")
-            raise
-        finally:
-            call.done.set()
 
     async def _call(self, op: Callable[[], Awaitable[_T]]) -> _T:
         if self._phase is _Phase.ENDED:
             raise SupervisorNotRunning(f"supervisor {self._name!r} is not running")
-        call = _Call(op)
-        try:
-            self._outbox.send_nowait(call)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise SupervisorNotRunning(f"supervisor {self._name!r} is not running") from None
-        await call.done.wait()
-        if call.error is not None:
-            raise call.error
-        result: _T = call.result
-        return result
+        return await self._mailbox.call(op)
 
-    def _post(self, message: _Message) -> None:
-        # once the supervisor has ended nothing is listening
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._outbox.send_nowait(message)
-
-    def _fail_queued_calls(self) -> None:
-        while True:
-            try:
-                message = self._inbox.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                return
-            if isinstance(message, _Call) and not message.done.is_set():
-                message.error = SupervisorNotRunning(f"supervisor {self._name!r} has stopped")
-                message.done.set()
-
-    # --- starting and stopping one child ----------------------------------------------
-
-    async def _start(self, child: _Child, cause: _Child | None = None) -> Runnable:
-        """Start ``child`` (again, after ``cause`` exited) and wait for its ``started()``.
-
-        Raises _StartFailed or _Stopping.
-        """
-        if self._stop_requested:
-            raise _Stopping
-        assert self._tg is not None
-        context = ChildContext(
-            self._name, child.name, child.starts, child.args, events=self._child_events
-        )
-        child.starts += 1
-        failure: Exception | None = None
-        token = _CURRENT.set(context)
-        try:
-            runnable = self._make(child)
-            incarnation = _Incarnation(child, runnable)
-            # the child's task inherits the context set above
-            self._tg.start_soon(self._run, incarnation, name=f"{self._name}.{child.name}")
-        except Exception as exc:
-            failure = exc
-        finally:
-            _CURRENT.reset(token)
-        if failure is not None:
-            await self._events.emit(
-                StartFailed(name=self._name, child=child.name, reason=repr(failure))
-            )
-            raise _StartFailed(child, failure)
-        # one event, not _first(settled, stop): a task group per start halves restarts/s
-        self._starting = incarnation
-        try:
-            if not self._stop_requested:
-                await incarnation.wake.wait()
-        finally:
-            self._starting = None
-        if not incarnation.settled.is_set():
-            await self._stop(incarnation)
-            raise _Stopping
-        exit = incarnation.exit
-        if not incarnation.started and exit is not None and not exit.normal:
-            incarnation.reaped = True
-            await self._events.emit(
-                StartFailed(name=self._name, child=child.name, reason=exit.reason)
-            )
-            raise _StartFailed(child, exit.error or RuntimeError(exit.reason))
-        # returning before started() counts as starting, then exiting normally
-        incarnation.started_at = self._clock.monotonic()
-        child.incarnation = incarnation
-        if cause is None:
-            await self._events.emit(
-                ChildStarted(name=self._name, child=child.name, incarnation=context.incarnation)
-            )
-        else:
-            await self._events.emit(
-                Restarted(
-                    name=self._name,
-                    child=child.name,
-                    incarnation=context.incarnation,
-                    attempt=cause.attempt,
-                    cause=cause.name,
-                )
-            )
-        return runnable
-
-    def _make(self, child: _Child) -> Runnable:
-        start = child.spec.start
-        if isinstance(start, SupervisorSpec):
-            if child.args:
-                raise TypeError(
-                    f"child {child.name!r} is a supervisor: start_child takes no arguments for it"
-                )
-            return Supervisor(
-                start,
-                name=f"{self._name}.{child.name}",
-                clock=self._clock,
-                on_event=self._sink,
-                rng=self._rng,
-            )
-        made = start(*child.args)
-        if inspect.isawaitable(made):
-            if inspect.iscoroutine(made):
-                made.close()
-            raise TypeError(
-                f"child {child.name!r}: start returned an awaitable; it must be a plain "
-                "function returning a Runnable (do async set-up in run, before started())"
-            )
-        if not isinstance(made, Runnable):
-            raise TypeError(
-                f"child {child.name!r}: start returned {made!r}, which is not a Runnable "
-                "(async run(*, task_status) and request_stop())"
-            )
-        return made
-
-    async def _run(self, incarnation: _Incarnation) -> None:
-        """The child's task: run it, classify how it ended, tell the supervisor."""
-        try:
-            with incarnation.scope:
-                try:
-                    await incarnation.runnable.run(task_status=_StartSignal(incarnation))
-                except ChildShutdown as exc:
-                    incarnation.exit = _Exit("shutdown", exc)
-                except Exception as exc:
-                    incarnation.exit = _Exit(repr(exc), exc)
-                else:
-                    incarnation.exit = _SHUTDOWN if incarnation.stop_requested else _NORMAL
-        finally:
-            if incarnation.killed or incarnation.exit is None:
-                incarnation.exit = _KILLED
-            incarnation.done.set()
-            incarnation.settled.set()
-            incarnation.wake.set()
-            self._post(_Exited(incarnation))
-
-    async def _stop(self, incarnation: _Incarnation) -> _Exit:
-        """Stop a child by its shutdown policy (if it has not ended already)."""
-        incarnation.reaped = True
-        child = incarnation.child
-        if not incarnation.done.is_set():
-            policy = child.spec.effective_shutdown
-            if policy == BRUTAL_KILL:
-                self._kill(incarnation)
-            else:
-                incarnation.stop_requested = True
-                try:
-                    incarnation.runnable.request_stop()
-                except Exception as exc:
-                    self._log.warning("request_stop_failed", child=child.name, error=repr(exc))
-                    self._kill(incarnation)
-                if policy != INFINITY and not incarnation.done.is_set():
-                    assert isinstance(policy, float)
-                    await self._kill_after(incarnation, policy)
-            await incarnation.done.wait()
-        exit = incarnation.exit or _KILLED
-        await self._events.emit(Terminated(name=self._name, child=child.name, reason=exit.reason))
-        return exit
-
-    @staticmethod
-    def _kill(incarnation: _Incarnation) -> None:
-        incarnation.killed = True
-        incarnation.scope.cancel()
-
-    async def _kill_after(self, incarnation: _Incarnation, seconds: float) -> None:
-        async with anyio.create_task_group() as tg:
-
-            async def deadline() -> None:
-                await self._clock.sleep(seconds)
-                self._kill(incarnation)
-
-            tg.start_soon(deadline)
-            await incarnation.done.wait()
-            tg.cancel_scope.cancel()
+    # --- stopping children ---------------------------------------------------------------
 
     async def _halt(self, child: _Child) -> None:
         """Make ``child`` not running and not restarting."""
-        self._unpend(child)
+        self._children.unpend(child)
         if child.incarnation is not None:
             incarnation, child.incarnation = child.incarnation, None
-            await self._stop(incarnation)
+            await self._launcher.stop(incarnation)
 
     async def _terminate_all(self) -> None:
         for child in reversed(self._children):
             await self._halt(child)
-
-    def _remove(self, child: _Child) -> None:
-        self._unpend(child)
-        self._children.remove(child)
-
-    def _unpend(self, child: _Child) -> None:
-        pending, child.pending = child.pending, None
-        if pending is not None and not any(c.pending is pending for c in self._children):
-            pending.cancel()
 
     # --- exits and restarts -----------------------------------------------------------
 
@@ -759,30 +386,12 @@ class Supervisor:
         if restart is Restart.PERMANENT or (restart is Restart.TRANSIENT and not exit.normal):
             await self._restart(child, exit)
         elif restart is Restart.TEMPORARY or child.dynamic:
-            self._remove(child)
-
-    def _add_restart(self) -> bool:
-        """Record a restart now; False if that makes more than ``intensity`` within ``period``."""
-        now = self._clock.monotonic()
-        threshold = now - self._spec.period
-        restarts = self._restarts
-        while restarts and restarts[0] < threshold:  # oldest first: O(1) per restart
-            restarts.popleft()
-        restarts.append(now)
-        return len(restarts) <= self._spec.intensity
-
-    def _restart_set(self, cause: _Child) -> list[_Child]:
-        strategy = self._spec.strategy
-        if strategy is Strategy.ONE_FOR_ALL:
-            return list(self._children)
-        if strategy is Strategy.REST_FOR_ONE:
-            return self._children[self._children.index(cause) :]
-        return [cause]
+            self._children.remove(child)
 
     async def _restart(self, cause: _Child, exit: _Exit) -> None:
         """``cause`` exited and must be restarted: count it, stop its set, restart the set."""
         spec = self._spec
-        if not self._add_restart():
+        if not self._restarts.add():
             await self._events.emit(
                 GaveUp(
                     name=self._name,
@@ -794,17 +403,17 @@ class Supervisor:
                 )
             )
             raise _GaveUp(cause, exit)
-        group = self._restart_set(cause)
+        group = self._children.restart_set(cause)
         for child in reversed(group):
             if child.incarnation is not None:
                 incarnation, child.incarnation = child.incarnation, None
-                await self._stop(incarnation)
+                await self._launcher.stop(incarnation)
         pending = _Pending(cause)
         for child in group:
             if child is not cause and child.spec.restart is Restart.TEMPORARY:
-                self._remove(child)  # stopped with its siblings, never restarted
+                self._children.remove(child)  # stopped with its siblings, never restarted
                 continue
-            self._unpend(child)
+            self._children.unpend(child)
             child.pending = pending
         cause.attempt += 1
         delay = spec.backoff.delay(cause.attempt, self._rng) if spec.backoff else 0.0
@@ -824,7 +433,7 @@ class Supervisor:
         assert pending.scope is not None
         with pending.scope:
             await self._clock.sleep(delay)
-            self._post(_RestartDue(pending))
+            self._mailbox.post(_RestartDue(pending))
 
     async def _carry_out(self, pending: _Pending) -> None:
         """Start, in start order, the children still waiting for ``pending``."""
@@ -833,7 +442,7 @@ class Supervisor:
                 continue
             child.pending = None
             try:
-                await self._start(child, pending.cause)
+                await self._launcher.start(child, pending.cause)
             except _StartFailed as failed:
                 # OTP: a restart that fails to start counts as another exit, and is retried
                 error = failed.error
@@ -845,49 +454,10 @@ class Supervisor:
 
     # --- runtime API, run in the supervisor's task ------------------------------------
 
-    def _find(self, ref: str | Runnable) -> _Child:
-        for child in self._children:
-            if isinstance(ref, str):
-                if not child.dynamic and child.name == ref:
-                    return child
-            elif child.handle is ref or (
-                child.incarnation is not None and child.incarnation.runnable is ref
-            ):
-                return child
-        raise ChildNotFound(f"supervisor {self._name!r} has no child {ref!r}")
-
-    def _not_simple(self, call: str) -> None:
-        if self._simple:
-            raise SimpleOneForOneError(
-                f"supervisor {self._name!r} is simple_one_for_one: {call} is not supported "
-                "(its children have no ids; use terminate_child(handle) and start_child(*args))"
-            )
-
     async def _start_child(self, args: tuple[Any, ...]) -> Runnable:
-        if self._simple:
-            template = self._spec.children[0]
-            self._serial += 1
-            child = _Child(template, f"{template.id}-{self._serial}", args=args, dynamic=True)
-        else:
-            if len(args) != 1 or not isinstance(args[0], ChildSpec):
-                raise TypeError(
-                    f"supervisor {self._name!r}: start_child takes one ChildSpec (only "
-                    f"simple_one_for_one supervisors take start arguments), got {args!r}"
-                )
-            spec = args[0]
-            for existing in self._children:
-                if existing.name == spec.id:
-                    if existing.incarnation is not None:
-                        raise ChildAlreadyStarted(
-                            f"supervisor {self._name!r}: child {spec.id!r} is already running"
-                        )
-                    raise ChildAlreadyPresent(
-                        f"supervisor {self._name!r}: child {spec.id!r} is already present: "
-                        "use restart_child, or delete_child first"
-                    )
-            child = _Child(spec, spec.id)
+        child = self._children.new(args)
         try:
-            runnable = await self._start(child)
+            runnable = await self._launcher.start(child)
         except _StartFailed as failed:
             raise ChildStartError(
                 f"supervisor {self._name!r}: child {child.name!r} failed to start: "
@@ -900,20 +470,20 @@ class Supervisor:
 
     async def _terminate_child(self, ref: str | Runnable) -> None:
         if self._simple and isinstance(ref, str):
-            self._not_simple(f"terminate_child({ref!r}) by id")
-        child = self._find(ref)
+            self._children.not_simple(f"terminate_child({ref!r}) by id")
+        child = self._children.find(ref)
         await self._halt(child)
         child.attempt = 0
         if child.dynamic or child.spec.restart is Restart.TEMPORARY:
-            self._remove(child)
+            self._children.remove(child)
 
     async def _restart_child(self, child_id: str) -> Runnable:
-        self._not_simple("restart_child")
-        child = self._find(child_id)
-        self._check_stopped(child)
+        self._children.not_simple("restart_child")
+        child = self._children.find(child_id)
+        self._children.check_stopped(child)
         child.attempt = 0
         try:
-            return await self._start(child)
+            return await self._launcher.start(child)
         except _StartFailed as failed:
             raise ChildStartError(
                 f"supervisor {self._name!r}: child {child.name!r} failed to restart: "
@@ -922,38 +492,8 @@ class Supervisor:
             ) from failed.error
 
     async def _delete_child(self, child_id: str) -> None:
-        self._not_simple("delete_child")
-        child = self._find(child_id)
-        self._check_stopped(child)
-        self._remove(child)
+        self._children.not_simple("delete_child")
+        child = self._children.find(child_id)
+        self._children.check_stopped(child)
+        self._children.remove(child)
         await self._events.emit(Deleted(name=self._name, child=child.name))
-
-    def _check_stopped(self, child: _Child) -> None:
-        if child.incarnation is not None:
-            raise ChildRunning(
-                f"supervisor {self._name!r}: child {child.name!r} is running: "
-                "terminate_child it first"
-            )
-        if child.pending is not None:
-            raise ChildRestarting(
-                f"supervisor {self._name!r}: child {child.name!r} is waiting to be restarted: "
-                "terminate_child it first"
-            )
-
-    async def _which_children(self) -> list[ChildRecord]:
-        return [
-            ChildRecord(
-                id=None if child.dynamic else child.name,
-                runnable=child.incarnation.runnable if child.incarnation is not None else None,
-                type=child.spec.effective_type,
-                status=child.status,
-            )
-            for child in self._children
-        ]
-
-    async def _count_children(self) -> ChildCounts:
-        children = self._children
-        active = sum(1 for c in children if c.incarnation is not None)
-        supervisors = sum(1 for c in children if c.spec.effective_type is ChildType.SUPERVISOR)
-        specs = 1 if self._simple else len(children)
-        return ChildCounts(specs, active, supervisors, len(children) - supervisors)

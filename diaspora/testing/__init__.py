@@ -9,15 +9,10 @@ the hypothesis strategies and state machine (which need ``hypothesis``) are in
 :mod:`diaspora.testing.strategies` and :mod:`diaspora.testing.machine`.
 """
 
+from diaspora.errors import InjectionError
 from diaspora.testing._faults import Fault, FaultInjection, FaultOrder, fault_subject
-from diaspora.testing._injectors import (
-    FaultKind,
-    FaultSpec,
-    FaultStep,
-    Injected,
-    InjectionError,
-    Injector,
-)
+from diaspora.testing._faultspec import FaultKind, FaultSpec, FaultStep, Injected
+from diaspora.testing._injectors import Injector
 from diaspora.testing._pids import PidWatcher
 from diaspora.testing._proxy import LinkProxy
 from diaspora.testing._report import ExampleResult, ReliabilityReport

@@ -5,34 +5,25 @@ An :class:`Injector` is bound to what it may break: a fabric (to send fault
 orders to actors, see :mod:`diaspora.testing._faults`), an
 :class:`~diaspora.fabric.EmbeddedServer`, a :class:`~diaspora.testing.LinkProxy`
 and a :class:`~diaspora.testing._pids.PidSource` naming the process of an actor
-or node. Every fault is a :class:`FaultSpec`; :meth:`Injector.apply` carries
-it out and returns an :class:`Injected` record (kind, target, time, pid) for
+or node. Every fault is a :class:`~diaspora.testing.FaultSpec` (the data model is in
+:mod:`diaspora.testing._faultspec`); :meth:`Injector.apply` carries it out and
+returns an :class:`~diaspora.testing.Injected` record (kind, target, time, pid) for
 reports. Server and link faults may last a ``duration``, after which the
 injector lifts them itself (in its own task group); :meth:`Injector.heal`
-lifts everything at once.
-
->>> FaultSpec(FaultKind.KILL_SERVER, duration=1.5).describe()
-'kill_server for 1.5s'
->>> FaultSpec(FaultKind.HANG, "root.sum").describe()
-'hang root.sum past its deadline'
->>> FaultSpec(FaultKind.CRASH)
-Traceback (most recent call last):
-...
-diaspora.errors.InjectionError: fault crash: needs a target (an actor id)
+lifts everything at once. The server and link parts are in
+:mod:`diaspora.testing._fault_targets`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -41,217 +32,24 @@ from diaspora import codec
 from diaspora.errors import InjectionError, NoResponders
 from diaspora.fabric import EmbeddedServer, Fabric, ServerState
 from diaspora.log import get_logger
+from diaspora.testing._fault_targets import ServerFaults, apply_link_fault, lift_link_aspect
 from diaspora.testing._faults import fault_subject
+from diaspora.testing._faultspec import (
+    _ASPECT,
+    _LINK_ASPECTS,
+    FaultKind,
+    FaultSpec,
+    FaultStep,
+    Injected,
+)
 from diaspora.testing._pids import PidSource, PidWatcher, is_descendant
 from diaspora.testing._proxy import LinkProxy
 
-__all__ = [
-    "FaultKind",
-    "FaultSpec",
-    "FaultStep",
-    "Injected",
-    "InjectionError",
-    "Injector",
-]
-
-
-class FaultKind(Enum):
-    """Every fault an :class:`Injector` knows, grouped by what it breaks (:attr:`layer`)."""
-
-    CRASH = "crash"
-    HANG = "hang"
-    FREEZE = "freeze"
-    KILL_PROCESS = "kill_process"
-    KILL_SERVER = "kill_server"
-    RESTART_SERVER = "restart_server"
-    PAUSE_SERVER = "pause_server"
-    RESUME_SERVER = "resume_server"
-    LATENCY = "latency"
-    BANDWIDTH = "bandwidth"
-    RESET_LINK = "reset_link"
-    BLACKHOLE = "blackhole"
-    CUT_LINK = "cut_link"
-    HEAL_LINK = "heal_link"
-
-    @property
-    def layer(self) -> str:
-        """``actor``, ``process``, ``server`` or ``link``."""
-        return _LAYERS[self]
-
-    @property
-    def lasting(self) -> bool:
-        """Whether the fault lasts until lifted (by its ``duration`` or a heal)."""
-        return self in _LASTING
-
-
-_LAYERS: Final = {
-    FaultKind.CRASH: "actor",
-    FaultKind.HANG: "actor",
-    FaultKind.FREEZE: "process",
-    FaultKind.KILL_PROCESS: "process",
-    FaultKind.KILL_SERVER: "server",
-    FaultKind.RESTART_SERVER: "server",
-    FaultKind.PAUSE_SERVER: "server",
-    FaultKind.RESUME_SERVER: "server",
-    FaultKind.LATENCY: "link",
-    FaultKind.BANDWIDTH: "link",
-    FaultKind.RESET_LINK: "link",
-    FaultKind.BLACKHOLE: "link",
-    FaultKind.CUT_LINK: "link",
-    FaultKind.HEAL_LINK: "link",
-}
-_LASTING: Final = frozenset(
-    {
-        FaultKind.KILL_SERVER,
-        FaultKind.PAUSE_SERVER,
-        FaultKind.LATENCY,
-        FaultKind.BANDWIDTH,
-        FaultKind.BLACKHOLE,
-        FaultKind.CUT_LINK,
-    }
-)
-_TARGETED: Final = frozenset(
-    {FaultKind.CRASH, FaultKind.HANG, FaultKind.FREEZE, FaultKind.KILL_PROCESS}
-)
-#: What a lasting fault occupies: a newer fault of the same aspect replaces it.
-_ASPECT: Final = {
-    FaultKind.KILL_SERVER: "server_down",
-    FaultKind.PAUSE_SERVER: "server_paused",
-    FaultKind.LATENCY: "latency",
-    FaultKind.BANDWIDTH: "bandwidth",
-    FaultKind.BLACKHOLE: "blackhole",
-    FaultKind.CUT_LINK: "cut",
-}
-_LINK_ASPECTS: Final = ("latency", "bandwidth", "blackhole", "cut")
+__all__ = ["Injector"]
 
 
 def _resent(sent: int) -> str | None:
     return f"order sent {sent} times: may have been taken more than once" if sent > 1 else None
-
-
-def _check_number(value: float | None, name: str, where: str, *, positive: bool = False) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InjectionError(f"{where}: {name}={value!r} must be a finite number")
-    if value < 0 or (positive and value == 0):
-        raise InjectionError(f"{where}: {name}={value!r} must be {'>' if positive else '>='} 0")
-
-
-@dataclass(frozen=True, slots=True)
-class FaultSpec:
-    """One fault to inject.
-
-    ``target`` is the actor id (crash, hang) or the actor id / node path whose
-    process is hit (freeze, kill_process). ``seconds`` is how long a hang or
-    freeze blocks (a hang with ``None`` blocks past the actor's
-    ``handle_deadline``) or the added latency. ``duration`` is how long a
-    server or link fault lasts before the injector lifts it (``None``: until
-    healed; a blackhole needs one). ``rate`` is a bandwidth cap in bytes/s,
-    ``jitter`` extra random latency.
-    """
-
-    kind: FaultKind
-    target: str | None = None
-    seconds: float | None = None
-    duration: float | None = None
-    rate: float | None = None
-    jitter: float = 0.0
-
-    def __post_init__(self) -> None:
-        kind = FaultKind(self.kind)
-        object.__setattr__(self, "kind", kind)
-        where = f"fault {kind.value}"
-        if kind in _TARGETED and not self.target:
-            what = "an actor id" if kind.layer == "actor" else "an actor id or node path"
-            raise InjectionError(f"{where}: needs a target ({what})")
-        if kind not in _TARGETED and self.target is not None:
-            raise InjectionError(f"{where}: takes no target (got {self.target!r})")
-        _check_number(self.seconds, "seconds", where)
-        _check_number(self.duration, "duration", where)
-        _check_number(self.rate, "rate", where, positive=True)
-        _check_number(self.jitter, "jitter", where)
-        if kind in (FaultKind.FREEZE, FaultKind.LATENCY) and self.seconds is None:
-            raise InjectionError(f"{where}: needs seconds (how long)")
-        if kind is FaultKind.BANDWIDTH and self.rate is None:
-            raise InjectionError(f"{where}: needs rate (bytes per second)")
-        if kind is FaultKind.BLACKHOLE and self.duration is None:
-            raise InjectionError(f"{where}: needs a duration (use cut_link for an open-ended one)")
-        if self.duration is not None and not kind.lasting:
-            raise InjectionError(f"{where}: is instantaneous, it takes no duration")
-
-    def describe(self) -> str:
-        """One line, e.g. ``kill_process root.sum`` or ``latency 50ms for 2.0s``."""
-        parts = [self.kind.value]
-        if self.target is not None:
-            parts.append(self.target)
-        if self.kind is FaultKind.HANG:
-            parts.append("past its deadline" if self.seconds is None else f"{self.seconds:g}s")
-        elif self.kind is FaultKind.FREEZE:
-            parts.append(f"{self.seconds:g}s")
-        elif self.kind is FaultKind.LATENCY:
-            assert self.seconds is not None
-            parts.append(f"{self.seconds * 1000:g}ms")
-            if self.jitter:
-                parts.append(f"±{self.jitter * 1000:g}ms")
-        elif self.kind is FaultKind.BANDWIDTH:
-            parts.append(f"{self.rate:g}B/s")
-        if self.duration is not None:
-            parts.append(f"for {self.duration:g}s")
-        return " ".join(parts)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The non-default fields, JSON-ready (``kind`` as its string)."""
-        out: dict[str, Any] = {"kind": self.kind.value}
-        for name in ("target", "seconds", "duration", "rate"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
-        if self.jitter:
-            out["jitter"] = self.jitter
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class FaultStep:
-    """One step of a fault schedule: wait ``delay`` seconds, then inject ``fault``."""
-
-    delay: float
-    fault: FaultSpec
-
-    def __post_init__(self) -> None:
-        _check_number(self.delay, "delay", "fault step")
-
-
-@dataclass(frozen=True, slots=True)
-class Injected:
-    """The record of one injected fault: what, where, when (``time.time()``), which pid, and a
-    note when something about it is uncertain (an order sent more than once)."""
-
-    serial: int
-    fault: FaultSpec
-    at: float
-    pid: int | None = None
-    note: str | None = None
-
-    @property
-    def kind(self) -> FaultKind:
-        return self.fault.kind
-
-    @property
-    def target(self) -> str:
-        """The actor, process, ``server`` or ``link`` the fault hit."""
-        if self.fault.target is not None:
-            return self.fault.target
-        return "server" if self.kind.layer == "server" else "link"
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {**self.fault.as_dict(), "target": self.target, "at": self.at}
-        if self.pid is not None:
-            out["pid"] = self.pid
-        if self.note is not None:
-            out["note"] = self.note
-        return out
 
 
 @dataclass(slots=True)
@@ -303,7 +101,7 @@ class Injector:
         self._lifted: dict[int, float] = {}
         self._active: dict[str, _Active] = {}
         self._killed: set[int] = set()
-        self._server_lock = anyio.Lock()
+        self._server_faults = ServerFaults()
         self._tg: TaskGroup | None = None
         self._watcher: PidWatcher | None = None
         self._log = get_logger()
@@ -396,11 +194,15 @@ class Injector:
             os.kill(pid, signal.SIGKILL)
             self._killed.add(pid)
         elif kind.layer == "server":
-            pid = self._require_server(fault).pid
-            await self._server_fault(fault)
+            server = self._require_server(fault)
+            pid = server.pid
+            await self._server_faults.apply(server, fault, self._lift)
         else:
             pid = None
-            self._link_fault(fault)
+            apply_link_fault(self._require_proxy(fault), fault)
+            if kind is FaultKind.HEAL_LINK:
+                for aspect in _LINK_ASPECTS:
+                    self._lift(aspect)
         record = Injected(len(self.records), fault, time.time(), pid, note)
         self.records.append(record)
         if kind.lasting:
@@ -501,11 +303,7 @@ class Injector:
                 self._lift(aspect)
         server = self.server
         if server is not None:
-            async with self._server_lock:
-                if server.state is ServerState.PAUSED:
-                    server.resume()
-                if server.state in (ServerState.KILLED, ServerState.STOPPED):
-                    await server.start()
+            await self._server_faults.heal(server)
             self._lift("server_paused")
             self._lift("server_down")
 
@@ -584,7 +382,7 @@ class Injector:
             )
         return pid
 
-    # -- the server ------------------------------------------------------------------------
+    # -- the server and the link (carried out by _fault_targets) ---------------------------
 
     def _require_server(self, fault: FaultSpec) -> EmbeddedServer:
         if self.server is None:
@@ -593,46 +391,6 @@ class Injector:
             )
         return self.server
 
-    async def _server_fault(self, fault: FaultSpec) -> None:
-        server = self._require_server(fault)
-        kind = fault.kind
-        async with self._server_lock:
-            state = server.state
-            if kind is FaultKind.KILL_SERVER:
-                if state not in (ServerState.RUNNING, ServerState.PAUSED):
-                    raise InjectionError(f"{fault.describe()}: the server is {state.value}")
-                await server.kill()
-                self._lift("server_paused")
-            elif kind is FaultKind.RESTART_SERVER:
-                if state in (ServerState.KILLED, ServerState.STOPPED, ServerState.NEW):
-                    await server.start()
-                else:
-                    await server.restart()
-                self._lift("server_down")
-                self._lift("server_paused")
-            elif kind is FaultKind.PAUSE_SERVER:
-                if state is not ServerState.RUNNING:
-                    raise InjectionError(f"{fault.describe()}: the server is {state.value}")
-                server.pause()
-            elif kind is FaultKind.RESUME_SERVER:
-                if state is ServerState.PAUSED:
-                    server.resume()
-                self._lift("server_paused")
-
-    async def _lift_server(self, aspect: str) -> None:
-        server = self.server
-        assert server is not None
-        async with self._server_lock:
-            if aspect == "server_down" and server.state in (
-                ServerState.KILLED,
-                ServerState.STOPPED,
-            ):
-                await server.start()
-            elif aspect == "server_paused" and server.state is ServerState.PAUSED:
-                server.resume()
-
-    # -- the link --------------------------------------------------------------------------
-
     def _require_proxy(self, fault: FaultSpec) -> LinkProxy:
         if self.proxy is None:
             raise InjectionError(
@@ -640,49 +398,14 @@ class Injector:
             )
         return self.proxy
 
-    def _link_fault(self, fault: FaultSpec) -> None:
-        proxy = self._require_proxy(fault)
-        kind = fault.kind
-        if kind is FaultKind.LATENCY:
-            assert fault.seconds is not None
-            proxy.set_latency(fault.seconds, fault.jitter)
-        elif kind is FaultKind.BANDWIDTH:
-            proxy.set_bandwidth(fault.rate)
-        elif kind is FaultKind.RESET_LINK:
-            proxy.reset()
-        elif kind is FaultKind.BLACKHOLE:
-            proxy.blackhole(fault.duration)
-        elif kind is FaultKind.CUT_LINK:
-            proxy.cut()
-        elif kind is FaultKind.HEAL_LINK:
-            proxy.heal()
-            for aspect in _LINK_ASPECTS:
-                self._lift(aspect)
-
     def _lift_link(self, aspect: str) -> None:
-        """End one link aspect; the others in force stay (heal() clears all, so re-apply)."""
         proxy = self.proxy
         assert proxy is not None
-        if aspect == "latency":
-            proxy.set_latency(0.0)
-        elif aspect == "bandwidth":
-            proxy.set_bandwidth(None)
-        elif aspect == "cut":
-            proxy.heal()
-            for other in ("latency", "bandwidth"):
-                active = self._active.get(other)
-                if active is not None:
-                    fault = active.record.fault
-                    if other == "latency":
-                        assert fault.seconds is not None
-                        proxy.set_latency(fault.seconds, fault.jitter)
-                    else:
-                        proxy.set_bandwidth(fault.rate)
-            blackhole = self._active.get("blackhole")
-            if blackhole is not None:
-                ends = blackhole.record.at + (blackhole.record.fault.duration or 0.0)
-                proxy.blackhole(max(0.0, ends - time.time()))
-        # a blackhole ends by the proxy's own timer
+        lift_link_aspect(proxy, aspect, self._in_force)
+
+    def _in_force(self, aspect: str) -> Injected | None:
+        active = self._active.get(aspect)
+        return active.record if active is not None else None
 
     # -- lasting faults ----------------------------------------------------------------------
 
@@ -705,7 +428,8 @@ class Injector:
             if aspect in _LINK_ASPECTS:
                 self._lift_link(aspect)
             else:
-                await self._lift_server(aspect)
+                assert self.server is not None
+                await self._server_faults.lift(self.server, aspect)
             self._lift(aspect, undo=False)
             self._log.info("fault_lifted", fault=active.record.fault.describe())
 

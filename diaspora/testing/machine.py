@@ -48,7 +48,7 @@ from diaspora.errors import DecodeError
 from diaspora.events import GaveUp
 from diaspora.fabric._reader import read_stored
 from diaspora.log import get_logger
-from diaspora.testing._injectors import FaultKind, FaultSpec, Injected
+from diaspora.testing._faultspec import FaultKind, FaultSpec, Injected
 from diaspora.testing._report import ExampleResult
 from diaspora.testing._rig import FaultRig, digest
 from diaspora.testing._traffic import check_outputs, publish_input, recovery_time

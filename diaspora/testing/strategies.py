@@ -1,8 +1,8 @@
 """Hypothesis strategies for faults and fault schedules.
 
-Each strategy draws :class:`~diaspora.testing._injectors.FaultSpec` values an
+Each strategy draws :class:`~diaspora.testing._faultspec.FaultSpec` values an
 :class:`~diaspora.testing._injectors.Injector` carries out; a schedule is a
-list of :class:`~diaspora.testing._injectors.FaultStep` (a delay, then a
+list of :class:`~diaspora.testing._faultspec.FaultStep` (a delay, then a
 fault) for :meth:`Injector.run <diaspora.testing._injectors.Injector.run>`.
 Values shrink towards the mildest fault: short, small, early. Needs
 ``hypothesis`` (a test dependency).
@@ -21,7 +21,7 @@ from collections.abc import Collection, Sequence
 
 from hypothesis import strategies as st
 
-from diaspora.testing._injectors import FaultKind, FaultSpec, FaultStep
+from diaspora.testing._faultspec import FaultKind, FaultSpec, FaultStep
 
 __all__ = [
     "actor_faults",
