@@ -55,10 +55,8 @@ thread runs beside it.
 from __future__ import annotations
 
 import os
-import zlib
 from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -67,16 +65,16 @@ import msgpack
 
 from diaspora.errors import ConfigError, HistoryError
 from diaspora.log import get_logger
-from diaspora.streams._history_format import (
-    _MAGIC,
-    _MAX_META,
-    _RECORD,
-    _mapped,
-    _parse,
-    _parse_meta,
-)
+from diaspora.streams._history_format import _RECORD, SegmentScan, _parse
 from diaspora.streams._history_index import _Entry, _Subject
 from diaspora.streams._history_segments import _Segment, _Segments
+from diaspora.streams._history_values import (
+    Gap,
+    HistoryItem,
+    HistorySpec,
+    HistoryStats,
+    entry_size,
+)
 from diaspora.streams._history_writer import _Record, _Switch, _Sync, _Writer
 
 __all__ = [
@@ -92,57 +90,6 @@ __all__ = [
 _MAX_U64: Final = 2**64 - 1
 _SMALL_RECORD: Final = 16 * 1024  # framed on the caller's thread below this payload size
 _SPLIT_READ: Final = 64 * 1024  # records from this size are read in two parts
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryItem:
-    """One item as the producer emitted it: its subject, item number, payload and headers."""
-
-    subject: str
-    item: int
-    payload: bytes
-    headers: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Items ``first..last`` (inclusive) of ``subject`` that are not available."""
-
-    subject: str
-    first: int
-    last: int
-
-    @property
-    def count(self) -> int:
-        return self.last - self.first + 1
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryStats:
-    """A snapshot of a history's size, and counters since it was opened."""
-
-    items: int
-    bytes: int
-    memory_items: int
-    memory_bytes: int
-    disk_bytes: int
-    segments: int
-    subjects: int
-    added: int
-    evicted: int
-    duplicates: int
-    oversize: int
-    truncated_bytes: int
-    corrupt: int
-
-
-def entry_size(payload: bytes | bytearray | memoryview, headers: Mapping[str, str]) -> int:
-    """What one item counts against ``max_bytes``: payload bytes plus header characters.
-
-    >>> entry_size(b"abc", {"k": "vv"})
-    6
-    """
-    return len(payload) + sum(map(len, headers)) + sum(map(len, headers.values()))
 
 
 def _check_bound(name: str, value: object, minimum: int = 1) -> int:
@@ -516,52 +463,27 @@ class HistoryBuffer:
 
     def _scan(self, segment: _Segment, last_seq: int, *, check_crc: bool) -> int:
         """Index one segment's records; cut it at the first torn or corrupt record."""
-        size = segment.size
-        offset = 0
-        reason: str | None = None
-        with open(segment.path, "rb") as f, _mapped(f, size) as data:
-            unpack = _RECORD.unpack_from
-            while offset < size:
-                if offset + _RECORD.size > size:
-                    reason = "torn header"
-                    break
-                magic, crc, seq, item, meta_len, payload_len = unpack(data, offset)
-                head = offset + _RECORD.size
-                start = head + meta_len
-                end = start + payload_len
-                if magic != _MAGIC:
-                    reason = "bad magic"
-                    break
-                if meta_len > _MAX_META or end > size:
-                    reason = "torn record"
-                    break
-                if check_crc and zlib.crc32(data[offset + 8 : end]) != crc:
-                    reason = "crc mismatch"
-                    break
-                meta = _parse_meta(data[head:start])
-                if isinstance(meta, str):
-                    reason = meta
-                    break
-                if seq > last_seq:
-                    last_seq = seq
-                    if seq >= self._low_seq:
-                        subject, headers = meta
-                        entry = _Entry(seq, subject, item, entry_size(b"", headers) + payload_len)
-                        entry.segment, entry.offset, entry.length = segment.id, offset, end - offset
-                        entry.head = start - offset
-                        self._index_entry(entry)
-                offset = end
-        if reason is not None:
-            dropped = size - offset
-            os.truncate(segment.path, offset)
-            segment.size = offset
+        scan = SegmentScan(segment.path, segment.size, check_crc=check_crc)
+        for record in scan:
+            if record.seq > last_seq:
+                last_seq = record.seq
+                if record.seq >= self._low_seq:
+                    size = entry_size(b"", record.headers) + record.payload_len
+                    entry = _Entry(record.seq, record.subject, record.item, size)
+                    entry.segment, entry.offset = segment.id, record.offset
+                    entry.length, entry.head = record.length, record.head
+                    self._index_entry(entry)
+        if scan.reason is not None:
+            dropped = segment.size - scan.valid
+            os.truncate(segment.path, scan.valid)
+            segment.size = scan.valid
             self._counters["truncated_bytes"] += dropped
             self._log.warning(
                 "history_truncated",
                 segment=segment.path.name,
-                offset=offset,
+                offset=scan.valid,
                 dropped_bytes=dropped,
-                reason=reason,
+                reason=scan.reason,
             )
         return last_seq
 
@@ -576,38 +498,3 @@ class HistoryBuffer:
             index = self._subjects[entry.subject] = _Subject()
         index.append(entry)
         self._bytes += entry.size
-
-
-@dataclass(frozen=True, slots=True)
-class HistorySpec:
-    """How much a producing actor keeps of what it emitted (``Actor.history``).
-
-    ``directory`` defaults to ``<state dir>/history/<actor id>`` (the state
-    dir is ``$DIASPORA_STATE_DIR``, else ``~/.local/state/diaspora``), so a
-    restarted producer finds its history again.
-
-    >>> HistorySpec(max_items=1000).max_bytes
-    268435456
-    """
-
-    max_items: int = 100_000
-    max_bytes: int = 256 * 1024 * 1024
-    memory_bytes: int = 32 * 1024 * 1024
-    directory: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("max_items", "max_bytes", "memory_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"history.{name}: {value!r} must be an integer >= 1")
-
-    def open(self, default_directory: Path, name: str) -> HistoryBuffer:
-        """The buffer this spec describes (in ``directory`` or ``default_directory``)."""
-        directory = Path(self.directory) if self.directory else default_directory
-        return HistoryBuffer(
-            directory,
-            max_items=self.max_items,
-            max_bytes=self.max_bytes,
-            memory_bytes=self.memory_bytes,
-            name=name,
-        )

@@ -23,6 +23,8 @@ import mmap
 import struct
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Final
 
 import msgpack
@@ -96,3 +98,67 @@ def _parse(head: bytes, payload: bytes) -> tuple[int, str, dict[str, str]] | str
     if isinstance(meta, str):
         return meta
     return seq, meta[0], meta[1]
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedRecord:
+    """One intact record found by :class:`SegmentScan` (where it is, what it holds)."""
+
+    offset: int
+    length: int
+    #: bytes from the record's start to its payload
+    head: int
+    seq: int
+    item: int
+    subject: str
+    headers: dict[str, str]
+    payload_len: int
+
+
+class SegmentScan:
+    """The intact records of a segment file, in order, up to the first torn or corrupt one.
+
+    After iterating, ``valid`` is the size of the intact prefix and
+    ``reason`` says why the rest is not (``None``: the whole file is intact).
+    CRCs are checked only with ``check_crc`` (the last segment, which a
+    crash may have torn).
+    """
+
+    def __init__(self, path: Path, size: int, *, check_crc: bool) -> None:
+        self.path = path
+        self.size = size
+        self.check_crc = check_crc
+        self.valid = 0
+        self.reason: str | None = None
+
+    def __iter__(self) -> Iterator[ScannedRecord]:
+        size, offset = self.size, 0
+        with open(self.path, "rb") as f, _mapped(f, size) as data:
+            unpack = _RECORD.unpack_from
+            while offset < size:
+                if offset + _RECORD.size > size:
+                    self.reason = "torn header"
+                    break
+                magic, crc, seq, item, meta_len, payload_len = unpack(data, offset)
+                head = offset + _RECORD.size
+                start = head + meta_len
+                end = start + payload_len
+                if magic != _MAGIC:
+                    self.reason = "bad magic"
+                    break
+                if meta_len > _MAX_META or end > size:
+                    self.reason = "torn record"
+                    break
+                if self.check_crc and zlib.crc32(data[offset + 8 : end]) != crc:
+                    self.reason = "crc mismatch"
+                    break
+                meta = _parse_meta(data[head:start])
+                if isinstance(meta, str):
+                    self.reason = meta
+                    break
+                subject, headers = meta
+                yield ScannedRecord(
+                    offset, end - offset, start - offset, seq, item, subject, headers, payload_len
+                )
+                offset = end
+        self.valid = offset
