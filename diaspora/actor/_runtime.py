@@ -163,10 +163,8 @@ class ActorRuntime:
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        if self._inputs is not None:
-            return self._inputs
         cls = self._factory if isinstance(self._factory, type) else type(self._actor)
-        return tuple(getattr(cls, "inputs", ()))
+        return self._inputs if self._inputs is not None else tuple(getattr(cls, "inputs", ()))
 
     @property
     def task_group(self) -> TaskGroup:
@@ -187,8 +185,8 @@ class ActorRuntime:
     @property
     def outputs_acked(self) -> int:
         """Outputs of this start that JetStream has acknowledged (stored)."""
-        publisher = self._pipeline.emitter.publisher if self._pipeline else None
-        return publisher.acked if publisher is not None else 0
+        pipe = self._pipeline
+        return pipe.emitter.publisher.acked if pipe and pipe.emitter.publisher else 0
 
     async def event(self, event: Event) -> None:
         await self._events.emit(event)
