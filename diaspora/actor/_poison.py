@@ -41,6 +41,11 @@ class Poison(Stage):
         self._host = host
         self._failure = await self._slot.failure()
 
+    def overrides(self, hook: str) -> bool:
+        if hook == "inbound":  # only a failure recorded before this start can be poison
+            return self._failure is not None
+        return Stage.overrides(self, hook)
+
     async def inbound(self, item: InputItem, next: Next) -> None:
         failure = self._failure
         host = self._host

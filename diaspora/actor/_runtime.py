@@ -208,8 +208,7 @@ class ActorRuntime:
 
     async def submit(self, item: InputItem) -> None:
         """Drive an item a stage made through the whole inbound chain."""
-        assert self._chain is not None
-        await self._chain(item)
+        await self._chain(item)  # type: ignore[misc]  # stages submit only while running
 
     def _publisher(self) -> OrderedPublisher:
         publisher = self._pipeline.emitter.publisher if self._pipeline else None
@@ -314,6 +313,7 @@ class ActorRuntime:
         pipe.emitter.ready.add(subject)
         if self._tg is not None:
             await pipe.gate.gate(subject)
+            pipe.emitter.build(pipe.outbound)  # the gate joins the chain if it blocks
 
     # the loops
 

@@ -110,8 +110,8 @@ class GapRecovery(Stage):
     async def _pass(self, next: Next, item: InputItem, producer: str | None) -> None:
         await next(item)
         message = item.message
-        if message is None:
-            return
+        if message is None or not self.reconstructors:
+            return  # the left neighbours are kept only for a reconstructor
         self._last_data[(item.subject, producer)] = message.data
         if item.handled and not (item.replayed or item.reconstructed):
             if producer is not None:

@@ -169,6 +169,11 @@ class FlowGateStage(Stage):
     async def setup(self, host: Host) -> None:
         self._host = host
 
+    def overrides(self, hook: str) -> bool:
+        if hook == "outbound":  # in the chain only while an output has a gate
+            return any(gate is not None for gate in self._gates.values())
+        return Stage.overrides(self, hook)
+
     def gate_of(self, subject: str) -> FlowGate | None:
         """The open gate of output ``subject`` (``None``: it does not block)."""
         return self._gates.get(subject)
