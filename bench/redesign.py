@@ -2,8 +2,9 @@
 
 ``DIR`` is a checkout of the commit before the redesign (``git worktree add
 DIR a092bd3``). Both trees run their own ``python -m bench --only
-actor,supervision`` back to back on this machine, each against raw nats-py
-in the same process, so the ratios compare like with like. Import costs are
+actor,supervision`` on this machine, alternated ``--rounds`` times (figures
+are the medians), each against raw nats-py in the same process, so the
+ratios compare like with like. Import costs are
 measured here for both trees: the wall time of a fresh interpreter doing
 ``import diaspora`` (less one doing nothing) and the number of ``diaspora``
 modules it loads, and the same for the module a process node's child
@@ -88,16 +89,31 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True, help="checkout before the redesign")
     parser.add_argument("--quick", action="store_true", help="smaller bench runs")
     parser.add_argument("--imports", type=int, default=15, help="fresh interpreters per import")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="before/after bench runs, alternated (medians)"
+    )
     parser.add_argument("--json", type=Path, default=HERE / "bench" / "redesign.json")
     args = parser.parse_args()
     trees = {"before": args.before.resolve(), "after": HERE}
     started = time.time()
+    runs: dict[str, list[dict[tuple[str, str], dict[str, Any]]]] = {"before": [], "after": []}
+    for _ in range(args.rounds):
+        for label, tree in trees.items():
+            runs[label].append(_bench(tree, args.quick))
     results: dict[str, dict[str, Any]] = {}
     for label, tree in trees.items():
-        rows = _bench(tree, args.quick)
         imports = {
             "import diaspora": _import_cost(tree, "diaspora", args.imports),
             "import the process-node host": _import_cost(tree, _host_module(tree), args.imports),
+        }
+        rows = {
+            key: {
+                **runs[label][0][key],
+                "value": statistics.median(r[key]["value"] for r in runs[label]),
+                "ratio": statistics.median(r[key]["ratio"] or 0.0 for r in runs[label]),
+                "runs": [{"value": r[key]["value"], "ratio": r[key]["ratio"]} for r in runs[label]],
+            }
+            for key in runs[label][0]
         }
         results[label] = {"tree": str(tree), "rows": rows, "imports": imports}
     table: list[dict[str, Any]] = []
@@ -130,6 +146,7 @@ def main() -> None:
         "started": started,
         "duration_s": time.time() - started,
         "quick": args.quick,
+        "rounds": args.rounds,
         "table": table,
         "raw": {
             label: {
