@@ -5,8 +5,8 @@ DIR a092bd3``). Both trees run their own ``python -m bench --only
 actor,supervision`` on this machine, alternated ``--rounds`` times (figures
 are the medians), each against raw nats-py in the same process, so the
 ratios compare like with like. Import costs are
-measured here for both trees: the wall time of a fresh interpreter doing
-``import diaspora`` (less one doing nothing) and the number of ``diaspora``
+measured here for both trees: the time a fresh interpreter spends in
+``import diaspora`` (median of ``--imports`` runs) and the number of ``diaspora``
 modules it loads, and the same for the module a process node's child
 process runs. Writes ``bench/redesign.json`` and prints a table.
 """
@@ -56,7 +56,7 @@ def _bench(tree: Path, quick: bool) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def _import_cost(tree: Path, module: str, runs: int) -> tuple[float, int]:
-    """Median seconds for a fresh interpreter to import ``module`` (less startup), modules loaded."""
+    """Median seconds a fresh interpreter takes to import ``module``; diaspora modules loaded."""
     probe = (
         "import sys, time; t = time.perf_counter(); import {m}; d = time.perf_counter() - t; "
         "print(d, sum(1 for n in sys.modules if n == 'diaspora' or n.startswith('diaspora.')))"
@@ -124,7 +124,7 @@ def main() -> None:
             {
                 "figure": f"{group}: {name}"
                 + (" (ratio to raw nats-py)" if field == "ratio" else ""),
-                "unit": "×" if field == "ratio" else before["unit"],
+                "unit": "x" if field == "ratio" else before["unit"],
                 "before": before[field],
                 "after": after[field],
                 "higher_is_better": higher_better,
