@@ -45,11 +45,9 @@ class Clock(Protocol):
 class SystemClock:
     """The real clocks (the default): ``time.monotonic``, ``time.time``, ``anyio.sleep``."""
 
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
+    # the C functions themselves: the clock is read on every message
+    monotonic = staticmethod(time.monotonic)
+    time = staticmethod(time.time)
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)

@@ -146,8 +146,6 @@ class ActorRuntime:
         #: the stages of the current start (extra ones included), in pipeline order
         self.stages: list[Stage] = []
 
-    # what stages see: diaspora.stage.Host
-
     @property
     def actor(self) -> Actor | None:
         """The running actor instance (``None`` before start)."""
@@ -315,8 +313,6 @@ class ActorRuntime:
             await pipe.gate.gate(subject)
             pipe.emitter.build(pipe.outbound)  # the gate joins the chain if it blocks
 
-    # the loops
-
     async def _consume(self, actor: Actor, mailbox: Mailbox, cp: Checkpointer) -> None:
         every, interval = actor.checkpoint_every, actor.checkpoint_interval
         batch_stages = [s for s in self.stages if s.overrides("after_batch")]
@@ -349,8 +345,6 @@ class ActorRuntime:
         self.positions[delivery.subject] = delivery.seq
         cp.since += 1
 
-    # what the actor calls
-
     async def emit(
         self,
         subject: str,
@@ -361,8 +355,9 @@ class ActorRuntime:
         item: int | None = None,
     ) -> None:
         """Publish one output (see :meth:`diaspora.Actor.emit`)."""
-        self._publisher()  # raises outside the running actor
         pipe, cp, actor = self._pipeline, self._cp, self._actor
+        if pipe is None or pipe.emitter.publisher is None:
+            self._publisher()  # raises, saying emit() is outside the running actor
         assert pipe is not None
         out = await pipe.emitter.emit(subject, data, key=key, headers=headers, item=item)
         if out.source is None and cp is not None and actor is not None:

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
     from diaspora.fabric._connection import Connection
 
+#: Payloads up to this size are always sent inline (any limit is larger).
+_ALWAYS_INLINE: Final = 512
+
 __all__ = ["BLOB_BUCKET", "Carrier", "KeyValueBucket", "KvEntry", "Stores"]
 
 #: Where payloads too large to travel inline are stored.
@@ -217,7 +220,9 @@ class Stores:
         hdrs = dict(headers) if headers else {}
         if msg_id is not None:
             hdrs[H.MSG_ID] = msg_id
-        if len(payload) > self._connection.inline_limit:
+        # the limit is half max_payload at least; no server runs with max_payload under 1 KiB,
+        # so a small payload (the common case, on every publish) skips reading it
+        if len(payload) > _ALWAYS_INLINE and len(payload) > self._connection.inline_limit:
             name = msg_id or uuid.uuid4().hex
             obs = await self.object_store(BLOB_BUCKET, ttl=None, replicas=1, storage="file")
             try:
