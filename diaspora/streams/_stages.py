@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Final
 
 from diaspora.events import PolicyOff, PolicyOn, Stall, StallEnd
 from diaspora.fabric import headers as H
@@ -36,7 +36,7 @@ from diaspora.streams._flow import (
 from diaspora.streams._history import HistoryBuffer
 from diaspora.streams._qos import Policy, QosSpec
 from diaspora.streams._reconstruct import ReconstructionError, fill_gap
-from diaspora.streams._recovery import GapRecovery, synthetic_item
+from diaspora.streams._recovery import GapRecovery
 from diaspora.streams._registry import lookup_qos
 from diaspora.streams._replay import HistoryServer
 
@@ -150,9 +150,9 @@ class QosAdmission(Stage):
             except ReconstructionError as exc:
                 host.log.warning("stall_not_filled", subject=subject, error=str(exc))
                 return
-            await host.submit(synthetic_item(subject, f"{subject}:stall{n}", data, None, n))
-            host.stats.reconstructed += 1
-            host.progressed()
+            await self._recovery.hand_synthetic(
+                host.submit, subject, f"{subject}:stall{n}", data, None, n
+            )
 
 
 class FlowGateStage(Stage):
@@ -160,7 +160,7 @@ class FlowGateStage(Stage):
 
     name = "flow_gate"
 
-    def __init__(self, publisher_of: Any) -> None:
+    def __init__(self, publisher_of: Callable[[], OrderedPublisher]) -> None:
         #: a callable giving the running publisher (it exists only while the actor runs)
         self._publisher_of = publisher_of
         self._gates: dict[str, FlowGate | None] = {}
@@ -200,7 +200,7 @@ class FlowGateStage(Stage):
     async def outbound(self, out: OutputItem, next: NextOut) -> None:
         gate = self._gates.get(out.subject)
         if gate is not None:
-            publisher: OrderedPublisher = self._publisher_of()
+            publisher = self._publisher_of()
             await gate.wait(publisher.last_seq.get(out.subject, 0) + publisher.pending)
         await next(out)
 
