@@ -31,8 +31,8 @@ injection) is passed to the runtime; the driver is never edited:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from diaspora.fabric import headers as H
@@ -55,6 +55,7 @@ __all__ = [
     "RuntimeStats",
     "Stage",
     "StageFactory",
+    "chain",
 ]
 
 
@@ -142,7 +143,6 @@ class OutputItem:
     #: the input being handled when it was emitted (``None`` in a source's ``produce``)
     source: str | None
     published: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Next = Callable[[InputItem], Awaitable[None]]
@@ -270,3 +270,23 @@ class Stage:
 #: Makes a fresh stage for each runtime start: a stage class, or a module-level function
 #: (so that it pickles by reference into a process node).
 StageFactory = Callable[[], Stage]
+
+
+def chain(stages: Sequence[Stage], hook: str, last: Callable[[Any], Awaitable[None]]) -> Any:
+    """The chain of ``stages``' ``hook`` ("inbound" or "outbound") ending in ``last``.
+
+    Each stage is called with the rest of the chain as ``next``; a stage that
+    does not override ``hook`` is left out (it costs nothing per message).
+    The links are plain functions returning the stage's coroutine (no
+    ``functools.partial`` with a keyword: that copies a dict per call).
+    """
+    link: Callable[[Any], Awaitable[None]] = last
+    for stage in reversed([s for s in stages if s.overrides(hook)]):
+        link = _bind(getattr(stage, hook), link)
+    return link
+
+
+def _bind(
+    step: Callable[[Any, Any], Awaitable[None]], rest: Callable[[Any], Awaitable[None]]
+) -> Callable[[Any], Awaitable[None]]:
+    return lambda item: step(item, rest)

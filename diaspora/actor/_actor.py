@@ -175,7 +175,11 @@ class Actor:
         partition key header. Returns once queued; the checkpoint that covers
         this emit is written only after it is acknowledged.
         """
-        await self._runtime.emit(subject, data, key=key, headers=headers, item=item)
+        try:
+            runtime = self._bound_runtime
+        except AttributeError:
+            runtime = self._runtime  # raises, saying the actor is not running
+        await runtime.emit(subject, data, key=key, headers=headers, item=item)
 
     async def checkpoint(self) -> None:
         """Take a checkpoint now and wait until it is written."""

@@ -11,7 +11,6 @@ a scan for already-emitted outputs starts after a long outage).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,7 +21,7 @@ from diaspora.fabric import headers as H
 from diaspora.fabric._naming import check_subject
 from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.fabric._reader import read_stored
-from diaspora.stage import Host, NextOut, OutputItem, Stage
+from diaspora.stage import Host, NextOut, OutputItem, Stage, chain
 
 __all__ = ["Emitter", "OutputScan", "required_window"]
 
@@ -113,13 +112,13 @@ class Emitter(Stage):
         self.out_seqs: dict[str, int] = {}
         self.ready: set[str] = set()
         self._chain: NextOut = self._publish
+        #: no outbound stage: emit publishes itself (one coroutine less per output)
+        self._direct = True
 
     def build(self, stages: Sequence[Stage]) -> None:
         """Chain the outbound stages (first in the list runs first) before the publisher."""
-        chain: NextOut = self._publish
-        for stage in reversed([s for s in stages if s.overrides("outbound")]):
-            chain = functools.partial(stage.outbound, next=chain)
-        self._chain = chain
+        self._chain = chain(stages, "outbound", self._publish)
+        self._direct = not any(s.overrides("outbound") for s in stages)
 
     def snapshot(self) -> Any:
         publisher = self.publisher
@@ -166,7 +165,14 @@ class Emitter(Stage):
             hdrs[H.KEY] = key
         source = handling.source if handling is not None else None
         out = OutputItem(subject, payload, hdrs, msg_id, number, source)
-        await self._chain(out)
+        if self._direct:  # _publish, inlined
+            publisher = self.publisher
+            assert publisher is not None
+            await publisher.publish(subject, payload, headers=hdrs, msg_id=msg_id)
+            out.published = True
+            host.stats.emitted += 1
+        else:
+            await self._chain(out)
         return out
 
     async def _publish(self, out: OutputItem) -> None:

@@ -97,7 +97,9 @@ class _Input:
     def _deliver(self, delivery: Delivery) -> None:
         self.buffered += 1
         self.buffered_bytes += len(delivery.payload)
-        self.mailbox._push(delivery)
+        mailbox = self.mailbox
+        mailbox._queue.append(delivery)
+        mailbox._arrived.set()
 
     def taken(self, delivery: Delivery) -> None:
         self.buffered -= 1
@@ -162,10 +164,6 @@ class Mailbox:
     @property
     def subjects(self) -> list[str]:
         return list(self._inputs)
-
-    def _push(self, delivery: Delivery) -> None:
-        self._queue.append(delivery)
-        self._arrived.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every input's consumer until cancelled (each renews itself on reconnect)."""

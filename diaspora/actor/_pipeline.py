@@ -16,7 +16,6 @@ run just before ``handle`` inbound and first outbound.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ from diaspora.actor._handle import Decode, HandleStage, Partition
 from diaspora.actor._poison import Poison
 from diaspora.fabric import Delivery, is_event_input
 from diaspora.fabric._publisher import OrderedPublisher
-from diaspora.stage import Host, InputItem, Next, Stage
+from diaspora.stage import Host, InputItem, Next, Stage, chain
 from diaspora.streams._history import HistoryBuffer
 from diaspora.streams._qos import QosSpec
 from diaspora.streams._recovery import GapRecovery
@@ -115,9 +114,9 @@ def inbound_of(delivery: Delivery) -> InputItem:
         delivery.headers or {},
         delivery.payload,
         f"{subject}:{seq}",
-        timestamp=delivery.timestamp,
-        pending=delivery.pending,
-        gap_from=delivery.gap_from,
+        delivery.timestamp,
+        delivery.pending,
+        delivery.gap_from,
     )
 
 
@@ -127,7 +126,5 @@ def link(stages: Sequence[Stage], last: Next | None = None) -> Next:
     async def end(item: InputItem) -> None:
         return None
 
-    chain: Next = last or end
-    for stage in reversed([s for s in stages if s.overrides("inbound")]):
-        chain = functools.partial(stage.inbound, next=chain)
-    return chain
+    inbound: Next = chain(stages, "inbound", last or end)
+    return inbound

@@ -76,7 +76,11 @@ def parse_ack_subject(reply: str) -> tuple[int, float, int]:
 
     Raises ``ValueError`` (or ``IndexError``) for anything else.
     """
-    parts, base = _ack_parts(reply)
+    # _ack_parts, inlined: this runs on every message delivered
+    if not reply.startswith("$JS.ACK."):
+        raise ValueError(f"not a JetStream ack subject: {reply!r}")
+    parts = reply.split(".")
+    base = 2 if len(parts) == 9 else 4
     return int(parts[base + 3]), int(parts[base + 5]) / 1e9, int(parts[base + 6])
 
 

@@ -82,13 +82,16 @@ class GapRecovery(Stage):
         subject = item.subject
         if item.gap_from is not None:
             self._gapped.add(subject)
-        producer, number = item.producer, item.item
+        headers = item.headers
+        producer, number = headers.get(H.ACTOR), H.item_number(headers)
         if producer is None or number is None:
             if item.gap_from is not None:
                 count = item.seq - item.gap_from
                 await self._lost(subject, None, item.gap_from, item.seq - 1, count)
                 await self._reconstruct(next, item, None, count, item.gap_from)
-            await self._pass(next, item, None)
+            await next(item)
+            if self.reconstructors:
+                self._keep_neighbours(item, None)
             return
         seen = self.seen.setdefault(subject, {})
         last = seen.get(producer)
@@ -103,15 +106,17 @@ class GapRecovery(Stage):
             assert self._host is not None
             self._host.stats.skipped += 1  # already handled, replayed from history
         else:
-            await self._pass(next, item, producer)
+            await next(item)
+            if self.reconstructors:
+                self._keep_neighbours(item, producer)
         if number > seen.get(producer, 0):
             seen[producer] = number
 
-    async def _pass(self, next: Next, item: InputItem, producer: str | None) -> None:
-        await next(item)
+    def _keep_neighbours(self, item: InputItem, producer: str | None) -> None:
+        """Keep the left neighbours of the next gap (only a reconstructor needs them)."""
         message = item.message
-        if message is None or not self.reconstructors:
-            return  # the left neighbours are kept only for a reconstructor
+        if message is None:
+            return
         self._last_data[(item.subject, producer)] = message.data
         if item.handled and not (item.replayed or item.reconstructed):
             if producer is not None:

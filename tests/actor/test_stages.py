@@ -133,3 +133,49 @@ async def test_a_format_1_checkpoint_is_read_and_resumed(fabric: Fabric) -> None
     raw = await kv.get(kv_key("legacy"))
     assert raw.value is not None
     assert codec.decode(raw.value)["format"] == 2  # rewritten in the current format
+
+
+class _Tag(Stage):
+    """Appends its letter to the item's source on the way in (to see the chain's order)."""
+
+    def __init__(self, letter: str) -> None:
+        self.letter = letter
+
+    async def inbound(self, item: InputItem, next: Next) -> None:
+        item.source += self.letter
+        await next(item)
+
+
+class _OutboundOnly(Stage):
+    async def outbound(self, out: OutputItem, next: NextOut) -> None:
+        await next(out)
+
+
+async def test_a_chain_runs_its_stages_in_order_and_leaves_out_those_without_the_hook() -> None:
+    from diaspora.stage import chain
+
+    reached: list[str] = []
+
+    async def last(item: InputItem) -> None:
+        reached.append(item.source)
+
+    stages: list[Stage] = [_Tag("a"), _OutboundOnly(), _Tag("b"), Stage()]
+    inbound = chain(stages, "inbound", last)
+    await inbound(InputItem("s", 1, {}, b"", "s:1:"))
+    assert reached == ["s:1:ab"]
+    # a chain of stages none of which has the hook is the last step itself
+    assert chain([_OutboundOnly(), Stage()], "inbound", last) is last
+    assert chain(stages, "outbound", last) is not last
+
+
+async def test_an_outbound_stage_joining_later_takes_emits_through_it(fabric: Fabric) -> None:
+    from diaspora.actor._emit import Emitter
+
+    runtime = ActorRuntime(RunningSum, fabric, id="chain.probe")
+    emitter = Emitter(runtime, lambda subject: None)
+    emitter.build([Stage(), _Tag("x")])
+    assert emitter._direct  # no outbound stage: emit publishes itself
+    emitter.build([_OutboundOnly()])
+    assert not emitter._direct
+    emitter.build([])
+    assert emitter._direct
