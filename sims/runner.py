@@ -15,7 +15,9 @@ not), and the tree in this process as a :class:`~diaspora.testing.Workflow`
 - the faults, each applied by an :class:`~diaspora.testing.Injector` at its
   own ``at`` (counted from the first input, one after the other: a fault that
   waits — an order to an actor that is restarting — delays the next ones,
-  and the report shows when each really happened);
+  and the report shows when each really happened; a server fault also waits
+  while an earlier one that lifts itself is still in force, then half a
+  second more, rather than being refused by a server still down);
 - a progress line every second.
 
 Then it heals everything, waits for the tree to be running, for every input
@@ -74,6 +76,7 @@ from diaspora.testing import (
 from diaspora.testing._rig import environ
 from diaspora.testing._traffic import check_outputs, publish_input, recovery_time
 from sims.scenario import Scenario, TimedFault, Values
+from sims.schedule import SERVER_GAP as _SERVER_GAP
 from sims.schedule import build_schedule
 
 __all__ = ["run_scenario"]
@@ -224,6 +227,8 @@ async def _faults(
 ) -> None:
     for timed in schedule:
         await anyio.sleep_until(start + timed.at)
+        if timed.fault.kind in _SERVER_TAKERS:
+            await _server_free(run, injector)
         try:
             record = await injector.apply(timed.fault)
         except InjectionError as exc:
@@ -235,6 +240,38 @@ async def _faults(
             )
             continue
         run.applied.append((timed, record))
+
+
+#: Server faults that need the server up: one still down from an earlier fault refuses them.
+_SERVER_TAKERS: Final = frozenset(
+    {FaultKind.KILL_SERVER, FaultKind.PAUSE_SERVER, FaultKind.RESTART_SERVER}
+)
+
+
+async def _server_free(run: _Run, injector: Injector) -> None:
+    """Wait while an earlier server fault that lifts itself is still in force, and a gap after.
+
+    The schedule keeps server faults apart, but a fault applied late (an actor order that
+    waited for a restart) or a server slow to come back (a loaded machine) would make the
+    next one meet a server that is still down and be refused. An open-ended fault of the
+    file (no duration) is not waited for: the next server fault is what ends it.
+    """
+    deadline = anyio.current_time() + run.scenario.settle_timeout
+    waited = False
+    while anyio.current_time() < deadline:
+        lasting = [
+            r for r in injector.active() if r.kind.layer == "server" and r.fault.duration is None
+        ]
+        if lasting or (injector.server_up and not _server_active(injector)):
+            break
+        waited = True
+        await anyio.sleep(_POLL)
+    if waited:
+        await anyio.sleep(_SERVER_GAP)
+
+
+def _server_active(injector: Injector) -> bool:
+    return any(r.kind.layer == "server" for r in injector.active())
 
 
 async def _progress(
