@@ -58,6 +58,7 @@ import anyio
 
 from diaspora import codec
 from diaspora.errors import DecodeError
+from diaspora.events import Crashed, Event, Restarted
 from diaspora.fabric import EmbeddedServer, Fabric
 from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.fabric._reader import StoredMsg, read_stored
@@ -75,11 +76,12 @@ from diaspora.testing import (
 )
 from diaspora.testing._rig import environ
 from diaspora.testing._traffic import check_outputs, publish_input, recovery_time
+from sims.report import recovery_by_kind
 from sims.scenario import Scenario, TimedFault, Values
 from sims.schedule import SERVER_GAP as _SERVER_GAP
 from sims.schedule import build_schedule
 
-__all__ = ["run_scenario"]
+__all__ = ["run_scenario", "unplanned"]
 
 #: Environment of the tree's process nodes during a run: their logs would drown the progress.
 NODE_ENV: Final[Mapping[str, str]] = {"DIASPORA_LOG_LEVEL": "WARNING"}
@@ -169,6 +171,8 @@ async def run_scenario(
     report.extra.update(extra)
     report.extra["orphans"] = workflow.orphans
     report.extra["supervision_events"] = dict(events)
+    report.extra["unplanned"] = unplanned(run.applied, workflow.events)
+    report.extra["recovery_by_kind"] = recovery_by_kind(report)
     run.log.info(
         "scenario_checked",
         ok=report.ok,
@@ -179,6 +183,32 @@ async def run_scenario(
         wrong=report.wrong,
     )
     return report
+
+
+#: Faults that make their target restart once; a freeze may (a heartbeat timeout), or not.
+_RESTARTS: Final = frozenset({FaultKind.CRASH, FaultKind.HANG, FaultKind.KILL_PROCESS})
+
+
+def unplanned(
+    applied: Sequence[tuple[TimedFault, Injected]], events: Sequence[Event]
+) -> dict[str, Any]:
+    """Restarts and crashes no fault asked for: a child restarted more often than the crash,
+    hang, kill_process (and freeze) faults aimed at it explain, and actor crashes that were
+    not injected (``crashes``: their reasons).
+
+    >>> from diaspora.events import Crashed, Restarted
+    >>> restart = Restarted(name="root", child="sum", incarnation=2, attempt=1, cause="sum")
+    >>> unplanned([], [restart, Crashed(name="root.sum", reason="KeyError('x')")])
+    {'restarts': {'root.sum': 1}, 'crashes': ["root.sum: KeyError('x')"]}
+    """
+    planned: Counter[str] = Counter()
+    for _, record in applied:
+        if record.kind in _RESTARTS or record.kind is FaultKind.FREEZE:
+            planned[record.target] += 1
+    restarts = Counter(f"{e.name}.{e.child}" for e in events if isinstance(e, Restarted))
+    extra = {child: n - planned[child] for child, n in restarts.items() if n > planned[child]}
+    crashes = [f"{e.name}: {e.reason}" for e in events if isinstance(e, Crashed) and not e.injected]
+    return {"restarts": extra, "crashes": crashes}
 
 
 # -- while the traffic runs ------------------------------------------------------------------

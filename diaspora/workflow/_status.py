@@ -16,7 +16,7 @@ lines go to ``out`` (``diaspora run``: stderr, beside the logs), JSON lines
 >>> status.say("connecting", "connecting to nats://127.0.0.1:4222", url="nats://127.0.0.1:4222")
 >>> out.getvalue()
 'diaspora: connecting to nats://127.0.0.1:4222\\n'
->>> status.count(Restarted(name="root", child="root.sum", incarnation=2, attempt=1, cause="x"))
+>>> status.count(Restarted(name="root", child="sum", incarnation=2, attempt=1, cause="x"))
 >>> status.summary_fields(lag=3)
 {'handled': 0, 'outputs': 0, 'restarts': 1, 'lag': 3}
 """
