@@ -15,6 +15,12 @@
       restarted more often than the faults aimed at it explain) or actor
       crashes that were not injected (the summary lists them).
 
+``python -m sims recovery REPORT... [--write PATH]``
+    Recovery per fault kind over the JSON reports of several runs (recoveries,
+    mean, worst and the run it came from) as a Markdown table;
+    ``--write`` also keeps it as JSON (``sims/recovery.json`` is what the
+    README quotes).
+
 ``python -m sims list [DIR]``
     The scenarios of ``DIR`` (default ``sims/scenarios``), one a line: name
     and description.
@@ -28,6 +34,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -38,7 +45,13 @@ import anyio
 
 from diaspora.errors import ConfigError, DiasporaError
 from diaspora.log import configure_logging, get_logger
-from sims.report import default_report_path, summarize, unplanned_count
+from sims.report import (
+    default_report_path,
+    recovery_table,
+    summarize,
+    unplanned_count,
+    worst_by_kind,
+)
 from sims.runner import run_scenario
 from sims.scenario import Scenario, load_scenario
 from sims.schedule import build_schedule
@@ -63,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("file", help="a scenario's TOML file, or a name `sims list` shows")
     run.add_argument("--report", help="where to write the report (default sims/reports/NAME.json)")
     run.add_argument("--seed", type=int, help="seed of the random draws (default: the file's)")
+    recovery = sub.add_parser("recovery", help="recovery per fault kind over run reports")
+    recovery.add_argument("reports", nargs="+", help="JSON reports written by `sims run`")
+    recovery.add_argument("--write", help="also write the figures as JSON to this path")
     listing = sub.add_parser("list", help="list scenarios with their descriptions")
     listing.add_argument("dir", nargs="?", default=str(SCENARIOS), help="a folder of scenarios")
     check = sub.add_parser("check", help="validate scenario files without running them")
@@ -99,6 +115,22 @@ def scenario_path(file: str) -> Path:
         f"{file}: neither a scenario file nor a scenario name; `python -m sims list` shows "
         f"the names: {names}"
     )
+
+
+def _recovery(files: Sequence[str], write: str | None) -> int:
+    reports = []
+    for file in files:
+        try:
+            reports.append(json.loads(Path(file).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{file}: not a readable JSON report: {exc}") from exc
+    worst = worst_by_kind(reports)
+    if write is not None:
+        runs = [f"{r.get('name')} (seed {r.get('extra', {}).get('seed')})" for r in reports]
+        document = {"runs": runs, "by_kind": worst}
+        Path(write).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    print(recovery_table(worst))
+    return EXIT_OK
 
 
 def _list(folder: str) -> int:
@@ -153,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list(args.dir)
+        if args.command == "recovery":
+            return _recovery(args.reports, args.write)
         if args.command == "check":
             return _check(args.files, args.seed)
         if args.command == "run":

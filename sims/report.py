@@ -7,15 +7,27 @@ example: the run), its scenario-specific sections under ``extra``; see
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from diaspora.testing import ReliabilityReport
 
-__all__ = ["REPORTS", "default_report_path", "recovery_by_kind", "summarize", "unplanned_count"]
+__all__ = [
+    "RECOVERY",
+    "REPORTS",
+    "default_report_path",
+    "recovery_by_kind",
+    "recovery_table",
+    "summarize",
+    "unplanned_count",
+    "worst_by_kind",
+]
 
 #: Where reports go by default: ``sims/reports/<scenario name>.json``.
 REPORTS: Final = Path(__file__).resolve().parent / "reports"
+#: Recovery per fault kind over the runs the README quotes (``python -m sims recovery``).
+RECOVERY: Final = Path(__file__).resolve().parent / "recovery.json"
 
 
 def default_report_path(name: str) -> Path:
@@ -108,4 +120,48 @@ def summarize(report: ReliabilityReport) -> str:
     if report.problems:
         lines += ["", f"  problems ({len(report.problems)}):"]
         lines += [f"    - {problem}" for problem in report.problems[:10]]
+    return "\n".join(lines)
+
+
+def worst_by_kind(reports: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Over the JSON reports of several runs, per fault kind: the worst recovery (``max_s``,
+    with the run it came from), the mean over every recovery measured and how many
+    (``n``), kinds sorted by name.
+
+    >>> run = {"name": "demo", "extra": {"seed": 1, "fault_log": [
+    ...     {"kind": "crash", "recovery_s": 0.5}, {"kind": "crash", "recovery_s": 1.5}]}}
+    >>> worst_by_kind([run])
+    {'crash': {'n': 2, 'mean_s': 1.0, 'max_s': 1.5, 'worst_in': 'demo (seed 1)'}}
+    """
+    times: dict[str, list[tuple[float, str]]] = {}
+    for report in reports:
+        extra = report.get("extra", {})
+        run = f"{report.get('name')} (seed {extra.get('seed')})"
+        for entry in extra.get("fault_log", []):
+            if entry.get("recovery_s") is not None:
+                times.setdefault(entry["kind"], []).append((float(entry["recovery_s"]), run))
+    out = {}
+    for kind in sorted(times):
+        values = times[kind]
+        worst = max(values)
+        out[kind] = {
+            "n": len(values),
+            "mean_s": round(sum(v for v, _ in values) / len(values), 3),
+            "max_s": round(worst[0], 3),
+            "worst_in": worst[1],
+        }
+    return out
+
+
+def recovery_table(worst: Mapping[str, Mapping[str, Any]]) -> str:
+    """:func:`worst_by_kind` as a Markdown table (what the README shows)."""
+    lines = [
+        "| fault kind | recoveries | mean (s) | worst (s) | worst in |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for kind, row in worst.items():
+        lines.append(
+            f"| `{kind}` | {row['n']} | {row['mean_s']:.2f} | {row['max_s']:.2f} | "
+            f"{row['worst_in']} |"
+        )
     return "\n".join(lines)

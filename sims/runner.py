@@ -192,9 +192,8 @@ _RESTARTS: Final = frozenset({FaultKind.CRASH, FaultKind.HANG, FaultKind.KILL_PR
 def unplanned(
     applied: Sequence[tuple[TimedFault, Injected]], events: Sequence[Event]
 ) -> dict[str, Any]:
-    """Restarts and crashes no fault asked for: a child restarted more often than the crash,
-    hang, kill_process (and freeze) faults aimed at it explain, and actor crashes that were
-    not injected (``crashes``: their reasons).
+    """Restarts beyond what the crash, hang, kill_process and freeze faults aimed at each
+    child explain, and actor crashes that were not injected (``crashes``: their reasons).
 
     >>> from diaspora.events import Crashed, Restarted
     >>> restart = Restarted(name="root", child="sum", incarnation=2, attempt=1, cause="sum")
