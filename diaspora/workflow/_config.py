@@ -49,7 +49,8 @@ The ``qos`` table takes every key of :class:`~diaspora.streams.QosSpec`
 (rate, max_lag_items, max_lag_seconds, max_latency, stall_deadline, policy,
 reconstructor, reconstructor_args, fill_stalls); ``limits`` those of
 :class:`~diaspora.fabric.StreamLimits`. ``diaspora run`` ensures these
-streams and declares their QoS before starting the tree: a stream's QoS is
+streams and declares their QoS before starting the tree (and ensures every
+actor's inputs too, :meth:`TreeConfig.declare_streams`): a stream's QoS is
 declared there, once per subject, never on a child (a child's ``qos`` or
 ``streams`` key is refused with an error saying so). Any other unknown key is
 an error too. Values are checked by the specs themselves
