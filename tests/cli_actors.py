@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diaspora import Actor, Message
+from diaspora.streams import HistorySpec
 from diaspora.testing import wait_until
 
 
@@ -22,3 +23,13 @@ class SlowStart(Actor):
 
     async def handle(self, msg: Message) -> None:
         return None
+
+
+class Recorded(Actor):
+    """Forwards ``numbers`` to ``recorded``, keeping a producer history (local state on disk)."""
+
+    inputs = ("numbers",)
+    history = HistorySpec(max_items=100)
+
+    async def handle(self, msg: Message) -> None:
+        await self.emit("recorded", msg.data, item=msg.seq)

@@ -134,27 +134,36 @@ actor = "actors.examples:RunningSum"
         assert await run.stop() == 0
 
 
+RECORDED = """
+[[supervisor.children]]
+id = "recorded"             # keeps a producer history: local state under the state dir
+actor = "tests.cli_actors:Recorded"
+"""
+
+
 async def test_the_embedded_state_outlives_a_run_and_status_lines_say_what_runs(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "tree.toml").write_text(SUM_TREE)
+    (tmp_path / "tree.toml").write_text(SUM_TREE + RECORDED)
 
     # a first run: text status lines on stderr
     with diaspora_run(tmp_path, "tree.toml", "--every", "0.2", name="first") as run:
         url = (await run.wait_for(CONNECTING.pattern)).group(1)
         assert f"connecting to {url} (embedded nats-server, state in ./.diaspora/)" in run.err()
         await run.wait_for(
-            rf"^diaspora: running 'root' on {re.escape(url)}: 1 actor \(root\.sum\); "
+            rf"^diaspora: running 'root' on {re.escape(url)}: 2 actors "
+            r"\(root\.sum, root\.recorded\); "
             "Ctrl-C to stop$"
         )
         async with Fabric(url) as fabric:
             for x in (1, 2, 3):
                 await fabric.publish("numbers", {"x": x})
             await totals_are(fabric, [1, 3, 6])
-        await run.wait_for(r"^diaspora: 3 inputs handled, 3 outputs, 0 restarts, lag 0$")
+        await run.wait_for(r"^diaspora: 6 inputs handled, 6 outputs, 0 restarts, lag 0$")
         assert await run.stop() == 0
     assert "diaspora: state kept in ./.diaspora/: run again to resume" in run.err()
     assert (tmp_path / ".diaspora" / "jetstream").is_dir()
+    assert any((tmp_path / ".diaspora" / "history").iterdir())  # root.recorded's history
 
     # a second run resumes from the checkpoint, the streams intact: JSON lines on stdout
     with diaspora_run(tmp_path, "tree.toml", "--json", "--every", "0.2", name="second") as run:
@@ -165,7 +174,7 @@ async def test_the_embedded_state_outlives_a_run_and_status_lines_say_what_runs(
             for x in (4, 5):
                 await fabric.publish("numbers", {"x": x})
             await totals_are(fabric, [1, 3, 6, 10, 15])
-        await run.wait_for(r'"handled": 2, "outputs": 2, "restarts": 0, "lag": 0', stdout=True)
+        await run.wait_for(r'"handled": 4, "outputs": 4, "restarts": 0, "lag": 0', stdout=True)
         assert await run.stop() == 0
     lines = [json.loads(line) for line in run.out().splitlines()]
     assert lines[0] == {
@@ -174,7 +183,7 @@ async def test_the_embedded_state_outlives_a_run_and_status_lines_say_what_runs(
         "embedded": True,
         "state_dir": str((tmp_path / ".diaspora").resolve()),
     }
-    assert lines[1] == {"status": "running", "url": url, "actors": ["root.sum"]}
+    assert lines[1] == {"status": "running", "url": url, "actors": ["root.sum", "root.recorded"]}
     assert {line["status"] for line in lines[2:]} >= {"summary", "stopped", "state_kept"}
     assert "diaspora:" not in run.err()
 
