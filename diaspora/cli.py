@@ -6,13 +6,22 @@
     graceful stop, 1 when the actor crashed, 2 on a usage or config error
     (:class:`~diaspora.exitcode.ExitCode`).
 
-``diaspora run FILE [--url URL]``
+``diaspora run FILE [--url URL] [--ephemeral] [--quiet | --json] [--every S]``
     Run a supervision tree from a TOML file (see
     :mod:`diaspora.workflow._config`) until SIGINT/SIGTERM, which stop it in
     reverse start order (a second signal kills what is left). The fabric is
     ``--url``, else the file's ``[fabric] url``, else ``$DIASPORA_URL``, else
-    an embedded server. Supervision events are published under
-    ``diaspora.events.supervision.>``. Exit status
+    an embedded server whose store, with the actors' local state
+    (histories), is kept in the state directory (``$DIASPORA_STATE_DIR``,
+    default ``./.diaspora/``): run it again and every actor resumes from its
+    checkpoint with every stream intact. ``--ephemeral`` throws both away on
+    exit. Every stream the tree consumes (actors' inputs and ``[streams]``)
+    exists before the first actor starts. Status lines go to stderr
+    (``connecting``, ``running``, then every ``--every`` seconds a summary:
+    inputs handled, outputs, restarts, lag; ``stopped``), as JSON lines on
+    stdout with ``--json``, none with ``--quiet``
+    (:mod:`diaspora.workflow._status`). Supervision events are published
+    under ``diaspora.events.supervision.>``. Exit status
     (:class:`~diaspora.exitcode.ExitCode`):
 
     - 0: stopped by a signal (or the root supervisor returned) after an
@@ -25,18 +34,23 @@
 ``diaspora check FILE``
     Validate a tree file without running it (imports the actors it names).
     Exit status 0 and a one-line summary, or 2 and the error on stderr.
+
+Every command imports ``actor = "mymodule:Cls"`` from the current directory
+first, as ``python -m`` would.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
+from anyio.abc import TaskStatus
 
 from diaspora._importpath import resolve
 from diaspora.actor import Actor, ActorRuntime
@@ -48,10 +62,13 @@ from diaspora.errors import (
     RestartIntensityExceeded,
 )
 from diaspora.exitcode import ExitCode
-from diaspora.fabric import Fabric
+from diaspora.fabric import EmbeddedServer, Fabric
+from diaspora.fabric._connection import split_urls
 from diaspora.log import configure_logging, get_logger
 from diaspora.supervision._runnable import run_until
-from diaspora.workflow import load_config
+from diaspora.workflow import TreeConfig, load_config
+from diaspora.workflow._state import StateDir
+from diaspora.workflow._status import RunStatus
 
 __all__ = ["main"]
 
@@ -69,6 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("file", help="the tree's TOML file (see supervisors/)")
     run.add_argument(
         "--url", help="NATS URL(s); default the file's [fabric] url, $DIASPORA_URL, or embedded"
+    )
+    run.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="embedded server only: keep no state (default: $DIASPORA_STATE_DIR or ./.diaspora)",
+    )
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", action="store_true", help="no status lines")
+    shown.add_argument("--json", action="store_true", help="status lines as JSON on stdout")
+    run.add_argument(
+        "--every", type=float, default=10.0, help="seconds between summary lines (default 10)"
     )
     check = sub.add_parser("check", help="validate a supervision-tree TOML file without running")
     check.add_argument("file", help="the tree's TOML file")
@@ -94,11 +122,81 @@ async def _until_signal(stop: Callable[[], None], kill: Callable[[], None] | Non
 
 async def _run_tree(args: argparse.Namespace) -> int:
     config = load_config(args.file)
-    # with neither --url nor [fabric] url, the Fabric reads $DIASPORA_URL (else embeds a server)
-    async with Fabric(args.url or config.url, name=config.name) as fabric:
+    if not args.every > 0:
+        raise ConfigError(f"--every: {args.every!r} must be a positive number of seconds")
+    status = RunStatus(
+        out=sys.stdout if args.json else sys.stderr, json=args.json, quiet=args.quiet
+    )
+    url = args.url or config.url
+    if url is not None or os.environ.get("DIASPORA_URL"):
+        if args.ephemeral:
+            raise ConfigError(
+                "--ephemeral: only for the embedded server (no --url, no [fabric] url)"
+            )
+        # with neither --url nor [fabric] url, the Fabric reads $DIASPORA_URL itself
+        shown = ", ".join(split_urls(url or os.environ["DIASPORA_URL"]))
+        status.say("connecting", f"connecting to {shown}", url=shown)
+        return await _serve(config, args, status, url, shown)
+    with StateDir.open(ephemeral=args.ephemeral) as state:
+        async with EmbeddedServer(store_dir=state.store, name=f"{config.name}-embedded") as server:
+            where = "no state kept (--ephemeral)" if state.ephemeral else f"state in {state.shown}"
+            status.say(
+                "connecting",
+                f"connecting to {server.url} (embedded nats-server, {where})",
+                url=server.url,
+                embedded=True,
+                state_dir=None if state.ephemeral else str(state.path),
+            )
+            code = await _serve(config, args, status, server.url, server.url)
+        if not state.ephemeral:
+            status.say(
+                "state_kept",
+                f"state kept in {state.shown}: run again to resume",
+                state_dir=str(state.path),
+            )
+        return code
+
+
+async def _serve(
+    config: TreeConfig,
+    args: argparse.Namespace,
+    status: RunStatus,
+    url: str | Sequence[str] | None,
+    shown: str,
+) -> int:
+    actors = config.actors()
+    async with Fabric(url, name=config.name) as fabric:
         await config.declare_streams(fabric)
-        await run_until(config.supervisor(fabric), _until_signal)
+        supervisor = config.supervisor(fabric)
+
+        async def until_signal(stop: Callable[[], None], kill: Callable[[], None]) -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(status.summaries, fabric, actors, args.every)
+                await _until_signal(stop, kill)
+                tg.cancel_scope.cancel()
+
+        running = _Running(
+            status,
+            f"running {config.name!r} on {shown}: {len(actors)} "
+            f"actor{'s' if len(actors) != 1 else ''}"
+            f"{' (' + ', '.join(actors) + ')' if actors else ''}; Ctrl-C to stop",
+            url=shown,
+            actors=list(actors),
+        )
+        async with status.watching(fabric):
+            await run_until(supervisor, until_signal, task_status=running)
+    status.say("stopped", "stopped")
     return ExitCode.OK
+
+
+class _Running(TaskStatus[None]):
+    """The tree's ``task_status``: once every child has started, say so."""
+
+    def __init__(self, status: RunStatus, text: str, **fields: Any) -> None:
+        self._status, self._text, self._fields = status, text, fields
+
+    def started(self, value: None = None) -> None:
+        self._status.say("running", self._text, **self._fields)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -124,10 +222,18 @@ async def _run_actor(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _import_from_cwd() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m`` does."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``diaspora`` console script."""
     args = _parser().parse_args(argv)
     configure_logging()
+    _import_from_cwd()
     log = get_logger()
     try:
         if args.command == "actor":

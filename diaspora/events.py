@@ -519,11 +519,17 @@ class DeadLettered(_ActorEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Checkpointed(_ActorEvent):
-    """A checkpoint record was written (``version`` is its KV revision)."""
+    """A checkpoint record was written (``version``: its KV revision; counts since this start).
+
+    ``handled`` and ``emitted`` count inputs and outputs since this start of
+    the actor; ``diaspora run`` sums them up in its periodic summary.
+    """
 
     kind: ClassVar[str] = "checkpointed"
     version: int
     positions: Mapping[str, int]
+    handled: int = 0
+    emitted: int = 0
 
 
 # -- supervision --------------------------------------------------------------------

@@ -1,17 +1,31 @@
 """The ``python -m sims`` command.
 
-``python -m sims run FILE [--report PATH] [--seed N]``
-    Run one scenario, print progress lines (stderr) and a summary table
-    (stdout), write the JSON report (default ``sims/reports/<name>.json``).
-    Exit status 0 when nothing was lost, duplicated, reordered or wrong and
-    no problem was noted (orphan processes, a fault not injected...), 1
-    otherwise, 2 on a usage or scenario-file error.
+``python -m sims run FILE|NAME [--report PATH] [--seed N]``
+    Run one scenario — a file, or a name ``sims list`` shows (a scenario of
+    ``sims/scenarios``) — print progress lines (stderr) and a summary table
+    (stdout: recovery per fault kind, unplanned restarts and crashes), write
+    the JSON report (default ``sims/reports/<name>.json``). Exit status:
+
+    - 0: nothing lost, duplicated, reordered or wrong, no problem noted, and
+      no restart or crash that no fault asked for;
+    - 1: something lost, duplicated, reordered or wrong, or a problem noted
+      (orphan processes, a fault not injected, a supervisor that gave up...);
+    - 2: a usage or scenario-file error;
+    - 3: the outputs are right, but the run saw unplanned restarts (a child
+      restarted more often than the faults aimed at it explain) or actor
+      crashes that were not injected (the summary lists them).
+
+``python -m sims recovery REPORT... [--write PATH]``
+    Recovery per fault kind over the JSON reports of several runs (recoveries,
+    mean, worst and the run it came from) as a Markdown table;
+    ``--write`` also keeps it as JSON (``sims/recovery.json`` is what the
+    README quotes).
 
 ``python -m sims list [DIR]``
     The scenarios of ``DIR`` (default ``sims/scenarios``), one a line: name
     and description.
 
-``python -m sims check FILE... [--seed N]``
+``python -m sims check FILE|NAME... [--seed N]``
     Validate scenario files (with their trees and models) without running
     them, and show each one's fault schedule. Exit status 0, or 2 and the
     first error on stderr.
@@ -20,6 +34,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -30,12 +45,18 @@ import anyio
 
 from diaspora.errors import ConfigError, DiasporaError
 from diaspora.log import configure_logging, get_logger
-from sims.report import default_report_path, summarize
+from sims.report import (
+    default_report_path,
+    recovery_table,
+    summarize,
+    unplanned_count,
+    worst_by_kind,
+)
 from sims.runner import run_scenario
 from sims.scenario import Scenario, load_scenario
 from sims.schedule import build_schedule
 
-__all__ = ["SCENARIOS", "main"]
+__all__ = ["SCENARIOS", "main", "scenario_path"]
 
 #: The scenarios shipped with sims.
 SCENARIOS: Final = Path(__file__).resolve().parent / "scenarios"
@@ -43,6 +64,7 @@ SCENARIOS: Final = Path(__file__).resolve().parent / "scenarios"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNPLANNED = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,32 +73,74 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one scenario and write its JSON report")
-    run.add_argument("file", help="the scenario's TOML file (see sims/scenarios/)")
+    run.add_argument("file", help="a scenario's TOML file, or a name `sims list` shows")
     run.add_argument("--report", help="where to write the report (default sims/reports/NAME.json)")
     run.add_argument("--seed", type=int, help="seed of the random draws (default: the file's)")
+    recovery = sub.add_parser("recovery", help="recovery per fault kind over run reports")
+    recovery.add_argument("reports", nargs="+", help="JSON reports written by `sims run`")
+    recovery.add_argument("--write", help="also write the figures as JSON to this path")
     listing = sub.add_parser("list", help="list scenarios with their descriptions")
     listing.add_argument("dir", nargs="?", default=str(SCENARIOS), help="a folder of scenarios")
     check = sub.add_parser("check", help="validate scenario files without running them")
-    check.add_argument("files", nargs="+", help="scenario TOML files")
+    check.add_argument("files", nargs="+", help="scenario TOML files or names")
     check.add_argument("--seed", type=int, help="seed for the random faults shown")
     return parser
 
 
-def _list(folder: str) -> int:
-    files = sorted(Path(folder).glob("*.toml"))
-    if not files:
-        print(f"{folder}: no scenario files (*.toml)", file=sys.stderr)
-        return EXIT_USAGE
-    width = max(len(path.stem) for path in files)
-    for path in files:
+def _named(folder: Path) -> list[tuple[str, str, Path]]:
+    """``(name, description, path)`` of every scenario file of ``folder``, by file name."""
+    out = []
+    for path in sorted(folder.glob("*.toml")):
         try:
             document = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            print(f"{path.stem:<{width}}  (unreadable: {exc})")
+            out.append((path.stem, f"(unreadable: {exc})", path))
             continue
-        name = document.get("name", path.stem)
-        description = document.get("description", "(no description)")
-        print(f"{name!s:<{width}}  {description}")
+        name = str(document.get("name", path.stem))
+        out.append((name, str(document.get("description", "(no description)")), path))
+    return out
+
+
+def scenario_path(file: str) -> Path:
+    """``file`` if it is one, else the scenario of ``sims/scenarios`` that ``sims list``
+    shows under that name."""
+    path = Path(file)
+    if path.exists() or path.suffix == ".toml" or "/" in file:
+        return path
+    for name, _, found in _named(SCENARIOS):
+        if name == file:
+            return found
+    names = ", ".join(name for name, _, _ in _named(SCENARIOS))
+    raise ConfigError(
+        f"{file}: neither a scenario file nor a scenario name; `python -m sims list` shows "
+        f"the names: {names}"
+    )
+
+
+def _recovery(files: Sequence[str], write: str | None) -> int:
+    reports = []
+    for file in files:
+        try:
+            reports.append(json.loads(Path(file).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{file}: not a readable JSON report: {exc}") from exc
+    worst = worst_by_kind(reports)
+    if write is not None:
+        runs = [f"{r.get('name')} (seed {r.get('extra', {}).get('seed')})" for r in reports]
+        document = {"runs": runs, "by_kind": worst}
+        Path(write).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    print(recovery_table(worst))
+    return EXIT_OK
+
+
+def _list(folder: str) -> int:
+    named = _named(Path(folder))
+    if not named:
+        print(f"{folder}: no scenario files (*.toml)", file=sys.stderr)
+        return EXIT_USAGE
+    width = max(len(name) for name, _, _ in named)
+    for name, description, _ in named:
+        print(f"{name:<{width}}  {description}")
     return EXIT_OK
 
 
@@ -97,19 +161,21 @@ def _describe(scenario: Scenario, seed: int | None) -> list[str]:
 
 def _check(files: Sequence[str], seed: int | None) -> int:
     for file in files:
-        print("\n".join(_describe(load_scenario(file), seed)))
+        print("\n".join(_describe(load_scenario(scenario_path(file)), seed)))
     return EXIT_OK
 
 
 async def _run(file: str, report: str | None, seed: int | None) -> int:
-    scenario = load_scenario(file)
+    scenario = load_scenario(scenario_path(file))
     result = await run_scenario(scenario, seed=seed)
     path = Path(report) if report is not None else default_report_path(scenario.name)
     written = result.write(path)
     get_logger().info("report_written", path=str(written))
     print(summarize(result))
     print(f"  report: {written}")
-    return EXIT_OK if result.ok and not result.extra.get("orphans") else EXIT_FAILED
+    if not result.ok or result.extra.get("orphans"):
+        return EXIT_FAILED
+    return EXIT_UNPLANNED if unplanned_count(result) else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list(args.dir)
+        if args.command == "recovery":
+            return _recovery(args.reports, args.write)
         if args.command == "check":
             return _check(args.files, args.seed)
         if args.command == "run":

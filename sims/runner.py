@@ -15,7 +15,9 @@ not), and the tree in this process as a :class:`~diaspora.testing.Workflow`
 - the faults, each applied by an :class:`~diaspora.testing.Injector` at its
   own ``at`` (counted from the first input, one after the other: a fault that
   waits — an order to an actor that is restarting — delays the next ones,
-  and the report shows when each really happened);
+  and the report shows when each really happened; a server fault also waits
+  while an earlier one that lifts itself is still in force, then half a
+  second more, rather than being refused by a server still down);
 - a progress line every second.
 
 Then it heals everything, waits for the tree to be running, for every input
@@ -56,6 +58,7 @@ import anyio
 
 from diaspora import codec
 from diaspora.errors import DecodeError
+from diaspora.events import Crashed, Event, Restarted
 from diaspora.fabric import EmbeddedServer, Fabric
 from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.fabric._reader import StoredMsg, read_stored
@@ -73,10 +76,12 @@ from diaspora.testing import (
 )
 from diaspora.testing._rig import environ
 from diaspora.testing._traffic import check_outputs, publish_input, recovery_time
+from sims.report import recovery_by_kind
 from sims.scenario import Scenario, TimedFault, Values
+from sims.schedule import SERVER_GAP as _SERVER_GAP
 from sims.schedule import build_schedule
 
-__all__ = ["run_scenario"]
+__all__ = ["run_scenario", "unplanned"]
 
 #: Environment of the tree's process nodes during a run: their logs would drown the progress.
 NODE_ENV: Final[Mapping[str, str]] = {"DIASPORA_LOG_LEVEL": "WARNING"}
@@ -166,6 +171,8 @@ async def run_scenario(
     report.extra.update(extra)
     report.extra["orphans"] = workflow.orphans
     report.extra["supervision_events"] = dict(events)
+    report.extra["unplanned"] = unplanned(run.applied, workflow.events)
+    report.extra["recovery_by_kind"] = recovery_by_kind(report)
     run.log.info(
         "scenario_checked",
         ok=report.ok,
@@ -176,6 +183,31 @@ async def run_scenario(
         wrong=report.wrong,
     )
     return report
+
+
+#: Faults that make their target restart once; a freeze may (a heartbeat timeout), or not.
+_RESTARTS: Final = frozenset({FaultKind.CRASH, FaultKind.HANG, FaultKind.KILL_PROCESS})
+
+
+def unplanned(
+    applied: Sequence[tuple[TimedFault, Injected]], events: Sequence[Event]
+) -> dict[str, Any]:
+    """Restarts beyond what the crash, hang, kill_process and freeze faults aimed at each
+    child explain, and actor crashes that were not injected (``crashes``: their reasons).
+
+    >>> from diaspora.events import Crashed, Restarted
+    >>> restart = Restarted(name="root", child="sum", incarnation=2, attempt=1, cause="sum")
+    >>> unplanned([], [restart, Crashed(name="root.sum", reason="KeyError('x')")])
+    {'restarts': {'root.sum': 1}, 'crashes': ["root.sum: KeyError('x')"]}
+    """
+    planned: Counter[str] = Counter()
+    for _, record in applied:
+        if record.kind in _RESTARTS or record.kind is FaultKind.FREEZE:
+            planned[record.target] += 1
+    restarts = Counter(f"{e.name}.{e.child}" for e in events if isinstance(e, Restarted))
+    extra = {child: n - planned[child] for child, n in restarts.items() if n > planned[child]}
+    crashes = [f"{e.name}: {e.reason}" for e in events if isinstance(e, Crashed) and not e.injected]
+    return {"restarts": extra, "crashes": crashes}
 
 
 # -- while the traffic runs ------------------------------------------------------------------
@@ -224,6 +256,8 @@ async def _faults(
 ) -> None:
     for timed in schedule:
         await anyio.sleep_until(start + timed.at)
+        if timed.fault.kind in _SERVER_TAKERS:
+            await _server_free(run, injector)
         try:
             record = await injector.apply(timed.fault)
         except InjectionError as exc:
@@ -235,6 +269,38 @@ async def _faults(
             )
             continue
         run.applied.append((timed, record))
+
+
+#: Server faults that need the server up: one still down from an earlier fault refuses them.
+_SERVER_TAKERS: Final = frozenset(
+    {FaultKind.KILL_SERVER, FaultKind.PAUSE_SERVER, FaultKind.RESTART_SERVER}
+)
+
+
+async def _server_free(run: _Run, injector: Injector) -> None:
+    """Wait while an earlier server fault that lifts itself is still in force, and a gap after.
+
+    The schedule keeps server faults apart, but a fault applied late (an actor order that
+    waited for a restart) or a server slow to come back (a loaded machine) would make the
+    next one meet a server that is still down and be refused. An open-ended fault of the
+    file (no duration) is not waited for: the next server fault is what ends it.
+    """
+    deadline = anyio.current_time() + run.scenario.settle_timeout
+    waited = False
+    while anyio.current_time() < deadline:
+        lasting = [
+            r for r in injector.active() if r.kind.layer == "server" and r.fault.duration is None
+        ]
+        if lasting or (injector.server_up and not _server_active(injector)):
+            break
+        waited = True
+        await anyio.sleep(_POLL)
+    if waited:
+        await anyio.sleep(_SERVER_GAP)
+
+
+def _server_active(injector: Injector) -> bool:
+    return any(r.kind.layer == "server" for r in injector.active())
 
 
 async def _progress(

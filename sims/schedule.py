@@ -32,10 +32,10 @@ from typing import Final
 from diaspora.testing import FaultKind, FaultSpec
 from sims.scenario import RandomFaults, Scenario, TimedFault
 
-__all__ = ["build_schedule", "draw_faults"]
+__all__ = ["SERVER_GAP", "build_schedule", "draw_faults"]
 
 #: Seconds kept free between two server faults (a restart takes about that long).
-_SERVER_GAP: Final = 0.5
+SERVER_GAP: Final = 0.5
 #: How long a graceful restart occupies the server, for spacing.
 _RESTART_S: Final = 1.0
 
@@ -136,14 +136,30 @@ def _server_busy(faults: Iterable[TimedFault]) -> list[tuple[float, float]]:
 
 
 def _free_slot(at: float, length: float, busy: Sequence[tuple[float, float]]) -> float:
-    """The earliest time from ``at`` where ``length`` seconds (plus gaps) meet no busy interval."""
+    """The earliest time from ``at`` where ``length`` seconds (plus gaps) meet no busy interval.
+
+    Times are compared in whole centiseconds (the schedule's resolution): a float
+    comparison could find ``at`` still short of an interval's end after moving it there,
+    and move it to the same time forever. Each interval moves ``at`` at most once (``at``
+    only grows), so the search ends after at most ``len(busy)`` moves.
+    """
+    slot = _centis(at)
+    gap = _centis(SERVER_GAP)
+    span = math.inf if math.isinf(length) else _centis(length)
     moved = True
     while moved:
         moved = False
         for start, end in busy:
-            if at < end + _SERVER_GAP and at + length + _SERVER_GAP > start:
-                if math.isinf(end):
-                    return at  # an open-ended outage: nothing later is free; keep the draw
-                at = math.ceil((end + _SERVER_GAP) * 100) / 100
+            if math.isinf(end):
+                if slot + span + gap > _centis(start):
+                    return slot / 100  # an open-ended outage: nothing later is free; keep it
+                continue
+            if slot < _centis(end) + gap and slot + span + gap > _centis(start):
+                slot = _centis(end) + gap
                 moved = True
-    return at
+    return slot / 100
+
+
+def _centis(seconds: float) -> int:
+    """``seconds`` in whole centiseconds, rounded up (an end is never cut short)."""
+    return math.ceil(round(seconds * 100, 6))

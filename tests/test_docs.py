@@ -121,3 +121,27 @@ def test_testing_page_shows_the_fixture_example_test_verbatim() -> None:
     body = source.split('"""', 2)[2].lstrip("\n")  # the file after its docstring
     page = (ROOT / "docs" / "testing.md").read_text()
     assert f"```py\n{body}```" in page, "docs/testing.md's pytest example differs from the test"
+
+
+#: "`root.sum` → `diaspora.dlq.root_sum`": an actor id and the dead-letter subject a page gives it.
+_DLQ_EXAMPLE = re.compile(r"`([^`\s]+)`\s+→\s+`(diaspora\.dlq\.[^`]*)`")
+
+
+def test_dead_letter_subjects_in_the_docs_are_what_is_published() -> None:
+    from diaspora.fabric._naming import dlq_subject
+
+    found: dict[str, list[tuple[str, str]]] = {}
+    for page in PAGES:
+        text = page.read_text()
+        assert "diaspora.dlq.<actor>" not in text, (
+            f"{_relative(page)}: diaspora.dlq.<actor> is not what is published: "
+            "the actor id becomes one token (root.sum → diaspora.dlq.root_sum)"
+        )
+        found[_relative(page)] = _DLQ_EXAMPLE.findall(text)
+    for page in ("README.md", "docs/actors.md"):
+        assert found[page], f"{page} gives no example of the dead-letter subject rule"
+    for page, examples in found.items():
+        for actor, subject in examples:
+            assert dlq_subject(actor) == subject, f"{page}: {actor} → {subject}"
+    # the rule the pages state in words: '.', '*', '>' and whitespace become '_'
+    assert dlq_subject("a.b*c>d e") == "diaspora.dlq.a_b_c_d_e"

@@ -150,7 +150,13 @@ class Checkpointer:
                 self._written.set()
                 self._written = anyio.Event()
                 await host.event(
-                    Checkpointed(name=host.id, version=record.version, positions=snap.positions)
+                    Checkpointed(
+                        name=host.id,
+                        version=record.version,
+                        positions=snap.positions,
+                        handled=host.stats.handled,
+                        emitted=host.stats.emitted,
+                    )
                 )
 
     def raise_error(self) -> None:

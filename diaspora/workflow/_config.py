@@ -49,7 +49,8 @@ The ``qos`` table takes every key of :class:`~diaspora.streams.QosSpec`
 (rate, max_lag_items, max_lag_seconds, max_latency, stall_deadline, policy,
 reconstructor, reconstructor_args, fill_stalls); ``limits`` those of
 :class:`~diaspora.fabric.StreamLimits`. ``diaspora run`` ensures these
-streams and declares their QoS before starting the tree: a stream's QoS is
+streams and declares their QoS before starting the tree (and ensures every
+actor's inputs too, :meth:`TreeConfig.declare_streams`): a stream's QoS is
 declared there, once per subject, never on a child (a child's ``qos`` or
 ``streams`` key is refused with an error saying so). Any other unknown key is
 an error too. Values are checked by the specs themselves
@@ -93,7 +94,7 @@ from diaspora.clock import Clock
 from diaspora.errors import ConfigError
 from diaspora.events import EventSink
 from diaspora.fabric._fabric import StreamLimits
-from diaspora.fabric._naming import check_input, check_subject
+from diaspora.fabric._naming import check_input, check_subject, is_event_input
 from diaspora.streams._qos import QosSpec
 from diaspora.streams._registry import declare_qos
 from diaspora.supervision._binding import bind_fabric
@@ -161,7 +162,14 @@ class TreeConfig:
     streams: Mapping[str, StreamDecl] = field(default_factory=dict)
 
     async def declare_streams(self, fabric: Fabric) -> None:
-        """Ensure the ``[streams]`` with their limits and declare their QoS (before starting)."""
+        """Ensure every stream the tree consumes, before any actor starts.
+
+        First the ``[streams]`` with their limits and QoS, then every actor's
+        inputs (the class's ``inputs``, or the file's ``inputs =``) with default
+        limits, so that a plain client publishing before the actor that reads
+        it has started loses nothing. Event inputs read the events stream the
+        fabric itself ensures.
+        """
         for subject, decl in self.streams.items():
             if decl.limits is not None:
                 await fabric.ensure_stream(subject, decl.limits)
@@ -169,6 +177,27 @@ class TreeConfig:
                 await fabric.require_stream(subject)
             if decl.qos is not None:
                 await declare_qos(fabric, subject, decl.qos)
+        for subject in self.consumed():
+            if subject not in self.streams:
+                await fabric.require_stream(subject)
+
+    def actors(self) -> dict[str, tuple[str, ...]]:
+        """Every actor of the tree by id (``root.sum``), with the subjects it consumes."""
+        out = {}
+        for path, start in _actor_starts(self.spec, self.name):
+            inputs = start.inputs
+            if inputs is None:
+                inputs = tuple(getattr(start.actor, "inputs", ()))
+            out[path] = inputs
+        return out
+
+    def consumed(self) -> list[str]:
+        """The subjects whose streams ``diaspora run`` ensures: ``[streams]`` and every
+        actor's inputs that are not event patterns, in order, each once."""
+        subjects = dict.fromkeys(self.streams)
+        for inputs in self.actors().values():
+            subjects.update((s, None) for s in inputs if not is_event_input(s))
+        return list(subjects)
 
     def bind(self, fabric: Fabric) -> SupervisorSpec:
         """``spec`` with every actor and process node on ``fabric``."""
@@ -205,6 +234,18 @@ def _walk(spec: SupervisorSpec, path: str) -> Iterator[tuple[str, str]]:
             yield from _walk(start, child_path)
         elif isinstance(start, ActorStart):
             yield child_path, "actor"
+
+
+def _actor_starts(spec: SupervisorSpec, path: str) -> Iterator[tuple[str, ActorStart]]:
+    for child in spec.children:
+        child_path = f"{path}.{child.id}"
+        start: object = child.start
+        if isinstance(start, ProcessStart):
+            start = start.target
+        if isinstance(start, SupervisorSpec):
+            yield from _actor_starts(start, child_path)
+        elif isinstance(start, ActorStart):
+            yield child_path, start
 
 
 def load_config(path: str | os.PathLike[str]) -> TreeConfig:

@@ -20,7 +20,7 @@ import sims
 from diaspora.errors import ConfigError
 from diaspora.testing import FaultKind
 from sims import build_schedule, load_scenario, parse_scenario, run_scenario
-from sims.cli import SCENARIOS, main
+from sims.cli import SCENARIOS, main, scenario_path
 from tests.testing.trees import LOSSY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,6 +237,47 @@ def test_a_lossy_workflow_fails_and_its_report_counts_the_lost_outputs(
     assert any("missing outputs for inputs [2]" in p for p in report["problems"])
     out = capsys.readouterr().out
     assert "lossy (seed 0): FAILED: 20 sent, 18 outputs checked" in out
+
+
+def test_a_run_with_a_restart_no_fault_asked_for_says_so_and_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = tmp_path / "once_tree.toml"
+    tree.write_text(
+        '[supervisor]\nintensity = 5\n[[supervisor.children]]\nid = "once"\n'
+        'actor = "tests.testing.workflow_actors:ExitsOnce"\nprocess = true\n'
+        f"args = {{ marker = {json.dumps(str(tmp_path / 'exited'))} }}\n"
+    )
+    path = write_scenario(
+        tmp_path / "once.toml",
+        '[traffic]\ninput = "once.in"\noutput = "once.out"\nmodel = "sims.models:echo"\n'
+        'keys = 2\nrate = 50\nmessages = 40\nvalues = "index"\n',
+        tree=tree,
+    )
+    report_path = tmp_path / "report.json"
+    assert main(["run", str(path), "--report", str(report_path)]) == 3
+    report = json.loads(report_path.read_text())
+    assert report["ok"] is True  # every output right: the restart is what is reported
+    assert report["extra"]["unplanned"] == {"restarts": {"root.once": 1}, "crashes": []}
+    out = capsys.readouterr().out
+    assert "once (seed 0): OK, WITH UNPLANNED RESTARTS OR CRASHES: 40 sent" in out
+    assert "unplanned: restarts root.once x1" in out
+
+
+def test_run_takes_the_names_list_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names
+    for name in names:
+        path = scenario_path(name)
+        assert path.parent == SCENARIOS
+        assert path.is_file()
+        assert load_scenario(path).name == name
+    assert main(["check", names[0]]) == 0
+    assert main(["run", "no_such_scenario"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_scenario: neither a scenario file nor a scenario name" in err
+    assert all(name in err for name in names)
 
 
 # -- the command ------------------------------------------------------------------------------

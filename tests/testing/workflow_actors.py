@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from diaspora import Actor, Message
 
 
@@ -35,3 +38,20 @@ class Stutter(Actor):
         await self.emit("stutter.out", msg.data)
         if msg.data["i"] == 1:
             await self.emit("stutter.out", msg.data)
+
+
+class ExitsOnce(Actor):
+    """Like :class:`Echo` on ``once.in``/``once.out``, but its process exits (status 1) at
+    the input ``i == 5`` of key ``k0`` the first time, leaving ``marker`` so it does not do
+    it again: a restart no fault asked for."""
+
+    inputs = ("once.in",)
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+
+    async def handle(self, msg: Message) -> None:
+        if msg.data["key"] == "k0" and msg.data["i"] == 5 and not self.marker.exists():
+            self.marker.touch()
+            os._exit(1)
+        await self.emit("once.out", msg.data)
