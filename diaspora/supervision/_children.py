@@ -10,6 +10,7 @@ names the supervisor and says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -59,10 +60,9 @@ class _Children:
         self.unpend(child)
         self._list.remove(child)
         if child.dynamic and child.handle is not None:
-            try:
+            # a Runnable that cannot be weakly referenced is not kept
+            with contextlib.suppress(TypeError):
                 self._ended.add(child.handle)
-            except TypeError:  # a Runnable that cannot be weakly referenced is not kept
-                pass
 
     def ended(self, ref: str | Runnable) -> bool:
         """Whether ``ref`` is the handle of a dynamic child that has ended (and was removed)."""

@@ -106,7 +106,9 @@ class _Restarter:
             for c in self._children
         ):
             return
-        await self._events.emit(SelfShutdown(name=self._name, child=child.name, policy=policy.value))
+        await self._events.emit(
+            SelfShutdown(name=self._name, child=child.name, policy=policy.value)
+        )
         raise _AutoShutdown(child)
 
     async def restart(self, cause: _Child, exit: _Exit, *, retry: bool = False) -> None:

@@ -52,7 +52,6 @@ BRUTAL_KILL: Final = "brutal_kill"
 INFINITY: Final = "infinity"
 
 
-
 class Ignore(Enum):
     """The type of :data:`IGNORE`."""
 

@@ -151,7 +151,9 @@ async def test_a_failing_sibling_restart_under_one_for_all_restarts_the_set_agai
 async def test_terminating_a_simple_one_for_one_child_that_already_exited_is_ok(
     lab: Lab, restart: Restart
 ) -> None:
-    sup = supervisor(lab, [ChildSpec("w", lab.worker(), restart=restart)], Strategy.SIMPLE_ONE_FOR_ONE)
+    sup = supervisor(
+        lab, [ChildSpec("w", lab.worker(), restart=restart)], Strategy.SIMPLE_ONE_FOR_ONE
+    )
     async with supervising(sup):
         handle = await sup.start_child()
         assert handle is not None

@@ -3,8 +3,8 @@
 Every worker appends to ``lab.log`` as it happens: ``start:<id>``,
 ``fail:<id>`` (raised before ``started()``), ``crash:<id>``, ``exit:<id>``
 (returned by itself), ``stop:<id>`` (returned after ``request_stop``),
-``kill:<id>`` (cancelled), ``ignore:<id>`` (declined to start). ``<id>`` is the child's context id, so a dynamic
-child logs ``w-1``, ``w-2``...
+``kill:<id>`` (cancelled), ``ignore:<id>`` (declined to start). ``<id>`` is the
+child's context id, so a dynamic child logs ``w-1``, ``w-2``...
 """
 
 from __future__ import annotations
