@@ -33,6 +33,7 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     │   │   ChildStartError, SupervisorNotRunning
     │   └── RestartIntensityExceeded        too many restarts: the supervisor gave up
     ├── ChildShutdown                       raise to exit with OTP's ``shutdown`` reason
+    ├── ChildIgnore                         raise before started() to decline (OTP's ``ignore``)
     ├── NodeCrashed                         a process node exited abnormally
     │   └── NodeHung                        ... after its heartbeats stopped
     ├── InjectionError                      a fault could not be injected
@@ -51,6 +52,7 @@ __all__ = [
     "CheckpointError",
     "ChildAlreadyPresent",
     "ChildAlreadyStarted",
+    "ChildIgnore",
     "ChildNotFound",
     "ChildRestarting",
     "ChildRunning",
@@ -268,6 +270,18 @@ class ChildShutdown(DiasporaError):
     Like returning, it is a normal exit: a transient child is not restarted (a
     permanent one still is, as in OTP). Raising it says "I was told to stop",
     e.g. by a peer, rather than "my work is done".
+    """
+
+
+class ChildIgnore(DiasporaError):
+    """Raise it from a child's ``run`` before ``started()`` to decline starting (OTP's ``ignore``).
+
+    The supervisor keeps the spec with no running child (a temporary child, or
+    one of a ``simple_one_for_one`` supervisor, is removed), does not restart
+    it and does not count it toward its restart intensity; ``start_child`` and
+    ``restart_child`` return ``None``. A start function declines by returning
+    :data:`~diaspora.supervision.IGNORE` instead. Raised after ``started()`` it
+    is an ordinary crash.
     """
 
 

@@ -31,7 +31,8 @@ The kinds, by category:
   :class:`Checkpointed`.
 - ``supervision``: :class:`ChildStarted`, :class:`StartFailed`,
   :class:`Exited`, :class:`Restarted`, :class:`BackingOff`, :class:`GaveUp`,
-  :class:`Terminated`, :class:`Deleted`, :class:`NodeStarted`,
+  :class:`Terminated`, :class:`Deleted`, :class:`Ignored`,
+  :class:`SelfShutdown`, :class:`NodeStarted`,
   :class:`NodeExited`, :class:`NodeHung`.
 - ``scaleout``: :class:`ScaledOut`, :class:`ScaledIn`.
 - ``fabric``: :class:`Reconnected`.
@@ -64,6 +65,7 @@ __all__ = [
     "Fenced",
     "Gap",
     "GaveUp",
+    "Ignored",
     "Lag",
     "Level",
     "LogSink",
@@ -79,6 +81,7 @@ __all__ = [
     "Restarted",
     "ScaledIn",
     "ScaledOut",
+    "SelfShutdown",
     "Stall",
     "StallEnd",
     "StartFailed",
@@ -620,6 +623,22 @@ class Deleted(_SupervisionEvent):
     """``delete_child`` removed a child's spec."""
 
     kind: ClassVar[str] = "deleted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ignored(_SupervisionEvent):
+    """A child's start declined (OTP's ``ignore``): kept with no running child, or removed."""
+
+    kind: ClassVar[str] = "ignored"
+    removed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SelfShutdown(_SupervisionEvent):
+    """The significant ``child`` exited for good: by ``policy`` the supervisor stops itself."""
+
+    kind: ClassVar[str] = "auto_shutdown"
+    policy: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

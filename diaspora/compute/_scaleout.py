@@ -307,10 +307,11 @@ class ScaleOutGroup:
         before = self.replicas
         for handle in self._handles:
             await supervisor.terminate_child(handle)
-        self._handles = [
+        handles = [
             await supervisor.start_child(partitions)
             for partitions in self.assignment(self.partitions, replicas)
         ]
+        self._handles = [handle for handle in handles if handle is not None]  # None: declined
         self.replicas = replicas
         if before:
             resized = ScaledOut if replicas > before else ScaledIn

@@ -11,7 +11,7 @@ nodes join a tree through :mod:`diaspora.workflow` (``actor_child``,
 
 from diaspora.backoff import Backoff
 from diaspora.clock import Clock, ManualClock, SystemClock
-from diaspora.errors import ChildShutdown
+from diaspora.errors import ChildIgnore, ChildShutdown
 from diaspora.supervision._binding import (
     FabricBound,
     StageBound,
@@ -24,9 +24,12 @@ from diaspora.supervision._records import ChildCounts, ChildRecord, ChildStatus
 from diaspora.supervision._runnable import Runnable, Stopper, run_until
 from diaspora.supervision._spec import (
     BRUTAL_KILL,
+    IGNORE,
     INFINITY,
+    AutoShutdown,
     ChildSpec,
     ChildType,
+    Ignore,
     Restart,
     Shutdown,
     StartFn,
@@ -37,10 +40,13 @@ from diaspora.supervision._supervisor import Supervisor
 
 __all__ = [
     "BRUTAL_KILL",
+    "IGNORE",
     "INFINITY",
+    "AutoShutdown",
     "Backoff",
     "ChildContext",
     "ChildCounts",
+    "ChildIgnore",
     "ChildRecord",
     "ChildShutdown",
     "ChildSpec",
@@ -48,6 +54,7 @@ __all__ = [
     "ChildType",
     "Clock",
     "FabricBound",
+    "Ignore",
     "ManualClock",
     "Restart",
     "Runnable",

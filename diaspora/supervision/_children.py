@@ -10,6 +10,8 @@ names the supervisor and says what to do.
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +38,8 @@ class _Children:
         self._spec = spec
         self._list: list[_Child] = []
         self._serial = 0
+        # handles of dynamic children that have ended: terminate_child(handle) of one is ok
+        self._ended: weakref.WeakSet[Runnable] = weakref.WeakSet()
 
     def __iter__(self) -> Iterator[_Child]:
         return iter(self._list)
@@ -55,6 +59,19 @@ class _Children:
         """Forget ``child``, and the restart it was waiting for."""
         self.unpend(child)
         self._list.remove(child)
+        if child.dynamic and child.handle is not None:
+            # a Runnable that cannot be weakly referenced is not kept
+            with contextlib.suppress(TypeError):
+                self._ended.add(child.handle)
+
+    def ended(self, ref: str | Runnable) -> bool:
+        """Whether ``ref`` is the handle of a dynamic child that has ended (and was removed)."""
+        if isinstance(ref, str):
+            return False
+        try:
+            return ref in self._ended
+        except TypeError:
+            return False
 
     def unpend(self, child: _Child) -> None:
         """``child`` no longer waits for its restart (cancelled if nobody else waits for it)."""

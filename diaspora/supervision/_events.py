@@ -27,7 +27,12 @@ sink logs it itself. Each event's ``name`` is the supervisor's name and
 - :class:`~diaspora.events.Terminated` (``terminated``): ``reason``
   (``shutdown``, ``killed`` or what it raised) — the supervisor stopped it;
 - :class:`~diaspora.events.Deleted` (``deleted``) — ``delete_child`` removed
-  its spec.
+  its spec;
+- :class:`~diaspora.events.Ignored` (``ignored``): ``removed`` — its start
+  declined (OTP's ``ignore``); ``removed`` if it was forgotten (temporary, or
+  under ``simple_one_for_one``);
+- :class:`~diaspora.events.SelfShutdown` (``auto_shutdown``): ``policy`` — the
+  significant child exited for good and the supervisor stops itself.
 
 A process node reports its own process through the same sink (see
 :mod:`diaspora.workflow._node`): :class:`~diaspora.events.NodeStarted`,

@@ -17,12 +17,13 @@ import anyio
 from anyio.abc import TaskGroup
 
 from diaspora.clock import Clock
-from diaspora.errors import ChildShutdown
-from diaspora.events import ChildStarted, Restarted, StartFailed, Terminated
+from diaspora.errors import ChildIgnore, ChildShutdown
+from diaspora.events import ChildStarted, Ignored, Restarted, StartFailed, Terminated
 from diaspora.log import FilteringBoundLogger
 from diaspora.supervision._context import _CURRENT, ChildContext
 from diaspora.supervision._events import _Reporter
 from diaspora.supervision._records import (
+    _IGNORE,
     _KILLED,
     _NORMAL,
     _SHUTDOWN,
@@ -36,7 +37,13 @@ from diaspora.supervision._records import (
     _Stopping,
 )
 from diaspora.supervision._runnable import Runnable
-from diaspora.supervision._spec import BRUTAL_KILL, INFINITY, SupervisorSpec
+from diaspora.supervision._spec import (
+    BRUTAL_KILL,
+    IGNORE,
+    INFINITY,
+    Restart,
+    SupervisorSpec,
+)
 
 __all__: list[str] = []
 
@@ -78,10 +85,10 @@ class _Launcher:
         if self._starting is not None:
             self._starting.wake.set()
 
-    async def start(self, child: _Child, cause: _Child | None = None) -> Runnable:
+    async def start(self, child: _Child, cause: _Child | None = None) -> Runnable | None:
         """Start ``child`` (again, after ``cause`` exited) and wait for its ``started()``.
 
-        Raises _StartFailed or _Stopping.
+        ``None`` if it declined (OTP's ``ignore``). Raises _StartFailed or _Stopping.
         """
         if self.stop_requested:
             raise _Stopping
@@ -92,15 +99,20 @@ class _Launcher:
         child.starts += 1
         failure: Exception | None = None
         token = _CURRENT.set(context)
+        made: Runnable | None = None
         try:
-            runnable = self._make(child)
-            incarnation = _Incarnation(child, runnable)
-            # the child's task inherits the context set above
-            self.tg.start_soon(self._run, incarnation, name=f"{self._name}.{child.name}")
+            made = self._make(child)
+            if made is not None:
+                incarnation = _Incarnation(child, made)
+                # the child's task inherits the context set above
+                self.tg.start_soon(self._run, incarnation, name=f"{self._name}.{child.name}")
         except Exception as exc:
             failure = exc
         finally:
             _CURRENT.reset(token)
+        if made is None and failure is None:
+            await self._ignored(child)
+            return None
         if failure is not None:
             await self._events.emit(
                 StartFailed(name=self._name, child=child.name, reason=repr(failure))
@@ -117,6 +129,10 @@ class _Launcher:
             await self.stop(incarnation)
             raise _Stopping
         exit = incarnation.exit
+        if not incarnation.started and exit is _IGNORE:
+            incarnation.reaped = True
+            await self._ignored(child)
+            return None
         if not incarnation.started and exit is not None and not exit.normal:
             incarnation.reaped = True
             await self._events.emit(
@@ -140,9 +156,13 @@ class _Launcher:
                     cause=cause.name,
                 )
             )
-        return runnable
+        return incarnation.runnable
 
-    def _make(self, child: _Child) -> Runnable:
+    async def _ignored(self, child: _Child) -> None:
+        removed = child.dynamic or child.spec.restart is Restart.TEMPORARY
+        await self._events.emit(Ignored(name=self._name, child=child.name, removed=removed))
+
+    def _make(self, child: _Child) -> Runnable | None:
         start = child.spec.start
         if isinstance(start, SupervisorSpec):
             if child.args:
@@ -151,6 +171,8 @@ class _Launcher:
                 )
             return self._nest(start, f"{self._name}.{child.name}")
         made = start(*child.args)
+        if made is IGNORE:
+            return None
         if inspect.isawaitable(made):
             if inspect.iscoroutine(made):
                 made.close()
@@ -161,7 +183,7 @@ class _Launcher:
         if not isinstance(made, Runnable):
             raise TypeError(
                 f"child {child.name!r}: start returned {made!r}, which is not a Runnable "
-                "(async run(*, task_status) and request_stop())"
+                "(async run(*, task_status) and request_stop()) nor IGNORE"
             )
         return made
 
@@ -173,6 +195,9 @@ class _Launcher:
                     await incarnation.runnable.run(task_status=_StartSignal(incarnation))
                 except ChildShutdown as exc:
                     incarnation.exit = _Exit("shutdown", exc)
+                except ChildIgnore as exc:
+                    # declining is for starting; once started it is a crash like any other
+                    incarnation.exit = _Exit(repr(exc), exc) if incarnation.started else _IGNORE
                 except Exception as exc:
                     incarnation.exit = _Exit(repr(exc), exc)
                 else:

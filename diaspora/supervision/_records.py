@@ -6,7 +6,7 @@ child (``_Child``, its current run ``_Incarnation``, a decided restart
 ``_Pending``), how a run ended (``_Exit``), the messages of the supervisor's
 mailbox (``_Exited``, ``_RestartDue``, ``_Call``, ``_StopSignal``), the
 exceptions that unwind its task (``_Stopping``, ``_GaveUp``,
-``_StartFailed``), its lifecycle ``_Phase`` and its restart intensity
+``_AutoShutdown``, ``_StartFailed``), its lifecycle ``_Phase`` and its restart intensity
 (``_RestartWindow``).
 """
 
@@ -77,6 +77,7 @@ class _Exit:
 
 
 _NORMAL: Final = _Exit("normal")
+_IGNORE: Final = _Exit("ignore")
 _SHUTDOWN: Final = _Exit("shutdown")
 _KILLED: Final = _Exit("killed")
 
@@ -185,6 +186,13 @@ _Message = _Exited | _RestartDue | _Call | _StopSignal
 
 class _Stopping(Exception):
     """request_stop() arrived while an operation was waiting for a child to start."""
+
+
+class _AutoShutdown(Exception):
+    """A significant child exited for good: the supervisor stops itself, normally."""
+
+    def __init__(self, child: _Child) -> None:
+        self.child = child
 
 
 class _GaveUp(Exception):

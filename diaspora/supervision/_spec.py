@@ -19,6 +19,7 @@ starts with the field path inside it (``supervisor.children[1].id: ...``,
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +32,13 @@ from diaspora.supervision._runnable import Runnable
 
 __all__ = [
     "BRUTAL_KILL",
+    "IGNORE",
     "INFINITY",
+    "AutoShutdown",
     "Backoff",
     "ChildSpec",
     "ChildType",
+    "Ignore",
     "Restart",
     "Shutdown",
     "StartFn",
@@ -47,11 +51,25 @@ BRUTAL_KILL: Final = "brutal_kill"
 #: Ask a child to stop and wait for it however long it takes.
 INFINITY: Final = "infinity"
 
+
+class Ignore(Enum):
+    """The type of :data:`IGNORE`."""
+
+    IGNORE = "ignore"
+
+
+#: What a start function returns to decline starting its child (OTP's ``ignore``):
+#: the spec is kept with no running child (a temporary one, or one of a
+#: ``simple_one_for_one`` supervisor, is removed), it is not restarted and it
+#: does not count toward the restart intensity. A Runnable declines the same way
+#: by raising :class:`~diaspora.errors.ChildIgnore` before ``started()``.
+IGNORE: Final = Ignore.IGNORE
+
 #: Seconds to wait after ``request_stop()`` before cancelling, or one of the two policies.
 Shutdown = float | Literal["brutal_kill", "infinity"]
-#: Makes a fresh :class:`Runnable` for each (re)start; ``simple_one_for_one``
-#: passes ``start_child``'s arguments to it.
-StartFn = Callable[..., Runnable]
+#: Makes a fresh :class:`Runnable` for each (re)start, or returns :data:`IGNORE`;
+#: ``simple_one_for_one`` passes ``start_child``'s arguments to it.
+StartFn = Callable[..., Runnable | Ignore]
 
 _ID = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -75,6 +93,24 @@ class Restart(Enum):
     PERMANENT = "permanent"
     TRANSIENT = "transient"
     TEMPORARY = "temporary"
+
+
+class AutoShutdown(Enum):
+    """When a supervisor stops itself after *significant* children exit by themselves (OTP 24).
+
+    ``never`` (the default): never, and no child may be significant.
+    ``any_significant``: when any significant child exits and is not restarted
+    (a transient one exiting normally, a temporary one exiting at all).
+    ``all_significant``: when the last significant child still running or
+    restarting does so. The supervisor then stops its other children and
+    returns normally from ``run`` (a normal exit: a transient parent does not
+    restart it). Children stopped by the supervisor itself (``terminate_child``,
+    a sibling's restart) never trigger it.
+    """
+
+    NEVER = "never"
+    ANY_SIGNIFICANT = "any_significant"
+    ALL_SIGNIFICANT = "all_significant"
 
 
 class ChildType(Enum):
@@ -106,6 +142,26 @@ def check_id(value: object, where: str) -> str:
     return value
 
 
+def check_significant(child: ChildSpec, auto_shutdown: AutoShutdown, where: str) -> None:
+    """OTP's check of a significant child against its supervisor's ``auto_shutdown``.
+
+    In OTP's order: ``auto_shutdown = never`` first, then a permanent child.
+    """
+    if not child.significant:
+        return
+    if auto_shutdown is AutoShutdown.NEVER:
+        raise ConfigError(
+            f"{where}: child {child.id!r} is significant but the supervisor's auto_shutdown "
+            "is 'never': set auto_shutdown to 'any_significant' or 'all_significant', "
+            "or significant = false"
+        )
+    if child.restart is Restart.PERMANENT:
+        raise ConfigError(
+            f"{where}: child {child.id!r} is significant but permanent (it never ends for "
+            "good): make it transient or temporary, or significant = false"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
     """One child of a supervisor (OTP's child specification).
@@ -113,7 +169,10 @@ class ChildSpec:
     ``start`` is called on every start and restart and must return a fresh
     :class:`Runnable`; it may also be a :class:`SupervisorSpec`, which makes
     the child a nested supervisor. ``shutdown`` and ``type`` default as in
-    OTP: 5 seconds for a worker, ``infinity`` for a supervisor.
+    OTP: 5 seconds for a worker, ``infinity`` for a supervisor. A
+    ``significant`` child (transient or temporary, under a supervisor whose
+    ``auto_shutdown`` is not ``never``) stops its supervisor when it exits for
+    good (see :class:`AutoShutdown`).
     """
 
     id: str
@@ -121,6 +180,7 @@ class ChildSpec:
     restart: Restart = Restart.PERMANENT
     shutdown: Shutdown | None = None
     type: ChildType | None = None
+    significant: bool = False
 
     def __post_init__(self) -> None:
         where = f"child {self.id!r}"
@@ -138,6 +198,8 @@ class ChildSpec:
             )
         if self.type is not None and not isinstance(self.type, ChildType):
             raise ConfigError(f"{where}: type={self.type!r} is not a ChildType")
+        if not isinstance(self.significant, bool):
+            raise ConfigError(f"{where}: significant: {self.significant!r} is not a boolean")
 
     @property
     def effective_type(self) -> ChildType:
@@ -161,7 +223,9 @@ class SupervisorSpec:
     More than ``intensity`` restarts within any ``period`` seconds make the
     supervisor stop all its children and fail to its parent. With
     ``simple_one_for_one``, ``children`` holds exactly one spec, the template
-    of the children started with ``start_child``.
+    of the children started with ``start_child``. ``period`` is a finite
+    number of seconds > 0. ``auto_shutdown`` says when significant children
+    make the supervisor stop itself (see :class:`AutoShutdown`).
     """
 
     children: Sequence[ChildSpec] = field(default_factory=tuple)
@@ -169,6 +233,7 @@ class SupervisorSpec:
     intensity: int = 1
     period: float = 5.0
     backoff: Backoff | None = None
+    auto_shutdown: AutoShutdown = AutoShutdown.NEVER
 
     def __post_init__(self) -> None:
         children = tuple(self.children)
@@ -182,12 +247,20 @@ class SupervisorSpec:
         if (
             isinstance(self.period, bool)
             or not isinstance(self.period, int | float)
+            or not math.isfinite(self.period)
             or not self.period > 0
         ):
-            raise ConfigError(f"supervisor.period: {self.period!r} is not a number of seconds > 0")
+            raise ConfigError(
+                f"supervisor.period: {self.period!r} is not a finite number of seconds > 0 "
+                "(the window in which more than intensity restarts make it give up)"
+            )
         object.__setattr__(self, "period", float(self.period))
         if self.backoff is not None and not isinstance(self.backoff, Backoff):
             raise ConfigError(f"supervisor.backoff: {self.backoff!r} is not a Backoff")
+        if not isinstance(self.auto_shutdown, AutoShutdown):
+            raise ConfigError(
+                f"supervisor.auto_shutdown: {self.auto_shutdown!r} is not an AutoShutdown"
+            )
         first: dict[str, int] = {}
         for i, child in enumerate(children):
             if not isinstance(child, ChildSpec):
@@ -198,6 +271,7 @@ class SupervisorSpec:
                     f"(also children[{first[child.id]}])"
                 )
             first[child.id] = i
+            check_significant(child, self.auto_shutdown, f"supervisor.children[{i}].significant")
         if self.strategy is Strategy.SIMPLE_ONE_FOR_ONE and len(children) != 1:
             raise ConfigError(
                 "supervisor.children: simple_one_for_one needs exactly one child spec (the "

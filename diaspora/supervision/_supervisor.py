@@ -21,6 +21,14 @@ How a child is started
     :class:`~diaspora.supervision.ChildContext` set: ``current_child().path``
     is the child's name in the tree (``"root.ingest.sum"``).
 
+Declining to start (OTP's ``ignore``)
+    ``start`` may return :data:`~diaspora.supervision.IGNORE`, or ``run``
+    raise :class:`~diaspora.errors.ChildIgnore` before ``started()``: the
+    child is kept with no running child (removed if temporary, or under
+    ``simple_one_for_one``), it is not restarted, and it does not count
+    toward the restart intensity; ``start_child``/``restart_child`` return
+    ``None``.
+
 Exit reasons
     ``run`` returning is a ``normal`` exit, raising
     :class:`~diaspora.errors.ChildShutdown` a ``shutdown`` exit (both normal:
@@ -29,7 +37,9 @@ Exit reasons
 
 Its parts: the records and messages in :mod:`~diaspora.supervision._records`,
 the children table in ``_children``, the mailbox in ``_mailbox``, starting
-and stopping one child in ``_launcher``; this module decides what to do.
+and stopping one child in ``_launcher``, stopping several in ``_shutdown``,
+what an exit means in ``_restarting``; this module runs the supervisor's task
+and its runtime calls.
 """
 
 from __future__ import annotations
@@ -43,46 +53,36 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from diaspora.clock import Clock, SystemClock
 from diaspora.errors import (
+    ChildNotFound,
     ChildStartError,
     ConfigError,
     RestartIntensityExceeded,
     SupervisorNotRunning,
 )
-from diaspora.events import (
-    BackingOff,
-    Deleted,
-    EventSink,
-    Exited,
-    GaveUp,
-)
+from diaspora.events import Deleted, EventSink
 from diaspora.log import get_logger
 from diaspora.supervision._children import _Children
 from diaspora.supervision._events import _Reporter
 from diaspora.supervision._launcher import _Launcher
 from diaspora.supervision._mailbox import _Mailbox
 from diaspora.supervision._records import (
-    _KILLED,
     _STOP,
     ChildCounts,
     ChildRecord,
+    _AutoShutdown,
     _Call,
     _Child,
-    _Exit,
     _Exited,
     _GaveUp,
-    _Incarnation,
-    _Pending,
     _Phase,
     _RestartDue,
-    _RestartWindow,
     _StartFailed,
     _Stopping,
 )
+from diaspora.supervision._restarting import _Restarter
 from diaspora.supervision._runnable import Runnable
-from diaspora.supervision._spec import (
-    Restart,
-    SupervisorSpec,
-)
+from diaspora.supervision._shutdown import halt, terminate_all
+from diaspora.supervision._spec import Restart, SupervisorSpec, check_significant
 
 __all__ = ["Supervisor"]
 
@@ -159,7 +159,6 @@ class Supervisor:
         self._log = get_logger(supervisor=name)
         self._mailbox = _Mailbox(name)
         self._children = _Children(name, spec)
-        self._restarts = _RestartWindow(spec.intensity, spec.period, self._clock)
         self._phase = _Phase.NEW
         self._started_event = anyio.Event()
         self._ended_event = anyio.Event()
@@ -173,6 +172,16 @@ class Supervisor:
             log=self._log,
             post=self._mailbox.post,
             nest=self._nest,
+        )
+        self._restarter = _Restarter(
+            name,
+            spec,
+            children=self._children,
+            launcher=self._launcher,
+            events=self._events,
+            clock=self._clock,
+            rng=self._rng,
+            post=self._mailbox.post,
         )
 
     def __repr__(self) -> str:
@@ -214,7 +223,7 @@ class Supervisor:
         self._phase = _Phase.STARTING
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = self._launcher.tg = tg
+                self._tg = self._launcher.tg = self._restarter.tg = tg
                 try:
                     self._failure = await self._lifetime(task_status)
                 finally:
@@ -245,15 +254,17 @@ class Supervisor:
 
     # --- runtime API (OTP's supervisor module) ----------------------------------------
 
-    async def start_child(self, *args: Any) -> Runnable:
-        """Add and start a child; return its Runnable.
+    async def start_child(self, *args: Any) -> Runnable | None:
+        """Add and start a child; return its Runnable (``None`` if its start declined).
 
         ``start_child(ChildSpec(...))`` for the other strategies: the child is
-        added after the existing ones. ``start_child(*args)`` for
+        added after the existing ones (if it declined, kept with no running
+        child unless temporary). ``start_child(*args)`` for
         ``simple_one_for_one``: ``template.start(*args)`` makes the child, and
         the Runnable returned is its handle for :meth:`terminate_child`, valid
-        across its restarts. Raises ``ChildAlreadyStarted``,
-        ``ChildAlreadyPresent`` or ``ChildStartError``.
+        across its restarts (if it declined, nothing is added). Raises
+        ``ChildAlreadyStarted``, ``ChildAlreadyPresent``, ``ChildStartError``,
+        or ``ConfigError`` for a significant child the flags do not allow.
         """
         return await self._call(lambda: self._start_child(args))
 
@@ -262,13 +273,15 @@ class Supervisor:
 
         The spec is kept (restart it with :meth:`restart_child`) unless the
         child is temporary. Under ``simple_one_for_one`` pass the handle
-        :meth:`start_child` returned; the child is removed. A pending restart
-        is cancelled. Raises ``ChildNotFound`` or ``SimpleOneForOneError``.
+        :meth:`start_child` returned; the child is removed, and a child that
+        has already exited is fine (OTP: terminating a dead process is ok). A
+        pending restart is cancelled. Raises ``ChildNotFound`` or
+        ``SimpleOneForOneError``.
         """
         await self._call(lambda: self._terminate_child(child))
 
-    async def restart_child(self, child_id: str) -> Runnable:
-        """Start again a child that is not running; return its new Runnable.
+    async def restart_child(self, child_id: str) -> Runnable | None:
+        """Start again a child that is not running; its new Runnable (``None``: it declined).
 
         Raises ``ChildNotFound``, ``ChildRunning``, ``ChildRestarting``,
         ``ChildStartError`` or ``SimpleOneForOneError``.
@@ -311,6 +324,8 @@ class Supervisor:
         task_status.started()
         try:
             await self._serve()
+        except _AutoShutdown:
+            pass  # OTP exits with reason shutdown; here run returns: a normal exit too
         except _GaveUp as gave_up:
             await self._terminate_all()
             spec = self._spec
@@ -330,132 +345,41 @@ class Supervisor:
         for spec in self._spec.children:
             child = _Child(spec, spec.id)
             try:
-                await self._launcher.start(child)
+                started = await self._launcher.start(child)
             except (_StartFailed, _Stopping):
                 await self._terminate_all()
                 raise
-            self._children.append(child)
+            if started is not None or spec.restart is not Restart.TEMPORARY:
+                self._children.append(child)
 
     async def _serve(self) -> None:
         while not self._launcher.stop_requested:
             message = await self._mailbox.receive()
             try:
                 if isinstance(message, _Exited):
-                    await self._on_exit(message.incarnation)
+                    await self._restarter.on_exit(message.incarnation)
                 elif isinstance(message, _RestartDue):
-                    if not message.pending.cancelled:
-                        await self._carry_out(message.pending)
+                    await self._restarter.carry_out(message.pending)
                 elif isinstance(message, _Call):
                     await self._mailbox.serve(message)
             except _Stopping:
                 return
+
+    async def _terminate_all(self) -> None:
+        await terminate_all(self._children, self._launcher)
 
     async def _call(self, op: Callable[[], Awaitable[_T]]) -> _T:
         if self._phase is _Phase.ENDED:
             raise SupervisorNotRunning(f"supervisor {self._name!r} is not running")
         return await self._mailbox.call(op)
 
-    # --- stopping children ---------------------------------------------------------------
-
-    async def _halt(self, child: _Child) -> None:
-        """Make ``child`` not running and not restarting."""
-        self._children.unpend(child)
-        if child.incarnation is not None:
-            incarnation, child.incarnation = child.incarnation, None
-            await self._launcher.stop(incarnation)
-
-    async def _terminate_all(self) -> None:
-        for child in reversed(self._children):
-            await self._halt(child)
-
-    # --- exits and restarts -----------------------------------------------------------
-
-    async def _on_exit(self, incarnation: _Incarnation) -> None:
-        child = incarnation.child
-        if incarnation.reaped or child.incarnation is not incarnation:
-            return
-        incarnation.reaped = True
-        child.incarnation = None
-        exit = incarnation.exit or _KILLED
-        if self._clock.monotonic() - incarnation.started_at >= self._spec.backoff_reset_after:
-            child.attempt = 0
-        await self._events.emit(
-            Exited(name=self._name, child=child.name, reason=exit.reason, normal=exit.normal)
-        )
-        restart = child.spec.restart
-        if restart is Restart.PERMANENT or (restart is Restart.TRANSIENT and not exit.normal):
-            await self._restart(child, exit)
-        elif restart is Restart.TEMPORARY or child.dynamic:
-            self._children.remove(child)
-
-    async def _restart(self, cause: _Child, exit: _Exit) -> None:
-        """``cause`` exited and must be restarted: count it, stop its set, restart the set."""
-        spec = self._spec
-        if not self._restarts.add():
-            await self._events.emit(
-                GaveUp(
-                    name=self._name,
-                    child=cause.name,
-                    reason=exit.reason,
-                    restarts=len(self._restarts),
-                    intensity=spec.intensity,
-                    period=spec.period,
-                )
-            )
-            raise _GaveUp(cause, exit)
-        group = self._children.restart_set(cause)
-        for child in reversed(group):
-            if child.incarnation is not None:
-                incarnation, child.incarnation = child.incarnation, None
-                await self._launcher.stop(incarnation)
-        pending = _Pending(cause)
-        for child in group:
-            if child is not cause and child.spec.restart is Restart.TEMPORARY:
-                self._children.remove(child)  # stopped with its siblings, never restarted
-                continue
-            self._children.unpend(child)
-            child.pending = pending
-        cause.attempt += 1
-        delay = spec.backoff.delay(cause.attempt, self._rng) if spec.backoff else 0.0
-        if delay <= 0:
-            await self._carry_out(pending)
-            return
-        await self._events.emit(
-            BackingOff(
-                name=self._name, child=cause.name, attempt=cause.attempt, delay_s=round(delay, 3)
-            )
-        )
-        pending.scope = anyio.CancelScope()
-        assert self._tg is not None
-        self._tg.start_soon(self._restart_after, pending, delay)
-
-    async def _restart_after(self, pending: _Pending, delay: float) -> None:
-        assert pending.scope is not None
-        with pending.scope:
-            await self._clock.sleep(delay)
-            self._mailbox.post(_RestartDue(pending))
-
-    async def _carry_out(self, pending: _Pending) -> None:
-        """Start, in start order, the children still waiting for ``pending``."""
-        for child in [c for c in self._children if c.pending is pending]:
-            if child.pending is not pending:
-                continue
-            child.pending = None
-            try:
-                await self._launcher.start(child, pending.cause)
-            except _StartFailed as failed:
-                # OTP: a restart that fails to start counts as another exit, and is retried
-                error = failed.error
-                await self._restart(child, _Exit(repr(error), error))
-                for rest in self._children:
-                    if rest.pending is pending:
-                        rest.pending = None
-                return
-
     # --- runtime API, run in the supervisor's task ------------------------------------
 
-    async def _start_child(self, args: tuple[Any, ...]) -> Runnable:
+    async def _start_child(self, args: tuple[Any, ...]) -> Runnable | None:
         child = self._children.new(args)
+        if not child.dynamic:
+            where = f"supervisor {self._name!r}: start_child: significant"
+            check_significant(child.spec, self._spec.auto_shutdown, where)
         try:
             runnable = await self._launcher.start(child)
         except _StartFailed as failed:
@@ -464,6 +388,8 @@ class Supervisor:
                 f"{failed.error!r}",
                 child=child.name,
             ) from failed.error
+        if runnable is None and (child.dynamic or child.spec.restart is Restart.TEMPORARY):
+            return None  # declined: nothing to keep (OTP's {ok, undefined})
         child.handle = runnable if child.dynamic else None
         self._children.append(child)
         return runnable
@@ -471,13 +397,18 @@ class Supervisor:
     async def _terminate_child(self, ref: str | Runnable) -> None:
         if self._simple and isinstance(ref, str):
             self._children.not_simple(f"terminate_child({ref!r}) by id")
-        child = self._children.find(ref)
-        await self._halt(child)
+        try:
+            child = self._children.find(ref)
+        except ChildNotFound:
+            if self._children.ended(ref):
+                return  # OTP: terminating a child that has already exited is ok
+            raise
+        await halt(self._children, self._launcher, child)
         child.attempt = 0
         if child.dynamic or child.spec.restart is Restart.TEMPORARY:
             self._children.remove(child)
 
-    async def _restart_child(self, child_id: str) -> Runnable:
+    async def _restart_child(self, child_id: str) -> Runnable | None:
         self._children.not_simple("restart_child")
         child = self._children.find(child_id)
         self._children.check_stopped(child)

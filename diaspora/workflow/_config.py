@@ -21,7 +21,9 @@ Keys (``*``: required)::
     name = "root"                     # first token of every actor id (default "root")
     strategy = "one_for_one"          # one_for_all, rest_for_one, simple_one_for_one
     intensity = 1                     # restarts allowed ...
-    period = 5.0                      # ... within this many seconds
+    period = 5.0                      # ... within this many seconds (finite, > 0)
+    auto_shutdown = "never"           # any_significant, all_significant: stop the
+                                      # supervisor when significant children end
     [supervisor.backoff]              # optional: initial, max, factor, jitter, reset_after
 
     [[supervisor.children]]           # an actor child
@@ -31,15 +33,17 @@ Keys (``*``: required)::
     inputs = ["numbers"]              # overrides the class's inputs
     restart = "permanent"             # transient, temporary
     shutdown = 5.0                    # seconds, "brutal_kill" or "infinity"
+    significant = false               # true: its end may stop the supervisor
+                                      # (transient/temporary, auto_shutdown set)
     process = false                   # true: run it in its own OS process
     heartbeat_timeout = 5.0           # process = true only: watchdog
     start_timeout = 60.0              # process = true only
 
     [[supervisor.children]]           # a nested supervisor child
     id = "ingest"                     # *
-    strategy = "rest_for_one"         # and intensity, period, backoff, children,
-    children = [...]                  # restart, shutdown, process, heartbeat_timeout,
-                                      # start_timeout as above
+    strategy = "rest_for_one"         # and intensity, period, auto_shutdown, backoff,
+    children = [...]                  # children, restart, shutdown, significant,
+                                      # process, heartbeat_timeout, start_timeout as above
 
     [streams."edge1.temps"]           # a stream's QoS and retention (optional)
     qos = { rate = 100.0, max_lag_items = 500, policy = { kind = "decimate", k = 4 } }
@@ -81,6 +85,7 @@ permanent, transient, temporary
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -99,6 +104,7 @@ from diaspora.streams._qos import QosSpec
 from diaspora.streams._registry import declare_qos
 from diaspora.supervision._binding import bind_fabric
 from diaspora.supervision._spec import (
+    AutoShutdown,
     Backoff,
     ChildSpec,
     Restart,
@@ -129,10 +135,12 @@ _LIMIT_KEYS: Final = frozenset(
     {"max_msgs", "max_bytes", "max_age", "duplicate_window", "replicas", "storage"}
 )
 _FABRIC_KEYS: Final = frozenset({"url"})
-_SUPERVISOR_KEYS: Final = frozenset({"strategy", "intensity", "period", "backoff", "children"})
+_SUPERVISOR_KEYS: Final = frozenset(
+    {"strategy", "intensity", "period", "auto_shutdown", "backoff", "children"}
+)
 _ROOT_KEYS: Final = _SUPERVISOR_KEYS | {"name"}
 _NODE_KEYS: Final = frozenset({"process", "heartbeat_timeout", "start_timeout"})
-_CHILD_KEYS: Final = frozenset({"id", "restart", "shutdown"}) | _NODE_KEYS
+_CHILD_KEYS: Final = frozenset({"id", "restart", "shutdown", "significant"}) | _NODE_KEYS
 _ACTOR_KEYS: Final = _CHILD_KEYS | {"actor", "args", "inputs"}
 _NESTED_KEYS: Final = _CHILD_KEYS | _SUPERVISOR_KEYS
 _BACKOFF_KEYS: Final = frozenset({"initial", "max", "factor", "jitter", "reset_after"})
@@ -347,6 +355,10 @@ class _Parser(TomlReader):
         flags: dict[str, Any] = {key: table[key] for key in ("intensity", "period") if key in table}
         if "strategy" in table:
             flags["strategy"] = self.choice(table["strategy"], Strategy, f"{where}.strategy")
+        if "auto_shutdown" in table:
+            flags["auto_shutdown"] = self.choice(
+                table["auto_shutdown"], AutoShutdown, f"{where}.auto_shutdown"
+            )
         if "backoff" in table:
             flags["backoff"] = self.backoff(table["backoff"], f"{where}.backoff")
         children = self.children(table.get("children", []), f"{where}.children", path)
@@ -415,6 +427,11 @@ class _Parser(TomlReader):
         process = (
             self.boolean(table["process"], f"{where}.process") if "process" in table else False
         )
+        significant = (
+            self.boolean(table["significant"], f"{where}.significant")
+            if "significant" in table
+            else False
+        )
         heartbeat_timeout = DEFAULT_HEARTBEAT_TIMEOUT
         start_timeout = DEFAULT_START_TIMEOUT
         for key in ("heartbeat_timeout", "start_timeout"):
@@ -430,9 +447,11 @@ class _Parser(TomlReader):
             self.actor(table, where) if is_actor else self.supervisor(table, where, path)
         )
         if not process:
-            return ChildSpec(child_id, target, restart=restart, shutdown=shutdown)
+            return ChildSpec(
+                child_id, target, restart=restart, shutdown=shutdown, significant=significant
+            )
         try:
-            return process_child(
+            node = process_child(
                 child_id,
                 target,
                 None,
@@ -443,6 +462,7 @@ class _Parser(TomlReader):
             )
         except ConfigError as exc:
             raise self.fail(f"{where}.process", str(exc)) from exc
+        return dataclasses.replace(node, significant=significant) if significant else node
 
     def actor(self, table: dict[str, Any], where: str) -> ActorStart:
         path = self.string(table["actor"], f"{where}.actor")

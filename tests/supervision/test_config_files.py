@@ -227,7 +227,7 @@ BAD = [
     (
         "period wrong type",
         "[supervisor]\nperiod = true\n",
-        [f"{FILE}: supervisor.period: True is not a number of seconds > 0"],
+        [f"{FILE}: supervisor.period: True is not a finite number of seconds > 0"],
     ),
     (
         "process wrong type",
@@ -386,7 +386,17 @@ BAD = [
     (
         "period not positive",
         "[supervisor]\nperiod = 0\n",
-        [f"{FILE}: supervisor.period: 0 is not a number of seconds > 0"],
+        [f"{FILE}: supervisor.period: 0 is not a finite number of seconds > 0"],
+    ),
+    (
+        "period infinite",
+        "[supervisor]\nperiod = inf\n",
+        [f"{FILE}: supervisor.period: inf is not a finite number of seconds > 0"],
+    ),
+    (
+        "nested period not a number",
+        '[supervisor]\n[[supervisor.children]]\nid = "s"\nchildren = []\nperiod = nan\n',
+        [f"{FILE}: supervisor.children[0].period: nan is not a finite number of seconds > 0"],
     ),
     (
         "nested duplicate ids",

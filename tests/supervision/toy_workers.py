@@ -3,8 +3,8 @@
 Every worker appends to ``lab.log`` as it happens: ``start:<id>``,
 ``fail:<id>`` (raised before ``started()``), ``crash:<id>``, ``exit:<id>``
 (returned by itself), ``stop:<id>`` (returned after ``request_stop``),
-``kill:<id>`` (cancelled). ``<id>`` is the child's context id, so a dynamic
-child logs ``w-1``, ``w-2``...
+``kill:<id>`` (cancelled), ``ignore:<id>`` (declined to start). ``<id>`` is the
+child's context id, so a dynamic child logs ``w-1``, ``w-2``...
 """
 
 from __future__ import annotations
@@ -18,9 +18,17 @@ from typing import Any, TypeVar
 import anyio
 from anyio.abc import TaskStatus
 
-from diaspora.errors import ChildShutdown
+from diaspora.errors import ChildIgnore, ChildShutdown, SupervisorNotRunning
 from diaspora.events import Event
-from diaspora.supervision import ChildContext, Runnable, Supervisor, current_child
+from diaspora.supervision import (
+    IGNORE,
+    ChildContext,
+    ChildStatus,
+    Ignore,
+    Runnable,
+    Supervisor,
+    current_child,
+)
 from diaspora.testing import wait_until
 
 
@@ -72,6 +80,9 @@ class Worker:
             self.done.set()
 
     async def _run(self, task_status: TaskStatus[None]) -> None:
+        if self.lab.take(self.lab.declines, self.id):
+            self.lab.log.append(f"ignore:{self.id}")
+            raise ChildIgnore
         if self.lab.take_start_failure(self.id):
             self.lab.log.append(f"fail:{self.id}")
             raise StartBoom(f"{self.id} failed to start")
@@ -131,14 +142,33 @@ class Lab:
         self.instances: dict[str, list[Worker]] = defaultdict(list)
         self.start_failures: dict[str, float] = {}
         self.hang_in_start: set[str] = set()
+        self.ignores: dict[str, float] = {}
+        self.declines: dict[str, float] = {}
 
-    def worker(self, *, hang_on_stop: bool = False) -> Callable[..., Runnable]:
+    def worker(self, *, hang_on_stop: bool = False) -> Callable[..., Runnable | Ignore]:
         """A ChildSpec start function."""
 
-        def start(*args: Any) -> Runnable:
+        def start(*args: Any) -> Runnable | Ignore:
+            child = current_child().id
+            if self.take(self.ignores, child):
+                self.log.append(f"ignore:{child}")
+                return IGNORE
             return Worker(self, args, hang_on_stop=hang_on_stop)
 
         return start
+
+    def ignore_starts(self, child: str, times: float = math.inf, *, in_run: bool = False) -> None:
+        """Make the next ``times`` starts of ``child`` decline: its start function returns
+        IGNORE, or (``in_run``) its ``run`` raises ChildIgnore before ``started()``."""
+        (self.declines if in_run else self.ignores)[child] = times
+
+    @staticmethod
+    def take(counts: dict[str, float], child: str) -> bool:
+        left = counts.get(child, 0)
+        if left <= 0:
+            return False
+        counts[child] = left - 1
+        return True
 
     def fail_starts(self, child: str, times: float = math.inf) -> None:
         """Make the next ``times`` starts of ``child`` raise before ``started()``."""
@@ -206,6 +236,23 @@ async def settle_exit(sup: Supervisor, worker: Worker) -> None:
     """
     await worker.done.wait()
     await sup.count_children()
+
+
+async def settle_restarts(sup: Supervisor, *, limit: int = 10_000) -> None:
+    """Wait until ``sup`` has no restart in flight (or has ended).
+
+    A failed restart is retried as a message the supervisor posts to itself,
+    after the calls already queued: each call lets the next retry through.
+    Only for supervisors without backoff (a backoff keeps a child restarting).
+    """
+    for _ in range(limit):
+        try:
+            records = await sup.which_children()
+        except SupervisorNotRunning:
+            return
+        if all(record.status is not ChildStatus.RESTARTING for record in records):
+            return
+    raise AssertionError(f"{sup!r} still restarting after {limit} calls")
 
 
 class Harness:
