@@ -34,12 +34,13 @@ Keys (``*``: required)::
     process = false                   # true: run it in its own OS process
     heartbeat_timeout = 5.0           # process = true only: watchdog
     start_timeout = 60.0              # process = true only
+    standby = true                    # process = true only: restart in a warm standby
 
     [[supervisor.children]]           # a nested supervisor child
     id = "ingest"                     # *
     strategy = "rest_for_one"         # and intensity, period, backoff, children,
     children = [...]                  # restart, shutdown, process, heartbeat_timeout,
-                                      # start_timeout as above
+                                      # start_timeout, standby as above
 
     [streams."edge1.temps"]           # a stream's QoS and retention (optional)
     qos = { rate = 100.0, max_lag_items = 500, policy = { kind = "decimate", k = 4 } }
@@ -130,7 +131,7 @@ _LIMIT_KEYS: Final = frozenset(
 _FABRIC_KEYS: Final = frozenset({"url"})
 _SUPERVISOR_KEYS: Final = frozenset({"strategy", "intensity", "period", "backoff", "children"})
 _ROOT_KEYS: Final = _SUPERVISOR_KEYS | {"name"}
-_NODE_KEYS: Final = frozenset({"process", "heartbeat_timeout", "start_timeout"})
+_NODE_KEYS: Final = frozenset({"process", "heartbeat_timeout", "start_timeout", "standby"})
 _CHILD_KEYS: Final = frozenset({"id", "restart", "shutdown"}) | _NODE_KEYS
 _ACTOR_KEYS: Final = _CHILD_KEYS | {"actor", "args", "inputs"}
 _NESTED_KEYS: Final = _CHILD_KEYS | _SUPERVISOR_KEYS
@@ -376,7 +377,7 @@ class _Parser(TomlReader):
         )
         heartbeat_timeout = DEFAULT_HEARTBEAT_TIMEOUT
         start_timeout = DEFAULT_START_TIMEOUT
-        for key in ("heartbeat_timeout", "start_timeout"):
+        for key in ("heartbeat_timeout", "start_timeout", "standby"):
             if key in table and not process:
                 raise self.fail(f"{where}.{key}", "only applies to a child with process = true")
         if "heartbeat_timeout" in table:
@@ -385,6 +386,7 @@ class _Parser(TomlReader):
             )
         if "start_timeout" in table:
             start_timeout = self.seconds(table["start_timeout"], f"{where}.start_timeout")
+        standby = self.boolean(table["standby"], f"{where}.standby") if "standby" in table else True
         target: ActorStart | SupervisorSpec = (
             self.actor(table, where) if is_actor else self.supervisor(table, where, path)
         )
@@ -399,6 +401,7 @@ class _Parser(TomlReader):
                 shutdown=shutdown,
                 heartbeat_timeout=heartbeat_timeout,
                 start_timeout=start_timeout,
+                standby=standby,
             )
         except ConfigError as exc:
             raise self.fail(f"{where}.process", str(exc)) from exc
