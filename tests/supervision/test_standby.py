@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -202,3 +203,17 @@ def test_standby_is_a_process_node_key_in_config_files() -> None:
             '[[supervisor.children]]\nid = "sum"\n'
             'actor = "tests.actor.sample_actors:RunningSum"\nstandby = true\n'
         )
+
+
+def test_the_node_host_imports_neither_the_actor_runtime_nor_the_config_parser() -> None:
+    check = (
+        "import sys, diaspora.workflow._host\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('diaspora.actor', "
+        "'diaspora.workflow._config', 'diaspora.workflow._children', 'aiohttp.'))))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"  # a subtree that needs them imports them itself
