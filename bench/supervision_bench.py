@@ -34,6 +34,7 @@ from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from bench.probe_actor import ECHOES, PROBES, Probe
 from bench.report import Report, Row
 from diaspora import Actor, Message, codec
 from diaspora.events import Event, Restarted
@@ -44,25 +45,6 @@ from diaspora.workflow import ProcessNode, actor_child
 from diaspora.workflow._standby import standby_pool
 
 GROUP = "supervision"
-PROBES = "bench.probes"
-ECHOES = "bench.echoes"
-
-
-class Probe(Actor):
-    """Echoes each probe; raises once on a probe whose ``crash`` id is new to ``crashed``."""
-
-    inputs = (PROBES,)
-    checkpoint_every = 1
-
-    def __init__(self, crashed: dict[int, float] | None = None) -> None:
-        self.crashed = crashed
-
-    async def handle(self, msg: Message) -> None:
-        crash = msg.data.get("crash")
-        if self.crashed is not None and crash is not None and crash not in self.crashed:
-            self.crashed[crash] = time.time()
-            raise RuntimeError(f"probe crash {crash}")
-        await self.emit(ECHOES, {"probe": msg.data["probe"]})
 
 
 class _Echoes:

@@ -430,6 +430,7 @@ class ProcessNode:
         """Read the child's lines until it closes the pipe; kill it if it goes silent."""
         last_heard = spawned
         heard = started = False
+        replenish = self._pool
         while True:
             now = time.monotonic()
             limit = self.heartbeat_timeout if heard else self.start_timeout
@@ -458,14 +459,17 @@ class ProcessNode:
             heard = True
             last_heard = time.monotonic()
             kind = message.get("t")
+            if started and replenish is not None and kind == "hb":
+                # the next standby, once this node has been up for a heartbeat: an interpreter
+                # importing next to it would slow its start (and its catching up)
+                await replenish.replenish(self.fabric.urls)
+                replenish = None
             if kind == "started" and not started:
                 started = True
                 task_status.started()
                 await self.events.emit(
                     NodeStarted(**self._about(), pid=proc.pid, standby=self.warm)
                 )
-                if self._pool is not None:  # now, not earlier: it would slow this start
-                    await self._pool.replenish(self.fabric.urls)
             elif kind == "error":
                 self._remote_error = str(message.get("error"))
 
