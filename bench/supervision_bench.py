@@ -4,7 +4,9 @@
   an in-process actor child that raises (baseline: raw nats-py re-creating a
   pull consumer at a sequence and fetching one message), and a process node
   SIGKILLed (baseline: spawning ``python`` that imports nats-py, connects and
-  publishes one message). Measured from the crash to the ``Diaspora-Emitted-At``
+  publishes one message), restarted in its parent's warm standby (the default;
+  each kill waits until the standby is ready) and with ``standby=False`` (a new
+  interpreter each time). Measured from the crash to the ``Diaspora-Emitted-At``
   stamp of the restarted actor's output.
 - **restarts/s** a supervisor sustains with a trivial Runnable that crashes
   right after ``started()``.
@@ -32,6 +34,7 @@ from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from bench.probe_actor import ECHOES, PROBES, Probe
 from bench.report import Report, Row
 from diaspora import Actor, Message, codec
 from diaspora.events import Event, Restarted
@@ -39,27 +42,9 @@ from diaspora.fabric import EmbeddedServer, Fabric, Inbound, stream_name
 from diaspora.fabric import headers as H
 from diaspora.supervision import ChildSpec, Supervisor, SupervisorSpec
 from diaspora.workflow import ProcessNode, actor_child
+from diaspora.workflow._standby import standby_pool
 
 GROUP = "supervision"
-PROBES = "bench.probes"
-ECHOES = "bench.echoes"
-
-
-class Probe(Actor):
-    """Echoes each probe; raises once on a probe whose ``crash`` id is new to ``crashed``."""
-
-    inputs = (PROBES,)
-    checkpoint_every = 1
-
-    def __init__(self, crashed: dict[int, float] | None = None) -> None:
-        self.crashed = crashed
-
-    async def handle(self, msg: Message) -> None:
-        crash = msg.data.get("crash")
-        if self.crashed is not None and crash is not None and crash not in self.crashed:
-            self.crashed[crash] = time.time()
-            raise RuntimeError(f"probe crash {crash}")
-        await self.emit(ECHOES, {"probe": msg.data["probe"]})
 
 
 class _Echoes:
@@ -140,10 +125,12 @@ async def _actor_restarts(fabric: Fabric, n: int) -> list[float]:
     return samples
 
 
-async def _node_restarts(fabric: Fabric, n: int) -> list[float]:
-    spec = actor_child("probe", Probe, fabric, process=True)
+async def _node_restarts(fabric: Fabric, n: int, *, standby: bool = True) -> list[float]:
+    spec = actor_child("probe", Probe, fabric, process=True, standby=standby)
 
     async def crash(sup: Supervisor, probe: int) -> Callable[[], float]:
+        if standby:  # a crash that comes when the last one's replacement is ready
+            await standby_pool(fabric).wait_ready(120)
         (record,) = await sup.which_children()
         node = record.runnable
         assert isinstance(node, ProcessNode)
@@ -320,6 +307,23 @@ async def _idle_memory(report: Report, n: int) -> None:
     )
 
 
+async def node_restart_rows(report: Report, server: EmbeddedServer, fabric: Fabric, n: int) -> None:
+    """Process-node restarts after ``kill -9``, with and without the standby, and the
+    spawn baseline, in the same run."""
+    await fabric.ensure_stream(PROBES)
+    warm = await _node_restarts(fabric, n)
+    cold = await _node_restarts(fabric, n, standby=False)
+    spawn_base = await _raw_spawns(server.url, n)
+    for name, samples in (("", warm), (", standby off", cold)):
+        _add_latency(
+            report,
+            f"restart latency, process node (kill -9){name}",
+            samples,
+            "raw spawn+import+connect",
+            spawn_base,
+        )
+
+
 async def run(report: Report, quick: bool) -> None:
     async with EmbeddedServer() as server, Fabric(server.url, name="bench") as fabric:
         await fabric.ensure_stream(PROBES)
@@ -328,15 +332,7 @@ async def run(report: Report, quick: bool) -> None:
         _add_latency(
             report, "restart latency, actor child", actor_samples, "raw new consumer+fetch", base
         )
-        node_samples = await _node_restarts(fabric, 3 if quick else 15)
-        spawn_base = await _raw_spawns(server.url, 3 if quick else 15)
-        _add_latency(
-            report,
-            "restart latency, process node (kill -9)",
-            node_samples,
-            "raw spawn+import+connect",
-            spawn_base,
-        )
+        await node_restart_rows(report, server, fabric, 3 if quick else 15)
     n = 5_000 if quick else 50_000
     for period in (0.01, 5.0):
         rate = await _restarts_per_second(n, period)

@@ -643,11 +643,15 @@ class SelfShutdown(_SupervisionEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeStarted(_SupervisionEvent):
-    """A process node's child process reported it started its subtree."""
+    """A process node's child process reported it started its subtree.
+
+    ``standby``: the process was the parent's warm standby, not a new spawn.
+    """
 
     kind: ClassVar[str] = "node_started"
     incarnation: int
     pid: int
+    standby: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

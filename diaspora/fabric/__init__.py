@@ -8,6 +8,8 @@ object. ``diaspora.fabric.headers`` holds the header names, the public wire
 interface.
 """
 
+# first, before anything imports nats-py: it imports nats-py with aiohttp deferred
+from diaspora.fabric import _aiohttp  # noqa: F401
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
 from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits

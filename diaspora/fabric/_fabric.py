@@ -108,6 +108,7 @@ class Fabric:
         )
         self._streams = Streams(self._connection, self._log)
         self._stores = Stores(self._connection, self._log)
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     # -- connection ----------------------------------------------------------------
 
@@ -129,6 +130,17 @@ class Fabric:
         >>> remove()
         """
         return self._connection.on_reconnect(listener)
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+        """Await ``closer()`` first when the fabric closes (last registered, first called),
+        for what lives as long as the connection; returns a function that removes it."""
+        self._closers.append(closer)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._closers.remove(closer)
+
+        return remove
 
     @property
     def urls(self) -> list[str]:
@@ -204,6 +216,12 @@ class Fabric:
 
     async def close(self) -> None:
         """Drain the connection and stop the embedded server, if this fabric started one."""
+        closers, self._closers = self._closers, []
+        for closer in reversed(closers):
+            try:
+                await closer()
+            except Exception as exc:  # one failure must not keep the rest open
+                self._log.error("close_callback_failed", error=repr(exc))
         self._stores.clear()
         self._streams.clear()
         await self._connection.close()

@@ -5,8 +5,13 @@ an actor into a child spec (:func:`actor_child`), runs a subtree in its own
 OS process (:func:`process_child`), and reads a whole workflow from a TOML
 file (:func:`load_config`), the file ``diaspora run`` runs.
 
+Its names are imported lazily, so that a process node's child process,
+which imports :mod:`diaspora.workflow._node` to read its subtree, does not
+pay for the config parser or the actor runtime unless its subtree uses them.
+
 >>> from diaspora import Actor, Message
 >>> from diaspora.supervision import SupervisorSpec
+>>> from diaspora.workflow import actor_child
 >>> class Echo(Actor):
 ...     inputs = ("in",)
 ...     async def handle(self, msg: Message) -> None:
@@ -16,17 +21,41 @@ file (:func:`load_config`), the file ``diaspora run`` runs.
 'echo'
 """
 
-from diaspora.errors import NodeCrashed, NodeHung
-from diaspora.workflow._children import ActorStart, actor_child, check_actor_args
-from diaspora.workflow._config import TreeConfig, load_config, parse_config
-from diaspora.workflow._node import (
-    DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_START_TIMEOUT,
-    HOST_MODULE,
-    ProcessNode,
-    ProcessStart,
-    process_child,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diaspora.errors import NodeCrashed, NodeHung
+    from diaspora.workflow._children import ActorStart, actor_child, check_actor_args
+    from diaspora.workflow._config import TreeConfig, load_config, parse_config
+    from diaspora.workflow._node import (
+        DEFAULT_HEARTBEAT_TIMEOUT,
+        DEFAULT_START_TIMEOUT,
+        HOST_MODULE,
+        ProcessNode,
+        ProcessStart,
+        process_child,
+    )
+
+#: Each name and the module that defines it.
+_HOMES: dict[str, str] = {
+    "DEFAULT_HEARTBEAT_TIMEOUT": "diaspora.workflow._node",
+    "DEFAULT_START_TIMEOUT": "diaspora.workflow._node",
+    "HOST_MODULE": "diaspora.workflow._node",
+    "ActorStart": "diaspora.workflow._children",
+    "NodeCrashed": "diaspora.errors",
+    "NodeHung": "diaspora.errors",
+    "ProcessNode": "diaspora.workflow._node",
+    "ProcessStart": "diaspora.workflow._node",
+    "TreeConfig": "diaspora.workflow._config",
+    "actor_child": "diaspora.workflow._children",
+    "check_actor_args": "diaspora.workflow._children",
+    "load_config": "diaspora.workflow._config",
+    "parse_config": "diaspora.workflow._config",
+    "process_child": "diaspora.workflow._node",
+}
 
 __all__ = [
     "DEFAULT_HEARTBEAT_TIMEOUT",
@@ -44,3 +73,16 @@ __all__ = [
     "parse_config",
     "process_child",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'diaspora.workflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {"__doc__", "__name__", "__path__"})

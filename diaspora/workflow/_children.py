@@ -142,13 +142,15 @@ def actor_child(
     process: bool = False,
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
     start_timeout: float = DEFAULT_START_TIMEOUT,
+    standby: bool = True,
 ) -> ChildSpec:
     """The child spec of an actor whose id is ``<supervisor path>.<id>``.
 
     ``args`` are the actor's constructor keyword arguments, ``inputs``
     overrides its class's inputs. ``process=True`` runs it in its own OS
     process (a :class:`~diaspora.supervision.ProcessNode` watched with
-    ``heartbeat_timeout``; see :func:`~diaspora.supervision.process_child`).
+    ``heartbeat_timeout``, restarted in a warm standby interpreter unless
+    ``standby=False``; see :func:`~diaspora.supervision.process_child`).
     """
     start = ActorStart(
         actor, fabric, dict(args or {}), tuple(inputs) if inputs is not None else None
@@ -162,5 +164,6 @@ def actor_child(
             shutdown=shutdown,
             heartbeat_timeout=heartbeat_timeout,
             start_timeout=start_timeout,
+            standby=standby,
         )
     return ChildSpec(id, start, restart=restart, shutdown=shutdown)

@@ -38,12 +38,12 @@ Keys (``*``: required)::
     process = false                   # true: run it in its own OS process
     heartbeat_timeout = 5.0           # process = true only: watchdog
     start_timeout = 60.0              # process = true only
+    standby = true                    # process = true only: restart in a warm standby
 
     [[supervisor.children]]           # a nested supervisor child
     id = "ingest"                     # *
-    strategy = "rest_for_one"         # and intensity, period, auto_shutdown, backoff,
-    children = [...]                  # children, restart, shutdown, significant,
-                                      # process, heartbeat_timeout, start_timeout as above
+    strategy = "rest_for_one"         # and every supervisor key above (intensity...)
+    children = [...]                  # and every non-actor child key above (restart...)
 
     [streams."edge1.temps"]           # a stream's QoS and retention (optional)
     qos = { rate = 100.0, max_lag_items = 500, policy = { kind = "decimate", k = 4 } }
@@ -53,13 +53,11 @@ The ``qos`` table takes every key of :class:`~diaspora.streams.QosSpec`
 (rate, max_lag_items, max_lag_seconds, max_latency, stall_deadline, policy,
 reconstructor, reconstructor_args, fill_stalls); ``limits`` those of
 :class:`~diaspora.fabric.StreamLimits`. ``diaspora run`` ensures these
-streams and declares their QoS before starting the tree (and ensures every
-actor's inputs too, :meth:`TreeConfig.declare_streams`): a stream's QoS is
-declared there, once per subject, never on a child (a child's ``qos`` or
-``streams`` key is refused with an error saying so). Any other unknown key is
-an error too. Values are checked by the specs themselves
-(:mod:`diaspora.supervision._spec`); the parser puts the file and the field
-path in front of what they say.
+streams, declares their QoS and ensures every actor's inputs before starting
+the tree (:meth:`TreeConfig.declare_streams`). A child's ``qos`` or
+``streams`` key, like any unknown key, is an error. Values are checked by the
+specs themselves (:mod:`diaspora.supervision._spec`); the parser puts the
+file and the field path in front of what they say.
 
 >>> config = parse_config('''
 ... [supervisor]
@@ -139,7 +137,7 @@ _SUPERVISOR_KEYS: Final = frozenset(
     {"strategy", "intensity", "period", "auto_shutdown", "backoff", "children"}
 )
 _ROOT_KEYS: Final = _SUPERVISOR_KEYS | {"name"}
-_NODE_KEYS: Final = frozenset({"process", "heartbeat_timeout", "start_timeout"})
+_NODE_KEYS: Final = frozenset({"process", "heartbeat_timeout", "start_timeout", "standby"})
 _CHILD_KEYS: Final = frozenset({"id", "restart", "shutdown", "significant"}) | _NODE_KEYS
 _ACTOR_KEYS: Final = _CHILD_KEYS | {"actor", "args", "inputs"}
 _NESTED_KEYS: Final = _CHILD_KEYS | _SUPERVISOR_KEYS
@@ -434,7 +432,7 @@ class _Parser(TomlReader):
         )
         heartbeat_timeout = DEFAULT_HEARTBEAT_TIMEOUT
         start_timeout = DEFAULT_START_TIMEOUT
-        for key in ("heartbeat_timeout", "start_timeout"):
+        for key in ("heartbeat_timeout", "start_timeout", "standby"):
             if key in table and not process:
                 raise self.fail(f"{where}.{key}", "only applies to a child with process = true")
         if "heartbeat_timeout" in table:
@@ -443,6 +441,7 @@ class _Parser(TomlReader):
             )
         if "start_timeout" in table:
             start_timeout = self.seconds(table["start_timeout"], f"{where}.start_timeout")
+        standby = self.boolean(table["standby"], f"{where}.standby") if "standby" in table else True
         target: ActorStart | SupervisorSpec = (
             self.actor(table, where) if is_actor else self.supervisor(table, where, path)
         )
@@ -459,6 +458,7 @@ class _Parser(TomlReader):
                 shutdown=shutdown,
                 heartbeat_timeout=heartbeat_timeout,
                 start_timeout=start_timeout,
+                standby=standby,
             )
         except ConfigError as exc:
             raise self.fail(f"{where}.process", str(exc)) from exc

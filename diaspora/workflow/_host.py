@@ -5,10 +5,20 @@ reads its subtree from stdin (see :mod:`diaspora.workflow._node` for the
 protocol), runs it on its own fabric connection and exits with
 (:class:`~diaspora.exitcode.ExitCode`):
 
-- ``OK`` (0) — the subtree returned (after SIGTERM/SIGINT: stopped gracefully);
+- ``OK`` (0) — the subtree returned (after SIGTERM/SIGINT: stopped gracefully),
+  or a standby's stdin ended before a subtree came (its parent needs it no more);
 - ``FAILED`` (1) — the subtree raised (the reason was sent as an ``error`` line);
 - ``BAD_TREE`` (4) — the subtree could not be loaded (an import failed in this process);
 - ``ORPHANED`` (5) — the parent died before this process could be tied to it.
+
+With ``--standby URL...`` it is a warm standby (:mod:`diaspora.workflow._standby`):
+it imports the actor runtime and connects to ``URL...`` first, says ``ready``,
+and only then reads a subtree from stdin, answers ``took`` and runs it on that
+connection.
+
+It imports only what a node needs before its subtree arrives (the fabric and
+the supervision kernel; a standby also the actor runtime): the subtree's own
+imports come with it (``python -X importtime -m diaspora.workflow._host``).
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import pickle
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import structlog
@@ -36,7 +46,10 @@ from diaspora.supervision._context import _CURRENT
 from diaspora.supervision._runnable import Runnable, run_until
 from diaspora.supervision._spec import SupervisorSpec
 from diaspora.supervision._supervisor import Supervisor
-from diaspora.workflow._node import PARENT_PID_ENV, NodePayload
+from diaspora.workflow._standby import PARENT_PID_ENV, STANDBY_FLAG
+
+if TYPE_CHECKING:
+    from diaspora.workflow._node import NodePayload
 
 __all__ = ["main"]
 
@@ -100,9 +113,14 @@ async def _signals(stop: anyio.Event, early: list[int], *, task_status: TaskStat
             stop.set()
 
 
-async def _run_subtree(payload: NodePayload, fd: int, stop: anyio.Event) -> None:
+async def _run_subtree(
+    payload: NodePayload, fd: int, stop: anyio.Event, fabric: Fabric | None
+) -> None:
     _CURRENT.set(payload.context)  # for the whole process: this task and the ones it starts
-    async with Fabric(list(payload.urls), name=payload.context.path) as fabric:
+    async with contextlib.AsyncExitStack() as stack:
+        if fabric is None:
+            fabric = Fabric(list(payload.urls), name=payload.context.path)
+            await stack.enter_async_context(fabric)
         if stop.is_set():
             return
         runnable = _make(payload, fabric)
@@ -114,7 +132,9 @@ async def _run_subtree(payload: NodePayload, fd: int, stop: anyio.Event) -> None
         await run_until(runnable, relay_stop, task_status=_Announce(fd))
 
 
-async def _serve(payload: NodePayload, fd: int, early: list[int]) -> int:
+async def _serve(
+    payload: NodePayload, fd: int, early: list[int], fabric: Fabric | None = None
+) -> int:
     log = get_logger()
     stop = anyio.Event()
     code = ExitCode.OK
@@ -122,7 +142,7 @@ async def _serve(payload: NodePayload, fd: int, early: list[int]) -> int:
         tg.start_soon(_heartbeats, fd, payload.heartbeat_interval)
         await tg.start(_signals, stop, early)
         try:
-            await _run_subtree(payload, fd, stop)
+            await _run_subtree(payload, fd, stop, fabric)
         except ChildShutdown:
             pass
         except Exception as exc:
@@ -134,8 +154,51 @@ async def _serve(payload: NodePayload, fd: int, early: list[int]) -> int:
     return code
 
 
+def _load(data: bytes) -> NodePayload:
+    """The subtree from a node's stdin: a JSON header line (``sys_path``), then the pickle."""
+    from diaspora.workflow._node import NodePayload  # the payload's own class: unpickled anyway
+
+    header_line, _, pickled = data.partition(b"\n")
+    header = json.loads(header_line or b"{}")
+    parent_path = [p for p in header.get("sys_path", []) if isinstance(p, str)]
+    sys.path[:] = parent_path + [p for p in sys.path if p not in parent_path]
+    payload = pickle.loads(pickled)
+    if not isinstance(payload, NodePayload):
+        raise TypeError(f"expected a NodePayload, got {type(payload).__name__}")
+    return payload
+
+
+def _bad_tree(fd: int, exc: Exception) -> int:
+    reason = f"cannot load the subtree in the node's process: {exc!r}"
+    get_logger().error("node_failed", reason=reason)
+    _send(fd, {"t": "error", "error": reason[:_MAX_ERROR]})
+    return ExitCode.BAD_TREE
+
+
+def _read_stdin() -> bytes:
+    return sys.stdin.buffer.read()  # the parent closes it after the subtree
+
+
+async def _stand_by(urls: list[str], fd: int, early: list[int]) -> int:
+    """Connect, say ``ready``, wait for a subtree on stdin and become its node."""
+    async with Fabric(urls, name="standby") as fabric:
+        _send(fd, {"t": "ready", "pid": os.getpid()})
+        data = await anyio.to_thread.run_sync(_read_stdin, abandon_on_cancel=True)
+        if not data:
+            return ExitCode.OK  # the parent closed it: no node to become
+        early.clear()  # a signal to the standby was not meant for the node it becomes
+        _send(fd, {"t": "took"})
+        try:
+            payload = _load(data)
+        except Exception as exc:
+            return _bad_tree(fd, exc)
+        fabric.name = payload.context.path
+        structlog.contextvars.bind_contextvars(node=payload.context.path, node_pid=os.getpid())
+        return await _serve(payload, fd, early, fabric)
+
+
 def main() -> int:
-    """Run the subtree given on stdin; return the exit status."""
+    """Run the subtree given on stdin (first standing by with ``--standby URL...``)."""
     fd = os.dup(1)  # the protocol pipe; what the subtree prints goes to stderr instead
     os.dup2(2, 1)
     early: list[int] = []
@@ -143,18 +206,14 @@ def main() -> int:
         signal.signal(signum, lambda received, _frame: early.append(received))
     _die_with_parent()
     configure_logging()
+    if sys.argv[1:2] == [STANDBY_FLAG]:
+        import diaspora.workflow._children  # noqa: F401 - warm: what an actor's node unpickles
+
+        return anyio.run(_stand_by, sys.argv[2:], fd, early)
     try:
-        header = json.loads(sys.stdin.buffer.readline() or b"{}")
-        parent_path = [p for p in header.get("sys_path", []) if isinstance(p, str)]
-        sys.path[:] = parent_path + [p for p in sys.path if p not in parent_path]
-        payload = pickle.load(sys.stdin.buffer)
-        if not isinstance(payload, NodePayload):
-            raise TypeError(f"expected a NodePayload, got {type(payload).__name__}")
+        payload = _load(sys.stdin.buffer.read())
     except Exception as exc:
-        reason = f"cannot load the subtree in the node's process: {exc!r}"
-        get_logger().error("node_failed", reason=reason)
-        _send(fd, {"t": "error", "error": reason[:_MAX_ERROR]})
-        return ExitCode.BAD_TREE
+        return _bad_tree(fd, exc)
     structlog.contextvars.bind_contextvars(node=payload.context.path, node_pid=os.getpid())
     return anyio.run(_serve, payload, fd, early)
 

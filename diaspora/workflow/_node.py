@@ -10,9 +10,11 @@ process=True)``, or ``process = true`` in a config file).
 How it works:
 
 - **spawn**: ``python -m diaspora.workflow._host`` in a new session (so a
-  terminal's Ctrl-C reaches only the parent, which stops children in order).
-  Its stdin gets one JSON line (the parent's ``sys.path``) and the pickled
-  subtree. The child asks Linux to SIGKILL it when the parent dies
+  terminal's Ctrl-C reaches only the parent, which stops children in order),
+  or, with ``standby=True`` (the default), the parent's warm standby
+  interpreter when it is ready (:mod:`diaspora.workflow._standby`: already
+  imported and connected). Its stdin gets one JSON line (the parent's
+  ``sys.path``) and the pickled subtree. The child asks Linux to SIGKILL it when the parent dies
   (``PR_SET_PDEATHSIG``, which fires when the spawning *thread* exits: run
   the supervisor on the main thread's event loop), connects to the parent fabric's URLs and
   runs the subtree (with the extra runtime stages its actors were given,
@@ -37,9 +39,10 @@ How it works:
 - **events** through the supervisor's own sink (the node's
   ``ChildContext.events``; the fabric when the supervisor has none), so they
   sit next to the supervisor's: :class:`~diaspora.events.NodeStarted`
-  (``child``, ``pid``, ``incarnation``), :class:`~diaspora.events.NodeHung`
-  (``silent_s``) and :class:`~diaspora.events.NodeExited` (``returncode``,
-  ``reason``: ``normal``, ``shutdown``, ``crashed``, ``hung`` or ``killed``;
+  (``child``, ``pid``, ``incarnation``, ``standby``: a standby took over),
+  :class:`~diaspora.events.NodeHung` (``silent_s``) and
+  :class:`~diaspora.events.NodeExited` (``returncode``, ``reason``: ``normal``,
+  ``shutdown``, ``crashed``, ``hung`` or ``killed``;
   ``error``: what the subtree raised), published under
   ``diaspora.events.supervision.<supervisor>.node_started`` and so on.
 
@@ -55,10 +58,8 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import pickle
 import signal
-import subprocess
 import sys
 import time
 import types
@@ -83,6 +84,14 @@ from diaspora.supervision._spec import (
     StartFn,
     SupervisorSpec,
 )
+from diaspora.workflow._standby import (
+    HOST_MODULE,
+    PARENT_PID_ENV,
+    StandbyPool,
+    read_line,
+    spawn_host,
+    standby_pool,
+)
 
 if TYPE_CHECKING:
     from diaspora.events import EventSink
@@ -91,6 +100,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_HEARTBEAT_TIMEOUT",
     "DEFAULT_START_TIMEOUT",
+    "HOST_MODULE",
+    "PARENT_PID_ENV",
     "NodeHung",
     "ProcessNode",
     "ProcessStart",
@@ -101,12 +112,6 @@ __all__ = [
 DEFAULT_HEARTBEAT_TIMEOUT: Final = 5.0
 #: Seconds a node's process may take to import, connect and start its subtree.
 DEFAULT_START_TIMEOUT: Final = 60.0
-
-#: The child reads its parent's pid here, to notice a parent that died before it asked
-#: Linux to kill it with its parent.
-PARENT_PID_ENV: Final = "DIASPORA_NODE_PARENT_PID"
-HOST_MODULE: Final = "diaspora.workflow._host"
-_MAX_LINE: Final = 1 << 20
 _GRACE: Final = 0.1
 
 
@@ -163,6 +168,7 @@ class ProcessStart:
     fabric: Fabric | None = None
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     start_timeout: float = DEFAULT_START_TIMEOUT
+    standby: bool = True
 
     def __post_init__(self) -> None:
         _check_timeouts(self.heartbeat_timeout, self.start_timeout, "process node")
@@ -202,6 +208,7 @@ class ProcessStart:
             context=context,
             heartbeat_timeout=self.heartbeat_timeout,
             start_timeout=self.start_timeout,
+            standby=self.standby,
         )
 
 
@@ -215,6 +222,7 @@ def process_child(
     type: ChildType | None = None,
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
     start_timeout: float = DEFAULT_START_TIMEOUT,
+    standby: bool = True,
 ) -> ChildSpec:
     """The child spec of a process node running ``tree`` in its own OS process.
 
@@ -223,10 +231,11 @@ def process_child(
     ``infinity`` — the watchdog still kills a hung process) or a start
     function such as :class:`~diaspora.supervision.ActorStart` (the type
     defaults to ``worker``). ``fabric`` may be bound later with
-    :func:`~diaspora.supervision.bind_fabric`.
+    :func:`~diaspora.supervision.bind_fabric`. ``standby=False`` always spawns a
+    new interpreter instead of taking over the parent's warm standby.
     """
     try:
-        start = ProcessStart(tree, fabric, heartbeat_timeout, start_timeout)
+        start = ProcessStart(tree, fabric, heartbeat_timeout, start_timeout, standby)
     except ConfigError as exc:
         raise ConfigError(f"child {id!r}: {exc}") from exc.__cause__
     if type is None:
@@ -241,7 +250,8 @@ class ProcessNode:
     exit status once it ended (negative: killed by that signal). ``context``
     defaults to :func:`~diaspora.supervision.current_child`; ``events``, where
     the node reports its process, to the context's sink (its supervisor's),
-    else ``fabric``.
+    else ``fabric``. ``standby``: take over the warm standby of ``fabric``'s
+    process nodes when it is ready (then ``warm`` is true), and keep one ready.
     """
 
     def __init__(
@@ -253,6 +263,7 @@ class ProcessNode:
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
         start_timeout: float = DEFAULT_START_TIMEOUT,
         events: EventSink | None = None,
+        standby: bool = True,
     ) -> None:
         self.context = context if context is not None else current_child()
         self.name = self.context.path
@@ -266,6 +277,9 @@ class ProcessNode:
         self.start_timeout = float(start_timeout)
         self.pid: int | None = None
         self.returncode: int | None = None
+        self.standby = standby
+        self.warm = False
+        self._pool: StandbyPool | None = None
         self._proc: Process | None = None
         self._stop_requested = False
         self._remote_error: str | None = None
@@ -296,25 +310,52 @@ class ProcessNode:
                 "to give the child process: connect it first (async with Fabric(...))"
             )
         stdin = self._stdin(urls)
-        proc = await anyio.open_process(
-            [sys.executable, "-m", HOST_MODULE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,
-            start_new_session=True,
-            env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
-        )
+        pool = self._pool = standby_pool(self.fabric) if self.standby else None
+        reason = "killed"
+        if pool is not None:
+            pool.enter()
+        try:
+            reason = await self._run_process(pool, stdin, task_status)
+        except NodeHung:
+            reason = "hung"
+            raise
+        finally:
+            if pool is not None:
+                with anyio.CancelScope(shield=True):
+                    await pool.leave(crashed=reason in ("crashed", "hung"))
+        code, pid = self.returncode, self.pid
+        assert code is not None
+        assert pid is not None
+        if reason in ("normal", "shutdown"):
+            return
+        crashed = NodeCrashed(self.name, pid, code)
+        if self._remote_error:
+            crashed.add_note(f"the node's subtree raised: {self._remote_error}")
+        raise crashed
+
+    async def _run_process(
+        self, pool: StandbyPool | None, stdin: bytes, task_status: TaskStatus[None]
+    ) -> str:
+        """Start the process (the standby's, else a new one), watch it; the exit's reason."""
+        standby = await pool.take(stdin) if pool is not None else None
+        if standby is not None:
+            proc, lines, self.warm = standby.proc, standby.lines, True
+        else:
+            proc = await spawn_host()
+            assert proc.stdout is not None
+            lines = BufferedByteReceiveStream(proc.stdout)
         spawned = time.monotonic()
         self._proc = proc
         self.pid = proc.pid
-        self._log.debug("node_spawned", pid=proc.pid)
+        self._log.debug("node_spawned", pid=proc.pid, standby=self.warm)
         outcome: str | None = "killed"
         try:
             if self._stop_requested:
                 self._signal(signal.SIGTERM)
-            with anyio.move_on_after(self.start_timeout):  # else _watch reports it as hung
-                await self._send(proc, stdin)
-            await self._watch(proc, task_status, spawned)
+            if standby is None:
+                with anyio.move_on_after(self.start_timeout):  # else _watch reports it as hung
+                    await self._send(proc, stdin)
+            await self._watch(proc, lines, task_status, spawned)
             # the child closed its end of the pipe: it is exiting
             with anyio.move_on_after(self.heartbeat_timeout):
                 await proc.wait()
@@ -343,14 +384,7 @@ class ProcessNode:
                             error=self._remote_error,
                         )
                     )
-        code = self.returncode
-        assert code is not None
-        if self._classify(code) in ("normal", "shutdown"):
-            return
-        crashed = NodeCrashed(self.name, proc.pid, code)
-        if self._remote_error:
-            crashed.add_note(f"the node's subtree raised: {self._remote_error}")
-        raise crashed
+        return reason
 
     # -- internals ---------------------------------------------------------------------
 
@@ -386,29 +420,33 @@ class ProcessNode:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass  # the child died first; its exit status says why
 
-    async def _watch(self, proc: Process, task_status: TaskStatus[None], spawned: float) -> None:
+    async def _watch(
+        self,
+        proc: Process,
+        lines: BufferedByteReceiveStream,
+        task_status: TaskStatus[None],
+        spawned: float,
+    ) -> None:
         """Read the child's lines until it closes the pipe; kill it if it goes silent."""
-        assert proc.stdout is not None
-        lines = BufferedByteReceiveStream(proc.stdout)
         last_heard = spawned
         heard = started = False
+        replenish = self._pool
         while True:
             now = time.monotonic()
             limit = self.heartbeat_timeout if heard else self.start_timeout
             if not started:
                 limit = min(limit, spawned + self.start_timeout - now)
-            line: bytes | None = None
+            message: dict[str, Any] | None = None
             for wait in (limit, _GRACE):
                 # the grace read: this process's own loop may be what stalled; let the
                 # lines the child already wrote arrive before calling it hung
                 with anyio.move_on_after(max(0.0, wait)):
-                    try:
-                        line = await lines.receive_until(b"\n", _MAX_LINE)
-                    except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
-                        return
-                if line is not None:
+                    message = await read_line(lines)
+                    if message is None:
+                        return  # the end of the pipe: the child is exiting
+                if message is not None:
                     break
-            if line is None:
+            if message is None:
                 silent = time.monotonic() - last_heard
                 proc.kill()
                 returncode = await proc.wait()
@@ -420,24 +458,20 @@ class ProcessNode:
                 )
             heard = True
             last_heard = time.monotonic()
-            message = self._parse(line)
             kind = message.get("t")
+            if started and replenish is not None and kind == "hb":
+                # the next standby, once this node has been up for a heartbeat: an interpreter
+                # importing next to it would slow its start (and its catching up)
+                await replenish.replenish(self.fabric.urls)
+                replenish = None
             if kind == "started" and not started:
                 started = True
                 task_status.started()
-                await self.events.emit(NodeStarted(**self._about(), pid=proc.pid))
+                await self.events.emit(
+                    NodeStarted(**self._about(), pid=proc.pid, standby=self.warm)
+                )
             elif kind == "error":
                 self._remote_error = str(message.get("error"))
-
-    def _parse(self, line: bytes) -> dict[str, Any]:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            message = None
-        if not isinstance(message, dict):
-            self._log.warning("node_protocol_garbage", line=line[:200])
-            return {}
-        return message
 
     def _about(self) -> dict[str, Any]:
         """The fields every event of this node carries: its supervisor, id and incarnation."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import nats
 import numpy as np
@@ -205,3 +206,29 @@ async def test_emit_never_raises_once_the_fabric_is_closed(nats_server: Embedded
     with structlog.testing.capture_logs() as logs:
         await fabric.emit(Reconnected(name=fabric.name, url=None, down_s=None))
     assert [e["event"] for e in logs] == ["reconnected"]  # logged, not published
+
+
+async def test_close_callbacks_run_last_first_while_still_connected_and_one_failure_spares_the_rest(
+    nats_server: EmbeddedServer,
+) -> None:
+    calls: list[tuple[str, bool]] = []
+    fabric = Fabric(nats_server.url, name="closers")
+    await fabric.connect()
+
+    def closer(name: str, fail: bool = False) -> Callable[[], Awaitable[None]]:
+        async def close() -> None:
+            calls.append((name, fabric.is_connected))
+            if fail:
+                raise RuntimeError(f"{name} failed")
+
+        return close
+
+    fabric.on_close(closer("first"))
+    fabric.on_close(closer("fails", fail=True))
+    remove = fabric.on_close(closer("removed"))
+    fabric.on_close(closer("last"))
+    remove()
+    await fabric.close()
+    assert calls == [("last", True), ("fails", True), ("first", True)]
+    await fabric.close()  # called once only
+    assert len(calls) == 3

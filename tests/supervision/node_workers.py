@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -102,3 +103,29 @@ class FailsOnStart(Actor):
 
     async def handle(self, msg: Message) -> None:
         pass
+
+
+def parent_with_a_standby(url: str) -> None:
+    """A parent process (``python -c``): runs a process node, prints ``<node pid> <standby
+    pid>`` once its standby is ready, then waits to be killed."""
+    from diaspora.fabric import Fabric
+    from diaspora.supervision import Supervisor, SupervisorSpec
+    from diaspora.workflow import ProcessNode, process_child
+    from diaspora.workflow._standby import standby_pool
+
+    async def main() -> None:
+        async with Fabric(url, name="parent") as fabric:
+            sup = Supervisor(
+                SupervisorSpec([process_child("w", partial(Polite, os.devnull), fabric)]),
+                name="root",
+            )
+            async with anyio.create_task_group() as tg:
+                await tg.start(sup.run)
+                (record,) = await sup.which_children()
+                assert isinstance(record.runnable, ProcessNode)
+                standby = await standby_pool(fabric).wait_ready(60)
+                print(record.runnable.pid, standby, flush=True)
+                await anyio.sleep(3600)  # until the test kills this process
+                tg.cancel_scope.cancel()
+
+    anyio.run(main)
