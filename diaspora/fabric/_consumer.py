@@ -163,6 +163,7 @@ class PullConsumer:
         self._gap_checked = 0  # next_seq at which a skip forward was last re-checked
         self._consumer_seq = 0  # last consumer sequence seen since the consumer was created
         self._wake = anyio.Event()
+        self._attempt_scope: anyio.CancelScope | None = None
         self._sub: Subscription | None = None
         self._inbox = ""
         self._requests: deque[list[int]] = deque()  # open pull requests: [messages, bytes] left
@@ -186,22 +187,32 @@ class PullConsumer:
             attempt = 0
             while True:
                 seen_reconnects = self._reconnects()
-                try:
-                    await self._create()
-                    attempt = 0
-                except (
-                    nats.errors.Error,
-                    nats.js.errors.Error,
-                    FabricUnavailable,
-                    OSError,
-                    TimeoutError,
-                ) as exc:
-                    attempt += 1
-                    if attempt == 1 or attempt % 10 == 0:
-                        self._log.warning(
-                            "consumer_create_failed", attempt=attempt, error=repr(exc)
-                        )
-                    await self._clock.sleep(_CREATE_BACKOFF.delay(attempt, self._rng))
+                # A reconnect during the attempt (or its backoff) cancels it: a request sent
+                # to a server that was going away ("409 Server Shutdown") is never answered,
+                # and waiting out its timeout would stall the consumer for request_timeout.
+                with anyio.CancelScope() as self._attempt_scope:
+                    try:
+                        await self._create()
+                        attempt = 0
+                    except (
+                        nats.errors.Error,
+                        nats.js.errors.Error,
+                        FabricUnavailable,
+                        OSError,
+                        TimeoutError,
+                    ) as exc:
+                        attempt += 1
+                        if attempt == 1 or attempt % 10 == 0:
+                            self._log.warning(
+                                "consumer_create_failed", attempt=attempt, error=repr(exc)
+                            )
+                        await self._clock.sleep(_CREATE_BACKOFF.delay(attempt, self._rng))
+                        continue
+                self._attempt_scope = None
+                if self._reconnects() != seen_reconnects:
+                    # cancelled, or created on the server that was going away: start afresh
+                    await self._drop_subscription()
+                    self._log.info("consumer_create_restarted", reason="reconnected")
                     continue
                 try:
                     await self._pull_loop(seen_reconnects)
@@ -213,8 +224,14 @@ class PullConsumer:
             remove()
 
     def _on_reconnect(self) -> Callable[[], None]:
-        # its pull requests died with the old connection: renew them at once
-        return self._connection.on_reconnect(self.wake)
+        return self._connection.on_reconnect(self._reconnected)
+
+    def _reconnected(self) -> None:
+        # its pull requests died with the old connection: renew them at once; an attempt to
+        # create the consumer still waiting on the old connection is abandoned
+        if self._attempt_scope is not None:
+            self._attempt_scope.cancel()
+        self.wake()
 
     async def _create(self) -> None:
         js = self._connection.jetstream(self.domain)
