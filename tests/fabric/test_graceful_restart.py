@@ -48,7 +48,9 @@ async def test_outputs_resume_after_restart_server_without_loss_or_duplicates(
             async with anyio.create_task_group() as tg, Injector(fabric, server=nats_server) as inj:
                 await tg.start(runtime.run)
                 await publish(20)
-                await wait_until(lambda: runtime.outputs_acked >= 20, timeout=20, what="first outputs")
+                await wait_until(
+                    lambda: runtime.outputs_acked >= 20, timeout=20, what="first outputs"
+                )
                 for _ in range(2):
                     before = runtime.outputs_acked
                     await inj.restart_server()
@@ -56,7 +58,9 @@ async def test_outputs_resume_after_restart_server_without_loss_or_duplicates(
                     await fabric.wait_connected(timeout=20)
                     await publish(10)
                     await wait_until(
-                        lambda b=before: runtime.outputs_acked > b, timeout=30, what="outputs resumed"
+                        lambda b=before: runtime.outputs_acked > b,
+                        timeout=30,
+                        what="outputs resumed",
                     )
                     resumed.append(time.monotonic() - back)
                     await wait_until(
