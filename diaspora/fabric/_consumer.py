@@ -190,7 +190,8 @@ class PullConsumer:
                 # A reconnect during the attempt (or its backoff) cancels it: a request sent
                 # to a server that was going away ("409 Server Shutdown") is never answered,
                 # and waiting out its timeout would stall the consumer for request_timeout.
-                with anyio.CancelScope() as self._attempt_scope:
+                with anyio.CancelScope() as scope:
+                    self._attempt_scope = scope
                     try:
                         await self._create()
                         attempt = 0
@@ -209,7 +210,7 @@ class PullConsumer:
                         await self._clock.sleep(_CREATE_BACKOFF.delay(attempt, self._rng))
                         continue
                 self._attempt_scope = None
-                if self._reconnects() != seen_reconnects:
+                if scope.cancelled_caught or self._reconnects() != seen_reconnects:
                     # cancelled, or created on the server that was going away: start afresh
                     await self._drop_subscription()
                     self._log.info("consumer_create_restarted", reason="reconnected")
