@@ -19,15 +19,18 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.client import Server as NatsServer
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 from diaspora.backoff import Backoff
 from diaspora.errors import ConfigError, FabricUnavailable, NoResponders
 from diaspora.fabric import _jsapi
+from diaspora.fabric.headers import MSG_ID
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -349,6 +352,41 @@ class Connection:
                 f"subscription to {subject!r} not confirmed by the server within "
                 f"{self.request_timeout}s ({exc!r}); is the server up?"
             ) from exc
+
+    async def js_publish(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> PubAck:
+        """A JetStream publish, sent again if the connection is re-established before its ack.
+
+        Only a message with a ``Nats-Msg-Id`` is sent again (the stream drops a
+        copy it already holds); its ack may have left with the old connection,
+        as after a graceful server restart, and waiting for it would take the
+        whole ``timeout``. Raises nats-py's ``TimeoutError`` after ``timeout`` s.
+        """
+        resend = headers is not None and MSG_ID in headers
+        deadline = time.monotonic() + timeout
+        resent = False
+        while True:
+            with anyio.CancelScope() as scope:
+                remove = self.on_reconnect(scope.cancel) if resend else None
+                try:
+                    js = self.jetstream()
+                    left = max(deadline - time.monotonic(), 0.001)
+                    return await js.publish(subject, payload, timeout=left, headers=headers)
+                except nats.js.errors.NoStreamResponseError:
+                    # a server just back may not have its streams loaded yet
+                    if not resent or time.monotonic() >= deadline:
+                        raise
+                finally:
+                    if remove is not None:
+                        remove()
+            if time.monotonic() >= deadline:
+                raise nats.errors.TimeoutError
+            if scope.cancelled_caught:
+                self._log.info("publish_resent", subject=subject, reason="reconnected")
+                resent = True
+            else:
+                await anyio.sleep(0.02)
 
     async def request(self, subject: str, payload: bytes, timeout: float) -> Inbound:
         try:

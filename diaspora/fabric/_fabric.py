@@ -384,11 +384,12 @@ class Fabric:
         timeout: float | None = None,
     ) -> PubAck:
         """Publish already-encoded bytes; payloads over :attr:`inline_limit` go to the
-        object store."""
+        object store. With ``msg_id``, a publish whose ack was lost to a reconnect
+        (a server restart) is sent again at once: the stream keeps one copy."""
         hdrs, payload = await self.stamp_and_offload(payload, headers, msg_id)
         timeout = self.request_timeout if timeout is None else timeout
         try:
-            return await self.js.publish(subject, payload, timeout=timeout, headers=hdrs)
+            return await self._connection.js_publish(subject, payload, hdrs, timeout)
         except nats.errors.TimeoutError as exc:
             raise PublishTimeout(
                 f"publish to {subject!r} not acknowledged within {timeout}s: "

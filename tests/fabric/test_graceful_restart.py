@@ -11,6 +11,7 @@ structural cause, not a duration.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -23,6 +24,12 @@ from diaspora.testing import Injector, wait_until
 from tests.actor.sample_actors import PassThrough
 
 pytestmark = pytest.mark.anyio
+
+
+def _stopped(pid: int | None) -> bool:
+    """Whether the process is stopped (state T in /proc): a SIGSTOP takes effect asynchronously."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
 
 
 async def test_outputs_resume_after_restart_server_without_loss_or_duplicates(
@@ -73,3 +80,32 @@ async def test_outputs_resume_after_restart_server_without_loss_or_duplicates(
         ]
         assert timed_out == [], f"a consumer waited out a request to the old server: {timed_out}"
         print(f"outputs resumed {[round(s, 3) for s in resumed]} s after the server was back")
+
+
+async def test_a_publish_whose_ack_left_with_the_old_server_is_sent_again(
+    nats_server: EmbeddedServer,
+) -> None:
+    async with Fabric(nats_server.url, backoff_initial=0.02, backoff_max=0.2) as fabric:
+        await fabric.ensure_stream("acks")
+        nats_server.pause()  # the request reaches the socket; no server reads it
+        await wait_until(lambda: _stopped(nats_server.pid), what="server stopped by SIGSTOP")
+        acks: list[object] = []
+        sending = anyio.Event()
+        with structlog.testing.capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+
+                async def publish() -> None:
+                    sending.set()
+                    acks.append(await fabric.publish("acks", {"n": 1}, msg_id="a-1", timeout=15))
+
+                tg.start_soon(publish)
+                await sending.wait()
+                await wait_until(lambda: fabric.nc.pending_data_size == 0, what="publish sent")
+                await nats_server.kill()  # the request and its answer are gone with it
+                await nats_server.restart()
+        assert [e["event"] for e in logs if e["event"] == "publish_resent"] == ["publish_resent"]
+        stored = [m async for m in read_stored(fabric, "acks")]
+        assert [(m.headers["Nats-Msg-Id"], codec.decode(m.payload)) for m in stored] == [
+            ("a-1", {"n": 1})
+        ]
+        assert len(acks) == 1
