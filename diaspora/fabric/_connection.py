@@ -11,6 +11,7 @@ terms of :class:`Inbound` values, never nats-py messages.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -356,27 +357,35 @@ class Connection:
     async def js_publish(
         self, subject: str, payload: bytes, headers: dict[str, str] | None, timeout: float
     ) -> PubAck:
-        """A JetStream publish, sent again if the connection is re-established before its ack.
+        """A JetStream publish that rides through a server restart within ``timeout`` s.
 
-        Only a message with a ``Nats-Msg-Id`` is sent again (the stream drops a
-        copy it already holds); its ack may have left with the old connection,
-        as after a graceful server restart, and waiting for it would take the
-        whole ``timeout``. Raises nats-py's ``TimeoutError`` after ``timeout`` s.
+        A message with a ``Nats-Msg-Id`` is sent again when the connection is
+        re-established before its ack arrives (the ack left with the old
+        connection; the stream drops a copy it already holds). Any message is
+        sent again when nothing answered it (``503``) because JetStream itself
+        is not answering, as while a server shuts down; two ``503`` while
+        JetStream answers mean no stream captures ``subject``: that is raised.
+        Raises nats-py's ``TimeoutError`` after ``timeout`` s.
         """
         resend = headers is not None and MSG_ID in headers
         deadline = time.monotonic() + timeout
-        resent = False
+        no_stream = False
         while True:
             with anyio.CancelScope() as scope:
                 remove = self.on_reconnect(scope.cancel) if resend else None
                 try:
-                    js = self.jetstream()
                     left = max(deadline - time.monotonic(), 0.001)
+                    js = self.jetstream()
                     return await js.publish(subject, payload, timeout=left, headers=headers)
                 except nats.js.errors.NoStreamResponseError:
-                    # a server just back may not have its streams loaded yet
-                    if not resent or time.monotonic() >= deadline:
+                    # the 503 may come from a server going away, the probe from the next one:
+                    # only a second 503 with JetStream answering means there is no stream
+                    if time.monotonic() >= deadline:
                         raise
+                    if await self._jetstream_answers(deadline):
+                        if no_stream:
+                            raise
+                        no_stream = True
                 finally:
                     if remove is not None:
                         remove()
@@ -384,9 +393,22 @@ class Connection:
                 raise nats.errors.TimeoutError
             if scope.cancelled_caught:
                 self._log.info("publish_resent", subject=subject, reason="reconnected")
-                resent = True
             else:
+                self._log.debug("publish_retried", subject=subject, reason="no_responders")
                 await anyio.sleep(0.02)
+
+    async def _jetstream_answers(self, deadline: float) -> bool:
+        """Whether the connected server's JetStream answers an account-info request.
+
+        A server shutting down still answers, with an error ("jetstream not enabled").
+        """
+        try:
+            left = min(1.0, max(deadline - time.monotonic(), 0.001))
+            msg = await self.client.request(_jsapi.info_subject(), b"", timeout=left)
+            answer = json.loads(msg.data)
+        except (nats.errors.Error, OSError, FabricUnavailable, ValueError):
+            return False
+        return isinstance(answer, dict) and "error" not in answer
 
     async def request(self, subject: str, payload: bytes, timeout: float) -> Inbound:
         try:

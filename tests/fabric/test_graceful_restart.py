@@ -18,6 +18,7 @@ import pytest
 import structlog
 
 from diaspora import ActorRuntime, codec
+from diaspora.errors import FabricUnavailable
 from diaspora.fabric import EmbeddedServer, Fabric
 from diaspora.fabric._reader import read_stored
 from diaspora.testing import Injector, wait_until
@@ -109,3 +110,34 @@ async def test_a_publish_whose_ack_left_with_the_old_server_is_sent_again(
             ("a-1", {"n": 1})
         ]
         assert len(acks) == 1
+
+
+async def test_publishes_ride_through_graceful_restarts(nats_server: EmbeddedServer) -> None:
+    # while a server shuts down, its JetStream stops before its connections close: a
+    # publish then gets "no responders", which is not "no such stream"; or its ack is lost
+    async with Fabric(nats_server.url, backoff_initial=0.02, backoff_max=0.2) as fabric:
+        await fabric.ensure_stream("flow")
+        published = 0
+
+        async def produce() -> None:
+            nonlocal published
+            while True:
+                n = published
+                await fabric.publish_bytes("flow", b"%d" % n, msg_id=f"p{n}", timeout=30)
+                published += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            for _ in range(6):
+                before = published
+                await wait_until(lambda b=before: published > b + 50, timeout=30, what="flowing")
+                await nats_server.restart()
+            await wait_until(lambda: published > 200, timeout=30, what="flowing after")
+            tg.cancel_scope.cancel()
+        stored = [int(m.payload) async for m in read_stored(fabric, "flow")]
+        assert stored[:published] == list(range(published))
+
+
+async def test_a_publish_to_a_subject_without_a_stream_says_so(fabric: Fabric) -> None:
+    with pytest.raises(FabricUnavailable, match=r"no JetStream stream answered for 'nostream'"):
+        await fabric.publish("nostream", {"x": 1}, timeout=30)
