@@ -11,13 +11,15 @@ is gone, and acknowledgements.
 
 A consumer whose pull requests stop answering (no message and no idle
 heartbeat for three heartbeat intervals), that the server deleted, or whose
-connection was re-established, is recreated from the next sequence it has
-not delivered; duplicates from overlapping deliveries are dropped by
-sequence. A delivery that skips sequences is first taken for messages lost in
-transit (pushed into a connection that broke, which the consumer counts as
-delivered): the consumer is recreated at the first missing sequence, and only
-if it skips them again is the delivery marked with ``gap_from``, the first
-sequence the stream no longer holds.
+connection was re-established, is recreated from the next sequence it has not
+delivered; duplicates from overlapping deliveries are dropped by sequence. A
+reconnect abandons an attempt to create the consumer still waiting on the old
+connection (after a graceful restart it went to the server going away, which
+never answers) and starts again at once. A delivery that skips sequences is
+first taken for messages lost in transit (pushed into a connection that broke,
+which the consumer counts as delivered): the consumer is recreated at the
+first missing sequence, and only if it skips them again is the delivery marked
+with ``gap_from``, the first sequence the stream no longer holds.
 
 An event input (a pattern under ``diaspora.events.``) filters the one
 ``DIASPORA_EVENTS`` stream, so its stream sequences have holes (the other
