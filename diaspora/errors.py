@@ -16,6 +16,7 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     │   ├── ServerNotFound                  no nats-server binary
     │   └── ServerStartError                nats-server did not become ready
     ├── StreamNotFound (LookupError)
+    ├── ObjectUnreadable                    an object-store object is missing, incomplete or corrupt
     ├── RevisionMismatch                    a KV compare-and-set lost the race
     ├── PublishError                        JetStream refused a message for good
     ├── CheckpointError
@@ -71,6 +72,7 @@ __all__ = [
     "NoResponders",
     "NodeCrashed",
     "NodeHung",
+    "ObjectUnreadable",
     "PayloadTooLarge",
     "PublishError",
     "PublishTimeout",
@@ -137,6 +139,10 @@ class ServerStartError(FabricUnavailable):
 
 class StreamNotFound(DiasporaError, LookupError):
     """A subject has no stream yet: nothing declared it and nothing was published to it."""
+
+
+class ObjectUnreadable(DiasporaError):
+    """An object-store object is missing, deleted, lacks chunks, or fails its SHA-256 check."""
 
 
 class RevisionMismatch(DiasporaError):

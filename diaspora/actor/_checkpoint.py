@@ -3,8 +3,11 @@
 A checkpoint lives under the actor's id in the KV bucket
 ``diaspora-checkpoints``. The record is a msgpack map (see :class:`Checkpoint`)
 whose ``state`` is the actor's ``snapshot()`` encoded with
-:mod:`diaspora.codec`; a state larger than ``inline_limit`` bytes goes to the
-object store of the same name and the record names it (``state_ref``).
+:mod:`diaspora.codec`; a state that would make the record larger than one KV
+value of the connected server (:attr:`~diaspora.fabric.Fabric.inline_limit`,
+its ``max_payload`` less header room) goes to the object store of the same
+name and the record names it (``state_ref``); it is read back over the
+object's chunk subject with its SHA-256 checked.
 
 Writes are compare-and-set on the KV revision, which *fences* stale
 instances: every start claims the record (bumping ``epoch``), so an older
@@ -40,6 +43,7 @@ from diaspora.errors import (
     DecodeError,
     FabricUnavailable,
     FencedOut,
+    ObjectUnreadable,
     RevisionMismatch,
 )
 from diaspora.fabric import Fabric, KeyValueBucket
@@ -56,8 +60,6 @@ __all__ = [
 
 #: KV bucket (and object store) holding every actor's checkpoint.
 CHECKPOINT_BUCKET: Final = "diaspora-checkpoints"
-#: Encoded states larger than this go to the object store.
-DEFAULT_INLINE_LIMIT: Final = 1024 * 1024
 #: 1: feature fields at the top level (up to 0.1); 2: positions, state and named sections.
 _FORMAT: Final = 2
 _READABLE_FORMATS: Final = frozenset({1, 2})
@@ -122,7 +124,9 @@ class CheckpointSlot:
     """The checkpoint record of one actor, owned by one running instance.
 
     Obtain it with :meth:`claim`, which loads the newest checkpoint and fences
-    out any older instance; then :meth:`save` as often as needed.
+    out any older instance; then :meth:`save` as often as needed. An encoded
+    state larger than ``inline_limit`` bytes (default: whatever keeps the
+    record within one KV value of the connected server) goes to the object store.
     """
 
     def __init__(
@@ -132,7 +136,7 @@ class CheckpointSlot:
         kv: KeyValueBucket,
         *,
         instance: str,
-        inline_limit: int = DEFAULT_INLINE_LIMIT,
+        inline_limit: int | None = None,
     ) -> None:
         self._fabric = fabric
         self.actor = actor
@@ -147,7 +151,7 @@ class CheckpointSlot:
 
     @classmethod
     async def claim(
-        cls, fabric: Fabric, actor: str, *, inline_limit: int = DEFAULT_INLINE_LIMIT
+        cls, fabric: Fabric, actor: str, *, inline_limit: int | None = None
     ) -> CheckpointSlot:
         """Load the newest checkpoint of ``actor`` and take ownership of the record."""
         kv = await fabric.ensure_kv(CHECKPOINT_BUCKET)
@@ -202,17 +206,6 @@ class CheckpointSlot:
         blob = encoded_state if encoded_state is not None else codec.encode(state)
         previous = self.current
         version = (previous.version if previous else 0) + 1
-        state_ref: str | None = None
-        if len(blob) > self.inline_limit:
-            state_ref = f"{CHECKPOINT_BUCKET}/{self.key}/{version}"
-            obs = await self._fabric.ensure_object_store(CHECKPOINT_BUCKET)
-            try:
-                await obs.put(f"{self.key}/{version}", blob)
-            except Exception as exc:
-                raise CheckpointError(
-                    f"actor {self.actor!r}: storing {len(blob)} bytes of state in object store "
-                    f"{CHECKPOINT_BUCKET!r} failed: {exc!r}"
-                ) from exc
         record = Checkpoint(
             actor=self.actor,
             version=version,
@@ -223,9 +216,22 @@ class CheckpointSlot:
             state=state,
             snapshot_at=snapshot_at if snapshot_at is not None else time.time(),
             written_at=time.time(),
-            state_ref=state_ref,
         )
-        value = self._pack(record, state_ref, None if state_ref else blob)
+        # the record must fit one KV value, whose limit is the connected server's
+        kv_limit = self._fabric.inline_limit
+        state_limit = kv_limit if self.inline_limit is None else min(self.inline_limit, kv_limit)
+        value = self._pack(record, None, blob) if len(blob) <= state_limit else None
+        if value is None or len(value) > kv_limit:
+            record = replace(record, state_ref=f"{CHECKPOINT_BUCKET}/{self.key}/{version}")
+            obs = await self._fabric.ensure_object_store(CHECKPOINT_BUCKET)
+            try:
+                await obs.put(f"{self.key}/{version}", blob)
+            except Exception as exc:
+                raise CheckpointError(
+                    f"actor {self.actor!r}: storing {len(blob)} bytes of state in object store "
+                    f"{CHECKPOINT_BUCKET!r} failed: {exc!r}"
+                ) from exc
+            value = self._pack(record, record.state_ref, None)
         await self._write(value, version)
         self.current = record
         if previous is not None and previous.state_ref:
@@ -344,16 +350,16 @@ class CheckpointSlot:
 
     async def _load_object(self, ref: str) -> bytes:
         bucket, _, name = ref.partition("/")
-        obs = await self._fabric.ensure_object_store(bucket)
         try:
-            result = await obs.get(name)
-        except Exception as exc:
+            data = await self._fabric.read_object(bucket, name)
+        except ObjectUnreadable as exc:
             raise CheckpointError(
-                f"actor {self.actor!r}: checkpoint state {ref!r} cannot be read: {exc!r}"
+                f"actor {self.actor!r}: checkpoint state {ref!r} cannot be read: {exc}; "
+                f"delete the key {CHECKPOINT_BUCKET}/{self.key} to start the actor afresh"
             ) from exc
-        if result.data is None:
+        if not data:
             raise CheckpointError(f"actor {self.actor!r}: checkpoint state {ref!r} is empty")
-        return result.data
+        return data
 
     async def _delete_object(self, ref: str) -> None:
         bucket, _, name = ref.partition("/")

@@ -27,7 +27,6 @@ from diaspora.fabric._publisher import OrderedPublisher, PublishError
 from diaspora.fabric._reader import StoredMsg, read_stored
 from diaspora.fabric._server import (
     DEFAULT_MAX_PAYLOAD,
-    INLINE_PAYLOAD_LIMIT,
     EmbeddedCluster,
     EmbeddedServer,
     ServerState,
@@ -41,7 +40,6 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "DLQ_STREAM",
     "EVENTS_STREAM",
-    "INLINE_PAYLOAD_LIMIT",
     "ConsumerSettings",
     "Delivery",
     "EmbeddedCluster",

@@ -11,6 +11,7 @@ terms of :class:`Inbound` values, never nats-py messages.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -19,15 +20,18 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.client import Server as NatsServer
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 from diaspora.backoff import Backoff
-from diaspora.errors import ConfigError, FabricUnavailable, NoResponders
+from diaspora.errors import ConfigError, FabricUnavailable, NoResponders, PublishTimeout
 from diaspora.fabric import _jsapi
+from diaspora.fabric.headers import MSG_ID
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -349,6 +353,78 @@ class Connection:
                 f"subscription to {subject!r} not confirmed by the server within "
                 f"{self.request_timeout}s ({exc!r}); is the server up?"
             ) from exc
+
+    async def js_publish(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> PubAck:
+        """A JetStream publish that rides through a server restart within ``timeout`` s.
+
+        A message with a ``Nats-Msg-Id`` is sent again when the connection is
+        re-established before its ack arrives (the ack left with the old
+        connection; the stream drops a copy it already holds). Any message is
+        sent again when nothing answered it (``503``) because JetStream itself
+        is not answering, as while a server shuts down; two ``503`` while
+        JetStream answers mean no stream captures ``subject``: that raises
+        :class:`FabricUnavailable`. Raises :class:`PublishTimeout` after ``timeout`` s.
+        """
+        try:
+            return await self._js_publish(subject, payload, headers, timeout)
+        except nats.errors.TimeoutError as exc:
+            raise PublishTimeout(
+                f"publish to {subject!r} not acknowledged within {timeout}s: "
+                "the server may be paused, overloaded or unreachable"
+            ) from exc
+        except nats.js.errors.NoStreamResponseError as exc:
+            raise FabricUnavailable(
+                f"no JetStream stream answered for {subject!r}: call ensure_stream({subject!r}) "
+                "first, or wait for the stream's leader election to finish"
+            ) from exc
+
+    async def _js_publish(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> PubAck:
+        resend = headers is not None and MSG_ID in headers
+        deadline = time.monotonic() + timeout
+        no_stream = False
+        while True:
+            with anyio.CancelScope() as scope:
+                remove = self.on_reconnect(scope.cancel) if resend else None
+                try:
+                    left = max(deadline - time.monotonic(), 0.001)
+                    js = self.jetstream()
+                    return await js.publish(subject, payload, timeout=left, headers=headers)
+                except nats.js.errors.NoStreamResponseError:
+                    # the 503 may come from a server going away, the probe from the next one:
+                    # only a second 503 with JetStream answering means there is no stream
+                    if time.monotonic() >= deadline:
+                        raise
+                    if await self._jetstream_answers(deadline):
+                        if no_stream:
+                            raise
+                        no_stream = True
+                finally:
+                    if remove is not None:
+                        remove()
+            if time.monotonic() >= deadline:
+                raise nats.errors.TimeoutError
+            if scope.cancelled_caught:
+                self._log.info("publish_resent", subject=subject, reason="reconnected")
+            else:
+                self._log.debug("publish_retried", subject=subject, reason="no_responders")
+                await anyio.sleep(0.02)
+
+    async def _jetstream_answers(self, deadline: float) -> bool:
+        """Whether the connected server's JetStream answers an account-info request.
+
+        A server shutting down still answers, with an error ("jetstream not enabled").
+        """
+        try:
+            left = min(1.0, max(deadline - time.monotonic(), 0.001))
+            msg = await self.client.request(_jsapi.info_subject(), b"", timeout=left)
+            answer = json.loads(msg.data)
+        except (nats.errors.Error, OSError, FabricUnavailable, ValueError):
+            return False
+        return isinstance(answer, dict) and "error" not in answer
 
     async def request(self, subject: str, payload: bytes, timeout: float) -> Inbound:
         try:

@@ -11,13 +11,15 @@ is gone, and acknowledgements.
 
 A consumer whose pull requests stop answering (no message and no idle
 heartbeat for three heartbeat intervals), that the server deleted, or whose
-connection was re-established, is recreated from the next sequence it has
-not delivered; duplicates from overlapping deliveries are dropped by
-sequence. A delivery that skips sequences is first taken for messages lost in
-transit (pushed into a connection that broke, which the consumer counts as
-delivered): the consumer is recreated at the first missing sequence, and only
-if it skips them again is the delivery marked with ``gap_from``, the first
-sequence the stream no longer holds.
+connection was re-established, is recreated from the next sequence it has not
+delivered; duplicates from overlapping deliveries are dropped by sequence. A
+reconnect abandons an attempt to create the consumer still waiting on the old
+connection (after a graceful restart it went to the server going away, which
+never answers) and starts again at once. A delivery that skips sequences is
+first taken for messages lost in transit (pushed into a connection that broke,
+which the consumer counts as delivered): the consumer is recreated at the
+first missing sequence, and only if it skips them again is the delivery marked
+with ``gap_from``, the first sequence the stream no longer holds.
 
 An event input (a pattern under ``diaspora.events.``) filters the one
 ``DIASPORA_EVENTS`` stream, so its stream sequences have holes (the other
@@ -163,6 +165,7 @@ class PullConsumer:
         self._gap_checked = 0  # next_seq at which a skip forward was last re-checked
         self._consumer_seq = 0  # last consumer sequence seen since the consumer was created
         self._wake = anyio.Event()
+        self._attempt_scope: anyio.CancelScope | None = None
         self._sub: Subscription | None = None
         self._inbox = ""
         self._requests: deque[list[int]] = deque()  # open pull requests: [messages, bytes] left
@@ -186,22 +189,33 @@ class PullConsumer:
             attempt = 0
             while True:
                 seen_reconnects = self._reconnects()
-                try:
-                    await self._create()
-                    attempt = 0
-                except (
-                    nats.errors.Error,
-                    nats.js.errors.Error,
-                    FabricUnavailable,
-                    OSError,
-                    TimeoutError,
-                ) as exc:
-                    attempt += 1
-                    if attempt == 1 or attempt % 10 == 0:
-                        self._log.warning(
-                            "consumer_create_failed", attempt=attempt, error=repr(exc)
-                        )
-                    await self._clock.sleep(_CREATE_BACKOFF.delay(attempt, self._rng))
+                # A reconnect during the attempt (or its backoff) cancels it: a request sent
+                # to a server that was going away ("409 Server Shutdown") is never answered,
+                # and waiting out its timeout would stall the consumer for request_timeout.
+                with anyio.CancelScope() as scope:
+                    self._attempt_scope = scope
+                    try:
+                        await self._create()
+                        attempt = 0
+                    except (
+                        nats.errors.Error,
+                        nats.js.errors.Error,
+                        FabricUnavailable,
+                        OSError,
+                        TimeoutError,
+                    ) as exc:
+                        attempt += 1
+                        if attempt == 1 or attempt % 10 == 0:
+                            self._log.warning(
+                                "consumer_create_failed", attempt=attempt, error=repr(exc)
+                            )
+                        await self._clock.sleep(_CREATE_BACKOFF.delay(attempt, self._rng))
+                        continue
+                self._attempt_scope = None
+                if scope.cancelled_caught or self._reconnects() != seen_reconnects:
+                    # cancelled, or created on the server that was going away: start afresh
+                    await self._drop_subscription()
+                    self._log.info("consumer_create_restarted", reason="reconnected")
                     continue
                 try:
                     await self._pull_loop(seen_reconnects)
@@ -213,8 +227,14 @@ class PullConsumer:
             remove()
 
     def _on_reconnect(self) -> Callable[[], None]:
-        # its pull requests died with the old connection: renew them at once
-        return self._connection.on_reconnect(self.wake)
+        return self._connection.on_reconnect(self._reconnected)
+
+    def _reconnected(self) -> None:
+        # its pull requests died with the old connection: renew them at once; an attempt to
+        # create the consumer still waiting on the old connection is abandoned
+        if self._attempt_scope is not None:
+            self._attempt_scope.cancel()
+        self.wake()
 
     async def _create(self) -> None:
         js = self._connection.jetstream(self.domain)

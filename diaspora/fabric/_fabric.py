@@ -28,8 +28,6 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self
 
 import anyio
-import nats.errors
-import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, StreamInfo
@@ -38,11 +36,11 @@ from nats.js.object_store import ObjectStore
 from diaspora import codec
 from diaspora.backoff import Backoff
 from diaspora.clock import Clock
-from diaspora.errors import FabricUnavailable, PublishTimeout
 from diaspora.events import Event, Reconnected, log_event
 from diaspora.fabric import headers as H
 from diaspora.fabric._connection import Connection, Inbound, Inbox, split_urls
 from diaspora.fabric._consumer import ConsumerSettings, Credit, Delivery, PullConsumer
+from diaspora.fabric._objects import read_object
 from diaspora.fabric._server import EmbeddedServer
 from diaspora.fabric._stores import Carrier, KeyValueBucket, Stores
 from diaspora.fabric._streams import DEFAULT_DUPLICATE_WINDOW, StreamLimits, Streams
@@ -357,9 +355,19 @@ class Fabric:
         """The payload a ``Diaspora-Blob`` header (``bucket/name``) refers to.
 
         Raises :class:`~diaspora.errors.DecodeError` naming ``ref`` when the
-        object cannot be read or is empty.
+        object is missing, corrupt or empty, :class:`FabricUnavailable` when
+        the server does not answer.
         """
         return await self._stores.read_blob(ref)
+
+    async def read_object(self, bucket: str, name: str) -> bytes:
+        """The bytes of object ``name`` of ``bucket``, read over its chunk subject, SHA-256 checked.
+
+        Much faster than nats-py's ``ObjectStore.get`` for large objects.
+        Raises :class:`~diaspora.errors.ObjectUnreadable` naming the object
+        when it is missing, incomplete or corrupt.
+        """
+        return await read_object(self._connection, bucket, name)
 
     # -- publishing ----------------------------------------------------------------
 
@@ -391,21 +399,11 @@ class Fabric:
         timeout: float | None = None,
     ) -> PubAck:
         """Publish already-encoded bytes; payloads over :attr:`inline_limit` go to the
-        object store."""
+        object store. With ``msg_id``, a publish whose ack was lost to a reconnect
+        (a server restart) is sent again at once: the stream keeps one copy."""
         hdrs, payload = await self.stamp_and_offload(payload, headers, msg_id)
         timeout = self.request_timeout if timeout is None else timeout
-        try:
-            return await self.js.publish(subject, payload, timeout=timeout, headers=hdrs)
-        except nats.errors.TimeoutError as exc:
-            raise PublishTimeout(
-                f"publish to {subject!r} not acknowledged within {timeout}s: "
-                "the server may be paused, overloaded or unreachable"
-            ) from exc
-        except nats.js.errors.NoStreamResponseError as exc:
-            raise FabricUnavailable(
-                f"no JetStream stream answered for {subject!r}: call ensure_stream({subject!r}) "
-                "first, or wait for the stream's leader election to finish"
-            ) from exc
+        return await self._connection.js_publish(subject, payload, hdrs, timeout)
 
     async def stamp_and_offload(
         self, payload: bytes, headers: Mapping[str, str] | None, msg_id: str | None
@@ -417,9 +415,6 @@ class Fabric:
         ``Diaspora-Blob`` reference (the payload sent is then empty).
         """
         return await self._stores.offload(payload, headers, msg_id)
-
-    #: The former name of :meth:`stamp_and_offload`.
-    prepare = stamp_and_offload
 
     async def payload_of(self, msg: Carrier) -> bytes:
         """The payload bytes of ``msg``, fetched from the object store if it is a blob reference.

@@ -263,7 +263,8 @@ class OrderedPublisher:
                     closed_cb=self._on_session_closed(session),
                     disconnected_cb=self._on_session_closed(session),
                     error_cb=ignore_error,
-                    pending_size=self.max_pending_bytes + 8 * 1024 * 1024,
+                    # room for the pending window and one message as large as the server takes
+                    pending_size=self.max_pending_bytes + self._fabric.max_payload,
                 )
                 session.prefix = nc.new_inbox()
                 await nc.subscribe(f"{session.prefix}.*", cb=self._on_reply)

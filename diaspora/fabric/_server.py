@@ -42,7 +42,6 @@ from diaspora.log import get_logger
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
-    "INLINE_PAYLOAD_LIMIT",
     "EmbeddedCluster",
     "EmbeddedServer",
     "ServerState",
@@ -50,12 +49,11 @@ __all__ = [
     "free_port",
 ]
 
-#: The inline-payload limit an embedded server is configured for (clients derive
-#: theirs from the ``max_payload`` the connected server announces, see
-#: :attr:`diaspora.fabric.Fabric.inline_limit`).
-INLINE_PAYLOAD_LIMIT: Final = 8 * 1024 * 1024
-#: An embedded server's ``max_payload``: the inline limit plus room for headers.
-DEFAULT_MAX_PAYLOAD: Final = INLINE_PAYLOAD_LIMIT + 64 * 1024
+#: An embedded server's ``max_payload`` unless told otherwise (8 MiB plus room for headers).
+#: It configures the server only: clients size what travels inline from the
+#: ``max_payload`` the server they connect to announces
+#: (:attr:`diaspora.fabric.Fabric.inline_limit`), whatever server that is.
+DEFAULT_MAX_PAYLOAD: Final = 8 * 1024 * 1024 + 64 * 1024
 
 _LOOPBACK: Final = "127.0.0.1"
 _DOMAIN: Final = re.compile(r"^[A-Za-z0-9_\-]+$")

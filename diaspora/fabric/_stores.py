@@ -20,8 +20,15 @@ from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from diaspora.errors import DecodeError, FabricUnavailable, PayloadTooLarge, RevisionMismatch
+from diaspora.errors import (
+    DecodeError,
+    FabricUnavailable,
+    ObjectUnreadable,
+    PayloadTooLarge,
+    RevisionMismatch,
+)
 from diaspora.fabric import headers as H
+from diaspora.fabric._objects import read_object
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -200,18 +207,21 @@ class Stores:
         return obs
 
     async def read_blob(self, ref: str) -> bytes:
-        """The bytes of object ``bucket/name``; :class:`DecodeError` if unreadable."""
+        """The bytes of object ``bucket/name``.
+
+        :class:`DecodeError` if it is missing, corrupt or empty;
+        :class:`FabricUnavailable` (worth retrying) if the server does not answer.
+        """
         bucket, _, name = ref.partition("/")
         if not bucket or not name:
             raise DecodeError(f"blob reference {ref!r} is not of the form <bucket>/<name>")
         try:
-            obs = await self.object_store(bucket, ttl=None, replicas=1, storage="file")
-            result = await obs.get(name)
-        except Exception as exc:
-            raise DecodeError(f"blob {ref!r} cannot be read: {exc!r}") from exc
-        if not result.data:
+            data = await read_object(self._connection, bucket, name)
+        except ObjectUnreadable as exc:
+            raise DecodeError(f"blob {ref!r} cannot be read: {exc}") from exc
+        if not data:
             raise DecodeError(f"blob {ref!r} is empty")
-        return result.data
+        return data
 
     async def offload(
         self, payload: bytes, headers: Mapping[str, str] | None, msg_id: str | None

@@ -42,7 +42,7 @@ client's timeout, means the producer's history is unavailable.
 size, payloads and headers (default 4 MiB, never above the server's
 ``max_payload`` less 4 KiB); a reply always carries at least one item when
 one is available, even a larger one, so items up to the server's inline
-limit (8 MiB) replay.
+limit (its ``max_payload`` less header room) replay.
 
 **Reply.** ``{"v": 1, "subject": str, "first": int, "last": int,
 "items": [[item, {header: value}, payload], ...], "missing": [[first,

@@ -141,17 +141,18 @@ async def test_an_older_instance_is_fenced_out(fabric: Fabric) -> None:
 async def test_large_state_goes_to_the_object_store(fabric: Fabric) -> None:
     await fabric.ensure_stream("frames")
     rng = np.random.default_rng(0)
-    frames = [rng.random((256, 256), dtype=np.float32) for _ in range(20)]
+    count = fabric.inline_limit // (256 * 256 * 4) + 10  # more than one KV value holds
+    frames = [rng.random((256, 256), dtype=np.float32) for _ in range(count)]
     for frame in frames:
         await fabric.publish("frames", {"frame": frame})
     runtime = ActorRuntime(Hoarder, fabric, id="hoarder")
-    await run_until(runtime, lambda: _positions_at(runtime, "frames", 20))
+    await run_until(runtime, lambda: _positions_at(runtime, "frames", count))
     slot = await CheckpointSlot.claim(fabric, "hoarder")
     record = slot.current
     assert record is not None
     assert record.state_ref is not None
     assert record.state_ref.startswith("diaspora-checkpoints/")
-    assert np.array_equal(record.state["frames"], np.stack(frames))  # 5 MiB round trip
+    assert np.array_equal(record.state["frames"], np.stack(frames))  # 10 MiB round trip
 
 
 async def _positions_at(runtime: ActorRuntime, subject: str, n: int) -> bool:

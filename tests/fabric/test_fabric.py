@@ -13,7 +13,7 @@ import structlog
 from diaspora import codec
 from diaspora.errors import ConfigError, FabricUnavailable
 from diaspora.events import Crashed, GaveUp, Lag, Reconnected, decode_record
-from diaspora.fabric import INLINE_PAYLOAD_LIMIT, EmbeddedServer, Fabric, StreamLimits, free_port
+from diaspora.fabric import EmbeddedServer, Fabric, StreamLimits, free_port
 from diaspora.fabric import headers as H
 from diaspora.testing import wait_until
 
@@ -82,10 +82,12 @@ async def test_kv_and_object_store_are_ensured_idempotently(fabric: Fabric) -> N
     assert (await (await fabric.ensure_object_store("weights")).get("w")).data == b"x" * 1000
 
 
-async def test_payloads_over_8_mib_travel_through_the_object_store(fabric: Fabric) -> None:
+async def test_payloads_over_the_inline_limit_travel_through_the_object_store(
+    fabric: Fabric,
+) -> None:
     await fabric.ensure_stream("big")
     frame = np.random.default_rng(0).random((1200, 1200))  # 11 MB of float64
-    assert frame.nbytes > INLINE_PAYLOAD_LIMIT
+    assert frame.nbytes > fabric.inline_limit
     small = np.ones(1000)
     await fabric.publish("big", {"frame": frame}, msg_id="big-1")
     await fabric.publish("big", {"frame": small})
@@ -93,7 +95,7 @@ async def test_payloads_over_8_mib_travel_through_the_object_store(fabric: Fabri
     msgs = await sub.fetch(2, timeout=5)
     assert msgs[0].headers is not None
     assert msgs[0].headers[H.BLOB] == "diaspora-blobs/big-1"
-    assert int(msgs[0].headers[H.BLOB_SIZE]) > INLINE_PAYLOAD_LIMIT
+    assert int(msgs[0].headers[H.BLOB_SIZE]) > fabric.inline_limit
     assert msgs[0].data == b""
     assert np.array_equal(codec.decode(await fabric.payload_of(msgs[0]))["frame"], frame)
     assert msgs[1].headers is None or H.BLOB not in msgs[1].headers

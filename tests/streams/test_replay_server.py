@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from diaspora import codec
-from diaspora.fabric import INLINE_PAYLOAD_LIMIT, Fabric
+from diaspora.fabric import EmbeddedServer, Fabric
 from diaspora.fabric.headers import ITEM
 from diaspora.streams._history import Gap, HistoryBuffer, HistoryItem
 from diaspora.streams._replay import (
@@ -70,9 +70,9 @@ async def test_replays_1000_items_with_4_mib_payloads_in_order(
         assert server.stats["requests"] >= 5  # chunked: no reply holds two 4 MiB items
 
 
-async def test_a_payload_at_the_inline_limit_is_replayed(fabric: Fabric) -> None:
+async def _replays_a_payload_at_the_inline_limit(fabric: Fabric) -> None:
     with HistoryBuffer(memory_bytes=32 * 1024**2) as history:
-        big = bytes(range(256)) * (INLINE_PAYLOAD_LIMIT // 256)
+        big = bytes(range(256)) * (fabric.inline_limit // 256)
         history.add(SUBJECT, 1, b"small")
         history.add(SUBJECT, 2, big, headers_of(2))
         history.add(SUBJECT, 3, b"small")
@@ -81,6 +81,15 @@ async def test_a_payload_at_the_inline_limit_is_replayed(fabric: Fabric) -> None
     assert result.complete
     assert [x.item for x in result.items] == [1, 2, 3]
     assert result.items[1].payload == big
+
+
+async def test_a_payload_at_the_inline_limit_is_replayed(fabric: Fabric) -> None:
+    await _replays_a_payload_at_the_inline_limit(fabric)
+
+
+async def test_replay_batches_fit_a_standard_1_mib_server() -> None:
+    async with EmbeddedServer(max_payload=1024 * 1024) as server, Fabric(server.url) as fabric:
+        await _replays_a_payload_at_the_inline_limit(fabric)
 
 
 async def test_missing_ranges_are_reported_in_order(fabric: Fabric) -> None:
