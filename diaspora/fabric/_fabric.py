@@ -416,6 +416,9 @@ class Fabric:
         """
         return await self._stores.offload(payload, headers, msg_id)
 
+    #: The former name of :meth:`stamp_and_offload`.
+    prepare = stamp_and_offload
+
     async def payload_of(self, msg: Carrier) -> bytes:
         """The payload bytes of ``msg``, fetched from the object store if it is a blob reference.
 
