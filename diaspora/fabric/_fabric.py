@@ -37,7 +37,6 @@ from diaspora import codec
 from diaspora.backoff import Backoff
 from diaspora.clock import Clock
 from diaspora.events import Event, Reconnected, log_event
-from diaspora.fabric import headers as H
 from diaspora.fabric._connection import Connection, Inbound, Inbox, split_urls
 from diaspora.fabric._consumer import ConsumerSettings, Credit, Delivery, PullConsumer
 from diaspora.fabric._objects import read_object
@@ -290,6 +289,10 @@ class Fabric:
             return info.config.duplicate_window or 0.0
         return None
 
+    async def consumer_backlog(self, subject: str, consumer: str) -> int | None:
+        """Messages durable ``consumer`` of ``subject`` has not had acked (None: no answer)."""
+        return await self._streams.consumer_backlog(subject, consumer)
+
     def pull_consumer(
         self,
         subject: str,
@@ -424,10 +427,7 @@ class Fabric:
 
         Raises :class:`~diaspora.errors.DecodeError` when the blob cannot be read.
         """
-        ref = msg.headers.get(H.BLOB) if msg.headers else None
-        if ref is None:
-            return msg.data
-        return await self.read_blob(ref)
+        return await self._stores.payload_of(msg)
 
     # -- core NATS -------------------------------------------------------------------
 

@@ -206,6 +206,11 @@ class Stores:
         self._obs[bucket] = obs
         return obs
 
+    async def payload_of(self, msg: Carrier) -> bytes:
+        """The payload of ``msg``, read from the object store if it is a blob reference."""
+        ref = msg.headers.get(H.BLOB) if msg.headers else None
+        return msg.data if ref is None else await self.read_blob(ref)
+
     async def read_blob(self, ref: str) -> bytes:
         """The bytes of object ``bucket/name``.
 

@@ -106,6 +106,19 @@ class Streams:
                 "(Fabric.ensure_stream, a [streams] table) and nothing was published to it yet"
             ) from None
 
+    async def consumer_backlog(self, subject: str, consumer: str) -> int | None:
+        """Pending plus unacknowledged messages of durable ``consumer`` on ``subject``'s stream.
+
+        ``None`` when the server does not answer or has no such consumer (yet).
+        """
+        try:
+            info = await self._connection.jetstream(None).consumer_info(
+                stream_name(subject), consumer
+            )
+        except (nats.errors.Error, FabricUnavailable, OSError):
+            return None
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
     async def bounds(self, subject: str, *, domain: str | None) -> tuple[int, int]:
         """``(first_seq, last_seq)`` of the messages of ``subject`` in the stream capturing it.
 

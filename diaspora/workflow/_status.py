@@ -43,7 +43,6 @@ from diaspora.events import (
     Stopped,
     decode_record,
 )
-from diaspora.fabric._naming import stream_name
 from diaspora.log import get_logger
 
 if TYPE_CHECKING:
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["RunStatus"]
 
 _PREFIX: Final = "diaspora: "
-_INFO_TIMEOUT: Final = 2.0
 
 
 @dataclass(slots=True)
@@ -161,15 +159,8 @@ async def consumer_lag(fabric: Fabric, actors: Mapping[str, tuple[str, ...]]) ->
     answered = False
     for actor, inputs in actors.items():
         for subject in inputs:
-            stream, consumer = stream_name(subject), consumer_name(actor, subject)
-            try:
-                reply = await fabric.request(
-                    f"$JS.API.CONSUMER.INFO.{stream}.{consumer}", b"", timeout=_INFO_TIMEOUT
-                )
-                info = jsonlib.loads(reply.data)
-            except Exception:  # server away, or no consumer yet: this one is not counted
-                continue
-            if isinstance(info, dict) and "error" not in info:
+            backlog = await fabric.consumer_backlog(subject, consumer_name(actor, subject))
+            if backlog is not None:  # server away, or no consumer yet: this one is not counted
                 answered = True
-                total += int(info.get("num_pending", 0)) + int(info.get("num_ack_pending", 0))
+                total += backlog
     return total if answered else None
