@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from diaspora import codec
-from diaspora.errors import ActorCrashed, DecodeError, HandlerHung
+from diaspora.errors import DecodeError, HandlerHung
 from diaspora.fabric import headers as H
 from diaspora.message import Message
 from diaspora.stage import Host, InputItem, Next, Stage
@@ -133,8 +133,9 @@ class Decode(Stage):
 class HandleStage(Stage):
     """Calls the actor's ``handle`` under its deadline and the replica's handle guard.
 
-    A failure is recorded against the stream message being processed (for
-    poison detection), then the actor crashes with it.
+    When ``handle`` raises, the poison stage notes the failure and says
+    whether to call it again in place (``on_poison = "retry"``), or
+    dead-letters the input, or crashes the actor (``"crash"``).
     """
 
     name = "handle"
@@ -157,25 +158,29 @@ class HandleStage(Stage):
         assert message is not None
         actor = self._actor
         deadline = actor.handle_deadline
-        token = HANDLING.set(Handling(item.source, message.reconstructed))
-        try:
-            async with self._guard:
-                if deadline is None:
-                    await actor.handle(message)
-                else:
-                    with anyio.move_on_after(deadline) as scope:
+        retried = False
+        while True:  # once, unless handle raises and the poison stage says to retry in place
+            token = HANDLING.set(Handling(item.source, message.reconstructed))
+            try:
+                async with self._guard:
+                    if deadline is None:
                         await actor.handle(message)
-                    if scope.cancelled_caught:
-                        raise HandlerHung(
-                            f"actor {host.id!r}: handle of {item.source} ran past its deadline "
-                            f"of {deadline}s"
-                        )
-        except Exception as exc:
-            origin = item.stream_message
-            if origin.seq:
-                await self._poison.note_failure(origin, exc)
-            raise ActorCrashed(host.id, exc) from exc
-        finally:
-            HANDLING.reset(token)
+                    else:
+                        with anyio.move_on_after(deadline) as scope:
+                            await actor.handle(message)
+                        if scope.cancelled_caught:
+                            raise HandlerHung(
+                                f"actor {host.id!r}: handle of {item.source} ran past its "
+                                f"deadline of {deadline}s"
+                            )
+                break
+            except Exception as exc:
+                if not await self._poison.retry(item, exc):
+                    return  # dead-lettered
+                retried = True
+            finally:
+                HANDLING.reset(token)
+        if retried:
+            await self._poison.recovered(item)
         item.handled = True
         host.stats.handled += 1

@@ -29,6 +29,8 @@ Keys (``*``: required)::
     actor = "mypkg.actors:RunningSum" # * an Actor subclass
     args = { scale = 2 }              # constructor keyword arguments
     inputs = ["numbers"]              # overrides the class's inputs
+    max_attempts = 3                  # handle failures before an input is dead-lettered
+    on_poison = "retry"               # or "crash" (overrides the class's, see docs/actors.md)
     restart = "permanent"             # transient, temporary
     shutdown = 5.0                    # seconds, "brutal_kill" or "infinity"
     process = false                   # true: run it in its own OS process
@@ -88,7 +90,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from diaspora._importpath import resolve
 from diaspora._tomlfile import TomlReader, kind_of, load_toml
-from diaspora.actor import Actor
+from diaspora.actor import Actor, OnPoison, PoisonPolicy
 from diaspora.clock import Clock
 from diaspora.errors import ConfigError
 from diaspora.events import EventSink
@@ -132,7 +134,7 @@ _SUPERVISOR_KEYS: Final = frozenset({"strategy", "intensity", "period", "backoff
 _ROOT_KEYS: Final = _SUPERVISOR_KEYS | {"name"}
 _NODE_KEYS: Final = frozenset({"process", "heartbeat_timeout", "start_timeout"})
 _CHILD_KEYS: Final = frozenset({"id", "restart", "shutdown"}) | _NODE_KEYS
-_ACTOR_KEYS: Final = _CHILD_KEYS | {"actor", "args", "inputs"}
+_ACTOR_KEYS: Final = _CHILD_KEYS | {"actor", "args", "inputs", "max_attempts", "on_poison"}
 _NESTED_KEYS: Final = _CHILD_KEYS | _SUPERVISOR_KEYS
 _BACKOFF_KEYS: Final = frozenset({"initial", "max", "factor", "jitter", "reset_after"})
 DEFAULT_NAME: Final = "root"
@@ -426,7 +428,17 @@ class _Parser(TomlReader):
                 )
                 for i, s in enumerate(raw)
             )
-        return ActorStart(cls, None, args, inputs)
+        poison = None
+        if "max_attempts" in table or "on_poison" in table:
+            poison = PoisonPolicy(
+                max_attempts=self.integer(table["max_attempts"], f"{where}.max_attempts", minimum=1)
+                if "max_attempts" in table
+                else None,
+                on_poison=self.choice(table["on_poison"], OnPoison, f"{where}.on_poison")
+                if "on_poison" in table
+                else None,
+            )
+        return ActorStart(cls, None, args, inputs, poison=poison)
 
 
 def _describe(obj: object) -> str:
