@@ -79,8 +79,8 @@ class Poison(Stage):
     def __init__(self, slot: CheckpointSlot, actor: Actor, policy: PoisonPolicy | None) -> None:
         self._slot = slot
         policy = policy or PoisonPolicy()
-        self.max_attempts = policy.max_attempts or type(actor).max_attempts
-        self.on_poison = OnPoison.of(policy.on_poison or type(actor).on_poison, "on_poison")
+        self.max_attempts = policy.max_attempts or actor.max_attempts
+        self.on_poison = OnPoison.of(policy.on_poison or actor.on_poison, "on_poison")
         self._notes: dict[str, FailureNote] = {}
         self._at_start = False
         self._host: Host | None = None
