@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -158,29 +159,42 @@ class HandleStage(Stage):
         assert message is not None
         actor = self._actor
         deadline = actor.handle_deadline
-        retried = False
-        while True:  # once, unless handle raises and the poison stage says to retry in place
-            token = HANDLING.set(Handling(item.source, message.reconstructed))
-            try:
-                async with self._guard:
-                    if deadline is None:
+        token = HANDLING.set(Handling(item.source, message.reconstructed))
+        try:
+            async with self._guard:
+                if deadline is None:
+                    await actor.handle(message)
+                else:
+                    with anyio.move_on_after(deadline) as scope:
                         await actor.handle(message)
-                    else:
-                        with anyio.move_on_after(deadline) as scope:
-                            await actor.handle(message)
-                        if scope.cancelled_caught:
-                            raise HandlerHung(
-                                f"actor {host.id!r}: handle of {item.source} ran past its "
-                                f"deadline of {deadline}s"
-                            )
-                break
-            except Exception as exc:
-                if not await self._poison.retry(item, exc):
-                    return  # dead-lettered
-                retried = True
-            finally:
-                HANDLING.reset(token)
-        if retried:
-            await self._poison.recovered(item)
+                    if scope.cancelled_caught:
+                        raise HandlerHung(
+                            f"actor {host.id!r}: handle of {item.source} ran past its deadline "
+                            f"of {deadline}s"
+                        )
+        except Exception as exc:
+            if not await self._poison.failed(item, exc, self.again):
+                return  # dead-lettered
+        finally:
+            HANDLING.reset(token)
         item.handled = True
         host.stats.handled += 1
+
+    async def again(self, item: InputItem) -> None:
+        """Call ``handle`` on ``item`` once more (a retry in place: outputs get the same ids)."""
+        host, message, actor = self._host, item.message, self._actor
+        assert host is not None
+        assert message is not None
+        deadline = actor.handle_deadline
+        token = HANDLING.set(Handling(item.source, message.reconstructed))
+        try:
+            async with self._guard:
+                with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
+                    await actor.handle(message)
+                if scope.cancelled_caught:
+                    raise HandlerHung(
+                        f"actor {host.id!r}: handle of {item.source} ran past its deadline "
+                        f"of {deadline}s"
+                    )
+        finally:
+            HANDLING.reset(token)

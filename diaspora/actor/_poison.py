@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -113,6 +114,21 @@ class Poison(Stage):
             await self.dead_letter(item, reason, note.traceback, note.attempts)
         else:
             await next(item)
+
+    async def failed(
+        self, item: InputItem, exc: Exception, again: Callable[[InputItem], Awaitable[None]]
+    ) -> bool:
+        """``handle`` raised ``exc`` on ``item``: call ``again`` until it succeeds (``True``)
+        or the item is dead-lettered (``False``); raises :class:`ActorCrashed` in crash mode."""
+        while await self.retry(item, exc):
+            try:
+                await again(item)
+            except Exception as failure:
+                exc = failure
+                continue
+            await self.recovered(item)
+            return True
+        return False
 
     async def retry(self, item: InputItem, exc: Exception) -> bool:
         """``handle`` raised ``exc`` on ``item``: whether to call it again (after a backoff).
