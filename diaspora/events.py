@@ -25,7 +25,7 @@ know become :class:`UnknownEvent`, so an older reader survives a newer writer).
 The kinds, by category:
 
 - ``actor``: :class:`Started`, :class:`Stopped`, :class:`Fenced`,
-  :class:`Crashed`, :class:`Lag`, :class:`CaughtUp`, :class:`PolicyOn`,
+  :class:`Crashed`, :class:`HandleFailed`, :class:`Lag`, :class:`CaughtUp`, :class:`PolicyOn`,
   :class:`PolicyOff`, :class:`Stall`, :class:`StallEnd`, :class:`Gap`,
   :class:`Lost`, :class:`Reconstructed`, :class:`DeadLettered`,
   :class:`Checkpointed`.
@@ -65,6 +65,7 @@ __all__ = [
     "Fenced",
     "Gap",
     "GaveUp",
+    "HandleFailed",
     "Ignored",
     "Lag",
     "Level",
@@ -405,6 +406,20 @@ class Crashed(_ActorEvent):
     attempt: int | None = None
     poison: bool = False
     injected: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandleFailed(_ActorEvent):
+    """``handle`` raised on an input and is retried in place after ``retry_in_s`` (``None``:
+    it was the last attempt, the input is dead-lettered)."""
+
+    kind: ClassVar[str] = "handle_failed"
+    default_level: ClassVar[Level] = Level.WARNING
+    reason: str
+    subject: str
+    seq: int
+    attempt: int
+    retry_in_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,8 +10,8 @@ between the message id and the subject is the same, outbound. A stage may
 also keep a named section of the checkpoint, run once per batch, and start
 background tasks. The standard inbound chain::
 
-    poison/DLQ → gap recovery (replay, then reconstruct) → partition filter
-      → decode → QoS admission → handle (deadline, guard)
+    gap recovery (replay, then reconstruct) → partition filter → poison/DLQ
+      → decode → QoS admission → handle (deadline, guard, retries in place)
 
 and outbound: message id → history tap → output scan → flow gate → publisher.
 

@@ -26,6 +26,7 @@ supervision tree.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,7 +40,26 @@ if TYPE_CHECKING:
     from diaspora.message import Message
     from diaspora.streams._history import HistorySpec
 
-__all__ = ["Actor"]
+__all__ = ["Actor", "OnPoison"]
+
+
+class OnPoison(enum.Enum):
+    """What the runtime does when ``handle`` raises on a message (``Actor.on_poison``)."""
+
+    #: retry ``handle`` in place with backoff; after ``max_attempts`` dead-letter and move on
+    RETRY = "retry"
+    #: crash (the supervisor restarts the actor from its checkpoint); the start after
+    #: ``max_attempts`` crashes on the same message dead-letters it
+    CRASH = "crash"
+
+    @classmethod
+    def of(cls, value: object, where: str) -> OnPoison:
+        """``value`` (a member or its string) as a member; :class:`ConfigError` naming ``where``."""
+        for member in cls:
+            if value is member or value == member.value:
+                return member
+        names = ", ".join(repr(m.value) for m in cls)
+        raise ConfigError(f"{where}: {value!r} is not one of {names}")
 
 
 class Actor:
@@ -57,8 +77,13 @@ class Actor:
     - ``checkpoint_every`` messages and/or ``checkpoint_interval`` seconds
       between checkpoints (the interval also bounds the duplicate window the
       outputs need, see the README).
-    - ``max_attempts``: ``handle`` raising this many times in a row on the same
-      message makes it a poison message, dead-lettered on the next start.
+    - ``max_attempts``: ``handle`` raising this many times on the same message
+      makes it a poison message: it goes to ``diaspora.dlq.<actor>`` and the
+      actor moves on.
+    - ``on_poison``: ``"retry"`` (default) retries a raising ``handle`` in
+      place, with backoff, on the same state; ``"crash"`` crashes the actor
+      on each failure, so its supervisor restarts it from its checkpoint (see
+      :class:`OnPoison`).
     - ``batch_size``, ``max_in_flight``, ``max_in_flight_bytes``: pull batch and
       the window of requested-but-unhandled messages (count and bytes) per input.
     - ``handle_deadline``: seconds a ``handle`` may take before the actor is
@@ -73,6 +98,7 @@ class Actor:
     checkpoint_every: ClassVar[int | None] = 1000
     checkpoint_interval: ClassVar[float] = 5.0
     max_attempts: ClassVar[int] = 3
+    on_poison: ClassVar[OnPoison | str] = OnPoison.RETRY
     batch_size: ClassVar[int] = 256
     max_in_flight: ClassVar[int] = 1024
     max_in_flight_bytes: ClassVar[int] = 16 * 1024 * 1024
@@ -96,6 +122,7 @@ class Actor:
             )
         if cls.max_attempts < 1:
             raise ConfigError(f"{where}.max_attempts: {cls.max_attempts!r} must be >= 1")
+        cls.on_poison = OnPoison.of(cls.on_poison, f"{where}.on_poison")
         if not 1 <= cls.batch_size <= cls.max_in_flight:
             raise ConfigError(
                 f"{where}: need 1 <= batch_size ({cls.batch_size}) <= max_in_flight "

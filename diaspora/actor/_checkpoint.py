@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -111,13 +111,26 @@ class Checkpoint:
 
 @dataclass(frozen=True, slots=True)
 class FailureNote:
-    """The last ``handle`` failure of an actor: where, how often in a row, and why."""
+    """How often ``handle`` failed on one input, why, and whether it was dead-lettered.
+
+    ``subject``/``seq`` name the stream message being processed (a replayed
+    or reconstructed item is noted against the message whose arrival revealed
+    its gap); ``source`` names the input itself (default ``<subject>:<seq>``).
+    A note is kept until a checkpoint's position covers that stream message.
+    """
 
     subject: str
     seq: int
     attempts: int
     reason: str
     traceback: str = ""
+    source: str = ""
+    #: moved to the dead-letter subject: a restart skips the input instead of handling it
+    dead: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            object.__setattr__(self, "source", f"{self.subject}:{self.seq}")
 
 
 class CheckpointSlot:
@@ -147,6 +160,7 @@ class CheckpointSlot:
         self.current: Checkpoint | None = None
         self.epoch = 0
         self._revision: int | None = None
+        self._legacy_note_gone = False
         self._log = get_logger(actor=actor)
 
     @classmethod
@@ -265,31 +279,36 @@ class CheckpointSlot:
             )
         raise FencedOut(f"actor {self.actor!r}: checkpoint record vanished while running")
 
-    async def note_failure(self, note: FailureNote) -> None:
-        """Record a ``handle`` failure (read back on restart to spot poison messages)."""
-        await self._kv.put(f"{self.key}.failure", codec.encode(_note_map(note)))
+    async def failures(self) -> dict[str, FailureNote]:
+        """The failure notes kept for this actor, by input (``FailureNote.source``)."""
+        notes: dict[str, FailureNote] = {}
+        for key, many in ((f"{self.key}.failure", False), (self._failures_key, True)):
+            entry = await self._get(key)  # ".failure": the single note of diaspora <= 0.2
+            if entry is None:
+                continue
+            try:
+                raw = codec.decode(entry[0])
+                for item in raw["notes"] if many else [raw]:
+                    note = _note_of(item)
+                    notes[note.source] = note
+            except (DecodeError, KeyError, TypeError, ValueError):
+                self._log.warning("failure_notes_unreadable", key=key)
+        return notes
 
-    async def failure(self) -> FailureNote | None:
-        """The recorded failure, if any."""
-        entry = await self._get(f"{self.key}.failure")
-        if entry is None:
-            return None
-        try:
-            raw = codec.decode(entry[0])
-            return FailureNote(
-                subject=str(raw["subject"]),
-                seq=int(raw["seq"]),
-                attempts=int(raw["attempts"]),
-                reason=str(raw["reason"]),
-                traceback=str(raw.get("traceback", "")),
-            )
-        except (DecodeError, KeyError, TypeError, ValueError):
-            self._log.warning("failure_note_unreadable", key=f"{self.key}.failure")
-            return None
+    async def keep_failures(self, notes: Collection[FailureNote]) -> None:
+        """Replace the failure notes with ``notes`` (one KV value next to the checkpoint)."""
+        if notes:
+            record = {"format": 1, "notes": [_note_map(note) for note in notes]}
+            await self._kv.put(self._failures_key, codec.encode(record))
+        else:
+            await self._kv.delete(self._failures_key)
+        if not self._legacy_note_gone:
+            await self._kv.delete(f"{self.key}.failure")
+            self._legacy_note_gone = True
 
-    async def clear_failure(self) -> None:
-        """Forget the recorded failure (the actor got past it)."""
-        await self._kv.delete(f"{self.key}.failure")
+    @property
+    def _failures_key(self) -> str:
+        return f"{self.key}.failures"
 
     # -- encoding ------------------------------------------------------------------
 
@@ -377,13 +396,28 @@ class CheckpointSlot:
 
 
 def _note_map(note: FailureNote) -> dict[str, Any]:
+    # a dead-lettered input's traceback is in its dead letter: the note only has to say "skip"
     return {
         "subject": note.subject,
         "seq": note.seq,
+        "source": note.source,
         "attempts": note.attempts,
-        "reason": note.reason,
-        "traceback": note.traceback[-16_000:],
+        "dead": note.dead,
+        "reason": note.reason[:400],
+        "traceback": "" if note.dead else note.traceback[-8_000:],
     }
+
+
+def _note_of(raw: Mapping[str, Any]) -> FailureNote:
+    return FailureNote(
+        subject=str(raw["subject"]),
+        seq=int(raw["seq"]),
+        attempts=int(raw["attempts"]),
+        reason=str(raw["reason"]),
+        traceback=str(raw.get("traceback", "")),
+        source=str(raw.get("source", "")),
+        dead=bool(raw.get("dead", False)),
+    )
 
 
 def _sections_of(doc: Mapping[str, Any]) -> dict[str, Section]:

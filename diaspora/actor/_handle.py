@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from diaspora import codec
-from diaspora.errors import ActorCrashed, DecodeError, HandlerHung
+from diaspora.errors import DecodeError, HandlerHung
 from diaspora.fabric import headers as H
 from diaspora.message import Message
 from diaspora.stage import Host, InputItem, Next, Stage
@@ -133,8 +134,9 @@ class Decode(Stage):
 class HandleStage(Stage):
     """Calls the actor's ``handle`` under its deadline and the replica's handle guard.
 
-    A failure is recorded against the stream message being processed (for
-    poison detection), then the actor crashes with it.
+    When ``handle`` raises, the poison stage notes the failure and says
+    whether to call it again in place (``on_poison = "retry"``), or
+    dead-letters the input, or crashes the actor (``"crash"``).
     """
 
     name = "handle"
@@ -171,11 +173,28 @@ class HandleStage(Stage):
                             f"of {deadline}s"
                         )
         except Exception as exc:
-            origin = item.stream_message
-            if origin.seq:
-                await self._poison.note_failure(origin, exc)
-            raise ActorCrashed(host.id, exc) from exc
+            if not await self._poison.failed(item, exc, self.again):
+                return  # dead-lettered
         finally:
             HANDLING.reset(token)
         item.handled = True
         host.stats.handled += 1
+
+    async def again(self, item: InputItem) -> None:
+        """Call ``handle`` on ``item`` once more (a retry in place: outputs get the same ids)."""
+        host, message, actor = self._host, item.message, self._actor
+        assert host is not None
+        assert message is not None
+        deadline = actor.handle_deadline
+        token = HANDLING.set(Handling(item.source, message.reconstructed))
+        try:
+            async with self._guard:
+                with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
+                    await actor.handle(message)
+                if scope.cancelled_caught:
+                    raise HandlerHung(
+                        f"actor {host.id!r}: handle of {item.source} ran past its deadline "
+                        f"of {deadline}s"
+                    )
+        finally:
+            HANDLING.reset(token)

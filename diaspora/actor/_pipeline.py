@@ -2,15 +2,18 @@
 
 InputItem, first to last::
 
-    poison → gap recovery → [partition] → decode → [QoS admission] → extra… → handle
+    gap recovery → [partition] → poison → decode → [QoS admission] → extra… → handle
 
 OutputItem, first to last (then the publisher)::
 
     extra… → [history tap] → output scan → [flow gate]
 
 Bracketed stages are there only when they apply (a partition, a declared
-QoS spec, a history). Extra stages (fault injection, or a later layer's)
-run just before ``handle`` inbound and first outbound.
+QoS spec, a history). The poison stage sits after gap recovery so that it
+also sees the items recovery replays, and before decode so that an
+undecodable payload already dead-lettered is skipped after a restart.
+Extra stages (fault injection, or a later layer's) run just before
+``handle`` inbound and first outbound.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from diaspora.actor._actor import Actor
 from diaspora.actor._checkpoint import CheckpointSlot
 from diaspora.actor._emit import Emitter, OutputScan
 from diaspora.actor._handle import Decode, HandleStage, Partition
-from diaspora.actor._poison import Poison
+from diaspora.actor._poison import Poison, PoisonPolicy
 from diaspora.fabric import Delivery, is_event_input
 from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.stage import Host, InputItem, Next, Stage, chain
@@ -74,6 +77,7 @@ async def build_pipeline(
     extra: Sequence[Stage],
     ensure_output: Callable[[str], Any],
     publisher_of: Callable[[], OrderedPublisher],
+    poison_policy: PoisonPolicy | None = None,
 ) -> Pipeline:
     """Make the stages of one start; reads the inputs' QoS specs (reconstructors load now)."""
     specs: dict[str, QosSpec] = {}
@@ -88,12 +92,12 @@ async def build_pipeline(
         reconstructor = spec.make_reconstructor()
         if reconstructor is not None:
             reconstructors[subject] = reconstructor
-    poison = Poison(slot)
+    poison = Poison(slot, actor, poison_policy)
     recovery = GapRecovery(reconstructors)
-    inbound: list[Stage] = [poison, recovery]
+    inbound: list[Stage] = [recovery]
     if partition is not None:
         inbound.append(Partition(*partition))
-    inbound.append(Decode())
+    inbound += [poison, Decode()]
     if specs:
         inbound.append(QosAdmission(specs, recovery))
     inbound.extend(extra)

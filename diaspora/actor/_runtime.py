@@ -56,7 +56,7 @@ from diaspora.actor._checkpointing import Checkpointer
 from diaspora.actor._emit import required_window
 from diaspora.actor._mailbox import Mailbox
 from diaspora.actor._pipeline import Pipeline, build_pipeline, inbound_of, link
-from diaspora.actor._poison import dead_letter
+from diaspora.actor._poison import PoisonPolicy
 from diaspora.clock import Clock, SystemClock
 from diaspora.errors import ActorCrashed, ConfigError, FencedOut
 from diaspora.events import Crashed, Event, EventSink, Fenced, Started, Stopped
@@ -84,7 +84,8 @@ class ActorRuntime:
     on every (re)start; ``id`` defaults to the class name in lower case;
     ``inputs`` overrides the class's. ``partition=(k, n)`` handles only the
     items whose key hashes to partition ``k`` of ``n``; runtimes sharing a
-    ``handle_lock`` handle one message at a time between them. ``stages``
+    ``handle_lock`` handle one message at a time between them; ``poison``
+    overrides the class's ``max_attempts``/``on_poison``. ``stages``
     are extra stage factories (see :mod:`diaspora.stage`); ``events`` is
     where events go (default: the fabric); ``clock`` is injectable.
     """
@@ -101,6 +102,7 @@ class ActorRuntime:
         state_dir: str | os.PathLike[str] | None = None,
         partition: tuple[int, int] | None = None,
         handle_lock: anyio.Lock | None = None,
+        poison: PoisonPolicy | None = None,
         stages: Sequence[StageFactory] = (),
         events: EventSink | None = None,
         clock: Clock | None = None,
@@ -124,7 +126,7 @@ class ActorRuntime:
         self._guard: contextlib.AbstractAsyncContextManager[Any] = (
             handle_lock if handle_lock is not None else contextlib.nullcontext()
         )
-        self._stage_factories = tuple(stages)
+        self._stage_factories, self._poison_policy = tuple(stages), poison
         self._events: EventSink = events if events is not None else fabric
         self.clock: Clock = clock or SystemClock()
         self.state_dir = Path(state_dir or os.environ.get("DIASPORA_STATE_DIR") or _STATE_HOME)
@@ -153,7 +155,7 @@ class ActorRuntime:
 
     @property
     def max_attempts(self) -> int:
-        return self._actor.max_attempts if self._actor is not None else 1
+        return self._pipeline.poison.max_attempts if self._pipeline is not None else 1
 
     @property
     def handle_deadline(self) -> float | None:
@@ -194,7 +196,7 @@ class ActorRuntime:
             self._cp.since += count
 
     async def dead_letter(self, item: InputItem, reason: str, trace: str, attempts: int) -> None:
-        await dead_letter(self, item, reason, trace, attempts)
+        await self._pipeline.poison.dead_letter(item, reason, trace, attempts)  # type: ignore[union-attr]
 
     async def publish_ordered(
         self, subject: str, payload: bytes, headers: Mapping[str, str], msg_id: str
@@ -243,6 +245,7 @@ class ActorRuntime:
             extra=extra,
             ensure_output=self._ensure_output,
             publisher_of=self._publisher,
+            poison_policy=self._poison_policy,
         )
         starts = await _restore(self, actor, slot, pipe)
         self.stages = pipe.all

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from diaspora.errors import NodeCrashed, NodeHung
     from diaspora.workflow._children import ActorStart, actor_child, check_actor_args
-    from diaspora.workflow._config import TreeConfig, load_config, parse_config
+    from diaspora.workflow._config import load_config, parse_config
     from diaspora.workflow._node import (
         DEFAULT_HEARTBEAT_TIMEOUT,
         DEFAULT_START_TIMEOUT,
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         ProcessStart,
         process_child,
     )
+    from diaspora.workflow._tree import TreeConfig
 
 #: Each name and the module that defines it.
 _HOMES: dict[str, str] = {
@@ -49,7 +50,7 @@ _HOMES: dict[str, str] = {
     "NodeHung": "diaspora.errors",
     "ProcessNode": "diaspora.workflow._node",
     "ProcessStart": "diaspora.workflow._node",
-    "TreeConfig": "diaspora.workflow._config",
+    "TreeConfig": "diaspora.workflow._tree",
     "actor_child": "diaspora.workflow._children",
     "check_actor_args": "diaspora.workflow._children",
     "load_config": "diaspora.workflow._config",

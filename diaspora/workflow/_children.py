@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from diaspora.actor import Actor, ActorRuntime
+from diaspora.actor import Actor, ActorRuntime, OnPoison, PoisonPolicy
 from diaspora.errors import ConfigError
 from diaspora.fabric._naming import check_input
 from diaspora.stage import StageFactory
@@ -62,6 +62,8 @@ class ActorStart:
     inputs: tuple[str, ...] | None = None
     #: extra runtime stage factories (see :mod:`diaspora.stage`), e.g. fault injection
     stages: tuple[StageFactory, ...] = ()
+    #: overrides of the actor class's ``max_attempts`` / ``on_poison``
+    poison: PoisonPolicy | None = None
 
     def __post_init__(self) -> None:
         where = f"actor {getattr(self.actor, '__qualname__', self.actor)!r}"
@@ -109,6 +111,7 @@ class ActorStart:
             args=args,
             inputs=self.inputs,
             stages=self.stages,
+            poison=self.poison,
             events=child_events(self.fabric),
         )
 
@@ -142,18 +145,28 @@ def actor_child(
     process: bool = False,
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
     start_timeout: float = DEFAULT_START_TIMEOUT,
+    max_attempts: int | None = None,
+    on_poison: OnPoison | str | None = None,
     standby: bool = True,
 ) -> ChildSpec:
     """The child spec of an actor whose id is ``<supervisor path>.<id>``.
 
     ``args`` are the actor's constructor keyword arguments, ``inputs``
-    overrides its class's inputs. ``process=True`` runs it in its own OS
+    overrides its class's inputs, ``max_attempts`` and ``on_poison`` its
+    class's (see :class:`~diaspora.actor.OnPoison`). ``process=True`` runs it in its own OS
     process (a :class:`~diaspora.supervision.ProcessNode` watched with
     ``heartbeat_timeout``, restarted in a warm standby interpreter unless
     ``standby=False``; see :func:`~diaspora.supervision.process_child`).
     """
+    poison = None
+    if max_attempts is not None or on_poison is not None:
+        poison = PoisonPolicy(max_attempts, on_poison)
     start = ActorStart(
-        actor, fabric, dict(args or {}), tuple(inputs) if inputs is not None else None
+        actor,
+        fabric,
+        dict(args or {}),
+        tuple(inputs) if inputs is not None else None,
+        poison=poison,
     )
     if process:
         return process_child(

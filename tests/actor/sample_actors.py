@@ -15,6 +15,7 @@ class RunningSum(Actor):
 
     inputs = ("numbers",)
     checkpoint_every = 500
+    on_poison = "crash"  # a raise in handle is a crash and restart, as the tests mean it
 
     def __init__(
         self, scale: int = 1, crash_at: MutableSet[int] | None = None, delay: float = 0.0
@@ -72,6 +73,7 @@ class Sleepy(Actor):
 
     inputs = ("work",)
     handle_deadline = 0.5
+    on_poison = "crash"
 
     async def handle(self, msg: Message) -> None:
         if msg.data.get("hang"):
@@ -90,6 +92,12 @@ class Picky(Actor):
         if x == "boom":
             raise ValueError("cannot double 'boom'")
         await self.emit("results", {"x": 2 * x})
+
+
+class PickyCrashing(Picky):
+    """``Picky`` that crashes on a poison message instead of retrying in place."""
+
+    on_poison = "crash"
 
 
 class Hoarder(Actor):

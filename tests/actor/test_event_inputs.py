@@ -97,6 +97,7 @@ class LagCounter(Actor):
 
     inputs = (SRC_LAGS,)
     checkpoint_every = 4
+    on_poison = "crash"
 
     def __init__(self, crash_at: MutableSet[int] | None = None) -> None:
         self.count = 0

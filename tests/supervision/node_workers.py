@@ -85,9 +85,10 @@ class FailsToStart:
 
 
 class AlwaysCrashes(Actor):
-    """Raises on every message of ``numbers``."""
+    """Raises on every message of ``numbers`` (and crashes: ``on_poison = "crash"``)."""
 
     inputs = ("numbers",)
+    on_poison = "crash"
 
     async def handle(self, msg: Message) -> None:
         raise RuntimeError(f"AlwaysCrashes at seq {msg.seq}")

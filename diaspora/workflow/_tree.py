@@ -1,0 +1,133 @@
+"""A validated supervision-tree file: :class:`TreeConfig` (what :func:`load_config` returns)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from diaspora.clock import Clock
+from diaspora.events import EventSink
+from diaspora.fabric._fabric import StreamLimits
+from diaspora.fabric._naming import is_event_input
+from diaspora.streams._qos import QosSpec
+from diaspora.streams._registry import declare_qos
+from diaspora.supervision._binding import bind_fabric
+from diaspora.supervision._spec import SupervisorSpec
+from diaspora.supervision._supervisor import Supervisor
+from diaspora.workflow._children import ActorStart
+from diaspora.workflow._node import ProcessStart
+
+if TYPE_CHECKING:
+    from diaspora.fabric import Fabric
+
+__all__ = ["StreamDecl", "TreeConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDecl:
+    """A ``[streams."<subject>"]`` table: the stream's QoS and its retention limits."""
+
+    qos: QosSpec | None = None
+    limits: StreamLimits | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TreeConfig:
+    """A validated config file: the root supervisor's name and spec, and the fabric URL.
+
+    ``spec`` has no fabric: run it with :meth:`supervisor` (or
+    ``bind_fabric(spec, fabric)``).
+    """
+
+    source: str
+    name: str
+    spec: SupervisorSpec
+    url: tuple[str, ...] | None = None
+    streams: Mapping[str, StreamDecl] = field(default_factory=dict)
+
+    async def declare_streams(self, fabric: Fabric) -> None:
+        """Ensure every stream the tree consumes, before any actor starts.
+
+        First the ``[streams]`` with their limits and QoS, then every actor's
+        inputs (the class's ``inputs``, or the file's ``inputs =``) with default
+        limits, so that a plain client publishing before the actor that reads
+        it has started loses nothing. Event inputs read the events stream the
+        fabric itself ensures.
+        """
+        for subject, decl in self.streams.items():
+            if decl.limits is not None:
+                await fabric.ensure_stream(subject, decl.limits)
+            else:
+                await fabric.require_stream(subject)
+            if decl.qos is not None:
+                await declare_qos(fabric, subject, decl.qos)
+        for subject in self.consumed():
+            if subject not in self.streams:
+                await fabric.require_stream(subject)
+
+    def actors(self) -> dict[str, tuple[str, ...]]:
+        """Every actor of the tree by id (``root.sum``), with the subjects it consumes."""
+        out = {}
+        for path, start in _actor_starts(self.spec, self.name):
+            inputs = start.inputs
+            if inputs is None:
+                inputs = tuple(getattr(start.actor, "inputs", ()))
+            out[path] = inputs
+        return out
+
+    def consumed(self) -> list[str]:
+        """The subjects whose streams ``diaspora run`` ensures: ``[streams]`` and every
+        actor's inputs that are not event patterns, in order, each once."""
+        subjects = dict.fromkeys(self.streams)
+        for inputs in self.actors().values():
+            subjects.update((s, None) for s in inputs if not is_event_input(s))
+        return list(subjects)
+
+    def bind(self, fabric: Fabric) -> SupervisorSpec:
+        """``spec`` with every actor and process node on ``fabric``."""
+        return bind_fabric(self.spec, fabric)
+
+    def supervisor(
+        self, fabric: Fabric, *, on_event: EventSink | None = None, clock: Clock | None = None
+    ) -> Supervisor:
+        """The root :class:`Supervisor` on ``fabric``; events go to the fabric by default."""
+        sink = on_event if on_event is not None else fabric
+        return Supervisor(self.bind(fabric), name=self.name, on_event=sink, clock=clock)
+
+    def summary(self) -> str:
+        """One line: the root's strategy and how many supervisors, actors and process nodes."""
+        counts = {"supervisor": 0, "actor": 0, "process node": 0}
+        for _, kind in _walk(self.spec, self.name):
+            counts[kind] += 1
+        parts = [f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in counts.items()]
+        return (
+            f"supervisor {self.name!r} ({self.spec.strategy.value}) with "
+            f"{', '.join(parts)} below it"
+        )
+
+
+def _walk(spec: SupervisorSpec, path: str) -> Iterator[tuple[str, str]]:
+    for child in spec.children:
+        child_path = f"{path}.{child.id}"
+        start: object = child.start
+        if isinstance(start, ProcessStart):
+            yield child_path, "process node"
+            start = start.target
+        if isinstance(start, SupervisorSpec):
+            yield child_path, "supervisor"
+            yield from _walk(start, child_path)
+        elif isinstance(start, ActorStart):
+            yield child_path, "actor"
+
+
+def _actor_starts(spec: SupervisorSpec, path: str) -> Iterator[tuple[str, ActorStart]]:
+    for child in spec.children:
+        child_path = f"{path}.{child.id}"
+        start: object = child.start
+        if isinstance(start, ProcessStart):
+            start = start.target
+        if isinstance(start, SupervisorSpec):
+            yield from _actor_starts(start, child_path)
+        elif isinstance(start, ActorStart):
+            yield child_path, start
