@@ -36,12 +36,28 @@ if TYPE_CHECKING:
     from diaspora.fabric._connection import Connection
 
 #: Payloads up to this size are always sent inline (any limit is larger).
-_ALWAYS_INLINE: Final = 512
+ALWAYS_INLINE: Final = 512
 
-__all__ = ["BLOB_BUCKET", "Carrier", "KeyValueBucket", "KvEntry", "Stores"]
+__all__ = [
+    "ALWAYS_INLINE",
+    "BLOB_BUCKET",
+    "Carrier",
+    "KeyValueBucket",
+    "KvEntry",
+    "Stores",
+    "stamp",
+]
 
 #: Where payloads too large to travel inline are stored.
 BLOB_BUCKET: Final = "diaspora-blobs"
+
+
+def stamp(headers: Mapping[str, str] | None, msg_id: str | None) -> dict[str, str]:
+    """A copy of ``headers`` with ``msg_id`` stamped as ``Nats-Msg-Id``."""
+    hdrs = dict(headers) if headers else {}
+    if msg_id is not None:
+        hdrs[H.MSG_ID] = msg_id
+    return hdrs
 
 
 class Carrier(Protocol):
@@ -232,12 +248,10 @@ class Stores:
         self, payload: bytes, headers: Mapping[str, str] | None, msg_id: str | None
     ) -> tuple[dict[str, str] | None, bytes]:
         """Stamp ``msg_id``; store a payload over the inline limit, leaving a reference."""
-        hdrs = dict(headers) if headers else {}
-        if msg_id is not None:
-            hdrs[H.MSG_ID] = msg_id
+        hdrs = stamp(headers, msg_id)
         # the limit is half max_payload at least; no server runs with max_payload under 1 KiB,
         # so a small payload (the common case, on every publish) skips reading it
-        if len(payload) > _ALWAYS_INLINE and len(payload) > self._connection.inline_limit:
+        if len(payload) > ALWAYS_INLINE and len(payload) > self._connection.inline_limit:
             name = msg_id or uuid.uuid4().hex
             obs = await self.object_store(BLOB_BUCKET, ttl=None, replicas=1, storage="file")
             try:
