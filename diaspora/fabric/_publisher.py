@@ -306,7 +306,9 @@ class OrderedPublisher:
 
     async def _send(self, entry: _Entry) -> None:
         try:
-            session = await self._ensure_session()
+            session = self._session  # the live session, without a coroutine on each message
+            if session is None or session.dead:
+                session = await self._ensure_session()
             token = str(self._next_token)
             self._next_token += 1
             entry.tokens.append(token)
