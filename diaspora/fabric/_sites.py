@@ -246,7 +246,8 @@ class Sites:
     async def _check_leaf_listener(self, spec: SiteSpec, parent: SiteSpec) -> None:
         assert parent.leaf_url is not None
         parts = urlsplit(parent.leaf_url)
-        assert parts.hostname is not None and parts.port is not None
+        assert parts.hostname is not None
+        assert parts.port is not None
         try:
             with anyio.fail_after(self.connect_timeout):
                 stream = await anyio.connect_tcp(parts.hostname, parts.port)
@@ -260,7 +261,7 @@ class Sites:
 
 
 async def _connect(url: str, timeout: float, where: str) -> NATS:
-    """A short-lived probe client (no reconnects), or :class:`FabricUnavailable` naming ``where``."""
+    """A short-lived probe client (no reconnects); :class:`FabricUnavailable` names ``where``."""
     nc = NATS()
 
     async def quiet(exc: Exception) -> None:
@@ -303,7 +304,7 @@ async def _info(nc: NATS, domain: str | None, timeout: float) -> dict[str, Any] 
 
 
 async def _reaches(nc: NATS, domain: str, deadline: float) -> bool:
-    """Whether ``domain``'s JetStream answers through ``nc`` (as that domain) before ``deadline``."""
+    """Whether ``domain``'s JetStream answers (as that domain) through ``nc`` in time."""
     delay = 0.02
     while True:
         left = deadline - time.monotonic()

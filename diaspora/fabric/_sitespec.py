@@ -15,7 +15,7 @@ listener) and the reverse of the order in which they stop.
 ['cloud', 'hpc', 'edge']
 >>> check_sites([SiteSpec("a", domain="x", parent="b"), SiteSpec("b", domain="y", parent="a")])
 Traceback (most recent call last):
-diaspora.errors.ConfigError: sites.a.parent: 'b' makes a cycle (a -> b -> a); one site must have no parent
+diaspora.errors.ConfigError: sites.a.parent: 'b' makes a cycle (a -> b -> a); ...
 """
 
 from __future__ import annotations

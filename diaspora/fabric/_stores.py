@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import nats.errors
 import nats.js.errors
-from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -102,7 +102,12 @@ class KeyValueBucket:
     """
 
     def __init__(
-        self, name: str, kv: KeyValue, *, domain: str | None = None, js: JetStreamContext | None = None
+        self,
+        name: str,
+        kv: KeyValue,
+        *,
+        domain: str | None = None,
+        js: JetStreamContext | None = None,
     ) -> None:
         self.name = name
         #: The JetStream domain the bucket lives in (``None``: the connected server's).
@@ -163,7 +168,9 @@ class KeyValueBucket:
         """Delete ``key`` and its history."""
         async with _translated(self.name, key, "purging"):
             if self._js is not None:
-                await self._write(key, b"", None, {_jsapi.KV_OPERATION: "PURGE", _jsapi.ROLLUP: "sub"})
+                await self._write(
+                    key, b"", None, {_jsapi.KV_OPERATION: "PURGE", _jsapi.ROLLUP: "sub"}
+                )
                 return
             await self._kv.purge(key)
 
@@ -171,7 +178,8 @@ class KeyValueBucket:
         self, key: str, value: bytes, last: int | None, headers: dict[str, str] | None = None
     ) -> int:
         """Publish one KV operation through the bucket's domain API prefix (see the class doc)."""
-        assert self._js is not None and self.domain is not None
+        assert self._js is not None
+        assert self.domain is not None
         hdrs = dict(headers or {})
         if last is not None:
             hdrs[_jsapi.EXPECTED_LAST_SUBJECT_SEQ] = str(last)

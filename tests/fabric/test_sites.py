@@ -11,14 +11,19 @@ import anyio
 import psutil
 import pytest
 
-from diaspora.errors import ConfigError, FabricUnavailable, PublishError, RevisionMismatch
-from diaspora.errors import StreamNotFound
+from diaspora.errors import (
+    ConfigError,
+    FabricUnavailable,
+    PublishError,
+    RevisionMismatch,
+    StreamNotFound,
+)
 from diaspora.fabric import (
     Delivery,
     EmbeddedServer,
     Fabric,
-    SiteSpec,
     Sites,
+    SiteSpec,
     SiteView,
     check_sites,
     free_port,
@@ -132,11 +137,22 @@ def test_a_leaf_remote_must_be_a_leaf_url() -> None:
 # -- three embedded tiers --------------------------------------------------------------
 
 
+async def test_sites_return_once_every_leaf_link_is_up(tmp_path: Path) -> None:
+    async with Sites(CHAIN, state_dir=tmp_path) as sites:
+        # nothing waited for here: the links must already be there
+        for parent, child in (("hpc", "edge"), ("cloud", "hpc")):
+            server = sites[parent].server
+            assert server is not None
+            leafz = await server.monitor("leafz")
+            assert child in [leaf.get("name") for leaf in leafz.get("leafs") or []]
+
+
 async def test_every_tier_reaches_every_domain_including_two_hops(chain: Sites) -> None:
     assert chain.names == ["cloud", "hpc", "edge"]
     assert len(nats_servers()) == 3
     for here in chain:
-        assert here.leaf_url is not None and here.leaf_url.startswith("nats-leaf://127.0.0.1:")
+        assert here.leaf_url is not None
+        assert here.leaf_url.startswith("nats-leaf://127.0.0.1:")
         async with chain.fabric(here.name, events_stream=False) as fabric:
             for there in chain:
                 answer = await info(fabric, there.domain)
@@ -148,7 +164,9 @@ async def test_a_stream_created_through_a_site_view_exists_only_in_that_domain(
 ) -> None:
     async with chain.fabric("hpc") as hpc, chain.fabric("edge") as edge_fabric:
         edge = chain.view(hpc, "edge")
-        assert edge == SiteView(hpc, "edge") or edge.domain == "edge"
+        assert (
+            repr(edge) == repr(SiteView(hpc, "edge")) == "SiteView('diaspora-hpc', domain='edge')"
+        )
         await edge.ensure_stream("edge.ev", duplicate_window=30)
         for i in range(3):
             ack = await edge.publish("edge.ev", {"i": i}, msg_id=f"m{i}")
@@ -213,11 +231,9 @@ async def test_kv_reads_and_writes_cross_domains(chain: Sites) -> None:
         local = await edge_fabric.ensure_kv("cfg")
         assert (await local.get("fresh")).value == b"2"  # type: ignore[union-attr]
         assert second > first
-        with pytest.raises(StreamNotFound):
-            await hpc.stream_bounds("cfg", domain="hpc")  # sanity: no stream named cfg
-        assert "KV_cfg" not in [
-            s.config.name for s in await hpc.js.streams_info()
-        ], "the bucket leaked into the hpc domain"
+        assert "KV_cfg" not in [s.config.name for s in await hpc.js.streams_info()], (
+            "the bucket leaked into the hpc domain"
+        )
 
 
 async def test_an_object_store_lives_in_the_views_domain(chain: Sites) -> None:
@@ -252,7 +268,7 @@ async def test_a_rerun_with_the_same_state_dir_keeps_the_streams(tmp_path: Path)
 
 async def test_teardown_leaves_no_process_and_a_restarted_parent_relinks(tmp_path: Path) -> None:
     before = nats_servers()
-    specs = CHAIN[:1] + [SiteSpec("hpc", domain="hpc")]
+    specs = [*CHAIN[:1], SiteSpec("hpc", domain="hpc")]
     async with Sites(specs) as sites:
         assert len(nats_servers() - before) == 2
         hpc = sites["hpc"].server
@@ -297,7 +313,9 @@ async def test_an_unreachable_url_is_an_error_before_anything_starts() -> None:
         SiteSpec("edge", domain="edge"),
         SiteSpec("hpc", domain="hpc", url=url, leaf_url="nats-leaf://127.0.0.1:1"),
     ]
-    with pytest.raises(FabricUnavailable, match=re.escape(f"sites.hpc.url: cannot reach NATS at {url}")):
+    with pytest.raises(
+        FabricUnavailable, match=re.escape(f"sites.hpc.url: cannot reach NATS at {url}")
+    ):
         async with Sites(specs, connect_timeout=2):
             pass
     assert nats_servers() == before
@@ -310,7 +328,9 @@ async def test_an_unreachable_parent_leaf_listener_is_an_error_before_anything_s
         specs = [CHAIN[0], SiteSpec("hpc", domain="hpc", url=server.url, leaf_url=leaf)]
         with pytest.raises(
             FabricUnavailable,
-            match=re.escape(f"sites.edge.parent: cannot reach the leafnodes listener of site 'hpc' at {leaf}"),
+            match=re.escape(
+                f"sites.edge.parent: cannot reach the leafnodes listener of site 'hpc' at {leaf}"
+            ),
         ):
             async with Sites(specs, connect_timeout=2):
                 pass
@@ -322,9 +342,25 @@ async def test_an_embedded_site_links_to_a_url_parent() -> None:
         assert server.leaf_url is not None
         specs = [CHAIN[0], SiteSpec("hpc", domain="hpc", url=server.url, leaf_url=server.leaf_url)]
         async with Sites(specs) as sites, Fabric(server.url) as hpc:
-            assert sites["hpc"].server is None and sites["hpc"].url == server.url
+            assert sites["hpc"].server is None
+            assert sites["hpc"].url == server.url
             assert (await info(hpc, "edge")).get("domain") == "edge"
             edge = sites.view(hpc, "edge")
             await edge.ensure_stream("edge.up")
             assert (await edge.publish("edge.up", {"n": 1})).domain == "edge"
         assert "leafnodes" in server.config_path.read_text()
+
+
+async def test_a_leaf_link_that_never_comes_up_is_an_error_and_stops_what_started() -> None:
+    async with EmbeddedServer(jetstream_domain="hpc") as server:
+        before = nats_servers()
+        # the parent's client port, not a leafnodes listener: TCP answers, no leaf link forms
+        wrong = server.url.replace("nats://", "nats-leaf://")
+        specs = [CHAIN[0], SiteSpec("hpc", domain="hpc", url=server.url, leaf_url=wrong)]
+        with pytest.raises(
+            FabricUnavailable,
+            match=re.escape(f"sites.edge: the leaf link to parent 'hpc' ({wrong}) is not up"),
+        ):
+            async with Sites(specs, link_timeout=2):
+                pass
+        assert nats_servers() == before
