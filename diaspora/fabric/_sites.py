@@ -132,9 +132,12 @@ class Sites:
         """Check the url sites, start the embedded ones parents first, wait for every link."""
         if self._sites:
             raise RuntimeError("Sites already started")
-        for spec in self._order:  # everything that can be checked before starting anything
+        running: dict[str, Site] = {}  # the url sites, checked before anything starts
+        for spec in self._order:
             if not spec.embedded:
-                await self._check_url_site(spec)
+                running[spec.name] = site = await self._check_url_site(spec)
+                if spec.parent is not None:  # a url parent: check_sites refused an embedded one
+                    await self._await_link(site, running[spec.parent], self.connect_timeout)
             elif spec.parent is not None and self._spec(spec.parent).leaf_url is not None:
                 await self._check_leaf_listener(spec, self._spec(spec.parent))
         if self._state_dir is None:
@@ -142,6 +145,9 @@ class Sites:
             self._own_state = True
         try:
             for spec in self._order:
+                if not spec.embedded:
+                    self._sites[spec.name] = running[spec.name]
+                    continue
                 self._sites[spec.name] = await self._start_site(spec)
                 if spec.parent is not None:
                     await self.wait_linked(spec.name)
@@ -168,9 +174,12 @@ class Sites:
         (default ``link_timeout``); a site without a parent returns at once.
         """
         site = self[name]
-        if site.parent is None:
-            return
-        parent = self[site.parent]
+        if site.parent is not None:
+            await self._await_link(site, self[site.parent], timeout)
+
+    # -- internals ------------------------------------------------------------------
+
+    async def _await_link(self, site: Site, parent: Site, timeout: float | None) -> None:
         deadline = time.monotonic() + (self.link_timeout if timeout is None else timeout)
         for here, there in ((site, parent), (parent, site)):
             nc = await _connect(here.url, self.connect_timeout, f"sites.{here.name}")
@@ -189,15 +198,10 @@ class Sites:
                 )
         self._log.info("site_linked", site=site.name, parent=parent.name)
 
-    # -- internals ------------------------------------------------------------------
-
     def _spec(self, name: str) -> SiteSpec:
         return next(s for s in self._order if s.name == name)
 
     async def _start_site(self, spec: SiteSpec) -> Site:
-        if not spec.embedded:
-            assert spec.url is not None
-            return Site(spec.name, spec.domain, spec.url, spec.leaf_url, spec.parent)
         assert self._state_dir is not None
         store = spec.store_dir or self._state_dir / spec.name / "jetstream"
         remotes = []
@@ -222,7 +226,8 @@ class Sites:
         self._log.info("site_started", site=spec.name, domain=spec.domain, url=server.url)
         return Site(spec.name, spec.domain, server.url, server.leaf_url, spec.parent, server)
 
-    async def _check_url_site(self, spec: SiteSpec) -> None:
+    async def _check_url_site(self, spec: SiteSpec) -> Site:
+        """The running site at ``spec.url``, once it answers as JetStream domain ``spec.domain``."""
         assert spec.url is not None
         where = f"sites.{spec.name}"
         nc = await _connect(spec.url, self.connect_timeout, where)
@@ -242,6 +247,7 @@ class Sites:
                 f"reports JetStream domain {actual!r}; fix the declaration or the server "
                 "(a wrong domain fails silently: requests to it reach nobody)"
             )
+        return Site(spec.name, spec.domain, spec.url, spec.leaf_url, spec.parent)
 
     async def _check_leaf_listener(self, spec: SiteSpec, parent: SiteSpec) -> None:
         assert parent.leaf_url is not None

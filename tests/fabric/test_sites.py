@@ -22,6 +22,7 @@ from diaspora.fabric import (
     Delivery,
     EmbeddedServer,
     Fabric,
+    KvEntry,
     Sites,
     SiteSpec,
     SiteView,
@@ -45,6 +46,11 @@ def nats_servers() -> set[int]:
         for p in psutil.Process().children(recursive=True)
         if p.name() == "nats-server" and p.status() != psutil.STATUS_ZOMBIE
     }
+
+
+def created(path: Path) -> list[str]:
+    """What a Sites run left in its state directory (a site's folder: its server was made)."""
+    return sorted(p.name for p in path.iterdir())
 
 
 @pytest.fixture
@@ -236,9 +242,19 @@ async def test_kv_reads_and_writes_cross_domains(chain: Sites) -> None:
         )
 
 
+async def test_kv_writes_reach_two_hops_and_the_own_domain_by_name(chain: Sites) -> None:
+    async with chain.fabric("cloud") as cloud:
+        for site in ("edge", "cloud"):
+            kv = await chain.view(cloud, site).ensure_kv(f"cfg-{site}")
+            revision = await kv.put("k", site.encode())
+            assert await kv.get("k") == KvEntry("k", site.encode(), revision)
+
+
 async def test_an_object_store_lives_in_the_views_domain(chain: Sites) -> None:
     async with chain.fabric("hpc") as hpc:
-        await chain.view(hpc, "edge").ensure_object_store("models")
+        models = await chain.view(hpc, "edge").ensure_object_store("models")
+        await models.put("m1", b"weights" * 1000)
+        assert (await models.get("m1")).data == b"weights" * 1000
         assert "OBJ_models" not in [s.config.name for s in await hpc.js.streams_info()]
         edge_names = [s.config.name for s in await hpc.nc.jetstream(domain="edge").streams_info()]
         assert "OBJ_models" in edge_names
@@ -286,17 +302,18 @@ async def test_an_unknown_site_is_named(chain: Sites) -> None:
 # -- sites with a url --------------------------------------------------------------
 
 
-async def test_a_url_site_with_the_wrong_domain_is_an_error_naming_both() -> None:
+async def test_a_url_site_with_the_wrong_domain_is_an_error_naming_both(tmp_path: Path) -> None:
     async with EmbeddedServer(jetstream_domain="hpc") as server:
         before = nats_servers()
-        specs = [SiteSpec("hpc", domain="hcp", url=server.url), SiteSpec("edge", domain="edge")]
+        specs = [SiteSpec("edge", domain="edge"), SiteSpec("hpc", domain="hcp", url=server.url)]
         with pytest.raises(
             ConfigError, match=re.escape("sites.hpc.domain: declared 'hcp', but the server at")
         ) as caught:
-            async with Sites(specs):
+            async with Sites(specs, state_dir=tmp_path):
                 pass
         assert "reports JetStream domain 'hpc'" in str(caught.value)
         assert nats_servers() == before
+        assert created(tmp_path) == []
 
 
 async def test_a_url_site_without_a_domain_is_an_error() -> None:
@@ -306,7 +323,7 @@ async def test_a_url_site_without_a_domain_is_an_error() -> None:
                 pass
 
 
-async def test_an_unreachable_url_is_an_error_before_anything_starts() -> None:
+async def test_an_unreachable_url_is_an_error_before_anything_starts(tmp_path: Path) -> None:
     before = nats_servers()
     url = f"nats://127.0.0.1:{free_port()}"
     specs = [
@@ -316,12 +333,15 @@ async def test_an_unreachable_url_is_an_error_before_anything_starts() -> None:
     with pytest.raises(
         FabricUnavailable, match=re.escape(f"sites.hpc.url: cannot reach NATS at {url}")
     ):
-        async with Sites(specs, connect_timeout=2):
+        async with Sites(specs, connect_timeout=2, state_dir=tmp_path):
             pass
     assert nats_servers() == before
+    assert created(tmp_path) == []
 
 
-async def test_an_unreachable_parent_leaf_listener_is_an_error_before_anything_starts() -> None:
+async def test_an_unreachable_parent_leaf_listener_is_an_error_before_anything_starts(
+    tmp_path: Path,
+) -> None:
     async with EmbeddedServer(jetstream_domain="hpc") as server:  # no leaf listener
         before = nats_servers()
         leaf = f"nats-leaf://127.0.0.1:{free_port()}"
@@ -332,9 +352,10 @@ async def test_an_unreachable_parent_leaf_listener_is_an_error_before_anything_s
                 f"sites.edge.parent: cannot reach the leafnodes listener of site 'hpc' at {leaf}"
             ),
         ):
-            async with Sites(specs, connect_timeout=2):
+            async with Sites(specs, connect_timeout=2, state_dir=tmp_path):
                 pass
         assert nats_servers() == before
+        assert created(tmp_path) == []
 
 
 async def test_an_embedded_site_links_to_a_url_parent() -> None:
@@ -364,3 +385,38 @@ async def test_a_leaf_link_that_never_comes_up_is_an_error_and_stops_what_starte
             async with Sites(specs, link_timeout=2):
                 pass
         assert nats_servers() == before
+
+
+async def test_two_url_sites_that_are_not_linked_are_an_error_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    async with (
+        EmbeddedServer(jetstream_domain="cloud", leaf_port=free_port()) as cloud,
+        EmbeddedServer(jetstream_domain="hpc", leaf_port=free_port()) as hpc,  # no remote
+    ):
+        before = nats_servers()
+        specs = [
+            SiteSpec("lab", domain="lab"),  # embedded, and first in the start order
+            SiteSpec("cloud", domain="cloud", url=cloud.url, leaf_url=cloud.leaf_url),
+            SiteSpec("hpc", domain="hpc", url=hpc.url, parent="cloud", leaf_url=hpc.leaf_url),
+            CHAIN[0],
+        ]
+        with pytest.raises(
+            FabricUnavailable, match=re.escape("sites.hpc: the leaf link to parent 'cloud'")
+        ):
+            async with Sites(specs, connect_timeout=1, state_dir=tmp_path):
+                pass
+        assert nats_servers() == before
+        assert created(tmp_path) == []  # no embedded site was even created
+
+
+async def test_url_sites_linked_outside_diaspora_are_accepted() -> None:
+    async with EmbeddedServer(jetstream_domain="cloud", leaf_port=free_port()) as cloud:
+        assert cloud.leaf_url is not None
+        async with EmbeddedServer(jetstream_domain="hpc", leaf_remotes=[cloud.leaf_url]) as hpc:
+            specs = [
+                SiteSpec("cloud", domain="cloud", url=cloud.url, leaf_url=cloud.leaf_url),
+                SiteSpec("hpc", domain="hpc", url=hpc.url, parent="cloud"),
+            ]
+            async with Sites(specs, connect_timeout=10) as sites:
+                assert [site.url for site in sites] == [cloud.url, hpc.url]
