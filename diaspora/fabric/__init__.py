@@ -3,7 +3,8 @@
 Everything that speaks NATS lives here: the connection and its reconnects,
 embedded servers, streams, KV and object stores, the pull consumer, the
 ordered publisher, the stored-message reader, subjects and their stream
-names. Layers above use :class:`Fabric`'s methods and never a nats-py
+names, and sites (one JetStream domain each, joined by leaf links: ``Sites``,
+``SiteView``). Layers above use :class:`Fabric`'s methods and never a nats-py
 object. ``diaspora.fabric.headers`` holds the header names, the public wire
 interface.
 """
@@ -33,6 +34,9 @@ from diaspora.fabric._server import (
     find_nats_server,
     free_port,
 )
+from diaspora.fabric._sites import Site, Sites
+from diaspora.fabric._sitespec import SiteSpec, check_sites
+from diaspora.fabric._siteview import SiteView
 from diaspora.fabric._stores import KeyValueBucket, KvEntry
 
 __all__ = [
@@ -53,9 +57,14 @@ __all__ = [
     "PublishError",
     "PullConsumer",
     "ServerState",
+    "Site",
+    "SiteSpec",
+    "SiteView",
+    "Sites",
     "StoredMsg",
     "StreamLimits",
     "check_input",
+    "check_sites",
     "check_subject",
     "dlq_subject",
     "find_nats_server",

@@ -38,6 +38,7 @@ from typing import Any, Final, Self
 import anyio
 
 from diaspora.errors import ConfigError, ServerNotFound, ServerStartError
+from diaspora.fabric._leafnodes import check_leaf_url, leaf_url, leafnodes_config
 from diaspora.log import get_logger
 
 __all__ = [
@@ -148,7 +149,9 @@ class EmbeddedServer:
     :meth:`restart`, so file-backed streams survive kills. ``max_payload`` is
     the largest message it accepts (clients read it when they connect);
     ``jetstream_domain`` puts its JetStream in that domain, as a site of a
-    hierarchical fabric is.
+    hierarchical fabric is; ``leaf_port`` opens a loopback leaf-node listener
+    for child sites (:attr:`leaf_url`) and ``leaf_remotes`` (``nats-leaf://``
+    URLs) are the leaf links to parent sites, retried every second.
     """
 
     def __init__(
@@ -162,6 +165,8 @@ class EmbeddedServer:
         ready_timeout: float = 30.0,
         extra_config: str = "",
         jetstream_domain: str | None = None,
+        leaf_port: int | None = None,
+        leaf_remotes: Sequence[str] = (),
         _cluster: _ClusterRoute | None = None,
     ) -> None:
         self.binary = find_nats_server(binary)
@@ -178,6 +183,11 @@ class EmbeddedServer:
             )
         #: The JetStream domain this server's streams live in (``None``: no domain).
         self.jetstream_domain = jetstream_domain
+        self.leaf_port = leaf_port
+        self.leaf_remotes = tuple(
+            check_leaf_url(url, where=f"EmbeddedServer: leaf_remotes[{i}]")
+            for i, url in enumerate(leaf_remotes)
+        )
         self._cluster = _cluster
         self._workdir = Path(tempfile.mkdtemp(prefix=f"diaspora-nats-{self.port}-"))
         self._owns_store = store_dir is None
@@ -194,6 +204,11 @@ class EmbeddedServer:
     def url(self) -> str:
         """Client URL, e.g. ``nats://127.0.0.1:40123``."""
         return f"nats://{_LOOPBACK}:{self.port}"
+
+    @property
+    def leaf_url(self) -> str | None:
+        """Where child sites' leaf remotes connect (``None``: no ``leaf_port``)."""
+        return leaf_url(self.leaf_port) if self.leaf_port is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -368,6 +383,7 @@ class EmbeddedServer:
             f"  store_dir: {json.dumps(str(self.store_dir))}",
             *([f"  domain: {self.jetstream_domain}"] if self.jetstream_domain else []),
             "}",
+            *leafnodes_config(self.leaf_port, self.leaf_remotes),
         ]
         if self._cluster is not None:
             routes = ", ".join(f'"nats-route://{_LOOPBACK}:{p}"' for p in self._cluster.routes)
