@@ -3,17 +3,20 @@
 A site's server listens for leaf links from its children on a loopback port
 (``no_advertise``: a child only ever uses the URL it was given, so a proxy
 put in between stays in between) and keeps one leaf link per remote, retried
-every second while the parent is away.
+every second while the parent is away. Events and dead letters stay on their
+site (:data:`SITE_LOCAL`): the link passes neither.
 
->>> print("\\n".join(leafnodes_config(7422, ["nats-leaf://127.0.0.1:7423"])))
+>>> lines = leafnodes_config(7422, ["nats-leaf://127.0.0.1:7423"])
+>>> print("\\n".join(lines[:5] + lines[6:]))
 leafnodes {
   listen: "127.0.0.1:7422"
   no_advertise: true
   reconnect: "1s"
   remotes: [
-    { url: "nats-leaf://127.0.0.1:7423" }
   ]
 }
+>>> lines[5].split(", deny_imports")[0]
+'    { url: "nats-leaf://127.0.0.1:7423"'
 >>> leaf_url(7422)
 'nats-leaf://127.0.0.1:7422'
 """
@@ -27,8 +30,12 @@ from urllib.parse import urlsplit
 
 from diaspora.errors import ConfigError
 
-__all__ = ["LEAF_SCHEMES", "check_leaf_url", "leaf_url", "leafnodes_config"]
+__all__ = ["LEAF_SCHEMES", "SITE_LOCAL", "check_leaf_url", "leaf_url", "leafnodes_config"]
 
+#: Subjects that stay on their site: every site's server keeps its own events and dead-letter
+#: streams on them, so a link passing them on would have both domains store each message
+#: (``hierarchy.md`` G6). A bridge moves them between sites when wanted.
+SITE_LOCAL: Final = ("diaspora.events.>", "diaspora.dlq.>")
 #: URL schemes nats-server accepts for a leaf remote.
 LEAF_SCHEMES: Final = ("nats-leaf", "nats", "tls", "ws", "wss")
 _LOOPBACK: Final = "127.0.0.1"
@@ -63,7 +70,11 @@ def leafnodes_config(port: int | None, remotes: Sequence[str]) -> list[str]:
         lines += [f'  listen: "{_LOOPBACK}:{port}"', "  no_advertise: true"]
     if remotes:
         lines += ['  reconnect: "1s"', "  remotes: ["]
-        lines += [f"    {{ url: {json.dumps(url)} }}" for url in remotes]
+        local = json.dumps(list(SITE_LOCAL))
+        lines += [
+            f"    {{ url: {json.dumps(url)}, deny_imports: {local}, deny_exports: {local} }}"
+            for url in remotes
+        ]
         lines.append("  ]")
     lines.append("}")
     return lines

@@ -29,6 +29,7 @@ from diaspora.fabric import (
     check_sites,
     free_port,
 )
+from diaspora.testing import read_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -420,3 +421,16 @@ async def test_url_sites_linked_outside_diaspora_are_accepted() -> None:
             ]
             async with Sites(specs, connect_timeout=10) as sites:
                 assert [site.url for site in sites] == [cloud.url, hpc.url]
+
+
+async def test_events_and_dead_letters_stay_on_their_site(chain: Sites) -> None:
+    async with chain.fabric("edge") as edge, chain.fabric("hpc") as hpc:
+        await edge.publish_bytes("diaspora.events.actor.probe.started", b"{}")
+        await edge.publish("diaspora.dlq.probe", {"reason": "test"})
+        await hpc.publish_bytes("diaspora.events.actor.other.started", b"{}")
+        # each site's streams hold that site's own event and dead letter only, once
+        assert (await edge.stream_bounds("diaspora.events.>"))[1] == 1
+        assert (await hpc.stream_bounds("diaspora.events.>"))[1] == 1
+        dlq = "DIASPORA_DLQ"
+        assert len(await read_stream(edge, "diaspora.dlq.probe", stream=dlq)) == 1
+        assert await read_stream(hpc, "diaspora.dlq.probe", stream=dlq) == []
