@@ -152,12 +152,7 @@ async def _run_tree(args: argparse.Namespace) -> int:
                 state_dir=None if state.ephemeral else str(state.path),
             )
             code = await _serve(config, args, status, server.url, server.url)
-        if not state.ephemeral:
-            status.say(
-                "state_kept",
-                f"state kept in {state.shown}: run again to resume",
-                state_dir=str(state.path),
-            )
+        _say_kept(status, state)
         return code
 
 
@@ -205,13 +200,17 @@ async def _run_sites(config: TreeConfig, args: argparse.Namespace, status: RunSt
             supervisor = Supervisor(config.bind_sites(fabrics), name=config.name, on_event=root)
             shown = ", ".join(f"{name} {sites[name].url}" for name in fabrics)
             code = await _supervise(config, args, status, root, supervisor, shown)
-        if not state.ephemeral:
-            status.say(
-                "state_kept",
-                f"state kept in {state.shown}: run again to resume",
-                state_dir=str(state.path),
-            )
+        _say_kept(status, state)
         return code
+
+
+def _say_kept(status: RunStatus, state: StateDir) -> None:
+    if not state.ephemeral:
+        status.say(
+            "state_kept",
+            f"state kept in {state.shown}: run again to resume",
+            state_dir=str(state.path),
+        )
 
 
 async def _supervise(
