@@ -50,6 +50,7 @@ import signal
 
 __all__ = [
     "ActorCrashed",
+    "BridgeError",
     "CheckpointError",
     "ChildAlreadyPresent",
     "ChildAlreadyStarted",
@@ -337,3 +338,8 @@ class InjectionError(DiasporaError):
 
 class WorkflowError(DiasporaError):
     """The workflow under test did not start, did not stop, or left processes behind."""
+
+
+class BridgeError(ConfigError):
+    """A bridge between two sites cannot be made: a domain that does not answer (a typo, a
+    link down), a missing origin stream, or a destination stream in the way."""
