@@ -85,6 +85,7 @@ __all__ = [
     "ServerNotFound",
     "ServerStartError",
     "SimpleOneForOneError",
+    "StreamFull",
     "StreamNotFound",
     "SupervisorError",
     "SupervisorNotRunning",
@@ -152,6 +153,10 @@ class RevisionMismatch(DiasporaError):
 
 class PublishError(DiasporaError):
     """JetStream refused a message for a reason retrying cannot fix (size, wrong stream...)."""
+
+
+class StreamFull(PublishError):
+    """A stream set to ``discard="new"`` is full and refused the message: back-pressure."""
 
 
 # -- actors ------------------------------------------------------------------------------

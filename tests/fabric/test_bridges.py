@@ -11,7 +11,7 @@ import pytest
 from leafrig import LeafRig, leaf_rig, publish_numbers, wait_domain
 
 from diaspora import ActorRuntime, codec
-from diaspora.errors import BridgeError, ConfigError
+from diaspora.errors import BridgeError, ConfigError, StreamFull
 from diaspora.events import Lost, MemorySink
 from diaspora.fabric import (
     Bridge,
@@ -263,3 +263,45 @@ async def test_bridge_fields_are_checked() -> None:
         Bridge("a.b", "edge", "h.p")
     limits = origin_limits(rate=1000, longest_outage=25, message_bytes=128)
     assert (limits.max_msgs, limits.max_bytes, limits.discard) == (50_000, 6_400_000, "old")
+
+
+async def test_an_origin_sized_to_discard_new_refuses_the_instrument_while_cut(
+    rig: LeafRig,
+) -> None:
+    limits = origin_limits(rate=10, longest_outage=5, margin=1.0, discard="new")  # 50 msgs
+    async with Fabric(rig.edge.url, name="edge") as edge, Fabric(rig.hub.url, name="hub") as hub:
+        await edge.ensure_stream(UP.subject, limits)
+        await ensure_bridge(hub, UP)
+        rig.proxy.cut()
+        await wait_domain(rig.hub.url, "edge", up=False)
+        for i in range(50):
+            await edge.publish(UP.subject, {"x": i}, msg_id=f"m{i}")
+        with pytest.raises(StreamFull, match=re.escape("refused: its stream is full")):
+            await edge.publish(UP.subject, {"x": 50}, msg_id="m50")
+        rig.proxy.heal()
+        await wait_count(hub, UP.stream, 50)
+        ids = await ids_at(hub, UP.subject)
+    assert ids == [f"m{i}" for i in range(50)]
+
+
+@pytest.mark.parametrize("which", ["hub", "edge"])
+async def test_an_up_bridge_resumes_exactly_once_after_a_server_restart(
+    rig: LeafRig, which: str
+) -> None:
+    async with Fabric(rig.edge.url, name="edge") as edge, Fabric(rig.hub.url, name="hub") as hub:
+        await edge.ensure_stream(UP.subject)
+        await ensure_bridge(hub, UP)
+        await publish_numbers(rig.edge.url, UP.subject, 0, 1_000)
+        await wait_count(hub, UP.stream, 1_000)
+        server = rig.hub if which == "hub" else rig.edge
+        await server.stop()
+        if which == "hub":
+            await publish_numbers(rig.edge.url, UP.subject, 1_000, 2_000)
+        await server.start()
+        restarted = time.monotonic()
+        if which == "edge":
+            await publish_numbers(rig.edge.url, UP.subject, 1_000, 2_000)
+        await wait_count(hub, UP.stream, 2_000)
+        print(f"{which} restart: all 2000 at the hub {time.monotonic() - restarted:.2f}s after")
+        ids = await ids_at(hub, UP.subject)
+    assert ids == [f"edge.numbers:{i}" for i in range(2_000)]
