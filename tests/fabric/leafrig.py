@@ -31,6 +31,12 @@ class LeafRig:
     proxy: LinkProxy
     hub_domain: str
     edge_domain: str
+    #: A third tier above the hub (its leaf link direct, no proxy), when asked for.
+    cloud: EmbeddedServer | None = None
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py's default error callback prints each failed reconnect."""
 
 
 async def wait_domain(url: str, domain: str, *, timeout: float = 30.0, up: bool = True) -> float:
@@ -39,7 +45,9 @@ async def wait_domain(url: str, domain: str, *, timeout: float = 30.0, up: bool 
     Returns the seconds it took.
     """
     started = time.monotonic()
-    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    nc = await nats.connect(
+        url, max_reconnect_attempts=-1, reconnect_time_wait=0.1, error_cb=_quiet
+    )
     try:
         with anyio.fail_after(timeout):
             while True:
@@ -57,15 +65,38 @@ async def wait_domain(url: str, domain: str, *, timeout: float = 30.0, up: bool 
 
 
 @contextlib.asynccontextmanager
-async def leaf_rig(hub_domain: str = "hpc", edge_domain: str = "edge") -> AsyncIterator[LeafRig]:
-    """Start the hub, the proxy and the edge; yield once the domains answer each other."""
-    leaf_port = free_port()
-    hub = EmbeddedServer(
-        name="hub",
-        jetstream_domain=hub_domain,
-        extra_config=f'leafnodes {{ listen: "127.0.0.1:{leaf_port}", no_advertise: true }}',
-    )
-    async with hub, LinkProxy(leaf_port) as proxy:
+async def leaf_rig(
+    hub_domain: str = "hpc", edge_domain: str = "edge", *, cloud_domain: str | None = None
+) -> AsyncIterator[LeafRig]:
+    """Start the hub, the proxy and the edge; yield once the domains answer each other.
+
+    With ``cloud_domain``, a cloud server is started first and the hub is its leaf.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        cloud = None
+        uplink = ""
+        if cloud_domain is not None:
+            cloud_leaf = free_port()
+            cloud = EmbeddedServer(
+                name="cloud",
+                jetstream_domain=cloud_domain,
+                extra_config=(
+                    f'leafnodes {{ listen: "127.0.0.1:{cloud_leaf}", no_advertise: true }}'
+                ),
+            )
+            await stack.enter_async_context(cloud)
+            remote = f'{{ url: "nats-leaf://127.0.0.1:{cloud_leaf}" }}'
+            uplink = f', reconnect: "1s", remotes: [ {remote} ]'
+        leaf_port = free_port()
+        hub = EmbeddedServer(
+            name="hub",
+            jetstream_domain=hub_domain,
+            extra_config=(
+                f'leafnodes {{ listen: "127.0.0.1:{leaf_port}", no_advertise: true{uplink} }}'
+            ),
+        )
+        await stack.enter_async_context(hub)
+        proxy = await stack.enter_async_context(LinkProxy(leaf_port))
         edge = EmbeddedServer(
             name="edge",
             jetstream_domain=edge_domain,
@@ -74,10 +105,13 @@ async def leaf_rig(hub_domain: str = "hpc", edge_domain: str = "edge") -> AsyncI
                 f'{{ url: "nats-leaf://127.0.0.1:{proxy.port}" }} ] }}'
             ),
         )
-        async with edge:
-            await wait_domain(hub.url, edge_domain)
-            await wait_domain(edge.url, hub_domain)
-            yield LeafRig(hub, edge, proxy, hub_domain, edge_domain)
+        await stack.enter_async_context(edge)
+        await wait_domain(hub.url, edge_domain)
+        await wait_domain(edge.url, hub_domain)
+        if cloud is not None and cloud_domain is not None:
+            await wait_domain(cloud.url, edge_domain)
+            await wait_domain(edge.url, cloud_domain)
+        yield LeafRig(hub, edge, proxy, hub_domain, edge_domain, cloud)
 
 
 async def publish_numbers(
@@ -89,7 +123,7 @@ async def publish_numbers(
     """
     from diaspora import codec
 
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, error_cb=_quiet)
     try:
         js = nc.jetstream(publish_async_max_pending=2000)
         started = time.monotonic()
