@@ -11,7 +11,7 @@ interface.
 # first, before anything imports nats-py: it imports nats-py with aiohttp deferred
 from diaspora.fabric import _aiohttp  # noqa: F401
 from diaspora.fabric._bridgegaps import BridgeMonitor, GapTracker, origin_limits, origin_of
-from diaspora.fabric._bridges import Bridge, Direction, check_site, ensure_bridge
+from diaspora.fabric._bridges import Bridge, Direction, check_site, ensure_bridge, wait_site
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
 from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
@@ -74,4 +74,5 @@ __all__ = [
     "read_stored",
     "stream_name",
     "token",
+    "wait_site",
 ]

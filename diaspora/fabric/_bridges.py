@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
 import nats.js.errors
 from nats.js.api import (
     AckPolicy,
@@ -67,10 +68,9 @@ from diaspora.fabric._streams import DEFAULT_DUPLICATE_WINDOW, StreamLimits
 from diaspora.log import get_logger
 
 if TYPE_CHECKING:
-    from diaspora.fabric._connection import Connection
     from diaspora.fabric._fabric import Fabric
 
-__all__ = ["BRIDGE_PREFIX", "Bridge", "Direction", "check_site", "ensure_bridge"]
+__all__ = ["BRIDGE_PREFIX", "Bridge", "Direction", "check_site", "ensure_bridge", "wait_site"]
 
 #: Deliver subjects of the origin-side consumers: ``diaspora.bridge.<to>.<stream>``.
 BRIDGE_PREFIX: Final = "diaspora.bridge"
@@ -172,7 +172,7 @@ class Bridge:
         return f"bridge {self.subject!r} ({self.direction}: {self.from_domain} -> {self.to_domain})"
 
 
-async def check_site(connection: Connection, domain: str, *, what: str) -> dict[str, Any]:
+async def check_site(fabric: Fabric, domain: str, *, what: str = "site") -> dict[str, Any]:
     """The ``INFO`` answer of ``domain``'s JetStream, else :class:`BridgeError` naming the site.
 
     A mistyped domain otherwise fails silently: the server accepts a source
@@ -180,7 +180,7 @@ async def check_site(connection: Connection, domain: str, *, what: str) -> dict[
     """
     subject = _jsapi.info_subject(domain)
     try:
-        answer = await connection.request(subject, b"", _PROBE_TIMEOUT)
+        answer = await fabric._connection.request(subject, b"", _PROBE_TIMEOUT)
     except (NoResponders, TimeoutError) as exc:
         raise BridgeError(
             f"{what}: no JetStream answers in domain {domain!r} ({subject}): check the "
@@ -195,6 +195,21 @@ async def check_site(connection: Connection, domain: str, *, what: str) -> dict[
     if "error" in info:
         raise BridgeError(f"{what}: JetStream in domain {domain!r} refused: {info['error']}")
     return info
+
+
+async def wait_site(fabric: Fabric, domain: str, *, timeout: float = 30.0) -> None:
+    """Return once ``domain``'s JetStream answers (a leaf link just started, or came back).
+
+    Raises the last :class:`BridgeError` after ``timeout`` seconds.
+    """
+    with anyio.move_on_after(timeout):
+        while True:
+            try:
+                await check_site(fabric, domain)
+                return
+            except BridgeError:
+                await anyio.sleep(0.05)
+    await check_site(fabric, domain, what=f"site {domain!r} after {timeout:g}s")
 
 
 async def ensure_bridge(
@@ -215,8 +230,8 @@ async def ensure_bridge(
     """
     what = bridge.describe()
     connection = fabric._connection
-    await check_site(connection, bridge.from_domain, what=what)
-    await check_site(connection, bridge.to_domain, what=what)
+    await check_site(fabric, bridge.from_domain, what=what)
+    await check_site(fabric, bridge.to_domain, what=what)
     origin = connection.jetstream(bridge.from_domain)
     try:
         await origin.stream_info(bridge.stream)
