@@ -48,11 +48,11 @@ STREAM_SOURCE: Final = "Nats-Stream-Source"
 def origin_of(headers: dict[str, str] | None) -> tuple[int, str] | None:
     """``(origin sequence, origin identity)`` of a sourced copy; ``None`` when not one.
 
-    The identity changes when the origin stream is deleted and recreated
-    (its sequences start again at 1).
+    The identity names the origin stream and its domain, and changes when
+    the origin stream is deleted and recreated (its sequences start again at 1).
 
     >>> origin_of({"Nats-Stream-Source": "EDGE:n1VdnVvB 42 > > edge.ev.det1 MRKx1Qr3"})
-    (42, 'MRKx1Qr3')
+    (42, 'EDGE:n1VdnVvB MRKx1Qr3')
     """
     value = (headers or {}).get(STREAM_SOURCE)
     if not value:
@@ -62,17 +62,20 @@ def origin_of(headers: dict[str, str] | None) -> tuple[int, str] | None:
         seq = int(parts[1])
     except (IndexError, ValueError):
         return None
-    return seq, parts[5] if len(parts) > 5 else ""
+    return seq, f"{parts[0]} {parts[5]}" if len(parts) > 5 else parts[0]
 
 
 class GapTracker:
-    """Feed it each destination message in order; it answers the origin range skipped before it."""
+    """Feed it each destination message in order; it answers the origin range skipped before it.
 
-    def __init__(self, *, up: bool, last_origin: int | None = None) -> None:
+    An up bridge's copy may interleave several origins (one stream per edge
+    aggregated at a hub): each origin's sequences are followed on their own.
+    """
+
+    def __init__(self, *, up: bool) -> None:
         self.up = up
-        #: The last origin sequence seen (``None``: nothing seen yet).
-        self.last_origin = last_origin
-        self._identity: str | None = None
+        #: The last origin sequence seen, per origin (``""``: a mirror's own sequences).
+        self.last_origin: dict[str, int] = {}
 
     def observe(self, seq: int, headers: dict[str, str] | None) -> tuple[int, int] | None:
         """``(first, last)`` origin sequences missing just before this message, else ``None``."""
@@ -81,12 +84,10 @@ class GapTracker:
             if found is None:
                 return None  # not a sourced copy (published at the destination directly)
             origin, identity = found
-            if self._identity is not None and identity != self._identity:
-                self.last_origin = None  # origin recreated: its sequences restart
-            self._identity = identity
         else:
-            origin = seq
-        previous, self.last_origin = self.last_origin, origin
+            origin, identity = seq, ""
+        previous = self.last_origin.get(identity)
+        self.last_origin[identity] = origin
         if previous is not None and origin > previous + 1:
             return previous + 1, origin - 1
         return None

@@ -17,6 +17,7 @@ from diaspora.fabric import (
     Bridge,
     BridgeMonitor,
     Fabric,
+    GapTracker,
     ensure_bridge,
     origin_limits,
     origin_of,
@@ -305,3 +306,20 @@ async def test_an_up_bridge_resumes_exactly_once_after_a_server_restart(
         print(f"{which} restart: all 2000 at the hub {time.monotonic() - restarted:.2f}s after")
         ids = await ids_at(hub, UP.subject)
     assert ids == [f"edge.numbers:{i}" for i in range(2_000)]
+
+
+def test_gaps_are_followed_per_origin_and_restart_with_a_recreated_origin() -> None:
+    tracker = GapTracker(up=True)
+
+    def src(name: str, seq: int, ident: str = "T1") -> dict[str, str]:
+        return {"Nats-Stream-Source": f"{name}:h {seq} > > x.y {ident}"}
+
+    seen = [
+        tracker.observe(1, src("A", 1)),
+        tracker.observe(2, src("B", 1)),  # another origin interleaved: not a gap
+        tracker.observe(3, src("A", 2)),
+        tracker.observe(4, src("B", 5)),  # B skipped 2..4
+        tracker.observe(5, src("A", 1, ident="T2")),  # A recreated: starts again
+        tracker.observe(6, {}),  # published at the destination itself
+    ]
+    assert seen == [None, None, None, (2, 4), None, None]
