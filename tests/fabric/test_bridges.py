@@ -323,3 +323,30 @@ def test_gaps_are_followed_per_origin_and_restart_with_a_recreated_origin() -> N
         tracker.observe(6, {}),  # published at the destination itself
     ]
     assert seen == [None, None, None, (2, 4), None, None]
+
+
+async def test_switching_a_server_managed_bridge_to_a_durable_consumer_keeps_exactly_once(
+    rig: LeafRig,
+) -> None:
+    managed = Bridge(UP.subject, "edge", "hpc", byo_consumer=False, duplicate_window=60)
+    async with Fabric(rig.edge.url, name="edge") as edge, Fabric(rig.hub.url, name="hub") as hub:
+        await edge.ensure_stream(UP.subject)
+        info = await ensure_bridge(hub, managed)
+        assert info.config.sources is not None
+        assert info.config.sources[0].consumer is None
+        await publish_numbers(rig.edge.url, UP.subject, 0, 500)
+        await wait_count(hub, UP.stream, 500)
+        info = await ensure_bridge(hub, UP)  # the source now names the durable consumer
+        assert info.config.sources is not None
+        assert [s.consumer.name for s in info.config.sources if s.consumer] == ["dsp-bridge-hpc"]
+        assert info.config.duplicate_window == pytest.approx(120)
+        await publish_numbers(rig.edge.url, UP.subject, 500, 1_000)
+        await wait_count(hub, UP.stream, 1_000)
+
+        async def all_acked() -> bool:  # everything the durable consumer delivered has landed
+            info = await edge._connection.jetstream().consumer_info(UP.stream, UP.consumer_name)
+            return info.ack_floor.stream_seq >= 1_000 and not info.num_ack_pending
+
+        await wait_until(all_acked, timeout=30)
+        ids = await ids_at(hub, UP.subject)
+    assert ids == [f"edge.numbers:{i}" for i in range(1_000)]
