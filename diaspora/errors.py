@@ -50,6 +50,7 @@ import signal
 
 __all__ = [
     "ActorCrashed",
+    "BridgeError",
     "CheckpointError",
     "ChildAlreadyPresent",
     "ChildAlreadyStarted",
@@ -84,6 +85,7 @@ __all__ = [
     "ServerNotFound",
     "ServerStartError",
     "SimpleOneForOneError",
+    "StreamFull",
     "StreamNotFound",
     "SupervisorError",
     "SupervisorNotRunning",
@@ -151,6 +153,10 @@ class RevisionMismatch(DiasporaError):
 
 class PublishError(DiasporaError):
     """JetStream refused a message for a reason retrying cannot fix (size, wrong stream...)."""
+
+
+class StreamFull(PublishError):
+    """A stream set to ``discard="new"`` is full and refused the message: back-pressure."""
 
 
 # -- actors ------------------------------------------------------------------------------
@@ -337,3 +343,8 @@ class InjectionError(DiasporaError):
 
 class WorkflowError(DiasporaError):
     """The workflow under test did not start, did not stop, or left processes behind."""
+
+
+class BridgeError(ConfigError):
+    """A bridge between two sites cannot be made: a domain that does not answer (a typo, a
+    link down), a missing origin stream, or a destination stream in the way."""

@@ -11,6 +11,8 @@ interface.
 
 # first, before anything imports nats-py: it imports nats-py with aiohttp deferred
 from diaspora.fabric import _aiohttp  # noqa: F401
+from diaspora.fabric._bridgegaps import BridgeMonitor, GapTracker, origin_limits, origin_of
+from diaspora.fabric._bridges import Bridge, Direction, check_site, ensure_bridge, wait_site
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
 from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
@@ -44,11 +46,15 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "DLQ_STREAM",
     "EVENTS_STREAM",
+    "Bridge",
+    "BridgeMonitor",
     "ConsumerSettings",
     "Delivery",
+    "Direction",
     "EmbeddedCluster",
     "EmbeddedServer",
     "Fabric",
+    "GapTracker",
     "Inbound",
     "Inbox",
     "KeyValueBucket",
@@ -64,13 +70,18 @@ __all__ = [
     "StoredMsg",
     "StreamLimits",
     "check_input",
+    "check_site",
     "check_sites",
     "check_subject",
     "dlq_subject",
+    "ensure_bridge",
     "find_nats_server",
     "free_port",
     "is_event_input",
+    "origin_limits",
+    "origin_of",
     "read_stored",
     "stream_name",
     "token",
+    "wait_site",
 ]
