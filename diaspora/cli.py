@@ -66,6 +66,7 @@ from diaspora.fabric import EmbeddedServer, Fabric
 from diaspora.fabric._connection import split_urls
 from diaspora.log import configure_logging, get_logger
 from diaspora.supervision._runnable import run_until
+from diaspora.triggers import serve_control
 from diaspora.workflow import TreeConfig, load_config
 from diaspora.workflow._state import StateDir
 from diaspora.workflow._status import RunStatus
@@ -183,7 +184,7 @@ async def _serve(
             url=shown,
             actors=list(actors),
         )
-        async with status.watching(fabric):
+        async with status.watching(fabric), serve_control(fabric, supervisor):
             await run_until(supervisor, until_signal, task_status=running)
     status.say("stopped", "stopped")
     return ExitCode.OK
