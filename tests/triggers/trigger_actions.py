@@ -45,10 +45,12 @@ def even_x(msg: Message) -> bool:
 
 
 class Worker(Actor):
-    """A child the start-child action starts: a source that idles until stopped."""
+    """A child the start-child action starts: says so on ``spawned``, then idles until stopped."""
 
     def __init__(self, batch: list[dict[str, Any]], label: str = "") -> None:
         self.batch, self.label = batch, label
 
     async def produce(self) -> None:
+        seqs = [entry["seq"] for entry in self.batch]
+        await self.emit("spawned", {"worker": self.id, "label": self.label, "seqs": seqs}, item=1)
         await anyio.sleep_forever()  # the runtime cancels produce() when asked to stop
