@@ -5,9 +5,10 @@ event pattern such as ``diaspora.events.actor.*.lag``), keeps the messages a
 predicate accepts, cuts them into batches (``batch_size`` messages, or what
 ``window`` seconds gathered) and fires an action on each batch: a Python
 callable, or a built-in (publish a message, start a child, switch a stream's
-QoS policy). It is a supervised actor whose checkpoint holds its pending and
-sealed batches, so every matching message fires the action once across
-crashes (see :mod:`diaspora.triggers._batcher` and docs/triggers.md).
+QoS policy, or just the ``fired`` event every firing publishes). It is a
+supervised actor whose checkpoint holds its pending and sealed batches, so
+every matching message fires the action once across crashes (see
+:mod:`diaspora.triggers._batcher` and docs/triggers.md).
 
 >>> spec = TriggerSpec("hot", "readings", PublishAction("alerts"),
 ...                    where=Where.from_mapping({"data.level": {">": 3}}), batch_size=10)
@@ -27,6 +28,7 @@ from diaspora.triggers._spec import (
     Action,
     CallAction,
     Condition,
+    EventAction,
     PublishAction,
     QosAction,
     Start,
@@ -45,6 +47,7 @@ __all__ = [
     "Action",
     "CallAction",
     "Condition",
+    "EventAction",
     "PublishAction",
     "QosAction",
     "Start",

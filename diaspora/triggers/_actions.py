@@ -24,6 +24,7 @@ from diaspora.streams._registry import declare_qos, lookup_qos
 from diaspora.triggers._control import request_start_child
 from diaspora.triggers._spec import (
     CallAction,
+    EventAction,
     PublishAction,
     QosAction,
     StartChildAction,
@@ -109,6 +110,8 @@ class Firing:
             )
             headers = {H.ACTOR: host.id, BATCH_HEADER: context.batch_id}
             await host.publish_ordered(action.subject, payload, headers, context.batch_id)
+        elif isinstance(action, EventAction):
+            pass  # the fired event, published by the stage for every action, is the whole action
         elif isinstance(action, StartChildAction):
             args = {**action.args, "batch": batch_record(batch)}
             await request_start_child(

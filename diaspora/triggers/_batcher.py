@@ -23,10 +23,10 @@ Exactly once across crashes rests on three rules:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+from diaspora.events import Fired
 from diaspora.message import Message
 from diaspora.stage import Host, InputItem, Next, Stage
 from diaspora.triggers._actions import Firing, TriggerContext
@@ -176,14 +176,16 @@ class TriggerStage(Stage):
             fabric=host.fabric,
             log=host.log,
         )
-        started = time.perf_counter()
         await self._firing.fire(entries, context)
         self.fired += 1
-        host.log.info(
-            "trigger_fired",
-            trigger=self.spec.name,
-            batch=number,
-            size=len(entries),
-            redelivered=redelivered,
-            duration_s=round(time.perf_counter() - started, 4),
+        await host.event(
+            Fired(
+                name=host.id,
+                trigger=self.spec.name,
+                batch=context.batch_id,
+                batch_no=number,
+                count=len(entries),
+                action=self.spec.action.kind,
+                redelivered=redelivered,
+            )
         )

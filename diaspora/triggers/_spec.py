@@ -25,7 +25,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from diaspora._importpath import resolve
 from diaspora.errors import ConfigError
@@ -38,6 +38,7 @@ __all__ = [
     "Action",
     "CallAction",
     "Condition",
+    "EventAction",
     "PublishAction",
     "QosAction",
     "Start",
@@ -224,6 +225,7 @@ class CallAction:
     ``(batch, context)``; sync or async. Delivery is at least once: dedupe on
     ``context.batch_id`` (see docs/triggers.md)."""
 
+    kind: ClassVar[str] = "call"
     target: str | Callable[..., Any]
 
     def load(self, where: str = "action.call") -> Callable[..., Any]:
@@ -237,6 +239,7 @@ class CallAction:
 class PublishAction:
     """Publish one message per batch to ``subject``, effectively once (``Nats-Msg-Id``)."""
 
+    kind: ClassVar[str] = "publish"
     subject: str
 
     def __post_init__(self) -> None:
@@ -248,6 +251,7 @@ class StartChildAction:
     """Ask the running tree's ``supervisor`` (a ``simple_one_for_one`` one, by its dotted
     path) to start a child with ``args`` merged with ``{"batch": <the batch as data>}``."""
 
+    kind: ClassVar[str] = "start_child"
     supervisor: str
     args: Mapping[str, Any] = field(default_factory=dict)
     timeout: float = 10.0
@@ -263,6 +267,7 @@ class StartChildAction:
 class QosAction:
     """Switch ``subject``'s declared QoS policy to ``policy`` (its other bounds kept)."""
 
+    kind: ClassVar[str] = "qos"
     subject: str
     policy: OverloadPolicy
 
@@ -272,27 +277,39 @@ class QosAction:
             raise ConfigError(f"action.policy: {self.policy!r} is not an OverloadPolicy")
 
 
-Action = CallAction | PublishAction | StartChildAction | QosAction
+@dataclass(frozen=True, slots=True)
+class EventAction:
+    """Nothing but the ``trigger.<actor>.fired`` event every firing publishes (best effort,
+    as every event is: use :class:`PublishAction` for a stored, exactly-once record)."""
+
+    kind: ClassVar[str] = "event"
+
+
+Action = CallAction | PublishAction | StartChildAction | QosAction | EventAction
 
 _ACTION_KEYS: Final = {
     "call": frozenset({"call"}),
     "publish": frozenset({"publish"}),
     "start_child": frozenset({"start_child", "args", "timeout"}),
     "qos": frozenset({"qos", "policy"}),
+    "event": frozenset({"event"}),
 }
+
+
+_ACTIONS: Final = (CallAction, PublishAction, StartChildAction, QosAction, EventAction)
+_ACTION_NAMES: Final = ", ".join(_ACTION_KEYS)
 
 
 def action_from_config(value: object, where: str = "action") -> Action:
     """``{call = "pkg.mod:fn"}``, ``{publish = "<subject>"}``,
-    ``{start_child = "<supervisor path>", args = {...}}`` or
-    ``{qos = "<subject>", policy = <policy>}``."""
+    ``{start_child = "<supervisor path>", args = {...}}``,
+    ``{qos = "<subject>", policy = <policy>}`` or ``{event = true}``."""
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: {value!r} is not a table (call, publish, start_child or qos)")
+        raise ConfigError(f"{where}: {value!r} is not a table ({_ACTION_NAMES})")
     kinds = [key for key in _ACTION_KEYS if key in value]
     if len(kinds) != 1:
         raise ConfigError(
-            f"{where}: needs exactly one of call, publish, start_child, qos (got "
-            f"{', '.join(kinds) or 'none'})"
+            f"{where}: needs exactly one of {_ACTION_NAMES} (got {', '.join(kinds) or 'none'})"
         )
     kind = kinds[0]
     for key in value:
@@ -308,6 +325,10 @@ def action_from_config(value: object, where: str = "action") -> Action:
             return call
         if kind == "publish":
             return PublishAction(value["publish"])
+        if kind == "event":
+            if value["event"] is not True:
+                raise ConfigError(f"{where}.event: {value['event']!r}: write event = true")
+            return EventAction()
         if kind == "start_child":
             return StartChildAction(
                 value["start_child"], value.get("args", {}), value.get("timeout", 10.0)
@@ -360,7 +381,7 @@ class TriggerSpec:
                 f"trigger {self.name!r}: batch.window {self.window!r} is not a number of "
                 "seconds > 0"
             )
-        if not isinstance(self.action, CallAction | PublishAction | StartChildAction | QosAction):
+        if not isinstance(self.action, _ACTIONS):
             raise ConfigError(f"trigger {self.name!r}: action {self.action!r} is not an action")
         if not isinstance(self.where, Where):
             raise ConfigError(f"trigger {self.name!r}: where {self.where!r} is not a Where")

@@ -285,6 +285,33 @@ async def test_a_trigger_on_an_event_pattern_fires_on_matching_events(fabric: Fa
 # -- built-in actions -------------------------------------------------------------------
 
 
+async def test_every_firing_publishes_a_fired_event_which_the_event_action_is_only(
+    fabric: Fabric,
+) -> None:
+    await publish(fabric, "ticks", [{"x": i} for i in range(4)])
+    ticks = TriggerSpec.from_mapping(
+        {"name": "ticks", "subject": "ticks", "batch": {"size": 2}, "action": {"event": True}}
+    )
+    watch = TriggerSpec.from_mapping(
+        {
+            "name": "watch",
+            "subject": "diaspora.events.trigger.*.fired",
+            "where": {"data.trigger": "ticks"},
+            "action": {"call": "tests.triggers.trigger_actions:record_data"},
+        }
+    )
+    seen = acts.DATA["watch"]
+    async with anyio.create_task_group() as tg:
+        watcher = trigger_runtime(watch, fabric)
+        await tg.start(watcher.run)
+        await run_until(trigger_runtime(ticks, fabric), lambda: len(seen) >= 2)
+        watcher.request_stop()
+    assert [(e["batch"], e["batch_no"], e["count"], e["action"]) for e in seen] == [
+        ("trigger-ticks:batch:1", 1, 2, "event"),
+        ("trigger-ticks:batch:2", 2, 2, "event"),
+    ]
+
+
 async def test_start_child_action_starts_one_worker_per_batch_under_the_named_supervisor(
     fabric: Fabric,
 ) -> None:
@@ -402,7 +429,8 @@ def test_triggers_in_a_workflow_file_become_supervised_children_of_the_root() ->
         ),
         (
             'name = "x"\nsubject = "a"\naction = { mail = "b" }',
-            "flow.toml: triggers[0].action: needs exactly one of call, publish, start_child, qos",
+            "flow.toml: triggers[0].action: needs exactly one of call, publish, start_child, qos, "
+            "event",
         ),
         (
             'name = "x"\nsubject = "a"\naction = { publish = "b" }\n'

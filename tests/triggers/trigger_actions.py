@@ -54,3 +54,11 @@ class Worker(Actor):
         seqs = [entry["seq"] for entry in self.batch]
         await self.emit("spawned", {"worker": self.id, "label": self.label, "seqs": seqs}, item=1)
         await anyio.sleep_forever()  # the runtime cancels produce() when asked to stop
+
+
+#: per trigger name: the data of every message delivered
+DATA: dict[str, list[Any]] = defaultdict(list)
+
+
+def record_data(batch: Sequence[Message], context: TriggerContext) -> None:
+    DATA[context.trigger].extend(m.data for m in batch)
