@@ -18,7 +18,7 @@ from diaspora.errors import ActorCrashed, ConfigError, ControlError
 from diaspora.events import Lag
 from diaspora.fabric import Fabric
 from diaspora.fabric._publisher import OrderedPublisher
-from diaspora.streams._qos import OverloadPolicy, Policy, QosSpec
+from diaspora.streams._qos import AggregateFn, OverloadPolicy, Policy, QosSpec
 from diaspora.streams._registry import declare_qos, lookup_qos
 from diaspora.supervision import ChildSpec, Strategy, Supervisor, SupervisorSpec
 from diaspora.testing import wait_until
@@ -27,6 +27,7 @@ from diaspora.triggers import (
     CallAction,
     PublishAction,
     QosAction,
+    Start,
     StartAt,
     StartChildAction,
     Trigger,
@@ -400,13 +401,22 @@ action = { publish = "alerts" }
 name = "spawn"
 subject = "diaspora.events.actor.*.lag"
 action = { start_child = "root.pool", args = { label = "lagging" } }
+
+[[triggers]]
+name = "shed"
+subject = "load"
+start = { time = 2026-01-01T00:00:00Z }
+action = { qos = "frames", policy = { kind = "aggregate", n = 4, fn = "max" } }
 """
 
 
 def test_triggers_in_a_workflow_file_become_supervised_children_of_the_root() -> None:
     config = parse_config(GOOD, source="flow.toml")
     ids = [child.id for child in config.spec.children]
-    assert ids == ["pool", "trigger-hot", "trigger-spawn"]
+    assert ids == ["pool", "trigger-hot", "trigger-spawn", "trigger-shed"]
+    shed = config.spec.children[3].start.args["spec"]
+    assert shed.action == QosAction("frames", OverloadPolicy.aggregate(4, AggregateFn.MAX))
+    assert shed.start == StartAt(Start.TIME, 1767225600.0)
     actors = config.actors()
     assert actors["root.trigger-hot"] == ("readings",)
     assert "readings" in config.consumed()
