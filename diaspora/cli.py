@@ -68,6 +68,7 @@ from diaspora.fabric._connection import split_urls
 from diaspora.log import configure_logging, get_logger
 from diaspora.supervision import Supervisor
 from diaspora.supervision._runnable import run_until
+from diaspora.triggers import serve_control
 from diaspora.workflow import TreeConfig, load_config
 from diaspora.workflow._state import StateDir
 from diaspora.workflow._status import RunStatus
@@ -238,7 +239,7 @@ async def _supervise(
         url=shown,
         actors=list(actors),
     )
-    async with status.watching(fabric):
+    async with status.watching(fabric), serve_control(fabric, supervisor):
         await run_until(supervisor, until_signal, task_status=running)
     status.say("stopped", "stopped")
     return ExitCode.OK

@@ -37,6 +37,7 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     ├── ChildIgnore                         raise before started() to decline (OTP's ``ignore``)
     ├── NodeCrashed                         a process node exited abnormally
     │   └── NodeHung                        ... after its heartbeats stopped
+    ├── ControlError                        a control request was refused or not answered
     ├── InjectionError                      a fault could not be injected
     └── WorkflowError                       a workflow under test did not start or stop
 
@@ -61,6 +62,7 @@ __all__ = [
     "ChildShutdown",
     "ChildStartError",
     "ConfigError",
+    "ControlError",
     "DecodeError",
     "DiasporaError",
     "EncodeError",
@@ -332,6 +334,16 @@ class NodeHung(NodeCrashed):
             "(SIGKILL); a call that blocks the event loop hangs a node: run blocking work "
             "with anyio.to_thread.run_sync, or raise heartbeat_timeout/start_timeout",
         )
+
+
+# -- control -----------------------------------------------------------------------------
+
+
+class ControlError(DiasporaError):
+    """A request on a control subject (``diaspora.control.>``) was refused or not answered.
+
+    The message names the subject and what the server said (or that nobody serves it).
+    """
 
 
 # -- testing -----------------------------------------------------------------------------

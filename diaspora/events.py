@@ -36,6 +36,7 @@ The kinds, by category:
   :class:`NodeExited`, :class:`NodeHung`.
 - ``scaleout``: :class:`ScaledOut`, :class:`ScaledIn`.
 - ``fabric``: :class:`Reconnected`.
+- ``trigger``: :class:`Fired`.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ __all__ = [
     "EventSink",
     "Exited",
     "Fenced",
+    "Fired",
     "Gap",
     "GaveUp",
     "HandleFailed",
@@ -729,3 +731,21 @@ class Reconnected(Event):
     kind: ClassVar[str] = "reconnected"
     url: str | None
     down_s: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fired(Event):
+    """A trigger ran its ``action`` on batch ``batch`` of ``count`` messages.
+
+    ``redelivered``: the batch was restored sealed after a crash, so the
+    action may have run on it before (same ``batch`` id).
+    """
+
+    category: ClassVar[str] = "trigger"
+    kind: ClassVar[str] = "fired"
+    trigger: str
+    batch: str
+    batch_no: int
+    count: int
+    action: str
+    redelivered: bool = False

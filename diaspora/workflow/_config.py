@@ -122,12 +122,13 @@ from diaspora.workflow._node import (
 )
 from diaspora.workflow._siteconfig import check_placements, parse_sites
 from diaspora.workflow._tree import StreamDecl, TreeConfig
+from diaspora.workflow._triggers import parse_triggers
 
 __all__ = ["TreeConfig", "load_config", "parse_config"]
 
 #: Per-child keys of an older format: a stream's QoS now lives in the top-level ``[streams]``.
 _STREAM_CHILD_KEYS: Final = frozenset({"qos", "streams"})
-_TOP_KEYS: Final = frozenset({"fabric", "supervisor", "streams", "sites"})
+_TOP_KEYS: Final = frozenset({"fabric", "supervisor", "streams", "sites", "triggers"})
 _STREAM_KEYS: Final = frozenset({"qos", "limits"})
 _LIMIT_KEYS: Final = frozenset(
     {"max_msgs", "max_bytes", "max_age", "duplicate_window", "replicas", "storage"}
@@ -202,8 +203,20 @@ class _Parser(TomlReader):
         spec = self.supervisor(root, "supervisor", name)
         if sites and url is not None:
             raise self.fail("fabric.url", "with [sites], give each site its own url")
+        if "triggers" in document:
+            spec = self.triggers(document["triggers"], spec)
         check_placements(self.source, sites, self.placements, self.wheres, spec, name)
         return TreeConfig(self.source, name, spec, url, streams, sites, dict(self.placements))
+
+    def triggers(self, value: object, root: SupervisorSpec) -> SupervisorSpec:
+        """``[[triggers]]``: each a child of the root (``trigger-<name>``)."""
+        children = parse_triggers(value, self.source)
+        if children and root.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+            raise self.fail("triggers", "the root is simple_one_for_one: it has no room for them")
+        try:
+            return dataclasses.replace(root, children=[*root.children, *children])
+        except ConfigError as exc:
+            raise self.from_spec(exc, "triggers", "supervisor") from exc
 
     def streams(self, value: object) -> dict[str, StreamDecl]:
         """``[streams."<subject>"]`` tables: each stream's ``qos`` and retention ``limits``."""
