@@ -14,6 +14,7 @@ from diaspora.fabric import _aiohttp  # noqa: F401
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
 from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
+from diaspora.fabric._linkproxy import LinkProxy
 from diaspora.fabric._naming import (
     DLQ_STREAM,
     EVENTS_STREAM,
@@ -53,6 +54,7 @@ __all__ = [
     "Inbox",
     "KeyValueBucket",
     "KvEntry",
+    "LinkProxy",
     "OrderedPublisher",
     "PublishError",
     "PullConsumer",

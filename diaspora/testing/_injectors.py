@@ -30,7 +30,7 @@ from anyio.abc import TaskGroup
 
 from diaspora import codec
 from diaspora.errors import InjectionError, NoResponders
-from diaspora.fabric import EmbeddedServer, Fabric, ServerState
+from diaspora.fabric import EmbeddedServer, Fabric, LinkProxy, ServerState
 from diaspora.log import get_logger
 from diaspora.testing._fault_targets import ServerFaults, apply_link_fault, lift_link_aspect
 from diaspora.testing._faults import fault_subject
@@ -43,7 +43,6 @@ from diaspora.testing._faultspec import (
     Injected,
 )
 from diaspora.testing._pids import PidSource, PidWatcher, is_descendant
-from diaspora.testing._proxy import LinkProxy
 
 __all__ = ["Injector"]
 
