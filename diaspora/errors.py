@@ -38,6 +38,8 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     ├── NodeCrashed                         a process node exited abnormally
     │   └── NodeHung                        ... after its heartbeats stopped
     ├── InjectionError                      a fault could not be injected
+    ├── LinkFaultError                      a link fault order was refused or unanswered
+    │   └── LinkControlNotFound (NoResponders) no link control serves that site
     └── WorkflowError                       a workflow under test did not start or stop
 
 >>> issubclass(ReplayUnavailable, TimeoutError), issubclass(NoResponders, DiasporaError)
@@ -69,6 +71,8 @@ __all__ = [
     "HistoryError",
     "InjectedFault",
     "InjectionError",
+    "LinkControlNotFound",
+    "LinkFaultError",
     "NoResponders",
     "NodeCrashed",
     "NodeHung",
@@ -337,3 +341,24 @@ class InjectionError(DiasporaError):
 
 class WorkflowError(DiasporaError):
     """The workflow under test did not start, did not stop, or left processes behind."""
+
+
+# -- links -------------------------------------------------------------------------------
+
+
+class LinkFaultError(DiasporaError):
+    """A link fault order was refused (a bad field) or went unanswered; names the site.
+
+    ``site`` is the site whose link was ordered; ``reply`` the control's answer
+    (``{"ok": false, "error": ...}``) when there was one.
+    """
+
+    def __init__(self, message: str, *, site: str, reply: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.site = site
+        self.reply = reply
+
+
+class LinkControlNotFound(LinkFaultError, NoResponders):
+    """Nobody serves a site's link control subject: no ``LinkControl`` runs for that site
+    (a typo in the site name, or it is not started, or it is across a cut link)."""
