@@ -74,6 +74,7 @@ class LinkProxy:
         self._buckets = {d: TokenBucket() for d in Direction}
         self._blackhole_until: float | None = None
         self._accepting = True
+        self._rebound: socket.socket | None = None  # bound by reopen/heal, for the accept loop
         self._connections: set[Connection] = set()
         self._counters = Counters()
         self._changed: anyio.Event | None = None
@@ -109,6 +110,9 @@ class LinkProxy:
             return
         tg.cancel_scope.cancel()
         await tg.__aexit__(None, None, None)
+        rebound, self._rebound = self._rebound, None
+        if rebound is not None:  # healed just before the end: the loop never took it
+            rebound.close()
         self._log.info("link_proxy_stopped", **self.stats())
 
     # -- faults ---------------------------------------------------------------------
@@ -173,13 +177,16 @@ class LinkProxy:
         self._accepting = False
         if self._listen_scope is not None:
             self._listen_scope.cancel()
+        rebound, self._rebound = self._rebound, None
+        if rebound is not None:  # healed and cut again before the accept loop took it
+            rebound.close()
         count = self._abort_all()
         self._log.info("link_cut", connections=count)
         self._notify()
 
     def reopen(self) -> None:
         """End a cut: accept connections again; latency, cap and blackhole stay."""
-        self._accepting = True
+        self._accept_again()
         self._log.info("link_reopened")
         self._notify()
 
@@ -189,7 +196,7 @@ class LinkProxy:
         for bucket in self._buckets.values():
             bucket.set_rate(None, 0.0)
         self._blackhole_until = None
-        self._accepting = True
+        self._accept_again()
         self._log.info("link_healed")
         self._notify()
 
@@ -233,6 +240,15 @@ class LinkProxy:
             raise
         return sock
 
+    def _accept_again(self) -> None:
+        """Accept connections again; listening at once when the cut's listener is closed."""
+        if not self._accepting and self._listen_scope is None and self._rebound is None:
+            # the accept loop closed the old listener: bind now, so that a client told
+            # "healed" is not refused while the loop gets round to it
+            with contextlib.suppress(OSError):  # the loop retries the bind itself
+                self._rebound = self._bind()
+        self._accepting = True
+
     async def _listen_again(self) -> socket.socket:
         delay = 0.01
         while True:
@@ -263,7 +279,7 @@ class LinkProxy:
             # cut: stay closed (connections refused) until healed, then listen again
             while not self._accepting:
                 await self._until(math.inf)
-            listener = await self._listen_again()
+            listener, self._rebound = self._rebound or await self._listen_again(), None
             self._log.info("link_listening")
 
     async def _blackhole_timer(self) -> None:
