@@ -79,7 +79,8 @@ class LinkControl:
         self.subject = link_control_subject(site)
         self._in_force: dict[LinkFaultKind, _InForce] = {}
         self._tg: TaskGroup | None = None
-        self._stack: AsyncExitStack | None = None
+        self._stack: AsyncExitStack | None = None  # the timers' task group
+        self._orders: AsyncExitStack | None = None  # the subscription
         self._log = get_logger(site=site, subject=self.subject)
 
     # -- lifecycle ------------------------------------------------------------------
@@ -90,9 +91,11 @@ class LinkControl:
         async with AsyncExitStack() as stack:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)  # runs first on the way out
-            await stack.enter_async_context(
-                self.fabric.subscription(self.subject, self._on_order, flush=True)
-            )
+            async with AsyncExitStack() as orders:
+                await orders.enter_async_context(
+                    self.fabric.subscription(self.subject, self._on_order, flush=True)
+                )
+                self._orders = orders.pop_all()
             self._stack = stack.pop_all()
         self._log.info("link_control_started")
         return self
@@ -101,10 +104,13 @@ class LinkControl:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         stack, self._stack = self._stack, None
+        orders, self._orders = self._orders, None
         if stack is None:
             return
         try:
             with anyio.CancelScope(shield=True):
+                if orders is not None:  # first: no order may come in after the heal
+                    await orders.aclose()
                 await self._heal("stop")
         finally:
             await stack.aclose()
