@@ -28,6 +28,7 @@ from diaspora.fabric import (
     link_control_subject,
     link_fault,
 )
+from diaspora.fabric._server import free_port
 from diaspora.testing import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -247,3 +248,35 @@ async def test_the_control_runs_once_at_a_time(fabric: Fabric, link_proxy: LinkP
             await running.__aenter__()
     with pytest.raises(RuntimeError, match="not running"):
         await running.apply(LinkFault(LinkFaultKind.HEAL))
+
+
+async def test_a_cut_order_cuts_a_sites_leaf_uplink_and_it_heals_itself() -> None:
+    """The use it is made for: the proxy on the edge's leaf link to the hub."""
+    async with (
+        EmbeddedServer(jetstream_domain="hpc", leaf_port=free_port()) as hub,
+        LinkProxy(hub.leaf_port or 0) as uplink,
+        EmbeddedServer(
+            jetstream_domain="edge", leaf_remotes=[f"nats-leaf://127.0.0.1:{uplink.port}"]
+        ) as edge,
+        Fabric(hub.url, name="hub") as at_hub,
+        Fabric(edge.url, name="edge") as at_edge,
+        control(at_edge, uplink) as (_, sink),
+        at_hub.subscription("hub.echo", echo, flush=True),
+    ):
+
+        async def hub_answers() -> bool:
+            try:
+                await at_edge.request("hub.echo", b"?", timeout=1)
+            except (NoResponders, TimeoutError):
+                return False
+            return True
+
+        async def hub_cut_off() -> bool:
+            return not await hub_answers()
+
+        await wait_until(hub_answers, timeout=30, what="the leaf link up")
+        await link_fault(at_edge, "edge", "cut", seconds=3.0)
+        await wait_until(hub_cut_off, what="the hub unreachable from the edge")
+        assert not healed(sink, "cut_link", "timer")  # cut off by the cut, while it lasts
+        await wait_until(lambda: healed(sink, "cut_link", "timer"), what="cut lifted")
+        await wait_until(hub_answers, timeout=30, what="the leaf link back by itself")
