@@ -39,6 +39,8 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     │   └── NodeHung                        ... after its heartbeats stopped
     ├── ControlError                        a control request was refused or not answered
     ├── InjectionError                      a fault could not be injected
+    ├── LinkFaultError                      a link fault order was refused or unanswered
+    │   └── LinkControlNotFound (NoResponders) no link control serves that site
     └── WorkflowError                       a workflow under test did not start or stop
 
 >>> issubclass(ReplayUnavailable, TimeoutError), issubclass(NoResponders, DiasporaError)
@@ -72,6 +74,8 @@ __all__ = [
     "HistoryError",
     "InjectedFault",
     "InjectionError",
+    "LinkControlNotFound",
+    "LinkFaultError",
     "NoResponders",
     "NodeCrashed",
     "NodeHung",
@@ -360,3 +364,24 @@ class WorkflowError(DiasporaError):
 class BridgeError(ConfigError):
     """A bridge between two sites cannot be made: a domain that does not answer (a typo, a
     link down), a missing origin stream, or a destination stream in the way."""
+
+
+# -- links -------------------------------------------------------------------------------
+
+
+class LinkFaultError(DiasporaError):
+    """A link fault order was refused (a bad field) or went unanswered; names the site.
+
+    ``site`` is the site whose link was ordered; ``reply`` the control's answer
+    (``{"ok": false, "error": ...}``) when there was one.
+    """
+
+    def __init__(self, message: str, *, site: str, reply: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.site = site
+        self.reply = reply
+
+
+class LinkControlNotFound(LinkFaultError, NoResponders):
+    """Nobody serves a site's link control subject: no ``LinkControl`` runs for that site
+    (a typo in the site name, or it is not started, or it is across a cut link)."""

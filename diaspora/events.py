@@ -37,6 +37,7 @@ The kinds, by category:
 - ``scaleout``: :class:`ScaledOut`, :class:`ScaledIn`.
 - ``fabric``: :class:`Reconnected`.
 - ``trigger``: :class:`Fired`.
+- ``link``: :class:`LinkFaulted`, :class:`LinkHealed` (``name`` is the site).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ __all__ = [
     "Ignored",
     "Lag",
     "Level",
+    "LinkFaulted",
+    "LinkHealed",
     "LogSink",
     "Lost",
     "MemorySink",
@@ -749,3 +752,36 @@ class Fired(Event):
     count: int
     action: str
     redelivered: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _LinkEvent(Event):
+    """About a site's degradable link (``name`` is the site)."""
+
+    category: ClassVar[str] = "link"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkFaulted(_LinkEvent):
+    """A link control put ``fault`` on the site's link (``cut_link``, ``latency``...).
+
+    ``seconds`` is the added latency, ``jitter`` its random extra, ``rate`` a
+    bandwidth cap in bytes/s; ``duration`` how long it lasts (``None``: until healed).
+    """
+
+    kind: ClassVar[str] = "faulted"
+    default_level: ClassVar[Level] = Level.WARNING
+    fault: str
+    seconds: float | None = None
+    jitter: float | None = None
+    rate: float | None = None
+    duration: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkHealed(_LinkEvent):
+    """A fault on the site's link was lifted: ``by`` its ``timer`` or a heal ``order``."""
+
+    kind: ClassVar[str] = "healed"
+    fault: str
+    by: str

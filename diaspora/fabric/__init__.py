@@ -3,10 +3,12 @@
 Everything that speaks NATS lives here: the connection and its reconnects,
 embedded servers, streams, KV and object stores, the pull consumer, the
 ordered publisher, the stored-message reader, subjects and their stream
-names, and sites (one JetStream domain each, joined by leaf links: ``Sites``,
-``SiteView``). Layers above use :class:`Fabric`'s methods and never a nats-py
-object. ``diaspora.fabric.headers`` holds the header names, the public wire
-interface.
+names, sites (one JetStream domain each, joined by leaf links: ``Sites``,
+``SiteView``), and the degradable link: :class:`LinkProxy`, the
+:class:`LinkControl` service that obeys fault orders for it, and
+:func:`link_fault` to send them. Layers above use :class:`Fabric`'s methods
+and never a nats-py object. ``diaspora.fabric.headers`` holds the header
+names, the public wire interface.
 """
 
 # first, before anything imports nats-py: it imports nats-py with aiohttp deferred
@@ -16,6 +18,9 @@ from diaspora.fabric._bridges import Bridge, Direction, check_site, ensure_bridg
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
 from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
+from diaspora.fabric._linkcontrol import LinkControl
+from diaspora.fabric._linkorder import LinkFault, LinkFaultKind, link_control_subject, link_fault
+from diaspora.fabric._linkproxy import LinkProxy
 from diaspora.fabric._naming import (
     DLQ_STREAM,
     EVENTS_STREAM,
@@ -59,6 +64,10 @@ __all__ = [
     "Inbox",
     "KeyValueBucket",
     "KvEntry",
+    "LinkControl",
+    "LinkFault",
+    "LinkFaultKind",
+    "LinkProxy",
     "OrderedPublisher",
     "PublishError",
     "PullConsumer",
@@ -78,6 +87,8 @@ __all__ = [
     "find_nats_server",
     "free_port",
     "is_event_input",
+    "link_control_subject",
+    "link_fault",
     "origin_limits",
     "origin_of",
     "read_stored",
