@@ -6,7 +6,7 @@
     graceful stop, 1 when the actor crashed, 2 on a usage or config error
     (:class:`~diaspora.exitcode.ExitCode`).
 
-``diaspora run FILE [--url URL] [--ephemeral] [--quiet | --json] [--every S]``
+``diaspora run FILE [--url URL] [--ephemeral] [--link-proxy] [--quiet | --json] [--every S]``
     Run a supervision tree from a TOML file (see
     :mod:`diaspora.workflow._config`) until SIGINT/SIGTERM, which stop it in
     reverse start order (a second signal kills what is left). The fabric is
@@ -15,8 +15,13 @@
     (histories), is kept in the state directory (``$DIASPORA_STATE_DIR``,
     default ``./.diaspora/``): run it again and every actor resumes from its
     checkpoint with every stream intact. ``--ephemeral`` throws both away on
-    exit. Every stream the tree consumes (actors' inputs and ``[streams]``)
-    exists before the first actor starts. Status lines go to stderr
+    exit. A file with ``[sites]`` runs across them instead: one embedded
+    server per site without a url (stores under ``sites/<site>/`` of the
+    state directory), linked by leaf connections, each child on its site's
+    server (:mod:`diaspora.workflow._siteconfig`); ``--link-proxy`` puts a
+    link proxy obeying fault orders on every embedded site's uplink. Every
+    stream the tree consumes (actors' inputs and ``[streams]``) exists
+    before the first actor starts. Status lines go to stderr
     (``connecting``, ``running``, then every ``--every`` seconds a summary:
     inputs handled, outputs, restarts, lag; ``stopped``), as JSON lines on
     stdout with ``--json``, none with ``--quiet``
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -63,7 +69,7 @@ from diaspora.errors import (
     RestartIntensityExceeded,
 )
 from diaspora.exitcode import ExitCode
-from diaspora.fabric import EmbeddedServer, Fabric, Sites
+from diaspora.fabric import EmbeddedServer, Fabric, Sites, link_control_subject
 from diaspora.fabric._connection import split_urls
 from diaspora.log import configure_logging, get_logger
 from diaspora.supervision import Supervisor
@@ -89,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("file", help="the tree's TOML file (see supervisors/)")
     run.add_argument(
         "--url", help="NATS URL(s); default the file's [fabric] url, $DIASPORA_URL, or embedded"
+    )
+    run.add_argument(
+        "--link-proxy",
+        action="store_true",
+        help="with [sites]: a link proxy on every embedded site's uplink, obeying fault orders",
     )
     run.add_argument(
         "--ephemeral",
@@ -132,6 +143,8 @@ async def _run_tree(args: argparse.Namespace) -> int:
     )
     if config.sites:
         return await _run_sites(config, args, status)
+    if args.link_proxy:
+        raise ConfigError(f"--link-proxy: {config.source} declares no [sites] (no uplinks)")
     url = args.url or config.url
     if url is not None or os.environ.get("DIASPORA_URL"):
         if args.ephemeral:
@@ -173,16 +186,24 @@ async def _run_sites(config: TreeConfig, args: argparse.Namespace, status: RunSt
     """Start (or check) every site, then run the tree with each child on its site's fabric."""
     if args.url is not None:
         raise ConfigError(f"--url: {config.source} declares [sites]: give each site its url there")
+    specs = config.sites
+    if args.link_proxy:  # a proxy on every uplink Diaspora starts
+        specs = tuple(
+            dataclasses.replace(s, link_proxy=True) if s.embedded and s.parent else s for s in specs
+        )
     with StateDir.open(ephemeral=args.ephemeral) as state:
         stores = None if state.ephemeral else state.path / "sites"
         async with (
-            Sites(config.sites, state_dir=stores) as sites,
+            Sites(specs, state_dir=stores) as sites,
             contextlib.AsyncExitStack() as stack,
         ):
             fabrics: dict[str, Fabric] = {}
             for spec in config.sites:
                 site = sites[spec.name]
                 kind = "embedded nats-server" if spec.embedded else "server"
+                control = None if site.proxy is None else link_control_subject(spec.name)
+                if control is not None:
+                    kind += f", uplink through a link proxy obeying {control}"
                 status.say(
                     "connecting",
                     f"site {spec.name}: {site.url} ({kind}, JetStream domain {spec.domain!r})",
@@ -190,6 +211,7 @@ async def _run_sites(config: TreeConfig, args: argparse.Namespace, status: RunSt
                     url=site.url,
                     domain=spec.domain,
                     embedded=spec.embedded,
+                    link_control=control,
                 )
                 fabric = Fabric(site.url, name=f"{config.name}-{spec.name}")
                 fabrics[spec.name] = await stack.enter_async_context(fabric)

@@ -154,3 +154,54 @@ async def test_diaspora_run_starts_one_server_per_site_and_places_each_actor(
         assert await run.stop() == 0
     assert (tmp_path / ".diaspora" / "sites" / "edge" / "jetstream").is_dir()
     assert (tmp_path / ".diaspora" / "sites" / "hpc" / "jetstream").is_dir()
+
+
+async def test_link_proxies_on_the_uplinks_obey_fault_orders_and_the_edge_keeps_working(
+    tmp_path: Path,
+) -> None:
+    from diaspora.fabric import link_fault
+    from diaspora.fabric._jsapi import info_subject
+
+    (tmp_path / "tree.toml").write_text(TREE)
+    with diaspora_run(
+        tmp_path, "tree.toml", "--json", "--every", "60", "--link-proxy", "--ephemeral"
+    ) as run:
+        await run.wait_for(r'"status": "running"', stdout=True)
+        lines = [json.loads(line) for line in run.out().splitlines()]
+        urls = {line["site"]: line["url"] for line in lines if line.get("site")}
+        edge_line = next(line for line in lines if line.get("site") == "edge")
+        assert edge_line["link_control"] == "diaspora.control.link.edge.fault"
+        assert next(li for li in lines if li.get("site") == "hpc")["link_control"] is None
+        async with Fabric(urls["edge"]) as edge, Fabric(urls["hpc"]) as hpc:
+
+            async def hpc_reaches_edge() -> bool:
+                try:
+                    await hpc.request(info_subject("edge"), b"", timeout=0.5)
+                except Exception:
+                    return False
+                return True
+
+            assert await hpc_reaches_edge()
+            reply = await link_fault(edge, "edge", "cut", seconds=4)
+            assert reply["ok"]
+            assert reply["fault"] == "cut_link"
+            await wait_until(
+                lambda: _not(hpc_reaches_edge), timeout=10, what="the edge cut off from hpc"
+            )
+            for x in (1, 2):  # the edge works on its own while cut off
+                await edge.publish("edge.numbers", {"x": x})
+
+            async def edge_sums() -> list[int]:
+                found = await read_stream(edge, "edge.sums", missing_ok=True)
+                return [m.data["total"] for m in found]
+
+            async def summed() -> bool:
+                return await edge_sums() == [1, 3]
+
+            await wait_until(summed, timeout=30, what="edge sums while cut off")
+            await wait_until(hpc_reaches_edge, timeout=30, what="the link back after the cut")
+        assert await run.stop() == 0
+
+
+async def _not(probe) -> bool:  # type: ignore[no-untyped-def]
+    return not await probe()

@@ -22,6 +22,7 @@ edge
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -41,6 +42,9 @@ from diaspora.errors import ConfigError, FabricUnavailable
 from diaspora.fabric import _jsapi
 from diaspora.fabric._connection import split_urls
 from diaspora.fabric._fabric import Fabric
+from diaspora.fabric._leafnodes import leaf_url
+from diaspora.fabric._linkcontrol import LinkControl
+from diaspora.fabric._linkproxy import LinkProxy
 from diaspora.fabric._server import EmbeddedServer, free_port
 from diaspora.fabric._sitespec import SiteSpec, check_sites
 from diaspora.fabric._siteview import SiteView
@@ -62,6 +66,8 @@ class Site:
     parent: str | None
     #: The embedded server (``None`` for a site with a ``url``), for tests to stop or kill.
     server: EmbeddedServer | None = None
+    #: The proxy on the uplink to the parent (``link_proxy=True``), obeying fault orders.
+    proxy: LinkProxy | None = None
 
 
 class Sites:
@@ -88,6 +94,8 @@ class Sites:
         self.link_timeout = link_timeout
         self._binary = binary
         self._sites: dict[str, Site] = {}
+        #: the link proxies and their controls, closed before the servers
+        self._links = contextlib.AsyncExitStack()
         self._log = get_logger(sites=",".join(s.name for s in self._order))
 
     # -- lookup ---------------------------------------------------------------------
@@ -152,12 +160,14 @@ class Sites:
                 if spec.parent is not None:
                     await self.wait_linked(spec.name)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.close()
+            await self.close()
             raise
 
     async def close(self) -> None:
         """Stop the embedded servers, children first (stores are kept in ``state_dir``)."""
+        # first the proxies and controls: their task groups must close outside a new scope
+        links, self._links = self._links, contextlib.AsyncExitStack()
+        await links.aclose()
         with anyio.CancelScope(shield=True):
             for name in reversed(list(self._sites)):
                 site = self._sites.pop(name)
@@ -205,9 +215,15 @@ class Sites:
         assert self._state_dir is not None
         store = spec.store_dir or self._state_dir / spec.name / "jetstream"
         remotes = []
+        proxy = None
         if spec.parent is not None:
             remote = self[spec.parent].leaf_url
             assert remote is not None  # check_sites refused a parent without one
+            if spec.link_proxy:
+                port = urlsplit(remote).port
+                assert port is not None
+                proxy = await self._links.enter_async_context(LinkProxy(port))
+                remote = leaf_url(proxy.port)
             remotes.append(remote)
         server = EmbeddedServer(
             store_dir=store,
@@ -224,7 +240,12 @@ class Sites:
                 await server.close()
             raise
         self._log.info("site_started", site=spec.name, domain=spec.domain, url=server.url)
-        return Site(spec.name, spec.domain, server.url, server.leaf_url, spec.parent, server)
+        if proxy is not None:  # orders reach the control on the site's own server
+            fabric = await self._links.enter_async_context(
+                Fabric(server.url, name=f"link-control-{spec.name}")
+            )
+            await self._links.enter_async_context(LinkControl(fabric, spec.name, proxy))
+        return Site(spec.name, spec.domain, server.url, server.leaf_url, spec.parent, server, proxy)
 
     async def _check_url_site(self, spec: SiteSpec) -> Site:
         """The running site at ``spec.url``, once it answers as JetStream domain ``spec.domain``."""

@@ -63,6 +63,9 @@ class SiteSpec:
     parent: str | None = None
     store_dir: str | os.PathLike[str] | None = None
     leaf_url: str | None = None
+    #: put a :class:`~diaspora.fabric.LinkProxy` on this site's uplink, obeying fault orders
+    #: on ``diaspora.control.link.<name>.fault`` (an embedded site with a parent only)
+    link_proxy: bool = False
 
     def __post_init__(self) -> None:
         _check_token(self.name, f"sites.{self.name}", "site name")
@@ -79,6 +82,11 @@ class SiteSpec:
                     "site's leaf listener is chosen when it starts)"
                 )
             check_leaf_url(self.leaf_url, where=f"{where}.leaf_url")
+        if self.link_proxy and (self.url is not None or self.parent is None):
+            raise ConfigError(
+                f"{where}.link.proxy: only an embedded site with a parent has an uplink that "
+                "Diaspora can put a proxy on"
+            )
         if self.store_dir is not None and self.url is not None:
             raise ConfigError(
                 f"{where}.store_dir: a site with a url keeps its store on its own server; "

@@ -47,11 +47,15 @@ from diaspora.workflow._node import ProcessStart
 
 __all__ = ["check_placements", "parse_sites", "placed_actors"]
 
-_SITE_KEYS: Final = frozenset({"domain", "url", "parent", "leaf_url"})
+_SITE_KEYS: Final = frozenset({"domain", "url", "parent", "leaf_url", "link"})
+_LINK_KEYS: Final = frozenset({"proxy"})
 
 
 def parse_sites(reader: TomlReader, value: object) -> tuple[SiteSpec, ...]:
-    """The ``[sites.<name>]`` tables, checked as a topology (names, domains, parents, cycles)."""
+    """The ``[sites.<name>]`` tables, checked as a topology (names, domains, parents, cycles).
+
+    ``link = { proxy = true }`` puts a link proxy on the site's uplink.
+    """
     sites = []
     for name, raw in reader.table(value, "sites").items():
         where = f"sites.{name}"
@@ -61,13 +65,27 @@ def parse_sites(reader: TomlReader, value: object) -> tuple[SiteSpec, ...]:
             reader.required(table, "domain", where, "the site's JetStream domain"),
             f"{where}.domain",
         )
-        fields = {
-            key: reader.string(table[key], f"{where}.{key}")
+        text = {
+            key: reader.string(table[key], f"{where}.{key}") if key in table else None
             for key in ("url", "parent", "leaf_url")
-            if key in table
         }
+        proxy = False
+        if "link" in table:
+            link = reader.table(table["link"], f"{where}.link")
+            reader.keys(link, f"{where}.link", _LINK_KEYS)
+            if "proxy" in link:
+                proxy = reader.boolean(link["proxy"], f"{where}.link.proxy")
         try:
-            sites.append(SiteSpec(name, domain, **fields))
+            sites.append(
+                SiteSpec(
+                    name,
+                    domain,
+                    url=text["url"],
+                    parent=text["parent"],
+                    leaf_url=text["leaf_url"],
+                    link_proxy=proxy,
+                )
+            )
         except ConfigError as exc:
             raise ConfigError(f"{reader.source}: {exc}") from exc
     if not sites:

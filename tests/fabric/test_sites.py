@@ -29,7 +29,7 @@ from diaspora.fabric import (
     check_sites,
     free_port,
 )
-from diaspora.testing import read_stream
+from diaspora.testing import read_stream, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -434,3 +434,37 @@ async def test_events_and_dead_letters_stay_on_their_site(chain: Sites) -> None:
         dlq = "DIASPORA_DLQ"
         assert len(await read_stream(edge, "diaspora.dlq.probe", stream=dlq)) == 1
         assert await read_stream(hpc, "diaspora.dlq.probe", stream=dlq) == []
+
+
+def test_a_link_proxy_needs_an_uplink_diaspora_starts() -> None:
+    from diaspora.errors import ConfigError
+    from diaspora.fabric import SiteSpec
+
+    with pytest.raises(ConfigError, match=r"sites.cloud.link.proxy: only an embedded site"):
+        SiteSpec("cloud", domain="cloud", link_proxy=True)
+    with pytest.raises(ConfigError, match=r"sites.edge.link.proxy"):
+        SiteSpec("edge", domain="edge", parent="hpc", url="nats://127.0.0.1:4222", link_proxy=True)
+
+
+async def test_a_site_with_a_link_proxy_obeys_cut_orders_on_its_uplink(tmp_path: Path) -> None:
+    from diaspora.fabric import SiteSpec, link_fault
+
+    specs = [
+        SiteSpec("edge", domain="edge", parent="hpc", link_proxy=True),
+        SiteSpec("hpc", domain="hpc"),
+    ]
+    async with Sites(specs, state_dir=tmp_path) as sites:
+        assert sites["edge"].proxy is not None
+        assert sites["hpc"].proxy is None
+        async with sites.fabric("edge") as edge, sites.fabric("hpc") as hpc:
+            assert (await info(hpc, "edge")).get("domain") == "edge"
+            await link_fault(edge, "edge", "cut", seconds=3)
+
+            async def cut_off() -> bool:
+                try:
+                    return "domain" not in await info(hpc, "edge")
+                except Exception:
+                    return True
+
+            await wait_until(cut_off, timeout=10, what="edge unreachable from hpc")
+            await sites.wait_linked("edge", timeout=30)  # the cut lifts by itself
