@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from diaspora import Actor, Message
 
-__all__ = ["KeyedTotals", "RunningSum", "Scale"]
+__all__ = ["Archive", "KeyedTotals", "RunningSum", "Scale"]
 
 
 class RunningSum(Actor):
@@ -43,6 +43,18 @@ class Scale(Actor):
 
     async def handle(self, msg: Message) -> None:
         await self.emit(self.to, {"x": msg.data["x"] * self.factor})
+
+
+class Archive(Actor):
+    """Keep every input, as it came, on ``to`` (a site's archive of a bridged stream)."""
+
+    inputs = ("results",)
+
+    def __init__(self, to: str = "archive") -> None:
+        self.to = to
+
+    async def handle(self, msg: Message) -> None:
+        await self.emit(self.to, msg.data)
 
 
 class KeyedTotals(Actor):

@@ -69,7 +69,13 @@ from diaspora.errors import (
     RestartIntensityExceeded,
 )
 from diaspora.exitcode import ExitCode
-from diaspora.fabric import EmbeddedServer, Fabric, Sites, link_control_subject
+from diaspora.fabric import (
+    EmbeddedServer,
+    Fabric,
+    Sites,
+    ensure_bridge,
+    link_control_subject,
+)
 from diaspora.fabric._connection import split_urls
 from diaspora.log import configure_logging, get_logger
 from diaspora.supervision import Supervisor
@@ -217,6 +223,17 @@ async def _run_sites(config: TreeConfig, args: argparse.Namespace, status: RunSt
                 fabrics[spec.name] = await stack.enter_async_context(fabric)
             for name, fabric in fabrics.items():
                 await config.declare_streams(fabric, site=name)
+            for decl in config.bridges:  # the origins exist now: copy them to their readers
+                bridge = decl.bridge(config.sites)
+                await ensure_bridge(fabrics[decl.target], bridge)
+                status.say(
+                    "bridged",
+                    f"bridge {decl.subject}: {decl.source} -> {decl.target} ({bridge.direction})",
+                    subject=decl.subject,
+                    source=decl.source,
+                    target=decl.target,
+                    direction=str(bridge.direction),
+                )
             root_site = config.site_of(config.name)
             assert root_site is not None  # the parser places the root when sites exist
             root = fabrics[root_site]

@@ -4,6 +4,7 @@ starting one embedded server per site, linked by leaf connections, every actor o
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,131 @@ async def test_link_proxies_on_the_uplinks_obey_fault_orders_and_the_edge_keeps_
 
 async def _not(probe) -> bool:  # type: ignore[no-untyped-def]
     return not await probe()
+
+
+THREE_SITES = """
+[sites.edge]
+domain = "edge"
+parent = "hpc"
+[sites.hpc]
+domain = "hpc"
+parent = "cloud"
+[sites.cloud]
+domain = "cloud"
+
+[[bridges]]
+subject = "edge.numbers"
+from = "edge"
+to = "hpc"
+[[bridges]]
+subject = "hpc.sums"
+from = "hpc"
+to = "cloud"
+
+[supervisor]
+site = "hpc"
+[[supervisor.children]]
+id = "sum"
+actor = "actors.examples:RunningSum"
+args = { to = "hpc.sums" }
+inputs = ["edge.numbers"]
+[[supervisor.children]]
+id = "archive"
+site = "cloud"
+actor = "actors.examples:Archive"
+args = { to = "cloud.archive" }
+inputs = ["hpc.sums"]
+"""
+
+
+def test_bridges_join_readers_on_two_sites_and_are_checked() -> None:
+    config = parse_config(THREE_SITES, source="t.toml")
+    assert config.subject_sites() == {"edge.numbers": "edge", "hpc.sums": "hpc"}
+    up = config.bridges[0].bridge(config.sites)
+    assert (up.from_domain, up.to_domain, str(up.direction)) == ("edge", "hpc", "up")
+    down = THREE_SITES.replace('from = "hpc"\nto = "cloud"', 'from = "hpc"\nto = "edge"')
+    down = down.replace('site = "cloud"\nactor', 'site = "edge"\nactor')
+    mirror = parse_config(down, source="t")
+    assert str(mirror.bridges[1].bridge(mirror.sites).direction) == "down"
+    # a second reader on a site the stream is not bridged to
+    extra = '[[supervisor.children]]\nid = "late"\nsite = "edge"\n'
+    extra += 'actor = "actors.examples:Archive"\ninputs = ["hpc.sums"]\n'
+    with pytest.raises(ConfigError, match=r"'root.late' on site 'edge' reads 'hpc.sums'"):
+        parse_config(THREE_SITES + extra, source="t.toml")
+    for old, new, message in [
+        ('to = "cloud"\n\n[supervisor]', 'to = "moon"\n\n[supervisor]', "'moon' is not a declared"),
+        ('from = "hpc"\nto = "cloud"', 'from = "hpc"\nto = "hpc"', "'hpc' is the origin too"),
+    ]:
+        assert old in THREE_SITES
+        with pytest.raises(ConfigError, match=re.escape(f"t.toml: bridges[1].to: {message}")):
+            parse_config(THREE_SITES.replace(old, new), source="t.toml")
+    with pytest.raises(ConfigError, match=r"t: bridges: a bridge joins two sites"):
+        parse_config('[[bridges]]\nsubject = "x"\nfrom = "a"\nto = "b"\n[supervisor]\n', source="t")
+
+
+@pytest.mark.parametrize(
+    "cut", [pytest.param(3.0, id="3s"), pytest.param(25.0, id="25s", marks=pytest.mark.soak)]
+)
+async def test_edge_to_hpc_to_cloud_through_a_cut_uplink_nothing_lost_or_duplicated(
+    tmp_path: Path, cut: float
+) -> None:
+    import time
+
+    import anyio
+
+    from diaspora.fabric import link_fault
+
+    (tmp_path / "tree.toml").write_text(THREE_SITES)
+    with diaspora_run(
+        tmp_path, "tree.toml", "--json", "--every", "60", "--link-proxy", "--ephemeral"
+    ) as run:
+        await run.wait_for(r'"status": "running"', stdout=True)
+        lines = [json.loads(line) for line in run.out().splitlines()]
+        urls = {line["site"]: line["url"] for line in lines if line.get("site")}
+        assert [li["direction"] for li in lines if li["status"] == "bridged"] == ["up", "up"]
+        n, rate = int(2 * cut * 1000 / 2), 1000.0
+        async with Fabric(urls["edge"]) as edge, Fabric(urls["cloud"]) as cloud:
+            published = 0
+            restored_at = 0.0
+
+            async def produce() -> None:  # the edge producer, about 1,000 msg/s
+                nonlocal published
+                start = time.monotonic()
+                for i in range(1, n + 1):
+                    await edge.publish("edge.numbers", {"x": 1}, msg_id=f"in-{i}")
+                    published = i
+                    ahead = start + i / rate - time.monotonic()
+                    if ahead > 0:
+                        await anyio.sleep(ahead)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(produce)
+                await anyio.sleep(0.5)
+                await link_fault(edge, "edge", "cut", seconds=cut)
+                await anyio.sleep(cut)
+                restored_at = time.monotonic()
+
+            async def archive() -> list[int]:
+                found = await read_stream(cloud, "cloud.archive", missing_ok=True)
+                return [m.data["total"] for m in found]
+
+            before = len(await archive())
+            await wait_until(
+                lambda: _archived(archive, before + 1), timeout=120, what="the archive moving"
+            )
+            resumed = time.monotonic() - restored_at
+            await wait_until(
+                lambda: _archived(archive, n), timeout=120, what=f"{n} sums archived at cloud"
+            )
+            drained = time.monotonic() - restored_at
+            totals = await archive()
+            assert totals == list(range(1, n + 1)), "lost, duplicated or reordered"
+            print(
+                f"cut {cut}s, {n} msgs: the cloud archive moved again {resumed:.2f}s and had "
+                f"every sum {drained:.2f}s after the link came back ({before} before)"
+            )
+        assert await run.stop() == 0
+
+
+async def _archived(archive, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return len(await archive()) >= n

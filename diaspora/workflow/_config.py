@@ -22,6 +22,11 @@ Keys (``*``: required)::
     parent = "hpc"                    # leaf link to the parent site
     url = "nats://edge:4222"          # omitted: an embedded server (leaf_url: its leaf port)
 
+    [[bridges]]                       # optional, with [sites]: a stream moved between sites
+    subject = "edge.frames"           # * its origin stream is at `from`; readers at `to`
+    from = "edge"                     # * consume the copy (up: a source; down: a mirror)
+    to = "hpc"                        # *
+
     [supervisor]                      # the root supervisor
     name = "root"                     # first token of every actor id (default "root")
     site = "hpc"                      # with [sites]: where the root runs (default: the first)
@@ -120,7 +125,7 @@ from diaspora.workflow._node import (
     DEFAULT_START_TIMEOUT,
     process_child,
 )
-from diaspora.workflow._siteconfig import check_placements, parse_sites
+from diaspora.workflow._siteconfig import BridgeDecl, check_placements, parse_bridges, parse_sites
 from diaspora.workflow._tree import StreamDecl, TreeConfig
 from diaspora.workflow._triggers import parse_triggers
 
@@ -128,7 +133,7 @@ __all__ = ["TreeConfig", "load_config", "parse_config"]
 
 #: Per-child keys of an older format: a stream's QoS now lives in the top-level ``[streams]``.
 _STREAM_CHILD_KEYS: Final = frozenset({"qos", "streams"})
-_TOP_KEYS: Final = frozenset({"fabric", "supervisor", "streams", "sites", "triggers"})
+_TOP_KEYS: Final = frozenset({"fabric", "supervisor", "streams", "sites", "bridges", "triggers"})
 _STREAM_KEYS: Final = frozenset({"qos", "limits"})
 _LIMIT_KEYS: Final = frozenset(
     {"max_msgs", "max_bytes", "max_age", "duplicate_window", "replicas", "storage"}
@@ -205,8 +210,15 @@ class _Parser(TomlReader):
             raise self.fail("fabric.url", "with [sites], give each site its own url")
         if "triggers" in document:
             spec = self.triggers(document["triggers"], spec)
-        check_placements(self.source, sites, self.placements, self.wheres, spec, name)
-        return TreeConfig(self.source, name, spec, url, streams, sites, dict(self.placements))
+        bridges: tuple[BridgeDecl, ...] = ()
+        if "bridges" in document:
+            if not sites:
+                raise self.fail("bridges", "a bridge joins two sites: declare [sites.<name>]")
+            bridges = parse_bridges(self, document["bridges"], sites)
+        check_placements(self.source, sites, self.placements, self.wheres, spec, name, bridges)
+        return TreeConfig(
+            self.source, name, spec, url, streams, sites, dict(self.placements), bridges
+        )
 
     def triggers(self, value: object, root: SupervisorSpec) -> SupervisorSpec:
         """``[[triggers]]``: each a child of the root (``trigger-<name>``)."""

@@ -35,20 +35,90 @@ refused, naming both places; move a stream between sites with a bridge.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from diaspora._tomlfile import TomlReader
 from diaspora.errors import ConfigError
-from diaspora.fabric import SiteSpec, check_sites
-from diaspora.fabric._naming import is_event_input
+from diaspora.fabric import Bridge, Direction, SiteSpec, check_sites
+from diaspora.fabric._naming import check_subject, is_event_input
 from diaspora.supervision._spec import SupervisorSpec
 from diaspora.workflow._children import ActorStart
 from diaspora.workflow._node import ProcessStart
 
-__all__ = ["check_placements", "parse_sites", "placed_actors"]
+__all__ = ["BridgeDecl", "check_placements", "parse_bridges", "parse_sites", "placed_actors"]
 
 _SITE_KEYS: Final = frozenset({"domain", "url", "parent", "leaf_url", "link"})
 _LINK_KEYS: Final = frozenset({"proxy"})
+_BRIDGE_KEYS: Final = frozenset({"subject", "from", "to"})
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeDecl:
+    """A ``[[bridges]]`` table: ``subject``'s stream moved from site ``source`` to ``target``."""
+
+    subject: str
+    source: str
+    target: str
+
+    def bridge(self, sites: tuple[SiteSpec, ...]) -> Bridge:
+        """The fabric's :class:`~diaspora.fabric.Bridge`: down (a mirror) to a descendant of
+        the origin, else up (a source into a subject-less copy)."""
+        by_name = {site.name: site for site in sites}
+        down = _descends(self.target, self.source, by_name)
+        return Bridge(
+            self.subject,
+            by_name[self.source].domain,
+            by_name[self.target].domain,
+            direction=Direction.DOWN if down else Direction.UP,
+        )
+
+
+def _descends(name: str, ancestor: str, by_name: Mapping[str, SiteSpec]) -> bool:
+    parent = by_name[name].parent
+    while parent is not None:
+        if parent == ancestor:
+            return True
+        parent = by_name[parent].parent
+    return False
+
+
+def parse_bridges(
+    reader: TomlReader, value: object, sites: tuple[SiteSpec, ...]
+) -> tuple[BridgeDecl, ...]:
+    """The ``[[bridges]]`` tables: a subject and two declared, different sites each."""
+    if not isinstance(value, list):
+        raise reader.fail("bridges", "expected an array of tables ([[bridges]])")
+    names = {site.name for site in sites}
+    out: list[BridgeDecl] = []
+    for i, raw in enumerate(value):
+        where = f"bridges[{i}]"
+        table = reader.table(raw, where)
+        reader.keys(table, where, _BRIDGE_KEYS)
+        subject = reader.string(
+            reader.required(table, "subject", where, "the subject whose stream moves"),
+            f"{where}.subject",
+        )
+        check_subject(subject, where=f"{reader.source}: {where}.subject")
+        ends = []
+        for key in ("from", "to"):
+            site = reader.string(
+                reader.required(table, key, where, f"the site the stream moves {key}"),
+                f"{where}.{key}",
+            )
+            if site not in names:
+                known = ", ".join(sorted(names)) or "none: declare [sites.<name>] tables"
+                raise reader.fail(f"{where}.{key}", f"{site!r} is not a declared site ({known})")
+            ends.append(site)
+        if ends[0] == ends[1]:
+            raise reader.fail(
+                f"{where}.to", f"{ends[1]!r} is the origin too: a bridge joins two sites"
+            )
+        decl = BridgeDecl(subject, ends[0], ends[1])
+        if any((b.subject, b.target) == (subject, decl.target) for b in out):
+            raise reader.fail(where, f"a second bridge of {subject!r} into site {decl.target!r}")
+        out.append(decl)
+    return tuple(out)
 
 
 def parse_sites(reader: TomlReader, value: object) -> tuple[SiteSpec, ...]:
@@ -120,6 +190,7 @@ def check_placements(
     wheres: Mapping[str, str],
     spec: SupervisorSpec,
     root: str,
+    bridges: tuple[BridgeDecl, ...] = (),
 ) -> None:
     """Every ``site`` names a declared site; a process node's subtree stays on one site;
     a subject is consumed on one site only."""
@@ -139,7 +210,8 @@ def check_placements(
             if is_event_input(subject):
                 continue
             first = readers.setdefault(subject, (path, at))
-            if first[1] != at:
+            bridged = {b.target for b in bridges if b.subject == subject}
+            if first[1] != at and not ({first[1], at} - {_origin(subject, bridges)} <= bridged):
                 raise ConfigError(
                     f"{source}: actor {path!r} on site {at!r} reads {subject!r}, which "
                     f"actor {first[0]!r} reads on site {first[1]!r}: a subject is consumed on "
@@ -173,3 +245,8 @@ def _check_nodes(
             start = start.target
         if isinstance(start, SupervisorSpec):
             _check_nodes(source, start, child_path, child_site, placements, wheres, inner)
+
+
+def _origin(subject: str, bridges: tuple[BridgeDecl, ...]) -> str | None:
+    """The site a bridged subject's stream comes from (``None``: not bridged)."""
+    return next((b.source for b in bridges if b.subject == subject), None)

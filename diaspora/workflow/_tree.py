@@ -20,7 +20,7 @@ from diaspora.supervision._spec import SupervisorSpec
 from diaspora.supervision._supervisor import Supervisor
 from diaspora.workflow._children import ActorStart
 from diaspora.workflow._node import ProcessStart
-from diaspora.workflow._siteconfig import placed_actors
+from diaspora.workflow._siteconfig import BridgeDecl, placed_actors
 
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
@@ -53,6 +53,8 @@ class TreeConfig:
     sites: tuple[SiteSpec, ...] = ()
     #: child path (``root.ingest``) -> the site its table names (inherited below it)
     placements: Mapping[str, str] = field(default_factory=dict)
+    #: the ``[[bridges]]``: streams copied from one site to another
+    bridges: tuple[BridgeDecl, ...] = ()
 
     def site_of(self, path: str) -> str | None:
         """The site of the child at ``path`` (``root`` for the root): its own, else its parent's."""
@@ -65,7 +67,7 @@ class TreeConfig:
     def subject_sites(self) -> dict[str, str]:
         """The site each consumed subject's stream lives on (its readers' site, else the root's)."""
         root = self.site_of(self.name)
-        out: dict[str, str] = {}
+        out: dict[str, str] = {b.subject: b.source for b in self.bridges}  # a copy's origin
         for _path, site, start in placed_actors(self.spec, self.name, root, self.placements):
             for subject in start.inputs or tuple(getattr(start.actor, "inputs", ())):
                 if site is not None and not is_event_input(subject):
