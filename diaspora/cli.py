@@ -70,6 +70,7 @@ from diaspora.errors import (
 )
 from diaspora.exitcode import ExitCode
 from diaspora.fabric import (
+    BridgeMonitor,
     EmbeddedServer,
     Fabric,
     Sites,
@@ -202,6 +203,7 @@ async def _run_sites(config: TreeConfig, args: argparse.Namespace, status: RunSt
         async with (
             Sites(specs, state_dir=stores) as sites,
             contextlib.AsyncExitStack() as stack,
+            anyio.create_task_group() as monitors,
         ):
             fabrics: dict[str, Fabric] = {}
             for spec in config.sites:
@@ -234,12 +236,16 @@ async def _run_sites(config: TreeConfig, args: argparse.Namespace, status: RunSt
                     target=decl.target,
                     direction=str(bridge.direction),
                 )
+            for decl in config.bridges:  # holes in a copy (an origin overflowed): lost events
+                monitor = BridgeMonitor(fabrics[decl.target], decl.bridge(config.sites), keep=True)
+                monitors.start_soon(monitor.run)
             root_site = config.site_of(config.name)
             assert root_site is not None  # the parser places the root when sites exist
             root = fabrics[root_site]
             supervisor = Supervisor(config.bind_sites(fabrics), name=config.name, on_event=root)
             shown = ", ".join(f"{name} {sites[name].url}" for name in fabrics)
             code = await _supervise(config, args, status, root, supervisor, shown)
+            monitors.cancel_scope.cancel()
         _say_kept(status, state)
         return code
 

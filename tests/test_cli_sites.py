@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import anyio
 import pytest
 
 from diaspora.errors import ConfigError
@@ -334,3 +335,60 @@ async def test_edge_to_hpc_to_cloud_through_a_cut_uplink_nothing_lost_or_duplica
 
 async def _archived(archive, n: int) -> bool:  # type: ignore[no-untyped-def]
     return len(await archive()) >= n
+
+
+async def test_an_origin_that_overflowed_during_a_cut_is_reported_lost_once(
+    tmp_path: Path,
+) -> None:
+    from diaspora.fabric import link_fault
+
+    tree = THREE_SITES + '\n[streams."edge.numbers"]\nlimits = { max_msgs = 50 }\n'
+    (tmp_path / "tree.toml").write_text(tree)
+
+    async def lost_events(fabric: Fabric) -> list[tuple[int, int]] | None:
+        try:
+            found = await read_stream(
+                fabric, "diaspora.events.actor.*.lost", stream="DIASPORA_EVENTS", missing_ok=True
+            )
+        except TimeoutError:  # a busy server: ask again
+            return None
+        return [(m.data["first"], m.data["last"]) for m in found if m.data]
+
+    with diaspora_run(tmp_path, "tree.toml", "--json", "--every", "60", "--link-proxy") as run:
+        await run.wait_for(r'"status": "running"', stdout=True)
+        lines = [json.loads(line) for line in run.out().splitlines()]
+        urls = {line["site"]: line["url"] for line in lines if line.get("site")}
+        async with Fabric(urls["edge"]) as edge, Fabric(urls["hpc"]) as hpc:
+            for i in range(1, 11):
+                await edge.publish("edge.numbers", {"x": 1}, msg_id=f"a-{i}")
+
+            async def copied() -> bool:  # the hub's copy has them: the hole comes after
+                found = await read_stream(hpc, "edge.numbers", missing_ok=True)
+                return len(found) == 10
+
+            await wait_until(copied, timeout=30, what="the first 10 copied to hpc")
+            await link_fault(edge, "edge", "cut", seconds=2)
+            for i in range(11, 211):  # 200 while cut off: the edge keeps only the last 50
+                await edge.publish("edge.numbers", {"x": 1}, msg_id=f"b-{i}")
+
+            async def reported() -> bool:
+                return await lost_events(hpc) == [(11, 160)]
+
+            await wait_until(reported, timeout=60, what="the hole reported as lost at hpc")
+        assert await run.stop() == 0
+    # a second run goes on where the monitor stopped: the hole is not reported again
+    with diaspora_run(tmp_path, "tree.toml", "--json", "--every", "60", name="again") as run:
+        await run.wait_for(r'"status": "running"', stdout=True)
+        lines = [json.loads(line) for line in run.out().splitlines()]
+        urls = {line["site"]: line["url"] for line in lines if line.get("site")}
+        async with Fabric(urls["hpc"]) as hpc:
+            await anyio.sleep(2.5)  # two scans at least
+
+            async def read() -> bool:
+                found.append(await lost_events(hpc))
+                return found[-1] is not None
+
+            found: list[list[tuple[int, int]] | None] = []
+            await wait_until(read, timeout=30, what="the lost events at hpc")
+            assert found[-1] == [(11, 160)]
+        assert await run.stop() == 0

@@ -23,6 +23,7 @@ the instrument is refused (``StreamFull``) instead of older data vanishing.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -43,6 +44,8 @@ __all__ = ["STREAM_SOURCE", "BridgeMonitor", "GapTracker", "origin_limits", "ori
 #: Header the server adds to each sourced copy: ``<name>:<api hash> <seq> <filter> <transform>
 #: <subject> <origin identity>``.
 STREAM_SOURCE: Final = "Nats-Stream-Source"
+#: Where monitors that ``keep`` their scan position keep it (one key per bridge).
+_POSITIONS: Final = "diaspora-bridges"
 
 
 def origin_of(headers: dict[str, str] | None) -> tuple[int, str] | None:
@@ -113,8 +116,12 @@ class BridgeMonitor:
         sink: EventSink | None = None,
         interval: float = 1.0,
         start_seq: int = 1,
+        keep: bool = False,
     ) -> None:
         self.fabric = fabric
+        #: keep the scan position in KV (bucket ``diaspora-bridges``), so a monitor started
+        #: again goes on where the last one stopped: each hole is reported once, ever
+        self.keep = keep
         self.bridge = bridge
         self.sink: EventSink = sink if sink is not None else fabric
         self.interval = interval
@@ -158,9 +165,19 @@ class BridgeMonitor:
 
     async def run(self) -> None:
         """Scan forever; a scan that fails (link down, stream not there yet) is retried."""
+        key = self.bridge.name.replace("@", ".")
+        bucket = await self.fabric.ensure_kv(_POSITIONS) if self.keep else None
+        if bucket is not None and (entry := await bucket.get(key)) is not None:
+            kept = json.loads(entry.value)
+            self.next_seq = max(self.next_seq, int(kept["next_seq"]))
+            self.tracker.last_origin = {str(k): int(v) for k, v in kept["last_origin"].items()}
         while True:
             try:
+                before = self.next_seq
                 await self.scan()
+                if bucket is not None and self.next_seq != before:
+                    kept = {"next_seq": self.next_seq, "last_origin": self.tracker.last_origin}
+                    await bucket.put(key, json.dumps(kept).encode())
             except (FabricUnavailable, StreamNotFound, TimeoutError) as exc:
                 self._log.debug("bridge_scan_failed", error=repr(exc))
             await anyio.sleep(self.interval)
