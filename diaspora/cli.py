@@ -165,7 +165,7 @@ async def _serve(
     shown: str,
 ) -> int:
     actors = config.actors()
-    async with Fabric(url, name=config.name) as fabric:
+    async with Fabric(url, name=config.name, auth=config.auth) as fabric:
         await config.declare_streams(fabric)
         supervisor = config.supervisor(fabric)
 

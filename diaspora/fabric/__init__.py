@@ -10,6 +10,7 @@ interface.
 
 # first, before anything imports nats-py: it imports nats-py with aiohttp deferred
 from diaspora.fabric import _aiohttp  # noqa: F401
+from diaspora.fabric._auth import Auth, Tls
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
 from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
@@ -33,6 +34,13 @@ from diaspora.fabric._server import (
     find_nats_server,
     free_port,
 )
+from diaspora.fabric._serverauth import (
+    Account,
+    Permissions,
+    ServerTls,
+    User,
+    workflow_permissions,
+)
 from diaspora.fabric._stores import KeyValueBucket, KvEntry
 
 __all__ = [
@@ -40,6 +48,8 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "DLQ_STREAM",
     "EVENTS_STREAM",
+    "Account",
+    "Auth",
     "ConsumerSettings",
     "Delivery",
     "EmbeddedCluster",
@@ -50,11 +60,15 @@ __all__ = [
     "KeyValueBucket",
     "KvEntry",
     "OrderedPublisher",
+    "Permissions",
     "PublishError",
     "PullConsumer",
     "ServerState",
+    "ServerTls",
     "StoredMsg",
     "StreamLimits",
+    "Tls",
+    "User",
     "check_input",
     "check_subject",
     "dlq_subject",
@@ -64,4 +78,5 @@ __all__ = [
     "read_stored",
     "stream_name",
     "token",
+    "workflow_permissions",
 ]

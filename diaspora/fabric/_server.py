@@ -28,7 +28,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -38,6 +38,7 @@ from typing import Any, Final, Self
 import anyio
 
 from diaspora.errors import ConfigError, ServerNotFound, ServerStartError
+from diaspora.fabric._serverauth import Account, ServerTls, User, render_security
 from diaspora.log import get_logger
 
 __all__ = [
@@ -149,6 +150,13 @@ class EmbeddedServer:
     the largest message it accepts (clients read it when they connect);
     ``jetstream_domain`` puts its JetStream in that domain, as a site of a
     hierarchical fabric is.
+
+    Security (:mod:`diaspora.fabric._serverauth`): ``users`` may connect
+    (password, token or nkey, each with optional permissions); ``accounts``
+    instead splits users into isolated accounts
+    (``{"WF": {"users": [...], "jetstream": True}}``); ``tls`` serves TLS.
+    Without them anyone who reaches it may connect, and it listens on
+    127.0.0.1 only (client, monitoring and cluster ports).
     """
 
     def __init__(
@@ -162,6 +170,9 @@ class EmbeddedServer:
         ready_timeout: float = 30.0,
         extra_config: str = "",
         jetstream_domain: str | None = None,
+        users: Sequence[User | Mapping[str, Any]] = (),
+        accounts: Mapping[str, Account | Mapping[str, Any]] | None = None,
+        tls: ServerTls | None = None,
         _cluster: _ClusterRoute | None = None,
     ) -> None:
         self.binary = find_nats_server(binary)
@@ -171,6 +182,7 @@ class EmbeddedServer:
         self.max_payload = max_payload
         self.ready_timeout = ready_timeout
         self._extra_config = extra_config
+        self._security = render_security(users=users, accounts=accounts, tls=tls)
         if jetstream_domain is not None and not _DOMAIN.match(jetstream_domain):
             raise ConfigError(
                 f"EmbeddedServer: jetstream_domain={jetstream_domain!r}: use letters, digits, "
@@ -378,6 +390,8 @@ class EmbeddedServer:
                 f"  routes: [{routes}]",
                 "}",
             ]
+        if self._security:
+            lines.append(self._security)
         if self._extra_config:
             lines.append(self._extra_config)
         return "\n".join(lines) + "\n"

@@ -16,6 +16,10 @@ Keys (``*``: required)::
 
     [fabric]
     url = "nats://host:4222"          # or a list; omitted: $DIASPORA_URL, else embedded
+    user = "app"                      # credentials (at most one way, see docs/fabric.md):
+    password_env = "APP_PASSWORD"     # user + password/password_env, token/token_env,
+                                      # nkey_seed_file, creds_file (paths: from this file)
+    tls = { ca_file = "ca.pem" }      # and cert_file, key_file, verify_hostname, hostname
 
     [supervisor]                      # the root supervisor
     name = "root"                     # first token of every actor id (default "root")
@@ -94,6 +98,7 @@ from diaspora._importpath import resolve
 from diaspora._tomlfile import TomlReader, kind_of, load_toml
 from diaspora.actor import Actor, OnPoison, PoisonPolicy
 from diaspora.errors import ConfigError
+from diaspora.fabric._auth import AUTH_KEYS, Auth
 from diaspora.fabric._fabric import StreamLimits
 from diaspora.fabric._naming import check_input, check_subject
 from diaspora.streams._qos import QosSpec
@@ -124,7 +129,7 @@ _STREAM_KEYS: Final = frozenset({"qos", "limits"})
 _LIMIT_KEYS: Final = frozenset(
     {"max_msgs", "max_bytes", "max_age", "duplicate_window", "replicas", "storage"}
 )
-_FABRIC_KEYS: Final = frozenset({"url"})
+_FABRIC_KEYS: Final = frozenset({"url", "tls"}) | AUTH_KEYS
 _SUPERVISOR_KEYS: Final = frozenset(
     {"strategy", "intensity", "period", "auto_shutdown", "backoff", "children"}
 )
@@ -164,6 +169,10 @@ class _Parser(TomlReader):
         self.keys(document, "", _TOP_KEYS)
         streams = self.streams(document["streams"]) if "streams" in document else {}
         url = self.fabric(document["fabric"]) if "fabric" in document else None
+        auth = None
+        if "fabric" in document:
+            base = Path(self.source).parent if self.source != "<config>" else None
+            auth = Auth.from_mapping(document["fabric"], where=self.at("fabric"), base_dir=base)
         if "supervisor" not in document:
             raise ConfigError(
                 f"{self.source}: missing required table [supervisor] (the root supervisor: "
@@ -177,7 +186,7 @@ class _Parser(TomlReader):
                 self.string(root["name"], "supervisor.name"), self.at("supervisor.name")
             )
         spec = self.supervisor(root, "supervisor", name)
-        return TreeConfig(self.source, name, spec, url, streams)
+        return TreeConfig(self.source, name, spec, url, streams, auth)
 
     def streams(self, value: object) -> dict[str, StreamDecl]:
         """``[streams."<subject>"]`` tables: each stream's ``qos`` and retention ``limits``."""

@@ -119,7 +119,7 @@ async def _run_subtree(
     _CURRENT.set(payload.context)  # for the whole process: this task and the ones it starts
     async with contextlib.AsyncExitStack() as stack:
         if fabric is None:
-            fabric = Fabric(list(payload.urls), name=payload.context.path)
+            fabric = Fabric(list(payload.urls), name=payload.context.path, auth=payload.auth)
             await stack.enter_async_context(fabric)
         if stop.is_set():
             return

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from diaspora.clock import Clock
 from diaspora.events import EventSink
+from diaspora.fabric._auth import Auth
 from diaspora.fabric._fabric import StreamLimits
 from diaspora.fabric._naming import is_event_input
 from diaspora.streams._qos import QosSpec
@@ -45,6 +46,8 @@ class TreeConfig:
     spec: SupervisorSpec
     url: tuple[str, ...] | None = None
     streams: Mapping[str, StreamDecl] = field(default_factory=dict)
+    #: The ``[fabric]`` credentials and TLS (``None``: connect without).
+    auth: Auth | None = None
 
     async def declare_streams(self, fabric: Fabric) -> None:
         """Ensure every stream the tree consumes, before any actor starts.
