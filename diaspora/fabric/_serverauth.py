@@ -121,8 +121,6 @@ class User:
         parts: list[str] = []
         if self.user is not None:
             parts += [f"user: {json.dumps(self.user)}", f"password: {json.dumps(self.password)}"]
-        if self.token is not None:
-            parts.append(f"token: {json.dumps(self.token)}")
         if self.nkey is not None:
             parts.append(f"nkey: {json.dumps(self.nkey)}")
         if self.permissions is not None:
@@ -213,15 +211,27 @@ def render_security(
         raise ConfigError(
             "EmbeddedServer: users= and accounts= both given: put the users in an account"
         )
-    if users:
-        rendered = ",\n".join(
-            f"    {as_user(u, f'users[{i}]').render()}" for i, u in enumerate(users)
+    checked = [as_user(u, f"users[{i}]") for i, u in enumerate(users)]
+    tokens = [u for u in checked if u.token is not None]
+    if tokens and (len(checked) > 1 or tokens[0].permissions is not None):
+        raise ConfigError(
+            "EmbeddedServer: a token is the server's single shared secret: give it as "
+            "the only user, without permissions (or give users passwords or nkeys)"
         )
+    if tokens:
+        blocks.append(f"authorization {{\n  token: {json.dumps(tokens[0].token)}\n}}")
+    elif checked:
+        rendered = ",\n".join(f"    {u.render()}" for u in checked)
         blocks.append(f"authorization {{\n  users: [\n{rendered}\n  ]\n}}")
     if accounts:
         lines = ["accounts {"]
         for name, raw in accounts.items():
             account = as_account(raw, f"accounts.{name}")
+            if any(u.token is not None for u in account.users):
+                raise ConfigError(
+                    f"EmbeddedServer: accounts.{name}: a token cannot name an account's "
+                    "user: give its users passwords or nkeys"
+                )
             entries = ", ".join(u.render() for u in account.users)
             js = "jetstream: enabled, " if account.jetstream else ""
             lines.append(f"  {json.dumps(name)}: {{ {js}users: [{entries}] }}")
