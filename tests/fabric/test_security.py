@@ -261,7 +261,7 @@ async def test_actor_runs_end_to_end_with_the_minimal_permissions(
     async with Fabric(accounts_server.url, name="app", auth=Auth(user="app", password="app")) as f:
         assert await _run_doubler(f, "wf") == list(range(0, 20, 2))
         # the permissions are enforced, not decoration: outside wf.> is refused
-        with pytest.raises(PermissionDenied, match="'elsewhere.x'") as caught:
+        with pytest.raises(PermissionDenied, match=r"'elsewhere\.x'") as caught:
             await f.publish("elsewhere.x", {"no": 1})
         assert (caught.value.subject, caught.value.operation) == ("elsewhere.x", "publish")
 
@@ -325,8 +325,8 @@ async def test_publish_without_permission_names_the_subject(
         async def ignore(msg: Inbound) -> None:
             pass
 
-        with pytest.raises(PermissionDenied, match="subscribe to 'wf.numbers'"):
+        with pytest.raises(PermissionDenied, match=r"subscribe to 'wf\.numbers'"):
             async with sensor.subscription("wf.numbers", ignore, flush=True):
                 pass
-        with pytest.raises(PermissionDenied, match="publish to 'wf.service'"):
+        with pytest.raises(PermissionDenied, match=r"publish to 'wf\.service'"):
             await sensor.request("wf.service", b"?", timeout=30)
