@@ -29,6 +29,7 @@ from diaspora.fabric import (
 from diaspora.fabric._serverauth import render_security
 from diaspora.testing import wait_until
 from diaspora.testing._streams import read_stream
+from tests.fabric.operator_rig import Key, Operator
 
 pytestmark = pytest.mark.anyio
 
@@ -125,6 +126,19 @@ async def test_nkey_seed_file(tmp_path: Path) -> None:
         other.write_bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
         with pytest.raises(AuthorizationFailed, match="nkey seed"):
             async with Fabric(server.url, auth=Auth(nkey_seed_file=other)):
+                pass
+
+
+async def test_creds_file_with_a_user_jwt(tmp_path: Path) -> None:
+    operator = Operator()
+    async with EmbeddedServer(extra_config=operator.server_config()) as server:
+        creds = operator.creds(tmp_path / "app.creds")
+        async with Fabric(server.url, name="jwt", auth=Auth(creds_file=creds)) as fabric:
+            await round_trip(fabric)
+        stranger = Key.new(nkeys.PREFIX_BYTE_ACCOUNT)  # not an account the operator signed
+        forged = operator.creds(tmp_path / "forged.creds", signer=stranger)
+        with pytest.raises(AuthorizationFailed, match=r"creds file .*forged\.creds"):
+            async with Fabric(server.url, auth=Auth(creds_file=forged)):
                 pass
 
 
