@@ -159,9 +159,12 @@ class Connection:
                 return
             last_error[:] = [exc]
             self._log.debug("fabric_error", error=repr(exc))
-            if self.nc is None and (error := refusal(exc, urls, self.auth)) is not None:
+            error = refusal(exc, urls, self.auth)
+            if error is not None and self.nc is None:
                 refused[:] = [error]  # the first connect: retrying will not help
                 scope.cancel()
+            elif error is not None:  # a reconnect refused (credentials rotated?): keeps trying
+                self._log.error("fabric_refused", reason=str(error))
 
         async def on_disconnected() -> None:
             self._connected = anyio.Event()

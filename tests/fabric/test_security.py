@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import nkeys
 import pytest
+import structlog
 import trustme
 
 from diaspora import Actor, ActorRuntime, Message
@@ -102,6 +103,26 @@ async def test_wrong_password_is_a_clear_authorization_error() -> None:
         with pytest.raises(AuthorizationFailed, match="authorization failed for no credentials"):
             async with Fabric(server.url):
                 pass
+
+
+async def test_a_reconnect_the_server_refuses_is_logged_with_the_reason(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    async with EmbeddedServer(users=[User("app", password="old")], store_dir=store) as server:
+        auth = Auth(user="app", password="old")
+        async with Fabric(server.url, auth=auth, backoff_initial=0.02, backoff_max=0.1) as fabric:
+            await server.stop()
+            rotated = EmbeddedServer(port=server.port, users=[User("app", password="new")])
+            with structlog.testing.capture_logs() as logs:
+                async with rotated:
+                    await wait_until(
+                        lambda: any(e["event"] == "fabric_refused" for e in logs),
+                        timeout=20,
+                        what="the refused reconnect logged",
+                    )
+            (first, *_) = [e for e in logs if e["event"] == "fabric_refused"]
+            assert "authorization failed for user 'app'" in first["reason"]
+            assert first["log_level"] == "error"
+            assert not fabric.is_connected
 
 
 async def test_token_from_an_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
