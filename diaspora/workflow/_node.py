@@ -465,7 +465,7 @@ class ProcessNode:
             if started and replenish is not None and kind == "hb":
                 # the next standby, once this node has been up for a heartbeat: an interpreter
                 # importing next to it would slow its start (and its catching up)
-                await replenish.replenish(self.fabric.urls)
+                await replenish.replenish(self.fabric.urls, self.fabric.auth)
                 replenish = None
             if kind == "started" and not started:
                 started = True
