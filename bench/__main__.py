@@ -15,7 +15,7 @@ import anyio
 from bench.report import Report
 from diaspora.log import configure_logging
 
-GROUPS = ["codec", "fabric", "objects", "actor", "supervision", "streams", "qos"]
+GROUPS = ["codec", "fabric", "objects", "actor", "supervision", "streams", "qos", "bridges"]
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ first, as ``python -m`` would.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -62,10 +63,12 @@ from diaspora.errors import (
     RestartIntensityExceeded,
 )
 from diaspora.exitcode import ExitCode
-from diaspora.fabric import EmbeddedServer, Fabric
+from diaspora.fabric import EmbeddedServer, Fabric, Sites
 from diaspora.fabric._connection import split_urls
 from diaspora.log import configure_logging, get_logger
+from diaspora.supervision import Supervisor
 from diaspora.supervision._runnable import run_until
+from diaspora.triggers import serve_control
 from diaspora.workflow import TreeConfig, load_config
 from diaspora.workflow._state import StateDir
 from diaspora.workflow._status import RunStatus
@@ -127,6 +130,8 @@ async def _run_tree(args: argparse.Namespace) -> int:
     status = RunStatus(
         out=sys.stdout if args.json else sys.stderr, json=args.json, quiet=args.quiet
     )
+    if config.sites:
+        return await _run_sites(config, args, status)
     url = args.url or config.url
     if url is not None or os.environ.get("DIASPORA_URL"):
         if args.ephemeral:
@@ -148,12 +153,7 @@ async def _run_tree(args: argparse.Namespace) -> int:
                 state_dir=None if state.ephemeral else str(state.path),
             )
             code = await _serve(config, args, status, server.url, server.url)
-        if not state.ephemeral:
-            status.say(
-                "state_kept",
-                f"state kept in {state.shown}: run again to resume",
-                state_dir=str(state.path),
-            )
+        _say_kept(status, state)
         return code
 
 
@@ -164,27 +164,83 @@ async def _serve(
     url: str | Sequence[str] | None,
     shown: str,
 ) -> int:
-    actors = config.actors()
     async with Fabric(url, name=config.name, auth=config.auth) as fabric:
         await config.declare_streams(fabric)
-        supervisor = config.supervisor(fabric)
+        return await _supervise(config, args, status, fabric, config.supervisor(fabric), shown)
 
-        async def until_signal(stop: Callable[[], None], kill: Callable[[], None]) -> None:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(status.summaries, fabric, actors, args.every)
-                await _until_signal(stop, kill)
-                tg.cancel_scope.cancel()
 
-        running = _Running(
-            status,
-            f"running {config.name!r} on {shown}: {len(actors)} "
-            f"actor{'s' if len(actors) != 1 else ''}"
-            f"{' (' + ', '.join(actors) + ')' if actors else ''}; Ctrl-C to stop",
-            url=shown,
-            actors=list(actors),
+async def _run_sites(config: TreeConfig, args: argparse.Namespace, status: RunStatus) -> int:
+    """Start (or check) every site, then run the tree with each child on its site's fabric."""
+    if args.url is not None:
+        raise ConfigError(f"--url: {config.source} declares [sites]: give each site its url there")
+    with StateDir.open(ephemeral=args.ephemeral) as state:
+        stores = None if state.ephemeral else state.path / "sites"
+        async with (
+            Sites(config.sites, state_dir=stores) as sites,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            fabrics: dict[str, Fabric] = {}
+            for spec in config.sites:
+                site = sites[spec.name]
+                kind = "embedded nats-server" if spec.embedded else "server"
+                status.say(
+                    "connecting",
+                    f"site {spec.name}: {site.url} ({kind}, JetStream domain {spec.domain!r})",
+                    site=spec.name,
+                    url=site.url,
+                    domain=spec.domain,
+                    embedded=spec.embedded,
+                )
+                fabric = Fabric(site.url, name=f"{config.name}-{spec.name}")
+                fabrics[spec.name] = await stack.enter_async_context(fabric)
+            for name, fabric in fabrics.items():
+                await config.declare_streams(fabric, site=name)
+            root_site = config.site_of(config.name)
+            assert root_site is not None  # the parser places the root when sites exist
+            root = fabrics[root_site]
+            supervisor = Supervisor(config.bind_sites(fabrics), name=config.name, on_event=root)
+            shown = ", ".join(f"{name} {sites[name].url}" for name in fabrics)
+            code = await _supervise(config, args, status, root, supervisor, shown)
+        _say_kept(status, state)
+        return code
+
+
+def _say_kept(status: RunStatus, state: StateDir) -> None:
+    if not state.ephemeral:
+        status.say(
+            "state_kept",
+            f"state kept in {state.shown}: run again to resume",
+            state_dir=str(state.path),
         )
-        async with status.watching(fabric):
-            await run_until(supervisor, until_signal, task_status=running)
+
+
+async def _supervise(
+    config: TreeConfig,
+    args: argparse.Namespace,
+    status: RunStatus,
+    fabric: Fabric,
+    supervisor: Supervisor,
+    shown: str,
+) -> int:
+    """Run ``supervisor`` until a signal, saying what runs and, periodically, how it goes."""
+    actors = config.actors()
+
+    async def until_signal(stop: Callable[[], None], kill: Callable[[], None]) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(status.summaries, fabric, actors, args.every)
+            await _until_signal(stop, kill)
+            tg.cancel_scope.cancel()
+
+    running = _Running(
+        status,
+        f"running {config.name!r} on {shown}: {len(actors)} "
+        f"actor{'s' if len(actors) != 1 else ''}"
+        f"{' (' + ', '.join(actors) + ')' if actors else ''}; Ctrl-C to stop",
+        url=shown,
+        actors=list(actors),
+    )
+    async with status.watching(fabric), serve_control(fabric, supervisor):
+        await run_until(supervisor, until_signal, task_status=running)
     status.say("stopped", "stopped")
     return ExitCode.OK
 

@@ -39,7 +39,10 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     ├── ChildIgnore                         raise before started() to decline (OTP's ``ignore``)
     ├── NodeCrashed                         a process node exited abnormally
     │   └── NodeHung                        ... after its heartbeats stopped
+    ├── ControlError                        a control request was refused or not answered
     ├── InjectionError                      a fault could not be injected
+    ├── LinkFaultError                      a link fault order was refused or unanswered
+    │   └── LinkControlNotFound (NoResponders) no link control serves that site
     └── WorkflowError                       a workflow under test did not start or stop
 
 >>> issubclass(ReplayUnavailable, TimeoutError), issubclass(NoResponders, DiasporaError)
@@ -53,6 +56,7 @@ import signal
 __all__ = [
     "ActorCrashed",
     "AuthorizationFailed",
+    "BridgeError",
     "CheckpointError",
     "ChildAlreadyPresent",
     "ChildAlreadyStarted",
@@ -63,6 +67,7 @@ __all__ = [
     "ChildShutdown",
     "ChildStartError",
     "ConfigError",
+    "ControlError",
     "DecodeError",
     "DiasporaError",
     "EncodeError",
@@ -72,6 +77,8 @@ __all__ = [
     "HistoryError",
     "InjectedFault",
     "InjectionError",
+    "LinkControlNotFound",
+    "LinkFaultError",
     "NoResponders",
     "NodeCrashed",
     "NodeHung",
@@ -88,6 +95,7 @@ __all__ = [
     "ServerNotFound",
     "ServerStartError",
     "SimpleOneForOneError",
+    "StreamFull",
     "StreamNotFound",
     "SupervisorError",
     "SupervisorNotRunning",
@@ -171,6 +179,10 @@ class RevisionMismatch(DiasporaError):
 
 class PublishError(DiasporaError):
     """JetStream refused a message for a reason retrying cannot fix (size, wrong stream...)."""
+
+
+class StreamFull(PublishError):
+    """A stream set to ``discard="new"`` is full and refused the message: back-pressure."""
 
 
 # -- actors ------------------------------------------------------------------------------
@@ -348,6 +360,16 @@ class NodeHung(NodeCrashed):
         )
 
 
+# -- control -----------------------------------------------------------------------------
+
+
+class ControlError(DiasporaError):
+    """A request on a control subject (``diaspora.control.>``) was refused or not answered.
+
+    The message names the subject and what the server said (or that nobody serves it).
+    """
+
+
 # -- testing -----------------------------------------------------------------------------
 
 
@@ -357,3 +379,29 @@ class InjectionError(DiasporaError):
 
 class WorkflowError(DiasporaError):
     """The workflow under test did not start, did not stop, or left processes behind."""
+
+
+class BridgeError(ConfigError):
+    """A bridge between two sites cannot be made: a domain that does not answer (a typo, a
+    link down), a missing origin stream, or a destination stream in the way."""
+
+
+# -- links -------------------------------------------------------------------------------
+
+
+class LinkFaultError(DiasporaError):
+    """A link fault order was refused (a bad field) or went unanswered; names the site.
+
+    ``site`` is the site whose link was ordered; ``reply`` the control's answer
+    (``{"ok": false, "error": ...}``) when there was one.
+    """
+
+    def __init__(self, message: str, *, site: str, reply: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.site = site
+        self.reply = reply
+
+
+class LinkControlNotFound(LinkFaultError, NoResponders):
+    """Nobody serves a site's link control subject: no ``LinkControl`` runs for that site
+    (a typo in the site name, or it is not started, or it is across a cut link)."""

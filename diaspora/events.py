@@ -36,6 +36,8 @@ The kinds, by category:
   :class:`NodeExited`, :class:`NodeHung`.
 - ``scaleout``: :class:`ScaledOut`, :class:`ScaledIn`.
 - ``fabric``: :class:`Reconnected`.
+- ``trigger``: :class:`Fired`.
+- ``link``: :class:`LinkFaulted`, :class:`LinkHealed` (``name`` is the site).
 """
 
 from __future__ import annotations
@@ -63,12 +65,15 @@ __all__ = [
     "EventSink",
     "Exited",
     "Fenced",
+    "Fired",
     "Gap",
     "GaveUp",
     "HandleFailed",
     "Ignored",
     "Lag",
     "Level",
+    "LinkFaulted",
+    "LinkHealed",
     "LogSink",
     "Lost",
     "MemorySink",
@@ -729,3 +734,54 @@ class Reconnected(Event):
     kind: ClassVar[str] = "reconnected"
     url: str | None
     down_s: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fired(Event):
+    """A trigger ran its ``action`` on batch ``batch`` of ``count`` messages.
+
+    ``redelivered``: the batch was restored sealed after a crash, so the
+    action may have run on it before (same ``batch`` id).
+    """
+
+    category: ClassVar[str] = "trigger"
+    kind: ClassVar[str] = "fired"
+    trigger: str
+    batch: str
+    batch_no: int
+    count: int
+    action: str
+    redelivered: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _LinkEvent(Event):
+    """About a site's degradable link (``name`` is the site)."""
+
+    category: ClassVar[str] = "link"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkFaulted(_LinkEvent):
+    """A link control put ``fault`` on the site's link (``cut_link``, ``latency``...).
+
+    ``seconds`` is the added latency, ``jitter`` its random extra, ``rate`` a
+    bandwidth cap in bytes/s; ``duration`` how long it lasts (``None``: until healed).
+    """
+
+    kind: ClassVar[str] = "faulted"
+    default_level: ClassVar[Level] = Level.WARNING
+    fault: str
+    seconds: float | None = None
+    jitter: float | None = None
+    rate: float | None = None
+    duration: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkHealed(_LinkEvent):
+    """A fault on the site's link was lifted: ``by`` its ``timer`` or a heal ``order``."""
+
+    kind: ClassVar[str] = "healed"
+    fault: str
+    by: str

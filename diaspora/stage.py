@@ -214,6 +214,11 @@ class Host(Protocol):
         """Publish through the actor's ordered publisher (acked before the next checkpoint)."""
         ...
 
+    async def checkpoint_now(self) -> None:
+        """Snapshot now (between messages: in ``setup`` or ``after_batch``) and wait until
+        that checkpoint is written."""
+        ...
+
 
 class Stage:
     """Base class of a runtime stage; override the hooks the stage needs.

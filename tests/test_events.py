@@ -92,7 +92,14 @@ def test_each_type_has_its_own_subject_kind_and_no_field_shadows_the_record() ->
         assert t.__name__ in events.__all__
         names = {f.name for f in dataclasses.fields(t)}
         assert not names & {"category", "kind", "time"}, t  # they would clobber the record
-    assert {t.category for t in types_} == {"actor", "supervision", "scaleout", "fabric"}
+    assert {t.category for t in types_} == {
+        "actor",
+        "supervision",
+        "scaleout",
+        "fabric",
+        "trigger",
+        "link",
+    }
 
 
 def test_a_kind_this_reader_does_not_know_is_kept_whole() -> None:

@@ -32,6 +32,7 @@ LAYER_OF = {
     "streams": "streams",
     "actor": "actor",
     "compute": "compute",
+    "triggers": "triggers",
     "workflow": "workflow",
     "testing": "testing",
     "cli": "cli",
@@ -40,7 +41,8 @@ LAYER_OF = {
 }
 
 _FRAMEWORK = {
-    "base", "fabric", "pipeline", "streams", "actor", "supervision", "compute", "workflow"
+    "base", "fabric", "pipeline", "streams", "actor", "supervision", "compute", "triggers",
+    "workflow",
 }  # fmt: skip
 
 BELOW = {
@@ -51,7 +53,9 @@ BELOW = {
     "streams": {"base", "fabric", "pipeline"},
     "actor": {"base", "fabric", "pipeline", "streams"},
     "compute": {"base", "fabric", "pipeline", "streams", "actor", "supervision"},
-    "workflow": {"base", "fabric", "pipeline", "streams", "actor", "supervision", "compute"},
+    # triggers are actors with supervision's control subject; workflow files declare them
+    "triggers": {"base", "fabric", "pipeline", "streams", "actor", "supervision"},
+    "workflow": _FRAMEWORK - {"workflow"},
     "testing": _FRAMEWORK,
     "cli": _FRAMEWORK,
     "root": set(LAYER_OF.values()),

@@ -3,17 +3,25 @@
 Everything that speaks NATS lives here: the connection and its reconnects,
 embedded servers, streams, KV and object stores, the pull consumer, the
 ordered publisher, the stored-message reader, subjects and their stream
-names. Layers above use :class:`Fabric`'s methods and never a nats-py
-object. ``diaspora.fabric.headers`` holds the header names, the public wire
-interface.
+names, sites (one JetStream domain each, joined by leaf links: ``Sites``,
+``SiteView``), and the degradable link: :class:`LinkProxy`, the
+:class:`LinkControl` service that obeys fault orders for it, and
+:func:`link_fault` to send them. Layers above use :class:`Fabric`'s methods
+and never a nats-py object. ``diaspora.fabric.headers`` holds the header
+names, the public wire interface.
 """
 
 # first, before anything imports nats-py: it imports nats-py with aiohttp deferred
 from diaspora.fabric import _aiohttp  # noqa: F401
 from diaspora.fabric._auth import Auth, Tls
+from diaspora.fabric._bridgegaps import BridgeMonitor, GapTracker, origin_limits, origin_of
+from diaspora.fabric._bridges import Bridge, Direction, check_site, ensure_bridge, wait_site
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
 from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
+from diaspora.fabric._linkcontrol import LinkControl
+from diaspora.fabric._linkorder import LinkFault, LinkFaultKind, link_control_subject, link_fault
+from diaspora.fabric._linkproxy import LinkProxy
 from diaspora.fabric._naming import (
     DLQ_STREAM,
     EVENTS_STREAM,
@@ -41,6 +49,9 @@ from diaspora.fabric._serverauth import (
     User,
     workflow_permissions,
 )
+from diaspora.fabric._sites import Site, Sites
+from diaspora.fabric._sitespec import SiteSpec, check_sites
+from diaspora.fabric._siteview import SiteView
 from diaspora.fabric._stores import KeyValueBucket, KvEntry
 
 __all__ = [
@@ -50,33 +61,53 @@ __all__ = [
     "EVENTS_STREAM",
     "Account",
     "Auth",
+    "Bridge",
+    "BridgeMonitor",
     "ConsumerSettings",
     "Delivery",
+    "Direction",
     "EmbeddedCluster",
     "EmbeddedServer",
     "Fabric",
+    "GapTracker",
     "Inbound",
     "Inbox",
     "KeyValueBucket",
     "KvEntry",
+    "LinkControl",
+    "LinkFault",
+    "LinkFaultKind",
+    "LinkProxy",
     "OrderedPublisher",
     "Permissions",
     "PublishError",
     "PullConsumer",
     "ServerState",
     "ServerTls",
+    "Site",
+    "SiteSpec",
+    "SiteView",
+    "Sites",
     "StoredMsg",
     "StreamLimits",
     "Tls",
     "User",
     "check_input",
+    "check_site",
+    "check_sites",
     "check_subject",
     "dlq_subject",
+    "ensure_bridge",
     "find_nats_server",
     "free_port",
     "is_event_input",
+    "link_control_subject",
+    "link_fault",
+    "origin_limits",
+    "origin_of",
     "read_stored",
     "stream_name",
     "token",
+    "wait_site",
     "workflow_permissions",
 ]

@@ -33,6 +33,7 @@ from diaspora.errors import (
     FabricUnavailable,
     NoResponders,
     PublishTimeout,
+    StreamFull,
 )
 from diaspora.fabric import _jsapi
 from diaspora.fabric._auth import Auth, refusal
@@ -356,6 +357,14 @@ class Connection:
                 f"no JetStream stream answered for {subject!r}: call ensure_stream({subject!r}) "
                 "first, or wait for the stream's leader election to finish"
             ) from exc
+        except nats.js.errors.APIError as exc:
+            if "maximum" in (exc.description or "") and "exceeded" in (exc.description or ""):
+                raise StreamFull(
+                    f"publish to {subject!r} refused: its stream is full ({exc.description}) "
+                    "and set to discard new messages; slow down, or raise its max_msgs/"
+                    "max_bytes (for an edge: rate x longest outage, see origin_limits)"
+                ) from exc
+            raise
 
     async def _js_publish(
         self, subject: str, payload: bytes, headers: dict[str, str] | None, timeout: float

@@ -8,6 +8,8 @@ model (a pull request we pace ourselves, an API probe) are spelled here.
 ('$JS.API', '$JS.edge.API')
 >>> next_subject("edge1_patterns", "dsp-sum", domain="edge")
 '$JS.edge.API.CONSUMER.MSG.NEXT.edge1_patterns.dsp-sum'
+>>> kv_subject("cfg", "mode", domain="edge")
+'$JS.edge.API.$KV.cfg.mode'
 >>> parse_ack_subject("$JS.ACK.xs.dsp-a.1.42.40.1700000000000000000.7")
 (42, 1700000000.0, 7)
 >>> parse_consumer_seq("$JS.ACK.xs.dsp-a.1.42.40.1700000000000000000.7")
@@ -21,13 +23,18 @@ from typing import Final
 __all__ = [
     "ACK",
     "DESCRIPTION",
+    "EXPECTED_LAST_SUBJECT_SEQ",
     "HEARTBEAT",
+    "KV_OPERATION",
     "NO_RESPONDERS",
     "REQUEST_ENDED",
     "REQUEST_EXPIRED",
+    "ROLLUP",
     "STATUS",
+    "WRONG_LAST_SEQUENCE",
     "api_prefix",
     "info_subject",
+    "kv_subject",
     "next_subject",
     "parse_ack_subject",
     "parse_consumer_seq",
@@ -52,6 +59,14 @@ REQUEST_ENDED: Final = (
     "Exceeded MaxRequestExpires",
     "Exceeded MaxRequestMaxBytes",
 )
+#: Header: write only if the subject's last message is at this sequence (KV compare-and-set).
+EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
+#: Header marking a KV delete (``DEL``) or purge (``PURGE``).
+KV_OPERATION: Final = "KV-Operation"
+#: Header asking the stream to drop the subject's older messages (``sub``).
+ROLLUP: Final = "Nats-Rollup"
+#: API error codes of a write that expected another last sequence.
+WRONG_LAST_SEQUENCE: Final = (10071, 10164)
 #: Body of a (cumulative, with ``AckPolicy.ALL``) acknowledgement.
 ACK: Final = b"+ACK"
 
@@ -64,6 +79,16 @@ def api_prefix(domain: str | None) -> str:
 def info_subject(domain: str | None = None) -> str:
     """The account-info request subject, a cheap "is JetStream answering?" probe."""
     return f"{api_prefix(domain)}.INFO"
+
+
+def kv_subject(bucket: str, key: str, *, domain: str | None = None) -> str:
+    """Where a write of ``key`` to KV ``bucket`` goes (through ``domain``'s API prefix if named).
+
+    ``$KV.>`` subjects do not cross a leaf link between domains; the prefixed
+    form is mapped to them by the server of that domain.
+    """
+    plain = f"$KV.{bucket}.{key}"
+    return plain if domain is None else f"{api_prefix(domain)}.{plain}"
 
 
 def next_subject(stream: str, consumer: str, *, domain: str | None = None) -> str:

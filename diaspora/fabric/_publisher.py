@@ -54,6 +54,7 @@ from diaspora.errors import PublishError, PublishTimeout
 from diaspora.fabric import _jsapi
 from diaspora.fabric import headers as H
 from diaspora.fabric._session import Session, SessionClient, ignore_error
+from diaspora.fabric._stores import ALWAYS_INLINE, stamp
 from diaspora.log import get_logger
 
 if TYPE_CHECKING:
@@ -185,7 +186,12 @@ class OrderedPublisher:
             self._queued_bytes >= self.max_pending_bytes and self._queue
         ):
             await self._wait_progress()
-        hdrs, payload = await self._fabric.stamp_and_offload(payload, headers, msg_id)
+        hdrs: dict[str, str] | None
+        size = len(payload)
+        if size <= ALWAYS_INLINE or size <= self._fabric.inline_limit:  # no await: inline
+            hdrs = stamp(headers, msg_id)
+        else:
+            hdrs, payload = await self._fabric.stamp_and_offload(payload, headers, msg_id)
         if hdrs is None or H.MSG_ID not in hdrs:
             raise ValueError("OrderedPublisher.publish needs a msg_id: resends rely on it")
         entry = _Entry(self.enqueued, subject, payload, hdrs)
@@ -302,7 +308,9 @@ class OrderedPublisher:
 
     async def _send(self, entry: _Entry) -> None:
         try:
-            session = await self._ensure_session()
+            session = self._session  # the live session, without a coroutine on each message
+            if session is None or session.dead:
+                session = await self._ensure_session()
             token = str(self._next_token)
             self._next_token += 1
             entry.tokens.append(token)

@@ -75,7 +75,7 @@ async def read_stored(
     sub = await js.pull_subscribe(
         subject,
         durable=None,
-        stream=stream,
+        stream=info.config.name,  # a bridge's copy has no subjects to find it by
         config=ConsumerConfig(
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,

@@ -38,6 +38,7 @@ from typing import Any, Final, Self
 import anyio
 
 from diaspora.errors import ConfigError, ServerNotFound, ServerStartError
+from diaspora.fabric._leafnodes import check_leaf_url, leaf_url, leafnodes_config
 from diaspora.fabric._serverauth import Account, ServerTls, User, render_security
 from diaspora.log import get_logger
 
@@ -149,14 +150,16 @@ class EmbeddedServer:
     :meth:`restart`, so file-backed streams survive kills. ``max_payload`` is
     the largest message it accepts (clients read it when they connect);
     ``jetstream_domain`` puts its JetStream in that domain, as a site of a
-    hierarchical fabric is.
+    hierarchical fabric is; ``leaf_port`` opens a loopback leaf-node listener
+    for child sites (:attr:`leaf_url`) and ``leaf_remotes`` (``nats-leaf://``
+    URLs) are the leaf links to parent sites, retried every second.
 
     Security (:mod:`diaspora.fabric._serverauth`): ``users`` may connect
     (password, token or nkey, each with optional permissions); ``accounts``
     instead splits users into isolated accounts
     (``{"WF": {"users": [...], "jetstream": True}}``); ``tls`` serves TLS.
     Without them anyone who reaches it may connect, and it listens on
-    127.0.0.1 only (client, monitoring and cluster ports).
+    127.0.0.1 only (client, monitoring, cluster and leaf-node ports).
     """
 
     def __init__(
@@ -170,6 +173,8 @@ class EmbeddedServer:
         ready_timeout: float = 30.0,
         extra_config: str = "",
         jetstream_domain: str | None = None,
+        leaf_port: int | None = None,
+        leaf_remotes: Sequence[str] = (),
         users: Sequence[User | Mapping[str, Any]] = (),
         accounts: Mapping[str, Account | Mapping[str, Any]] | None = None,
         tls: ServerTls | None = None,
@@ -190,6 +195,11 @@ class EmbeddedServer:
             )
         #: The JetStream domain this server's streams live in (``None``: no domain).
         self.jetstream_domain = jetstream_domain
+        self.leaf_port = leaf_port
+        self.leaf_remotes = tuple(
+            check_leaf_url(url, where=f"EmbeddedServer: leaf_remotes[{i}]")
+            for i, url in enumerate(leaf_remotes)
+        )
         self._cluster = _cluster
         self._workdir = Path(tempfile.mkdtemp(prefix=f"diaspora-nats-{self.port}-"))
         self._owns_store = store_dir is None
@@ -206,6 +216,11 @@ class EmbeddedServer:
     def url(self) -> str:
         """Client URL, e.g. ``nats://127.0.0.1:40123``."""
         return f"nats://{_LOOPBACK}:{self.port}"
+
+    @property
+    def leaf_url(self) -> str | None:
+        """Where child sites' leaf remotes connect (``None``: no ``leaf_port``)."""
+        return leaf_url(self.leaf_port) if self.leaf_port is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -380,6 +395,7 @@ class EmbeddedServer:
             f"  store_dir: {json.dumps(str(self.store_dir))}",
             *([f"  domain: {self.jetstream_domain}"] if self.jetstream_domain else []),
             "}",
+            *leafnodes_config(self.leaf_port, self.leaf_remotes),
         ]
         if self._cluster is not None:
             routes = ", ".join(f'"nats-route://{_LOOPBACK}:{p}"' for p in self._cluster.routes)

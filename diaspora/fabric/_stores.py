@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import nats.errors
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -27,6 +28,7 @@ from diaspora.errors import (
     PayloadTooLarge,
     RevisionMismatch,
 )
+from diaspora.fabric import _jsapi
 from diaspora.fabric import headers as H
 from diaspora.fabric._objects import read_object
 
@@ -36,12 +38,28 @@ if TYPE_CHECKING:
     from diaspora.fabric._connection import Connection
 
 #: Payloads up to this size are always sent inline (any limit is larger).
-_ALWAYS_INLINE: Final = 512
+ALWAYS_INLINE: Final = 512
 
-__all__ = ["BLOB_BUCKET", "Carrier", "KeyValueBucket", "KvEntry", "Stores"]
+__all__ = [
+    "ALWAYS_INLINE",
+    "BLOB_BUCKET",
+    "Carrier",
+    "KeyValueBucket",
+    "KvEntry",
+    "Stores",
+    "stamp",
+]
 
 #: Where payloads too large to travel inline are stored.
 BLOB_BUCKET: Final = "diaspora-blobs"
+
+
+def stamp(headers: Mapping[str, str] | None, msg_id: str | None) -> dict[str, str]:
+    """A copy of ``headers`` with ``msg_id`` stamped as ``Nats-Msg-Id``."""
+    hdrs = dict(headers) if headers else {}
+    if msg_id is not None:
+        hdrs[H.MSG_ID] = msg_id
+    return hdrs
 
 
 class Carrier(Protocol):
@@ -83,6 +101,10 @@ async def _translated(bucket: str, key: str, action: str) -> AsyncIterator[None]
 class KeyValueBucket:
     """One JetStream key-value bucket (obtain it with :meth:`Fabric.ensure_kv`).
 
+    A bucket of another JetStream domain (``SiteView.ensure_kv``) is written
+    through that domain's API prefix, ``$JS.<domain>.API.$KV.<bucket>.<key>``:
+    the plain ``$KV.>`` subjects nats-py publishes to do not cross a leaf link.
+
     >>> import anyio
     >>> from diaspora.fabric import Fabric
     >>> async def main() -> None:
@@ -95,9 +117,19 @@ class KeyValueBucket:
     b'fast' None
     """
 
-    def __init__(self, name: str, kv: KeyValue) -> None:
+    def __init__(
+        self,
+        name: str,
+        kv: KeyValue,
+        *,
+        domain: str | None = None,
+        js: JetStreamContext | None = None,
+    ) -> None:
         self.name = name
+        #: The JetStream domain the bucket lives in (``None``: the connected server's).
+        self.domain = domain
         self._kv = kv
+        self._js = js if domain is not None else None
 
     async def get(self, key: str) -> KvEntry | None:
         """The entry of ``key``, or ``None`` when it is missing, deleted or empty."""
@@ -113,28 +145,68 @@ class KeyValueBucket:
     async def put(self, key: str, value: bytes) -> int:
         """Write ``value`` whatever the key holds; return the new revision."""
         async with _translated(self.name, key, "writing"):
+            if self._js is not None:
+                return await self._write(key, value, None)
             return await self._kv.put(key, value)
 
     async def create(self, key: str, value: bytes) -> int:
         """Write ``key`` only if it does not exist (else :class:`RevisionMismatch`)."""
         async with _translated(self.name, key, "creating"):
-            return await self._kv.create(key, value)
+            if self._js is None:
+                return await self._kv.create(key, value)
+            try:
+                return await self._write(key, value, 0)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                try:  # a deleted key has a marker at some revision: create over it
+                    await self._kv.get(key)
+                except nats.js.errors.KeyNotFoundError as gone:
+                    if gone.entry is not None:
+                        return await self._write(key, value, gone.entry.revision)
+                raise
 
     async def update(self, key: str, value: bytes, *, last: int | None) -> int:
         """Write ``key`` only if still at revision ``last`` (else :class:`RevisionMismatch`)."""
         async with _translated(self.name, key, "updating"):
+            if self._js is not None:
+                return await self._write(key, value, last or 0)
             return await self._kv.update(key, value, last=last)
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` (a missing key is not an error)."""
         async with _translated(self.name, key, "deleting"):
+            if self._js is not None:
+                await self._write(key, b"", None, {_jsapi.KV_OPERATION: "DEL"})
+                return
             with contextlib.suppress(nats.js.errors.KeyNotFoundError):
                 await self._kv.delete(key)
 
     async def purge(self, key: str) -> None:
         """Delete ``key`` and its history."""
         async with _translated(self.name, key, "purging"):
+            if self._js is not None:
+                await self._write(
+                    key, b"", None, {_jsapi.KV_OPERATION: "PURGE", _jsapi.ROLLUP: "sub"}
+                )
+                return
             await self._kv.purge(key)
+
+    async def _write(
+        self, key: str, value: bytes, last: int | None, headers: dict[str, str] | None = None
+    ) -> int:
+        """Publish one KV operation through the bucket's domain API prefix (see the class doc)."""
+        assert self._js is not None
+        assert self.domain is not None
+        hdrs = dict(headers or {})
+        if last is not None:
+            hdrs[_jsapi.EXPECTED_LAST_SUBJECT_SEQ] = str(last)
+        subject = _jsapi.kv_subject(self.name, key, domain=self.domain)
+        try:
+            ack = await self._js.publish(subject, value, headers=hdrs or None)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _jsapi.WRONG_LAST_SEQUENCE:
+                raise nats.js.errors.KeyWrongLastSequenceError(description=exc.description) from exc
+            raise
+        return ack.seq
 
 
 class Stores:
@@ -143,8 +215,8 @@ class Stores:
     def __init__(self, connection: Connection, log: FilteringBoundLogger) -> None:
         self._connection = connection
         self._log = log
-        self._kv: dict[str, KeyValueBucket] = {}
-        self._obs: dict[str, ObjectStore] = {}
+        self._kv: dict[tuple[str | None, str], KeyValueBucket] = {}
+        self._obs: dict[tuple[str | None, str], ObjectStore] = {}
 
     def clear(self) -> None:
         self._kv.clear()
@@ -158,10 +230,11 @@ class Stores:
         ttl: float | None,
         replicas: int,
         storage: Literal["file", "memory"],
+        domain: str | None = None,
     ) -> KeyValueBucket:
-        if bucket in self._kv:
-            return self._kv[bucket]
-        js = self._connection.jetstream()
+        if (domain, bucket) in self._kv:
+            return self._kv[(domain, bucket)]
+        js = self._connection.jetstream(domain)
         try:
             kv = await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
@@ -175,8 +248,8 @@ class Stores:
                     max_value_size=self._connection.inline_limit,
                 )
             )
-            self._log.info("kv_created", bucket=bucket)
-        wrapped = self._kv[bucket] = KeyValueBucket(bucket, kv)
+            self._log.info("kv_created", bucket=bucket, domain=domain)
+        wrapped = self._kv[(domain, bucket)] = KeyValueBucket(bucket, kv, domain=domain, js=js)
         return wrapped
 
     async def object_store(
@@ -186,10 +259,11 @@ class Stores:
         ttl: float | None,
         replicas: int,
         storage: Literal["file", "memory"],
+        domain: str | None = None,
     ) -> ObjectStore:
-        if bucket in self._obs:
-            return self._obs[bucket]
-        js = self._connection.jetstream()
+        if (domain, bucket) in self._obs:
+            return self._obs[(domain, bucket)]
+        js = self._connection.jetstream(domain)
         try:
             obs = await js.object_store(bucket)
         except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
@@ -202,8 +276,8 @@ class Stores:
                     storage=StorageType.FILE if storage == "file" else StorageType.MEMORY,
                 ),
             )
-            self._log.info("object_store_created", bucket=bucket)
-        self._obs[bucket] = obs
+            self._log.info("object_store_created", bucket=bucket, domain=domain)
+        self._obs[(domain, bucket)] = obs
         return obs
 
     async def payload_of(self, msg: Carrier) -> bytes:
@@ -232,12 +306,10 @@ class Stores:
         self, payload: bytes, headers: Mapping[str, str] | None, msg_id: str | None
     ) -> tuple[dict[str, str] | None, bytes]:
         """Stamp ``msg_id``; store a payload over the inline limit, leaving a reference."""
-        hdrs = dict(headers) if headers else {}
-        if msg_id is not None:
-            hdrs[H.MSG_ID] = msg_id
+        hdrs = stamp(headers, msg_id)
         # the limit is half max_payload at least; no server runs with max_payload under 1 KiB,
         # so a small payload (the common case, on every publish) skips reading it
-        if len(payload) > _ALWAYS_INLINE and len(payload) > self._connection.inline_limit:
+        if len(payload) > ALWAYS_INLINE and len(payload) > self._connection.inline_limit:
             name = msg_id or uuid.uuid4().hex
             obs = await self.object_store(BLOB_BUCKET, ttl=None, replicas=1, storage="file")
             try:

@@ -43,7 +43,9 @@ class StreamLimits:
 
     ``duplicate_window`` (seconds) is how long JetStream remembers
     ``Nats-Msg-Id`` values; see the README for how it must relate to an
-    actor's checkpoint interval.
+    actor's checkpoint interval. ``discard`` says what a full stream does:
+    drop its oldest messages (``"old"``) or refuse new ones (``"new"``: the
+    publisher gets :class:`~diaspora.errors.StreamFull`).
     """
 
     max_msgs: int | None = None
@@ -52,6 +54,7 @@ class StreamLimits:
     duplicate_window: float = DEFAULT_DUPLICATE_WINDOW
     replicas: int = 1
     storage: Literal["file", "memory"] = "file"
+    discard: Literal["old", "new"] = "old"
 
     def __post_init__(self) -> None:
         for field in ("max_msgs", "max_bytes", "max_age"):
@@ -71,6 +74,8 @@ class StreamLimits:
             raise ConfigError(f"stream limits: replicas={self.replicas!r}; use 1, 3 or 5")
         if self.storage not in ("file", "memory"):
             raise ConfigError(f"stream limits: storage={self.storage!r}; use 'file' or 'memory'")
+        if self.discard not in ("old", "new"):
+            raise ConfigError(f"stream limits: discard={self.discard!r}; use 'old' or 'new'")
 
 
 _EVENTS_LIMITS: Final = StreamLimits(max_msgs=1_000_000, max_age=24 * 3600.0, duplicate_window=60.0)
@@ -169,6 +174,10 @@ class Streams:
             self._applied[(domain, subject)] = limits
             return info
         config = info.config
+        if is_bridged(config):
+            if min_duplicate_window is not None:
+                _refuse_bridged(config, name)  # an output: it is published at its origin
+            return info  # a bridge's copy at this site: consumed like any stream
         if sorted(config.subjects or []) != [subject]:
             raise ConfigError(
                 f"stream {name!r} already captures {config.subjects}, not [{subject!r}]: "
@@ -223,7 +232,7 @@ class Streams:
             duplicate_window=limits.duplicate_window,
             num_replicas=limits.replicas,
             storage=StorageType.FILE if limits.storage == "file" else StorageType.MEMORY,
-            discard=DiscardPolicy.OLD,
+            discard=DiscardPolicy.NEW if limits.discard == "new" else DiscardPolicy.OLD,
             allow_direct=True,
         )
         if existing is None:
@@ -236,6 +245,7 @@ class Streams:
             self._log.info("stream_created", stream=name, subjects=subjects, domain=domain)
             return info
         current = existing.config
+        _refuse_bridged(current, name)
         if sorted(current.subjects or []) != sorted(subjects):
             raise ConfigError(
                 f"stream {name!r} already captures {current.subjects}, not {subjects}: "
@@ -255,6 +265,7 @@ class Streams:
             and (current.max_age or 0) == config.max_age
             and current.duplicate_window == config.duplicate_window
             and (current.num_replicas or 1) == config.num_replicas
+            and (current.discard or DiscardPolicy.OLD) == config.discard
         )
         if same:
             return existing
@@ -264,3 +275,19 @@ class Streams:
             raise ConfigError(f"stream {name!r}: JetStream refused the update: {exc}") from exc
         self._log.info("stream_updated", stream=name, subjects=subjects, domain=domain)
         return info
+
+
+def is_bridged(config: StreamConfig) -> bool:
+    """Whether a stream is a bridge's copy (a source or mirror of another domain, no subjects)."""
+    return not config.subjects and (config.mirror is not None or bool(config.sources))
+
+
+def _refuse_bridged(config: StreamConfig, name: str) -> None:
+    if not is_bridged(config):
+        return
+    origin = config.mirror or (config.sources[0] if config.sources else None)
+    api = origin.external.api if origin is not None and origin.external is not None else "?"
+    raise ConfigError(
+        f"stream {name!r} here is a bridge's copy of {api} (no subjects of its own): "
+        "declare and publish the subject at its origin site, consume it here"
+    )

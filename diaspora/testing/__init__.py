@@ -10,11 +10,11 @@ the hypothesis strategies and state machine (which need ``hypothesis``) are in
 """
 
 from diaspora.errors import InjectionError
+from diaspora.fabric import LinkProxy
 from diaspora.testing._faults import Fault, FaultInjection, FaultOrder, fault_subject
 from diaspora.testing._faultspec import FaultKind, FaultSpec, FaultStep, Injected
 from diaspora.testing._injectors import Injector
 from diaspora.testing._pids import PidWatcher
-from diaspora.testing._proxy import LinkProxy
 from diaspora.testing._report import ExampleResult, ReliabilityReport
 from diaspora.testing._rig import FaultRig
 from diaspora.testing._streams import StoredMessage, read_stream

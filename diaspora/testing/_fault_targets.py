@@ -16,9 +16,8 @@ from collections.abc import Callable
 import anyio
 
 from diaspora.errors import InjectionError
-from diaspora.fabric import EmbeddedServer, ServerState
+from diaspora.fabric import EmbeddedServer, LinkProxy, ServerState
 from diaspora.testing._faultspec import FaultKind, FaultSpec, Injected
-from diaspora.testing._proxy import LinkProxy
 
 __all__ = ["ServerFaults", "apply_link_fault", "lift_link_aspect"]
 

@@ -4,8 +4,10 @@ pause the nats-server, and cut or degrade a link, each returning a record of wha
 An :class:`Injector` is bound to what it may break: a fabric (to send fault
 orders to actors, see :mod:`diaspora.testing._faults`), an
 :class:`~diaspora.fabric.EmbeddedServer`, a :class:`~diaspora.testing.LinkProxy`
-and a :class:`~diaspora.testing._pids.PidSource` naming the process of an actor
-or node. Every fault is a :class:`~diaspora.testing.FaultSpec` (the data model is in
+(or the name of a site whose :class:`~diaspora.fabric.LinkControl` carries
+out link faults) and a :class:`~diaspora.testing._pids.PidSource` naming the
+process of an actor or node. Every fault is a
+:class:`~diaspora.testing.FaultSpec` (the data model is in
 :mod:`diaspora.testing._faultspec`); :meth:`Injector.apply` carries it out and
 returns an :class:`~diaspora.testing.Injected` record (kind, target, time, pid) for
 reports. Server and link faults may last a ``duration``, after which the
@@ -29,8 +31,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from diaspora import codec
-from diaspora.errors import InjectionError, NoResponders
-from diaspora.fabric import EmbeddedServer, Fabric, ServerState
+from diaspora.errors import InjectionError, LinkFaultError, NoResponders
+from diaspora.fabric import EmbeddedServer, Fabric, LinkProxy, ServerState, link_fault
 from diaspora.log import get_logger
 from diaspora.testing._fault_targets import ServerFaults, apply_link_fault, lift_link_aspect
 from diaspora.testing._faults import fault_subject
@@ -43,7 +45,6 @@ from diaspora.testing._faultspec import (
     Injected,
 )
 from diaspora.testing._pids import PidSource, PidWatcher, is_descendant
-from diaspora.testing._proxy import LinkProxy
 
 __all__ = ["Injector"]
 
@@ -74,6 +75,11 @@ class Injector:
     fault waits for the actor to be reachable and a kill for a live pid;
     an order unanswered for ``answer_timeout`` is sent again.
 
+    ``link_site`` names a site whose :class:`~diaspora.fabric.LinkControl` puts the
+    link faults on its link (orders sent on ``fabric`` with
+    :func:`~diaspora.fabric.link_fault`), for a link this process does not own;
+    the control lifts a lasting fault itself when its duration is over.
+
     Use it as an async context manager: lasting faults are lifted by timers
     in its task group, and leaving it heals whatever is still broken.
     """
@@ -84,6 +90,7 @@ class Injector:
         *,
         server: EmbeddedServer | None = None,
         proxy: LinkProxy | None = None,
+        link_site: str | None = None,
         pids: PidSource | None = None,
         order_timeout: float = 30.0,
         answer_timeout: float = 5.0,
@@ -92,6 +99,7 @@ class Injector:
         self.fabric = fabric
         self.server = server
         self.proxy = proxy
+        self.link_site = link_site
         self.pids = pids
         self.order_timeout = order_timeout
         self.answer_timeout = answer_timeout
@@ -199,7 +207,10 @@ class Injector:
             await self._server_faults.apply(server, fault, self._lift)
         else:
             pid = None
-            apply_link_fault(self._require_proxy(fault), fault)
+            if self.proxy is None and self.link_site is not None:
+                await self._order_link(fault)
+            else:
+                apply_link_fault(self._require_proxy(fault), fault)
             if kind is FaultKind.HEAL_LINK:
                 for aspect in _LINK_ASPECTS:
                     self._lift(aspect)
@@ -299,8 +310,10 @@ class Injector:
         """
         if self.proxy is not None:
             self.proxy.heal()
-            for aspect in _LINK_ASPECTS:
-                self._lift(aspect)
+        elif self.link_site is not None and any(a in self._active for a in _LINK_ASPECTS):
+            await self._order_link(FaultSpec(FaultKind.HEAL_LINK))
+        for aspect in _LINK_ASPECTS:
+            self._lift(aspect)
         server = self.server
         if server is not None:
             await self._server_faults.heal(server)
@@ -394,13 +407,39 @@ class Injector:
     def _require_proxy(self, fault: FaultSpec) -> LinkProxy:
         if self.proxy is None:
             raise InjectionError(
-                f"{fault.describe()}: this Injector has no link (pass proxy=LinkProxy)"
+                f"{fault.describe()}: this Injector has no link (pass proxy=LinkProxy, or "
+                "link_site=<site> for a site's LinkControl)"
             )
         return self.proxy
 
+    async def _order_link(self, fault: FaultSpec) -> None:
+        """Have the LinkControl of :attr:`link_site` carry out a link ``fault``."""
+        site = self.link_site
+        assert site is not None
+        if self.fabric is None:
+            raise InjectionError(
+                f"{fault.describe()}: this Injector has no fabric to order site {site!r}'s "
+                "link control on"
+            )
+        latency = fault.kind is FaultKind.LATENCY
+        try:
+            await link_fault(
+                self.fabric,
+                site,
+                fault.kind.value,
+                seconds=fault.seconds if latency else None,
+                jitter=fault.jitter if latency and fault.jitter else None,
+                rate=fault.rate,
+                duration=fault.duration,
+                timeout=self.answer_timeout,
+            )
+        except LinkFaultError as exc:
+            raise InjectionError(f"{fault.describe()}: {exc}") from exc
+
     def _lift_link(self, aspect: str) -> None:
         proxy = self.proxy
-        assert proxy is not None
+        if proxy is None:  # a site's LinkControl: it lifts the fault when its duration ends
+            return
         lift_link_aspect(proxy, aspect, self._in_force)
 
     def _in_force(self, aspect: str) -> Injected | None:

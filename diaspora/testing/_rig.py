@@ -50,11 +50,10 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from diaspora.fabric import EmbeddedServer, Fabric
+from diaspora.fabric import EmbeddedServer, Fabric, LinkProxy
 from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.log import get_logger
 from diaspora.testing._injectors import Injector
-from diaspora.testing._proxy import LinkProxy
 from diaspora.testing._report import ReliabilityReport
 from diaspora.testing._workflow import Workflow, WorkflowError
 from diaspora.workflow import TreeConfig

@@ -51,9 +51,8 @@ from typing import Any
 
 import pytest
 
-from diaspora.fabric import EmbeddedCluster, EmbeddedServer, Fabric
+from diaspora.fabric import EmbeddedCluster, EmbeddedServer, Fabric, LinkProxy
 from diaspora.testing._injectors import Injector
-from diaspora.testing._proxy import LinkProxy
 from diaspora.testing._workflow import Workflow
 from diaspora.workflow import TreeConfig
 

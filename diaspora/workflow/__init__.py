@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         process_child,
     )
     from diaspora.workflow._tree import TreeConfig
+    from diaspora.workflow._triggers import trigger_child
 
 #: Each name and the module that defines it.
 _HOMES: dict[str, str] = {
@@ -56,6 +57,7 @@ _HOMES: dict[str, str] = {
     "load_config": "diaspora.workflow._config",
     "parse_config": "diaspora.workflow._config",
     "process_child": "diaspora.workflow._node",
+    "trigger_child": "diaspora.workflow._triggers",
 }
 
 __all__ = [
@@ -73,6 +75,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "process_child",
+    "trigger_child",
 ]
 
 

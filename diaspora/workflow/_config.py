@@ -21,8 +21,14 @@ Keys (``*``: required)::
                                       # nkey_seed_file, creds_file (paths: from this file)
     tls = { ca_file = "ca.pem" }      # and cert_file, key_file, verify_hostname, hostname
 
+    [sites.edge]                      # optional: sites, one JetStream domain each
+    domain = "edge"                   # * (diaspora.workflow._siteconfig)
+    parent = "hpc"                    # leaf link to the parent site
+    url = "nats://edge:4222"          # omitted: an embedded server (leaf_url: its leaf port)
+
     [supervisor]                      # the root supervisor
     name = "root"                     # first token of every actor id (default "root")
+    site = "hpc"                      # with [sites]: where the root runs (default: the first)
     strategy = "one_for_one"          # one_for_all, rest_for_one, simple_one_for_one
     intensity = 1                     # restarts allowed ...
     period = 5.0                      # ... within this many seconds (finite, > 0)
@@ -35,6 +41,7 @@ Keys (``*``: required)::
     actor = "mypkg.actors:RunningSum" # * an Actor subclass
     args = { scale = 2 }              # constructor keyword arguments
     inputs = ["numbers"]              # overrides the class's inputs
+    site = "edge"                     # with [sites]: its site (default: its parent's)
     max_attempts = 3                  # handle failures before an input is dead-lettered
     on_poison = "retry"               # or "crash" (overrides the class's, see docs/actors.md)
     restart = "permanent"             # transient, temporary
@@ -118,13 +125,15 @@ from diaspora.workflow._node import (
     DEFAULT_START_TIMEOUT,
     process_child,
 )
+from diaspora.workflow._siteconfig import check_placements, parse_sites
 from diaspora.workflow._tree import StreamDecl, TreeConfig
+from diaspora.workflow._triggers import parse_triggers
 
 __all__ = ["TreeConfig", "load_config", "parse_config"]
 
 #: Per-child keys of an older format: a stream's QoS now lives in the top-level ``[streams]``.
 _STREAM_CHILD_KEYS: Final = frozenset({"qos", "streams"})
-_TOP_KEYS: Final = frozenset({"fabric", "supervisor", "streams"})
+_TOP_KEYS: Final = frozenset({"fabric", "supervisor", "streams", "sites", "triggers"})
 _STREAM_KEYS: Final = frozenset({"qos", "limits"})
 _LIMIT_KEYS: Final = frozenset(
     {"max_msgs", "max_bytes", "max_age", "duplicate_window", "replicas", "storage"}
@@ -133,9 +142,9 @@ _FABRIC_KEYS: Final = frozenset({"url", "tls"}) | AUTH_KEYS
 _SUPERVISOR_KEYS: Final = frozenset(
     {"strategy", "intensity", "period", "auto_shutdown", "backoff", "children"}
 )
-_ROOT_KEYS: Final = _SUPERVISOR_KEYS | {"name"}
+_ROOT_KEYS: Final = _SUPERVISOR_KEYS | {"name", "site"}
 _NODE_KEYS: Final = frozenset({"process", "heartbeat_timeout", "start_timeout", "standby"})
-_CHILD_KEYS: Final = frozenset({"id", "restart", "shutdown", "significant"}) | _NODE_KEYS
+_CHILD_KEYS: Final = frozenset({"id", "restart", "shutdown", "significant", "site"}) | _NODE_KEYS
 _ACTOR_KEYS: Final = _CHILD_KEYS | {"actor", "args", "inputs", "max_attempts", "on_poison"}
 _NESTED_KEYS: Final = _CHILD_KEYS | _SUPERVISOR_KEYS
 _BACKOFF_KEYS: Final = frozenset({"initial", "max", "factor", "jitter", "reset_after"})
@@ -159,6 +168,17 @@ def parse_config(text: str, *, source: str = "<config>") -> TreeConfig:
 
 class _Parser(TomlReader):
     """Walks one document; every error names ``source`` and the field path."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(source)
+        #: child path -> the site its table names, and where that table is
+        self.placements: dict[str, str] = {}
+        self.wheres: dict[str, str] = {}
+
+    def place(self, table: dict[str, Any], where: str, path: str) -> None:
+        if "site" in table:
+            self.placements[path] = self.string(table["site"], f"{where}.site")
+            self.wheres[path] = where
 
     def at(self, where: str) -> str:
         return f"{self.source}: {where}"
@@ -185,8 +205,27 @@ class _Parser(TomlReader):
             name = check_id(
                 self.string(root["name"], "supervisor.name"), self.at("supervisor.name")
             )
+        sites = parse_sites(self, document["sites"]) if "sites" in document else ()
+        self.place(root, "supervisor", name)
+        if sites and name not in self.placements:
+            self.placements[name], self.wheres[name] = sites[0].name, "supervisor"
         spec = self.supervisor(root, "supervisor", name)
-        return TreeConfig(self.source, name, spec, url, streams, auth)
+        if sites and url is not None:
+            raise self.fail("fabric.url", "with [sites], give each site its own url")
+        if "triggers" in document:
+            spec = self.triggers(document["triggers"], spec)
+        check_placements(self.source, sites, self.placements, self.wheres, spec, name)
+        return TreeConfig(self.source, name, spec, url, streams, sites, dict(self.placements), auth)
+
+    def triggers(self, value: object, root: SupervisorSpec) -> SupervisorSpec:
+        """``[[triggers]]``: each a child of the root (``trigger-<name>``)."""
+        children = parse_triggers(value, self.source)
+        if children and root.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+            raise self.fail("triggers", "the root is simple_one_for_one: it has no room for them")
+        try:
+            return dataclasses.replace(root, children=[*root.children, *children])
+        except ConfigError as exc:
+            raise self.from_spec(exc, "triggers", "supervisor") from exc
 
     def streams(self, value: object) -> dict[str, StreamDecl]:
         """``[streams."<subject>"]`` tables: each stream's ``qos`` and retention ``limits``."""
@@ -308,6 +347,7 @@ class _Parser(TomlReader):
             self.keys(table, where, _ACTOR_KEYS)
         else:
             self.keys(table, where, _NESTED_KEYS)
+        self.place(table, where, path)
         restart = Restart.PERMANENT
         if "restart" in table:
             restart = self.choice(table["restart"], Restart, f"{where}.restart")

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from diaspora.clock import Clock
+from diaspora.errors import ConfigError
 from diaspora.events import EventSink
 from diaspora.fabric._auth import Auth
 from diaspora.fabric._fabric import StreamLimits
 from diaspora.fabric._naming import is_event_input
+from diaspora.fabric._sitespec import SiteSpec
 from diaspora.streams._qos import QosSpec
 from diaspora.streams._registry import declare_qos
-from diaspora.supervision._binding import bind_fabric
+from diaspora.supervision._binding import bind_fabric, bind_start
 from diaspora.supervision._spec import SupervisorSpec
 from diaspora.supervision._supervisor import Supervisor
 from diaspora.workflow._children import ActorStart
 from diaspora.workflow._node import ProcessStart
+from diaspora.workflow._siteconfig import placed_actors
 
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
@@ -46,10 +50,39 @@ class TreeConfig:
     spec: SupervisorSpec
     url: tuple[str, ...] | None = None
     streams: Mapping[str, StreamDecl] = field(default_factory=dict)
+    #: the ``[sites]`` (root first is not implied: file order); empty for one server
+    sites: tuple[SiteSpec, ...] = ()
+    #: child path (``root.ingest``) -> the site its table names (inherited below it)
+    placements: Mapping[str, str] = field(default_factory=dict)
     #: The ``[fabric]`` credentials and TLS (``None``: connect without).
     auth: Auth | None = None
 
-    async def declare_streams(self, fabric: Fabric) -> None:
+    def site_of(self, path: str) -> str | None:
+        """The site of the child at ``path`` (``root`` for the root): its own, else its parent's."""
+        while path:
+            if path in self.placements:
+                return self.placements[path]
+            path = path.rpartition(".")[0]
+        return None
+
+    def subject_sites(self) -> dict[str, str]:
+        """The site each consumed subject's stream lives on (its readers' site, else the root's)."""
+        root = self.site_of(self.name)
+        out: dict[str, str] = {}
+        for _path, site, start in placed_actors(self.spec, self.name, root, self.placements):
+            for subject in start.inputs or tuple(getattr(start.actor, "inputs", ())):
+                if site is not None and not is_event_input(subject):
+                    out.setdefault(subject, site)
+        if root is not None:
+            for subject in self.streams:
+                out.setdefault(subject, root)
+        return out
+
+    def bind_sites(self, fabrics: Mapping[str, Fabric]) -> SupervisorSpec:
+        """``spec`` with each actor and process node on the fabric of its site."""
+        return _bind_sites(self.spec, self.name, fabrics, self.site_of)
+
+    async def declare_streams(self, fabric: Fabric, *, site: str | None = None) -> None:
         """Ensure every stream the tree consumes, before any actor starts.
 
         First the ``[streams]`` with their limits and QoS, then every actor's
@@ -58,7 +91,10 @@ class TreeConfig:
         it has started loses nothing. Event inputs read the events stream the
         fabric itself ensures.
         """
+        here = None if site is None else {s for s, at in self.subject_sites().items() if at == site}
         for subject, decl in self.streams.items():
+            if here is not None and subject not in here:
+                continue
             if decl.limits is not None:
                 await fabric.ensure_stream(subject, decl.limits)
             else:
@@ -66,7 +102,7 @@ class TreeConfig:
             if decl.qos is not None:
                 await declare_qos(fabric, subject, decl.qos)
         for subject in self.consumed():
-            if subject not in self.streams:
+            if subject not in self.streams and (here is None or subject in here):
                 await fabric.require_stream(subject)
 
     def actors(self) -> dict[str, tuple[str, ...]]:
@@ -134,3 +170,24 @@ def _actor_starts(spec: SupervisorSpec, path: str) -> Iterator[tuple[str, ActorS
             yield from _actor_starts(start, child_path)
         elif isinstance(start, ActorStart):
             yield child_path, start
+
+
+def _bind_sites(
+    spec: SupervisorSpec,
+    path: str,
+    fabrics: Mapping[str, Fabric],
+    site_of: Callable[[str], str | None],
+) -> SupervisorSpec:
+    children = []
+    for child in spec.children:
+        child_path = f"{path}.{child.id}"
+        start: Any = child.start
+        if isinstance(start, SupervisorSpec):
+            start = _bind_sites(start, child_path, fabrics, site_of)
+        else:
+            site = site_of(child_path)
+            if site is None or site not in fabrics:
+                raise ConfigError(f"child {child_path!r}: no fabric for its site {site!r}")
+            start = bind_start(start, fabrics[site])
+        children.append(dataclasses.replace(child, start=start))
+    return dataclasses.replace(spec, children=children)

@@ -12,11 +12,8 @@ import contextlib
 import math
 import random
 import socket
-import struct
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from enum import Enum
+from dataclasses import asdict
 from types import TracebackType
 from typing import Final, Self
 
@@ -24,7 +21,16 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from diaspora.fabric import free_port
+from diaspora.fabric._linkwire import (
+    Chunk,
+    Connection,
+    Counters,
+    DelayLine,
+    Direction,
+    TokenBucket,
+    arm_rst,
+)
+from diaspora.fabric._server import free_port
 from diaspora.log import get_logger
 
 __all__ = ["LinkProxy"]
@@ -32,138 +38,8 @@ __all__ = ["LinkProxy"]
 _LOOPBACK: Final = "127.0.0.1"
 #: Largest chunk read from a socket at once.
 _CHUNK: Final = 64 * 1024
-#: Bytes held per direction per connection before the proxy stops reading (TCP backpressure).
-_HELD_LIMIT: Final = 8 * 1024 * 1024
-#: Token-bucket depth, in seconds of the configured rate.
-_BURST_S: Final = 0.05
 #: How long a graceful close may take to flush before the socket is aborted.
 _CLOSE_TIMEOUT_S: Final = 2.0
-
-
-class _Direction(Enum):
-    TO_SERVER = "to_server"
-    TO_CLIENT = "to_client"
-
-
-@dataclass(slots=True)
-class _Counters:
-    bytes_to_server: int = 0
-    bytes_to_client: int = 0
-    connections_accepted: int = 0
-    connections_open: int = 0
-    connections_reset: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Chunk:
-    data: bytes
-    arrived: float  # loop time when the proxy read it
-    jitter: float  # this chunk's draw in [0, 1), scaled by the jitter in force when it leaves
-
-
-class _DelayLine:
-    """The bytes in flight one way on one connection, in order; bounded in bytes."""
-
-    def __init__(self) -> None:
-        self._chunks: deque[_Chunk] = deque()
-        self._held = 0
-        self._eof = False
-        self._changed = anyio.Event()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def put(self, chunk: _Chunk) -> None:
-        while self._held >= _HELD_LIMIT:
-            await self._changed.wait()
-        self._chunks.append(chunk)
-        self._held += len(chunk.data)
-        self._wake()
-
-    def close(self) -> None:
-        self._eof = True
-        self._wake()
-
-    async def get(self) -> _Chunk | None:
-        """The next chunk, or ``None`` once the source has ended and all was taken."""
-        while not self._chunks:
-            if self._eof:
-                return None
-            await self._changed.wait()
-        chunk = self._chunks.popleft()
-        self._held -= len(chunk.data)
-        self._wake()
-        return chunk
-
-
-class _TokenBucket:
-    """A byte-rate cap shared by every connection's traffic in one direction."""
-
-    def __init__(self) -> None:
-        self.rate: float | None = None
-        self._tokens = 0.0
-        self._stamp = 0.0
-
-    def set_rate(self, rate: float | None, now: float) -> None:
-        self.rate = rate
-        self._tokens = self._capacity()
-        self._stamp = now
-
-    def _capacity(self) -> float:
-        return max(1.0, (self.rate or 0.0) * _BURST_S)
-
-    def take(self, wanted: int, now: float) -> tuple[int, float]:
-        """How many of ``wanted`` bytes may go now; if none, when to ask again."""
-        rate = self.rate
-        if rate is None:
-            return wanted, now
-        capacity = self._capacity()
-        self._tokens = min(capacity, self._tokens + (now - self._stamp) * rate)
-        self._stamp = now
-        need = min(wanted, int(capacity))
-        if self._tokens >= need:
-            self._tokens -= need
-            return need, now
-        # a hair late rather than early, so the retry finds the tokens there
-        return 0, now + (need - self._tokens) / rate + 1e-4
-
-
-def _arm_rst(writer: asyncio.StreamWriter | None, sock: socket.socket | None = None) -> None:
-    """Make the next close of this socket send RST instead of FIN (SO_LINGER 0)."""
-    raw = writer.get_extra_info("socket") if writer is not None else sock
-    if raw is None:
-        return
-    with contextlib.suppress(OSError):  # already closed: nothing to reset
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-class _Connection:
-    """One proxied client connection: its two sockets and the scope its pumps run in."""
-
-    def __init__(self, client: socket.socket) -> None:
-        self.client_sock = client
-        self.client: asyncio.StreamWriter | None = None
-        self.server: asyncio.StreamWriter | None = None
-        self.scope = anyio.CancelScope()
-        self.closed_cleanly = False
-
-    def abort(self) -> None:
-        """Reset both sides now and stop the pumps."""
-        _arm_rst(self.client, self.client_sock)
-        _arm_rst(self.server)
-        self.close_now()
-        self.scope.cancel()
-
-    def close_now(self) -> None:
-        # Before its transport exists the client socket is left alone: closing it here
-        # would free its fd while asyncio may be registering a transport on it (the
-        # next socket would get the fd and asyncio refuse it). ``_serve`` creates the
-        # transport shielded from cancellation and aborts through it.
-        if self.client is not None:
-            self.client.transport.abort()
-        if self.server is not None:
-            self.server.transport.abort()
 
 
 class LinkProxy:
@@ -195,11 +71,12 @@ class LinkProxy:
         self._random = random.Random(seed)
         self._latency = 0.0
         self._jitter = 0.0
-        self._buckets = {d: _TokenBucket() for d in _Direction}
+        self._buckets = {d: TokenBucket() for d in Direction}
         self._blackhole_until: float | None = None
         self._accepting = True
-        self._connections: set[_Connection] = set()
-        self._counters = _Counters()
+        self._rebound: socket.socket | None = None  # bound by reopen/heal, for the accept loop
+        self._connections: set[Connection] = set()
+        self._counters = Counters()
         self._changed: anyio.Event | None = None
         self._listen_scope: anyio.CancelScope | None = None
         self._tg: TaskGroup | None = None
@@ -233,6 +110,9 @@ class LinkProxy:
             return
         tg.cancel_scope.cancel()
         await tg.__aexit__(None, None, None)
+        rebound, self._rebound = self._rebound, None
+        if rebound is not None:  # healed just before the end: the loop never took it
+            rebound.close()
         self._log.info("link_proxy_stopped", **self.stats())
 
     # -- faults ---------------------------------------------------------------------
@@ -277,6 +157,12 @@ class LinkProxy:
         self._log.info("link_blackhole", seconds=seconds)
         self._notify()
 
+    def end_blackhole(self) -> None:
+        """End a blackhole now (held bytes flow on); other faults stay."""
+        self._blackhole_until = None
+        self._log.info("link_blackhole_ended")
+        self._notify()
+
     @contextlib.contextmanager
     def blackholed(self) -> Iterator[None]:
         """Blackhole the link for the duration of a ``with`` block; other faults stay."""
@@ -284,17 +170,24 @@ class LinkProxy:
         try:
             yield
         finally:
-            self._blackhole_until = None
-            self._log.info("link_blackhole_ended")
-            self._notify()
+            self.end_blackhole()
 
     def cut(self) -> None:
         """A link outage: refuse new connections and reset open ones until :meth:`heal`."""
         self._accepting = False
         if self._listen_scope is not None:
             self._listen_scope.cancel()
+        rebound, self._rebound = self._rebound, None
+        if rebound is not None:  # healed and cut again before the accept loop took it
+            rebound.close()
         count = self._abort_all()
         self._log.info("link_cut", connections=count)
+        self._notify()
+
+    def reopen(self) -> None:
+        """End a cut: accept connections again; latency, cap and blackhole stay."""
+        self._accept_again()
+        self._log.info("link_reopened")
         self._notify()
 
     def heal(self) -> None:
@@ -303,7 +196,7 @@ class LinkProxy:
         for bucket in self._buckets.values():
             bucket.set_rate(None, 0.0)
         self._blackhole_until = None
-        self._accepting = True
+        self._accept_again()
         self._log.info("link_healed")
         self._notify()
 
@@ -347,6 +240,15 @@ class LinkProxy:
             raise
         return sock
 
+    def _accept_again(self) -> None:
+        """Accept connections again; listening at once when the cut's listener is closed."""
+        if not self._accepting and self._listen_scope is None and self._rebound is None:
+            # the accept loop closed the old listener: bind now, so that a client told
+            # "healed" is not refused while the loop gets round to it
+            with contextlib.suppress(OSError):  # the loop retries the bind itself
+                self._rebound = self._bind()
+        self._accepting = True
+
     async def _listen_again(self) -> socket.socket:
         delay = 0.01
         while True:
@@ -366,7 +268,7 @@ class LinkProxy:
                     while True:
                         sock, _ = await loop.sock_accept(listener)
                         if not self._accepting:  # accepted just as the link was cut
-                            _arm_rst(None, sock)
+                            arm_rst(None, sock)
                             sock.close()
                             continue
                         self._counters.connections_accepted += 1
@@ -377,7 +279,7 @@ class LinkProxy:
             # cut: stay closed (connections refused) until healed, then listen again
             while not self._accepting:
                 await self._until(math.inf)
-            listener = await self._listen_again()
+            listener, self._rebound = self._rebound or await self._listen_again(), None
             self._log.info("link_listening")
 
     async def _blackhole_timer(self) -> None:
@@ -392,12 +294,12 @@ class LinkProxy:
             await self._until(math.inf if until is None else until)
 
     async def _serve(self, client_sock: socket.socket) -> None:
-        connection = _Connection(client_sock)
+        connection = Connection(client_sock)
         self._connections.add(connection)
         self._log.debug("link_connection_opened")
         try:
             with connection.scope:
-                with anyio.CancelScope(shield=True):  # see _Connection.close_now
+                with anyio.CancelScope(shield=True):  # see Connection.close_now
                     c_reader, c_writer = await asyncio.open_connection(sock=client_sock)
                 connection.client = c_writer
                 await anyio.lowlevel.checkpoint()  # aborted meanwhile: stop here
@@ -405,7 +307,7 @@ class LinkProxy:
                     s_reader, s_writer = await asyncio.open_connection(_LOOPBACK, self.target_port)
                 except OSError as exc:
                     self._log.warning("link_upstream_failed", error=str(exc))
-                    _arm_rst(c_writer)  # the client sees a refusal, not a clean close
+                    arm_rst(c_writer)  # the client sees a refusal, not a clean close
                     return
                 connection.server = s_writer
                 if await self._pump(c_reader, c_writer, s_reader, s_writer):
@@ -431,17 +333,17 @@ class LinkProxy:
         try:
             async with anyio.create_task_group() as tg:
                 for reader, writer, direction in (
-                    (c_reader, s_writer, _Direction.TO_SERVER),
-                    (s_reader, c_writer, _Direction.TO_CLIENT),
+                    (c_reader, s_writer, Direction.TO_SERVER),
+                    (s_reader, c_writer, Direction.TO_CLIENT),
                 ):
-                    line = _DelayLine()
+                    line = DelayLine()
                     tg.start_soon(self._read, reader, line)
                     tg.start_soon(self._deliver, line, writer, direction)
         except* OSError as group:
             self._log.debug("link_connection_broken", error=str(group.exceptions[0]))
             # a reset on one side is passed on as a reset to the other
-            _arm_rst(c_writer)
-            _arm_rst(s_writer)
+            arm_rst(c_writer)
+            arm_rst(s_writer)
             broken = True
         else:
             broken = False
@@ -459,15 +361,15 @@ class LinkProxy:
             return True
         return False
 
-    async def _read(self, reader: asyncio.StreamReader, line: _DelayLine) -> None:
+    async def _read(self, reader: asyncio.StreamReader, line: DelayLine) -> None:
         try:
             while data := await reader.read(_CHUNK):
-                await line.put(_Chunk(data, anyio.current_time(), self._random.random()))
+                await line.put(Chunk(data, anyio.current_time(), self._random.random()))
         finally:
             line.close()
 
     async def _deliver(
-        self, line: _DelayLine, writer: asyncio.StreamWriter, direction: _Direction
+        self, line: DelayLine, writer: asyncio.StreamWriter, direction: Direction
     ) -> None:
         bucket = self._buckets[direction]
         while (chunk := await line.get()) is not None:
@@ -488,7 +390,7 @@ class LinkProxy:
                 writer.write(view[:granted])
                 view = view[granted:]
                 await writer.drain()
-                if direction is _Direction.TO_SERVER:
+                if direction is Direction.TO_SERVER:
                     self._counters.bytes_to_server += granted
                 else:
                     self._counters.bytes_to_client += granted

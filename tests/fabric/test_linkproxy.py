@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,8 +19,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import StreamConfig
 
-from diaspora.fabric import EmbeddedServer, free_port
-from diaspora.testing import LinkProxy, wait_until
+import diaspora.testing
+from diaspora.fabric import EmbeddedServer, LinkProxy, free_port
+from diaspora.testing import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -324,6 +326,42 @@ async def test_cut_refuses_connections_until_heal_then_the_client_reconnects(
     stats = link_proxy.stats()
     assert stats["connections_reset"] == 1
     assert stats["connections_accepted"] == 2
+
+
+async def test_a_healed_or_reopened_link_accepts_connections_at_once(
+    link_proxy: LinkProxy,
+) -> None:
+    for end_cut in (link_proxy.heal, link_proxy.reopen):
+        link_proxy.cut()
+        await wait_until(lambda: refused(link_proxy.port), what="connections refused")
+        end_cut()  # no await before the connection: healed means listening
+        with socket.create_connection(("127.0.0.1", link_proxy.port), timeout=5):
+            pass
+
+
+async def test_reopen_and_end_blackhole_lift_one_fault_and_keep_the_others(
+    nats_server: EmbeddedServer, link_proxy: LinkProxy
+) -> None:
+    async with echo_responder(nats_server), client(link_proxy.url) as nc:
+        link_proxy.set_latency(0.3)
+        link_proxy.cut()
+        await wait_until(lambda: not nc.is_connected, what="client dropped by the cut")
+        link_proxy.reopen()
+        await wait_until(lambda: nc.is_connected, what="client back after reopen")
+        started = time.monotonic()
+        await nc.request("echo", b"slow", timeout=10)
+        assert time.monotonic() - started >= 0.6  # the latency outlived the cut
+        link_proxy.set_latency(0.0)
+        link_proxy.blackhole()
+        reply = asyncio.ensure_future(nc.request("echo", b"held", timeout=10))
+        await anyio.sleep(0.2)
+        assert not reply.done()
+        link_proxy.end_blackhole()
+        assert (await reply).data == b"held"
+
+
+def test_diaspora_testing_still_exports_the_link_proxy() -> None:
+    assert diaspora.testing.LinkProxy is LinkProxy
 
 
 async def test_exit_closes_listener_and_connections_and_leaves_no_tasks(

@@ -1,0 +1,157 @@
+"""Sites in a workflow file: ``[sites.<name>]`` tables and each child's ``site``.
+
+A tree whose file declares sites runs across them: each site is a
+JetStream domain (a server of its own, embedded when it has no ``url``),
+linked to its ``parent`` by a leaf connection (see
+:class:`~diaspora.fabric.SiteSpec`). A child's ``site = "<name>"`` places it
+(an actor, a process node, or a nested supervisor with everything below it)
+on that site's server; children inherit their parent's site, and the root's
+is ``[supervisor] site``, by default the first site of the file.
+
+Subjects belong to one site. An input is consumed from a stream in the
+domain of the actor reading it, so two actors on different sites reading
+the same subject would each bind it in their own domain, and the linked
+servers would store every message in both (``hierarchy.md`` G6): that is
+refused, naming both places; move a stream between sites with a bridge.
+
+>>> from diaspora.workflow import parse_config
+>>> config = parse_config('''
+... [sites.edge]
+... domain = "edge"
+... parent = "hpc"
+... [sites.hpc]
+... domain = "hpc"
+... [supervisor]
+... site = "hpc"
+... [[supervisor.children]]
+... id = "ingest"
+... site = "edge"
+... children = []
+... ''', source="demo.toml")
+>>> [site.name for site in config.sites], config.site_of("root"), config.site_of("root.ingest")
+(['edge', 'hpc'], 'hpc', 'edge')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+from diaspora._tomlfile import TomlReader
+from diaspora.errors import ConfigError
+from diaspora.fabric import SiteSpec, check_sites
+from diaspora.fabric._naming import is_event_input
+from diaspora.supervision._spec import SupervisorSpec
+from diaspora.workflow._children import ActorStart
+from diaspora.workflow._node import ProcessStart
+
+__all__ = ["check_placements", "parse_sites", "placed_actors"]
+
+_SITE_KEYS: Final = frozenset({"domain", "url", "parent", "leaf_url"})
+
+
+def parse_sites(reader: TomlReader, value: object) -> tuple[SiteSpec, ...]:
+    """The ``[sites.<name>]`` tables, checked as a topology (names, domains, parents, cycles)."""
+    sites = []
+    for name, raw in reader.table(value, "sites").items():
+        where = f"sites.{name}"
+        table = reader.table(raw, where)
+        reader.keys(table, where, _SITE_KEYS)
+        domain = reader.string(
+            reader.required(table, "domain", where, "the site's JetStream domain"),
+            f"{where}.domain",
+        )
+        fields = {
+            key: reader.string(table[key], f"{where}.{key}")
+            for key in ("url", "parent", "leaf_url")
+            if key in table
+        }
+        try:
+            sites.append(SiteSpec(name, domain, **fields))
+        except ConfigError as exc:
+            raise ConfigError(f"{reader.source}: {exc}") from exc
+    if not sites:
+        raise reader.fail("sites", "declares no site: omit [sites] for a single server")
+    try:
+        check_sites(sites)
+    except ConfigError as exc:
+        raise ConfigError(f"{reader.source}: {exc}") from exc
+    return tuple(sites)
+
+
+def placed_actors(
+    spec: SupervisorSpec, path: str, site: str | None, placements: Mapping[str, str]
+) -> Iterator[tuple[str, str | None, ActorStart]]:
+    """Every actor of the tree: its path, its site (inherited down the tree), its start."""
+    for child in spec.children:
+        child_path = f"{path}.{child.id}"
+        child_site = placements.get(child_path, site)
+        start: object = child.start
+        if isinstance(start, ProcessStart):
+            start = start.target
+        if isinstance(start, SupervisorSpec):
+            yield from placed_actors(start, child_path, child_site, placements)
+        elif isinstance(start, ActorStart):
+            yield child_path, child_site, start
+
+
+def check_placements(
+    source: str,
+    sites: tuple[SiteSpec, ...],
+    placements: Mapping[str, str],
+    wheres: Mapping[str, str],
+    spec: SupervisorSpec,
+    root: str,
+) -> None:
+    """Every ``site`` names a declared site; a process node's subtree stays on one site;
+    a subject is consumed on one site only."""
+    names = {site.name for site in sites}
+    for path, site in placements.items():
+        if site not in names:
+            known = ", ".join(sorted(names)) or "none: declare [sites.<name>] tables"
+            raise ConfigError(
+                f"{source}: {wheres[path]}.site: {site!r} is not a declared site ({known})"
+            )
+    if not sites:
+        return
+    _check_nodes(source, spec, root, placements.get(root), placements, wheres)
+    readers: dict[str, tuple[str, str | None]] = {}
+    for path, at, start in placed_actors(spec, root, placements.get(root), placements):
+        for subject in start.inputs or tuple(getattr(start.actor, "inputs", ())):
+            if is_event_input(subject):
+                continue
+            first = readers.setdefault(subject, (path, at))
+            if first[1] != at:
+                raise ConfigError(
+                    f"{source}: actor {path!r} on site {at!r} reads {subject!r}, which "
+                    f"actor {first[0]!r} reads on site {first[1]!r}: a subject is consumed on "
+                    "one site (its stream lives in one domain); move it between sites with a "
+                    "bridge, or place both actors on one site"
+                )
+
+
+def _check_nodes(
+    source: str,
+    spec: SupervisorSpec,
+    path: str,
+    site: str | None,
+    placements: Mapping[str, str],
+    wheres: Mapping[str, str],
+    node: str | None = None,
+) -> None:
+    for child in spec.children:
+        child_path = f"{path}.{child.id}"
+        child_site = placements.get(child_path, site)
+        if node is not None and child_site != site:
+            raise ConfigError(
+                f"{source}: {wheres[child_path]}.site: {child_site!r} inside process node "
+                f"{node!r}, which runs on site {site!r}: a process node connects to one "
+                "site; place the node itself"
+            )
+        start: Any = child.start
+        inner = node
+        if isinstance(start, ProcessStart):
+            inner = child_path
+            start = start.target
+        if isinstance(start, SupervisorSpec):
+            _check_nodes(source, start, child_path, child_site, placements, wheres, inner)
