@@ -191,7 +191,7 @@ async def _run_sites(config: TreeConfig, args: argparse.Namespace, status: RunSt
                     domain=spec.domain,
                     embedded=spec.embedded,
                 )
-                fabric = Fabric(site.url, name=f"{config.name}-{spec.name}")
+                fabric = Fabric(site.url, name=f"{config.name}-{spec.name}", auth=spec.auth)
                 fabrics[spec.name] = await stack.enter_async_context(fabric)
             for name, fabric in fabrics.items():
                 await config.declare_streams(fabric, site=name)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from diaspora.errors import ConfigError
+from diaspora.fabric._auth import Auth
 from diaspora.fabric._leafnodes import check_leaf_url
 
 __all__ = ["SiteSpec", "check_sites"]
@@ -51,7 +52,8 @@ class SiteSpec:
     link to. ``store_dir`` overrides where an embedded server keeps its
     streams (default ``<state_dir>/<name>/jetstream``). ``leaf_url`` is, for
     a site with a ``url``, where embedded children's leaf links connect (its
-    ``leafnodes`` listener).
+    ``leafnodes`` listener). ``auth`` is the credentials and TLS clients of
+    this site connect with (:class:`~diaspora.fabric.Auth`).
 
     >>> SiteSpec("edge", domain="edge", parent="hpc").embedded
     True
@@ -63,6 +65,7 @@ class SiteSpec:
     parent: str | None = None
     store_dir: str | os.PathLike[str] | None = None
     leaf_url: str | None = None
+    auth: Auth | None = None
 
     def __post_init__(self) -> None:
         _check_token(self.name, f"sites.{self.name}", "site name")

@@ -189,9 +189,9 @@ class _Parser(TomlReader):
         self.keys(document, "", _TOP_KEYS)
         streams = self.streams(document["streams"]) if "streams" in document else {}
         url = self.fabric(document["fabric"]) if "fabric" in document else None
+        base = Path(self.source).parent if self.source != "<config>" else None
         auth = None
         if "fabric" in document:
-            base = Path(self.source).parent if self.source != "<config>" else None
             auth = Auth.from_mapping(document["fabric"], where=self.at("fabric"), base_dir=base)
         if "supervisor" not in document:
             raise ConfigError(
@@ -205,13 +205,15 @@ class _Parser(TomlReader):
             name = check_id(
                 self.string(root["name"], "supervisor.name"), self.at("supervisor.name")
             )
-        sites = parse_sites(self, document["sites"]) if "sites" in document else ()
+        sites = parse_sites(self, document["sites"], base) if "sites" in document else ()
         self.place(root, "supervisor", name)
         if sites and name not in self.placements:
             self.placements[name], self.wheres[name] = sites[0].name, "supervisor"
         spec = self.supervisor(root, "supervisor", name)
         if sites and url is not None:
             raise self.fail("fabric.url", "with [sites], give each site its own url")
+        if sites and auth is not None:
+            raise self.fail("fabric", "with [sites], give each site its own credentials and tls")
         if "triggers" in document:
             spec = self.triggers(document["triggers"], spec)
         check_placements(self.source, sites, self.placements, self.wheres, spec, name)

@@ -35,11 +35,13 @@ refused, naming both places; move a stream between sites with a bridge.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 from diaspora._tomlfile import TomlReader
 from diaspora.errors import ConfigError
 from diaspora.fabric import SiteSpec, check_sites
+from diaspora.fabric._auth import AUTH_KEYS, Auth
 from diaspora.fabric._naming import is_event_input
 from diaspora.supervision._spec import SupervisorSpec
 from diaspora.workflow._children import ActorStart
@@ -47,11 +49,14 @@ from diaspora.workflow._node import ProcessStart
 
 __all__ = ["check_placements", "parse_sites", "placed_actors"]
 
-_SITE_KEYS: Final = frozenset({"domain", "url", "parent", "leaf_url"})
+_SITE_KEYS: Final = frozenset({"domain", "url", "parent", "leaf_url", "tls"}) | AUTH_KEYS
 
 
-def parse_sites(reader: TomlReader, value: object) -> tuple[SiteSpec, ...]:
-    """The ``[sites.<name>]`` tables, checked as a topology (names, domains, parents, cycles)."""
+def parse_sites(
+    reader: TomlReader, value: object, base_dir: Path | None = None
+) -> tuple[SiteSpec, ...]:
+    """The ``[sites.<name>]`` tables, checked as a topology (names, domains, parents, cycles);
+    a site's credentials and TLS take the keys of ``[fabric]`` (paths from ``base_dir``)."""
     sites = []
     for name, raw in reader.table(value, "sites").items():
         where = f"sites.{name}"
@@ -66,8 +71,9 @@ def parse_sites(reader: TomlReader, value: object) -> tuple[SiteSpec, ...]:
             for key in ("url", "parent", "leaf_url")
             if key in table
         }
+        auth = Auth.from_mapping(table, where=f"{reader.source}: {where}", base_dir=base_dir)
         try:
-            sites.append(SiteSpec(name, domain, **fields))
+            sites.append(SiteSpec(name, domain, **fields, auth=auth))
         except ConfigError as exc:
             raise ConfigError(f"{reader.source}: {exc}") from exc
     if not sites:
