@@ -184,7 +184,7 @@ async def _serve(
     url: str | Sequence[str] | None,
     shown: str,
 ) -> int:
-    async with Fabric(url, name=config.name) as fabric:
+    async with Fabric(url, name=config.name, auth=config.auth) as fabric:
         await config.declare_streams(fabric)
         return await _supervise(config, args, status, fabric, config.supervisor(fabric), shown)
 
@@ -221,7 +221,7 @@ async def _run_sites(config: TreeConfig, args: argparse.Namespace, status: RunSt
                     embedded=spec.embedded,
                     link_control=control,
                 )
-                fabric = Fabric(site.url, name=f"{config.name}-{spec.name}")
+                fabric = Fabric(site.url, name=f"{config.name}-{spec.name}", auth=spec.auth)
                 fabrics[spec.name] = await stack.enter_async_context(fabric)
             for name, fabric in fabrics.items():
                 await config.declare_streams(fabric, site=name)

@@ -14,7 +14,9 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     │   ├── PublishTimeout (TimeoutError)
     │   ├── NoResponders                    nobody serves a request subject
     │   ├── ServerNotFound                  no nats-server binary
-    │   └── ServerStartError                nats-server did not become ready
+    │   ├── ServerStartError                nats-server did not become ready
+    │   └── AuthorizationFailed             the server refused the credentials
+    ├── PermissionDenied (PermissionError)  the server refused a publish or subscribe
     ├── StreamNotFound (LookupError)
     ├── ObjectUnreadable                    an object-store object is missing, incomplete or corrupt
     ├── RevisionMismatch                    a KV compare-and-set lost the race
@@ -53,6 +55,7 @@ import signal
 
 __all__ = [
     "ActorCrashed",
+    "AuthorizationFailed",
     "BridgeError",
     "CheckpointError",
     "ChildAlreadyPresent",
@@ -81,6 +84,7 @@ __all__ = [
     "NodeHung",
     "ObjectUnreadable",
     "PayloadTooLarge",
+    "PermissionDenied",
     "PublishError",
     "PublishTimeout",
     "ReconstructionError",
@@ -143,6 +147,22 @@ class ServerNotFound(FabricUnavailable):
 
 class ServerStartError(FabricUnavailable):
     """A ``nats-server`` process did not become ready; the message has its log tail."""
+
+
+class AuthorizationFailed(FabricUnavailable):
+    """The server refused the fabric's credentials (user/password, token, nkey, creds, TLS)."""
+
+
+class PermissionDenied(DiasporaError, PermissionError):
+    """The server refused to let this connection publish or subscribe to a subject.
+
+    ``subject`` is the refused subject and ``operation`` ``"publish"`` or ``"subscription"``.
+    """
+
+    def __init__(self, message: str, *, subject: str = "", operation: str = "") -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.operation = operation
 
 
 class StreamNotFound(DiasporaError, LookupError):

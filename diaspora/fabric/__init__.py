@@ -13,6 +13,7 @@ names, the public wire interface.
 
 # first, before anything imports nats-py: it imports nats-py with aiohttp deferred
 from diaspora.fabric import _aiohttp  # noqa: F401
+from diaspora.fabric._auth import Auth, Tls
 from diaspora.fabric._bridgegaps import BridgeMonitor, GapTracker, origin_limits, origin_of
 from diaspora.fabric._bridges import Bridge, Direction, check_site, ensure_bridge, wait_site
 from diaspora.fabric._connection import Inbound, Inbox
@@ -41,6 +42,13 @@ from diaspora.fabric._server import (
     find_nats_server,
     free_port,
 )
+from diaspora.fabric._serverauth import (
+    Account,
+    Permissions,
+    ServerTls,
+    User,
+    workflow_permissions,
+)
 from diaspora.fabric._sites import Site, Sites
 from diaspora.fabric._sitespec import SiteSpec, check_sites
 from diaspora.fabric._siteview import SiteView
@@ -51,6 +59,8 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "DLQ_STREAM",
     "EVENTS_STREAM",
+    "Account",
+    "Auth",
     "Bridge",
     "BridgeMonitor",
     "ConsumerSettings",
@@ -69,15 +79,19 @@ __all__ = [
     "LinkFaultKind",
     "LinkProxy",
     "OrderedPublisher",
+    "Permissions",
     "PublishError",
     "PullConsumer",
     "ServerState",
+    "ServerTls",
     "Site",
     "SiteSpec",
     "SiteView",
     "Sites",
     "StoredMsg",
     "StreamLimits",
+    "Tls",
+    "User",
     "check_input",
     "check_site",
     "check_sites",
@@ -95,4 +109,5 @@ __all__ = [
     "stream_name",
     "token",
     "wait_site",
+    "workflow_permissions",
 ]

@@ -15,7 +15,6 @@ import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -24,19 +23,27 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.client import Server as NatsServer
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from diaspora.backoff import Backoff
 from diaspora.errors import (
     ConfigError,
+    DiasporaError,
     FabricUnavailable,
     NoResponders,
     PublishTimeout,
     StreamFull,
 )
 from diaspora.fabric import _jsapi
+from diaspora.fabric._auth import Auth, refusal
+from diaspora.fabric._inbound import Inbound, Inbox
+from diaspora.fabric._permissions import (
+    Violations,
+    parse_violation,
+    refuses_publish,
+    refuses_subscription,
+)
 from diaspora.fabric.headers import MSG_ID
 
 if TYPE_CHECKING:
@@ -56,87 +63,6 @@ def split_urls(url: str | Sequence[str]) -> list[str]:
     return urls
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One core-NATS message as a subscription callback receives it.
-
-    ``reply`` is the subject a requester waits on (``""`` when none);
-    answer with :meth:`respond`.
-    """
-
-    subject: str
-    data: bytes
-    headers: dict[str, str] | None
-    reply: str
-    _connection: Connection | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def status(self) -> str | None:
-        """The NATS status code of a protocol message (``"503"``: no responders), else ``None``."""
-        if self.data or not self.headers:
-            return None
-        return self.headers.get(_jsapi.STATUS)
-
-    @property
-    def no_responders(self) -> bool:
-        """Whether this is the server saying a request reached nobody."""
-        return self.status == _jsapi.NO_RESPONDERS
-
-    async def respond(self, data: bytes, headers: Mapping[str, str] | None = None) -> None:
-        """Answer the request this message carries.
-
-        Raises ``ValueError`` when it carries no reply subject, and
-        :class:`~diaspora.errors.FabricUnavailable` when the answer cannot be sent.
-        """
-        if not self.reply:
-            raise ValueError(
-                f"message on {self.subject!r} has no reply subject: it was published, "
-                "not requested, so there is nobody to answer"
-            )
-        if self._connection is None:
-            raise FabricUnavailable(f"message on {self.subject!r} is not bound to a fabric")
-        if not await self._connection.publish_core(self.reply, data, headers):
-            raise FabricUnavailable(
-                f"answer to the request on {self.subject!r} not sent: the connection is down"
-            )
-
-    @classmethod
-    def _of(cls, msg: Msg, connection: Connection | None) -> Inbound:
-        return cls(msg.subject, msg.data, msg.headers, msg.reply or "", connection)
-
-
-class Inbox:
-    """A private reply subject: send requests from it, read their answers in order.
-
-    For request/reply exchanges that get several answers per request, or that
-    pipeline requests (ask for the next chunk before reading this one); see
-    :meth:`diaspora.fabric.Fabric.inbox`.
-    """
-
-    def __init__(self, connection: Connection, subject: str, sub: Subscription) -> None:
-        self._connection = connection
-        self.subject = subject
-        self._sub = sub
-
-    async def send(self, subject: str, data: bytes) -> None:
-        """Publish ``data`` to ``subject`` with this inbox as the reply subject.
-
-        Raises :class:`~diaspora.errors.FabricUnavailable` when it cannot be sent.
-        """
-        try:
-            await self._connection.client.publish(subject, data, reply=self.subject)
-        except (nats.errors.Error, OSError) as exc:
-            raise FabricUnavailable(f"request to {subject!r} not sent: {exc!r}") from exc
-
-    async def next(self, timeout: float) -> Inbound:
-        """The next answer; raises ``TimeoutError`` when none arrives within ``timeout`` s."""
-        try:
-            msg = await self._sub.next_msg(timeout=timeout)
-        except nats.errors.TimeoutError:
-            raise TimeoutError(f"no answer on {self.subject!r} within {timeout}s") from None
-        return Inbound._of(msg, self._connection)
-
-
 class Connection:
     """One nats-py client, reconnecting forever; see :class:`~diaspora.fabric.Fabric`."""
 
@@ -150,8 +76,12 @@ class Connection:
         publish_async_max_pending: int,
         log: FilteringBoundLogger,
         on_reconnected: Callable[[str | None, float], Awaitable[None]],
+        auth: Auth | None = None,
     ) -> None:
         self.name = name
+        self.auth = auth
+        #: Publishes and subscriptions the server refused (reported asynchronously).
+        self.violations = Violations()
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.backoff = backoff
@@ -217,10 +147,25 @@ class Connection:
     async def connect(self, urls: list[str]) -> None:
         nc = NATS()
         last_error: list[BaseException] = []
+        refused: list[DiasporaError] = []
+        options = self.auth.connect_options() if self.auth is not None else {}
 
         async def on_error(exc: Exception) -> None:
+            violation = parse_violation(exc)
+            if violation is not None:
+                self._log.warning(
+                    "permission_denied", subject=violation.subject, operation=violation.operation
+                )
+                self.violations.report(violation)
+                return
             last_error[:] = [exc]
             self._log.debug("fabric_error", error=repr(exc))
+            error = refusal(exc, urls, self.auth)
+            if error is not None and self.nc is None:
+                refused[:] = [error]  # the first connect: retrying will not help
+                scope.cancel()
+            elif error is not None:  # a reconnect refused (credentials rotated?): keeps trying
+                self._log.error("fabric_refused", reason=str(error))
 
         async def on_disconnected() -> None:
             self._connected = anyio.Event()
@@ -246,6 +191,7 @@ class Connection:
 
         with anyio.move_on_after(self.connect_timeout) as scope:
             await nc.connect(
+                **options,
                 servers=urls,
                 name=self.name,
                 error_cb=on_error,
@@ -262,6 +208,8 @@ class Connection:
         if scope.cancelled_caught:
             with contextlib.suppress(Exception):
                 await nc.close()
+            if refused:
+                raise refused[0]
             reason = repr(last_error[0]) if last_error else "no answer"
             raise FabricUnavailable(
                 f"cannot reach NATS at {','.join(urls)} within {self.connect_timeout}s "
@@ -339,10 +287,20 @@ class Connection:
             await cb(Inbound._of(msg, self))
 
         nc = self.client
-        sub = await nc.subscribe(subject, cb=on_msg)
+        with self.violations.watch(refuses_subscription(subject)) as watch:
+            sub = await nc.subscribe(subject, cb=on_msg)
+            if flush:  # the server answers the flush after it refused the subscription
+                try:
+                    await self._flush(nc, subject)
+                except BaseException:
+                    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                    raise
+        if watch.seen is not None:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            raise watch.seen.error(self._who())
         try:
-            if flush:
-                await self._flush(nc, subject)
             yield
         finally:
             with anyio.CancelScope(shield=True):
@@ -373,6 +331,20 @@ class Connection:
         JetStream answers mean no stream captures ``subject``: that raises
         :class:`FabricUnavailable`. Raises :class:`PublishTimeout` after ``timeout`` s.
         """
+        with (
+            anyio.CancelScope() as denied,
+            self.violations.watch(refuses_publish(subject), denied.cancel) as watch,
+        ):
+            return await self._publish_acked(subject, payload, headers, timeout)
+        assert watch.seen is not None  # only a violation cancels `denied`
+        raise watch.seen.error(self._who())
+
+    def _who(self) -> str:
+        return self.auth.describe() if self.auth is not None else "this connection"
+
+    async def _publish_acked(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> PubAck:
         try:
             return await self._js_publish(subject, payload, headers, timeout)
         except nats.errors.TimeoutError as exc:
@@ -441,6 +413,15 @@ class Connection:
         return isinstance(answer, dict) and "error" not in answer
 
     async def request(self, subject: str, payload: bytes, timeout: float) -> Inbound:
+        with (
+            anyio.CancelScope() as denied,
+            self.violations.watch(refuses_publish(subject), denied.cancel) as watch,
+        ):
+            return await self._request(subject, payload, timeout)
+        assert watch.seen is not None  # only a violation cancels `denied`
+        raise watch.seen.error(self._who())
+
+    async def _request(self, subject: str, payload: bytes, timeout: float) -> Inbound:
         try:
             msg = await self.client.request(subject, payload, timeout=timeout)
         except nats.errors.NoRespondersError:

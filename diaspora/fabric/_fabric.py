@@ -5,9 +5,8 @@ With no URL a :class:`Fabric` starts (and later stops) its own embedded
 reconnects forever with exponential backoff, logging each state change.
 
 :class:`Fabric` is the facade; each concern lives in a private module:
-the connection and core NATS in ``_connection``, streams in ``_streams``,
-key-value buckets, object stores and blobs in ``_stores``, pull consumers in
-``_consumer``, raw JetStream subjects in ``_jsapi``.
+``_connection`` (core NATS), ``_auth`` (credentials, TLS), ``_streams``,
+``_stores`` (KV, object stores, blobs), ``_consumer``, ``_jsapi`` (raw subjects).
 
 >>> import anyio
 >>> async def main() -> None:
@@ -37,6 +36,7 @@ from diaspora import codec
 from diaspora.backoff import Backoff
 from diaspora.clock import Clock
 from diaspora.events import Event, Reconnected, log_event
+from diaspora.fabric._auth import Auth
 from diaspora.fabric._connection import Connection, Inbound, Inbox, split_urls
 from diaspora.fabric._consumer import ConsumerSettings, Credit, Delivery, PullConsumer
 from diaspora.fabric._objects import read_object
@@ -57,7 +57,8 @@ class Fabric:
 
     ``url`` may be one URL, a comma-separated list, or a list; ``None`` (the
     default, or ``$DIASPORA_URL`` unset) starts an embedded server whose store
-    lives in ``store_dir`` (a temporary directory by default).
+    lives in ``store_dir`` (a temporary directory by default); ``auth`` holds
+    the credentials and TLS it connects with (:class:`~diaspora.fabric.Auth`).
 
     A lost connection is retried forever: the ``n``-th attempt waits
     ``min(backoff_max, backoff_initial * 2**n)`` seconds, times a random factor
@@ -82,6 +83,7 @@ class Fabric:
         backoff_max: float = 1.0,
         events_stream: bool = True,
         publish_async_max_pending: int = 4096,
+        auth: Auth | None = None,
     ) -> None:
         if url is None:
             url = os.environ.get("DIASPORA_URL") or None
@@ -91,6 +93,7 @@ class Fabric:
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self._events_stream = events_stream
+        self.auth = auth
         self.server: EmbeddedServer | None = None
         self._log = get_logger(fabric=name)
         self._connection = Connection(
@@ -102,6 +105,7 @@ class Fabric:
             publish_async_max_pending=publish_async_max_pending,
             log=self._log,
             on_reconnected=self._on_reconnected,
+            auth=auth,
         )
         self._streams = Streams(self._connection, self._log)
         self._stores = Stores(self._connection, self._log)
@@ -335,10 +339,7 @@ class Fabric:
         replicas: int = 1,
         storage: Literal["file", "memory"] = "file",
     ) -> KeyValueBucket:
-        """Open the key-value bucket ``bucket``, creating it if missing (idempotent).
-
-        Values may be up to :attr:`inline_limit` bytes.
-        """
+        """Open (or create) key-value bucket ``bucket``; values up to :attr:`inline_limit` bytes."""
         return await self._stores.kv(
             bucket, history=history, ttl=ttl, replicas=replicas, storage=storage
         )
@@ -386,7 +387,8 @@ class Fabric:
         """Encode ``data`` with :mod:`diaspora.codec` and publish it to JetStream.
 
         Raises :class:`PublishTimeout` when no acknowledgement arrives within
-        ``timeout`` (default: the fabric's request timeout).
+        ``timeout`` (default: the fabric's request timeout),
+        :class:`~diaspora.errors.PermissionDenied` when the server refuses it ``subject``.
         """
         return await self.publish_bytes(
             subject, codec.encode(data), headers=headers, msg_id=msg_id, timeout=timeout
@@ -466,8 +468,8 @@ class Fabric:
     async def request(self, subject: str, payload: bytes, *, timeout: float) -> Inbound:
         """Send a core-NATS request and return its first answer.
 
-        Raises :class:`~diaspora.errors.NoResponders` when nobody serves
-        ``subject``, ``TimeoutError`` when nobody answers within ``timeout`` s.
+        Raises :class:`~diaspora.errors.NoResponders` when nobody serves ``subject``,
+        ``TimeoutError`` when nobody answers within ``timeout`` s.
         """
         return await self._connection.request(subject, payload, timeout)
 

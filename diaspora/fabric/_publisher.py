@@ -261,7 +261,9 @@ class OrderedPublisher:
             nc = SessionClient()
             session = Session(nc, "")
             try:
+                auth = self._fabric.auth
                 await nc.connect(
+                    **(auth.connect_options() if auth is not None else {}),
                     servers=self._fabric.urls,
                     name=f"{self.name}-publisher",
                     allow_reconnect=False,

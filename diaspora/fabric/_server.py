@@ -28,7 +28,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -39,6 +39,7 @@ import anyio
 
 from diaspora.errors import ConfigError, ServerNotFound, ServerStartError
 from diaspora.fabric._leafnodes import check_leaf_url, leaf_url, leafnodes_config
+from diaspora.fabric._serverauth import Account, ServerTls, User, render_security
 from diaspora.log import get_logger
 
 __all__ = [
@@ -152,6 +153,13 @@ class EmbeddedServer:
     hierarchical fabric is; ``leaf_port`` opens a loopback leaf-node listener
     for child sites (:attr:`leaf_url`) and ``leaf_remotes`` (``nats-leaf://``
     URLs) are the leaf links to parent sites, retried every second.
+
+    Security (:mod:`diaspora.fabric._serverauth`): ``users`` may connect
+    (password, token or nkey, each with optional permissions); ``accounts``
+    instead splits users into isolated accounts
+    (``{"WF": {"users": [...], "jetstream": True}}``); ``tls`` serves TLS.
+    Without them anyone who reaches it may connect, and it listens on
+    127.0.0.1 only (client, monitoring, cluster and leaf-node ports).
     """
 
     def __init__(
@@ -167,6 +175,9 @@ class EmbeddedServer:
         jetstream_domain: str | None = None,
         leaf_port: int | None = None,
         leaf_remotes: Sequence[str] = (),
+        users: Sequence[User | Mapping[str, Any]] = (),
+        accounts: Mapping[str, Account | Mapping[str, Any]] | None = None,
+        tls: ServerTls | None = None,
         _cluster: _ClusterRoute | None = None,
     ) -> None:
         self.binary = find_nats_server(binary)
@@ -176,6 +187,7 @@ class EmbeddedServer:
         self.max_payload = max_payload
         self.ready_timeout = ready_timeout
         self._extra_config = extra_config
+        self._security = render_security(users=users, accounts=accounts, tls=tls)
         if jetstream_domain is not None and not _DOMAIN.match(jetstream_domain):
             raise ConfigError(
                 f"EmbeddedServer: jetstream_domain={jetstream_domain!r}: use letters, digits, "
@@ -394,6 +406,8 @@ class EmbeddedServer:
                 f"  routes: [{routes}]",
                 "}",
             ]
+        if self._security:
+            lines.append(self._security)
         if self._extra_config:
             lines.append(self._extra_config)
         return "\n".join(lines) + "\n"

@@ -40,6 +40,7 @@ from nats.aio.client import Client as NATS
 
 from diaspora.errors import ConfigError, FabricUnavailable
 from diaspora.fabric import _jsapi
+from diaspora.fabric._auth import Auth, refusal
 from diaspora.fabric._connection import split_urls
 from diaspora.fabric._fabric import Fabric
 from diaspora.fabric._leafnodes import leaf_url
@@ -119,7 +120,9 @@ class Sites:
     def fabric(self, name: str, **options: Any) -> Fabric:
         """A :class:`Fabric` connected to site ``name`` (enter it with ``async with``)."""
         options.setdefault("name", f"diaspora-{name}")
-        return Fabric(self[name].url, **options)
+        site = self[name]  # an unknown name is named before anything else
+        options.setdefault("auth", self._spec(name).auth)
+        return Fabric(site.url, **options)
 
     def view(self, fabric: Fabric, name: str) -> SiteView:
         """``fabric``'s streams, KV and object stores in site ``name``'s JetStream domain."""
@@ -192,7 +195,8 @@ class Sites:
     async def _await_link(self, site: Site, parent: Site, timeout: float | None) -> None:
         deadline = time.monotonic() + (self.link_timeout if timeout is None else timeout)
         for here, there in ((site, parent), (parent, site)):
-            nc = await _connect(here.url, self.connect_timeout, f"sites.{here.name}")
+            where = f"sites.{here.name}"
+            nc = await _connect(here.url, self.connect_timeout, where, self._spec(here.name).auth)
             try:
                 answered = await _reaches(nc, there.domain, deadline)
             finally:
@@ -251,7 +255,7 @@ class Sites:
         """The running site at ``spec.url``, once it answers as JetStream domain ``spec.domain``."""
         assert spec.url is not None
         where = f"sites.{spec.name}"
-        nc = await _connect(spec.url, self.connect_timeout, where)
+        nc = await _connect(spec.url, self.connect_timeout, where, spec.auth)
         try:
             answer = await _info(nc, None, self.connect_timeout)
         finally:
@@ -287,9 +291,10 @@ class Sites:
             ) from None
 
 
-async def _connect(url: str, timeout: float, where: str) -> NATS:
+async def _connect(url: str, timeout: float, where: str, auth: Auth | None) -> NATS:
     """A short-lived probe client (no reconnects); :class:`FabricUnavailable` names ``where``."""
     nc = NATS()
+    options = auth.connect_options() if auth is not None else {}
 
     async def quiet(exc: Exception) -> None:
         return None
@@ -297,6 +302,7 @@ async def _connect(url: str, timeout: float, where: str) -> NATS:
     try:
         with anyio.fail_after(timeout):
             await nc.connect(
+                **options,
                 servers=split_urls(url),
                 name="diaspora-sites",
                 allow_reconnect=False,
@@ -306,6 +312,8 @@ async def _connect(url: str, timeout: float, where: str) -> NATS:
             )
     except Exception as exc:
         await _close(nc)
+        if (refused := refusal(exc, split_urls(url), auth)) is not None:
+            raise type(refused)(f"{where}: {refused}") from None
         raise FabricUnavailable(
             f"{where}.url: cannot reach NATS at {url} within {timeout}s ({exc!r}); start "
             "the site's server, fix the url, or omit it to start an embedded one"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from diaspora.errors import ConfigError
+from diaspora.fabric._auth import Auth
 from diaspora.fabric._leafnodes import check_leaf_url
 
 __all__ = ["SiteSpec", "check_sites"]
@@ -51,7 +52,8 @@ class SiteSpec:
     link to. ``store_dir`` overrides where an embedded server keeps its
     streams (default ``<state_dir>/<name>/jetstream``). ``leaf_url`` is, for
     a site with a ``url``, where embedded children's leaf links connect (its
-    ``leafnodes`` listener).
+    ``leafnodes`` listener). ``auth`` is the credentials and TLS clients of
+    this site connect with (:class:`~diaspora.fabric.Auth`).
 
     >>> SiteSpec("edge", domain="edge", parent="hpc").embedded
     True
@@ -66,6 +68,7 @@ class SiteSpec:
     #: put a :class:`~diaspora.fabric.LinkProxy` on this site's uplink, obeying fault orders
     #: on ``diaspora.control.link.<name>.fault`` (an embedded site with a parent only)
     link_proxy: bool = False
+    auth: Auth | None = None
 
     def __post_init__(self) -> None:
         _check_token(self.name, f"sites.{self.name}", "site name")

@@ -16,6 +16,10 @@ Keys (``*``: required)::
 
     [fabric]
     url = "nats://host:4222"          # or a list; omitted: $DIASPORA_URL, else embedded
+    user = "app"                      # credentials (at most one way, see docs/fabric.md):
+    password_env = "APP_PASSWORD"     # user + password/password_env, token/token_env,
+                                      # nkey_seed_file, creds_file (paths: from this file)
+    tls = { ca_file = "ca.pem" }      # and cert_file, key_file, verify_hostname, hostname
 
     [sites.edge]                      # optional: sites, one JetStream domain each
     domain = "edge"                   # * (diaspora.workflow._siteconfig)
@@ -106,6 +110,7 @@ from diaspora._importpath import resolve
 from diaspora._tomlfile import TomlReader, kind_of, load_toml
 from diaspora.actor import Actor, OnPoison, PoisonPolicy
 from diaspora.errors import ConfigError
+from diaspora.fabric._auth import AUTH_KEYS, Auth
 from diaspora.fabric._fabric import StreamLimits
 from diaspora.fabric._naming import check_input, check_subject
 from diaspora.streams._qos import QosSpec
@@ -138,7 +143,7 @@ _STREAM_KEYS: Final = frozenset({"qos", "limits"})
 _LIMIT_KEYS: Final = frozenset(
     {"max_msgs", "max_bytes", "max_age", "duplicate_window", "replicas", "storage"}
 )
-_FABRIC_KEYS: Final = frozenset({"url"})
+_FABRIC_KEYS: Final = frozenset({"url", "tls"}) | AUTH_KEYS
 _SUPERVISOR_KEYS: Final = frozenset(
     {"strategy", "intensity", "period", "auto_shutdown", "backoff", "children"}
 )
@@ -189,6 +194,10 @@ class _Parser(TomlReader):
         self.keys(document, "", _TOP_KEYS)
         streams = self.streams(document["streams"]) if "streams" in document else {}
         url = self.fabric(document["fabric"]) if "fabric" in document else None
+        base = Path(self.source).parent if self.source != "<config>" else None
+        auth = None
+        if "fabric" in document:
+            auth = Auth.from_mapping(document["fabric"], where=self.at("fabric"), base_dir=base)
         if "supervisor" not in document:
             raise ConfigError(
                 f"{self.source}: missing required table [supervisor] (the root supervisor: "
@@ -201,13 +210,15 @@ class _Parser(TomlReader):
             name = check_id(
                 self.string(root["name"], "supervisor.name"), self.at("supervisor.name")
             )
-        sites = parse_sites(self, document["sites"]) if "sites" in document else ()
+        sites = parse_sites(self, document["sites"], base) if "sites" in document else ()
         self.place(root, "supervisor", name)
         if sites and name not in self.placements:
             self.placements[name], self.wheres[name] = sites[0].name, "supervisor"
         spec = self.supervisor(root, "supervisor", name)
         if sites and url is not None:
             raise self.fail("fabric.url", "with [sites], give each site its own url")
+        if sites and auth is not None:
+            raise self.fail("fabric", "with [sites], give each site its own credentials and tls")
         if "triggers" in document:
             spec = self.triggers(document["triggers"], spec)
         bridges: tuple[BridgeDecl, ...] = ()
@@ -217,7 +228,7 @@ class _Parser(TomlReader):
             bridges = parse_bridges(self, document["bridges"], sites)
         check_placements(self.source, sites, self.placements, self.wheres, spec, name, bridges)
         return TreeConfig(
-            self.source, name, spec, url, streams, sites, dict(self.placements), bridges
+            self.source, name, spec, url, streams, sites, dict(self.placements), auth, bridges
         )
 
     def triggers(self, value: object, root: SupervisorSpec) -> SupervisorSpec:

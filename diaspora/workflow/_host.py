@@ -46,7 +46,7 @@ from diaspora.supervision._context import _CURRENT
 from diaspora.supervision._runnable import Runnable, run_until
 from diaspora.supervision._spec import SupervisorSpec
 from diaspora.supervision._supervisor import Supervisor
-from diaspora.workflow._standby import PARENT_PID_ENV, STANDBY_FLAG
+from diaspora.workflow._standby import PARENT_PID_ENV, STANDBY_FLAG, standby_auth
 
 if TYPE_CHECKING:
     from diaspora.workflow._node import NodePayload
@@ -119,7 +119,7 @@ async def _run_subtree(
     _CURRENT.set(payload.context)  # for the whole process: this task and the ones it starts
     async with contextlib.AsyncExitStack() as stack:
         if fabric is None:
-            fabric = Fabric(list(payload.urls), name=payload.context.path)
+            fabric = Fabric(list(payload.urls), name=payload.context.path, auth=payload.auth)
             await stack.enter_async_context(fabric)
         if stop.is_set():
             return
@@ -181,7 +181,7 @@ def _read_stdin() -> bytes:
 
 async def _stand_by(urls: list[str], fd: int, early: list[int]) -> int:
     """Connect, say ``ready``, wait for a subtree on stdin and become its node."""
-    async with Fabric(urls, name="standby") as fabric:
+    async with Fabric(urls, name="standby", auth=standby_auth()) as fabric:
         _send(fd, {"t": "ready", "pid": os.getpid()})
         data = await anyio.to_thread.run_sync(_read_stdin, abandon_on_cancel=True)
         if not data:

@@ -73,6 +73,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from diaspora.errors import ConfigError, FabricUnavailable, NodeCrashed, NodeHung
 from diaspora.events import NodeExited, NodeStarted
 from diaspora.events import NodeHung as NodeHungEvent
+from diaspora.fabric._auth import Auth
 from diaspora.log import get_logger
 from diaspora.supervision._binding import StageBound, add_stages, bind_start
 from diaspora.supervision._context import ChildContext, current_child
@@ -153,6 +154,7 @@ class NodePayload:
     target: StartFn | SupervisorSpec
     urls: tuple[str, ...]
     heartbeat_interval: float
+    auth: Auth | None = None  # the parent fabric's credentials (secrets in env vars stay there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +404,7 @@ class ProcessNode:
             target=self.target,
             urls=tuple(urls),
             heartbeat_interval=max(0.02, self.heartbeat_timeout / 4),
+            auth=self.fabric.auth,
         )
         return header + _pickle_tree(payload, f"process node {self.name!r}")
 
@@ -462,7 +465,7 @@ class ProcessNode:
             if started and replenish is not None and kind == "hb":
                 # the next standby, once this node has been up for a heartbeat: an interpreter
                 # importing next to it would slow its start (and its catching up)
-                await replenish.replenish(self.fabric.urls)
+                await replenish.replenish(self.fabric.urls, self.fabric.auth)
                 replenish = None
             if kind == "started" and not started:
                 started = True

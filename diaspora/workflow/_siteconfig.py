@@ -36,11 +36,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from diaspora._tomlfile import TomlReader
 from diaspora.errors import ConfigError
 from diaspora.fabric import Bridge, Direction, SiteSpec, check_sites
+from diaspora.fabric._auth import AUTH_KEYS, Auth
 from diaspora.fabric._naming import check_subject, is_event_input
 from diaspora.supervision._spec import SupervisorSpec
 from diaspora.workflow._children import ActorStart
@@ -48,7 +50,7 @@ from diaspora.workflow._node import ProcessStart
 
 __all__ = ["BridgeDecl", "check_placements", "parse_bridges", "parse_sites", "placed_actors"]
 
-_SITE_KEYS: Final = frozenset({"domain", "url", "parent", "leaf_url", "link"})
+_SITE_KEYS: Final = frozenset({"domain", "url", "parent", "leaf_url", "link", "tls"}) | AUTH_KEYS
 _LINK_KEYS: Final = frozenset({"proxy"})
 _BRIDGE_KEYS: Final = frozenset({"subject", "from", "to"})
 
@@ -121,10 +123,13 @@ def parse_bridges(
     return tuple(out)
 
 
-def parse_sites(reader: TomlReader, value: object) -> tuple[SiteSpec, ...]:
+def parse_sites(
+    reader: TomlReader, value: object, base_dir: Path | None = None
+) -> tuple[SiteSpec, ...]:
     """The ``[sites.<name>]`` tables, checked as a topology (names, domains, parents, cycles).
 
-    ``link = { proxy = true }`` puts a link proxy on the site's uplink.
+    ``link = { proxy = true }`` puts a link proxy on the site's uplink; a site's
+    credentials and TLS take the keys of ``[fabric]`` (paths from ``base_dir``).
     """
     sites = []
     for name, raw in reader.table(value, "sites").items():
@@ -145,6 +150,7 @@ def parse_sites(reader: TomlReader, value: object) -> tuple[SiteSpec, ...]:
             reader.keys(link, f"{where}.link", _LINK_KEYS)
             if "proxy" in link:
                 proxy = reader.boolean(link["proxy"], f"{where}.link.proxy")
+        auth = Auth.from_mapping(table, where=f"{reader.source}: {where}", base_dir=base_dir)
         try:
             sites.append(
                 SiteSpec(
@@ -154,6 +160,7 @@ def parse_sites(reader: TomlReader, value: object) -> tuple[SiteSpec, ...]:
                     parent=text["parent"],
                     leaf_url=text["leaf_url"],
                     link_proxy=proxy,
+                    auth=auth,
                 )
             )
         except ConfigError as exc:

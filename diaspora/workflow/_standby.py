@@ -23,9 +23,11 @@ True
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 import weakref
@@ -38,7 +40,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from diaspora.log import get_logger
 
 if TYPE_CHECKING:
-    from diaspora.fabric import Fabric
+    from diaspora.fabric import Auth, Fabric
 
 __all__ = [
     "HOST_MODULE",
@@ -57,6 +59,8 @@ HOST_MODULE: Final = "diaspora.workflow._host"
 PARENT_PID_ENV: Final = "DIASPORA_NODE_PARENT_PID"
 #: The host's argument that makes it a standby.
 STANDBY_FLAG: Final = "--standby"
+#: The fabric credentials a standby connects with (pickled, base64), set only for it.
+STANDBY_AUTH_ENV: Final = "DIASPORA_STANDBY_AUTH"
 MAX_LINE: Final = 1 << 20
 #: How long a node waits for a standby's ``ready`` line before it spawns cold. A ready
 #: standby's line is already buffered: this only bounds the wait for one still importing.
@@ -67,7 +71,7 @@ _TOOK_WAIT: Final = 5.0
 _log = get_logger()
 
 
-async def spawn_host(*args: str) -> Process:
+async def spawn_host(*args: str, auth: Auth | None = None) -> Process:
     """Spawn ``python -m diaspora.workflow._host`` as a node's (or a standby's) process.
 
     In a new session (a terminal's Ctrl-C reaches only the parent, which
@@ -81,9 +85,24 @@ async def spawn_host(*args: str) -> Process:
             stdout=subprocess.PIPE,
             stderr=None,
             start_new_session=True,
-            env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
+            env={**os.environ, PARENT_PID_ENV: str(os.getpid()), **_auth_env(auth)},
         )
     return proc
+
+
+def _auth_env(auth: Auth | None) -> dict[str, str]:
+    if auth is None:
+        return {}
+    return {STANDBY_AUTH_ENV: base64.b64encode(pickle.dumps(auth)).decode()}
+
+
+def standby_auth() -> Auth | None:
+    """In a standby: the credentials its parent's fabric connects with."""
+    raw = os.environ.pop(STANDBY_AUTH_ENV, "")
+    if not raw:
+        return None
+    auth: Auth = pickle.loads(base64.b64decode(raw))  # set by our own parent, as stdin is
+    return auth
 
 
 async def read_line(lines: BufferedByteReceiveStream) -> dict[str, Any] | None:
@@ -208,8 +227,9 @@ class StandbyPool:
         await standby.discard()
         return None
 
-    async def replenish(self, urls: list[str]) -> None:
-        """Spawn a standby connecting to ``urls``, unless one is running or being spawned."""
+    async def replenish(self, urls: list[str], auth: Auth | None = None) -> None:
+        """Spawn a standby connecting to ``urls`` (with ``auth``), unless one is running or
+        being spawned."""
         current = self._standby
         if current is not None:
             if current.alive:
@@ -221,7 +241,7 @@ class StandbyPool:
             return
         self._spawning = True
         try:
-            standby = Standby(await spawn_host(STANDBY_FLAG, *urls))
+            standby = Standby(await spawn_host(STANDBY_FLAG, *urls, auth=auth))
         finally:
             self._spawning = False
         self.spawned += 1

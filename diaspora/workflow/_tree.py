@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from diaspora.clock import Clock
 from diaspora.errors import ConfigError
 from diaspora.events import EventSink
+from diaspora.fabric._auth import Auth
 from diaspora.fabric._fabric import StreamLimits
 from diaspora.fabric._naming import is_event_input
 from diaspora.fabric._sitespec import SiteSpec
@@ -53,6 +54,8 @@ class TreeConfig:
     sites: tuple[SiteSpec, ...] = ()
     #: child path (``root.ingest``) -> the site its table names (inherited below it)
     placements: Mapping[str, str] = field(default_factory=dict)
+    #: The ``[fabric]`` credentials and TLS (``None``: connect without).
+    auth: Auth | None = None
     #: the ``[[bridges]]``: streams copied from one site to another
     bridges: tuple[BridgeDecl, ...] = ()
 
