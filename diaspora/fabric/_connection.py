@@ -292,6 +292,10 @@ class Connection:
             if flush:  # the server answers the flush after it refused the subscription
                 try:
                     await self._flush(nc, subject)
+                    # nats-py hands the refusal to the error callback in a task of its own,
+                    # which may not have run when the flush returns: a second round trip
+                    # gives it the time
+                    await self._flush(nc, subject)
                 except BaseException:
                     with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                         await sub.unsubscribe()
