@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import importlib.metadata
@@ -94,11 +95,20 @@ def find_nats_server(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free TCP port on 127.0.0.1, not one this process was just given (the OS may hand
+    a closed port out again; a server's ports are all picked before it binds any)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((_LOOPBACK, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _RECENT_PORTS:
+            break
+    _RECENT_PORTS.append(port)
+    return port
+
+
+#: The ports :func:`free_port` gave out last (in this process).
+_RECENT_PORTS: Final[collections.deque[int]] = collections.deque(maxlen=256)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child

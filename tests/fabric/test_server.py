@@ -179,3 +179,33 @@ async def test_process_dies_with_its_parent(tmp_path: Path) -> None:
         proc.kill()
         await proc.wait()
     await wait_until(lambda: not alive(pid), timeout=10, what="nats-server gone with parent")
+
+
+def test_free_port_never_hands_out_a_port_it_gave_out_just_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from diaspora.fabric import _server
+
+    offered = iter([41001, 41001, 41001, 41002, 41001, 41003])
+
+    class Fake:
+        def __init__(self, *args: object) -> None:
+            self.port = next(offered)
+
+        def __enter__(self) -> Fake:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def bind(self, address: tuple[str, int]) -> None:
+            return None
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(_server, "_RECENT_PORTS", type(_server._RECENT_PORTS)(maxlen=8))
+    monkeypatch.setattr(socket, "socket", Fake)
+    assert [_server.free_port() for _ in range(3)] == [41001, 41002, 41003]
