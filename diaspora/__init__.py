@@ -16,8 +16,9 @@ used, so a process node or a tool pays only for what it touches.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from diaspora._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from diaspora.actor import Actor, ActorRuntime, run_actor
@@ -108,14 +109,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'diaspora' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(__all__) | {"__doc__", "__name__", "__path__"})
+__getattr__, __dir__ = lazy_exports("diaspora", _HOMES, __all__, globals())

@@ -25,6 +25,7 @@ LAYER_OF = {
     "exitcode": "base",
     "_tomlfile": "base",
     "_importpath": "base",
+    "_lazy": "base",
     "fabric": "fabric",
     "supervision": "supervision",
     "message": "pipeline",

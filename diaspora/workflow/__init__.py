@@ -23,8 +23,9 @@ pay for the config parser or the actor runtime unless its subtree uses them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from diaspora._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from diaspora.errors import NodeCrashed, NodeHung
@@ -79,14 +80,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'diaspora.workflow' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(__all__) | {"__doc__", "__name__", "__path__"})
+__getattr__, __dir__ = lazy_exports("diaspora.workflow", _HOMES, __all__, globals())
