@@ -27,7 +27,7 @@ supervision tree.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from diaspora.errors import ConfigError
@@ -106,6 +106,7 @@ class Actor:
     history: ClassVar[HistorySpec | None] = None
 
     _bound_runtime: ActorRuntime
+    _bound_emit: Callable[..., Awaitable[None]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -203,10 +204,10 @@ class Actor:
         this emit is written only after it is acknowledged.
         """
         try:
-            runtime = self._bound_runtime
+            emit = self._bound_emit
         except AttributeError:
-            runtime = self._runtime  # raises, saying the actor is not running
-        await runtime.emit(subject, data, key=key, headers=headers, item=item)
+            emit = self._runtime.emit  # raises, saying the actor is not running
+        await emit(subject, data, key=key, headers=headers, item=item)
 
     async def checkpoint(self) -> None:
         """Take a checkpoint now and wait until it is written."""

@@ -114,6 +114,8 @@ class Emitter(Stage):
         self._chain: NextOut = self._publish
         #: no outbound stage: emit publishes itself (one coroutine less per output)
         self._direct = True
+        #: called after each output of a source's ``produce`` (not inside ``handle``)
+        self.source_emitted: Callable[[], None] | None = None
 
     def build(self, stages: Sequence[Stage]) -> None:
         """Chain the outbound stages (first in the list runs first) before the publisher."""
@@ -139,8 +141,11 @@ class Emitter(Stage):
         key: str | None,
         headers: Mapping[str, str] | None,
         item: int | None,
-    ) -> OutputItem:
+    ) -> None:
         host = self._host
+        publisher = self.publisher
+        if publisher is None:
+            raise RuntimeError(f"actor {host.id!r}: emit() outside the running actor")
         if subject not in self.ready:
             check_subject(subject, where=f"actor {host.id!r}: emit subject")
             await self._ensure_output(subject)
@@ -163,17 +168,14 @@ class Emitter(Stage):
         hdrs[H.EMITTED_AT] = repr(time.time())
         if key is not None:
             hdrs[H.KEY] = key
-        source = handling.source if handling is not None else None
-        out = OutputItem(subject, payload, hdrs, msg_id, number, source)
         if self._direct:  # _publish, inlined
-            publisher = self.publisher
-            assert publisher is not None
             await publisher.publish(subject, payload, headers=hdrs, msg_id=msg_id)
-            out.published = True
             host.stats.emitted += 1
         else:
-            await self._chain(out)
-        return out
+            source = handling.source if handling is not None else None
+            await self._chain(OutputItem(subject, payload, hdrs, msg_id, number, source))
+        if handling is None and self.source_emitted is not None:
+            self.source_emitted()
 
     async def _publish(self, out: OutputItem) -> None:
         publisher = self.publisher

@@ -147,6 +147,8 @@ class HandleStage(Stage):
         self._actor = actor
         self._poison = poison
         self._guard = guard
+        #: no replica lock: ``handle`` is called without entering a no-op context
+        self._unguarded = isinstance(guard, contextlib.nullcontext)
         self._host: Host | None = None
 
     async def setup(self, host: Host) -> None:
@@ -161,17 +163,10 @@ class HandleStage(Stage):
         deadline = actor.handle_deadline
         token = HANDLING.set(Handling(item.source, message.reconstructed))
         try:
-            async with self._guard:
-                if deadline is None:
-                    await actor.handle(message)
-                else:
-                    with anyio.move_on_after(deadline) as scope:
-                        await actor.handle(message)
-                    if scope.cancelled_caught:
-                        raise HandlerHung(
-                            f"actor {host.id!r}: handle of {item.source} ran past its deadline "
-                            f"of {deadline}s"
-                        )
+            if deadline is None and self._unguarded:
+                await actor.handle(message)
+            else:
+                await self._call(item, message)
         except Exception as exc:
             if not await self._poison.failed(item, exc, self.again):
                 return  # dead-lettered
@@ -182,19 +177,24 @@ class HandleStage(Stage):
 
     async def again(self, item: InputItem) -> None:
         """Call ``handle`` on ``item`` once more (a retry in place: outputs get the same ids)."""
-        host, message, actor = self._host, item.message, self._actor
-        assert host is not None
+        message = item.message
         assert message is not None
-        deadline = actor.handle_deadline
         token = HANDLING.set(Handling(item.source, message.reconstructed))
         try:
-            async with self._guard:
-                with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
-                    await actor.handle(message)
-                if scope.cancelled_caught:
-                    raise HandlerHung(
-                        f"actor {host.id!r}: handle of {item.source} ran past its deadline "
-                        f"of {deadline}s"
-                    )
+            await self._call(item, message)
         finally:
             HANDLING.reset(token)
+
+    async def _call(self, item: InputItem, message: Message) -> None:
+        """``handle`` under the replica's guard and the deadline."""
+        host, actor = self._host, self._actor
+        assert host is not None
+        deadline = actor.handle_deadline
+        async with self._guard:
+            with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
+                await actor.handle(message)
+            if scope.cancelled_caught:
+                raise HandlerHung(
+                    f"actor {host.id!r}: handle of {item.source} ran past its deadline "
+                    f"of {deadline}s"
+                )

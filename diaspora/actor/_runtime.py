@@ -247,6 +247,8 @@ class ActorRuntime:
             publisher_of=self._publisher,
             poison_policy=self._poison_policy,
         )
+        pipe.emitter.source_emitted = self._source_emitted
+        actor._bound_emit = pipe.emitter.emit  # Actor.emit goes straight to the emitter
         starts = await _restore(self, actor, slot, pipe)
         self.stages = pipe.all
         error: Exception | None = None
@@ -358,13 +360,15 @@ class ActorRuntime:
         item: int | None = None,
     ) -> None:
         """Publish one output (see :meth:`diaspora.Actor.emit`)."""
-        pipe, cp, actor = self._pipeline, self._cp, self._actor
-        if pipe is None or pipe.emitter.publisher is None:
-            self._publisher()  # raises, saying emit() is outside the running actor
-        assert pipe is not None
-        out = await pipe.emitter.emit(subject, data, key=key, headers=headers, item=item)
-        if out.source is None and cp is not None and actor is not None:
-            cp.since += 1  # sources are checkpointed at emit boundaries
+        if self._pipeline is None:
+            raise RuntimeError(f"actor {self.id!r}: emit() outside the running actor")
+        await self._pipeline.emitter.emit(subject, data, key=key, headers=headers, item=item)
+
+    def _source_emitted(self) -> None:
+        """Sources are checkpointed at emit boundaries."""
+        cp, actor = self._cp, self._actor
+        if cp is not None and actor is not None:
+            cp.since += 1
             if cp.due(actor.checkpoint_every, actor.checkpoint_interval):
                 cp.snapshot(self.positions)
 
