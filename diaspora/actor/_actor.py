@@ -204,9 +204,10 @@ class Actor:
         this emit is written only after it is acknowledged.
         """
         try:
-            emit = self._bound_emit
+            emit = self._bound_emit  # the runtime's emitter, bound when it starts
         except AttributeError:
-            emit = self._runtime.emit  # raises, saying the actor is not running
+            self._runtime  # noqa: B018  # raises, saying the actor is not running
+            raise
         await emit(subject, data, key=key, headers=headers, item=item)
 
     async def checkpoint(self) -> None:

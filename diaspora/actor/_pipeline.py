@@ -56,7 +56,8 @@ class Pipeline:
     def all(self) -> list[Stage]:
         """Every stage once, in inbound then outbound order."""
         seen: dict[int, Stage] = {}
-        for stage in [*self.inbound, *self.outbound, self.emitter]:
+        inline = [s.decode for s in self.inbound if isinstance(s, HandleStage) and s.decode]
+        for stage in [*self.inbound, *inline, *self.outbound, self.emitter]:
             seen.setdefault(id(stage), stage)
         return list(seen.values())
 
@@ -97,11 +98,14 @@ async def build_pipeline(
     inbound: list[Stage] = [recovery]
     if partition is not None:
         inbound.append(Partition(*partition))
-    inbound += [poison, Decode()]
-    if specs:
-        inbound.append(QosAdmission(specs, recovery))
-    inbound.extend(extra)
-    inbound.append(HandleStage(actor, poison, guard))
+    inbound.append(poison)
+    between: list[Stage] = [QosAdmission(specs, recovery)] if specs else []
+    between += [s for s in extra if s.overrides("inbound")]
+    if between:  # they see decoded messages
+        inbound += [Decode(), *between, HandleStage(actor, poison, guard)]
+    else:  # handle decodes inline payloads itself (one coroutine less per message)
+        inbound.append(HandleStage(actor, poison, guard, Decode()))
+    inbound += [s for s in extra if not s.overrides("inbound")]
     scan = OutputScan()
     gate = FlowGateStage(publisher_of)
     outbound: list[Stage] = [*extra, scan, gate]
