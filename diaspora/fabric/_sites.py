@@ -205,7 +205,7 @@ class Sites:
         def refused() -> bool:  # the parent said no to the link's credentials: no use waiting
             if server is None or not link_refused(server.log_path.read_text(errors="replace")):
                 return False
-            raise refused_error(self._spec(site.name), self._spec(parent.name), server.log_path)
+            raise refused_error(self._spec(site.name), self._spec(parent.name))
 
         for here, there in ((site, parent), (parent, site)):
             where = f"sites.{here.name}"

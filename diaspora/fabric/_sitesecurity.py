@@ -159,11 +159,13 @@ def link_refused(log: str) -> bool:
     return log.rfind(_REFUSED) > log.rfind(_LINKED)
 
 
-def refused_error(spec: SiteSpec, parent: SiteSpec, log_path: object) -> AuthorizationFailed:
-    how = spec.link_auth.describe() if spec.link_auth is not None else "no credentials"
+def refused_error(spec: SiteSpec, parent: SiteSpec) -> AuthorizationFailed:
+    """The error for a leaf link whose credentials ``parent`` refused."""
+    link = spec.link_auth
+    how = link.describe() if link is not None else "no credentials"
+    env = f" (is ${link.password_env} right?)" if link and link.password_env else ""
     return AuthorizationFailed(
         f"sites.{spec.name}.link: site {parent.name!r} refused the leaf link's credentials "
-        f"({how}): authorization violation (see {log_path}); give the link the user and "
-        f"password of a user of {parent.name!r}'s account, and check that its password_env "
-        "holds that password"
+        f"({how}): authorization violation; give the link the user and password of a user "
+        f"of site {parent.name!r}'s account{env}"
     )

@@ -51,7 +51,7 @@ from diaspora.workflow._node import ProcessStart
 __all__ = ["BridgeDecl", "check_placements", "parse_bridges", "parse_sites", "placed_actors"]
 
 _SITE_KEYS: Final = frozenset({"domain", "url", "parent", "leaf_url", "link", "tls"}) | AUTH_KEYS
-_LINK_KEYS: Final = frozenset({"proxy"})
+_LINK_KEYS: Final = frozenset({"proxy", "user", "password", "password_env", "creds_file"})
 _BRIDGE_KEYS: Final = frozenset({"subject", "from", "to"})
 
 
@@ -129,7 +129,10 @@ def parse_sites(
     """The ``[sites.<name>]`` tables, checked as a topology (names, domains, parents, cycles).
 
     ``link = { proxy = true }`` puts a link proxy on the site's uplink; a site's
-    credentials and TLS take the keys of ``[fabric]`` (paths from ``base_dir``).
+    credentials and TLS take the keys of ``[fabric]`` (paths from ``base_dir``); on an
+    embedded site its ``user``/``password_env`` also secure its server, leaf links
+    included. ``link = { user = ..., password_env = ... }`` (or ``creds_file``) is what
+    the site's leaf link presents to a parent that asks for credentials.
     """
     sites = []
     for name, raw in reader.table(value, "sites").items():
@@ -144,12 +147,15 @@ def parse_sites(
             key: reader.string(table[key], f"{where}.{key}") if key in table else None
             for key in ("url", "parent", "leaf_url")
         }
-        proxy = False
+        proxy, link_auth = False, None
         if "link" in table:
             link = reader.table(table["link"], f"{where}.link")
             reader.keys(link, f"{where}.link", _LINK_KEYS)
             if "proxy" in link:
                 proxy = reader.boolean(link["proxy"], f"{where}.link.proxy")
+            link_auth = Auth.from_mapping(
+                link, where=f"{reader.source}: {where}.link", base_dir=base_dir
+            )
         auth = Auth.from_mapping(table, where=f"{reader.source}: {where}", base_dir=base_dir)
         try:
             sites.append(
@@ -161,6 +167,7 @@ def parse_sites(
                     leaf_url=text["leaf_url"],
                     link_proxy=proxy,
                     auth=auth,
+                    link_auth=link_auth,
                 )
             )
         except ConfigError as exc:

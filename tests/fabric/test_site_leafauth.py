@@ -91,7 +91,8 @@ async def test_a_leaf_with_the_wrong_password_is_refused_naming_the_site(tmp_pat
     with pytest.raises(
         AuthorizationFailed,
         match=r"^sites\.edge\.link: site 'hpc' refused the leaf link's credentials "
-        r"\(user 'app'\).*password_env",
+        r"\(user 'app'\): authorization violation; give the link the user and password of a user "
+        r"of site 'hpc''s account$",
     ):
         async with Sites(specs, state_dir=tmp_path):
             pass
