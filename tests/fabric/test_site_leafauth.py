@@ -107,3 +107,23 @@ def test_a_leaf_without_credentials_to_a_secured_hub_is_refused_before_start(
     ):
         Sites(secured_sites(None), state_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing started, no store made
+
+
+async def test_three_secured_tiers_reach_each_other_through_their_accounts(tmp_path: Path) -> None:
+    hub = Auth(user="app", password="hub-pw")
+    specs = [
+        SiteSpec("cloud", domain="cloud", auth=Auth(user="archivist", password="cloud-pw")),
+        SiteSpec(
+            "hpc",
+            domain="hpc",
+            parent="cloud",
+            accounts=HUB_ACCOUNTS,
+            auth=hub,
+            link_auth=Auth(user="archivist", password="cloud-pw"),
+        ),
+        SiteSpec("edge", domain="edge", parent="hpc", link_auth=hub),  # an open edge ($G)
+    ]
+    async with Sites(specs, state_dir=tmp_path) as sites, sites.fabric("cloud") as cloud:
+        edge = sites.view(cloud, "edge")  # two secured hops down
+        await edge.ensure_stream("edge.far")
+        assert (await edge.publish("edge.far", {"n": 1})).domain == "edge"
