@@ -19,6 +19,7 @@ from diaspora.fabric._bridges import Bridge, Direction, check_site, ensure_bridg
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
 from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
+from diaspora.fabric._leafnodes import LeafRemote
 from diaspora.fabric._linkcontrol import LinkControl
 from diaspora.fabric._linkorder import LinkFault, LinkFaultKind, link_control_subject, link_fault
 from diaspora.fabric._linkproxy import LinkProxy
@@ -74,6 +75,7 @@ __all__ = [
     "Inbox",
     "KeyValueBucket",
     "KvEntry",
+    "LeafRemote",
     "LinkControl",
     "LinkFault",
     "LinkFaultKind",

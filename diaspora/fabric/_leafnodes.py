@@ -24,13 +24,23 @@ leafnodes {
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from diaspora.errors import ConfigError
 
-__all__ = ["LEAF_SCHEMES", "SITE_LOCAL", "check_leaf_url", "leaf_url", "leafnodes_config"]
+__all__ = [
+    "LEAF_SCHEMES",
+    "SITE_LOCAL",
+    "LeafRemote",
+    "check_leaf_url",
+    "check_remote",
+    "leaf_url",
+    "leafnodes_config",
+]
 
 #: Subjects that stay on their site: every site's server keeps its own events and dead-letter
 #: streams on them, so a link passing them on would have both domains store each message
@@ -61,7 +71,48 @@ def check_leaf_url(url: str, *, where: str) -> str:
     return url
 
 
-def leafnodes_config(port: int | None, remotes: Sequence[str]) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class LeafRemote:
+    """A leaf link to a parent that asks for credentials: a user and password (put in the
+    URL), or a ``.creds`` file; ``account`` is the local account the link carries (its
+    JetStream domain reaches the parent's only through an account with JetStream).
+
+    >>> LeafRemote.with_password("nats-leaf://127.0.0.1:7422", "leaf", "p@ss").url
+    'nats-leaf://leaf:p%40ss@127.0.0.1:7422'
+    """
+
+    url: str
+    account: str | None = None
+    credentials: str | os.PathLike[str] | None = None
+
+    @classmethod
+    def with_password(
+        cls, url: str, user: str, password: str, account: str | None = None
+    ) -> LeafRemote:
+        """The link to ``url`` authenticating as ``user`` with ``password``."""
+        parts = urlsplit(url)
+        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
+        return cls(urlunsplit(parts._replace(netloc=netloc)), account)
+
+    def render(self) -> str:
+        local = json.dumps(list(SITE_LOCAL))
+        extra = "" if self.account is None else f", account: {json.dumps(self.account)}"
+        if self.credentials is not None:
+            extra += f", credentials: {json.dumps(os.fspath(self.credentials))}"
+        return (
+            f"{{ url: {json.dumps(self.url)}{extra}, deny_imports: {local}, "
+            f"deny_exports: {local} }}"
+        )
+
+
+def check_remote(remote: str | LeafRemote, *, where: str) -> LeafRemote:
+    """``remote`` as a :class:`LeafRemote` whose URL can be a leaf remote."""
+    value = remote if isinstance(remote, LeafRemote) else LeafRemote(remote)
+    check_leaf_url(value.url, where=where)
+    return value
+
+
+def leafnodes_config(port: int | None, remotes: Sequence[str | LeafRemote]) -> list[str]:
     """Config lines for a leaf listener on loopback ``port`` and leaf links to ``remotes``."""
     if port is None and not remotes:
         return []
@@ -70,11 +121,7 @@ def leafnodes_config(port: int | None, remotes: Sequence[str]) -> list[str]:
         lines += [f'  listen: "{_LOOPBACK}:{port}"', "  no_advertise: true"]
     if remotes:
         lines += ['  reconnect: "1s"', "  remotes: ["]
-        local = json.dumps(list(SITE_LOCAL))
-        lines += [
-            f"    {{ url: {json.dumps(url)}, deny_imports: {local}, deny_exports: {local} }}"
-            for url in remotes
-        ]
+        lines += [f"    {check_remote(r, where='leaf_remotes').render()}" for r in remotes]
         lines.append("  ]")
     lines.append("}")
     return lines

@@ -39,7 +39,7 @@ from typing import Any, Final, Self
 import anyio
 
 from diaspora.errors import ConfigError, ServerNotFound, ServerStartError
-from diaspora.fabric._leafnodes import check_leaf_url, leaf_url, leafnodes_config
+from diaspora.fabric._leafnodes import LeafRemote, check_remote, leaf_url, leafnodes_config
 from diaspora.fabric._serverauth import Account, ServerTls, User, render_security
 from diaspora.log import get_logger
 
@@ -184,7 +184,7 @@ class EmbeddedServer:
         extra_config: str = "",
         jetstream_domain: str | None = None,
         leaf_port: int | None = None,
-        leaf_remotes: Sequence[str] = (),
+        leaf_remotes: Sequence[str | LeafRemote] = (),
         users: Sequence[User | Mapping[str, Any]] = (),
         accounts: Mapping[str, Account | Mapping[str, Any]] | None = None,
         tls: ServerTls | None = None,
@@ -207,8 +207,8 @@ class EmbeddedServer:
         self.jetstream_domain = jetstream_domain
         self.leaf_port = leaf_port
         self.leaf_remotes = tuple(
-            check_leaf_url(url, where=f"EmbeddedServer: leaf_remotes[{i}]")
-            for i, url in enumerate(leaf_remotes)
+            check_remote(remote, where=f"EmbeddedServer: leaf_remotes[{i}]")
+            for i, remote in enumerate(leaf_remotes)
         )
         self._cluster = _cluster
         self._workdir = Path(tempfile.mkdtemp(prefix=f"diaspora-nats-{self.port}-"))

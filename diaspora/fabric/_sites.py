@@ -27,7 +27,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,10 +43,16 @@ from diaspora.fabric import _jsapi
 from diaspora.fabric._auth import Auth, refusal
 from diaspora.fabric._connection import split_urls
 from diaspora.fabric._fabric import Fabric
-from diaspora.fabric._leafnodes import leaf_url
+from diaspora.fabric._leafnodes import LeafRemote, leaf_url
 from diaspora.fabric._linkcontrol import LinkControl
 from diaspora.fabric._linkproxy import LinkProxy
 from diaspora.fabric._server import EmbeddedServer, free_port
+from diaspora.fabric._sitesecurity import (
+    leaf_remote,
+    link_refused,
+    refused_error,
+    server_accounts,
+)
 from diaspora.fabric._sitespec import SiteSpec, check_sites
 from diaspora.fabric._siteview import SiteView
 from diaspora.log import get_logger
@@ -194,11 +200,18 @@ class Sites:
 
     async def _await_link(self, site: Site, parent: Site, timeout: float | None) -> None:
         deadline = time.monotonic() + (self.link_timeout if timeout is None else timeout)
+        server = site.server
+
+        def refused() -> bool:  # the parent said no to the link's credentials: no use waiting
+            if server is None or not link_refused(server.log_path.read_text(errors="replace")):
+                return False
+            raise refused_error(self._spec(site.name), self._spec(parent.name))
+
         for here, there in ((site, parent), (parent, site)):
             where = f"sites.{here.name}"
             nc = await _connect(here.url, self.connect_timeout, where, self._spec(here.name).auth)
             try:
-                answered = await _reaches(nc, there.domain, deadline)
+                answered = await _reaches(nc, there.domain, deadline, refused)
             finally:
                 await _close(nc)
             if not answered:
@@ -218,8 +231,8 @@ class Sites:
     async def _start_site(self, spec: SiteSpec) -> Site:
         assert self._state_dir is not None
         store = spec.store_dir or self._state_dir / spec.name / "jetstream"
-        remotes = []
-        proxy = None
+        remotes: list[LeafRemote] = []
+        proxy: LinkProxy | None = None
         if spec.parent is not None:
             remote = self[spec.parent].leaf_url
             assert remote is not None  # check_sites refused a parent without one
@@ -228,13 +241,14 @@ class Sites:
                 assert port is not None
                 proxy = await self._links.enter_async_context(LinkProxy(port))
                 remote = leaf_url(proxy.port)
-            remotes.append(remote)
+            remotes.append(leaf_remote(remote, spec))
         server = EmbeddedServer(
             store_dir=store,
             name=spec.name,
             jetstream_domain=spec.domain,
             leaf_port=free_port(),
             leaf_remotes=remotes,
+            accounts=server_accounts(spec),
             binary=self._binary,
         )
         try:
@@ -246,7 +260,7 @@ class Sites:
         self._log.info("site_started", site=spec.name, domain=spec.domain, url=server.url)
         if proxy is not None:  # orders reach the control on the site's own server
             fabric = await self._links.enter_async_context(
-                Fabric(server.url, name=f"link-control-{spec.name}")
+                Fabric(server.url, name=f"link-control-{spec.name}", auth=spec.auth)
             )
             await self._links.enter_async_context(LinkControl(fabric, spec.name, proxy))
         return Site(spec.name, spec.domain, server.url, server.leaf_url, spec.parent, server, proxy)
@@ -338,15 +352,18 @@ async def _info(nc: NATS, domain: str | None, timeout: float) -> dict[str, Any] 
     return answer if isinstance(answer, dict) else None
 
 
-async def _reaches(nc: NATS, domain: str, deadline: float) -> bool:
-    """Whether ``domain``'s JetStream answers (as that domain) through ``nc`` in time."""
+async def _reaches(
+    nc: NATS, domain: str, deadline: float, refused: Callable[[], bool] = lambda: False
+) -> bool:
+    """Whether ``domain``'s JetStream answers (as that domain) through ``nc`` in time
+    (``refused`` may raise to stop waiting on a link that cannot come up)."""
     delay = 0.02
     while True:
         left = deadline - time.monotonic()
         answer = await _info(nc, domain, max(0.05, min(left, 1.0)))
         if answer is not None and answer.get("domain") == domain:
             return True
-        if time.monotonic() + delay > deadline:
+        if refused() or time.monotonic() + delay > deadline:
             return False
         await anyio.sleep(delay)
         delay = min(delay * 2, 0.25)

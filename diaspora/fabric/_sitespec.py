@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from diaspora.errors import ConfigError
 from diaspora.fabric._auth import Auth
 from diaspora.fabric._leafnodes import check_leaf_url
+from diaspora.fabric._serverauth import Account
+from diaspora.fabric._sitesecurity import check_link, check_site_security
 
 __all__ = ["SiteSpec", "check_sites"]
 
@@ -69,6 +71,8 @@ class SiteSpec:
     #: on ``diaspora.control.link.<name>.fault`` (an embedded site with a parent only)
     link_proxy: bool = False
     auth: Auth | None = None
+    accounts: Mapping[str, Account | Mapping[str, Any]] | None = None
+    link_auth: Auth | None = None
 
     def __post_init__(self) -> None:
         _check_token(self.name, f"sites.{self.name}", "site name")
@@ -95,6 +99,7 @@ class SiteSpec:
                 f"{where}.store_dir: a site with a url keeps its store on its own server; "
                 "drop store_dir or the url"
             )
+        check_site_security(self)
 
     @property
     def embedded(self) -> bool:
@@ -157,6 +162,7 @@ def _check_parent(spec: SiteSpec, by_name: dict[str, SiteSpec]) -> None:
             )
         current = by_name[current.parent] if current.parent is not None else None
     parent = by_name[spec.parent]
+    check_link(spec, parent)
     if spec.embedded and not parent.embedded and parent.leaf_url is None:
         raise ConfigError(
             f"{where}: site {parent.name!r} has a url but no leaf_url; give it the "

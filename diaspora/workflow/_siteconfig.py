@@ -48,10 +48,17 @@ from diaspora.supervision._spec import SupervisorSpec
 from diaspora.workflow._children import ActorStart
 from diaspora.workflow._node import ProcessStart
 
-__all__ = ["BridgeDecl", "check_placements", "parse_bridges", "parse_sites", "placed_actors"]
+__all__ = [
+    "BridgeDecl",
+    "check_placements",
+    "declared_outputs",
+    "parse_bridges",
+    "parse_sites",
+    "placed_actors",
+]
 
 _SITE_KEYS: Final = frozenset({"domain", "url", "parent", "leaf_url", "link", "tls"}) | AUTH_KEYS
-_LINK_KEYS: Final = frozenset({"proxy"})
+_LINK_KEYS: Final = frozenset({"proxy", "user", "password", "password_env", "creds_file"})
 _BRIDGE_KEYS: Final = frozenset({"subject", "from", "to"})
 
 
@@ -129,7 +136,10 @@ def parse_sites(
     """The ``[sites.<name>]`` tables, checked as a topology (names, domains, parents, cycles).
 
     ``link = { proxy = true }`` puts a link proxy on the site's uplink; a site's
-    credentials and TLS take the keys of ``[fabric]`` (paths from ``base_dir``).
+    credentials and TLS take the keys of ``[fabric]`` (paths from ``base_dir``); on an
+    embedded site its ``user``/``password_env`` also secure its server, leaf links
+    included. ``link = { user = ..., password_env = ... }`` (or ``creds_file``) is what
+    the site's leaf link presents to a parent that asks for credentials.
     """
     sites = []
     for name, raw in reader.table(value, "sites").items():
@@ -144,12 +154,15 @@ def parse_sites(
             key: reader.string(table[key], f"{where}.{key}") if key in table else None
             for key in ("url", "parent", "leaf_url")
         }
-        proxy = False
+        proxy, link_auth = False, None
         if "link" in table:
             link = reader.table(table["link"], f"{where}.link")
             reader.keys(link, f"{where}.link", _LINK_KEYS)
             if "proxy" in link:
                 proxy = reader.boolean(link["proxy"], f"{where}.link.proxy")
+            link_auth = Auth.from_mapping(
+                link, where=f"{reader.source}: {where}.link", base_dir=base_dir
+            )
         auth = Auth.from_mapping(table, where=f"{reader.source}: {where}", base_dir=base_dir)
         try:
             sites.append(
@@ -161,6 +174,7 @@ def parse_sites(
                     leaf_url=text["leaf_url"],
                     link_proxy=proxy,
                     auth=auth,
+                    link_auth=link_auth,
                 )
             )
         except ConfigError as exc:
@@ -200,7 +214,8 @@ def check_placements(
     bridges: tuple[BridgeDecl, ...] = (),
 ) -> None:
     """Every ``site`` names a declared site; a process node's subtree stays on one site;
-    a subject is consumed on one site only."""
+    a subject is consumed on one site only, and an output declared by an actor's class
+    (``outputs``) is read on its site or bridged from there to where it is read."""
     names = {site.name for site in sites}
     for path, site in placements.items():
         if site not in names:
@@ -212,10 +227,13 @@ def check_placements(
         return
     _check_nodes(source, spec, root, placements.get(root), placements, wheres)
     readers: dict[str, tuple[str, str | None]] = {}
+    read_on: dict[str, dict[str | None, str]] = {}  # subject -> site -> its first reader
+    writers: dict[str, tuple[str, str | None]] = {}
     for path, at, start in placed_actors(spec, root, placements.get(root), placements):
         for subject in start.inputs or tuple(getattr(start.actor, "inputs", ())):
             if is_event_input(subject):
                 continue
+            read_on.setdefault(subject, {}).setdefault(at, path)
             first = readers.setdefault(subject, (path, at))
             bridged = {b.target for b in bridges if b.subject == subject}
             if first[1] != at and not ({first[1], at} - {_origin(subject, bridges)} <= bridged):
@@ -225,6 +243,49 @@ def check_placements(
                     "one site (its stream lives in one domain); move it between sites with a "
                     "bridge, or place both actors on one site"
                 )
+        for subject in declared_outputs(start):
+            writer = writers.setdefault(subject, (path, at))
+            if writer[1] != at:
+                raise ConfigError(
+                    f"{source}: actor {path!r} on site {at!r} emits {subject!r}, which actor "
+                    f"{writer[0]!r} emits on site {writer[1]!r}: a subject's stream lives on "
+                    "one site; emit it on one site and bridge it to the others"
+                )
+    for subject, (emitter, emitted_on) in writers.items():
+        _check_output(source, subject, emitter, emitted_on, read_on.get(subject, {}), bridges)
+
+
+def declared_outputs(start: ActorStart) -> tuple[str, ...]:
+    """The subjects an actor declares it emits (its class's ``outputs``; a factory that is
+    not an Actor class declares none, nor do subjects only named when emitting)."""
+    return tuple(getattr(start.actor, "outputs", ())) if isinstance(start.actor, type) else ()
+
+
+def _check_output(
+    source: str,
+    subject: str,
+    writer: str,
+    at: str | None,
+    read_on: Mapping[str | None, str],
+    bridges: tuple[BridgeDecl, ...],
+) -> None:
+    """An output is read where it is emitted, or bridged from there to where it is read."""
+    origin = _origin(subject, bridges)
+    if origin is not None and origin != at:
+        raise ConfigError(
+            f"{source}: actor {writer!r} on site {at!r} emits {subject!r}, whose stream "
+            f"[[bridges]] take from site {origin!r}: emit it on site {origin!r}, or bridge "
+            f"it from site {at!r}"
+        )
+    bridged = {b.target for b in bridges if b.subject == subject}
+    for site, reader in read_on.items():
+        if site != at and site not in bridged:
+            raise ConfigError(
+                f"{source}: actor {writer!r} on site {at!r} emits {subject!r}, which actor "
+                f"{reader!r} reads on site {site!r}, and no bridge joins them (each site would "
+                f"keep a stream of its own); add a [[bridges]] entry with subject = "
+                f"{subject!r}, from = {at!r}, to = {site!r}, or place both actors on one site"
+            )
 
 
 def _check_nodes(

@@ -21,7 +21,7 @@ from diaspora.supervision._spec import SupervisorSpec
 from diaspora.supervision._supervisor import Supervisor
 from diaspora.workflow._children import ActorStart
 from diaspora.workflow._node import ProcessStart
-from diaspora.workflow._siteconfig import BridgeDecl, placed_actors
+from diaspora.workflow._siteconfig import BridgeDecl, declared_outputs, placed_actors
 
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
@@ -68,12 +68,18 @@ class TreeConfig:
         return None
 
     def subject_sites(self) -> dict[str, str]:
-        """The site each consumed subject's stream lives on (its readers' site, else the root's)."""
+        """The site each consumed subject's stream lives on: a bridge's origin, else its
+        readers' site, else the site of the actor declaring it an output, else the root's."""
         root = self.site_of(self.name)
         out: dict[str, str] = {b.subject: b.source for b in self.bridges}  # a copy's origin
-        for _path, site, start in placed_actors(self.spec, self.name, root, self.placements):
+        placed = list(placed_actors(self.spec, self.name, root, self.placements))
+        for _path, site, start in placed:
             for subject in start.inputs or tuple(getattr(start.actor, "inputs", ())):
                 if site is not None and not is_event_input(subject):
+                    out.setdefault(subject, site)
+        for _path, site, start in placed:
+            for subject in declared_outputs(start):
+                if site is not None and subject in self.streams:
                     out.setdefault(subject, site)
         if root is not None:
             for subject in self.streams:
