@@ -127,8 +127,9 @@ async def _hole_copied_then_cut(
     return sensor
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted-while-cut"])
 async def test_a_replay_while_the_link_is_down_fails_at_once_and_is_retried_when_it_returns(
-    rig: LeafRig, tmp_path: Path
+    rig: LeafRig, tmp_path: Path, restart: bool
 ) -> None:
     sink = MemorySink()
     async with Fabric(rig.edge.url, name="edge") as edge, Fabric(rig.hub.url, name="hub") as hub:
@@ -138,6 +139,19 @@ async def test_a_replay_while_the_link_is_down_fails_at_once_and_is_retried_when
             # after a timeout
             with pytest.raises(ReplayUnavailable, match="nobody serves"):
                 await collect_history(hub, "sensor", UP.subject, 11, 160, timeout=60)
+
+            async def healed(collector: ActorRuntime) -> None:
+                rig.proxy.heal()  # the history answers again: 11..160 handed late, once
+
+                async def late_handled() -> bool:
+                    return len(await collected(hub)) >= 210
+
+                await wait_until(late_handled, timeout=60, what="11..160 replayed late")
+                await wait_until(
+                    lambda: any(isinstance(e, Replayed) for e in sink.events), timeout=10
+                )
+                collector.request_stop()
+
             collector = ActorRuntime(Collector, hub, id="collector", events=sink)
             async with anyio.create_task_group() as tg:
                 await tg.start(collector.run)
@@ -154,16 +168,15 @@ async def test_a_replay_while_the_link_is_down_fails_at_once_and_is_retried_when
                     *range(1, 11),
                     *range(161, 211),
                 ]
-                rig.proxy.heal()  # the history answers again: 11..160 handed late, once
-
-                async def late_handled() -> bool:
-                    return len(await collected(hub)) >= 210
-
-                await wait_until(late_handled, timeout=60, what="11..160 replayed late")
-                await wait_until(
-                    lambda: any(isinstance(e, Replayed) for e in sink.events), timeout=10
-                )
-                collector.request_stop()
+                if restart:  # the pending range is in the checkpoint: the next start asks
+                    collector.request_stop()
+                else:
+                    await healed(collector)
+            if restart:
+                collector = ActorRuntime(Collector, hub, id="collector", events=sink)
+                async with anyio.create_task_group() as tg:
+                    await tg.start(collector.run)
+                    await healed(collector)
             sensor.request_stop()
         out = await collected(hub)
     assert [o["item"] for o in out] == [*range(1, 11), *range(161, 211), *range(11, 161)]
