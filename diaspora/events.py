@@ -27,7 +27,7 @@ The kinds, by category:
 - ``actor``: :class:`Started`, :class:`Stopped`, :class:`Fenced`,
   :class:`Crashed`, :class:`HandleFailed`, :class:`Lag`, :class:`CaughtUp`, :class:`PolicyOn`,
   :class:`PolicyOff`, :class:`Stall`, :class:`StallEnd`, :class:`Gap`,
-  :class:`Lost`, :class:`Reconstructed`, :class:`DeadLettered`,
+  :class:`Lost`, :class:`Replayed`, :class:`Reconstructed`, :class:`DeadLettered`,
   :class:`Checkpointed`.
 - ``supervision``: :class:`ChildStarted`, :class:`StartFailed`,
   :class:`Exited`, :class:`Restarted`, :class:`BackingOff`, :class:`GaveUp`,
@@ -84,6 +84,7 @@ __all__ = [
     "PolicyOn",
     "Reconnected",
     "Reconstructed",
+    "Replayed",
     "Restarted",
     "ScaledIn",
     "ScaledOut",
@@ -505,7 +506,11 @@ class Gap(_ActorEvent):
 class Lost(_ActorEvent):
     """Items neither the stream nor the producer's history still had.
 
-    ``by`` is ``"item"`` (producer item numbers) or ``"seq"`` (stream sequences).
+    ``by`` is ``"item"`` (producer item numbers), ``"seq"`` (stream sequences)
+    or ``"origin"`` (a bridge's origin sequences). ``pending``: the producer's
+    history could not be asked (its site cut off, the producer away); the
+    range is asked again later, and a :class:`Replayed` (``late``) or a final
+    ``Lost`` (``pending`` false) settles it.
     """
 
     kind: ClassVar[str] = "lost"
@@ -516,6 +521,24 @@ class Lost(_ActorEvent):
     last: int
     count: int
     by: str
+    pending: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Replayed(_ActorEvent):
+    """Items ``first..last`` of ``producer`` were filled from its history.
+
+    ``late``: they had been reported lost (``pending``) and were handed to
+    ``handle`` when the history answered again, after newer items.
+    """
+
+    kind: ClassVar[str] = "replayed"
+    subject: str
+    producer: str
+    first: int
+    last: int
+    count: int
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

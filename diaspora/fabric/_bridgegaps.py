@@ -17,6 +17,8 @@ the instrument is refused (``StreamFull``) instead of older data vanishing.
 >>> [tracker.observe(s, {"Nats-Stream-Source": f"X:abc {o} > > x.y tok"})
 ...  for s, o in [(1, 1), (2, 2), (3, 7)]]
 [None, None, (3, 6)]
+>>> GapTracker(up=True).observe(1, {"Nats-Stream-Source": "X:abc 151 > > x.y tok"})
+(1, 150)
 >>> origin_limits(rate=1000, longest_outage=60, message_bytes=256).max_msgs
 120000
 """
@@ -75,8 +77,11 @@ class GapTracker:
     aggregated at a hub): each origin's sequences are followed on their own.
     """
 
-    def __init__(self, *, up: bool) -> None:
+    def __init__(self, *, up: bool, from_start: bool = True) -> None:
         self.up = up
+        #: whether it is fed the copy from its first message ever: then an up bridge's first
+        #: copy of an origin after origin sequence 1 reveals a hole before it (``1..seq-1``)
+        self.from_start = from_start
         #: The last origin sequence seen, per origin (``""``: a mirror's own sequences).
         self.last_origin: dict[str, int] = {}
 
@@ -91,6 +96,8 @@ class GapTracker:
             origin, identity = seq, ""
         previous = self.last_origin.get(identity)
         self.last_origin[identity] = origin
+        if previous is None and self.up and self.from_start:
+            previous = 0  # the origin's first copy: what came before it never arrived
         if previous is not None and origin > previous + 1:
             return previous + 1, origin - 1
         return None
@@ -126,7 +133,7 @@ class BridgeMonitor:
         self.sink: EventSink = sink if sink is not None else fabric
         self.interval = interval
         self.next_seq = max(1, start_seq)
-        self.tracker = GapTracker(up=bridge.direction is Direction.UP)
+        self.tracker = GapTracker(up=bridge.direction is Direction.UP, from_start=start_seq <= 1)
         #: The holes reported so far, as (first, last) origin sequences.
         self.gaps: list[tuple[int, int]] = []
         self._log = get_logger(bridge=bridge.name)
@@ -143,6 +150,10 @@ class BridgeMonitor:
             stream=bridge.stream,
             domain=bridge.to_domain,
         ):
+            if stored.seq > self.next_seq and not self.tracker.last_origin:
+                # the copy no longer starts where this scan did (its own limits removed
+                # messages): their origins are unknown, so no hole is inferred before the first
+                self.tracker.from_start = False
             self.next_seq = stored.seq + 1
             gap = self.tracker.observe(stored.seq, stored.headers)
             if gap is None:

@@ -11,9 +11,18 @@ QoS spec names a reconstructor, stand-ins marked reconstructed are handed
 down instead. Keyless stream gaps (sequences the stream dropped) are lost
 and reconstructed the same way.
 
+When the history cannot be asked at all (the producer's site is cut off, or
+the producer is away: a request fails at once with no responders, or gets
+no answer within its timeout), the range is settled by stand-ins if the
+input has a reconstructor; otherwise it is reported ``Lost`` with
+``pending`` set, kept, and asked for again every few seconds (from 1 s,
+doubling to 30 s while nobody answers). What the history then still has is
+handed to ``handle`` late (after newer items, marked replayed) with a
+``Replayed`` event (``late``); what it no longer has is a final ``Lost``.
+
 The stage keeps the ``recovery`` checkpoint section: the last item number
-per input and producer, and the last (small) payload per producer, the
-left neighbour a reconstructor needs after a restart.
+per input and producer, the last (small) payload per producer (the left
+neighbour a reconstructor needs after a restart), and the pending ranges.
 """
 
 from __future__ import annotations
@@ -25,18 +34,23 @@ from typing import Any, Final
 from diaspora import codec
 from diaspora.errors import DecodeError
 from diaspora.events import Gap as GapEvent
-from diaspora.events import Lost, Reconstructed
+from diaspora.events import Lost, Reconstructed, Replayed
 from diaspora.fabric import headers as H
 from diaspora.message import Message
 from diaspora.stage import Host, InputItem, Next, Stage
-from diaspora.streams._history import Gap
+from diaspora.streams._history import Gap, HistoryItem
 from diaspora.streams._reconstruct import ReconstructionError, Reconstructor, fill_gap
-from diaspora.streams._replay import ReplayError, fetch_history
+from diaspora.streams._replay import ReplayError, ReplayUnavailable, fetch_history
 
 __all__ = ["GapRecovery", "synthetic_item"]
 
 #: Payloads up to this size are kept in checkpoints as a reconstructor's left neighbour.
 TAIL_LIMIT: Final = 64 * 1024
+#: Seconds before a pending range is asked for again, doubling while nobody answers.
+RETRY_FIRST: Final = 1.0
+RETRY_MAX: Final = 30.0
+#: Seconds a retry waits for an answer (a cut link fails at once; a black hole waits this).
+RETRY_TIMEOUT: Final = 2.0
 
 
 class GapRecovery(Stage):
@@ -53,6 +67,10 @@ class GapRecovery(Stage):
         self.tails: dict[str, dict[str, bytes]] = {}
         self._last_data: dict[tuple[str, str | None], Any] = {}
         self._gapped: set[str] = set()
+        #: per input, per producer: item ranges reported lost while its history was unreachable
+        self.pending: dict[str, dict[str, list[list[int]]]] = {}
+        self._retry_at = 0.0
+        self._retry_wait = RETRY_FIRST
         self._host: Host | None = None
 
     async def setup(self, host: Host) -> None:
@@ -62,6 +80,10 @@ class GapRecovery(Stage):
         return {
             "seen": {s: dict(m) for s, m in self.seen.items()},
             "tails": {s: dict(m) for s, m in self.tails.items()},
+            "pending": {
+                s: {p: [list(r) for r in rs] for p, rs in m.items()}
+                for s, m in self.pending.items()
+            },
         }
 
     def restore(self, data: Any, version: int) -> None:
@@ -72,6 +94,10 @@ class GapRecovery(Stage):
             str(s): {str(p): bytes(b) for p, b in m.items()}
             for s, m in data.get("tails", {}).items()
         }
+        self.pending = {
+            str(s): {str(p): [[int(a), int(b)] for a, b in rs] for p, rs in m.items()}
+            for s, m in data.get("pending", {}).items()
+        }
 
     @property
     def _partitioned(self) -> bool:
@@ -79,6 +105,9 @@ class GapRecovery(Stage):
         return host is not None and host.partition is not None
 
     async def inbound(self, item: InputItem, next: Next) -> None:
+        if item.replayed:  # a late replay this stage submitted (see after_batch)
+            await next(item)
+            return
         subject = item.subject
         if item.gap_from is not None:
             self._gapped.add(subject)
@@ -136,6 +165,8 @@ class GapRecovery(Stage):
             GapEvent(name=host.id, subject=subject, producer=producer, first=first, last=last)
         )
         missing: list[Gap] = []
+        filled: list[list[int]] = []
+        unreached: Gap | None = None
         try:
             async with contextlib.aclosing(
                 fetch_history(host.fabric, producer, subject, first, last)
@@ -144,37 +175,156 @@ class GapRecovery(Stage):
                     if isinstance(entry, Gap):
                         missing.append(entry)
                         continue
-                    replayed = InputItem(
-                        subject=subject,
-                        seq=0,
-                        headers={**entry.headers, H.ACTOR: producer, H.ITEM: str(entry.item)},
-                        payload=entry.payload,
-                        source=f"{subject}:{producer}#{entry.item}",
-                        replayed=True,
-                        origin=item,
-                    )
-                    await next(replayed)
-                    if replayed.message is not None:
-                        self._last_data[(subject, producer)] = replayed.message.data
+                    await self._hand_replayed(next, subject, producer, entry, item)
                     seen[producer] = entry.item
-                    host.stats.replayed += 1
-                    host.progressed()
+                    _add_run(filled, entry.item)
         except ReplayError as exc:
+            rest = Gap(subject, seen.get(producer, first - 1) + 1, last)
             host.log.warning("replay_failed", subject=subject, producer=producer, error=str(exc))
-            missing = [Gap(subject, seen.get(producer, first - 1) + 1, last)]
+            missing = [g for g in missing if g.last < rest.first]
+            if isinstance(exc, ReplayUnavailable) and not self._reconstructs(subject):
+                unreached = rest
+            else:
+                missing.append(rest)
+        await self._report_replayed(subject, producer, filled, late=False)
         for gap in missing:
             if gap.first > gap.last:
                 continue
             await self._lost(subject, producer, gap.first, gap.last, gap.count)
             await self._reconstruct(next, item, producer, gap.count, gap.first)
             seen[producer] = max(seen.get(producer, 0), gap.last)
+        if unreached is not None and unreached.first <= unreached.last:
+            await self._lost(
+                subject, producer, unreached.first, unreached.last, unreached.count, pending=True
+            )
+            runs = self.pending.setdefault(subject, {}).setdefault(producer, [])
+            runs.append([unreached.first, unreached.last])
+            seen[producer] = max(seen.get(producer, 0), unreached.last)
+            self._retry_at = host.clock.monotonic() + self._retry_wait
 
-    async def _lost(
-        self, subject: str, producer: str | None, first: int, last: int, count: int
+    def _reconstructs(self, subject: str) -> bool:
+        """Whether a gap in ``subject`` is settled by stand-ins (so never replayed late)."""
+        return subject in self.reconstructors and not self._partitioned
+
+    async def _hand_replayed(
+        self,
+        next: Next,
+        subject: str,
+        producer: str,
+        entry: HistoryItem,
+        origin: InputItem | None,
     ) -> None:
         host = self._host
         assert host is not None
-        host.stats.lost += count
+        replayed = InputItem(
+            subject=subject,
+            seq=0,
+            headers={**entry.headers, H.ACTOR: producer, H.ITEM: str(entry.item)},
+            payload=entry.payload,
+            source=f"{subject}:{producer}#{entry.item}",
+            replayed=True,
+            origin=origin,
+        )
+        await next(replayed)
+        if replayed.message is not None:
+            self._last_data[(subject, producer)] = replayed.message.data
+        host.stats.replayed += 1
+        host.progressed()
+
+    async def _report_replayed(
+        self, subject: str, producer: str, filled: list[list[int]], *, late: bool
+    ) -> None:
+        host = self._host
+        assert host is not None
+        for a, b in filled:
+            await host.event(
+                Replayed(
+                    name=host.id,
+                    subject=subject,
+                    producer=producer,
+                    first=a,
+                    last=b,
+                    count=b - a + 1,
+                    late=late,
+                )
+            )
+
+    def tick(self) -> float | None:
+        return RETRY_FIRST
+
+    async def after_batch(self) -> None:
+        """Ask again for the pending ranges, when due (see the module)."""
+        host = self._host
+        if not self.pending or host is None or host.clock.monotonic() < self._retry_at:
+            return
+        answered = True
+        for subject, producers in list(self.pending.items()):
+            for producer in list(producers):
+                answered = await self._retry(subject, producer) and answered
+            if not producers:
+                del self.pending[subject]
+        self._retry_wait = RETRY_FIRST if answered else min(self._retry_wait * 2, RETRY_MAX)
+        self._retry_at = host.clock.monotonic() + self._retry_wait
+
+    async def _retry(self, subject: str, producer: str) -> bool:
+        """Replay ``producer``'s pending ranges late; whether its history answered."""
+        host = self._host
+        assert host is not None
+        runs = self.pending[subject][producer]
+        while runs:
+            first, last = runs[0]
+            filled: list[list[int]] = []
+            missing: list[Gap] = []
+            try:
+                async with contextlib.aclosing(
+                    fetch_history(
+                        host.fabric, producer, subject, first, last, timeout=RETRY_TIMEOUT
+                    )
+                ) as replay:
+                    async for entry in replay:
+                        if isinstance(entry, Gap):
+                            missing.append(entry)
+                            continue
+                        await self._hand_replayed(host.submit, subject, producer, entry, None)
+                        _add_run(filled, entry.item)
+                        runs[0][0] = entry.item + 1
+            except ReplayUnavailable as exc:
+                host.log.info(
+                    "replay_retry_failed", subject=subject, producer=producer, error=str(exc)
+                )
+                await self._report_replayed(subject, producer, filled, late=True)
+                return False
+            except ReplayError as exc:  # the producer answered nonsense: give the rest up
+                host.log.warning(
+                    "replay_failed", subject=subject, producer=producer, error=str(exc)
+                )
+                missing = [g for g in missing if g.last < runs[0][0]]
+                missing.append(Gap(subject, runs[0][0], last))
+            await self._report_replayed(subject, producer, filled, late=True)
+            for gap in missing:
+                if gap.first <= gap.last:
+                    await self._lost(subject, producer, gap.first, gap.last, gap.count, final=True)
+            runs.pop(0)
+        del self.pending[subject][producer]
+        return True
+
+    async def _lost(
+        self,
+        subject: str,
+        producer: str | None,
+        first: int,
+        last: int,
+        count: int,
+        *,
+        pending: bool = False,
+        final: bool = False,
+    ) -> None:
+        """Report ``first..last`` lost (``final``: the settling of a pending range, counted
+        when it was first reported)."""
+        host = self._host
+        assert host is not None
+        if not final:
+            host.stats.lost += count
         by = "item" if producer is not None else "seq"
         await host.event(
             Lost(
@@ -185,6 +335,7 @@ class GapRecovery(Stage):
                 last=last,
                 count=count,
                 by=by,
+                pending=pending,
             )
         )
 
@@ -273,3 +424,11 @@ def synthetic_item(
         reconstructed=True,
         message=Message(data=data, subject=subject, seq=0, headers=headers, reconstructed=True),
     )
+
+
+def _add_run(runs: list[list[int]], number: int) -> None:
+    """Add item ``number`` to ``runs`` (increasing ``[first, last]`` ranges)."""
+    if runs and runs[-1][1] == number - 1:
+        runs[-1][1] = number
+    else:
+        runs.append([number, number])
