@@ -56,6 +56,7 @@ __all__ = [
     "Stage",
     "StageFactory",
     "chain",
+    "split_chain",
 ]
 
 
@@ -289,6 +290,24 @@ def chain(stages: Sequence[Stage], hook: str, last: Callable[[Any], Awaitable[No
     for stage in reversed([s for s in stages if s.overrides(hook)]):
         link = _bind(getattr(stage, hook), link)
     return link
+
+
+def split_chain(
+    stages: Sequence[Stage], hook: str, last: Callable[[Any], Awaitable[None]]
+) -> tuple[Callable[[Any, Any], Awaitable[None]], Callable[[Any], Awaitable[None]]]:
+    """:func:`chain` split at its head: ``(step, rest)``, called as ``step(item, rest)``.
+
+    A driver that runs the chain for every message calls the first stage
+    itself (one link less per message).
+    """
+    present = [s for s in stages if s.overrides(hook)]
+    if not present:
+        return _skip, last
+    return getattr(present[0], hook), chain(present[1:], hook, last)
+
+
+async def _skip(item: Any, rest: Callable[[Any], Awaitable[None]]) -> None:
+    await rest(item)
 
 
 def _bind(

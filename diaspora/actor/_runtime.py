@@ -55,7 +55,7 @@ from diaspora.actor._checkpoint import CheckpointSlot, kv_key
 from diaspora.actor._checkpointing import Checkpointer
 from diaspora.actor._emit import required_window
 from diaspora.actor._mailbox import Mailbox
-from diaspora.actor._pipeline import Pipeline, build_pipeline, inbound_of, link
+from diaspora.actor._pipeline import Pipeline, Step, build_pipeline, link
 from diaspora.actor._poison import PoisonPolicy
 from diaspora.clock import Clock, SystemClock
 from diaspora.errors import ActorCrashed, ConfigError, FencedOut
@@ -144,7 +144,7 @@ class ActorRuntime:
         self._mailbox: Mailbox | None = None
         self._pipeline: Pipeline | None = None
         self._cp: Checkpointer | None = None
-        self._chain: Next | None = None
+        self._chain: tuple[Step, Next] | None = None
         #: the stages of the current start (extra ones included), in pipeline order
         self.stages: list[Stage] = []
 
@@ -208,7 +208,9 @@ class ActorRuntime:
 
     async def submit(self, item: InputItem) -> None:
         """Drive an item a stage made through the whole inbound chain."""
-        await self._chain(item)  # type: ignore[misc]  # stages submit only while running
+        assert self._chain is not None, "stages submit only while the runtime runs"
+        step, rest = self._chain
+        await step(item, rest)
 
     def _publisher(self) -> OrderedPublisher:
         publisher = self._pipeline.emitter.publisher if self._pipeline else None
@@ -346,7 +348,13 @@ class ActorRuntime:
 
     async def _deliver(self, delivery: Delivery, cp: Checkpointer) -> None:
         assert self._chain is not None
-        await self._chain(inbound_of(delivery))
+        step, rest = self._chain
+        subject, seq = delivery.subject, delivery.seq
+        item = InputItem(
+            subject, seq, delivery.headers or {}, delivery.payload, f"{subject}:{seq}",
+            delivery.timestamp, delivery.pending, delivery.gap_from,
+        )  # fmt: skip
+        await step(item, rest)
         self.positions[delivery.subject] = delivery.seq
         cp.since += 1
 
