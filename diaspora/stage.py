@@ -117,6 +117,8 @@ class InputItem:
     handled: bool = False
     #: set by a stage that dealt with the item in full (the driver only advances position)
     consumed: bool = False
+    #: outputs ``handle`` emitted for it so far (the index in their message ids)
+    outputs: int = 0
 
     @property
     def producer(self) -> str | None:

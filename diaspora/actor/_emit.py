@@ -157,9 +157,11 @@ class Emitter(Stage):
         hdrs = dict(headers) if headers else {}
         handling = HANDLING.get()
         if handling is not None:
-            msg_id = handling.next_id(host.id)
+            msg_id = f"{host.id}:{handling.source}:{handling.outputs}"
+            handling.outputs += 1
             hdrs[H.SOURCE] = handling.source
-            if handling.reconstructed:
+            message = handling.message
+            if message is not None and message.reconstructed:
                 hdrs[H.RECONSTRUCTED] = "1"
         else:
             msg_id = f"{host.id}:{subject}:{number}"

@@ -1,8 +1,9 @@
 """The last inbound stages: partition filter, decode, and ``handle`` with its deadline.
 
-While ``handle`` runs, :data:`HANDLING` holds which input it is handling (a
-:class:`Handling` value): ``emit`` reads it to derive each output's message
-id, so nothing about the message at hand is kept on the runtime itself.
+While ``handle`` runs, :data:`HANDLING` holds the input it is handling (its
+:class:`~diaspora.stage.InputItem`, which counts its outputs): ``emit``
+reads it to derive each output's message id, so nothing about the message at
+hand is kept on the runtime itself.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import contextlib
 import contextvars
 import math
 import zlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,25 +26,11 @@ if TYPE_CHECKING:
     from diaspora.actor._actor import Actor
     from diaspora.actor._poison import Poison
 
-__all__ = ["HANDLING", "Decode", "HandleStage", "HandlerHung", "Handling", "Partition"]
+__all__ = ["HANDLING", "Decode", "HandleStage", "HandlerHung", "Partition"]
 
 
-@dataclass(slots=True)
-class Handling:
-    """The input ``handle`` is working on: names it in output ids, counts its outputs."""
-
-    source: str
-    reconstructed: bool
-    outputs: int = 0
-
-    def next_id(self, actor: str) -> str:
-        """``<actor>:<source>:<output index>`` for the next output of this input."""
-        msg_id = f"{actor}:{self.source}:{self.outputs}"
-        self.outputs += 1
-        return msg_id
-
-
-HANDLING: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
+#: The input ``handle`` is working on (its ``outputs`` counts what it emitted so far).
+HANDLING: contextvars.ContextVar[InputItem | None] = contextvars.ContextVar(
     "diaspora_handling", default=None
 )
 
@@ -193,7 +179,7 @@ class HandleStage(Stage):
         assert message is not None
         actor = self._actor
         deadline = actor.handle_deadline
-        token = HANDLING.set(Handling(item.source, message.reconstructed))
+        token = HANDLING.set(item)
         try:
             if deadline is None and self._unguarded:
                 await actor.handle(message)
@@ -211,7 +197,8 @@ class HandleStage(Stage):
         """Call ``handle`` on ``item`` once more (a retry in place: outputs get the same ids)."""
         message = item.message
         assert message is not None
-        token = HANDLING.set(Handling(item.source, message.reconstructed))
+        item.outputs = 0  # a retry in place: the outputs get the same ids again
+        token = HANDLING.set(item)
         try:
             await self._call(item, message)
         finally:
