@@ -16,6 +16,14 @@ JetStream direct gets. See ``docs/views.md``.
 
 from __future__ import annotations
 
+from diaspora.views._actor import (
+    ViewActor,
+    ViewStage,
+    copies_subject,
+    group_msg_id,
+    stage_factory,
+    view_runtime,
+)
 from diaspora.views._groups import Group, Grouper
 from diaspora.views._spec import (
     OnIncomplete,
@@ -35,6 +43,12 @@ __all__ = [
     "SnapshotPolicy",
     "Source",
     "View",
+    "ViewActor",
+    "ViewStage",
+    "copies_subject",
+    "group_msg_id",
     "parse_size",
+    "stage_factory",
     "view_from_table",
+    "view_runtime",
 ]
