@@ -25,6 +25,7 @@ from diaspora.views._actor import (
     view_runtime,
 )
 from diaspora.views._groups import Group, Grouper
+from diaspora.views._item import Loaded, Ref, ViewItem
 from diaspora.views._spec import (
     OnIncomplete,
     OnStale,
@@ -38,12 +39,15 @@ from diaspora.views._spec import (
 __all__ = [
     "Group",
     "Grouper",
+    "Loaded",
     "OnIncomplete",
     "OnStale",
+    "Ref",
     "SnapshotPolicy",
     "Source",
     "View",
     "ViewActor",
+    "ViewItem",
     "ViewStage",
     "copies_subject",
     "group_msg_id",

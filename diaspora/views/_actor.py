@@ -204,6 +204,10 @@ class ViewStage(Stage):
 
     def _key_of(self, msg: Message) -> tuple[Any, ...] | None:
         data = msg.data if isinstance(msg.data, Mapping) else {}
+        if H.VIEW in msg.headers:  # another view's item: its key, in the same order
+            inner = data.get("key")
+            if isinstance(inner, list) and len(inner) == len(self.view.key):
+                return tuple(inner)
         key = []
         for name in self.view.key:
             if name in data:
