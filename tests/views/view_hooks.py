@@ -11,3 +11,9 @@ def stand_ins(key: tuple[Any, ...], missing: dict[str, int]) -> dict[str, list[A
         source: [{"key": list(key), "stand_in": i} for i in range(n)]
         for source, n in missing.items()
     }
+
+
+def next_pattern(before: Any, after: Any, index: int, count: int) -> dict[str, Any]:
+    """A gap reconstructor for the pattern producer: the pattern numbers after ``before``."""
+    n = before["tile"] * 16 + before["pos"] + 1 + index + 1
+    return {"scan": 1, "tile": (n - 1) // 16, "pos": (n - 1) % 16, "stand_in": True}
