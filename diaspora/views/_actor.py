@@ -22,10 +22,11 @@ as one view item on ``output``. Exactly once across crashes rests on:
   restart finds the same copy) and refers to the copy, flagged ``pinned``
   or ``reconstructed``.
 
-A group still open ``within`` seconds after its first item (by stored
-times; when the view is idle and caught up, by the clock) expires and
+A group still open ``within`` seconds after its first item expires and
 ``on_incomplete`` decides: drop it, emit it partial, or complete it with
-stand-ins from the ``reconstruct`` hook.
+stand-ins from the ``reconstruct`` hook. Time is the stored time of the
+inputs, of the slowest source while any source has a backlog (its items may
+still complete the group), and the clock once the view is idle.
 """
 
 from __future__ import annotations
@@ -188,17 +189,27 @@ class ViewStage(Stage):
     async def after_batch(self) -> None:
         host = self._host
         assert host is not None
-        now = self.grouper.now
-        if self._taken == 0 and self._caught_up(host):
-            now = max(now, host.clock.time())  # idle: time goes on without inputs
-        self._taken = 0
-        for group in self.grouper.expire(now):
-            await self._settle(host, group)
+        await self.expire(host)
         await self._report(host)
 
-    def _caught_up(self, host: Host) -> bool:
-        positions = host.positions
-        return all(positions.get(s, 0) >= host.input_head(s) for s in host.inputs)
+    async def expire(self, host: Host) -> None:
+        """Time groups out, at the time of the slowest source still behind: a group is not
+        declared incomplete while a source's backlog may yet hold its items."""
+        positions, grouper = host.positions, self.grouper
+        behind = [
+            name
+            for name, s in self.view.sources.items()
+            if positions.get(s.subject, 0) < host.input_head(s.subject)
+        ]
+        if behind:
+            now = min(grouper.watermark.get(name, float("-inf")) for name in behind)
+        elif self._taken:
+            now = grouper.now
+        else:
+            now = max(grouper.now, host.clock.time())  # idle: time goes on without inputs
+        self._taken = 0
+        for group in grouper.expire(now):
+            await self._settle(host, group)
 
     # -- what one message and one group become ---------------------------------------
 

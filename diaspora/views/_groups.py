@@ -352,12 +352,13 @@ class Grouper:
     # -- time ----------------------------------------------------------------------------
 
     def expire(self, now: float | None = None) -> list[Group]:
-        """The groups open for more than ``within`` at ``now`` (default: the latest time seen),
-        oldest first, removed; ``complete`` is false (a windowed group whose counts are met
-        and whose window is only waiting for time is complete)."""
-        if now is not None:
-            self.now = max(self.now, now)
-        limit = self.now - self._within
+        """The groups open for more than ``within`` at ``now`` (default: the latest time seen;
+        a caller may pass less, the time of its slowest source), oldest first, removed;
+        ``complete`` is false (a windowed group whose counts are met and whose window is only
+        waiting for time is complete)."""
+        at = self.now if now is None else now
+        self.now = max(self.now, at)
+        limit = at - self._within
         out: list[Group] = []
         while self._opened and self._opened[0][0] < limit:
             _opened, _tie, key, gen = heapq.heappop(self._opened)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import pytest
 
@@ -96,3 +98,37 @@ async def test_expired_groups_are_dropped_or_emitted_partial_as_declared(fabric:
         ("view-dropper", '["y"]', "incomplete after within=0.5s"),
         ("view-partial", '["y"]', "below min_counts"),
     ]
+
+
+async def test_a_group_is_not_timed_out_while_a_source_still_has_a_backlog(
+    fabric: Fabric,
+) -> None:
+    """A's time runs ahead of B's backlog: the group waits for B's item instead of expiring."""
+    view = View(
+        "patient",
+        output="lag.out",
+        key=("k",),
+        within=3.0,
+        sources={"a": Source("lag.a"), "b": Source("lag.b")},
+    )
+    await fabric.ensure_stream("lag.a")
+    await fabric.ensure_stream("lag.b")
+    await fabric.publish("lag.a", {"k": "x"})
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for i in range(1200):  # B's backlog, past the first batch: other keys first
+            tg.start_soon(fabric.publish, "lag.b", {"k": f"filler{i // 64}", "i": i})
+    await fabric.publish("lag.b", {"k": "x"})
+    # a precondition, not a measure: B's own stored time must stay within x's window
+    assert time.monotonic() - started < 3.0, "publishing B's backlog took longer than within"
+    await anyio.sleep(3.2)
+    await fabric.publish("lag.a", {"k": "y"})  # A's stored time moves 3.2 s on
+    sink = MemorySink()
+    runtime = view_runtime(view, fabric, events=sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(runtime.run)
+        await runtime.caught_up.wait()
+        runtime.request_stop()
+    items = await read_stream(fabric, "lag.out", missing_ok=True)
+    assert [m.data["key"] for m in items] == [["x"]]
+    assert '["x"]' not in {e.key for e in sink.events if isinstance(e, GroupDropped)}
