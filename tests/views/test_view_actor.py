@@ -7,7 +7,7 @@ import time
 import anyio
 import pytest
 
-from diaspora.events import GroupCompleted, GroupDropped, MemorySink
+from diaspora.events import GroupCompleted, GroupDropped, GroupOpened, MemorySink
 from diaspora.fabric import Fabric
 from diaspora.testing import wait_until
 from diaspora.testing._streams import read_stream
@@ -33,6 +33,8 @@ async def test_500_tiles_out_of_order_make_500_items_of_17_references(fabric: Fa
     await check_items(fabric, view, seqs, TILES)
     completed = sum(e.completed for e in sink.events if isinstance(e, GroupCompleted))
     assert completed == TILES
+    assert sum(e.opened for e in sink.events if isinstance(e, GroupOpened)) == TILES
+    assert len([e for e in sink.events if isinstance(e, GroupCompleted)]) < TILES  # per batch
 
 
 async def test_a_restart_mid_way_emits_each_group_once(fabric: Fabric) -> None:
