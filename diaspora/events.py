@@ -38,6 +38,9 @@ The kinds, by category:
 - ``fabric``: :class:`Reconnected`.
 - ``trigger``: :class:`Fired`.
 - ``link``: :class:`LinkFaulted`, :class:`LinkHealed` (``name`` is the site).
+- ``view``: :class:`GroupOpened`, :class:`GroupCompleted` (both counted per
+  batch, not per group: no publish per item), :class:`GroupDropped` (``name``
+  is the view actor's id).
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ __all__ = [
     "Fired",
     "Gap",
     "GaveUp",
+    "GroupCompleted",
+    "GroupDropped",
+    "GroupOpened",
     "HandleFailed",
     "Ignored",
     "Lag",
@@ -808,3 +814,56 @@ class LinkHealed(_LinkEvent):
     kind: ClassVar[str] = "healed"
     fault: str
     by: str
+
+
+# -- views -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ViewEvent(Event):
+    """About one data view (``name`` is the view actor's id, ``view`` the view's name)."""
+
+    category: ClassVar[str] = "view"
+    view: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupOpened(_ViewEvent):
+    """``opened`` groups were opened by the last batch of inputs; ``open_groups`` are open now."""
+
+    kind: ClassVar[str] = "group_opened"
+    default_level: ClassVar[Level] = Level.DEBUG
+    opened: int
+    open_groups: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupCompleted(_ViewEvent):
+    """``completed`` groups were emitted by the last batch (or idle tick) as view items.
+
+    Of those, ``partial`` were expired groups emitted incomplete (``emit_partial``)
+    and ``reconstructed`` expired groups completed by the view's hook.
+    """
+
+    kind: ClassVar[str] = "group_completed"
+    default_level: ClassVar[Level] = Level.DEBUG
+    completed: int
+    partial: int = 0
+    reconstructed: int = 0
+    open_groups: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupDropped(_ViewEvent):
+    """An incomplete group was dropped after ``within`` seconds (``reason``: why).
+
+    ``counts`` is how many items of each source it had; ``key`` (the key's
+    values as a JSON array) and ``generation`` say which group it was.
+    """
+
+    kind: ClassVar[str] = "group_dropped"
+    default_level: ClassVar[Level] = Level.WARNING
+    key: str
+    generation: int
+    counts: Mapping[str, int]
+    reason: str

@@ -175,11 +175,11 @@ async def test_a_batch_completed_status_ends_no_request_the_server_still_serves(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(consumer.run)
-        for round in range(1, 4):
+        for want in (8, 16, 24):
             await wait_until(lambda: consumer.outstanding == 16, timeout=10, what="2 requests")
             for _ in range(8):  # one request's batch
                 await fabric.publish_bytes("cons.big", b"x" * 65536)
-            await wait_until(lambda: len(got) == 8 * round, timeout=10, what="the batch")
+            await wait_until(lambda: len(got) == want, timeout=10, what="the batch")  # noqa: B023
             await anyio.sleep(1.5)  # its status arrives; the consumer asks what it may
             # the server holds exactly the requests the consumer counts as open
             assert (await open_requests(), consumer.outstanding) == (2, 16)
