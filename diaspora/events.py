@@ -38,6 +38,8 @@ The kinds, by category:
 - ``fabric``: :class:`Reconnected`.
 - ``trigger``: :class:`Fired`.
 - ``link``: :class:`LinkFaulted`, :class:`LinkHealed` (``name`` is the site).
+- ``view`` (``name`` is the view): :class:`ItemStale`, :class:`Pinned`,
+  :class:`Unpinned`, :class:`ViewSnapshot`.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ __all__ = [
     "GaveUp",
     "HandleFailed",
     "Ignored",
+    "ItemStale",
     "Lag",
     "Level",
     "LinkFaulted",
@@ -80,6 +83,7 @@ __all__ = [
     "NodeExited",
     "NodeHung",
     "NodeStarted",
+    "Pinned",
     "PolicyOff",
     "PolicyOn",
     "Reconnected",
@@ -96,6 +100,8 @@ __all__ = [
     "TeeSink",
     "Terminated",
     "UnknownEvent",
+    "Unpinned",
+    "ViewSnapshot",
     "decode_record",
     "event_subject",
     "event_types",
@@ -785,3 +791,80 @@ class LinkHealed(_LinkEvent):
     kind: ClassVar[str] = "healed"
     fault: str
     by: str
+
+
+# -- view liveness and snapshots (``name`` is the view) -------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ViewLiveEvent(Event):
+    """About a data view's references (``name`` is the view)."""
+
+    category: ClassVar[str] = "view"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemStale(_ViewLiveEvent):
+    """A reference of view item ``version`` no longer resolves: the item was dropped.
+
+    ``stream``/``seq`` is the first reference that failed; ``by`` says who
+    dropped it: the ``view`` (an open group) or a consumer ``actor``'s id.
+    ``version`` is 0 for a group the view had not emitted yet.
+    """
+
+    kind: ClassVar[str] = "item_stale"
+    default_level: ClassVar[Level] = Level.WARNING
+    version: int
+    stream: str
+    seq: int
+    by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pinned(_ViewLiveEvent):
+    """``count`` references (``bytes`` in all) about to expire were copied into the view's store.
+
+    ``held`` is the bytes the view holds after this copy, within ``budget``.
+    """
+
+    kind: ClassVar[str] = "pinned"
+    count: int
+    bytes: int
+    held: int
+    budget: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unpinned(_ViewLiveEvent):
+    """``count`` pinned copies (``bytes``) were released.
+
+    ``reason``: ``acked`` (every durable consumer of the output acknowledged
+    the items), ``dropped`` (their group was dropped) or ``budget`` (the
+    oldest group's copies made room within ``pin_budget``: its items may go stale).
+    """
+
+    kind: ClassVar[str] = "unpinned"
+    count: int
+    bytes: int
+    held: int
+    reason: str
+
+    @property
+    def level(self) -> Level:
+        return Level.WARNING if self.reason == "budget" else Level.INFO
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViewSnapshot(_ViewLiveEvent):
+    """A snapshot of the view at ``version`` (its output's sequence) was written.
+
+    ``groups`` open groups, ``payloads`` copied payloads (``bytes``);
+    ``pruned`` older snapshots removed by the retention rule.
+    """
+
+    kind: ClassVar[str] = "snapshot"
+    version: int
+    groups: int
+    payloads: int
+    bytes: int
+    pruned: int = 0
