@@ -1,6 +1,62 @@
-"""Resilient data views: joins of several streams under count constraints, by reference."""
+"""Views: joins of several streams into groups by key, published as items of references.
 
+A :class:`View` declares its sources, how their items relate (by key, K of
+one source with 1 of another, a time window) and what to do with a group
+still incomplete after ``within`` seconds. It runs as an actor
+(:func:`view_runtime`, or a ``[views.<name>]`` table of a workflow file):
+each complete group is published once on ``output`` as an item made of
+``(stream, seq)`` references, which :meth:`ViewItem.load` resolves with
+JetStream direct gets. See ``docs/views.md``.
+
+>>> view = View("pairs", output="pairs", key=("id",), within=30.0,
+...             sources={"a": Source("a"), "b": Source("b")})
+>>> view.subjects
+('a', 'b')
+"""
+
+from __future__ import annotations
+
+from diaspora.views._groups import Group, Grouper
 from diaspora.views._keeper import PinKeeper, group_id
 from diaspora.views._pins import PinnedMessage, Pins, pin_bucket, read_pin
+from diaspora.views._snapshots import (
+    Capture,
+    SnapshotState,
+    ViewSnapshots,
+    restore_snapshot,
+    snapshot_versions,
+    view_at,
+)
+from diaspora.views._spec import (
+    OnIncomplete,
+    OnStale,
+    SnapshotPolicy,
+    Source,
+    View,
+    parse_size,
+    view_from_table,
+)
 
-__all__ = ["PinKeeper", "PinnedMessage", "Pins", "group_id", "pin_bucket", "read_pin"]
+__all__ = [
+    "Capture",
+    "Group",
+    "Grouper",
+    "OnIncomplete",
+    "OnStale",
+    "PinKeeper",
+    "PinnedMessage",
+    "Pins",
+    "SnapshotPolicy",
+    "SnapshotState",
+    "Source",
+    "View",
+    "ViewSnapshots",
+    "group_id",
+    "parse_size",
+    "pin_bucket",
+    "read_pin",
+    "restore_snapshot",
+    "snapshot_versions",
+    "view_at",
+    "view_from_table",
+]
