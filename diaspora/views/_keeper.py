@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from diaspora import codec
-from diaspora.errors import DecodeError, StreamNotFound
+from diaspora.errors import ConfigError, DecodeError, StreamNotFound
 from diaspora.events import Event, ItemStale, Pinned
 from diaspora.fabric import ack_floors, read_stored, stream_name
 from diaspora.stage import Stage
@@ -31,13 +31,33 @@ from diaspora.views._pins import PinnedMessage, Pins, Ref, refs_of
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
     from diaspora.stage import Host
+    from diaspora.views._spec import View
 
-__all__ = ["Fetch", "PinKeeper", "fetch_stored", "group_id"]
+__all__ = ["Fetch", "PinKeeper", "fetch_stored", "group_id", "open_refs_of"]
 
 #: Reads stored source messages by reference (``None``: the stream no longer has it).
 Fetch = Callable[["Fabric", Sequence[Ref]], Awaitable[dict[Ref, PinnedMessage | None]]]
 #: The view's open groups now: ``(group id, refs)`` each.
 OpenRefs = Callable[[], Iterable[tuple[str, Sequence[Ref]]]]
+
+
+def open_refs_of(host: Host) -> OpenRefs:
+    """The open groups of the view running in ``host`` (its actor's view stage's grouper)."""
+    stage = getattr(getattr(host, "actor", None), "stage", None)
+    grouper = getattr(stage, "grouper", None)
+    if grouper is None:
+        raise ConfigError(f"actor {host.id!r}: a view's pin or snapshot stage runs only in a view")
+
+    def refs() -> list[tuple[str, list[Ref]]]:
+        return [
+            (
+                group_id(g.key, g.generation),
+                [(str(r[0]), int(r[1])) for rs in g.refs.values() for r in rs],
+            )
+            for g in grouper.groups()
+        ]
+
+    return refs
 
 
 def group_id(key: Sequence[Any], generation: int) -> str:
@@ -64,21 +84,17 @@ class PinKeeper(Stage):
 
     def __init__(
         self,
-        view: str,
-        output: str,
-        sources: Sequence[str],
-        open_refs: OpenRefs,
+        view: View,
         *,
-        budget: int,
-        margin: int,
         interval: float = 1.0,
         fetch: Fetch = fetch_stored,
+        open_refs: OpenRefs | None = None,
     ) -> None:
-        self.view = view
-        self.output = output
-        self.sources = tuple(sources)
-        self.budget = budget
-        self.margin = margin
+        self.view = view.name
+        self.output = view.output
+        self.sources = view.subjects
+        self.budget = int(view.pin_budget)
+        self.margin = view.pin_margin
         self.interval = interval
         self._open_refs = open_refs
         self._fetch = fetch
@@ -90,12 +106,16 @@ class PinKeeper(Stage):
         self._last_sweep = float("-inf")
         self._reported: set[Ref] = set()
         self._orphans_checked = False
+        #: sweeps done since this start
+        self.sweeps = 0
 
     def tick(self) -> float | None:
         return self.interval
 
     async def setup(self, host: Host) -> None:
         self._host = host
+        if self._open_refs is None:
+            self._open_refs = open_refs_of(host)
         self.pins = await Pins.open(host.fabric, self.view, budget=self.budget)
         await host.fabric.require_stream(self.output)
         floors = await ack_floors(host.fabric, self.output)
@@ -122,6 +142,7 @@ class PinKeeper(Stage):
         assert self.pins is not None
         assert self._host is not None
         fabric = self._host.fabric
+        self.sweeps += 1
         events: list[Event] = []
         async for msg in read_stored(fabric, self.output, start_seq=self._scanned + 1):
             self._scanned = msg.seq
@@ -155,6 +176,7 @@ class PinKeeper(Stage):
 
     async def _copy_at_risk(self, fabric: Fabric, firsts: Mapping[str, int]) -> list[Event]:
         assert self.pins is not None
+        assert self._open_refs is not None
         owners = list(self._open_refs()) + [(gid, refs) for gid, refs in self._items.values()]
         wanted: dict[Ref, list[str]] = {}
         for owner, refs in owners:

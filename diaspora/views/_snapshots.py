@@ -19,6 +19,7 @@ Snapshots are objects ``v<version>`` of the view's object store
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,15 +29,24 @@ from diaspora import codec
 from diaspora.actor._checkpoint import CheckpointSlot, Section
 from diaspora.errors import DecodeError, ObjectUnreadable, ViewError
 from diaspora.events import ViewSnapshot
-from diaspora.stage import OutputItem, Stage
-from diaspora.views._keeper import Fetch, fetch_stored
+from diaspora.stage import OutputItem, Stage, StageFactory
+from diaspora.views._keeper import Fetch, PinKeeper, fetch_stored, open_refs_of
 from diaspora.views._pins import PinnedMessage, Pins, Ref, pin_bucket, pin_key, read_pin
+from diaspora.views._spec import OnStale, SnapshotPolicy, View
 
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
     from diaspora.stage import Host, NextOut
 
-__all__ = ["Capture", "SnapshotState", "ViewSnapshots", "restore_snapshot", "view_at"]
+__all__ = [
+    "Capture",
+    "SnapshotState",
+    "ViewSnapshots",
+    "liveness_stages",
+    "restore_snapshot",
+    "snapshot_versions",
+    "view_at",
+]
 
 _FORMAT: Final = 1
 
@@ -72,6 +82,23 @@ class SnapshotState:
     def payload(self, stream: str, seq: int) -> PinnedMessage:
         """The copy of ``(stream, seq)`` the snapshot holds (:class:`KeyError` if none)."""
         return self.payloads[(stream, seq)]
+
+
+def capture_of(host: Host) -> Callable[[], Capture]:
+    """What the view running in ``host`` has to snapshot: its stage's section and open groups."""
+    stage = getattr(getattr(host, "actor", None), "stage", None)
+    groups = open_refs_of(host)
+    assert isinstance(stage, Stage)
+    section = stage.section
+    assert section is not None
+
+    def capture() -> Capture:
+        return Capture(
+            sections={section: (stage.section_version, stage.snapshot())},
+            groups=list(groups()),
+        )
+
+    return capture
 
 
 def _object_name(version: int) -> str:
@@ -235,18 +262,16 @@ class ViewSnapshots(Stage):
 
     def __init__(
         self,
-        view: str,
-        output: str,
-        capture: Callable[[], Capture],
+        view: View,
         *,
-        every: int,
-        keep: int,
         fetch: Fetch = fetch_stored,
+        capture: Callable[[], Capture] | None = None,
     ) -> None:
-        self.view = view
-        self.output = output
-        self.every = every
-        self.keep = keep
+        policy = view.snapshot or SnapshotPolicy()
+        self.view = view.name
+        self.output = view.output
+        self.every = policy.every
+        self.keep = policy.keep
         self._capture = capture
         self._fetch = fetch
         self._since = 0
@@ -254,6 +279,8 @@ class ViewSnapshots(Stage):
 
     async def setup(self, host: Host) -> None:
         self._host = host
+        if self._capture is None:
+            self._capture = capture_of(host)
 
     async def outbound(self, out: OutputItem, next: NextOut) -> None:
         await next(out)
@@ -265,6 +292,7 @@ class ViewSnapshots(Stage):
             return
         host = self._host
         assert host is not None
+        assert self._capture is not None
         self._since = 0
         await host.checkpoint_now()  # the items so far are acknowledged: the version is known
         version = (await host.fabric.stream_bounds(self.output))[1]
@@ -278,3 +306,14 @@ class ViewSnapshots(Stage):
             fetch=self._fetch,
         )
         await host.event(event)
+
+
+def liveness_stages(view: View) -> tuple[StageFactory, ...]:
+    """The stages ``view``'s settings ask for: the pin keeper (``on_stale = "pin"``) and
+    snapshots (``snapshot``), to run after the view's own stage."""
+    stages: list[StageFactory] = []
+    if view.on_stale is OnStale.PIN:
+        stages.append(functools.partial(PinKeeper, view))
+    if view.snapshot is not None:
+        stages.append(functools.partial(ViewSnapshots, view))
+    return tuple(stages)
