@@ -38,8 +38,8 @@ The kinds, by category:
 - ``fabric``: :class:`Reconnected`.
 - ``trigger``: :class:`Fired`.
 - ``link``: :class:`LinkFaulted`, :class:`LinkHealed` (``name`` is the site).
-- ``view`` (``name`` is the view): :class:`ItemStale`, :class:`Pinned`,
-  :class:`Unpinned`, :class:`ViewSnapshot`.
+- ``view`` (``name`` is the actor, ``view`` the view): :class:`ItemStale`,
+  :class:`Pinned`, :class:`Unpinned`, :class:`ViewSnapshot`.
 """
 
 from __future__ import annotations
@@ -793,23 +793,25 @@ class LinkHealed(_LinkEvent):
     by: str
 
 
-# -- view liveness and snapshots (``name`` is the view) -------------------------------
+# -- view liveness and snapshots --------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _ViewLiveEvent(Event):
-    """About a data view's references (``name`` is the view)."""
+    """About one data view's references (``name``: the actor it happened in, ``view``: the view)."""
 
     category: ClassVar[str] = "view"
+    view: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ItemStale(_ViewLiveEvent):
     """A reference of view item ``version`` no longer resolves: the item was dropped.
 
-    ``stream``/``seq`` is the first reference that failed; ``by`` says who
-    dropped it: the ``view`` (an open group) or a consumer ``actor``'s id.
-    ``version`` is 0 for a group the view had not emitted yet.
+    ``stream``/``seq`` is the first reference that failed. ``name`` is who
+    dropped it: a consumer actor's id (its ``handle`` got
+    :class:`~diaspora.errors.Stale`), or the view actor's for a group not
+    emitted yet (``version`` 0).
     """
 
     kind: ClassVar[str] = "item_stale"
@@ -817,7 +819,6 @@ class ItemStale(_ViewLiveEvent):
     version: int
     stream: str
     seq: int
-    by: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -839,8 +840,9 @@ class Unpinned(_ViewLiveEvent):
     """``count`` pinned copies (``bytes``) were released.
 
     ``reason``: ``acked`` (every durable consumer of the output acknowledged
-    the items), ``dropped`` (their group was dropped) or ``budget`` (the
-    oldest group's copies made room within ``pin_budget``: its items may go stale).
+    the items), ``dropped`` (their group was dropped, or a previous run left
+    them) or ``budget`` (the oldest group's copies made room within
+    ``pin_budget``: its items may go stale).
     """
 
     kind: ClassVar[str] = "unpinned"

@@ -11,7 +11,7 @@ Between batches (and on idle ticks), at most every ``interval`` seconds, it
    ``margin`` messages of it into the view's bucket (:class:`Pins`).
 
 A reference already gone when first seen cannot be copied: it is reported
-once with an :class:`~diaspora.events.ItemStale` (``by="view"``) and the
+once with an :class:`~diaspora.events.ItemStale` (version 0) and the
 item will raise :class:`~diaspora.errors.Stale` when loaded. Choose
 ``pin_margin`` above what a source receives in ``pin_interval`` seconds.
 """
@@ -116,7 +116,7 @@ class PinKeeper(Stage):
         self._host = host
         if self._open_refs is None:
             self._open_refs = open_refs_of(host)
-        self.pins = await Pins.open(host.fabric, self.view, budget=self.budget)
+        self.pins = await Pins.open(host.fabric, self.view, budget=self.budget, actor=host.id)
         await host.fabric.require_stream(self.output)
         floors = await ack_floors(host.fabric, self.output)
         self._scanned = min(floors.values()) if floors else 0
@@ -196,7 +196,13 @@ class PinKeeper(Stage):
                 if ref not in self._reported:
                     self._reported.add(ref)
                     events.append(
-                        ItemStale(name=self.view, version=0, stream=ref[0], seq=ref[1], by="view")
+                        ItemStale(
+                            name=self.pins.actor,
+                            view=self.view,
+                            version=0,
+                            stream=ref[0],
+                            seq=ref[1],
+                        )
                     )
                 continue
             for owner in owners_of:
@@ -207,7 +213,8 @@ class PinKeeper(Stage):
         if count:
             events.append(
                 Pinned(
-                    name=self.view,
+                    name=self.pins.actor,
+                    view=self.view,
                     count=count,
                     bytes=nbytes,
                     held=self.pins.held,

@@ -108,8 +108,10 @@ class Pins:
     groups share counts once and goes when its last owner releases it.
     """
 
-    def __init__(self, view: str, kv: KeyValueBucket, budget: int) -> None:
+    def __init__(self, view: str, kv: KeyValueBucket, budget: int, *, actor: str = "") -> None:
         self.view = view
+        #: the actor holding the copies (events' ``name``; default the view's name)
+        self.actor = actor or view
         self.budget = budget
         self._kv = kv
         self._sizes: dict[str, int] = {}
@@ -118,10 +120,10 @@ class Pins:
         self._log = get_logger(view=view)
 
     @classmethod
-    async def open(cls, fabric: Fabric, view: str, *, budget: int) -> Pins:
+    async def open(cls, fabric: Fabric, view: str, *, budget: int, actor: str = "") -> Pins:
         """The view's bucket with the copies a previous run left (unowned until claimed)."""
         kv = await fabric.ensure_kv(pin_bucket(view))
-        pins = cls(view, kv, budget)
+        pins = cls(view, kv, budget, actor=actor)
         for key in await kv.keys():
             entry = await kv.get(key)
             if entry is not None:
@@ -196,7 +198,16 @@ class Pins:
             count += 1
         if not count:
             return []
-        return [Unpinned(name=self.view, count=count, bytes=freed, held=self.held, reason=reason)]
+        return [
+            Unpinned(
+                name=self.actor,
+                view=self.view,
+                count=count,
+                bytes=freed,
+                held=self.held,
+                reason=reason,
+            )
+        ]
 
 
 def refs_of(item: Mapping[str, Any]) -> list[Ref]:

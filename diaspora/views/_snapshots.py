@@ -128,6 +128,7 @@ async def write_snapshot(
     *,
     keep: int,
     fetch: Fetch = fetch_stored,
+    actor: str = "",
 ) -> ViewSnapshot:
     """Store the snapshot of ``view`` at ``version``; prune to the newest ``keep``; its event.
 
@@ -165,7 +166,8 @@ async def write_snapshot(
         await obs.delete(_object_name(old))
         pruned += 1
     return ViewSnapshot(
-        name=view,
+        name=actor or view,
+        view=view,
         version=version,
         groups=len(capture.groups),
         payloads=len(payloads),
@@ -304,6 +306,7 @@ class ViewSnapshots(Stage):
             self._capture(),
             keep=self.keep,
             fetch=self._fetch,
+            actor=host.id,
         )
         await host.event(event)
 
