@@ -38,8 +38,10 @@ The kinds, by category:
 - ``fabric``: :class:`Reconnected`.
 - ``trigger``: :class:`Fired`.
 - ``link``: :class:`LinkFaulted`, :class:`LinkHealed` (``name`` is the site).
-- ``view`` (``name`` is the actor, ``view`` the view): :class:`ItemStale`,
-  :class:`Pinned`, :class:`Unpinned`, :class:`ViewSnapshot`.
+- ``view``: :class:`GroupOpened`, :class:`GroupCompleted` (both counted per
+  batch, not per group: no publish per item), :class:`GroupDropped` (``name``
+  is the view actor's id); :class:`ItemStale` (``name``: the actor that dropped
+  the item), :class:`Pinned`, :class:`Unpinned`, :class:`ViewSnapshot`.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ __all__ = [
     "Fired",
     "Gap",
     "GaveUp",
+    "GroupCompleted",
+    "GroupDropped",
+    "GroupOpened",
     "HandleFailed",
     "Ignored",
     "ItemStale",
@@ -793,19 +798,61 @@ class LinkHealed(_LinkEvent):
     by: str
 
 
-# -- view liveness and snapshots --------------------------------------------------------
+# -- views -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _ViewLiveEvent(Event):
-    """About one data view's references (``name``: the actor it happened in, ``view``: the view)."""
+class _ViewEvent(Event):
+    """About one data view (``name`` is the view actor's id, ``view`` the view's name)."""
 
     category: ClassVar[str] = "view"
     view: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ItemStale(_ViewLiveEvent):
+class GroupOpened(_ViewEvent):
+    """``opened`` groups were opened by the last batch of inputs; ``open_groups`` are open now."""
+
+    kind: ClassVar[str] = "group_opened"
+    default_level: ClassVar[Level] = Level.DEBUG
+    opened: int
+    open_groups: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupCompleted(_ViewEvent):
+    """``completed`` groups were emitted by the last batch (or idle tick) as view items.
+
+    Of those, ``partial`` were expired groups emitted incomplete (``emit_partial``)
+    and ``reconstructed`` expired groups completed by the view's hook.
+    """
+
+    kind: ClassVar[str] = "group_completed"
+    default_level: ClassVar[Level] = Level.DEBUG
+    completed: int
+    partial: int = 0
+    reconstructed: int = 0
+    open_groups: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupDropped(_ViewEvent):
+    """An incomplete group was dropped after ``within`` seconds (``reason``: why).
+
+    ``counts`` is how many items of each source it had; ``key`` (the key's
+    values as a JSON array) and ``generation`` say which group it was.
+    """
+
+    kind: ClassVar[str] = "group_dropped"
+    default_level: ClassVar[Level] = Level.WARNING
+    key: str
+    generation: int
+    counts: Mapping[str, int]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemStale(_ViewEvent):
     """A reference of view item ``version`` no longer resolves: the item was dropped.
 
     ``stream``/``seq`` is the first reference that failed. ``name`` is who
@@ -822,7 +869,7 @@ class ItemStale(_ViewLiveEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Pinned(_ViewLiveEvent):
+class Pinned(_ViewEvent):
     """``count`` references (``bytes`` in all) about to expire were copied into the view's store.
 
     ``held`` is the bytes the view holds after this copy, within ``budget``.
@@ -836,7 +883,7 @@ class Pinned(_ViewLiveEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Unpinned(_ViewLiveEvent):
+class Unpinned(_ViewEvent):
     """``count`` pinned copies (``bytes``) were released.
 
     ``reason``: ``acked`` (every durable consumer of the output acknowledged
@@ -857,7 +904,7 @@ class Unpinned(_ViewLiveEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ViewSnapshot(_ViewLiveEvent):
+class ViewSnapshot(_ViewEvent):
     """A snapshot of the view at ``version`` (its output's sequence) was written.
 
     ``groups`` open groups, ``payloads`` copied payloads (``bytes``);

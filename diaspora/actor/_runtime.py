@@ -350,19 +350,11 @@ class ActorRuntime:
         self.positions[delivery.subject] = delivery.seq
         cp.since += 1
 
-    async def emit(
-        self,
-        subject: str,
-        data: Any,
-        *,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        item: int | None = None,
-    ) -> None:
-        """Publish one output (see :meth:`diaspora.Actor.emit`)."""
+    async def emit(self, subject: str, data: Any, **options: Any) -> None:
+        """Publish one output (``options``: those of :meth:`diaspora.Actor.emit`)."""
         if self._pipeline is None:
             raise RuntimeError(f"actor {self.id!r}: emit() outside the running actor")
-        await self._pipeline.emitter.emit(subject, data, key=key, headers=headers, item=item)
+        await self._pipeline.emitter.emit(subject, data, **options)
 
     def _source_emitted(self) -> None:
         """Sources are checkpointed at emit boundaries."""

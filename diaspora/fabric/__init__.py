@@ -19,6 +19,7 @@ from diaspora.fabric._bridgegaps import BridgeMonitor, GapTracker, origin_limits
 from diaspora.fabric._bridges import Bridge, Direction, check_site, ensure_bridge, wait_site
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
+from diaspora.fabric._direct import get_many
 from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
 from diaspora.fabric._linkcontrol import LinkControl
 from diaspora.fabric._linkorder import LinkFault, LinkFaultKind, link_control_subject, link_fault
@@ -102,6 +103,7 @@ __all__ = [
     "ensure_bridge",
     "find_nats_server",
     "free_port",
+    "get_many",
     "is_event_input",
     "link_control_subject",
     "link_fault",

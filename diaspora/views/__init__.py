@@ -16,7 +16,16 @@ JetStream direct gets. See ``docs/views.md``.
 
 from __future__ import annotations
 
+from diaspora.views._actor import (
+    ViewActor,
+    ViewStage,
+    copies_subject,
+    group_msg_id,
+    stage_factory,
+    view_runtime,
+)
 from diaspora.views._groups import Group, Grouper
+from diaspora.views._item import Loaded, Ref, ViewItem
 from diaspora.views._keeper import PinKeeper, group_id
 from diaspora.views._pins import PinnedMessage, Pins, pin_bucket, read_pin
 from diaspora.views._snapshots import (
@@ -42,23 +51,32 @@ __all__ = [
     "Capture",
     "Group",
     "Grouper",
+    "Loaded",
     "OnIncomplete",
     "OnStale",
     "PinKeeper",
     "PinnedMessage",
     "Pins",
+    "Ref",
     "SnapshotPolicy",
     "SnapshotState",
     "Source",
     "View",
+    "ViewActor",
+    "ViewItem",
     "ViewSnapshots",
+    "ViewStage",
+    "copies_subject",
     "group_id",
+    "group_msg_id",
     "liveness_stages",
     "parse_size",
     "pin_bucket",
     "read_pin",
     "restore_snapshot",
     "snapshot_versions",
+    "stage_factory",
     "view_at",
     "view_from_table",
+    "view_runtime",
 ]

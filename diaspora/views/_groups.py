@@ -142,6 +142,8 @@ class Grouper:
         self._opened: list[tuple[float, int, Key, int]] = []
         self._closing: list[tuple[float, int, Key, int]] = []
         self._tie = 0
+        #: groups opened since this grouper was made (not checkpointed: a counter for events)
+        self.opened = 0
 
     @property
     def open_groups(self) -> int:
@@ -303,6 +305,7 @@ class Grouper:
         group = state.groups.get(gen)
         if group is None:
             group = state.groups[gen] = Group(key, gen, time, {s: [] for s in self.view.sources})
+            self.opened += 1
             self._tie += 1
             heapq.heappush(self._opened, (time, self._tie, key, gen))
         return group
