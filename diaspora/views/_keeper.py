@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from diaspora import codec
 from diaspora.errors import ConfigError, DecodeError, StreamNotFound
 from diaspora.events import Event, ItemStale, Pinned
-from diaspora.fabric import ack_floors, read_stored, stream_name
+from diaspora.fabric import ack_floors, get_many, read_stored, stream_name
 from diaspora.stage import Stage
 from diaspora.views._pins import PinnedMessage, Pins, Ref, refs_of
 
@@ -66,14 +66,20 @@ def group_id(key: Sequence[Any], generation: int) -> str:
 
 
 async def fetch_stored(fabric: Fabric, refs: Sequence[Ref]) -> dict[Ref, PinnedMessage | None]:
-    """Copies of ``refs`` read from their streams (``None`` for those the stream lost)."""
-    got: dict[Ref, PinnedMessage | None] = dict.fromkeys(refs)
+    """Copies of ``refs`` read from their streams with batched direct gets (``None``: gone).
+
+    Payloads offloaded to the object store stay references: the copy is the
+    stored message as it is (its blob outlives the stream's retention).
+    """
+    by_stream: dict[str, list[int]] = {}
     for stream, seq in refs:
-        async for m in read_stored(
-            fabric, "", stream=stream, start_seq=seq, end_seq=seq, resolve_blobs=False
-        ):
-            if m.seq == seq:
-                got[(stream, seq)] = PinnedMessage(m.subject, m.headers, m.payload, m.timestamp)
+        by_stream.setdefault(stream, []).append(seq)
+    got: dict[Ref, PinnedMessage | None] = {}
+    for stream, seqs in by_stream.items():
+        for seq, m in (await get_many(fabric, stream, seqs, resolve_blobs=False)).items():
+            got[(stream, seq)] = (
+                None if m is None else PinnedMessage(m.subject, m.headers, m.payload, m.timestamp)
+            )
     return got
 
 
@@ -116,6 +122,9 @@ class PinKeeper(Stage):
         self._host = host
         if self._open_refs is None:
             self._open_refs = open_refs_of(host)
+        on_drop = getattr(getattr(getattr(host, "actor", None), "stage", None), "on_drop", None)
+        if on_drop is not None:
+            on_drop.append(self._group_dropped)
         self.pins = await Pins.open(host.fabric, self.view, budget=self.budget, actor=host.id)
         await host.fabric.require_stream(self.output)
         floors = await ack_floors(host.fabric, self.output)
@@ -129,6 +138,9 @@ class PinKeeper(Stage):
         self._last_sweep = now
         for event in await self.sweep():
             await self._host.event(event)
+
+    async def _group_dropped(self, group: Any) -> None:
+        await self.dropped(group_id(group.key, group.generation))
 
     async def dropped(self, group: str) -> None:
         """The view dropped ``group`` (incomplete or stale): release its copies."""
