@@ -25,16 +25,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import anyio
 import msgpack
 import nats
+import nats.js.errors
 import numpy as np
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from bench import raw
 from bench.report import Report, Row
-from diaspora import codec
-from diaspora.fabric import EmbeddedServer
+from diaspora import Message, codec
+from diaspora.fabric import EmbeddedServer, Fabric, read_stored, stream_name
+from diaspora.testing import wait_until
+from diaspora.views import Source, View, ViewItem, view_runtime
 
 K = 16
 DIFF, RECON = "ptycho.diff", "ptycho.recon"
@@ -69,8 +73,12 @@ def arrivals(tiles: int, seed: int = 13) -> Iterator[tuple[str, bytes]]:
 
 async def publish_sources(js: JetStreamContext, tiles: int) -> int:
     """Fresh source streams holding every tile's items; the number of items."""
-    for subject in (DIFF, RECON):
-        await raw.fresh_stream(js, subject.replace(".", "_"), subject)
+    for subject in (DIFF, RECON):  # allow_direct: what a view's sources get from ensure_stream
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_stream(stream_name(subject))
+        await js.add_stream(
+            StreamConfig(name=stream_name(subject), subjects=[subject], allow_direct=True)
+        )
     pending: list[asyncio.Future[object]] = []
     n = 0
     for subject, payload in arrivals(tiles):
@@ -180,13 +188,70 @@ async def run(report: Report, quick: bool) -> None:
         await publish_sources(js, tiles)
         hand = await hand_join(js, tiles)
         assert hand.groups == tiles, f"hand join made {hand.groups} groups of {tiles}"
-        report.add(
+        groups = report.add(
             Row("baseline", "hand join K=16 64KiB groups/s", hand.groups / hand.seconds, "groups/s")
         )
-        report.add(
+        items = report.add(
             Row("baseline", "hand join K=16 64KiB items/s", hand.items / hand.seconds, "items/s")
         )
-        report.add(Row("baseline", "hand join bytes published", hand.output_bytes, "bytes"))
+        copied = report.add(
+            Row("baseline", "hand join bytes published", hand.output_bytes, "bytes")
+        )
         seconds, nbytes = await pull_both(js, tiles)
-        report.add(Row("baseline", "pull consumer of sources MB/s", nbytes / seconds / 1e6, "MB/s"))
+        pull = report.add(
+            Row("baseline", "pull consumer of sources MB/s", nbytes / seconds / 1e6, "MB/s")
+        )
         await nc.close()
+        async with Fabric(server.url, events_stream=False) as fabric:
+            view = await view_assembly(fabric, tiles)
+            assert view.groups == tiles, f"the view made {view.groups} groups of {tiles}"
+            _vs(report, "view K=16 64KiB groups/s", view.groups / view.seconds, "groups/s", groups)
+            _vs(report, "view K=16 64KiB items/s", view.items / view.seconds, "items/s", items)
+            _vs(report, "view bytes published", view.output_bytes, "bytes", copied)
+            seconds, nbytes = await resolve_all(fabric)
+            _vs(report, "view item.load() MB/s", nbytes / seconds / 1e6, "MB/s", pull)
+
+
+def _vs(report: Report, name: str, value: float, unit: str, base: Row) -> None:
+    report.add(Row("views", name, value, unit, baseline=base.name, baseline_value=base.value))
+
+
+VIEW = View(
+    "bench",
+    output="bench.view",
+    key=("scan", "tile"),
+    within=600.0,
+    sources={"diff": Source(DIFF, count=K), "recon": Source(RECON)},
+)
+
+
+async def view_assembly(fabric: Fabric, tiles: int) -> Assembly:
+    """The same pairing by the view actor: from its start to its last item stored."""
+    await fabric.ensure_stream(VIEW.output)
+    runtime = view_runtime(VIEW, fabric)
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        await tg.start(runtime.run)
+
+        async def done() -> bool:
+            return (await fabric.stream_bounds(VIEW.output))[1] >= tiles
+
+        await wait_until(done, timeout=600, interval=0.005)
+        seconds = time.perf_counter() - started
+        runtime.request_stop()
+    info = await fabric.js.stream_info(stream_name(VIEW.output))
+    return Assembly(seconds, info.state.messages, tiles * (K + 1), info.state.bytes)
+
+
+async def resolve_all(fabric: Fabric) -> tuple[float, int]:
+    """``ViewItem.load`` of every item of the view, one after another: seconds, payload bytes."""
+    stored = [m async for m in read_stored(fabric, VIEW.output)]
+    started = time.perf_counter()
+    nbytes = 0
+    for m in stored:
+        msg = Message(
+            data=codec.decode(m.payload), subject=VIEW.output, seq=m.seq, headers=m.headers
+        )
+        sample = await ViewItem.of(msg).load(fabric)
+        nbytes += sum(len(part.payload) for parts in sample.values() for part in parts)  # type: ignore[union-attr]
+    return time.perf_counter() - started, nbytes
