@@ -36,6 +36,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from bench import raw
 from bench.report import Report, Row
 from diaspora import Message, codec
+from diaspora.errors import FabricUnavailable
 from diaspora.fabric import EmbeddedServer, Fabric, read_stored, stream_name
 from diaspora.testing import wait_until
 from diaspora.views import Source, View, ViewItem, view_runtime
@@ -234,7 +235,10 @@ async def view_assembly(fabric: Fabric, tiles: int) -> Assembly:
         await tg.start(runtime.run)
 
         async def done() -> bool:
-            return (await fabric.stream_bounds(VIEW.output))[1] >= tiles
+            try:
+                return (await fabric.stream_bounds(VIEW.output))[1] >= tiles
+            except (FabricUnavailable, nats.errors.TimeoutError):
+                return False  # the server is busy feeding the view: ask again
 
         await wait_until(done, timeout=600, interval=0.005)
         seconds = time.perf_counter() - started

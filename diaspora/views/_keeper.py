@@ -221,7 +221,7 @@ class PinKeeper(Stage):
                 events += await self.pins.put(owner, ref, copy)
             if self.pins.has(ref):
                 count += 1
-                nbytes += copy.size
+                nbytes += self.pins.size_of(ref)
         if count:
             events.append(
                 Pinned(

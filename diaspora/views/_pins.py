@@ -20,9 +20,9 @@ no longer has a message.
 ...         pins = await Pins.open(fabric, "demo_view", budget=1 << 20)
 ...         copy = PinnedMessage("xs", {}, b"payload", 0.0)
 ...         await pins.put("g1", ("xs", 1), copy)
-...         print((await read_pin(fabric, "demo_view", "xs", 1)).data, pins.held)
+...         print((await read_pin(fabric, "demo_view", "xs", 1)).data, pins.has(("xs", 1)))
 >>> anyio.run(demo)
-b'payload' 7
+b'payload' True
 """
 
 from __future__ import annotations
@@ -86,10 +86,6 @@ class PinnedMessage:
                 f"pinned copy {where} is unreadable ({exc!r}): delete the key"
             ) from exc
 
-    @property
-    def size(self) -> int:
-        return len(self.data) + sum(len(k) + len(v) for k, v in self.headers.items())
-
 
 async def read_pin(fabric: Fabric, view: str, stream: str, seq: int) -> PinnedMessage | None:
     """View ``view``'s copy of message ``seq`` of ``stream``, or ``None`` when it holds none."""
@@ -132,7 +128,7 @@ class Pins:
 
     @property
     def held(self) -> int:
-        """Bytes of copies held now."""
+        """Bytes of copies held now (as stored: payload, headers and a small envelope)."""
         return sum(self._sizes.values())
 
     @property
@@ -142,6 +138,10 @@ class Pins:
 
     def has(self, ref: Ref) -> bool:
         return pin_key(*ref) in self._sizes
+
+    def size_of(self, ref: Ref) -> int:
+        """Bytes the copy of ``ref`` takes of the budget (0: none held)."""
+        return self._sizes.get(pin_key(*ref), 0)
 
     def claim(self, owner: str, ref: Ref) -> bool:
         """Add ``owner`` to an existing copy of ``ref`` (after a restart); whether one exists."""
