@@ -159,3 +159,31 @@ async def test_pin_keeps_every_item_loadable_and_releases_once_acked(fabric: Fab
     released = sink.of(Unpinned)
     assert {e.reason for e in released} == {"acked"}
     assert sum(e.bytes for e in released) == held
+
+
+async def test_a_dropped_group_releases_its_copies(fabric: Fabric) -> None:
+    view = View(
+        "dropping",
+        output="dropping.out",
+        key=("tile",),
+        within=0.5,
+        sources={"diff": Source("dropping.diff", count=K), "recon": Source("dropping.recon")},
+        on_stale="pin",
+        pin_margin=100,  # everything is about to expire: pinned at the first sweep
+    )
+    for subject in view.subjects:
+        await fabric.ensure_stream(subject)
+    await fabric.publish("dropping.diff", {"tile": 0, "i": 0})  # never complete
+    sink = MemorySink()
+    runtime = view_runtime(view, fabric, events=sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(runtime.run)
+        keeper = next(s for s in runtime.stages if isinstance(s, PinKeeper))
+        await wait_until(lambda: bool(sink.of(Unpinned)), timeout=20, what="copies released")
+        runtime.request_stop()
+    (pinned,) = sink.of(Pinned)
+    (released,) = sink.of(Unpinned)
+    assert pinned.count == 1
+    assert (released.reason, released.count, released.held) == ("dropped", 1, 0)
+    assert keeper.pins is not None
+    assert keeper.pins.held == 0
