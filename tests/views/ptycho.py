@@ -31,13 +31,17 @@ def ptycho_view(name: str = "ptycho_train", *, within: float = 600.0, **kwargs: 
     )
 
 
-def arrival_order(tiles: int, seed: int = 13) -> list[tuple[str, int, int]]:
+def arrival_order(tiles: int, seed: int = 13, block: int = 25) -> list[tuple[str, int, int]]:
     """(source, tile, position) in a shuffled order: patterns out of order within a tile,
-    tiles interleaved, a tile's reconstruction anywhere among its patterns."""
+    ``block`` tiles interleaved at a time (so tiles complete as the scan goes on), a
+    tile's reconstruction anywhere among its patterns."""
     rng = random.Random(seed)
-    order = [("diff", t, p) for t in range(tiles) for p in range(K)]
-    order += [("recon", t, 0) for t in range(tiles)]
-    rng.shuffle(order)
+    order: list[tuple[str, int, int]] = []
+    for first in range(0, tiles, block):
+        chunk = [("diff", t, p) for t in range(first, min(tiles, first + block)) for p in range(K)]
+        chunk += [("recon", t, 0) for t in range(first, min(tiles, first + block))]
+        rng.shuffle(chunk)
+        order += chunk
     return order
 
 
