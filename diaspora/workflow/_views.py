@@ -25,13 +25,14 @@ from diaspora.workflow._node import process_child
 
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
+    from diaspora.stage import StageFactory
 
 __all__ = ["parse_views", "view_child"]
 
 
 def view_start(view: View, fabric: Fabric | None = None) -> ActorStart:
     """The start function of a view's actor (its stage, pin keeper and snapshots included)."""
-    stages = (stage_factory(view), *liveness_stages(view))
+    stages: tuple[StageFactory, ...] = (stage_factory(view), *liveness_stages(view))
     return ActorStart(ViewActor, fabric, {"view": view}, view.subjects, stages=stages)
 
 
