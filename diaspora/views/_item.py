@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 from diaspora import codec
 from diaspora.errors import DecodeError, Stale
@@ -41,6 +41,18 @@ Loaded = dict[str, list["Message | ViewItem"]]
 
 #: Reads a copy the view holds elsewhere (pins): ``(view, ref) -> StoredMsg | None``.
 PinReader = Callable[[str, "Ref"], Awaitable[StoredMsg | None]]
+
+
+class Carrier(Protocol):
+    """What :meth:`ViewItem.of` reads: a :class:`~diaspora.Message`, or a stored message
+    with its payload decoded (``diaspora.testing.read_stream``)."""
+
+    @property
+    def data(self) -> Any: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
 
 
 class Ref(NamedTuple):
@@ -82,7 +94,7 @@ class ViewItem:
     loaded: Loaded | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, msg: Message) -> ViewItem:
+    def of(cls, msg: Carrier) -> ViewItem:
         """The view item a message of a view's output carries; :class:`DecodeError` if none."""
         data = msg.data
         try:

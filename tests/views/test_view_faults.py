@@ -15,13 +15,14 @@ from diaspora.errors import Stale
 from diaspora.events import GroupDropped, MemorySink
 from diaspora.fabric import Fabric, StreamLimits
 from diaspora.fabric._naming import stream_name
+from diaspora.streams import QosSpec, declare_qos
 from diaspora.testing import Injector, wait_until
 from diaspora.testing._streams import read_stream
 from diaspora.views import Source, View, ViewItem, copies_subject, view_runtime
 from diaspora.workflow import load_config
 from tests.actor.test_exactly_once import stream_count
 from tests.views.ptycho import TILES, K, arrival_order, check_items, ptycho_view, publish_tiles
-from tests.views.view_actors import Patterns, Release
+from tests.views.view_actors import ForgetfulPatterns, Patterns, Release
 
 pytestmark = pytest.mark.anyio
 
@@ -174,3 +175,60 @@ async def test_groups_whose_items_the_stream_lost_complete_from_the_producers_hi
             assert positions == list(range(K))
             assert {msg.data["tile"] for msg in loaded["diff"]} == {tile}  # type: ignore[union-attr]
     assert copies == "heal_first_copies"
+
+
+async def test_items_nobody_has_are_reconstructed_stored_by_the_view_and_flagged(
+    fabric: Fabric, tmp_path: Path
+) -> None:
+    view = View(
+        "rebuilt",
+        output="heal2.rebuilt",
+        key=("scan", "tile"),
+        within=600.0,
+        sources={"diff": Source("heal2.diff", count=K), "recon": Source("heal2.recon")},
+    )
+    await declare_qos(
+        fabric, "heal2.diff", QosSpec(reconstructor="tests.views.view_hooks:next_pattern")
+    )
+    await fabric.ensure_stream("heal2.diff", StreamLimits(max_msgs=200))
+    await fabric.ensure_stream("heal2.recon")
+    for tile in range(HEAL_TILES):
+        await fabric.publish("heal2.recon", {"scan": 1, "tile": tile, "pos": 0})
+    release = Release(upto=0)
+    sink = MemorySink()
+    args = {"release": release, "subject": "heal2.diff"}
+    producer = ActorRuntime(
+        ForgetfulPatterns, fabric, id="forgetful", args=args, state_dir=tmp_path
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(producer.run)
+        await run_views(fabric, [view], 10, sink, release)
+        release.set(HEAL_TILES * K)
+
+        async def stored_all() -> bool:
+            return (await fabric.stream_bounds("heal2.diff"))[1] >= HEAL_TILES * K
+
+        await wait_until(stored_all, timeout=30, what="every pattern stored")
+        first, _ = await fabric.stream_bounds("heal2.diff")
+        await run_views(fabric, [view], HEAL_TILES, sink, None)
+        producer.request_stop()
+    assert not [e for e in sink.events if isinstance(e, GroupDropped)]
+    stored = await read_stream(fabric, view.output)
+    assert sorted(m.data["key"][1] for m in stored) == list(range(HEAL_TILES))
+    rebuilt = 0
+    for m in stored:
+        item = ViewItem.of(m)
+        tile = item.key[1]
+        assert item.complete
+        if tile < 10 or tile * K + 1 >= first:
+            continue  # consumed before the loss, or still in the stream
+        assert {r.flag for r in item.refs["diff"]} <= {"reconstructed", ""}
+        loaded = await item.load(fabric)
+        for ref, msg in zip(item.refs["diff"], loaded["diff"], strict=True):
+            assert isinstance(msg, Message)
+            assert msg.data["tile"] == tile
+            if ref.flag == "reconstructed":
+                assert msg.reconstructed
+                assert msg.data["stand_in"] is True
+                rebuilt += 1
+    assert rebuilt > 0

@@ -48,3 +48,9 @@ class Patterns(Actor):
 
     def restore(self, state: dict[str, int]) -> None:
         self.next = state["next"]
+
+
+class ForgetfulPatterns(Patterns):
+    """Keeps only its last 10 items: what the stream loses before that is gone."""
+
+    history = HistorySpec(max_items=10)
