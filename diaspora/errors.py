@@ -44,7 +44,8 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     ├── InjectionError                      a fault could not be injected
     ├── LinkFaultError                      a link fault order was refused or unanswered
     │   └── LinkControlNotFound (NoResponders) no link control serves that site
-    └── WorkflowError                       a workflow under test did not start or stop
+    ├── WorkflowError                       a workflow under test did not start or stop
+    └── ViewError                           a view's snapshot is missing or unreadable
 
 >>> issubclass(ReplayUnavailable, TimeoutError), issubclass(NoResponders, DiasporaError)
 (True, True)
@@ -101,6 +102,7 @@ __all__ = [
     "StreamNotFound",
     "SupervisorError",
     "SupervisorNotRunning",
+    "ViewError",
     "WorkflowError",
 ]
 
@@ -402,6 +404,10 @@ class InjectionError(DiasporaError):
 
 class WorkflowError(DiasporaError):
     """The workflow under test did not start, did not stop, or left processes behind."""
+
+
+class ViewError(DiasporaError):
+    """A data view's snapshot is missing, unreadable, or could not be taken."""
 
 
 class BridgeError(ConfigError):

@@ -40,7 +40,8 @@ The kinds, by category:
 - ``link``: :class:`LinkFaulted`, :class:`LinkHealed` (``name`` is the site).
 - ``view``: :class:`GroupOpened`, :class:`GroupCompleted` (both counted per
   batch, not per group: no publish per item), :class:`GroupDropped` (``name``
-  is the view actor's id).
+  is the view actor's id); :class:`ItemStale` (``name``: the actor that dropped
+  the item), :class:`Pinned`, :class:`Unpinned`, :class:`ViewSnapshot`.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ __all__ = [
     "GroupOpened",
     "HandleFailed",
     "Ignored",
+    "ItemStale",
     "Lag",
     "Level",
     "LinkFaulted",
@@ -86,6 +88,7 @@ __all__ = [
     "NodeExited",
     "NodeHung",
     "NodeStarted",
+    "Pinned",
     "PolicyOff",
     "PolicyOn",
     "Reconnected",
@@ -103,6 +106,8 @@ __all__ = [
     "TeeSink",
     "Terminated",
     "UnknownEvent",
+    "Unpinned",
+    "ViewSnapshot",
     "decode_record",
     "event_subject",
     "event_types",
@@ -867,3 +872,71 @@ class GroupDropped(_ViewEvent):
     generation: int
     counts: Mapping[str, int]
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemStale(_ViewEvent):
+    """A reference of view item ``version`` no longer resolves: the item was dropped.
+
+    ``stream``/``seq`` is the first reference that failed. ``name`` is who
+    dropped it: a consumer actor's id (its ``handle`` got
+    :class:`~diaspora.errors.Stale`), or the view actor's for a group not
+    emitted yet (``version`` 0).
+    """
+
+    kind: ClassVar[str] = "item_stale"
+    default_level: ClassVar[Level] = Level.WARNING
+    version: int
+    stream: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pinned(_ViewEvent):
+    """``count`` references (``bytes`` in all) about to expire were copied into the view's store.
+
+    ``held`` is the bytes the view holds after this copy, within ``budget``.
+    """
+
+    kind: ClassVar[str] = "pinned"
+    count: int
+    bytes: int
+    held: int
+    budget: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unpinned(_ViewEvent):
+    """``count`` pinned copies (``bytes``) were released.
+
+    ``reason``: ``acked`` (every durable consumer of the output acknowledged
+    the items), ``dropped`` (their group was dropped, or a previous run left
+    them) or ``budget`` (the oldest group's copies made room within
+    ``pin_budget``: its items may go stale).
+    """
+
+    kind: ClassVar[str] = "unpinned"
+    count: int
+    bytes: int
+    held: int
+    reason: str
+
+    @property
+    def level(self) -> Level:
+        return Level.WARNING if self.reason == "budget" else Level.INFO
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViewSnapshot(_ViewEvent):
+    """A snapshot of the view at ``version`` (its output's sequence) was written.
+
+    ``groups`` open groups, ``payloads`` copied payloads (``bytes``);
+    ``pruned`` older snapshots removed by the retention rule.
+    """
+
+    kind: ClassVar[str] = "snapshot"
+    version: int
+    groups: int
+    payloads: int
+    bytes: int
+    pruned: int = 0

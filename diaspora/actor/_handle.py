@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from diaspora import codec
-from diaspora.errors import DecodeError, HandlerHung
+from diaspora.errors import DecodeError, HandlerHung, Stale
+from diaspora.events import ItemStale
 from diaspora.fabric import headers as H
 from diaspora.message import Message
 from diaspora.stage import Host, InputItem, Next, Stage
@@ -138,10 +139,13 @@ class HandleStage(Stage):
 
     When ``handle`` raises, the poison stage notes the failure and says
     whether to call it again in place (``on_poison = "retry"``), or
-    dead-letters the input, or crashes the actor (``"crash"``). Given the
-    ``decode`` stage (when no stage runs between the two), it decodes inline
-    payloads itself, one coroutine less per message; a blob or an
-    undecodable payload still takes the decode stage's path.
+    dead-letters the input, or crashes the actor (``"crash"``). A
+    :class:`~diaspora.errors.Stale` (a view item whose source message
+    expired) is not a failure: retrying cannot help, so the item is dropped
+    with an :class:`~diaspora.events.ItemStale` event. Given the ``decode``
+    stage (when no stage runs between the two), it decodes inline payloads
+    itself, one coroutine less per message; a blob or an undecodable
+    payload still takes the decode stage's path.
     """
 
     name = "handle"
@@ -185,6 +189,13 @@ class HandleStage(Stage):
                 await actor.handle(message)
             else:
                 await self._call(item, message)
+        except Stale as exc:
+            # a view item whose reference expired never loads again: drop it, say so, go on
+            await host.event(
+                ItemStale(
+                    name=host.id, view=exc.view, version=exc.version, stream=exc.stream, seq=exc.seq
+                )
+            )
         except Exception as exc:
             if not await self._poison.failed(item, exc, self.again):
                 return  # dead-lettered

@@ -13,6 +13,7 @@ names, the public wire interface.
 
 # first, before anything imports nats-py: it imports nats-py with aiohttp deferred
 from diaspora.fabric import _aiohttp  # noqa: F401
+from diaspora.fabric._acks import ack_floors
 from diaspora.fabric._auth import Auth, Tls
 from diaspora.fabric._bridgegaps import BridgeMonitor, GapTracker, origin_limits, origin_of
 from diaspora.fabric._bridges import Bridge, Direction, check_site, ensure_bridge, wait_site
@@ -95,6 +96,7 @@ __all__ = [
     "StreamLimits",
     "Tls",
     "User",
+    "ack_floors",
     "check_input",
     "check_site",
     "check_sites",

@@ -26,6 +26,17 @@ from diaspora.views._actor import (
 )
 from diaspora.views._groups import Group, Grouper
 from diaspora.views._item import Loaded, Ref, ViewItem
+from diaspora.views._keeper import PinKeeper, group_id
+from diaspora.views._pins import PinnedMessage, Pins, pin_bucket, read_pin
+from diaspora.views._snapshots import (
+    Capture,
+    SnapshotState,
+    ViewSnapshots,
+    liveness_stages,
+    restore_snapshot,
+    snapshot_versions,
+    view_at,
+)
 from diaspora.views._spec import (
     OnIncomplete,
     OnStale,
@@ -37,22 +48,35 @@ from diaspora.views._spec import (
 )
 
 __all__ = [
+    "Capture",
     "Group",
     "Grouper",
     "Loaded",
     "OnIncomplete",
     "OnStale",
+    "PinKeeper",
+    "PinnedMessage",
+    "Pins",
     "Ref",
     "SnapshotPolicy",
+    "SnapshotState",
     "Source",
     "View",
     "ViewActor",
     "ViewItem",
+    "ViewSnapshots",
     "ViewStage",
     "copies_subject",
+    "group_id",
     "group_msg_id",
+    "liveness_stages",
     "parse_size",
+    "pin_bucket",
+    "read_pin",
+    "restore_snapshot",
+    "snapshot_versions",
     "stage_factory",
+    "view_at",
     "view_from_table",
     "view_runtime",
 ]

@@ -35,7 +35,7 @@ import functools
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from diaspora import codec
@@ -49,6 +49,7 @@ from diaspora.fabric._naming import stream_name
 from diaspora.message import Message
 from diaspora.stage import Host, Stage
 from diaspora.views._groups import Group, Grouper
+from diaspora.views._snapshots import liveness_stages
 from diaspora.views._spec import OnIncomplete, View
 
 if TYPE_CHECKING:
@@ -137,6 +138,8 @@ class ViewStage(Stage):
         #: this start: groups opened / published complete, partial, reconstructed; dropped
         self.opened = self.completed = self.partial = self.reconstructed = self.dropped = 0
         self._reported = (0, 0, 0, 0)
+        #: called with each group the view drops (the pin keeper releases its copies)
+        self.on_drop: list[Callable[[Group], Awaitable[None]]] = []
 
     # -- checkpoint section -----------------------------------------------------------
 
@@ -332,6 +335,8 @@ class ViewStage(Stage):
 
     async def _drop(self, host: Host, group: Group, reason: str) -> None:
         self.dropped += 1
+        for listener in self.on_drop:
+            await listener(group)
         counts = {s: group.count(s) for s in self.view.sources}
         await host.event(
             GroupDropped(
@@ -385,7 +390,8 @@ def view_runtime(
     view: View, fabric: Fabric, *, id: str | None = None, **kwargs: Any
 ) -> ActorRuntime:
     """The runtime of one view (id default ``view-<name>``); ``kwargs`` go to
-    :class:`~diaspora.actor.ActorRuntime` (``stages`` are added after the view's).
+    :class:`~diaspora.actor.ActorRuntime` (``stages`` are added after the view's,
+    and after the pin keeper and snapshot stages its settings ask for).
 
     >>> from diaspora.views import Source, View
     >>> view = View("pairs", output="pairs", key=("id",), within=30.0,
@@ -394,7 +400,7 @@ def view_runtime(
     >>> runtime.id, runtime.inputs
     ('view-pairs', ('a', 'b'))
     """
-    stages = (stage_factory(view), *kwargs.pop("stages", ()))
+    stages = (stage_factory(view), *liveness_stages(view), *kwargs.pop("stages", ()))
     return ActorRuntime(
         ViewActor,
         fabric,

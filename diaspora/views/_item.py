@@ -28,6 +28,7 @@ from diaspora.errors import DecodeError, Stale
 from diaspora.fabric import Fabric, StoredMsg, get_many
 from diaspora.fabric import headers as H
 from diaspora.message import Message
+from diaspora.views._pins import read_pin
 
 __all__ = ["Loaded", "Ref", "ViewItem"]
 
@@ -132,8 +133,9 @@ class ViewItem:
 
         The references of all sources are fetched together with direct gets
         (:func:`~diaspora.fabric.get_many`, one batch per stream). A
-        reference its stream no longer has is read from ``pins`` if given,
-        else raises :class:`~diaspora.errors.Stale`. A referenced message that
+        reference its stream no longer has is read from the copies the view
+        pinned (``on_stale = "pin"``; ``pins`` reads them elsewhere), else
+        raises :class:`~diaspora.errors.Stale`. A referenced message that
         is itself a view item is returned as a :class:`ViewItem`, loaded
         (``item.loaded``).
         """
@@ -150,8 +152,8 @@ class ViewItem:
             loaded: list[Message | ViewItem] = []
             for ref in refs:
                 stored = found[(ref.stream, ref.seq)]
-                if stored is None and pins is not None:
-                    stored = await pins(self.view, ref)
+                if stored is None:
+                    stored = await (pins or _pin_reader(fabric))(self.view, ref)
                 if stored is None:
                     raise Stale(self.view, self.version, ref.stream, ref.seq, source)
                 loaded.append(await self._message(fabric, ref, stored, domain, pins, _depth))
@@ -188,3 +190,18 @@ class ViewItem:
         return ViewItem(
             inner.view, inner.key, inner.generation, inner.complete, inner.refs, msg.seq, loaded
         )
+
+
+def _pin_reader(fabric: Fabric) -> PinReader:
+    """Reads the copies a view pinned in its KV bucket (``diaspora-view-<name>``)."""
+
+    async def read(view: str, ref: Ref) -> StoredMsg | None:
+        copy = await read_pin(fabric, view, ref.stream, ref.seq)
+        if copy is None:
+            return None
+        headers = dict(copy.headers)
+        blob = headers.get(H.BLOB)
+        payload = await fabric.read_blob(blob) if blob else copy.data
+        return StoredMsg(ref.seq, copy.subject, headers, payload, copy.timestamp)
+
+    return read

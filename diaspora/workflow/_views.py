@@ -19,21 +19,21 @@ from typing import TYPE_CHECKING, Any
 
 from diaspora.errors import ConfigError
 from diaspora.supervision._spec import ChildSpec, Restart, Shutdown
-from diaspora.views import View, ViewActor, stage_factory, view_from_table
+from diaspora.views import View, ViewActor, liveness_stages, stage_factory, view_from_table
 from diaspora.workflow._children import ActorStart
 from diaspora.workflow._node import process_child
 
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
+    from diaspora.stage import StageFactory
 
 __all__ = ["parse_views", "view_child"]
 
 
 def view_start(view: View, fabric: Fabric | None = None) -> ActorStart:
-    """The start function of a view's actor (its stage included)."""
-    return ActorStart(
-        ViewActor, fabric, {"view": view}, view.subjects, stages=(stage_factory(view),)
-    )
+    """The start function of a view's actor (its stage, pin keeper and snapshots included)."""
+    stages: tuple[StageFactory, ...] = (stage_factory(view), *liveness_stages(view))
+    return ActorStart(ViewActor, fabric, {"view": view}, view.subjects, stages=stages)
 
 
 def view_child(
