@@ -26,10 +26,14 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from diaspora.errors import ConfigError
 from diaspora.fabric._naming import check_input, check_subject
+
+if TYPE_CHECKING:
+    from diaspora.fabric import Fabric
+    from diaspora.views._snapshots import SnapshotState
 
 __all__ = [
     "OnIncomplete",
@@ -312,6 +316,15 @@ class View:
     def min_count(self, source: str) -> int:
         """The fewest items of ``source`` a partial group needs (default 1)."""
         return self.min_counts.get(source, 1)
+
+    async def at(self, fabric: Fabric, version: int | None = None) -> SnapshotState:
+        """What this view held at ``version`` (``None``: its newest snapshot).
+
+        The same as :func:`~diaspora.views.view_at` with the view's name.
+        """
+        from diaspora.views._snapshots import view_at
+
+        return await view_at(fabric, self.name, version)
 
 
 def view_from_table(name: str, table: Mapping[str, Any], *, where: str = "") -> View:

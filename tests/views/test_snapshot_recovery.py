@@ -88,6 +88,7 @@ async def test_a_wiped_view_recovers_from_its_snapshot_with_the_sources_expired(
     await _run(fabric, 4, sink, snapshot=4)
     at4 = await view_at(fabric, VIEW.name, 4)
     assert at4.version == 4
+    assert (await VIEW.at(fabric, 4)).groups == at4.groups  # the same, from the spec
     assert at4.positions == {DIFF: 3 * K + K // 2 + K, RECON: 4}
     assert [len(refs) for refs in at4.groups.values()] == [K // 2]
     assert any(e.version == 4 for e in sink.of(ViewSnapshot))
