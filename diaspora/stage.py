@@ -200,7 +200,8 @@ class Host(Protocol):
         ...
 
     def input_head(self, subject: str) -> int:
-        """The newest stream sequence of input ``subject`` the mailbox has heard of."""
+        """The newest stream sequence of input ``subject`` the mailbox has heard of, or
+        that the stream held when this start began (before its first delivery)."""
         ...
 
     def progressed(self, count: int = 1) -> None:

@@ -204,7 +204,8 @@ class ActorRuntime:
         await self._publisher().publish(subject, payload, headers=dict(headers), msg_id=msg_id)
 
     def input_head(self, subject: str) -> int:
-        return self._mailbox.head(subject) if self._mailbox is not None else 0
+        heard = self._mailbox.head(subject) if self._mailbox is not None else 0
+        return max(heard, self._catchup.targets.get(subject, 0))  # the backlog at start too
 
     async def submit(self, item: InputItem) -> None:
         """Drive an item a stage made through the whole inbound chain."""
