@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ import anyio
 from diaspora import codec
 from diaspora.errors import DecodeError, HandlerHung
 from diaspora.fabric import headers as H
+from diaspora.fabric._partitions import partition_of
 from diaspora.message import Message
 from diaspora.stage import Host, InputItem, Next, Stage
 
@@ -26,7 +26,15 @@ if TYPE_CHECKING:
     from diaspora.actor._actor import Actor
     from diaspora.actor._poison import Poison
 
-__all__ = ["HANDLING", "Decode", "HandleStage", "HandlerHung", "Handling", "Partition"]
+__all__ = [
+    "HANDLING",
+    "Decode",
+    "HandleStage",
+    "HandlerHung",
+    "Handling",
+    "Partition",
+    "partition_of",
+]
 
 
 @dataclass(slots=True)
@@ -49,19 +57,12 @@ HANDLING: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
 )
 
 
-def partition_of(key: str, partitions: int) -> int:
-    """The partition of ``key`` among ``partitions`` (CRC-32, stable across processes).
-
-    >>> partition_of("sensor-7", 4)
-    2
-    """
-    return zlib.crc32(key.encode()) % partitions
-
-
 class Partition(Stage):
     """Passes on only the items of partition ``k`` of ``n`` (keyed scale-out).
 
     The key is ``Diaspora-Key``, else ``<producer>#<item>``, else the stream sequence.
+    An item of a partitioned subject's partition (``Diaspora-Partition``) is
+    this partition's already: only its consumer was delivered it.
     """
 
     name = "partition"
@@ -78,7 +79,8 @@ class Partition(Stage):
         return partition_of(key, self.n) == self.k
 
     async def inbound(self, item: InputItem, next: Next) -> None:
-        if item.reconstructed or self.mine(item):
+        # an item of a partition subject was delivered only to its partition's consumer
+        if item.reconstructed or H.PARTITION in item.headers or self.mine(item):
             await next(item)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import anyio
 from anyio.abc import TaskStatus
@@ -35,6 +35,7 @@ from anyio.abc import TaskStatus
 from diaspora.clock import Clock, SystemClock
 from diaspora.fabric import ConsumerSettings, Delivery, Fabric, PullConsumer, is_event_input
 from diaspora.fabric._naming import token
+from diaspora.fabric._partitions import partition_consumer
 from diaspora.log import get_logger
 
 __all__ = ["Delivery", "Mailbox", "consumer_name"]
@@ -61,19 +62,37 @@ def consumer_name(actor: str, subject: str | None = None) -> str:
 class _Input:
     """One input of the mailbox: its consumer and what of it is buffered, not yet taken."""
 
-    def __init__(self, mailbox: Mailbox, subject: str, start_seq: int) -> None:
+    def __init__(
+        self, mailbox: Mailbox, subject: str, start_seq: int, filters: Sequence[str] | None
+    ) -> None:
         self.mailbox = mailbox
         self.subject = subject
         self.buffered = 0
         self.buffered_bytes = 0
-        self.consumer: PullConsumer = mailbox.fabric.pull_consumer(
-            subject,
-            consumer_name(mailbox.actor, subject),
-            start_seq=start_seq,
-            deliver=self._deliver,
-            credit=self._credit,
-            settings=mailbox._settings,
-            clock=mailbox._clock,
+        name = consumer_name(mailbox.actor, subject)
+        fabric, settings = mailbox.fabric, mailbox._settings
+        self.consumer: PullConsumer = (
+            fabric.pull_consumer(
+                subject,
+                name,
+                start_seq=start_seq,
+                deliver=self._deliver,
+                credit=self._credit,
+                settings=settings,
+                clock=mailbox._clock,
+            )
+            if filters is None
+            else partition_consumer(
+                fabric,
+                subject,
+                name,
+                filters,
+                start_seq=start_seq,
+                deliver=self._deliver,
+                credit=self._credit,
+                settings=settings,
+                clock=mailbox._clock,
+            )
         )
 
     def _credit(self) -> tuple[int, int] | None:
@@ -130,6 +149,7 @@ class Mailbox:
         ack_wait: float = 300.0,
         inactive_threshold: float = 3600.0,
         clock: Clock | None = None,
+        filters: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if batch < 1 or max_in_flight < batch:
             raise ValueError(
@@ -155,7 +175,8 @@ class Mailbox:
             inactive_threshold=inactive_threshold,
         )
         self._log = get_logger(actor=actor)
-        self._inputs = {s: _Input(self, s, seq) for s, seq in starts.items()}
+        only = filters or {}
+        self._inputs = {s: _Input(self, s, seq, only.get(s)) for s, seq in starts.items()}
         self._queue: deque[Delivery] = deque()
         self._arrived = anyio.Event()
         self._unacked: dict[str, tuple[Delivery, int]] = {}
