@@ -13,7 +13,8 @@ the slowest partition's position, which consumers publish on
 ``diaspora.flow.<subject>``). Above the stream's ``max_lag_items`` for a
 second it grows the replicas (up to ``max_replicas``) to what the rates it
 measured while lagging need: arrival rate / drain rate times the present
-parallelism, plus a quarter to drain the backlog, and at least double
+parallelism, plus a quarter, or what drains the backlog in about five
+seconds if that is more (a restart on a backlog), and at least double
 (double, if lagging three seconds with no drain measured); below a quarter
 of the bound for three seconds it halves them (down to ``min_replicas``). A change
 stops every replica gracefully (each partition writes its checkpoint) and
@@ -70,6 +71,8 @@ __all__ = ["Replica", "ScaleOutGroup"]
 _OVERLOAD_S: Final = 1.0
 _UNDERLOAD_S: Final = 3.0
 _SETTLE_S: Final = 2.0
+#: A backlog is sized to be drained in about this long (seconds).
+_DRAIN_S: Final = 5.0
 #: Lagging this long with no drain measured at all: double the replicas anyway.
 _NO_PROGRESS_S: Final = 3.0
 
@@ -281,7 +284,8 @@ class ScaleOutGroup:
         Partitioned, the position is the head less the partitions' backlogs (a
         partition with nothing to read would otherwise hold the minimum back):
         what its consumer has not delivered, and of what it delivered but has not
-        acknowledged, the share after the partition's reported position.
+        acknowledged, the share after the partition's position (its runtime's,
+        read live: reports come once per batch, which is seconds while catching up).
         """
         _, head = await self.fabric.stream_bounds(self.subject)
         if self.partitioned:
@@ -292,12 +296,19 @@ class ScaleOutGroup:
                 )
                 if progress is None:  # being recreated: keep what it last said
                     continue
-                self._backlogs[k] = progress.unhandled(self._positions.get(runtime, 0))
+                self._backlogs[k] = progress.unhandled(self._position(k, runtime))
             if len(self._backlogs) == self.partitions:
                 return head, head - round(sum(self._backlogs.values()))
         positions = [self._positions.get(f"{self.id}.p{k}") for k in range(self.partitions)]
         known = [p for p in positions if p is not None]
         return head, min(known) if known else 0
+
+    def _position(self, k: int, runtime: str) -> int:
+        """Partition ``k``'s position: reported (once per batch), or its runtime's own."""
+        reported = self._positions.get(runtime, 0)
+        running = self.runtimes.get(k)
+        live = running[-1].positions.get(self.subject, 0) if running else 0
+        return max(reported, live)
 
     def parallelism(self, replicas: int) -> float:
         """How many replicas' worth of work ``replicas`` do at once: the busiest one runs
@@ -311,12 +322,21 @@ class ScaleOutGroup:
         return self.partitions / math.ceil(self.partitions / replicas)
 
     def _needed(self, samples: deque[tuple[float, int, int]], max_replicas: int) -> int | None:
-        """Replicas the measured arrival and drain rates call for, plus a quarter to drain
-        the backlog, and at least double; ``None``: no drain measured yet, wait."""
+        """Replicas the measured arrival and drain rates call for, plus a quarter, or to
+        drain the backlog in about five seconds if that takes more, and at least double;
+        ``None``: no drain measured yet, wait."""
         (t0, head0, pos0), (t1, head1, pos1) = samples[0], samples[-1]
         if pos1 <= pos0:  # positions come per fetched batch: maybe none in the window yet
             return self.replicas * 2 if t1 - t0 >= _NO_PROGRESS_S else None
-        want = self.parallelism(self.replicas) * (head1 - head0) / (pos1 - pos0) * 1.25
+        now = self.parallelism(self.replicas)
+        arrived, drained, lag = head1 - head0, pos1 - pos0, head1 - pos1
+        # keep up with arrivals, with a margin; and drain the backlog within _DRAIN_S
+        # (a restart on a backlog has no arrivals to size by)
+        elapsed = max(t1 - t0, 1e-9)
+        want = max(
+            now * arrived / drained * 1.25,
+            now * (arrived + lag * elapsed / _DRAIN_S) / drained,
+        )
         fits = (
             r for r in range(self.replicas * 2, max_replicas + 1) if self.parallelism(r) >= want
         )
