@@ -1,11 +1,12 @@
 """``emit``: stamp the message id and headers, then run the outbound chain to the publisher.
 
 An output to a partitioned subject (keyed scale-out, see
-:mod:`diaspora.fabric._partitions`) goes to its key's partition subject,
-also numbered per partition (``Diaspora-Partition-Item``; the history keeps
-it under that subject and number) (an unpartitioned output is looked up again every
-:data:`PARTITIONS_RECHECK_S` seconds); without ``key=`` it raises
-:class:`~diaspora.errors.PartitionKeyRequired`.
+:mod:`diaspora.fabric._partitions`) goes to its key's partition subject and
+is numbered there too (``Diaspora-Partition-Item``; the history keeps it
+under that subject and number); without ``key=`` it raises
+:class:`~diaspora.errors.PartitionKeyRequired`. Whether an unpartitioned
+output was split since is looked up again every :data:`PARTITIONS_RECHECK_S`
+seconds.
 
 Every output carries ``Nats-Msg-Id``: ``<actor>:<input source>:<output
 index>`` inside ``handle``, ``<actor>:<subject>:<item>`` in a source. The
@@ -170,6 +171,7 @@ class Emitter(Stage):
             partitions = await partitions_if_known(host.fabric, subject, timeout=1.0)
             self.partitions[subject] = partitions
             self._recheck[subject] = time.monotonic() + PARTITIONS_RECHECK_S
+        k = None if partitions is None else self._partition(subject, partitions, key)
         hdrs = dict(headers) if headers else {}
         payload = codec.encode(data)
         last = self.items.get(subject, 0)
@@ -177,8 +179,7 @@ class Emitter(Stage):
         if number > last:
             self.items[subject] = number
         target, numbered = subject, number
-        if partitions is not None:  # published to, and numbered on, its key's partition too
-            k = self._partition(subject, partitions, key)
+        if k is not None:  # published to, and numbered on, its key's partition too
             target = partition_subject(subject, k)
             numbered = self.items[target] = self.items.get(target, 0) + 1
             hdrs[H.PARTITION] = str(k)

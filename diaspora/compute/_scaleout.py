@@ -28,9 +28,10 @@ data, key=...)`` then publishes each item to its key's partition subject,
 and partition ``k``'s consumer is delivered only those (and items plain
 publishers put on the bare subject, which every partition reads and filters
 by key), so the partitions together read the input once; the lag is the
-partitions' consumers' backlogs summed. With ``partitioned=False`` each
-partition reads the whole input and skips other partitions' items
-(``partitions`` times the reads of one consumer).
+partitions' consumers' backlogs summed. With ``partitioned=False`` (on a
+subject nobody split) each partition reads the whole input and skips other
+partitions' items (``partitions`` times the reads of one consumer); a
+subject once split is read split (the stream says so, whoever reads it).
 
 >>> ScaleOutGroup.assignment(partitions=5, replicas=2)
 [[0, 2, 4], [1, 3]]
