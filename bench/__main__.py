@@ -23,6 +23,7 @@ GROUPS = [
     "supervision",
     "streams",
     "qos",
+    "elastic",
     "bridges",
     "views",
 ]

@@ -7,6 +7,7 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
 
     DiasporaError
     ├── ConfigError (ValueError)            a file or argument is invalid: names the field
+    │   └── PartitionKeyRequired            emit to a partitioned subject without key=
     ├── DecodeError (ValueError)            a payload cannot be decoded
     ├── EncodeError (TypeError)             a value cannot be encoded: names its type and path
     ├── PayloadTooLarge (ValueError)
@@ -85,6 +86,7 @@ __all__ = [
     "NodeCrashed",
     "NodeHung",
     "ObjectUnreadable",
+    "PartitionKeyRequired",
     "PayloadTooLarge",
     "PermissionDenied",
     "PublishError",
@@ -113,6 +115,10 @@ class DiasporaError(Exception):
 
 class ConfigError(DiasporaError, ValueError):
     """A configuration value is invalid; the message names the file and field path."""
+
+
+class PartitionKeyRequired(ConfigError):
+    """An item for a partitioned subject has no key, so no partition can own it alone."""
 
 
 # -- payloads ----------------------------------------------------------------------------

@@ -70,6 +70,8 @@ class RuntimeStats:
     2
     """
 
+    #: deliveries taken from the mailbox (a partition's reads, already handled ones too)
+    delivered: int = 0
     handled: int = 0
     emitted: int = 0
     #: outputs not published again because a scan found them already emitted

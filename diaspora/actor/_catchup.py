@@ -9,12 +9,13 @@ it took.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import anyio
 
 from diaspora.events import CaughtUp, Lag
+from diaspora.fabric._partitions import last_seq_of
 from diaspora.stage import Host
 
 __all__ = ["CatchUp"]
@@ -33,13 +34,21 @@ class CatchUp:
         #: seconds from start to caught up (``None`` until then)
         self.after: float | None = None
 
-    async def start(self, positions: dict[str, int]) -> dict[str, int]:
-        """First sequence to consume per input; unset ``positions`` start at the stream's first."""
+    async def start(
+        self, positions: dict[str, int], filters: Mapping[str, Sequence[str]] | None = None
+    ) -> dict[str, int]:
+        """First sequence to consume per input; unset ``positions`` start at the stream's first.
+
+        An input read through ``filters`` (one partition's share) is caught up at
+        its newest matching message, not the stream's.
+        """
         host = self._host
         starts: dict[str, int] = {}
         backlog = 0
         for subject in host.inputs:
             first, last = await host.fabric.stream_bounds(subject)
+            if filters and subject in filters:
+                last = await last_seq_of(host.fabric, subject, filters[subject])
             position = positions.get(subject)
             if position is None:
                 # never consumed: start at the oldest item the stream still has

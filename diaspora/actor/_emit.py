@@ -1,5 +1,13 @@
 """``emit``: stamp the message id and headers, then run the outbound chain to the publisher.
 
+An output to a partitioned subject (keyed scale-out, see
+:mod:`diaspora.fabric._partitions`) goes to its key's partition subject and
+is numbered there too (``Diaspora-Partition-Item``; the history keeps it
+under that subject and number); without ``key=`` it raises
+:class:`~diaspora.errors.PartitionKeyRequired`. Whether an unpartitioned
+output was split since is looked up again every :data:`PARTITIONS_RECHECK_S`
+seconds.
+
 Every output carries ``Nats-Msg-Id``: ``<actor>:<input source>:<output
 index>`` inside ``handle``, ``<actor>:<subject>:<item>`` in a source, or the
 caller's own ``msg_id`` (a view names a group by view, key and generation,
@@ -15,17 +23,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from diaspora import codec
 from diaspora.actor._handle import HANDLING
+from diaspora.errors import PartitionKeyRequired
 from diaspora.fabric import headers as H
 from diaspora.fabric._naming import check_subject
+from diaspora.fabric._partitions import partition_of, partition_subject, partitions_if_known
 from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.fabric._reader import read_stored
 from diaspora.stage import Host, NextOut, OutputItem, Stage, chain
 
-__all__ = ["Emitter", "OutputScan", "required_window"]
+__all__ = ["PARTITIONS_RECHECK_S", "Emitter", "OutputScan", "required_window"]
+
+#: Seconds between looking up again whether an unpartitioned output was split since.
+PARTITIONS_RECHECK_S: Final = 2.0
 
 
 def required_window(checkpoint_interval: float, restart_allowance: float) -> float:
@@ -108,7 +121,10 @@ class Emitter(Stage):
         self._host = host
         self._ensure_output = ensure_output
         self.publisher: OrderedPublisher | None = None
-        #: the last item number emitted per output subject
+        #: per output subject: its partitions (``None``: not partitioned), once looked up
+        self.partitions: dict[str, int | None] = {}
+        self._recheck: dict[str, float] = {}
+        #: the last item number emitted per output subject (per partition subject if split)
         self.items: dict[str, int] = {}
         #: per output subject: a stream sequence preceding every output since the checkpoint
         self.out_seqs: dict[str, int] = {}
@@ -152,12 +168,28 @@ class Emitter(Stage):
         if subject not in self.ready:
             check_subject(subject, where=f"actor {host.id!r}: emit subject")
             await self._ensure_output(subject)
+        if subject in self.partitions:
+            partitions = self.partitions[subject]
+            if partitions is None and time.monotonic() >= self._recheck[subject]:
+                # a scale-out group may split it while we run: looked up again now and then,
+                # in the background (the bare subject stays correct meanwhile, only dearer)
+                self._recheck[subject] = time.monotonic() + PARTITIONS_RECHECK_S
+                host.task_group.start_soon(self._look_up, subject)
+        else:  # the first output to it: looked up before it is published
+            partitions = await self._look_up(subject)
+        k = None if partitions is None else self._partition(subject, partitions, key)
+        hdrs = dict(headers) if headers else {}
         payload = codec.encode(data)
         last = self.items.get(subject, 0)
         number = item if item is not None else last + 1
         if number > last:
             self.items[subject] = number
-        hdrs = dict(headers) if headers else {}
+        target, numbered = subject, number
+        if k is not None:  # published to, and numbered on, its key's partition too
+            target = partition_subject(subject, k)
+            numbered = self.items[target] = self.items.get(target, 0) + 1
+            hdrs[H.PARTITION] = str(k)
+            hdrs[H.PARTITION_ITEM] = str(numbered)
         handling = HANDLING.get()
         if handling is not None:
             if msg_id is None:
@@ -175,13 +207,29 @@ class Emitter(Stage):
         if key is not None:
             hdrs[H.KEY] = key
         if self._direct:  # _publish, inlined
-            await publisher.publish(subject, payload, headers=hdrs, msg_id=msg_id)
+            await publisher.publish(target, payload, headers=hdrs, msg_id=msg_id)
             host.stats.emitted += 1
         else:
             source = handling.source if handling is not None else None
-            await self._chain(OutputItem(subject, payload, hdrs, msg_id, number, source))
+            await self._chain(OutputItem(target, payload, hdrs, msg_id, numbered, source))
         if handling is None and self.source_emitted is not None:
             self.source_emitted()
+
+    async def _look_up(self, subject: str) -> int | None:
+        """Whether ``subject`` is split into partitions now (``None``: not, or no answer)."""
+        partitions = await partitions_if_known(self._host.fabric, subject, timeout=1.0)
+        self.partitions[subject] = partitions
+        self._recheck[subject] = time.monotonic() + PARTITIONS_RECHECK_S
+        return partitions
+
+    def _partition(self, subject: str, partitions: int, key: str | None) -> int:
+        if key is None:
+            raise PartitionKeyRequired(
+                f"actor {self._host.id!r}: emit to {subject!r} without key=: the subject is "
+                f"split into {partitions} partitions (keyed scale-out), so each item needs "
+                f"the key that picks its partition: emit({subject!r}, data, key=...)"
+            )
+        return partition_of(key, partitions)
 
     async def _publish(self, out: OutputItem) -> None:
         publisher = self.publisher

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-import zlib
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -20,6 +19,7 @@ from diaspora import codec
 from diaspora.errors import DecodeError, HandlerHung, Stale
 from diaspora.events import ItemStale
 from diaspora.fabric import headers as H
+from diaspora.fabric._partitions import partition_of
 from diaspora.message import Message
 from diaspora.stage import Host, InputItem, Next, Stage
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from diaspora.actor._actor import Actor
     from diaspora.actor._poison import Poison
 
-__all__ = ["HANDLING", "Decode", "HandleStage", "HandlerHung", "Partition"]
+__all__ = ["HANDLING", "Decode", "HandleStage", "HandlerHung", "Partition", "partition_of"]
 
 
 #: The input ``handle`` is working on (its ``outputs`` counts what it emitted so far).
@@ -36,19 +36,12 @@ HANDLING: contextvars.ContextVar[InputItem | None] = contextvars.ContextVar(
 )
 
 
-def partition_of(key: str, partitions: int) -> int:
-    """The partition of ``key`` among ``partitions`` (CRC-32, stable across processes).
-
-    >>> partition_of("sensor-7", 4)
-    2
-    """
-    return zlib.crc32(key.encode()) % partitions
-
-
 class Partition(Stage):
     """Passes on only the items of partition ``k`` of ``n`` (keyed scale-out).
 
     The key is ``Diaspora-Key``, else ``<producer>#<item>``, else the stream sequence.
+    An item of a partitioned subject's partition (``Diaspora-Partition``) is
+    this partition's already: only its consumer was delivered it.
     """
 
     name = "partition"
@@ -65,7 +58,8 @@ class Partition(Stage):
         return partition_of(key, self.n) == self.k
 
     async def inbound(self, item: InputItem, next: Next) -> None:
-        if item.reconstructed or self.mine(item):
+        # an item of a partition subject was delivered only to its partition's consumer
+        if item.reconstructed or H.PARTITION in item.headers or self.mine(item):
             await next(item)
 
 

@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import anyio
 from anyio.abc import TaskStatus
 
 from diaspora.clock import Clock, SystemClock
+from diaspora.errors import ConfigError
 from diaspora.fabric import ConsumerSettings, Delivery, Fabric, PullConsumer, is_event_input
-from diaspora.fabric._naming import token
+from diaspora.fabric._naming import partition_pattern, token
+from diaspora.fabric._partitions import partition_consumer, partition_filters
 from diaspora.log import get_logger
 
-__all__ = ["Delivery", "Mailbox", "consumer_name"]
+__all__ = ["Delivery", "Mailbox", "consumer_name", "input_filters"]
 
 
 def consumer_name(actor: str, subject: str | None = None) -> str:
@@ -61,19 +63,37 @@ def consumer_name(actor: str, subject: str | None = None) -> str:
 class _Input:
     """One input of the mailbox: its consumer and what of it is buffered, not yet taken."""
 
-    def __init__(self, mailbox: Mailbox, subject: str, start_seq: int) -> None:
+    def __init__(
+        self, mailbox: Mailbox, subject: str, start_seq: int, filters: Sequence[str] | None
+    ) -> None:
         self.mailbox = mailbox
         self.subject = subject
         self.buffered = 0
         self.buffered_bytes = 0
-        self.consumer: PullConsumer = mailbox.fabric.pull_consumer(
-            subject,
-            consumer_name(mailbox.actor, subject),
-            start_seq=start_seq,
-            deliver=self._deliver,
-            credit=self._credit,
-            settings=mailbox._settings,
-            clock=mailbox._clock,
+        name = consumer_name(mailbox.actor, subject)
+        fabric, settings = mailbox.fabric, mailbox._settings
+        self.consumer: PullConsumer = (
+            fabric.pull_consumer(
+                subject,
+                name,
+                start_seq=start_seq,
+                deliver=self._deliver,
+                credit=self._credit,
+                settings=settings,
+                clock=mailbox._clock,
+            )
+            if filters is None
+            else partition_consumer(
+                fabric,
+                subject,
+                name,
+                filters,
+                start_seq=start_seq,
+                deliver=self._deliver,
+                credit=self._credit,
+                settings=settings,
+                clock=mailbox._clock,
+            )
         )
 
     def _credit(self) -> tuple[int, int] | None:
@@ -130,6 +150,7 @@ class Mailbox:
         ack_wait: float = 300.0,
         inactive_threshold: float = 3600.0,
         clock: Clock | None = None,
+        filters: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if batch < 1 or max_in_flight < batch:
             raise ValueError(
@@ -155,7 +176,8 @@ class Mailbox:
             inactive_threshold=inactive_threshold,
         )
         self._log = get_logger(actor=actor)
-        self._inputs = {s: _Input(self, s, seq) for s, seq in starts.items()}
+        only = filters or {}
+        self._inputs = {s: _Input(self, s, seq, only.get(s)) for s, seq in starts.items()}
         self._queue: deque[Delivery] = deque()
         self._arrived = anyio.Event()
         self._unacked: dict[str, tuple[Delivery, int]] = {}
@@ -218,3 +240,19 @@ class Mailbox:
         """The newest stream sequence of ``subject`` the mailbox knows of (delivered or pending)."""
         consumer = self._inputs[subject].consumer
         return consumer.last_seq + consumer.last_pending
+
+
+def input_filters(
+    actor: str, subject: str, split: int, partition: tuple[int, int] | None
+) -> list[str]:
+    """What of ``subject``, split into ``split`` partitions, this runtime reads: all of it,
+    or partition ``k``'s share if it is partition ``k`` of ``split``."""
+    if partition is None:
+        return [subject, partition_pattern(subject)]
+    k, n = partition
+    if split != n:
+        raise ConfigError(
+            f"actor {actor!r}: input {subject!r} is split into {split} partitions but this "
+            f"runtime is partition {k} of {n}; use partitions={split} for its scale-out group"
+        )
+    return partition_filters(subject, k)

@@ -54,7 +54,7 @@ from diaspora.actor._catchup import CatchUp
 from diaspora.actor._checkpoint import CheckpointSlot, kv_key
 from diaspora.actor._checkpointing import Checkpointer
 from diaspora.actor._emit import required_window
-from diaspora.actor._mailbox import Mailbox
+from diaspora.actor._mailbox import Mailbox, input_filters
 from diaspora.actor._pipeline import Pipeline, Step, build_pipeline, link
 from diaspora.actor._poison import PoisonPolicy
 from diaspora.clock import Clock, SystemClock
@@ -62,6 +62,7 @@ from diaspora.errors import ActorCrashed, ConfigError, FencedOut
 from diaspora.events import Crashed, Event, EventSink, Fenced, Started, Stopped
 from diaspora.fabric import Delivery, Fabric
 from diaspora.fabric._naming import check_input
+from diaspora.fabric._partitions import partitions_in
 from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.log import FilteringBoundLogger, get_logger
 from diaspora.stage import InputItem, Next, RuntimeStats, Stage, StageFactory
@@ -252,7 +253,7 @@ class ActorRuntime:
         )
         pipe.emitter.source_emitted = self._source_emitted
         actor._bound_emit = pipe.emitter.emit  # Actor.emit goes straight to the emitter
-        starts = await _restore(self, actor, slot, pipe)
+        starts, filters = await _restore(self, actor, slot, pipe)
         self.stages = pipe.all
         error: Exception | None = None
         self.running = True
@@ -274,7 +275,7 @@ class ActorRuntime:
                 self._chain = link(pipe.inbound)
                 pipe.emitter.build(pipe.outbound)
                 if inputs:
-                    mailbox = self._mailbox = _mailbox(self, actor, starts)
+                    mailbox = self._mailbox = _mailbox(self, actor, starts, filters)
                     await tg.start(mailbox.run)
                     tg.start_soon(self._catchup.report, self.positions)
                 task_status.started()
@@ -331,6 +332,7 @@ class ActorRuntime:
             wait = interval - (self.clock.monotonic() - cp.last_at) if cp.since else interval
             deliveries = await mailbox.take(limit, min(max(0.0, wait), tick))
             for delivery in deliveries:
+                self.stats.delivered += 1
                 if delivery.seq > self.positions.get(delivery.subject, 0):
                     await self._deliver(delivery, cp)
                     if every is not None and cp.since >= every:
@@ -377,8 +379,9 @@ class ActorRuntime:
 
 async def _restore(
     runtime: ActorRuntime, actor: Actor, slot: CheckpointSlot, pipe: Pipeline
-) -> dict[str, int]:
-    """Restore state, positions and sections; ready the streams; return where to consume from."""
+) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Restore state, positions and sections; ready the streams; return where to consume
+    from, and the filters of partitioned inputs (all partitions, or this one's share)."""
     checkpoint = slot.current
     if checkpoint is not None:
         actor.restore(checkpoint.state)
@@ -389,11 +392,16 @@ async def _restore(
                 found = checkpoint.sections[stage.section]
                 stage.restore(found.data, found.version)
     inputs = runtime.inputs
+    filters: dict[str, list[str]] = {}
     for subject in inputs:
-        await runtime.fabric.require_stream(subject)
+        info = await runtime.fabric.require_stream(subject)
+        split = partitions_in(info)
+        if split is not None:
+            filters[subject] = input_filters(runtime.id, subject, split, runtime.partition)
     for subject in type(actor).outputs:
         await runtime._ensure_output(subject)
-    starts = await runtime._catchup.start(runtime.positions)
+    own = filters if runtime.partition is not None else None  # caught up at its share's end
+    starts = await runtime._catchup.start(runtime.positions, own)
     if checkpoint is None and inputs:
         # a first checkpoint at once: a restart then knows where this actor started,
         # so items the stream drops meanwhile are a gap to recover, not a silent loss
@@ -410,10 +418,12 @@ async def _restore(
         pipe.add_history(
             actor.history.open(runtime.state_dir / "history" / kv_key(runtime.id), name=runtime.id)
         )
-    return starts
+    return starts, filters
 
 
-def _mailbox(runtime: ActorRuntime, actor: Actor, starts: dict[str, int]) -> Mailbox:
+def _mailbox(
+    runtime: ActorRuntime, actor: Actor, starts: dict[str, int], filters: dict[str, list[str]]
+) -> Mailbox:
     window = max(actor.max_in_flight, actor.batch_size * _CATCHUP_BATCH_FACTOR)
     return Mailbox(
         runtime.fabric,
@@ -423,6 +433,7 @@ def _mailbox(runtime: ActorRuntime, actor: Actor, starts: dict[str, int]) -> Mai
         max_in_flight=window,
         max_bytes=actor.max_in_flight_bytes,
         clock=runtime.clock,
+        filters=filters,
     )
 
 

@@ -35,6 +35,12 @@ from diaspora.fabric._naming import (
     stream_name,
     token,
 )
+from diaspora.fabric._partitions import (
+    consumer_progress,
+    partition_of,
+    partition_stream,
+    stream_partitions,
+)
 from diaspora.fabric._publisher import OrderedPublisher, PublishError
 from diaspora.fabric._reader import StoredMsg, read_stored
 from diaspora.fabric._server import (
@@ -101,6 +107,7 @@ __all__ = [
     "check_site",
     "check_sites",
     "check_subject",
+    "consumer_progress",
     "dlq_subject",
     "ensure_bridge",
     "find_nats_server",
@@ -111,8 +118,11 @@ __all__ = [
     "link_fault",
     "origin_limits",
     "origin_of",
+    "partition_of",
+    "partition_stream",
     "read_stored",
     "stream_name",
+    "stream_partitions",
     "token",
     "wait_site",
     "workflow_permissions",

@@ -27,7 +27,8 @@ events) by nature. Such a *sparse* consumer watches the consumer sequence of
 each delivery instead (contiguous from 1 for every consumer it creates): a
 skip there is a message lost in transit, and the consumer is recreated at
 the next stream sequence; ``gap_from`` is never set (the stream cannot say
-whether the events it dropped matched the filter).
+whether the events it dropped matched the filter). A consumer of one
+partition of a partitioned subject (``filters``) is sparse the same way.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -135,13 +136,16 @@ class PullConsumer:
         reconnects: Callable[[], int],
         clock: Clock | None = None,
         domain: str | None = None,
+        filters: Sequence[str] | None = None,
     ) -> None:
         self._connection = connection
         self.subject = subject
         self.name = name
         self.stream = stream_name(subject)
+        #: What the server delivers of the stream: ``subject``, or these (a partition's share).
+        self.filters = list(filters) if filters else [subject]
         #: A filter of a stream holding other subjects too: stream sequences have holes.
-        self.sparse = is_event_input(subject)
+        self.sparse = is_event_input(subject) or self.filters != [subject]
         self.domain = domain
         self.settings = settings
         self._deliver = deliver
@@ -251,7 +255,8 @@ class PullConsumer:
                 ack_policy=AckPolicy.ALL,
                 ack_wait=settings.ack_wait,
                 max_ack_pending=settings.max_ack_pending,
-                filter_subject=self.subject,
+                filter_subject=self.filters[0] if len(self.filters) == 1 else None,
+                filter_subjects=self.filters if len(self.filters) > 1 else None,
                 inactive_threshold=settings.inactive_threshold,
                 max_deliver=-1,
             ),

@@ -9,6 +9,11 @@ both. Subjects under ``diaspora.`` are reserved for the framework
 (``diaspora.events.>``, ``diaspora.dlq.>``, ``diaspora.replay.>``,
 ``diaspora.control.>``...).
 
+**Partitioned subjects.** A subject split for keyed scale-out (see
+:mod:`diaspora.fabric._partitions`) keeps its stream, which then also
+captures ``<subject>.~p.*``: partition ``k`` is ``<subject>.~p.<k>`` and
+maps to the same stream name.
+
 **Event inputs.** The one exception: an actor may consume the event stream.
 An input under ``diaspora.events.`` is a subject *pattern* (``*`` for one
 token, ``>`` for the rest) filtering the ``DIASPORA_EVENTS`` stream, which
@@ -18,6 +23,8 @@ captures ``diaspora.events.>``; no other input may have a wildcard.
 'edge1_patterns'
 >>> stream_name("diaspora.events.actor.*.lag")
 'DIASPORA_EVENTS'
+>>> stream_name("edge1.patterns.~p.3"), partition_subject("edge1.patterns", 3)
+('edge1_patterns', 'edge1.patterns.~p.3')
 >>> check_input("diaspora.events.actor.*.lag", where="Watcher.inputs")
 'diaspora.events.actor.*.lag'
 >>> event_subject("actor", "sum", "crashed")   # from diaspora.events, where events live
@@ -43,6 +50,9 @@ __all__ = [
     "dlq_subject",
     "event_subject",
     "is_event_input",
+    "partition_base",
+    "partition_pattern",
+    "partition_subject",
     "stream_name",
     "token",
 ]
@@ -55,6 +65,9 @@ DLQ_STREAM: Final = "DIASPORA_DLQ"
 _EVENTS_DOT: Final = EVENTS_PREFIX + "."
 _TOKEN = re.compile(r"^[^\s.*>]+$")
 _BAD_TOKEN_CHARS = re.compile(r"[\s.*>]")
+#: The token between a partitioned subject and its partition number.
+PARTITION_TOKEN: Final = "~p"
+_PARTITION_SUFFIX = re.compile(r"^(?P<base>.+)\.~p\.(?P<k>[0-9]+)$")
 
 
 def check_subject(subject: str, *, where: str = "subject", reserved_ok: bool = False) -> str:
@@ -121,10 +134,32 @@ def _is_pattern(subject: str) -> bool:
     return "*" in subject or ">" in subject
 
 
+def partition_subject(subject: str, k: int) -> str:
+    """The subject of partition ``k`` of partitioned ``subject`` (same stream)."""
+    return f"{subject}.{PARTITION_TOKEN}.{k}"
+
+
+def partition_pattern(subject: str) -> str:
+    """The pattern the stream of a partitioned ``subject`` captures besides ``subject``."""
+    return f"{subject}.{PARTITION_TOKEN}.*"
+
+
+def partition_base(subject: str) -> tuple[str, int] | None:
+    """``(subject, k)`` of a partition subject, ``None`` for any other subject.
+
+    >>> partition_base("a.b.~p.2"), partition_base("a.b")
+    (('a.b', 2), None)
+    """
+    found = _PARTITION_SUFFIX.match(subject)
+    return (found["base"], int(found["k"])) if found else None
+
+
 def stream_name(subject: str) -> str:
     """The JetStream stream name capturing ``subject`` (see the module docstring)."""
     if is_event_input(subject):
         return EVENTS_STREAM
+    if (base := partition_base(subject)) is not None:
+        subject = base[0]
     return subject.replace(".", "_").replace("/", "_").replace("\\", "_")
 
 

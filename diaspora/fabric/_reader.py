@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from diaspora.fabric._fabric import Fabric
-from diaspora.fabric._naming import is_event_input
+from diaspora.fabric._naming import is_event_input, partition_base
 
 __all__ = ["StoredMsg", "read_stored"]
 
@@ -66,7 +66,7 @@ async def read_stored(
     info = await fabric._streams.info(subject, domain=domain, stream=stream)
     js = fabric._connection.jetstream(domain)
     last = info.state.last_seq if end_seq is None else min(end_seq, info.state.last_seq)
-    if is_event_input(subject) and info.state.messages:
+    if (is_event_input(subject) or partition_base(subject)) and info.state.messages:
         # a filter of the events stream: its last match, not the stream's last, ends the read
         last = min(last, (await fabric._streams.bounds(subject, domain=domain))[1])
     first = max(info.state.first_seq, start_seq or 1)

@@ -23,6 +23,8 @@ from diaspora.fabric._naming import (
     check_input,
     check_subject,
     is_event_input,
+    partition_base,
+    partition_pattern,
     stream_name,
 )
 
@@ -127,17 +129,18 @@ class Streams:
     async def bounds(self, subject: str, *, domain: str | None) -> tuple[int, int]:
         """``(first_seq, last_seq)`` of the messages of ``subject`` in the stream capturing it.
 
-        For an event input, the first and last events matching the pattern;
-        with none, ``(last + 1, last)`` of the whole events stream.
+        For an event input (or one partition of a partitioned subject), the
+        first and last messages matching it; with none, ``(last + 1, last)``
+        of the whole stream.
         """
         state = (await self.info(subject, domain=domain)).state
         first, last = state.first_seq, state.last_seq
-        if not is_event_input(subject) or last == 0:
+        if not (is_event_input(subject) or partition_base(subject)) or last == 0:
             return first, last
-        js = self._connection.jetstream(domain)
+        js, name = self._connection.jetstream(domain), stream_name(subject)
         try:
-            newest = await js.get_msg(EVENTS_STREAM, subject=subject)
-            oldest = await js.get_msg(EVENTS_STREAM, seq=first, subject=subject, next=True)
+            newest = await js.get_msg(name, subject=subject)
+            oldest = await js.get_msg(name, seq=first, subject=subject, next=True)
         except nats.js.errors.NotFoundError:
             return last + 1, last
         return oldest.seq or first, newest.seq or last
@@ -178,7 +181,7 @@ class Streams:
             if min_duplicate_window is not None:
                 _refuse_bridged(config, name)  # an output: it is published at its origin
             return info  # a bridge's copy at this site: consumed like any stream
-        if sorted(config.subjects or []) != [subject]:
+        if not _captures(config, [subject]):
             raise ConfigError(
                 f"stream {name!r} already captures {config.subjects}, not [{subject!r}]: "
                 "two subjects map to the same stream name (dots become underscores); rename one"
@@ -246,7 +249,7 @@ class Streams:
             return info
         current = existing.config
         _refuse_bridged(current, name)
-        if sorted(current.subjects or []) != sorted(subjects):
+        if not _captures(current, subjects):
             raise ConfigError(
                 f"stream {name!r} already captures {current.subjects}, not {subjects}: "
                 "two subjects map to the same stream name (dots become underscores); rename one"
@@ -256,6 +259,7 @@ class Streams:
                 f"stream {name!r} exists with storage {current.storage}; "
                 f"storage cannot change (delete the stream to recreate it)"
             )
+        config.subjects, config.metadata = current.subjects, current.metadata  # partitions stay
         config.duplicate_window = max(config.duplicate_window or 0, current.duplicate_window or 0)
         if config.max_age and config.duplicate_window > config.max_age:
             config.duplicate_window = config.max_age
@@ -276,6 +280,14 @@ class Streams:
             raise ConfigError(f"stream {name!r}: JetStream refused the update: {exc}") from exc
         self._log.info("stream_updated", stream=name, subjects=subjects, domain=domain)
         return info
+
+
+def _captures(config: StreamConfig, subjects: list[str]) -> bool:
+    """The stream captures ``subjects``, and its partitions if it was partitioned."""
+    have = sorted(config.subjects or [])
+    return have == sorted(subjects) or (
+        len(subjects) == 1 and have == sorted([*subjects, partition_pattern(subjects[0])])
+    )
 
 
 def is_bridged(config: StreamConfig) -> bool:

@@ -21,6 +21,8 @@ __all__ = [
     "ITEM",
     "KEY",
     "MSG_ID",
+    "PARTITION",
+    "PARTITION_ITEM",
     "RECONSTRUCTED",
     "SOURCE",
     "VIEW",
@@ -41,6 +43,9 @@ ITEM: Final = "Diaspora-Item"
 AGGREGATED: Final = "Diaspora-Aggregated"
 #: Partition key of the item, used by keyed scale-out.
 KEY: Final = "Diaspora-Key"
+#: On an item of a partitioned subject: its partition, and its producer's number within it.
+PARTITION: Final = "Diaspora-Partition"
+PARTITION_ITEM: Final = "Diaspora-Partition-Item"
 #: Emit time, Unix seconds as a decimal string (for end-to-end latency).
 EMITTED_AT: Final = "Diaspora-Emitted-At"
 #: Payload too large to inline: ``<object-store bucket>/<object name>``, payload empty.

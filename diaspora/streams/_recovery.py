@@ -20,6 +20,10 @@ doubling to 30 s while nobody answers). What the history then still has is
 handed to ``handle`` late (after newer items, marked replayed) with a
 ``Replayed`` event (``late``); what it no longer has is a final ``Lost``.
 
+Items of a partitioned subject's partition are numbered per partition
+(``Diaspora-Partition``): the stage keeps and asks for them under the
+partition's subject.
+
 The stage keeps the ``recovery`` checkpoint section: the last item number
 per input and producer, the last (small) payload per producer (the left
 neighbour a reconstructor needs after a restart), and the pending ranges.
@@ -36,6 +40,7 @@ from diaspora.errors import DecodeError
 from diaspora.events import Gap as GapEvent
 from diaspora.events import Lost, Reconstructed, Replayed
 from diaspora.fabric import headers as H
+from diaspora.fabric._naming import partition_base, partition_subject
 from diaspora.message import Message
 from diaspora.stage import Host, InputItem, Next, Stage
 from diaspora.streams._history import Gap, HistoryItem
@@ -43,6 +48,21 @@ from diaspora.streams._reconstruct import ReconstructionError, Reconstructor, fi
 from diaspora.streams._replay import ReplayError, ReplayUnavailable, fetch_history
 
 __all__ = ["GapRecovery", "synthetic_item"]
+
+
+def _numbered_on(item: InputItem) -> str:
+    """The subject the producer numbered ``item`` on: its partition's, if it has one."""
+    k = item.headers.get(H.PARTITION)
+    return item.subject if k is None or not k.isdigit() else partition_subject(item.subject, int(k))
+
+
+def _number(headers: Mapping[str, str]) -> int | None:
+    """The producer's number of an item on the subject of :func:`_numbered_on`."""
+    if H.PARTITION in headers:
+        value = headers.get(H.PARTITION_ITEM)
+        return int(value) if value is not None and value.isdigit() else None
+    return H.item_number(headers)
+
 
 #: Payloads up to this size are kept in checkpoints as a reconstructor's left neighbour.
 TAIL_LIMIT: Final = 64 * 1024
@@ -108,11 +128,11 @@ class GapRecovery(Stage):
         if item.replayed:  # a late replay this stage submitted (see after_batch)
             await next(item)
             return
-        subject = item.subject
+        subject = _numbered_on(item)
         if item.gap_from is not None:
             self._gapped.add(subject)
         headers = item.headers
-        producer, number = headers.get(H.ACTOR), H.item_number(headers)
+        producer, number = headers.get(H.ACTOR), _number(headers)
         if producer is None or number is None:
             if item.gap_from is not None:
                 count = item.seq - item.gap_from
@@ -159,7 +179,7 @@ class GapRecovery(Stage):
         """Items ``first..last`` of ``producer`` never reached us: replay, else reconstruct."""
         host = self._host
         assert host is not None
-        subject = item.subject
+        subject = _numbered_on(item)
         seen = self.seen.setdefault(subject, {})
         await host.event(
             GapEvent(name=host.id, subject=subject, producer=producer, first=first, last=last)
@@ -216,10 +236,15 @@ class GapRecovery(Stage):
     ) -> None:
         host = self._host
         assert host is not None
+        split = partition_base(subject)
         replayed = InputItem(
-            subject=subject,
+            subject=subject if split is None else split[0],  # the input, not its partition
             seq=0,
-            headers={**entry.headers, H.ACTOR: producer, H.ITEM: str(entry.item)},
+            headers={
+                **entry.headers,
+                H.ACTOR: producer,
+                (H.ITEM if split is None else H.PARTITION_ITEM): str(entry.item),
+            },
             payload=entry.payload,
             source=f"{subject}:{producer}#{entry.item}",
             replayed=True,

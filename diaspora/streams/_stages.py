@@ -22,6 +22,7 @@ from typing import Final
 
 from diaspora.events import PolicyOff, PolicyOn, Stall, StallEnd
 from diaspora.fabric import headers as H
+from diaspora.fabric._naming import partition_base
 from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.stage import Host, InputItem, Next, NextOut, OutputItem, Stage
 from diaspora.streams._flow import (
@@ -199,6 +200,8 @@ class FlowGateStage(Stage):
 
     async def outbound(self, out: OutputItem, next: NextOut) -> None:
         gate = self._gates.get(out.subject)
+        if gate is None and (split := partition_base(out.subject)) is not None:
+            gate = self._gates.get(split[0])  # an output to one partition of a gated subject
         if gate is not None:
             publisher = self._publisher_of()
             await gate.wait(publisher.last_seq.get(out.subject, 0) + publisher.pending)

@@ -38,6 +38,13 @@ def test_replicas_cover_the_measured_shortfall_with_a_margin(
     assert g._needed(measured, max_replicas=partitions) == expected
 
 
+def test_a_backlog_with_no_arrivals_is_sized_to_drain_soon() -> None:
+    """A restart on 8,900 items, draining 100/s: more than double, to drain it in seconds."""
+    g = group(8, 1)
+    assert g._needed(samples((0.0, 10_000, 1000), (1.0, 10_000, 1100)), max_replicas=8) == 8
+    assert g._needed(samples((0.0, 10_000, 9000), (1.0, 10_000, 9300)), max_replicas=8) == 2
+
+
 def test_no_drain_measured_waits_then_doubles() -> None:
     g = group(8, 2)
     assert g._needed(samples((0.0, 100, 50), (1.0, 300, 50)), max_replicas=8) is None
