@@ -38,6 +38,7 @@ The kinds, by category:
 - ``fabric``: :class:`Reconnected`.
 - ``trigger``: :class:`Fired`.
 - ``link``: :class:`LinkFaulted`, :class:`LinkHealed` (``name`` is the site).
+- ``migration``: :class:`Migrated`, :class:`MigrationAborted` (``name`` is the actor).
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ __all__ = [
     "LogSink",
     "Lost",
     "MemorySink",
+    "Migrated",
+    "MigrationAborted",
     "NodeExited",
     "NodeHung",
     "NodeStarted",
@@ -808,3 +811,39 @@ class LinkHealed(_LinkEvent):
     kind: ClassVar[str] = "healed"
     fault: str
     by: str
+
+
+# -- live migration (issue 14: migrate) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _MigrationEvent(Event):
+    """About one live migration of an actor (``name``) from one worker to another."""
+
+    category: ClassVar[str] = "migration"
+    origin: str
+    to: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Migrated(_MigrationEvent):
+    """The actor moved from worker ``origin`` to ``to``: ``rounds`` of pre-copy (0: stop
+    and copy), ``bytes`` of state sent in all, ``downtime_ms`` from pause to the switch."""
+
+    kind: ClassVar[str] = "migrated"
+    rounds: int
+    bytes: int
+    downtime_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MigrationAborted(_MigrationEvent):
+    """A migration gave up at ``step`` (``prepare``, ``precopy``, ``switch``); the source
+    kept running (or, if it lost the switch, the destination owns the actor)."""
+
+    kind: ClassVar[str] = "aborted"
+    default_level: ClassVar[Level] = Level.WARNING
+    step: str
+    reason: str
+    rounds: int = 0
+    bytes: int = 0

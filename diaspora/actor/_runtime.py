@@ -232,9 +232,10 @@ class ActorRuntime:
             raise ConfigError(f"actor {self.id!r}: factory returned {actor!r}, not an Actor")
         actor._bound_runtime = self
         self._actor = actor
-        slot = await CheckpointSlot.claim(self.fabric, self.id)
-        inputs = self.inputs
         extra = [factory() for factory in self._stage_factories]
+        status = _Status(task_status)
+        slot = await _claim(self, extra, status)
+        inputs = self.inputs
         pipe = self._pipeline = await build_pipeline(
             self,
             actor,
@@ -274,7 +275,7 @@ class ActorRuntime:
                     mailbox = self._mailbox = _mailbox(self, actor, starts)
                     await tg.start(mailbox.run)
                     tg.start_soon(self._catchup.report, self.positions)
-                task_status.started()
+                status.started()
                 try:
                     if inputs:
                         await self._consume(actor, mailbox, cp)
@@ -358,12 +359,39 @@ class ActorRuntime:
             if cp.due(actor.checkpoint_every, actor.checkpoint_interval):
                 cp.snapshot(self.positions)
 
+    async def flush_outputs(self) -> None:
+        """Wait until every output emitted so far is acknowledged (stored)."""
+        await self._publisher().flush()
+
     async def checkpoint_now(self) -> None:
         """Snapshot now and wait until that checkpoint is written."""
         if self._cp is None:
             raise RuntimeError(f"actor {self.id!r}: checkpoint() outside the running actor")
         self._cp.snapshot(self.positions)
         await self._cp.wait_written()
+
+
+class _Status:
+    """``task_status.started()`` once, whoever calls it first (a standby stage, or the driver)."""
+
+    def __init__(self, task_status: TaskStatus[None]) -> None:
+        self._status, self._done = task_status, False
+
+    def started(self) -> None:
+        if not self._done:
+            self._done = True
+            self._status.started()
+
+
+async def _claim(runtime: ActorRuntime, stages: Sequence[Stage], status: _Status) -> CheckpointSlot:
+    """The checkpoint slot of this start: a stage's own claim (a migration standby), or ours."""
+    for stage in stages:
+        if stage.overrides("claim"):
+            slot = await stage.claim(runtime, status.started)
+            if slot is not None:
+                assert isinstance(slot, CheckpointSlot)
+                return slot
+    return await CheckpointSlot.claim(runtime.fabric, runtime.id)
 
 
 async def _restore(
