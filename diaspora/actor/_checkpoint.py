@@ -196,12 +196,11 @@ class CheckpointSlot:
         return slot
 
     @classmethod
-    async def peek(cls, fabric: Fabric, actor: str) -> Checkpoint | None:
-        """The stored record of ``actor`` without its state, and without claiming it."""
-        kv = await fabric.ensure_kv(CHECKPOINT_BUCKET)
-        slot = cls(fabric, actor, kv, instance="peek")
+    async def peek(cls, fabric: Fabric, actor: str, *, state: bool = False) -> Checkpoint | None:
+        """The stored record of ``actor`` (its state too if ``state``), without claiming it."""
+        slot = cls(fabric, actor, await fabric.ensure_kv(CHECKPOINT_BUCKET), instance="peek")
         entry = await slot._get(slot.key)
-        return None if entry is None else await slot._unpack(entry[0], load_state=False)
+        return None if entry is None else await slot._unpack(entry[0], load_state=state)
 
     async def reclaim(self) -> None:
         """Claim the record again at the epoch this instance holds, bumping it (so a

@@ -23,7 +23,7 @@ from diaspora.actor import ActorRuntime
 from diaspora.actor._checkpoint import Checkpoint, CheckpointSlot, Section
 from diaspora.compute._migrate import MigrationPolicy, migrate_subject, shadow_subject
 from diaspora.compute._migrate_state import MigratableState, StateAssembly
-from diaspora.errors import ConfigError, FencedOut, MigrationFailed
+from diaspora.errors import ChildShutdown, ConfigError, FencedOut, MigrationFailed
 from diaspora.fabric._control import Answerer
 from diaspora.stage import Host, InputItem, Next, Stage
 
@@ -87,7 +87,13 @@ class MigrationStage(Stage):
                     continue  # the record moved meanwhile: look again
             started()  # a standby is up and running, although the actor is not
             host.log.info("migration_standby", worker=self.worker, placed=placed)
-            self.slot = await _Standby(host, self.worker).wait()
+            standby = _Standby(host, self.worker)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_until_stopped, host, standby.switched, tg.cancel_scope)
+                self.slot = await standby.wait()
+                tg.cancel_scope.cancel()
+            if self.slot is None:
+                raise ChildShutdown(f"standby of {host.id!r} at worker {self.worker!r} stopped")
             return self.slot
 
     # -- the owner's hooks ------------------------------------------------------------------
@@ -194,6 +200,14 @@ class MigrationStage(Stage):
         }
 
 
+async def _until_stopped(host: Host, switched: anyio.Event, scope: anyio.CancelScope) -> None:
+    """Cancel a standby's wait once its runtime is asked to stop (and no switch began)."""
+    while not getattr(host, "stop_requested", False):
+        await anyio.sleep(0.05)
+    if not switched.is_set():
+        scope.cancel()
+
+
 class _Standby:
     """Receives a migrating state at ``worker``; :meth:`wait` returns the slot it claims."""
 
@@ -205,12 +219,12 @@ class _Standby:
         self.switched = anyio.Event()
         self._answered = anyio.Event()
 
-    async def wait(self) -> CheckpointSlot:
+    async def wait(self) -> CheckpointSlot | None:
+        """The slot a switch claimed (``None`` if cancelled before one began)."""
         subject = shadow_subject(self.host.id, self.worker)
         answerer = Answerer(self._answer, answered=self._on_answered)
         async with self.host.fabric.subscription(subject, answerer.handle, flush=True):
             await self._answered.wait()  # the switch's answer is out: leave
-        assert self.slot is not None
         return self.slot
 
     def _on_answered(self, answer: Mapping[str, Any]) -> None:
@@ -219,6 +233,8 @@ class _Standby:
 
     async def _answer(self, subject: str, request: Mapping[str, Any]) -> dict[str, Any]:
         op, session = request.get("op"), request.get("s")
+        if op == "ping":
+            return {"ok": True, "worker": self.worker}
         if op == "prepare":
             self.session, self.copy = str(session), StateAssembly()
             return {"ok": True}

@@ -33,6 +33,9 @@ __all__ = ["MigratableState", "StateAssembly", "chunks_of"]
 class MigratableState(dict[str, Any]):
     """A ``dict`` of numpy arrays (and small values) tracking changed keys for migration.
 
+    Made from a restored checkpoint, it copies the arrays the codec decoded
+    read-only, so ``restore`` can be ``self.state = MigratableState(state)``.
+
     >>> state = MigratableState(counts=np.zeros(3, dtype=np.int64))
     >>> state.mutable("counts")[0] += 1
     >>> state.is_dirty("counts")
@@ -41,6 +44,10 @@ class MigratableState(dict[str, Any]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for key, value in self.items():
+            if isinstance(value, np.ndarray) and not value.flags.writeable:
+                # decoded from a checkpoint without a copy: make it the actor's own
+                super().__setitem__(key, value.copy())
         self._dirty: set[str] = set(self)
         self._deleted: set[str] = set()
 

@@ -122,3 +122,12 @@ async def test_migration_to_a_missing_worker_aborts_and_source_runs_on(fabric: F
     assert aborted.step == "prepare"
     assert aborted.to == "nowhere"
     assert [o["x"] for o in await outputs(fabric)] == list(range(100))
+
+
+def test_state_made_from_a_decoded_checkpoint_is_writable() -> None:
+    from diaspora import codec
+
+    decoded = codec.decode(codec.encode({"a": np.arange(4)}))
+    state = MigratableState(decoded)
+    state.mutable("a")[0] = 7
+    assert state["a"].tolist() == [7, 1, 2, 3]
