@@ -359,6 +359,10 @@ class ActorRuntime:
             if cp.due(actor.checkpoint_every, actor.checkpoint_interval):
                 cp.snapshot(self.positions)
 
+    async def stopping(self) -> None:
+        """Return once the runtime is asked to stop (a waiting standby stage watches this)."""
+        await self._stop_event.wait()
+
     async def flush_outputs(self) -> None:
         """Wait until every output emitted so far is acknowledged (stored)."""
         await self._publisher().flush()

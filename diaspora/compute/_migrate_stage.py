@@ -202,8 +202,9 @@ class MigrationStage(Stage):
 
 async def _until_stopped(host: Host, switched: anyio.Event, scope: anyio.CancelScope) -> None:
     """Cancel a standby's wait once its runtime is asked to stop (and no switch began)."""
-    while not getattr(host, "stop_requested", False):
-        await anyio.sleep(0.05)
+    if not isinstance(host, ActorRuntime):
+        return
+    await host.stopping()
     if not switched.is_set():
         scope.cancel()
 

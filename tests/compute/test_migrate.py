@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import sys
 
 import anyio
 import numpy as np
@@ -131,3 +134,29 @@ def test_state_made_from_a_decoded_checkpoint_is_writable() -> None:
     state = MigratableState(decoded)
     state.mutable("a")[0] = 7
     assert state["a"].tolist() == [7, 1, 2, 3]
+
+
+async def test_cli_migrate_moves_the_actor_and_says_so(fabric: Fabric) -> None:
+    await fabric.ensure_stream(IN)
+    a, b = Place(fabric, "a", home=True), Place(fabric, "b")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "diaspora", "migrate", "counter", "--url", fabric.urls[0]]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run)
+        await wait_until(lambda: a.runtime is not None and a.runtime.running, timeout=10)
+        tg.start_soon(b.run)
+        tg.start_soon(feed, fabric, range(200))
+        await wait_until(lambda: a.owns, timeout=10)
+        moved = await anyio.run_process([*command, "--to", "b"], env=env, check=False)
+        assert moved.returncode == 0, moved.stderr.decode()[-3000:]
+        refused = await anyio.run_process([*command, "--to", "nowhere"], env=env, check=False)
+        await wait_until(
+            lambda: b.runtime is not None and b.runtime.positions.get(IN, 0) >= 200, timeout=20
+        )
+        tg.cancel_scope.cancel()
+    line = json.loads(moved.stdout.decode().strip().splitlines()[-1])
+    assert (line["actor"], line["origin"], line["to"]) == ("counter", "a", "b")
+    assert line["bytes"] > 0
+    assert refused.returncode == 1
+    assert b"no standby" in refused.stderr
+    assert [o["x"] for o in await outputs(fabric)] == list(range(200))
