@@ -63,10 +63,21 @@ class PreCopy:
             paused_at = time.monotonic()
             await self.stage.pause()
             paused = True
+            marks = [time.monotonic()]
             await self.runtime.flush_outputs()
+            marks.append(time.monotonic())
             await self._send_dirty()
+            marks.append(time.monotonic())
             step = "switch"
             done = await self._switch(paused_at)
+            self.runtime.log.info(
+                "migration_pause",
+                to=self.to,
+                pause_ms=round(1000 * (marks[0] - paused_at), 2),
+                flush_ms=round(1000 * (marks[1] - marks[0]), 2),
+                final_delta_ms=round(1000 * (marks[2] - marks[1]), 2),
+                switch_ms=round(done["downtime_ms"] - 1000 * (marks[2] - paused_at), 2),
+            )
         except MigrationFailed as exc:
             await self._abort(step, str(exc), paused)
             raise

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
@@ -27,7 +27,11 @@ from diaspora.errors import ChildShutdown, ConfigError, FencedOut, MigrationFail
 from diaspora.fabric._control import Answerer
 from diaspora.stage import Host, InputItem, Next, Stage
 
-__all__ = ["Migratable", "MigrationStage"]
+__all__ = ["INLINE_LIMIT", "Migratable", "MigrationStage"]
+
+#: A migratable actor's checkpoints keep a state larger than this in the object store,
+#: so the record the switch claims by compare-and-set stays small (a fast switch).
+INLINE_LIMIT: Final = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,7 @@ class MigrationStage(Stage):
                         host.id,
                         expect_epoch=None if record is None else record.epoch,
                         placement=self.worker,
+                        inline_limit=INLINE_LIMIT,
                     )
                     return self.slot
                 except FencedOut:
@@ -266,6 +271,7 @@ class _Standby:
                 expect_epoch=int(request["epoch"]),
                 placement=self.worker,
                 load_state=False,
+                inline_limit=INLINE_LIMIT,
             )
         except FencedOut as exc:
             return {"ok": False, "error": str(exc)}
