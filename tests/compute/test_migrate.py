@@ -10,12 +10,13 @@ import sys
 import anyio
 import numpy as np
 import pytest
+from anyio.abc import TaskStatus
 from migrate_actors import IN, OUT, CounterAt, as_model, model
 
 from diaspora import ActorRuntime
 from diaspora.actor import CheckpointSlot
 from diaspora.compute import MigratableState, MigrationPolicy, migrate
-from diaspora.errors import FencedOut, MigrationFailed
+from diaspora.errors import ChildShutdown, FencedOut, MigrationFailed
 from diaspora.events import MemorySink, Migrated, MigrationAborted
 from diaspora.fabric import Fabric
 from diaspora.testing import read_stream, wait_until
@@ -160,3 +161,24 @@ async def test_cli_migrate_moves_the_actor_and_says_so(fabric: Fabric) -> None:
     assert refused.returncode == 1
     assert b"no standby" in refused.stderr
     assert [o["x"] for o in await outputs(fabric)] == list(range(200))
+
+
+async def test_a_waiting_standby_stops_when_asked(fabric: Fabric) -> None:
+    await fabric.ensure_stream(IN)
+    standby = CounterAt("b", fabric=fabric)()
+    ended: list[BaseException] = []
+
+    async def run(*, task_status: TaskStatus[None]) -> None:
+        try:
+            await standby.run(task_status=task_status)
+        except ChildShutdown as exc:  # a normal exit, for a supervisor
+            ended.append(exc)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            await tg.start(run)  # a standby reports started while it waits
+            await anyio.sleep(0.2)
+            standby.request_stop()
+    assert len(ended) == 1
+    record = await CheckpointSlot.peek(fabric, "counter")
+    assert record is None  # it never claimed the actor
