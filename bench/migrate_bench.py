@@ -28,6 +28,7 @@ import numpy as np
 
 from bench.report import Report, Row
 from diaspora import Actor, ActorRuntime, Message
+from diaspora.actor import CheckpointSlot
 from diaspora.compute import Migratable, MigratableState, MigrationPolicy, migrate
 from diaspora.errors import FencedOut
 from diaspora.events import LogSink, Migrated
@@ -110,9 +111,10 @@ async def _size(report: Report, url: str, size: int, n: int) -> None:
             tg.start_soon(_traffic, fabric, stop)
             for precopy in (True, False):
                 for _ in range(n):
-                    await wait_until(lambda: any(w.owns for w in workers.values()), timeout=120)
-                    source = next(name for name, w in workers.items() if w.owns)
+                    record = await CheckpointSlot.peek(fabric, f"holder{size}")
+                    source = record.placement if record is not None else None
                     to = "b" if source == "a" else "a"
+                    await wait_until(lambda w=workers[source or "a"]: w.owns, timeout=120)
                     policy = MigrationPolicy(budget_ms=5.0, precopy=precopy, timeout=60.0)
                     done = await migrate(
                         fabric, f"holder{size}", to=to, policy=policy, timeout=600.0

@@ -827,8 +827,11 @@ class _MigrationEvent(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Migrated(_MigrationEvent):
-    """The actor moved from worker ``origin`` to ``to``: ``rounds`` of pre-copy (0: stop
-    and copy), ``bytes`` of state sent in all, ``downtime_ms`` from pause to the switch."""
+    """The actor moved from worker ``origin`` to ``to``, paused for ``downtime_ms``.
+
+    ``rounds`` of pre-copy (0: stop and copy), ``bytes`` of state sent in all;
+    the downtime runs from the pause to the switch's answer.
+    """
 
     kind: ClassVar[str] = "migrated"
     rounds: int
@@ -838,8 +841,10 @@ class Migrated(_MigrationEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MigrationAborted(_MigrationEvent):
-    """A migration gave up at ``step`` (``prepare``, ``precopy``, ``switch``); the source
-    kept running (or, if it lost the switch, the destination owns the actor)."""
+    """A migration gave up at ``step``; the source kept running.
+
+    ``step`` is ``prepare``, ``precopy``, ``pause`` or ``switch``; ``reason`` says why.
+    """
 
     kind: ClassVar[str] = "aborted"
     default_level: ClassVar[Level] = Level.WARNING

@@ -53,6 +53,7 @@ from diaspora.actor._actor import Actor
 from diaspora.actor._catchup import CatchUp
 from diaspora.actor._checkpoint import CheckpointSlot, kv_key
 from diaspora.actor._checkpointing import Checkpointer
+from diaspora.actor._claiming import Status, claim_slot
 from diaspora.actor._emit import required_window
 from diaspora.actor._mailbox import Mailbox
 from diaspora.actor._pipeline import Pipeline, build_pipeline, inbound_of, link
@@ -233,8 +234,8 @@ class ActorRuntime:
         actor._bound_runtime = self
         self._actor = actor
         extra = [factory() for factory in self._stage_factories]
-        status = _Status(task_status)
-        slot = await _claim(self, extra, status)
+        status = Status(task_status)
+        slot = await claim_slot(self, extra, status)
         inputs = self.inputs
         pipe = self._pipeline = await build_pipeline(
             self,
@@ -373,29 +374,6 @@ class ActorRuntime:
             raise RuntimeError(f"actor {self.id!r}: checkpoint() outside the running actor")
         self._cp.snapshot(self.positions)
         await self._cp.wait_written()
-
-
-class _Status:
-    """``task_status.started()`` once, whoever calls it first (a standby stage, or the driver)."""
-
-    def __init__(self, task_status: TaskStatus[None]) -> None:
-        self._status, self._done = task_status, False
-
-    def started(self) -> None:
-        if not self._done:
-            self._done = True
-            self._status.started()
-
-
-async def _claim(runtime: ActorRuntime, stages: Sequence[Stage], status: _Status) -> CheckpointSlot:
-    """The checkpoint slot of this start: a stage's own claim (a migration standby), or ours."""
-    for stage in stages:
-        if stage.overrides("claim"):
-            slot = await stage.claim(runtime, status.started)
-            if slot is not None:
-                assert isinstance(slot, CheckpointSlot)
-                return slot
-    return await CheckpointSlot.claim(runtime.fabric, runtime.id)
 
 
 async def _restore(
