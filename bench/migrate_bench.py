@@ -111,10 +111,10 @@ async def _size(report: Report, url: str, size: int, n: int) -> None:
             tg.start_soon(_traffic, fabric, stop)
             for precopy in (True, False):
                 for _ in range(n):
-                    record = await CheckpointSlot.peek(fabric, f"holder{size}")
-                    source = record.placement if record is not None else None
+                    await wait_until(lambda: _placement(fabric, size), timeout=120)
+                    source = await _placement(fabric, size)
                     to = "b" if source == "a" else "a"
-                    await wait_until(lambda w=workers[source or "a"]: w.owns, timeout=120)
+                    await wait_until(lambda w=workers[source]: w.owns, timeout=120)
                     policy = MigrationPolicy(budget_ms=5.0, precopy=precopy, timeout=60.0)
                     done = await migrate(
                         fabric, f"holder{size}", to=to, policy=policy, timeout=600.0
@@ -155,6 +155,11 @@ async def _size(report: Report, url: str, size: int, n: int) -> None:
             extra={"rounds": statistics.mean(m.rounds for m in results[True])},
         )
     )
+
+
+async def _placement(fabric: Fabric, size: int) -> str:
+    record = await CheckpointSlot.peek(fabric, f"holder{size}")
+    return (record.placement if record is not None else None) or ""
 
 
 def _quantile(values: list[float], q: float) -> float:

@@ -70,6 +70,7 @@ class MigrationStage(Stage):
         self._idle = anyio.Event()
         self._done: dict[str, int] = {}
         self._lock = anyio.Lock()
+        self._stepped_down = anyio.Event()
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -117,10 +118,14 @@ class MigrationStage(Stage):
         await host.task_group.start(self._serve, host)
 
     async def _serve(self, host: ActorRuntime, *, task_status: TaskStatus[None]) -> None:
-        answerer = Answerer(self._answer)
+        answerer = Answerer(self._answer, answered=self._on_answered)
         async with host.fabric.subscription(migrate_subject(host.id), answerer.handle, flush=True):
             task_status.started()
-            await anyio.sleep_forever()
+            await self._stepped_down.wait()  # moved: the new owner answers from now on
+
+    def _on_answered(self, answer: Mapping[str, Any]) -> None:
+        if self.moved_to is not None:
+            self._stepped_down.set()
 
     async def _answer(self, subject: str, request: Mapping[str, Any]) -> dict[str, Any]:
         from diaspora.compute._migrate_precopy import PreCopy
