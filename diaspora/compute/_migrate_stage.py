@@ -22,6 +22,7 @@ from anyio.abc import TaskStatus
 from diaspora.actor import ActorRuntime
 from diaspora.actor._checkpoint import Checkpoint, CheckpointSlot, Section
 from diaspora.compute._migrate import MigrationPolicy, migrate_subject, shadow_subject
+from diaspora.compute._migrate_precopy import PreCopy
 from diaspora.compute._migrate_state import MigratableState, StateAssembly
 from diaspora.errors import ChildShutdown, ConfigError, FencedOut, MigrationFailed
 from diaspora.fabric._control import Answerer
@@ -128,8 +129,6 @@ class MigrationStage(Stage):
             self._stepped_down.set()
 
     async def _answer(self, subject: str, request: Mapping[str, Any]) -> dict[str, Any]:
-        from diaspora.compute._migrate_precopy import PreCopy
-
         to = request.get("to")
         if not isinstance(to, str) or not to:
             return {"ok": False, "error": f"no worker to migrate to in {dict(request)!r}"}

@@ -165,4 +165,5 @@ async def test_ten_migrations_under_traffic_with_kills_lose_and_duplicate_nothin
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_fifty_migrations_with_kills_soak(fabric: Fabric, seed: int) -> None:
     tally = await run_schedule(fabric, migrations=50, seed=seed)
+    print("TALLY", tally)
     assert tally["migrated"] >= 10
