@@ -24,6 +24,7 @@ GROUPS = [
     "streams",
     "qos",
     "bridges",
+    "views",
     "migrate",
 ]
 

@@ -2,7 +2,7 @@
 
 The names most users need are here; everything else is importable from its
 layer (``diaspora.fabric``, ``diaspora.stage``, ``diaspora.streams``,
-``diaspora.actor``, ``diaspora.supervision``, ``diaspora.compute``,
+``diaspora.actor``, ``diaspora.views``, ``diaspora.supervision``, ``diaspora.compute``,
 ``diaspora.workflow``, ``diaspora.testing``; events in ``diaspora.events``,
 errors in ``diaspora.errors``). Reading the code: start at ARCHITECTURE.md.
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         DecodeError,
         DiasporaError,
         FabricUnavailable,
+        Stale,
     )
     from diaspora.fabric import EmbeddedServer, Fabric
     from diaspora.message import Message
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
         SupervisorSpec,
         current_child,
     )
+    from diaspora.views import Source, View, ViewItem
     from diaspora.workflow import actor_child, load_config, parse_config, process_child
 
 #: Each root name and the module that defines it.
@@ -75,6 +77,10 @@ _HOMES: dict[str, str] = {
     "DecodeError": "diaspora.errors",
     "DiasporaError": "diaspora.errors",
     "FabricUnavailable": "diaspora.errors",
+    "Stale": "diaspora.errors",
+    "Source": "diaspora.views",
+    "View": "diaspora.views",
+    "ViewItem": "diaspora.views",
 }
 
 __all__ = [
@@ -95,10 +101,14 @@ __all__ = [
     "OverloadPolicy",
     "QosSpec",
     "Restart",
+    "Source",
     "Stage",
+    "Stale",
     "Strategy",
     "Supervisor",
     "SupervisorSpec",
+    "View",
+    "ViewItem",
     "actor_child",
     "current_child",
     "declare_qos",

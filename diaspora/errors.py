@@ -30,6 +30,7 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     ├── ReplayError
     │   └── ReplayUnavailable (TimeoutError) no producer answered a replay request
     ├── ReconstructionError
+    ├── Stale (LookupError)                 a view item's reference no longer resolves
     ├── SupervisorError                     OTP's {error, Reason}: .reason
     │   ├── ChildNotFound (LookupError), ChildRunning, ChildRestarting,
     │   │   ChildAlreadyPresent, ChildAlreadyStarted, SimpleOneForOneError,
@@ -44,7 +45,8 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     ├── InjectionError                      a fault could not be injected
     ├── LinkFaultError                      a link fault order was refused or unanswered
     │   └── LinkControlNotFound (NoResponders) no link control serves that site
-    └── WorkflowError                       a workflow under test did not start or stop
+    ├── WorkflowError                       a workflow under test did not start or stop
+    └── ViewError                           a view's snapshot is missing or unreadable
 
 >>> issubclass(ReplayUnavailable, TimeoutError), issubclass(NoResponders, DiasporaError)
 (True, True)
@@ -97,10 +99,12 @@ __all__ = [
     "ServerNotFound",
     "ServerStartError",
     "SimpleOneForOneError",
+    "Stale",
     "StreamFull",
     "StreamNotFound",
     "SupervisorError",
     "SupervisorNotRunning",
+    "ViewError",
     "WorkflowError",
 ]
 
@@ -232,6 +236,27 @@ class ReplayUnavailable(ReplayError, TimeoutError):
 
 class ReconstructionError(DiasporaError):
     """No stand-in can be made for a gap (no neighbour observed, or a reconstructor failed)."""
+
+
+# -- views -------------------------------------------------------------------------------
+
+
+class Stale(DiasporaError, LookupError):
+    """A view item refers to a message its stream no longer has (retention dropped it).
+
+    Never answered with another payload: the item is stale. ``view``,
+    ``version`` (the item's sequence on the view's output), ``stream`` and
+    ``seq`` say which reference.
+    """
+
+    def __init__(self, view: str, version: int, stream: str, seq: int, source: str = "") -> None:
+        self.view, self.version, self.stream, self.seq = view, version, stream, seq
+        of = f" (source {source!r})" if source else ""
+        super().__init__(
+            f"view {view!r} item version {version}: stream {stream!r} no longer has seq {seq}"
+            f"{of}; the item is stale. Keep copies with on_stale = 'pin', or give the source "
+            "stream a longer retention (max_age / max_msgs)"
+        )
 
 
 # -- supervision -------------------------------------------------------------------------
@@ -385,6 +410,10 @@ class InjectionError(DiasporaError):
 
 class WorkflowError(DiasporaError):
     """The workflow under test did not start, did not stop, or left processes behind."""
+
+
+class ViewError(DiasporaError):
+    """A data view's snapshot is missing, unreadable, or could not be taken."""
 
 
 class BridgeError(ConfigError):

@@ -38,6 +38,10 @@ The kinds, by category:
 - ``fabric``: :class:`Reconnected`.
 - ``trigger``: :class:`Fired`.
 - ``link``: :class:`LinkFaulted`, :class:`LinkHealed` (``name`` is the site).
+- ``view``: :class:`GroupOpened`, :class:`GroupCompleted` (both counted per
+  batch, not per group: no publish per item), :class:`GroupDropped` (``name``
+  is the view actor's id); :class:`ItemStale` (``name``: the actor that dropped
+  the item), :class:`Pinned`, :class:`Unpinned`, :class:`ViewSnapshot`.
 - ``migration``: :class:`Migrated`, :class:`MigrationAborted` (``name`` is the actor).
 """
 
@@ -69,8 +73,12 @@ __all__ = [
     "Fired",
     "Gap",
     "GaveUp",
+    "GroupCompleted",
+    "GroupDropped",
+    "GroupOpened",
     "HandleFailed",
     "Ignored",
+    "ItemStale",
     "Lag",
     "Level",
     "LinkFaulted",
@@ -83,6 +91,7 @@ __all__ = [
     "NodeExited",
     "NodeHung",
     "NodeStarted",
+    "Pinned",
     "PolicyOff",
     "PolicyOn",
     "Reconnected",
@@ -100,6 +109,8 @@ __all__ = [
     "TeeSink",
     "Terminated",
     "UnknownEvent",
+    "Unpinned",
+    "ViewSnapshot",
     "decode_record",
     "event_subject",
     "event_types",
@@ -811,6 +822,127 @@ class LinkHealed(_LinkEvent):
     kind: ClassVar[str] = "healed"
     fault: str
     by: str
+
+
+# -- views -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ViewEvent(Event):
+    """About one data view (``name`` is the view actor's id, ``view`` the view's name)."""
+
+    category: ClassVar[str] = "view"
+    view: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupOpened(_ViewEvent):
+    """``opened`` groups were opened by the last batch of inputs; ``open_groups`` are open now."""
+
+    kind: ClassVar[str] = "group_opened"
+    default_level: ClassVar[Level] = Level.DEBUG
+    opened: int
+    open_groups: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupCompleted(_ViewEvent):
+    """``completed`` groups were emitted by the last batch (or idle tick) as view items.
+
+    Of those, ``partial`` were expired groups emitted incomplete (``emit_partial``)
+    and ``reconstructed`` expired groups completed by the view's hook.
+    """
+
+    kind: ClassVar[str] = "group_completed"
+    default_level: ClassVar[Level] = Level.DEBUG
+    completed: int
+    partial: int = 0
+    reconstructed: int = 0
+    open_groups: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupDropped(_ViewEvent):
+    """An incomplete group was dropped after ``within`` seconds (``reason``: why).
+
+    ``counts`` is how many items of each source it had; ``key`` (the key's
+    values as a JSON array) and ``generation`` say which group it was.
+    """
+
+    kind: ClassVar[str] = "group_dropped"
+    default_level: ClassVar[Level] = Level.WARNING
+    key: str
+    generation: int
+    counts: Mapping[str, int]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemStale(_ViewEvent):
+    """A reference of view item ``version`` no longer resolves: the item was dropped.
+
+    ``stream``/``seq`` is the first reference that failed. ``name`` is who
+    dropped it: a consumer actor's id (its ``handle`` got
+    :class:`~diaspora.errors.Stale`), or the view actor's for a group not
+    emitted yet (``version`` 0).
+    """
+
+    kind: ClassVar[str] = "item_stale"
+    default_level: ClassVar[Level] = Level.WARNING
+    version: int
+    stream: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pinned(_ViewEvent):
+    """``count`` references (``bytes`` in all) about to expire were copied into the view's store.
+
+    ``held`` is the bytes the view holds after this copy, within ``budget``.
+    """
+
+    kind: ClassVar[str] = "pinned"
+    count: int
+    bytes: int
+    held: int
+    budget: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unpinned(_ViewEvent):
+    """``count`` pinned copies (``bytes``) were released.
+
+    ``reason``: ``acked`` (every durable consumer of the output acknowledged
+    the items), ``dropped`` (their group was dropped, or a previous run left
+    them) or ``budget`` (the oldest group's copies made room within
+    ``pin_budget``: its items may go stale).
+    """
+
+    kind: ClassVar[str] = "unpinned"
+    count: int
+    bytes: int
+    held: int
+    reason: str
+
+    @property
+    def level(self) -> Level:
+        return Level.WARNING if self.reason == "budget" else Level.INFO
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViewSnapshot(_ViewEvent):
+    """A snapshot of the view at ``version`` (its output's sequence) was written.
+
+    ``groups`` open groups, ``payloads`` copied payloads (``bytes``);
+    ``pruned`` older snapshots removed by the retention rule.
+    """
+
+    kind: ClassVar[str] = "snapshot"
+    version: int
+    groups: int
+    payloads: int
+    bytes: int
+    pruned: int = 0
 
 
 # -- live migration (issue 14: migrate) ------------------------------------------------

@@ -56,6 +56,7 @@ __all__ = [
     "Stage",
     "StageFactory",
     "chain",
+    "split_chain",
 ]
 
 
@@ -116,6 +117,8 @@ class InputItem:
     handled: bool = False
     #: set by a stage that dealt with the item in full (the driver only advances position)
     consumed: bool = False
+    #: outputs ``handle`` emitted for it so far (the index in their message ids)
+    outputs: int = 0
 
     @property
     def producer(self) -> str | None:
@@ -197,7 +200,8 @@ class Host(Protocol):
         ...
 
     def input_head(self, subject: str) -> int:
-        """The newest stream sequence of input ``subject`` the mailbox has heard of."""
+        """The newest stream sequence of input ``subject`` the mailbox has heard of, or
+        that the stream held when this start began (before its first delivery)."""
         ...
 
     def progressed(self, count: int = 1) -> None:
@@ -298,6 +302,24 @@ def chain(stages: Sequence[Stage], hook: str, last: Callable[[Any], Awaitable[No
     for stage in reversed([s for s in stages if s.overrides(hook)]):
         link = _bind(getattr(stage, hook), link)
     return link
+
+
+def split_chain(
+    stages: Sequence[Stage], hook: str, last: Callable[[Any], Awaitable[None]]
+) -> tuple[Callable[[Any, Any], Awaitable[None]], Callable[[Any], Awaitable[None]]]:
+    """:func:`chain` split at its head: ``(step, rest)``, called as ``step(item, rest)``.
+
+    A driver that runs the chain for every message calls the first stage
+    itself (one link less per message).
+    """
+    present = [s for s in stages if s.overrides(hook)]
+    if not present:
+        return _skip, last
+    return getattr(present[0], hook), chain(present[1:], hook, last)
+
+
+async def _skip(item: Any, rest: Callable[[Any], Awaitable[None]]) -> None:
+    await rest(item)
 
 
 def _bind(

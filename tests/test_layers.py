@@ -32,6 +32,7 @@ LAYER_OF = {
     "stage": "pipeline",
     "streams": "streams",
     "actor": "actor",
+    "views": "views",
     "compute": "compute",
     "triggers": "triggers",
     "workflow": "workflow",
@@ -42,8 +43,8 @@ LAYER_OF = {
 }
 
 _FRAMEWORK = {
-    "base", "fabric", "pipeline", "streams", "actor", "supervision", "compute", "triggers",
-    "workflow",
+    "base", "fabric", "pipeline", "streams", "actor", "views", "supervision", "compute",
+    "triggers", "workflow",
 }  # fmt: skip
 
 BELOW = {
@@ -53,9 +54,11 @@ BELOW = {
     "pipeline": {"base", "fabric"},
     "streams": {"base", "fabric", "pipeline"},
     "actor": {"base", "fabric", "pipeline", "streams"},
-    "compute": {"base", "fabric", "pipeline", "streams", "actor", "supervision"},
+    # views are actors over other streams: joins by reference (no supervision of their own)
+    "views": {"base", "fabric", "pipeline", "streams", "actor"},
+    "compute": {"base", "fabric", "pipeline", "streams", "actor", "views", "supervision"},
     # triggers are actors with supervision's control subject; workflow files declare them
-    "triggers": {"base", "fabric", "pipeline", "streams", "actor", "supervision"},
+    "triggers": {"base", "fabric", "pipeline", "streams", "actor", "views", "supervision"},
     "workflow": _FRAMEWORK - {"workflow"},
     "testing": _FRAMEWORK,
     "cli": _FRAMEWORK,

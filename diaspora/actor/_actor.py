@@ -194,21 +194,25 @@ class Actor:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         item: int | None = None,
+        msg_id: str | None = None,
     ) -> None:
         """Publish ``data`` to ``subject``, effectively once.
 
         Inside ``handle`` the message id is derived from the input being
         handled and the output's index within it; in a source from ``item``
-        (default: the next item number of ``subject``). ``key`` sets the
-        partition key header. Returns once queued; the checkpoint that covers
-        this emit is written only after it is acknowledged.
+        (default: the next item number of ``subject``). ``msg_id`` replaces
+        the derived id with one the caller makes unique and repeatable (the
+        same output after a restart must get the same id: JetStream and the
+        output scan then keep one copy). ``key`` sets the partition key
+        header. Returns once queued; the checkpoint that covers this emit is
+        written only after it is acknowledged.
         """
         try:
             emit = self._bound_emit  # the runtime's emitter, bound when it starts
         except AttributeError:
             self._runtime  # noqa: B018  # raises, saying the actor is not running
             raise
-        await emit(subject, data, key=key, headers=headers, item=item)
+        await emit(subject, data, key=key, headers=headers, item=item, msg_id=msg_id)
 
     async def checkpoint(self) -> None:
         """Take a checkpoint now and wait until it is written."""

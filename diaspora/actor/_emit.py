@@ -1,7 +1,9 @@
 """``emit``: stamp the message id and headers, then run the outbound chain to the publisher.
 
 Every output carries ``Nats-Msg-Id``: ``<actor>:<input source>:<output
-index>`` inside ``handle``, ``<actor>:<subject>:<item>`` in a source. The
+index>`` inside ``handle``, ``<actor>:<subject>:<item>`` in a source, or the
+caller's own ``msg_id`` (a view names a group by view, key and generation,
+whichever input completes it). The
 outbound stages (history tap, output scan, flow gate) run between the
 stamp and the publisher. The emitter keeps the ``outputs`` checkpoint
 section: the last item number per output subject, and a stream sequence of
@@ -138,9 +140,10 @@ class Emitter(Stage):
         subject: str,
         data: Any,
         *,
-        key: str | None,
-        headers: Mapping[str, str] | None,
-        item: int | None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        item: int | None = None,
+        msg_id: str | None = None,
     ) -> None:
         host = self._host
         publisher = self.publisher
@@ -157,11 +160,14 @@ class Emitter(Stage):
         hdrs = dict(headers) if headers else {}
         handling = HANDLING.get()
         if handling is not None:
-            msg_id = handling.next_id(host.id)
+            if msg_id is None:
+                msg_id = f"{host.id}:{handling.source}:{handling.outputs}"
+                handling.outputs += 1
             hdrs[H.SOURCE] = handling.source
-            if handling.reconstructed:
+            message = handling.message
+            if message is not None and message.reconstructed:
                 hdrs[H.RECONSTRUCTED] = "1"
-        else:
+        elif msg_id is None:
             msg_id = f"{host.id}:{subject}:{number}"
         hdrs[H.ACTOR] = host.id
         hdrs[H.ITEM] = str(number)

@@ -1,8 +1,9 @@
 """The last inbound stages: partition filter, decode, and ``handle`` with its deadline.
 
-While ``handle`` runs, :data:`HANDLING` holds which input it is handling (a
-:class:`Handling` value): ``emit`` reads it to derive each output's message
-id, so nothing about the message at hand is kept on the runtime itself.
+While ``handle`` runs, :data:`HANDLING` holds the input it is handling (its
+:class:`~diaspora.stage.InputItem`, which counts its outputs): ``emit``
+reads it to derive each output's message id, so nothing about the message at
+hand is kept on the runtime itself.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import contextlib
 import contextvars
 import math
 import zlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from diaspora import codec
-from diaspora.errors import DecodeError, HandlerHung
+from diaspora.errors import DecodeError, HandlerHung, Stale
+from diaspora.events import ItemStale
 from diaspora.fabric import headers as H
 from diaspora.message import Message
 from diaspora.stage import Host, InputItem, Next, Stage
@@ -26,25 +27,11 @@ if TYPE_CHECKING:
     from diaspora.actor._actor import Actor
     from diaspora.actor._poison import Poison
 
-__all__ = ["HANDLING", "Decode", "HandleStage", "HandlerHung", "Handling", "Partition"]
+__all__ = ["HANDLING", "Decode", "HandleStage", "HandlerHung", "Partition"]
 
 
-@dataclass(slots=True)
-class Handling:
-    """The input ``handle`` is working on: names it in output ids, counts its outputs."""
-
-    source: str
-    reconstructed: bool
-    outputs: int = 0
-
-    def next_id(self, actor: str) -> str:
-        """``<actor>:<source>:<output index>`` for the next output of this input."""
-        msg_id = f"{actor}:{self.source}:{self.outputs}"
-        self.outputs += 1
-        return msg_id
-
-
-HANDLING: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
+#: The input ``handle`` is working on (its ``outputs`` counts what it emitted so far).
+HANDLING: contextvars.ContextVar[InputItem | None] = contextvars.ContextVar(
     "diaspora_handling", default=None
 )
 
@@ -152,10 +139,13 @@ class HandleStage(Stage):
 
     When ``handle`` raises, the poison stage notes the failure and says
     whether to call it again in place (``on_poison = "retry"``), or
-    dead-letters the input, or crashes the actor (``"crash"``). Given the
-    ``decode`` stage (when no stage runs between the two), it decodes inline
-    payloads itself, one coroutine less per message; a blob or an
-    undecodable payload still takes the decode stage's path.
+    dead-letters the input, or crashes the actor (``"crash"``). A
+    :class:`~diaspora.errors.Stale` (a view item whose source message
+    expired) is not a failure: retrying cannot help, so the item is dropped
+    with an :class:`~diaspora.events.ItemStale` event. Given the ``decode``
+    stage (when no stage runs between the two), it decodes inline payloads
+    itself, one coroutine less per message; a blob or an undecodable
+    payload still takes the decode stage's path.
     """
 
     name = "handle"
@@ -193,12 +183,19 @@ class HandleStage(Stage):
         assert message is not None
         actor = self._actor
         deadline = actor.handle_deadline
-        token = HANDLING.set(Handling(item.source, message.reconstructed))
+        token = HANDLING.set(item)
         try:
             if deadline is None and self._unguarded:
                 await actor.handle(message)
             else:
                 await self._call(item, message)
+        except Stale as exc:
+            # a view item whose reference expired never loads again: drop it, say so, go on
+            await host.event(
+                ItemStale(
+                    name=host.id, view=exc.view, version=exc.version, stream=exc.stream, seq=exc.seq
+                )
+            )
         except Exception as exc:
             if not await self._poison.failed(item, exc, self.again):
                 return  # dead-lettered
@@ -211,7 +208,8 @@ class HandleStage(Stage):
         """Call ``handle`` on ``item`` once more (a retry in place: outputs get the same ids)."""
         message = item.message
         assert message is not None
-        token = HANDLING.set(Handling(item.source, message.reconstructed))
+        item.outputs = 0  # a retry in place: the outputs get the same ids again
+        token = HANDLING.set(item)
         try:
             await self._call(item, message)
         finally:

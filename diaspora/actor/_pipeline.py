@@ -19,7 +19,7 @@ Extra stages (fault injection, or a later layer's) run just before
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,16 +28,19 @@ from diaspora.actor._checkpoint import CheckpointSlot
 from diaspora.actor._emit import Emitter, OutputScan
 from diaspora.actor._handle import Decode, HandleStage, Partition
 from diaspora.actor._poison import Poison, PoisonPolicy
-from diaspora.fabric import Delivery, is_event_input
+from diaspora.fabric import is_event_input
 from diaspora.fabric._publisher import OrderedPublisher
-from diaspora.stage import Host, InputItem, Next, Stage, chain
+from diaspora.stage import Host, InputItem, Next, Stage, split_chain
 from diaspora.streams._history import HistoryBuffer
 from diaspora.streams._qos import QosSpec
 from diaspora.streams._recovery import GapRecovery
 from diaspora.streams._registry import lookup_qos
 from diaspora.streams._stages import FlowGateStage, HistoryTap, QosAdmission
 
-__all__ = ["Pipeline", "build_pipeline", "inbound_of", "link"]
+__all__ = ["Pipeline", "Step", "build_pipeline", "link"]
+
+#: An inbound stage's hook: ``step(item, next)``.
+Step = Callable[[InputItem, Next], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -113,26 +116,10 @@ async def build_pipeline(
     return Pipeline(inbound, outbound, poison, recovery, scan, gate, emitter)
 
 
-def inbound_of(delivery: Delivery) -> InputItem:
-    """The inbound item of a stream message the mailbox delivered."""
-    subject, seq = delivery.subject, delivery.seq
-    return InputItem(
-        subject,
-        seq,
-        delivery.headers or {},
-        delivery.payload,
-        f"{subject}:{seq}",
-        delivery.timestamp,
-        delivery.pending,
-        delivery.gap_from,
-    )
-
-
-def link(stages: Sequence[Stage], last: Next | None = None) -> Next:
-    """The inbound chain: each stage's ``inbound`` with the rest of the chain as ``next``."""
+def link(stages: Sequence[Stage], last: Next | None = None) -> tuple[Step, Next]:
+    """The inbound chain as ``(first stage's inbound, the rest)``: call ``step(item, rest)``."""
 
     async def end(item: InputItem) -> None:
         return None
 
-    inbound: Next = chain(stages, "inbound", last or end)
-    return inbound
+    return split_chain(stages, "inbound", last or end)

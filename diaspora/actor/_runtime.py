@@ -56,7 +56,7 @@ from diaspora.actor._checkpointing import Checkpointer
 from diaspora.actor._claiming import Status, claim_slot
 from diaspora.actor._emit import required_window
 from diaspora.actor._mailbox import Mailbox
-from diaspora.actor._pipeline import Pipeline, build_pipeline, inbound_of, link
+from diaspora.actor._pipeline import Pipeline, Step, build_pipeline, link
 from diaspora.actor._poison import PoisonPolicy
 from diaspora.clock import Clock, SystemClock
 from diaspora.errors import ActorCrashed, ConfigError, FencedOut
@@ -67,7 +67,14 @@ from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.log import FilteringBoundLogger, get_logger
 from diaspora.stage import InputItem, Next, RuntimeStats, Stage, StageFactory
 
-__all__ = ["DEFAULT_RESTART_ALLOWANCE", "ActorFactory", "ActorRuntime", "run_actor"]
+__all__ = [
+    "DEFAULT_RESTART_ALLOWANCE",
+    "ActorFactory",
+    "ActorRuntime",
+    "flush_outputs",
+    "run_actor",
+    "stop_requested",
+]
 
 #: Seconds a crashed actor may take to be back and replaying before outputs
 #: re-emitted during replay might fall outside the duplicate window.
@@ -145,7 +152,7 @@ class ActorRuntime:
         self._mailbox: Mailbox | None = None
         self._pipeline: Pipeline | None = None
         self._cp: Checkpointer | None = None
-        self._chain: Next | None = None
+        self._chain: tuple[Step, Next] | None = None
         #: the stages of the current start (extra ones included), in pipeline order
         self.stages: list[Stage] = []
 
@@ -205,11 +212,14 @@ class ActorRuntime:
         await self._publisher().publish(subject, payload, headers=dict(headers), msg_id=msg_id)
 
     def input_head(self, subject: str) -> int:
-        return self._mailbox.head(subject) if self._mailbox is not None else 0
+        heard = self._mailbox.head(subject) if self._mailbox is not None else 0
+        return max(heard, self._catchup.targets.get(subject, 0))  # the backlog at start too
 
     async def submit(self, item: InputItem) -> None:
         """Drive an item a stage made through the whole inbound chain."""
-        await self._chain(item)  # type: ignore[misc]  # stages submit only while running
+        assert self._chain is not None, "stages submit only while the runtime runs"
+        step, rest = self._chain
+        await step(item, rest)
 
     def _publisher(self) -> OrderedPublisher:
         publisher = self._pipeline.emitter.publisher if self._pipeline else None
@@ -234,8 +244,7 @@ class ActorRuntime:
         actor._bound_runtime = self
         self._actor = actor
         extra = [factory() for factory in self._stage_factories]
-        status = Status(task_status)
-        slot = await claim_slot(self, extra, status)
+        slot = await claim_slot(self, extra, status := Status(task_status))
         inputs = self.inputs
         pipe = self._pipeline = await build_pipeline(
             self,
@@ -348,7 +357,13 @@ class ActorRuntime:
 
     async def _deliver(self, delivery: Delivery, cp: Checkpointer) -> None:
         assert self._chain is not None
-        await self._chain(inbound_of(delivery))
+        step, rest = self._chain
+        subject, seq = delivery.subject, delivery.seq
+        item = InputItem(
+            subject, seq, delivery.headers or {}, delivery.payload, f"{subject}:{seq}",
+            delivery.timestamp, delivery.pending, delivery.gap_from,
+        )  # fmt: skip
+        await step(item, rest)
         self.positions[delivery.subject] = delivery.seq
         cp.since += 1
 
@@ -360,20 +375,22 @@ class ActorRuntime:
             if cp.due(actor.checkpoint_every, actor.checkpoint_interval):
                 cp.snapshot(self.positions)
 
-    async def stopping(self) -> None:
-        """Return once the runtime is asked to stop (a waiting standby stage watches this)."""
-        await self._stop_event.wait()
-
-    async def flush_outputs(self) -> None:
-        """Wait until every output emitted so far is acknowledged (stored)."""
-        await self._publisher().flush()
-
     async def checkpoint_now(self) -> None:
         """Snapshot now and wait until that checkpoint is written."""
         if self._cp is None:
             raise RuntimeError(f"actor {self.id!r}: checkpoint() outside the running actor")
         self._cp.snapshot(self.positions)
         await self._cp.wait_written()
+
+
+async def stop_requested(runtime: ActorRuntime) -> None:
+    """Return once ``runtime`` is asked to stop (a waiting migration standby watches this)."""
+    await runtime._stop_event.wait()
+
+
+async def flush_outputs(runtime: ActorRuntime) -> None:
+    """Wait until every output ``runtime`` emitted so far is acknowledged (stored)."""
+    await runtime._publisher().flush()
 
 
 async def _restore(

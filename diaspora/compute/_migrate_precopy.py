@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from diaspora.actor._runtime import flush_outputs
 from diaspora.compute._migrate import MigrationPolicy, shadow_subject
 from diaspora.compute._migrate_state import chunks_of
 from diaspora.errors import FencedOut, MigrationFailed
@@ -64,7 +65,7 @@ class PreCopy:
             await self.stage.pause()
             paused = True
             marks = [time.monotonic()]
-            await self.runtime.flush_outputs()
+            await flush_outputs(self.runtime)
             marks.append(time.monotonic())
             await self._send_dirty()
             marks.append(time.monotonic())

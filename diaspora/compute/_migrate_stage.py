@@ -21,6 +21,7 @@ from anyio.abc import TaskStatus
 
 from diaspora.actor import ActorRuntime
 from diaspora.actor._checkpoint import Checkpoint, CheckpointSlot, Section
+from diaspora.actor._runtime import stop_requested
 from diaspora.compute._migrate import MigrationPolicy, migrate_subject, shadow_subject
 from diaspora.compute._migrate_precopy import PreCopy
 from diaspora.compute._migrate_state import MigratableState, StateAssembly
@@ -213,7 +214,7 @@ async def _until_stopped(host: Host, switched: anyio.Event, scope: anyio.CancelS
     """Cancel a standby's wait once its runtime is asked to stop (and no switch began)."""
     if not isinstance(host, ActorRuntime):
         return
-    await host.stopping()
+    await stop_requested(host)
     if not switched.is_set():
         scope.cancel()
 

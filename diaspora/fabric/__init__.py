@@ -13,11 +13,13 @@ names, the public wire interface.
 
 # first, before anything imports nats-py: it imports nats-py with aiohttp deferred
 from diaspora.fabric import _aiohttp  # noqa: F401
+from diaspora.fabric._acks import ack_floors
 from diaspora.fabric._auth import Auth, Tls
 from diaspora.fabric._bridgegaps import BridgeMonitor, GapTracker, origin_limits, origin_of
 from diaspora.fabric._bridges import Bridge, Direction, check_site, ensure_bridge, wait_site
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
+from diaspora.fabric._direct import get_many
 from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
 from diaspora.fabric._leafnodes import LeafRemote
 from diaspora.fabric._linkcontrol import LinkControl
@@ -94,6 +96,7 @@ __all__ = [
     "StreamLimits",
     "Tls",
     "User",
+    "ack_floors",
     "check_input",
     "check_site",
     "check_sites",
@@ -102,6 +105,7 @@ __all__ = [
     "ensure_bridge",
     "find_nats_server",
     "free_port",
+    "get_many",
     "is_event_input",
     "link_control_subject",
     "link_fault",

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -168,7 +167,9 @@ class PullConsumer:
         self._attempt_scope: anyio.CancelScope | None = None
         self._sub: Subscription | None = None
         self._inbox = ""
-        self._requests: deque[list[int]] = deque()  # open pull requests: [messages, bytes] left
+        #: open pull requests by the last token of their reply subject: [messages, bytes] left
+        self._requests: dict[str, list[int]] = {}
+        self._request_no = 0
         self._log = get_logger(subject=subject, consumer=name)
 
     def wake(self) -> None:
@@ -258,7 +259,7 @@ class PullConsumer:
         nc = self._connection.client
         self._inbox = nc.new_inbox()
         self._sub = await nc.subscribe(
-            self._inbox, cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
+            self._inbox + ".*", cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
         self.outstanding = 0
         self.outstanding_bytes = 0
@@ -306,38 +307,42 @@ class PullConsumer:
             "idle_heartbeat": int(self.settings.heartbeat * 1e9),
         }
         subject = _jsapi.next_subject(self.stream, self.name, domain=self.domain)
+        # each request has its own reply subject: the server serves open requests in turn
+        # (not one after the other), so only the subject says which one a message counts on
+        self._request_no += 1
+        token = str(self._request_no)
         try:
             # not publish_core: while reconnecting, nats-py buffers this and sends it once
             # back, and the reconnect renews the consumer anyway
             await self._connection.client.publish(
-                subject, json.dumps(request).encode(), reply=self._inbox
+                subject, json.dumps(request).encode(), reply=f"{self._inbox}.{token}"
             )
         except (nats.errors.Error, FabricUnavailable, OSError) as exc:
             self._log.debug("pull_failed", error=repr(exc))
             self._reset = True
             return
-        self._requests.append([batch, max_bytes])
+        self._requests[token] = [batch, max_bytes]
         self.outstanding += batch
         self.outstanding_bytes += max_bytes
         self._last_activity = self._clock.monotonic()
 
-    def _consume_credit(self, size: int) -> None:
-        """A message arrived: it counts against the oldest open pull request (served first)."""
-        requests = self._requests
-        if not requests:
-            return
-        front = requests[0]
-        front[0] -= 1
-        front[1] -= size
+    def _consume_credit(self, token: str, size: int) -> None:
+        """A message arrived for request ``token``: it counts against that request."""
+        request = self._requests.get(token)
+        if request is None:
+            return  # a request this consumer has already given up (a reset)
+        request[0] -= 1
+        request[1] -= size
         self.outstanding -= 1
         self.outstanding_bytes -= size
-        if front[0] <= 0 or front[1] <= 0:
-            self._end_request()
+        if request[0] <= 0 or request[1] <= 0:
+            self._end_request(token)
 
-    def _end_request(self) -> None:
-        """The oldest open pull request is over: its unused credit is gone; ask again."""
-        if self._requests:
-            msgs, size = self._requests.popleft()
+    def _end_request(self, token: str) -> None:
+        """Pull request ``token`` is over: its unused credit is gone; ask again."""
+        request = self._requests.pop(token, None)
+        if request is not None:
+            msgs, size = request
             self.outstanding -= max(0, msgs)
             self.outstanding_bytes -= max(0, size)
         if not self._requests:
@@ -354,7 +359,7 @@ class PullConsumer:
         except (IndexError, ValueError):
             self._log.warning("unexpected_delivery", reply=msg.reply)
             return
-        self._consume_credit(len(msg.data))
+        self._consume_credit(msg.subject.rpartition(".")[2], len(msg.data))
         if self._reset:
             return  # the consumer is being recreated from next_seq: it delivers this again
         if self.sparse and self._lost_in_transit(msg.reply, seq):
@@ -409,7 +414,8 @@ class PullConsumer:
             status == "409" and description.startswith(_jsapi.REQUEST_ENDED)
         )
         if ended:
-            self._end_request()
+            # a "Batch Completed" after the last message counted ends nothing more
+            self._end_request(msg.subject.rpartition(".")[2])
             return
         self._log.info("consumer_status", status=status, description=description)
         self._reset = True

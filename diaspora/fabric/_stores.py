@@ -142,6 +142,14 @@ class KeyValueBucket:
             return None
         return KvEntry(key, entry.value, entry.revision or 0)
 
+    async def keys(self) -> list[str]:
+        """The keys the bucket holds now (deleted ones excluded); ``[]`` for an empty bucket."""
+        async with _translated(self.name, "*", "listing"):
+            try:
+                return list(await self._kv.keys())
+            except nats.js.errors.NoKeysError:
+                return []
+
     async def put(self, key: str, value: bytes) -> int:
         """Write ``value`` whatever the key holds; return the new revision."""
         async with _translated(self.name, key, "writing"):

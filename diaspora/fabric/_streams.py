@@ -266,6 +266,7 @@ class Streams:
             and current.duplicate_window == config.duplicate_window
             and (current.num_replicas or 1) == config.num_replicas
             and (current.discard or DiscardPolicy.OLD) == config.discard
+            and bool(current.allow_direct)  # a stream made elsewhere gains direct gets
         )
         if same:
             return existing

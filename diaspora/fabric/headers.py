@@ -23,6 +23,7 @@ __all__ = [
     "MSG_ID",
     "RECONSTRUCTED",
     "SOURCE",
+    "VIEW",
     "item_number",
 ]
 
@@ -51,6 +52,8 @@ DEAD_REASON: Final = "Diaspora-Dead-Reason"
 #: On a dead letter: the original subject and stream sequence.
 DEAD_SUBJECT: Final = "Diaspora-Dead-Subject"
 DEAD_SEQ: Final = "Diaspora-Dead-Seq"
+#: On a view item: the name of the view that published it (its payload is references).
+VIEW: Final = "Diaspora-View"
 
 
 def item_number(headers: Mapping[str, str]) -> int | None:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     )
     from diaspora.workflow._tree import TreeConfig
     from diaspora.workflow._triggers import trigger_child
+    from diaspora.workflow._views import view_child
 
 #: Each name and the module that defines it.
 _HOMES: dict[str, str] = {
@@ -59,6 +60,7 @@ _HOMES: dict[str, str] = {
     "parse_config": "diaspora.workflow._config",
     "process_child": "diaspora.workflow._node",
     "trigger_child": "diaspora.workflow._triggers",
+    "view_child": "diaspora.workflow._views",
 }
 
 __all__ = [
@@ -77,6 +79,7 @@ __all__ = [
     "parse_config",
     "process_child",
     "trigger_child",
+    "view_child",
 ]
 
 

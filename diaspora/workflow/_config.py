@@ -133,12 +133,15 @@ from diaspora.workflow._node import (
 from diaspora.workflow._siteconfig import BridgeDecl, check_placements, parse_bridges, parse_sites
 from diaspora.workflow._tree import StreamDecl, TreeConfig
 from diaspora.workflow._triggers import parse_triggers
+from diaspora.workflow._views import parse_views
 
 __all__ = ["TreeConfig", "load_config", "parse_config"]
 
 #: Per-child keys of an older format: a stream's QoS now lives in the top-level ``[streams]``.
 _STREAM_CHILD_KEYS: Final = frozenset({"qos", "streams"})
-_TOP_KEYS: Final = frozenset({"fabric", "supervisor", "streams", "sites", "bridges", "triggers"})
+_TOP_KEYS: Final = frozenset(
+    {"fabric", "supervisor", "streams", "sites", "bridges", "triggers", "views"}
+)
 _STREAM_KEYS: Final = frozenset({"qos", "limits"})
 _LIMIT_KEYS: Final = frozenset(
     {"max_msgs", "max_bytes", "max_age", "duplicate_window", "replicas", "storage"}
@@ -221,6 +224,8 @@ class _Parser(TomlReader):
             raise self.fail("fabric", "with [sites], give each site its own credentials and tls")
         if "triggers" in document:
             spec = self.triggers(document["triggers"], spec)
+        if "views" in document:
+            spec = self.views(document["views"], spec, name)
         bridges: tuple[BridgeDecl, ...] = ()
         if "bridges" in document:
             if not sites:
@@ -240,6 +245,19 @@ class _Parser(TomlReader):
             return dataclasses.replace(root, children=[*root.children, *children])
         except ConfigError as exc:
             raise self.from_spec(exc, "triggers", "supervisor") from exc
+
+    def views(self, value: object, root: SupervisorSpec, name: str) -> SupervisorSpec:
+        """``[views.<name>]``: each a child of the root (id ``<name>``), placed like an actor."""
+        children = []
+        for child, table in parse_views(value, self.source):
+            self.place(table, f"views.{child.id}", f"{name}.{child.id}")
+            children.append(child)
+        if children and root.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+            raise self.fail("views", "the root is simple_one_for_one: it has no room for them")
+        try:
+            return dataclasses.replace(root, children=[*root.children, *children])
+        except ConfigError as exc:
+            raise self.from_spec(exc, "views", "supervisor") from exc
 
     def streams(self, value: object) -> dict[str, StreamDecl]:
         """``[streams."<subject>"]`` tables: each stream's ``qos`` and retention ``limits``."""

@@ -148,3 +148,40 @@ async def test_a_consumer_silent_for_three_heartbeats_is_recreated(fabric: Fabri
         await fabric.publish("cons.xs", {"i": 1})
         await wait_until(lambda: len(reader.got) == 1, timeout=10, what="a delivery")
         tg.cancel_scope.cancel()
+
+
+async def test_a_batch_completed_status_ends_no_request_the_server_still_serves(
+    fabric: Fabric, plain: NATS
+) -> None:
+    """With ``max_bytes`` set, the server confirms a request whose batch was counted out with
+    a "409 Batch Completed"; taking that for the next request's end made the consumer ask
+    for more than its credit, one request more each time (an actor catching up on 64 KiB
+    messages was disconnected as a slow consumer: over 64 MiB pending on its connection)."""
+    await fabric.ensure_stream("cons.big")
+    got: list[Delivery] = []
+    consumer: PullConsumer | None = None
+
+    def credit() -> tuple[int, int] | None:  # two requests of 8 open at any time
+        assert consumer is not None
+        return None if consumer.outstanding >= 16 else (8, 1 << 20)
+
+    consumer = fabric.pull_consumer(
+        "cons.big", "dsp-big", start_seq=1, deliver=got.append, credit=credit
+    )
+
+    async def open_requests() -> int:
+        info = await plain.jetstream().consumer_info("cons_big", "dsp-big")
+        return int(info.num_waiting or 0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer.run)
+        for want in (8, 16, 24):
+            await wait_until(lambda: consumer.outstanding == 16, timeout=10, what="2 requests")
+            for _ in range(8):  # one request's batch
+                await fabric.publish_bytes("cons.big", b"x" * 65536)
+            await wait_until(lambda: len(got) == want, timeout=10, what="the batch")  # noqa: B023
+            await anyio.sleep(1.5)  # its status arrives; the consumer asks what it may
+            # the server holds exactly the requests the consumer counts as open
+            assert (await open_requests(), consumer.outstanding) == (2, 16)
+        tg.cancel_scope.cancel()
+    assert [d.seq for d in got] == list(range(1, 25))
