@@ -116,7 +116,7 @@ class PreCopy:
     async def _send_dirty(self) -> None:
         """Ship the changed keys (each copied when its turn comes) and the deleted ones."""
         state = self.stage.state
-        keys, deleted = state.take_dirty(), state.take_deleted()
+        keys, deleted = state.take_changes(), state.take_deleted()
         failure: list[MigrationFailed] = []
         slots = anyio.Semaphore(self.policy.in_flight)
 
@@ -141,14 +141,14 @@ class PreCopy:
         if deleted:
             await self._ask({"op": "delete", "keys": deleted})
 
-    def _batches(self, keys: list[str]) -> Iterator[list[dict[str, Any]]]:
+    def _batches(self, keys: list[tuple[str, list[int] | None]]) -> Iterator[list[dict[str, Any]]]:
         state = self.stage.state
         batch: list[dict[str, Any]] = []
         size = 0
-        for key in keys:
+        for key, blocks in keys:
             if key not in state:
                 continue  # deleted since: its deletion is sent
-            for piece in chunks_of(key, dict.__getitem__(state, key), self.chunk):
+            for piece in chunks_of(key, dict.__getitem__(state, key), self.chunk, blocks):
                 if batch and size + len(piece["b"]) > self.chunk:
                     yield batch
                     batch, size = [], 0

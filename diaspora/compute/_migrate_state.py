@@ -21,13 +21,16 @@ destination assembles them with :class:`StateAssembly`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from diaspora import codec
 
-__all__ = ["MigratableState", "StateAssembly", "chunks_of"]
+__all__ = ["BLOCK", "MigratableState", "StateAssembly", "chunks_of"]
+
+#: The unit in which writes into part of a large array are tracked and sent.
+BLOCK: Final = 64 * 1024
 
 
 class MigratableState(dict[str, Any]):
@@ -49,16 +52,20 @@ class MigratableState(dict[str, Any]):
                 # decoded from a checkpoint without a copy: make it the actor's own
                 super().__setitem__(key, value.copy())
         self._dirty: set[str] = set(self)
+        #: keys of which only some BLOCK-sized pieces changed (their block numbers)
+        self._blocks: dict[str, set[int]] = {}
         self._deleted: set[str] = set()
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
         self._dirty.add(key)
+        self._blocks.pop(key, None)
         self._deleted.discard(key)
 
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)
         self._dirty.discard(key)
+        self._blocks.pop(key, None)
         self._deleted.add(key)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
@@ -87,17 +94,36 @@ class MigratableState(dict[str, Any]):
         for key in list(self):
             del self[key]
 
-    def touch(self, key: str) -> None:
-        """Mark ``key`` changed (after writing into its array in place)."""
+    def touch(self, key: str, start: int | None = None, stop: int | None = None) -> None:
+        """Mark ``key`` changed (after writing into its array in place); with ``start`` and
+        ``stop``, only those elements of the flattened array (sent by 64 KiB blocks)."""
         if key not in self:
             raise KeyError(f"MigratableState.touch({key!r}): no such key")
-        self._dirty.add(key)
+        value = dict.__getitem__(self, key)
+        if start is None or not isinstance(value, np.ndarray) or key in self._dirty:
+            self._dirty.add(key)
+            self._blocks.pop(key, None)
+            return
+        end = value.size if stop is None else stop
+        low, high = start * value.itemsize, max(start + 1, end) * value.itemsize
+        self._blocks.setdefault(key, set()).update(range(low // BLOCK, (high - 1) // BLOCK + 1))
 
-    def mutable(self, key: str) -> Any:
-        """The value of ``key``, marked changed: write into it before the next ``await``."""
+    def mutable(self, key: str, start: int | None = None, stop: int | None = None) -> Any:
+        """The value of ``key``, marked changed: write into it before the next ``await``.
+
+        With ``start``/``stop``: a writable view of those elements of the flattened
+        array, and only the 64 KiB blocks they lie in are marked.
+        """
         value = self[key]
-        self._dirty.add(key)
-        return value
+        if start is not None and not (isinstance(value, np.ndarray) and value.flags.c_contiguous):
+            raise ValueError(
+                f"MigratableState.mutable({key!r}, {start}, {stop}): a range needs a C-contiguous "
+                "numpy array (a view of another layout would be a copy); use mutable(key)"
+            )
+        self.touch(key, start, stop)
+        if start is None:
+            return value
+        return value.reshape(-1)[start:stop]
 
     def is_dirty(self, key: str) -> bool:
         return key in self._dirty
@@ -106,19 +132,26 @@ class MigratableState(dict[str, Any]):
 
     def mark_all(self) -> None:
         """Mark every key (a migration's first round ships the whole state)."""
-        self._dirty = set(self)
+        self._dirty, self._blocks = set(self), {}
 
     def dirty_bytes(self) -> int:
-        """The size of the marked keys' arrays (other values count as 64 bytes each)."""
-        return sum(_nbytes(super(MigratableState, self).get(k)) for k in self._dirty)
+        """The size of what is marked (other values than arrays count as 64 bytes each)."""
+        whole = sum(_nbytes(dict.get(self, k)) for k in self._dirty)
+        return whole + sum(len(blocks) * BLOCK for blocks in self._blocks.values())
 
     def total_bytes(self) -> int:
         return sum(_nbytes(v) for v in self.values())
 
+    def take_changes(self) -> list[tuple[str, list[int] | None]]:
+        """What is marked, unmarked now: each key with its changed blocks (``None``: all)."""
+        changes: list[tuple[str, list[int] | None]] = [(k, None) for k in sorted(self._dirty)]
+        changes += [(k, sorted(b)) for k, b in sorted(self._blocks.items())]
+        self._dirty, self._blocks = set(), {}
+        return changes
+
     def take_dirty(self) -> list[str]:
         """The marked keys, unmarked now (a change after this marks a key again)."""
-        keys, self._dirty = sorted(self._dirty), set()
-        return keys
+        return sorted(key for key, _ in self.take_changes())
 
     def take_deleted(self) -> list[str]:
         keys, self._deleted = sorted(self._deleted), set()
@@ -129,21 +162,42 @@ def _nbytes(value: Any) -> int:
     return int(value.nbytes) if isinstance(value, np.ndarray) else 64
 
 
-def chunks_of(key: str, value: Any, size: int) -> Iterator[dict[str, Any]]:
-    """The wire messages of one key: raw array bytes (or the codec's) in ``size`` pieces.
+def chunks_of(
+    key: str, value: Any, size: int, blocks: list[int] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The wire messages of one key: raw array bytes (or the codec's) in ``size`` pieces;
+    with ``blocks``, only those 64 KiB blocks of the array.
 
     The bytes are copied now, so a later write into the array cannot tear what is sent.
     """
     if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
-        data = np.ascontiguousarray(value).tobytes()
-        dtype, shape = value.dtype.str, list(value.shape)
-    else:
-        data, dtype, shape = codec.encode(value), "", []
-    total = len(data)
-    view = memoryview(data)
-    for off in range(0, max(total, 1), size):
-        yield {"k": key, "dt": dtype, "sh": shape, "off": off, "n": total,
-               "b": bytes(view[off : off + size])}  # fmt: skip
+        flat = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
+        dtype, shape, total = value.dtype.str, list(value.shape), int(flat.size)
+        runs = [(0, total)] if blocks is None else _runs(blocks, total)
+        for low, high in runs:
+            data = flat[low:high].tobytes()
+            for off in range(0, max(len(data), 1), size):
+                yield {"k": key, "dt": dtype, "sh": shape, "off": low + off, "n": total,
+                       "b": data[off : off + size]}  # fmt: skip
+        return
+    data = codec.encode(value)
+    for off in range(0, max(len(data), 1), size):
+        yield {"k": key, "dt": "", "sh": [], "off": off, "n": len(data),
+               "b": data[off : off + size]}  # fmt: skip
+
+
+def _runs(blocks: list[int], total: int) -> list[tuple[int, int]]:
+    """Byte ranges of consecutive ``blocks`` (sorted), within ``total`` bytes."""
+    runs: list[tuple[int, int]] = []
+    for block in blocks:
+        low, high = block * BLOCK, min(total, (block + 1) * BLOCK)
+        if low >= total:
+            continue
+        if runs and runs[-1][1] == low:
+            runs[-1] = (runs[-1][0], high)
+        else:
+            runs.append((low, high))
+    return runs
 
 
 class StateAssembly:

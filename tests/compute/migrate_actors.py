@@ -28,6 +28,7 @@ class Counter(Actor):
     checkpoint_interval = 0.3
 
     def __init__(self, width: int = WIDTH) -> None:
+        self.width = width
         self.state = MigratableState(
             {f"k{i}": np.zeros(width, dtype=np.int64) for i in range(KEYS)}
         )
@@ -35,8 +36,8 @@ class Counter(Actor):
 
     async def handle(self, msg: Message) -> None:
         x = int(msg.data["x"])
-        row = self.state.mutable(f"k{x % KEYS}")
-        row[x % row.shape[0]] += x
+        at = x % self.width
+        self.state.mutable(f"k{x % KEYS}", at, at + 1)[0] += x  # one 64 KiB block marked
         self.state["n"] = int(self.state["n"]) + 1
         await self.emit(OUT, {"x": x, "n": self.state["n"]})
 

@@ -16,6 +16,7 @@ from migrate_actors import IN, OUT, CounterAt, as_model, model
 from diaspora import ActorRuntime
 from diaspora.actor import CheckpointSlot
 from diaspora.compute import MigratableState, MigrationPolicy, migrate
+from diaspora.compute._migrate_state import BLOCK, StateAssembly, chunks_of
 from diaspora.errors import ChildShutdown, FencedOut, MigrationFailed
 from diaspora.events import MemorySink, Migrated, MigrationAborted
 from diaspora.fabric import Fabric
@@ -126,6 +127,27 @@ async def test_migration_to_a_missing_worker_aborts_and_source_runs_on(fabric: F
     assert aborted.step == "prepare"
     assert aborted.to == "nowhere"
     assert [o["x"] for o in await outputs(fabric)] == list(range(100))
+
+
+def test_a_write_into_part_of_a_large_array_ships_only_its_blocks() -> None:
+    state = MigratableState(big=np.zeros(1 << 17, dtype=np.float64))  # 1 MiB: 16 blocks
+    copy = StateAssembly()
+    for key, blocks in state.take_changes():
+        for piece in chunks_of(key, state[key], 1 << 20, blocks):
+            copy.put(piece)
+    state.mutable("big", 10_000, 10_010)[:] = 7.0  # inside block 1
+    state.mutable("big", 130_000, 131_072)[:] = 3.0  # the last block
+    assert state.dirty_bytes() == 2 * BLOCK
+    ((key, blocks),) = state.take_changes()
+    assert (key, blocks) == ("big", [1, 15])
+    sent = 0
+    for piece in chunks_of(key, state[key], 1 << 20, blocks):
+        copy.put(piece)
+        sent += len(piece["b"])
+    assert sent == 2 * BLOCK
+    assert np.array_equal(copy.values["big"], state["big"])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        MigratableState(t=np.zeros((4, 4)).T).mutable("t", 0, 2)
 
 
 def test_state_made_from_a_decoded_checkpoint_is_writable() -> None:
