@@ -30,9 +30,11 @@ from bench.report import Report, Row
 from diaspora import Actor, ActorRuntime, Message
 from diaspora.actor import CheckpointSlot
 from diaspora.compute import Migratable, MigratableState, MigrationPolicy, migrate
-from diaspora.errors import FencedOut
+from diaspora.compute._migrate import shadow_subject
+from diaspora.errors import ControlError, FencedOut
 from diaspora.events import LogSink, Migrated
 from diaspora.fabric import EmbeddedServer, Fabric
+from diaspora.fabric._control import control_request
 from diaspora.testing import wait_until
 
 GROUP = "migrate"
@@ -115,6 +117,7 @@ async def _size(report: Report, url: str, size: int, n: int) -> None:
                     source = await _placement(fabric, size)
                     to = "b" if source == "a" else "a"
                     await wait_until(lambda w=workers[source]: w.owns, timeout=120)
+                    await wait_until(lambda t=to: _standby_up(fabric, size, t), timeout=120)
                     policy = MigrationPolicy(budget_ms=5.0, precopy=precopy, timeout=60.0)
                     done = await migrate(
                         fabric, f"holder{size}", to=to, policy=policy, timeout=600.0
@@ -155,6 +158,16 @@ async def _size(report: Report, url: str, size: int, n: int) -> None:
             extra={"rounds": statistics.mean(m.rounds for m in results[True])},
         )
     )
+
+
+async def _standby_up(fabric: Fabric, size: int, worker: str) -> bool:
+    try:
+        await control_request(
+            fabric, shadow_subject(f"holder{size}", worker), {"op": "ping"}, timeout=1, nobody=""
+        )
+    except ControlError:
+        return False
+    return True
 
 
 async def _placement(fabric: Fabric, size: int) -> str:
