@@ -26,6 +26,7 @@ GROUPS = [
     "elastic",
     "bridges",
     "views",
+    "migrate",
 ]
 
 

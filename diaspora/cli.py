@@ -40,6 +40,14 @@
     Validate a tree file without running it (imports the actors it names).
     Exit status 0 and a one-line summary, or 2 and the error on stderr.
 
+``diaspora migrate ACTOR --to WORKER [--url URL] [--budget-ms MS] [--stop-and-copy]``
+    Move the running instance of a migratable actor (one running with the
+    :class:`~diaspora.compute.Migratable` stage) to the standby at
+    ``WORKER`` (name workers after their site to move by site), live, with
+    pre-copy rounds (:mod:`diaspora.compute._migrate`). Prints one JSON line
+    (``from``/``origin``, ``to``, ``rounds``, ``bytes``, ``downtime_ms``);
+    exit status 1 if the migration aborted (the source keeps running).
+
 Every command imports ``actor = "mymodule:Cls"`` from the current directory
 first, as ``python -m`` would.
 """
@@ -61,6 +69,7 @@ from anyio.abc import TaskStatus
 
 from diaspora._importpath import resolve
 from diaspora.actor import Actor, ActorRuntime
+from diaspora.compute import MigrationPolicy, migrate
 from diaspora.errors import (
     ActorCrashed,
     ChildStartError,
@@ -119,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--every", type=float, default=10.0, help="seconds between summary lines (default 10)"
     )
+    move = sub.add_parser("migrate", help="move a running migratable actor to another worker")
+    move.add_argument("actor", help="the actor id, e.g. root.counter")
+    move.add_argument("--to", required=True, help="the worker (or site) whose standby takes it")
+    move.add_argument("--url", help="NATS URL(s) of the running tree; default $DIASPORA_URL")
+    move.add_argument("--budget-ms", type=float, default=20.0, help="downtime budget (default 20)")
+    move.add_argument("--stop-and-copy", action="store_true", help="no pre-copy rounds")
+    move.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
     check = sub.add_parser("check", help="validate a supervision-tree TOML file without running")
     check.add_argument("file", help="the tree's TOML file")
     return parser
@@ -323,6 +339,14 @@ async def _run_actor(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+async def _migrate(args: argparse.Namespace) -> int:
+    policy = MigrationPolicy(budget_ms=args.budget_ms, precopy=not args.stop_and_copy)
+    async with Fabric(args.url, name="migrate") as fabric:
+        done = await migrate(fabric, args.actor, to=args.to, policy=policy, timeout=args.timeout)
+    print(json.dumps({"actor": done.name, **done.fields()}))
+    return ExitCode.OK
+
+
 def _import_from_cwd() -> None:
     """Put the current directory first on ``sys.path``, as ``python -m`` does."""
     cwd = os.getcwd()
@@ -343,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(_run_tree, args)
         if args.command == "check":
             return _check(args)
+        if args.command == "migrate":
+            return anyio.run(_migrate, args)
     except ConfigError as exc:
         print(f"diaspora: {exc}", file=sys.stderr)
         return ExitCode.USAGE

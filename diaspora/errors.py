@@ -42,6 +42,7 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     ├── NodeCrashed                         a process node exited abnormally
     │   └── NodeHung                        ... after its heartbeats stopped
     ├── ControlError                        a control request was refused or not answered
+    │   └── MigrationFailed                 a live migration aborted (the source kept running)
     ├── InjectionError                      a fault could not be injected
     ├── LinkFaultError                      a link fault order was refused or unanswered
     │   └── LinkControlNotFound (NoResponders) no link control serves that site
@@ -82,6 +83,7 @@ __all__ = [
     "InjectionError",
     "LinkControlNotFound",
     "LinkFaultError",
+    "MigrationFailed",
     "NoResponders",
     "NodeCrashed",
     "NodeHung",
@@ -399,6 +401,10 @@ class ControlError(DiasporaError):
 
     The message names the subject and what the server said (or that nobody serves it).
     """
+
+
+class MigrationFailed(ControlError):
+    """A live migration did not happen: the source keeps running; the message says why."""
 
 
 # -- testing -----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ The kinds, by category:
   batch, not per group: no publish per item), :class:`GroupDropped` (``name``
   is the view actor's id); :class:`ItemStale` (``name``: the actor that dropped
   the item), :class:`Pinned`, :class:`Unpinned`, :class:`ViewSnapshot`.
+- ``migration``: :class:`Migrated`, :class:`MigrationAborted` (``name`` is the actor).
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ __all__ = [
     "LogSink",
     "Lost",
     "MemorySink",
+    "Migrated",
+    "MigrationAborted",
     "NodeExited",
     "NodeHung",
     "NodeStarted",
@@ -940,3 +943,44 @@ class ViewSnapshot(_ViewEvent):
     payloads: int
     bytes: int
     pruned: int = 0
+
+
+# -- live migration (issue 14: migrate) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _MigrationEvent(Event):
+    """About one live migration of an actor (``name``) from one worker to another."""
+
+    category: ClassVar[str] = "migration"
+    origin: str
+    to: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Migrated(_MigrationEvent):
+    """The actor moved from worker ``origin`` to ``to``, paused for ``downtime_ms``.
+
+    ``rounds`` of pre-copy (0: stop and copy), ``bytes`` of state sent in all;
+    the downtime runs from the pause to the switch's answer.
+    """
+
+    kind: ClassVar[str] = "migrated"
+    rounds: int
+    bytes: int
+    downtime_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MigrationAborted(_MigrationEvent):
+    """A migration gave up at ``step``; the source kept running.
+
+    ``step`` is ``prepare``, ``precopy``, ``pause`` or ``switch``; ``reason`` says why.
+    """
+
+    kind: ClassVar[str] = "aborted"
+    default_level: ClassVar[Level] = Level.WARNING
+    step: str
+    reason: str
+    rounds: int = 0
+    bytes: int = 0

@@ -231,6 +231,8 @@ class Stage:
 
     - :meth:`inbound` / :meth:`outbound`: the stage's place in the chains
       (not overriding one keeps the stage out of that chain: no cost).
+    - :meth:`claim`: once per start, before anything else (a migration
+      standby takes the checkpoint over here; see :mod:`diaspora.compute`).
     - :meth:`setup`: once per start, after the checkpoint is restored and
       before the first message; start background tasks on
       ``host.task_group`` here.
@@ -253,6 +255,13 @@ class Stage:
 
     async def setup(self, host: Host) -> None:
         """Prepare for a start (after restore, before the first message)."""
+
+    async def claim(self, host: Host, started: Callable[[], None]) -> Any:
+        """Take ownership of the actor's checkpoint yourself, or ``None`` (the default:
+        the runtime claims it). Returns a claimed
+        :class:`~diaspora.actor.CheckpointSlot`; a migration standby waits here
+        for a state to arrive, calling ``started()`` first (the start is not hung)."""
+        return None
 
     async def inbound(self, item: InputItem, next: Next) -> None:
         await next(item)

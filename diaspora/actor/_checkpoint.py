@@ -37,6 +37,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+import anyio
+
 from diaspora import codec
 from diaspora.errors import (
     CheckpointError,
@@ -102,6 +104,8 @@ class Checkpoint:
     snapshot_at: float = 0.0
     written_at: float = 0.0
     state_ref: str | None = None
+    #: the worker the actor runs on (set by a migratable actor's claim; ``None``: anywhere)
+    placement: str | None = None
 
     def section(self, name: str) -> Any:
         """The content of section ``name`` (``{}`` when the record has none)."""
@@ -160,46 +164,102 @@ class CheckpointSlot:
         self.current: Checkpoint | None = None
         self.epoch = 0
         self._revision: int | None = None
+        #: where the record says the actor runs (see :meth:`claim`)
+        self.placement: str | None = None
         self._legacy_note_gone = False
+        self._writing = anyio.Lock()
         self._log = get_logger(actor=actor)
 
     @classmethod
     async def claim(
-        cls, fabric: Fabric, actor: str, *, inline_limit: int | None = None
+        cls,
+        fabric: Fabric,
+        actor: str,
+        *,
+        inline_limit: int | None = None,
+        expect_epoch: int | None = None,
+        placement: str | None = None,
+        load_state: bool = True,
     ) -> CheckpointSlot:
-        """Load the newest checkpoint of ``actor`` and take ownership of the record."""
+        """Load the newest checkpoint of ``actor`` and take ownership of the record.
+
+        ``expect_epoch`` makes the claim conditional: it raises
+        :class:`FencedOut` unless the record's epoch is still that one (a
+        migration's switch, decided by compare-and-set). ``placement`` is
+        written into the record (the worker the actor now runs on).
+        ``load_state=False`` leaves ``current.state`` ``None`` (the caller
+        has the state already) and keeps the stored state untouched.
+        """
         kv = await fabric.ensure_kv(CHECKPOINT_BUCKET)
         slot = cls(fabric, actor, kv, instance=uuid.uuid4().hex, inline_limit=inline_limit)
-        await slot._claim()
+        await slot._claim(expect_epoch, placement, load_state)
         return slot
 
-    async def _claim(self) -> None:
+    @classmethod
+    async def peek(cls, fabric: Fabric, actor: str, *, state: bool = False) -> Checkpoint | None:
+        """The stored record of ``actor`` (its state too if ``state``), without claiming it."""
+        slot = cls(fabric, actor, await fabric.ensure_kv(CHECKPOINT_BUCKET), instance="peek")
+        entry = await slot._get(slot.key)
+        return None if entry is None else await slot._unpack(entry[0], load_state=state)
+
+    async def reclaim(self) -> None:
+        """Claim the record again at the epoch this instance holds, bumping it (so a
+        conditional claim made against the old epoch fails); :class:`FencedOut` if
+        another instance owns it already."""
+        async with self._writing:
+            current = self.current
+            await self._claim(self.epoch, self.placement, load_state=False)
+            self.current = current
+
+    async def _claim(
+        self, expect_epoch: int | None = None, placement: str | None = None, load_state: bool = True
+    ) -> None:
         for _ in range(10):
             entry = await self._get(self.key)
             if entry is None:
-                claim = Checkpoint(self.actor, version=0, epoch=1, instance=self.instance)
+                if expect_epoch is not None:
+                    raise FencedOut(f"actor {self.actor!r}: no checkpoint record to take over")
+                claim = Checkpoint(
+                    self.actor, version=0, epoch=1, instance=self.instance, placement=placement
+                )
                 try:
                     self._revision = await self._kv.create(self.key, self._pack(claim, None))
                 except RevisionMismatch:
                     continue  # someone created it meanwhile: read theirs
-                self.epoch = 1
+                self.epoch, self.placement = 1, placement
                 return
             value, revision = entry
-            existing = await self._unpack(value)
-            self.epoch = existing.epoch + 1
-            record = replace(existing, epoch=self.epoch, instance=self.instance)
+            existing = await self._unpack(value, load_state=load_state)
+            if expect_epoch is not None and existing.epoch != expect_epoch:
+                raise FencedOut(
+                    f"actor {self.actor!r}: checkpoint epoch is {existing.epoch}, not the "
+                    f"expected {expect_epoch}: another instance took it over"
+                )
+            epoch = existing.epoch + 1
             try:
                 self._revision = await self._kv.update(
-                    self.key, self._pack(record, existing.state_ref), last=revision
+                    self.key, self._reclaimed(value, existing, epoch, placement), last=revision
                 )
             except RevisionMismatch:
                 continue
+            self.epoch, self.placement = epoch, placement
             self.current = existing if existing.version > 0 else None
             return
         raise CheckpointError(
             f"actor {self.actor!r}: could not claim checkpoint key {self.key!r} in "
             f"{CHECKPOINT_BUCKET!r}: other instances keep writing it; is the actor running twice?"
         )
+
+    def _reclaimed(
+        self, value: bytes, existing: Checkpoint, epoch: int, placement: str | None
+    ) -> bytes:
+        """The stored record with a new owner (its state bytes untouched)."""
+        doc = codec.decode(value)
+        if doc.get("format") != _FORMAT:  # an old record is rewritten in the current format
+            record = replace(existing, epoch=epoch, instance=self.instance, placement=placement)
+            return self._pack(record, existing.state_ref)
+        doc.update(epoch=epoch, instance=self.instance, placement=placement)
+        return codec.encode(doc)
 
     async def save(
         self,
@@ -230,6 +290,7 @@ class CheckpointSlot:
             state=state,
             snapshot_at=snapshot_at if snapshot_at is not None else time.time(),
             written_at=time.time(),
+            placement=self.placement,
         )
         # the record must fit one KV value, whose limit is the connected server's
         kv_limit = self._fabric.inline_limit
@@ -246,7 +307,8 @@ class CheckpointSlot:
                     f"{CHECKPOINT_BUCKET!r} failed: {exc!r}"
                 ) from exc
             value = self._pack(record, record.state_ref, None)
-        await self._write(value, version)
+        async with self._writing:
+            await self._write(value, version)
         self.current = record
         if previous is not None and previous.state_ref:
             await self._delete_object(previous.state_ref)
@@ -327,6 +389,7 @@ class CheckpointSlot:
             "written_at": record.written_at,
             "state_ref": state_ref,
             "state": blob,
+            "placement": record.placement,
         }
         if blob is None and state_ref is None and record.version > 0:
             doc["state"] = codec.encode(record.state)
@@ -359,6 +422,7 @@ class CheckpointSlot:
                 snapshot_at=float(doc.get("snapshot_at", 0.0)),
                 written_at=float(doc.get("written_at", 0.0)),
                 state_ref=state_ref,
+                placement=doc.get("placement"),
             )
         except CheckpointError:
             raise

@@ -53,13 +53,15 @@ from diaspora.actor._actor import Actor
 from diaspora.actor._catchup import CatchUp
 from diaspora.actor._checkpoint import CheckpointSlot, kv_key
 from diaspora.actor._checkpointing import Checkpointer
+from diaspora.actor._claiming import Status, claim_slot
 from diaspora.actor._emit import required_window
+from diaspora.actor._exits import report_exit, run_source
 from diaspora.actor._mailbox import Mailbox, input_filters
 from diaspora.actor._pipeline import Pipeline, Step, build_pipeline, link
 from diaspora.actor._poison import PoisonPolicy
 from diaspora.clock import Clock, SystemClock
-from diaspora.errors import ActorCrashed, ConfigError, FencedOut
-from diaspora.events import Crashed, Event, EventSink, Fenced, Started, Stopped
+from diaspora.errors import ConfigError
+from diaspora.events import Event, EventSink, Started
 from diaspora.fabric import Delivery, Fabric
 from diaspora.fabric._naming import check_input
 from diaspora.fabric._partitions import partitions_in
@@ -67,7 +69,14 @@ from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.log import FilteringBoundLogger, get_logger
 from diaspora.stage import InputItem, Next, RuntimeStats, Stage, StageFactory
 
-__all__ = ["DEFAULT_RESTART_ALLOWANCE", "ActorFactory", "ActorRuntime", "run_actor"]
+__all__ = [
+    "DEFAULT_RESTART_ALLOWANCE",
+    "ActorFactory",
+    "ActorRuntime",
+    "flush_outputs",
+    "run_actor",
+    "stop_requested",
+]
 
 #: Seconds a crashed actor may take to be back and replaying before outputs
 #: re-emitted during replay might fall outside the duplicate window.
@@ -236,9 +245,9 @@ class ActorRuntime:
             raise ConfigError(f"actor {self.id!r}: factory returned {actor!r}, not an Actor")
         actor._bound_runtime = self
         self._actor = actor
-        slot = await CheckpointSlot.claim(self.fabric, self.id)
-        inputs = self.inputs
         extra = [factory() for factory in self._stage_factories]
+        slot = await claim_slot(self, extra, status := Status(task_status))
+        inputs = self.inputs
         pipe = self._pipeline = await build_pipeline(
             self,
             actor,
@@ -278,13 +287,13 @@ class ActorRuntime:
                     mailbox = self._mailbox = _mailbox(self, actor, starts, filters)
                     await tg.start(mailbox.run)
                     tg.start_soon(self._catchup.report, self.positions)
-                task_status.started()
+                status.started()
                 try:
                     if inputs:
                         await self._consume(actor, mailbox, cp)
                     else:
                         self.caught_up.set()
-                        await _run_source(actor, self._stop_event)
+                        await run_source(actor, self._stop_event)
                         cp.raise_error()
                     if self._mailbox is not None:
                         await self._mailbox.ack(force=True)
@@ -303,7 +312,7 @@ class ActorRuntime:
                     await actor.on_stop()
                 except Exception as exc:
                     self.log.warning("on_stop_failed", error=repr(exc))
-        await _report_exit(self, error)
+        await report_exit(self, error)
 
     def _crash_soon(self, error: BaseException) -> None:
         """The checkpoint writer failed: stop consuming, so the loop raises it."""
@@ -377,6 +386,16 @@ class ActorRuntime:
         await self._cp.wait_written()
 
 
+async def stop_requested(runtime: ActorRuntime) -> None:
+    """Return once ``runtime`` is asked to stop (a waiting migration standby watches this)."""
+    await runtime._stop_event.wait()
+
+
+async def flush_outputs(runtime: ActorRuntime) -> None:
+    """Wait until every output ``runtime`` emitted so far is acknowledged (stored)."""
+    await runtime._publisher().flush()
+
+
 async def _restore(
     runtime: ActorRuntime, actor: Actor, slot: CheckpointSlot, pipe: Pipeline
 ) -> tuple[dict[str, int], dict[str, list[str]]]:
@@ -435,38 +454,6 @@ def _mailbox(
         clock=runtime.clock,
         filters=filters,
     )
-
-
-async def _run_source(actor: Actor, stop: anyio.Event) -> None:
-    """Run a source's ``produce`` until it returns or a stop is requested."""
-    with anyio.CancelScope() as scope:
-
-        async def cancel_on_stop() -> None:
-            await stop.wait()
-            scope.cancel()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(cancel_on_stop)
-            await actor.produce()
-            tg.cancel_scope.cancel()
-
-
-async def _report_exit(runtime: ActorRuntime, error: Exception | None) -> None:
-    """The last event of a start (stopped, fenced or crashed); re-raise a failure."""
-    if error is None:
-        await runtime.event(
-            Stopped(
-                name=runtime.id, positions=dict(runtime.positions), stats=runtime.stats.as_dict()
-            )
-        )
-        return
-    if isinstance(error, ActorCrashed):
-        raise error
-    if isinstance(error, FencedOut):
-        await runtime.event(Fenced(name=runtime.id, reason=str(error)))
-        raise error
-    await runtime.event(Crashed(name=runtime.id, reason=repr(error)))
-    raise ActorCrashed(runtime.id, error) from error
 
 
 async def run_actor(

@@ -18,13 +18,12 @@ the serving process lives).
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
-from diaspora import codec
-from diaspora.errors import ControlError, DecodeError, DiasporaError, NoResponders
-from diaspora.fabric import Fabric, Inbound
+from diaspora.errors import DiasporaError
+from diaspora.fabric import Fabric
+from diaspora.fabric._control import Answerer, control_request
 from diaspora.fabric._naming import check_subject
 from diaspora.log import get_logger
 from diaspora.supervision._supervisor import Supervisor
@@ -32,8 +31,6 @@ from diaspora.supervision._supervisor import Supervisor
 __all__ = ["CONTROL_PREFIX", "control_subject", "request_start_child", "serve_control"]
 
 CONTROL_PREFIX: Final = "diaspora.control.supervisor"
-#: Answers kept for repeated request ids (the oldest are forgotten first).
-_REMEMBERED: Final = 10_000
 
 _log = get_logger(component="control")
 
@@ -56,23 +53,14 @@ async def request_start_child(
     Raises :class:`~diaspora.errors.ControlError` naming the subject when
     nobody serves it, nobody answers in ``timeout`` s, or the supervisor refused.
     """
-    subject = control_subject(supervisor, "start_child")
-    payload = codec.encode({"args": dict(args), "request": request_id})
-    try:
-        answer = await fabric.request(subject, payload, timeout=timeout)
-    except NoResponders:
-        raise ControlError(
-            f"{subject}: nobody serves it: is the tree whose supervisor is {supervisor!r} "
-            "running under `diaspora run` (or serve_control(fabric, supervisor))?"
-        ) from None
-    except TimeoutError:
-        raise ControlError(f"{subject}: no answer within {timeout} s") from None
-    try:
-        reply = codec.decode(answer.data)
-    except DecodeError as exc:
-        raise ControlError(f"{subject}: unreadable answer: {exc}") from exc
-    if not reply.get("ok"):
-        raise ControlError(f"{subject}: refused: {reply.get('error')}")
+    reply = await control_request(
+        fabric,
+        control_subject(supervisor, "start_child"),
+        {"args": dict(args), "request": request_id},
+        timeout=timeout,
+        nobody=f"is the tree whose supervisor is {supervisor!r} running under `diaspora run` "
+        "(or serve_control(fabric, supervisor))?",
+    )
     child = reply.get("child")
     return child if isinstance(child, str) else None
 
@@ -80,28 +68,7 @@ async def request_start_child(
 class _Server:
     def __init__(self, root: Supervisor) -> None:
         self._root = root
-        self._answers: OrderedDict[str, bytes] = OrderedDict()
-
-    async def handle(self, msg: Inbound) -> None:
-        if not msg.reply:
-            return
-        request_id = None
-        try:
-            request = codec.decode(msg.data)
-            request_id = request.get("request")
-            if isinstance(request_id, str) and request_id in self._answers:
-                await msg.respond(self._answers[request_id])
-                return
-            answer = await self._answer(msg.subject, request)
-        except (DecodeError, AttributeError) as exc:
-            answer = {"ok": False, "error": f"unreadable request: {exc}"}
-        encoded = codec.encode(answer)
-        if isinstance(request_id, str) and answer.get("ok"):
-            self._answers[request_id] = encoded
-            while len(self._answers) > _REMEMBERED:
-                self._answers.popitem(last=False)
-        with contextlib.suppress(DiasporaError):
-            await msg.respond(encoded)
+        self.answerer = Answerer(self._answer)
 
     async def _answer(self, subject: str, request: Mapping[str, Any]) -> dict[str, Any]:
         path, _, op = subject.removeprefix(CONTROL_PREFIX + ".").rpartition(".")
@@ -148,5 +115,5 @@ async def serve_control(fabric: Fabric, supervisor: Supervisor) -> AsyncIterator
     """
     server = _Server(supervisor)
     subject = f"{CONTROL_PREFIX}.{supervisor.name}.>"
-    async with fabric.subscription(subject, server.handle, flush=True):
+    async with fabric.subscription(subject, server.answerer.handle, flush=True):
         yield
