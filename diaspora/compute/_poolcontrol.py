@@ -108,6 +108,7 @@ class PoolController:
         self._workers: dict[str, _Worker] = {}
         self._sites = {name: _Site() for name in spec.sites}
         self._started = 0
+        self.rounds = 0  #: reconcile rounds done (tests wait on it)
         self._pending: list[Event] = []  # events decided while collecting, emitted after
         self._log = get_logger(pool=spec.name)
 
@@ -151,6 +152,7 @@ class PoolController:
             await self._track(site, wants.get(site), states, now)
         if not self.ready.is_set() and all(self._sites[s].filled for s in wants):
             self.ready.set()
+        self.rounds += 1
 
     def _collect(self, now: float) -> dict[str, WorkerState]:
         """Forget exited workers (their actors wait for a new one); the others' states."""
@@ -239,7 +241,9 @@ class PoolController:
                 key=lambda s: self.spec.sites[s].max - len(self.live(s)),
             )
             self.site_of[actor_id] = target
-            await self._emit(Moved(name=self.spec.name, site=target, actor=actor_id, from_site=site))
+            await self._emit(
+                Moved(name=self.spec.name, site=target, actor=actor_id, from_site=site)
+            )
 
     async def _fill(self, site: str, want: int, states: dict[str, WorkerState]) -> None:
         """Start the workers ``site`` lacks, giving them the actors waiting there."""

@@ -42,8 +42,10 @@ from diaspora.supervision._spec import StartFn, check_id
 __all__ = ["AtPath", "PoolActor", "PoolSpec", "ProviderKind", "SiteQuota"]
 
 _POOL_KEYS: Final = frozenset(
-    {"sites", "total_min", "provider", "intensity", "period", "retry_after"}
+    {"sites", "total_min", "provider", "intensity", "period", "retry_after", "parsl"}
 )
+#: What ``parsl.<site>.provider`` may name (Parsl's LocalProvider, SlurmProvider, PBSProProvider).
+PARSL_PROVIDERS: Final = ("local", "slurm", "pbspro")
 _QUOTA_KEYS: Final = frozenset({"min", "max"})
 
 
@@ -160,13 +162,18 @@ class PoolSpec:
     intensity: int = 3
     period: float = 30.0
     retry_after: float | None = 60.0
+    #: ``provider = "parsl"``: each site's Parsl provider and its keyword arguments
+    #: (``{"hpc": {"provider": "slurm", "partition": "debug", ...}}``; default: local)
+    parsl: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     check_interval: float = field(default=0.1, compare=False)
 
     def __post_init__(self) -> None:
         where = f"pools.{self.name}"
         check_id(self.name, where)
         if not isinstance(self.sites, Mapping) or not self.sites:
-            raise ConfigError(f"{where}.sites: name at least one site (sites.<name> = {{min, max}})")
+            raise ConfigError(
+                f"{where}.sites: name at least one site (sites.<name> = {{min, max}})"
+            )
         for site, quota in self.sites.items():
             check_id(site, f"{where}.sites")
             if not isinstance(quota, SiteQuota):
@@ -195,6 +202,23 @@ class PoolSpec:
                     f"(its sites: {', '.join(self.sites)})"
                 )
         object.__setattr__(self, "actors", tuple(self.actors))
+        self._check_parsl(where)
+
+    def _check_parsl(self, where: str) -> None:
+        if self.parsl and self.provider is not ProviderKind.PARSL:
+            raise ConfigError(f'{where}.parsl: only applies with provider = "parsl"')
+        for site, options in self.parsl.items():
+            at = f"{where}.parsl.{site}"
+            if site not in self.sites:
+                raise ConfigError(f"{at}: {site!r} is not a site of the pool")
+            if not isinstance(options, Mapping):
+                raise ConfigError(f"{at}: expected a table of Parsl provider options")
+            kind = options.get("provider", "local")
+            if kind not in PARSL_PROVIDERS:
+                raise ConfigError(
+                    f"{at}.provider: {kind!r} is not one of {', '.join(PARSL_PROVIDERS)}"
+                )
+        object.__setattr__(self, "parsl", {s: dict(o) for s, o in self.parsl.items()})
 
     @classmethod
     def from_mapping(
@@ -233,8 +257,9 @@ class PoolSpec:
                 f"{', '.join(k.value for k in ProviderKind)}"
             ) from None
         flags = {k: table[k] for k in ("total_min", "intensity", "period") if k in table}
-        if "retry_after" in table:
-            flags["retry_after"] = table["retry_after"]
+        for key in ("retry_after", "parsl"):
+            if key in table:
+                flags[key] = table[key]
         try:
             return cls(name, sites, provider=kind, **flags)
         except ConfigError as exc:

@@ -63,6 +63,16 @@ Keys (``*``: required)::
     strategy = "rest_for_one"         # and every supervisor key above (intensity...)
     children = [...]                  # and every non-actor child key above (restart...)
 
+    [pools.recon]                     # optional: workers per site (docs/pools.md)
+    sites.hpc = { min = 2, max = 8 }  # * at least one site; with [sites]: declared ones
+    total_min = 3                     # workers over all sites (default 0)
+    provider = "process"              # or "parsl" (then [pools.recon.parsl.<site>])
+    intensity = 3                     # worker exits allowed per site ...
+    period = 30.0                     # ... within this many seconds; then the site is
+    retry_after = 60.0                # degraded for this long
+    # an actor child with pool = "recon" runs on the pool's workers, with site = its
+    # home site (one of the pool's) and movable = true to run elsewhere when it is lost
+
     [streams."edge1.temps"]           # a stream's QoS and retention (optional)
     qos = { rate = 100.0, max_lag_items = 500, policy = { kind = "decimate", k = 4 } }
     limits = { max_msgs = 100000, max_age = 3600.0, duplicate_window = 120.0 }
@@ -130,6 +140,7 @@ from diaspora.workflow._node import (
     DEFAULT_START_TIMEOUT,
     process_child,
 )
+from diaspora.workflow._poolconfig import Pooled, add_pools, pooled_actor
 from diaspora.workflow._siteconfig import BridgeDecl, check_placements, parse_bridges, parse_sites
 from diaspora.workflow._tree import StreamDecl, TreeConfig
 from diaspora.workflow._triggers import parse_triggers
@@ -138,7 +149,9 @@ __all__ = ["TreeConfig", "load_config", "parse_config"]
 
 #: Per-child keys of an older format: a stream's QoS now lives in the top-level ``[streams]``.
 _STREAM_CHILD_KEYS: Final = frozenset({"qos", "streams"})
-_TOP_KEYS: Final = frozenset({"fabric", "supervisor", "streams", "sites", "bridges", "triggers"})
+_TOP_KEYS: Final = frozenset(
+    {"fabric", "supervisor", "streams", "sites", "bridges", "triggers", "pools"}
+)
 _STREAM_KEYS: Final = frozenset({"qos", "limits"})
 _LIMIT_KEYS: Final = frozenset(
     {"max_msgs", "max_bytes", "max_age", "duplicate_window", "replicas", "storage"}
@@ -179,6 +192,7 @@ class _Parser(TomlReader):
         #: child path -> the site its table names, and where that table is
         self.placements: dict[str, str] = {}
         self.wheres: dict[str, str] = {}
+        self.pooled: Pooled = {}  # the actors that run in a pool, by pool
 
     def place(self, table: dict[str, Any], where: str, path: str) -> None:
         if "site" in table:
@@ -221,6 +235,7 @@ class _Parser(TomlReader):
             raise self.fail("fabric", "with [sites], give each site its own credentials and tls")
         if "triggers" in document:
             spec = self.triggers(document["triggers"], spec)
+        spec, pools = add_pools(self, document.get("pools"), self.pooled, sites, spec)
         bridges: tuple[BridgeDecl, ...] = ()
         if "bridges" in document:
             if not sites:
@@ -228,7 +243,16 @@ class _Parser(TomlReader):
             bridges = parse_bridges(self, document["bridges"], sites)
         check_placements(self.source, sites, self.placements, self.wheres, spec, name, bridges)
         return TreeConfig(
-            self.source, name, spec, url, streams, sites, dict(self.placements), auth, bridges
+            self.source,
+            name,
+            spec,
+            url,
+            streams,
+            sites,
+            dict(self.placements),
+            auth,
+            bridges,
+            pools,
         )
 
     def triggers(self, value: object, root: SupervisorSpec) -> SupervisorSpec:
@@ -333,10 +357,15 @@ class _Parser(TomlReader):
                 ),
                 self.at(f"{child_where}.id"),
             )
-            out.append(self.child(table, child_where, f"{path}.{child_id}", child_id))
+            child = self.child(table, child_where, f"{path}.{child_id}", child_id)
+            if child is not None:
+                out.append(child)
         return out
 
-    def child(self, table: dict[str, Any], where: str, path: str, child_id: str) -> ChildSpec:
+    def child(
+        self, table: dict[str, Any], where: str, path: str, child_id: str
+    ) -> ChildSpec | None:
+        """The child's spec; ``None`` for an actor that runs in a pool (the pool has it)."""
         is_actor = "actor" in table
         is_supervisor = "children" in table or "strategy" in table
         if is_actor and is_supervisor:
@@ -357,6 +386,14 @@ class _Parser(TomlReader):
                 "a stream's QoS is not set on a child: declare it once per subject in the "
                 'top-level [streams."<subject>"] table (qos = {...}, limits = {...})',
             )
+        if "movable" in table and "pool" not in table:
+            raise self.fail(f"{where}.movable", 'only applies to an actor with pool = "<name>"')
+        if "pool" in table:
+            if not is_actor:
+                raise self.fail(f"{where}.pool", "only an actor child runs in a pool")
+            pool, actor = pooled_actor(self, table, where, path, self.actor(table, where))
+            self.pooled.setdefault(pool, []).append((where, actor))
+            return None
         if is_actor:
             self.keys(table, where, _ACTOR_KEYS)
         else:

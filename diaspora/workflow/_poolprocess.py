@@ -102,8 +102,7 @@ class ProcessProvider:
             return self._fabrics[site]
         except KeyError:
             raise ConfigError(
-                f"process provider: no fabric for site {site!r} (sites: "
-                f"{', '.join(self._fabrics)})"
+                f"process provider: no fabric for site {site!r} (sites: {', '.join(self._fabrics)})"
             ) from None
 
     async def __aenter__(self) -> Self:

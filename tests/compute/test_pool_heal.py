@@ -53,7 +53,8 @@ async def test_killing_every_worker_of_a_site_heals_it_back_to_its_minimum(
         await tg.start(controller.run)
         with anyio.fail_after(60):
             await controller.ready.wait()
-        assert running(provider, "hpc") == 2 and running(provider, "edge") == 1
+        assert running(provider, "hpc") == 2
+        assert running(provider, "edge") == 1
         if not idle:
             for n in range(5):
                 await fabric.publish("jobs", {"n": n})
@@ -87,3 +88,36 @@ async def tallied(fabric: Fabric) -> int:
 
 async def _at_least(fabric: Fabric, n: int) -> bool:
     return await tallied(fabric) >= n
+
+
+async def test_a_crash_looping_site_stops_being_restarted_after_its_intensity(
+    fabric: Fabric,
+) -> None:
+    spec = PoolSpec(
+        "recon",
+        {"good": SiteQuota(1, 1), "bad": SiteQuota(1, 1)},
+        actors=(PoolActor("root.broken", ActorStart(CrashOnStart), site="bad"),),
+        intensity=2,
+        period=60.0,
+        retry_after=None,
+    )
+    sink = MemorySink()
+    provider = ProcessProvider(fabric, path="root", heartbeat_timeout=2.0)
+    controller = PoolController(spec, provider, events=sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(controller.run)
+        await wait_until(
+            lambda: bool(sink.of(SiteDegraded)), timeout=90, what="the bad site degraded"
+        )
+        (degraded,) = sink.of(SiteDegraded)
+        assert (degraded.site, degraded.reason, degraded.restarts) == ("bad", "intensity", 3)
+        assert degraded.retry_after_s is None
+        assert controller.degraded("bad") == "intensity"
+        placed = [p for p in sink.of(Placed) if p.site == "bad"]
+        assert len(placed) == 3  # the first start and two restarts: intensity = 2
+        rounds = controller.rounds
+        await wait_until(lambda: controller.rounds >= rounds + 20, timeout=30, what="20 rounds")
+        assert len([p for p in sink.of(Placed) if p.site == "bad"]) == 3  # no more restarts
+        assert provider.pids("bad") == []
+        assert running(provider, "good") == 1  # the other site is not disturbed
+        controller.request_stop()
