@@ -99,6 +99,7 @@ def test_each_type_has_its_own_subject_kind_and_no_field_shadows_the_record() ->
         "fabric",
         "trigger",
         "link",
+        "pool",  # issue 14: pools, declared
     }
 
 
