@@ -15,7 +15,17 @@ import anyio
 from bench.report import Report
 from diaspora.log import configure_logging
 
-GROUPS = ["codec", "fabric", "objects", "actor", "supervision", "streams", "qos", "bridges"]
+GROUPS = [
+    "codec",
+    "fabric",
+    "objects",
+    "actor",
+    "supervision",
+    "streams",
+    "qos",
+    "bridges",
+    "pools",
+]
 
 
 def main() -> None:

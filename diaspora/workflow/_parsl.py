@@ -50,7 +50,7 @@ from diaspora.workflow._poolprocess import worker_tree
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric, Inbound
 
-__all__ = ["ParslProvider", "parsl_config"]
+__all__ = ["ParslProvider", "bin_on_path", "parsl_config"]
 
 #: Seconds without a status line from a started worker after which it counts as gone.
 DEFAULT_HEARTBEAT_TIMEOUT: Final = 5.0
@@ -69,6 +69,14 @@ def _import_parsl() -> Any:
             'provider = "parsl" needs Parsl: pip install "diaspora[pools]" (or parsl)'
         ) from None
     return parsl
+
+
+def bin_on_path() -> None:
+    """Put this interpreter's ``bin`` on ``PATH``: Parsl runs ``interchange.py`` and
+    ``process_worker_pool.py`` from there (a virtualenv not activated has it elsewhere)."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
 
 
 def parsl_config(
@@ -160,9 +168,7 @@ class ParslProvider:
         import contextlib
 
         parsl = _import_parsl()
-        bin_dir = str(Path(sys.executable).parent)
-        if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-            os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+        bin_on_path()
         run_dir = self.run_dir or tempfile.mkdtemp(prefix="diaspora-parsl-")
         config = parsl_config(self.blocks, self.options, run_dir)
         self._dfk = await anyio.to_thread.run_sync(parsl.DataFlowKernel, config)
