@@ -3,6 +3,9 @@ file and the field; a file's pool runs under its root supervisor (its actor on a
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import anyio
 import pytest
 
@@ -163,3 +166,24 @@ async def test_a_workflow_files_pool_runs_its_actor_on_a_worker(fabric: Fabric) 
         supervisor.request_stop()
     tallies = await read_stream(fabric, "tallies")
     assert [t.data["n"] for t in tallies] == [0, 1, 2]
+
+
+def test_the_docs_slurm_example_parses_into_parsl_executors(tmp_path: Path) -> None:
+    pytest.importorskip(
+        "parsl", reason='the parsl provider needs Parsl: pip install "diaspora[pools]"'
+    )
+    from diaspora.workflow._parsl import parsl_config
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "pools.md").read_text()
+    blocks = re.findall(r"^```toml\n(.*?)^```", page, flags=re.S | re.M)
+    (example,) = [b for b in blocks if 'provider = "slurm"' in b]
+    config = parse_config(example + "\n[supervisor]\n", source="pools.md")
+    (pool,) = config.pools
+    assert pool.provider is ProviderKind.PARSL
+    assert pool.parsl["polaris"]["partition"] == "debug"
+    built = parsl_config({"polaris": 8, "cloud": 2}, pool.parsl, str(tmp_path))
+    polaris, cloud = built.executors
+    assert type(polaris.provider).__name__ == "SlurmProvider"
+    assert (polaris.provider.partition, polaris.provider.max_blocks) == ("debug", 8)
+    assert polaris.block_error_handler.__name__ == "noop_error_handler"  # =False
+    assert type(cloud.provider).__name__ == "LocalProvider"
