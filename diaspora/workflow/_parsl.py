@@ -232,6 +232,7 @@ class ParslProvider:
             urls=tuple(fabric.urls),
             tree=pickle.dumps(worker_tree(order)),
             auth=pickle.dumps(fabric.auth) if fabric.auth is not None else None,
+            fence_after=self.heartbeat_timeout / 2,
         )
         worker = self._workers[order.id] = _Worker(order)
         submit = self._apps[order.site]

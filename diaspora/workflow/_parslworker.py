@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,6 +25,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from diaspora import codec
+from diaspora.errors import WorkerFenced
 
 __all__ = ["WorkerJob", "run_worker", "status_subject", "stop_subject"]
 
@@ -49,6 +51,9 @@ class WorkerJob:
     tree: bytes  #: a pickled :class:`~diaspora.supervision.SupervisorSpec`
     auth: bytes | None = None  #: pickled :class:`~diaspora.fabric.Auth`
     heartbeat: float = 0.5
+    #: seconds cut off from its server after which the worker stops itself: before the
+    #: provider, hearing nothing, counts it gone and its actors start elsewhere
+    fence_after: float = 2.5
 
 
 def run_worker(job: WorkerJob) -> int:
@@ -71,9 +76,20 @@ async def _serve(job: WorkerJob) -> int:
             supervisor.request_stop()
 
         async def beat() -> None:
+            cut_since: float | None = None
             while True:
                 await fabric.publish_core(status, codec.encode({"t": "hb", "pid": os.getpid()}))
                 await anyio.sleep(job.heartbeat)
+                if fabric.is_connected:
+                    cut_since = None
+                    continue
+                now = time.monotonic()
+                cut_since = now if cut_since is None else cut_since
+                if now - cut_since >= job.fence_after:
+                    raise WorkerFenced(
+                        f"pool worker {job.worker!r}: cut off from {job.urls} for "
+                        f"{now - cut_since:.1f} s: stopped so that its actors run only once"
+                    )
 
         async with (
             fabric.subscription(stop_subject(job.pool, job.worker), on_stop, flush=True),

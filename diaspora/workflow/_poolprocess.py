@@ -14,8 +14,10 @@ a site is healthy while the provider's own connection to its server is up.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -64,6 +66,7 @@ class _Worker:
     node: ProcessNode
     state: WorkerState = WorkerState.STARTING
     error: str | None = None
+    exited: anyio.Event = field(default_factory=anyio.Event)
 
 
 class ProcessProvider:
@@ -83,8 +86,10 @@ class ProcessProvider:
         start_timeout: float = DEFAULT_START_TIMEOUT,
         standby: bool = True,
         events: EventSink | None = None,
+        stop_grace: float = 5.0,
     ) -> None:
         self._fabrics = fabrics
+        self.stop_grace = stop_grace
         self.path = path
         self.heartbeat_timeout = heartbeat_timeout
         self.start_timeout = start_timeout
@@ -149,11 +154,27 @@ class ProcessProvider:
             worker.error = repr(exc)
         finally:
             worker.state = WorkerState.EXITED
+            worker.exited.set()
 
     async def stop(self, worker: str) -> None:
+        """SIGTERM the worker; SIGKILL it if it still runs ``stop_grace`` seconds later (a
+        worker cut off from its server may not finish its graceful stop, and its actors
+        must not run twice)."""
         found = self._workers.get(worker)
-        if found is not None:
+        if found is not None and found.state is not WorkerState.EXITED:
             found.node.request_stop()
+            if self._tg is not None:
+                self._tg.start_soon(self._kill_after, found)
+
+    async def _kill_after(self, worker: _Worker) -> None:
+        with anyio.move_on_after(self.stop_grace):
+            await worker.exited.wait()
+            return
+        pid = worker.node.pid
+        if pid is not None and worker.state is not WorkerState.EXITED:
+            self._log.warning("worker_killed", worker=worker.order.id, pid=pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def workers(self) -> list[WorkerInfo]:
         return [
