@@ -37,7 +37,7 @@ from typing import Any, Final
 from diaspora.errors import ConfigError
 from diaspora.supervision._binding import StageBound, bind_start
 from diaspora.supervision._context import _CURRENT, ChildContext, current_child
-from diaspora.supervision._spec import StartFn, check_id
+from diaspora.supervision._spec import StartFn, SupervisorSpec, check_id
 
 __all__ = ["AtPath", "PoolActor", "PoolSpec", "ProviderKind", "SiteQuota"]
 
@@ -99,8 +99,8 @@ class AtPath:
 
     def with_fabric(self, fabric: Any) -> AtPath:
         bound = bind_start(self.start, fabric)
-        assert not isinstance(bound, type(None))
-        return dataclasses.replace(self, start=bound)  # type: ignore[arg-type]
+        assert not isinstance(bound, SupervisorSpec)  # a start function stays one
+        return dataclasses.replace(self, start=bound)
 
     def with_stages(self, stages: tuple[Any, ...]) -> AtPath:
         start = self.start

@@ -187,3 +187,20 @@ def test_the_docs_slurm_example_parses_into_parsl_executors(tmp_path: Path) -> N
     assert (polaris.provider.partition, polaris.provider.max_blocks) == ("debug", 8)
     assert polaris.block_error_handler.__name__ == "noop_error_handler"  # =False
     assert type(cloud.provider).__name__ == "LocalProvider"
+
+
+def test_with_sites_each_pool_site_gets_its_sites_fabric() -> None:
+    config = parse_config(
+        SITES
+        + '[sites.edge]\ndomain = "edge"\nparent = "hpc"\n'
+        + POOLED.replace("total_min = 3\n", ""),
+        source="flow.toml",
+    )
+    fabrics = {
+        "hpc": Fabric("nats://127.0.0.1:1", name="hpc"),
+        "edge": Fabric("nats://127.0.0.1:2"),
+    }
+    bound = config.bind_sites(fabrics)
+    start = next(c.start for c in bound.children if c.id == "pool-recon")
+    assert isinstance(start, PoolStart)
+    assert start.fabrics() == fabrics
