@@ -23,9 +23,14 @@ with what the :class:`PoolSpec` wants, and acts:
   site (:class:`~diaspora.events.Placed`); it resumes from its checkpoint.
   A moved actor stays where it went when its home comes back.
 
->>> from diaspora.compute import PoolSpec, SiteQuota
->>> PoolController(PoolSpec("p", {"a": SiteQuota(1, 2)}), provider=None).spec.name  # doctest: +SKIP
-'p'
+Run one with a provider (here the ``process`` one of the workflow layer),
+or as a tree's child with :func:`~diaspora.workflow.pool_child`::
+
+    spec = PoolSpec("recon", {"edge": SiteQuota(1, 2), "hpc": SiteQuota(2, 8)})
+    controller = PoolController(spec, ProcessProvider({"edge": edge, "hpc": hpc}))
+    async with anyio.create_task_group() as tg:
+        await tg.start(controller.run)
+        await controller.ready.wait()      # every up site at its minimum
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import concurrent.futures
 import functools
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 import time
@@ -158,6 +159,7 @@ class ParslProvider:
         self.blocks = {site: (blocks or {}).get(site, 1) for site in self._fabrics}
         self.heartbeat_timeout = heartbeat_timeout
         self.run_dir = run_dir
+        self._own_run_dir: str | None = None
         self._workers: dict[str, _Worker] = {}
         self._dfk: Any = None
         self._apps: dict[str, Any] = {}
@@ -169,7 +171,9 @@ class ParslProvider:
 
         parsl = _import_parsl()
         bin_on_path()
-        run_dir = self.run_dir or tempfile.mkdtemp(prefix="diaspora-parsl-")
+        if self.run_dir is None:  # Parsl's logs and scripts: ours to delete on exit
+            self.run_dir = self._own_run_dir = tempfile.mkdtemp(prefix="diaspora-parsl-")
+        run_dir = self.run_dir
         config = parsl_config(self.blocks, self.options, run_dir)
         self._dfk = await anyio.to_thread.run_sync(parsl.DataFlowKernel, config)
         self._apps = {
@@ -204,6 +208,9 @@ class ParslProvider:
             if self._dfk is not None:
                 await anyio.to_thread.run_sync(self._dfk.cleanup)
                 self._dfk = None
+            if self._own_run_dir is not None:
+                shutil.rmtree(self._own_run_dir, ignore_errors=True)
+                self.run_dir = self._own_run_dir = None
 
     async def _on_status(self, msg: Inbound) -> None:
         worker_id = msg.subject.split(".")[-2]

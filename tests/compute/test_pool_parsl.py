@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -30,7 +31,7 @@ async def tallied(fabric: Fabric, n: int) -> bool:
 
 @pytest.mark.parametrize("kill", ["worker", pytest.param("block", marks=pytest.mark.slow)])
 async def test_a_parsl_pool_heals_a_killed_worker_and_the_actor_resumes(
-    fabric: Fabric, tmp_path: object, kill: str
+    fabric: Fabric, kill: str
 ) -> None:
     spec = PoolSpec(
         "recon",
@@ -41,12 +42,8 @@ async def test_a_parsl_pool_heals_a_killed_worker_and_the_actor_resumes(
     await fabric.ensure_stream("jobs")
     await fabric.ensure_stream("tallies")
     sink = MemorySink()
-    provider = ParslProvider(
-        {"hpc": fabric},
-        path="root",
-        blocks={"hpc": 2},
-        run_dir=str(tmp_path),
-        heartbeat_timeout=3.0,
+    provider = ParslProvider(  # its run_dir: a temporary directory it deletes on exit
+        {"hpc": fabric}, path="root", blocks={"hpc": 2}, heartbeat_timeout=3.0
     )
     controller = PoolController(spec, provider, events=sink)
     async with anyio.create_task_group() as tg:
@@ -73,7 +70,11 @@ async def test_a_parsl_pool_heals_a_killed_worker_and_the_actor_resumes(
         tallies = await read_stream(fabric, "tallies")
         assert [t.data["n"] for t in tallies] == list(range(10))
         assert [t.data["count"] for t in tallies] == list(range(1, 11))
+        run_dir = provider.run_dir
+        assert run_dir is not None
+        assert Path(run_dir).is_dir()
         controller.request_stop()
+    assert not Path(run_dir).exists()
 
 
 def _parent(pid: int) -> int:
