@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import anyio
 import pytest
@@ -72,9 +71,9 @@ async def test_a_parsl_pool_heals_a_killed_worker_and_the_actor_resumes(
         assert [t.data["count"] for t in tallies] == list(range(1, 11))
         run_dir = provider.run_dir
         assert run_dir is not None
-        assert Path(run_dir).is_dir()
+        assert await anyio.Path(run_dir).is_dir()
         controller.request_stop()
-    assert not Path(run_dir).exists()
+    assert not await anyio.Path(run_dir).exists()
 
 
 def _parent(pid: int) -> int:
