@@ -27,6 +27,7 @@ GROUPS = [
     "bridges",
     "views",
     "migrate",
+    "pools",
 ]
 
 

@@ -47,7 +47,8 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     ├── LinkFaultError                      a link fault order was refused or unanswered
     │   └── LinkControlNotFound (NoResponders) no link control serves that site
     ├── WorkflowError                       a workflow under test did not start or stop
-    └── ViewError                           a view's snapshot is missing or unreadable
+    ├── ViewError                           a view's snapshot is missing or unreadable
+    └── WorkerFenced                        a pool worker cut off from its server stopped itself
 
 >>> issubclass(ReplayUnavailable, TimeoutError), issubclass(NoResponders, DiasporaError)
 (True, True)
@@ -107,6 +108,7 @@ __all__ = [
     "SupervisorError",
     "SupervisorNotRunning",
     "ViewError",
+    "WorkerFenced",
     "WorkflowError",
 ]
 
@@ -446,3 +448,11 @@ class LinkFaultError(DiasporaError):
 class LinkControlNotFound(LinkFaultError, NoResponders):
     """Nobody serves a site's link control subject: no ``LinkControl`` runs for that site
     (a typo in the site name, or it is not started, or it is across a cut link)."""
+
+
+# -- pools (issue 14: pools, declared) --------------------------------------------------
+
+
+class WorkerFenced(DiasporaError):
+    """A pool worker stopped itself: it was cut off from its site's server for too long, and
+    the pool will start its actors elsewhere (each actor runs in one place at a time)."""

@@ -43,6 +43,8 @@ The kinds, by category:
   is the view actor's id); :class:`ItemStale` (``name``: the actor that dropped
   the item), :class:`Pinned`, :class:`Unpinned`, :class:`ViewSnapshot`.
 - ``migration``: :class:`Migrated`, :class:`MigrationAborted` (``name`` is the actor).
+- ``pool``: :class:`Deficit`, :class:`Healed`, :class:`SiteDegraded`, :class:`Placed`,
+  :class:`Moved` (``name`` is the pool).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ __all__ = [
     "ChildStarted",
     "Crashed",
     "DeadLettered",
+    "Deficit",
     "Deleted",
     "Event",
     "EventSink",
@@ -77,6 +80,7 @@ __all__ = [
     "GroupDropped",
     "GroupOpened",
     "HandleFailed",
+    "Healed",
     "Ignored",
     "ItemStale",
     "Lag",
@@ -88,10 +92,12 @@ __all__ = [
     "MemorySink",
     "Migrated",
     "MigrationAborted",
+    "Moved",
     "NodeExited",
     "NodeHung",
     "NodeStarted",
     "Pinned",
+    "Placed",
     "PolicyOff",
     "PolicyOn",
     "Reconnected",
@@ -101,6 +107,7 @@ __all__ = [
     "ScaledIn",
     "ScaledOut",
     "SelfShutdown",
+    "SiteDegraded",
     "Stall",
     "StallEnd",
     "StartFailed",
@@ -984,3 +991,71 @@ class MigrationAborted(_MigrationEvent):
     reason: str
     rounds: int = 0
     bytes: int = 0
+
+
+# -- pools (issue 14: pools, declared) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _PoolEvent(Event):
+    """About one site of a pool (``name`` is the pool)."""
+
+    category: ClassVar[str] = "pool"
+    site: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deficit(_PoolEvent):
+    """A site has fewer live workers (``have``) than the pool keeps there (``want``)."""
+
+    kind: ClassVar[str] = "deficit"
+    default_level: ClassVar[Level] = Level.WARNING
+    have: int
+    want: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Healed(_PoolEvent):
+    """A site is back at its minimum: ``have`` running workers, ``after_s`` after its deficit."""
+
+    kind: ClassVar[str] = "healed"
+    have: int
+    want: int
+    after_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteDegraded(_PoolEvent):
+    """The pool stopped starting workers at a site.
+
+    ``reason``: ``intensity`` (``restarts`` worker exits within ``period_s``
+    seconds, more than the pool's intensity allows) or ``unreachable`` (the
+    provider's health check failed). ``retry_after_s``: when it tries again
+    (``None``: not until the pool restarts; an unreachable site is retried
+    as soon as it answers).
+    """
+
+    kind: ClassVar[str] = "site_degraded"
+    default_level: ClassVar[Level] = Level.WARNING
+    reason: str
+    restarts: int
+    period_s: float
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Placed(_PoolEvent):
+    """Pool actor ``actor`` was given to worker ``worker`` at the site."""
+
+    kind: ClassVar[str] = "placed"
+    actor: str
+    worker: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Moved(_PoolEvent):
+    """Movable pool actor ``actor`` left lost site ``from_site`` for ``site``."""
+
+    kind: ClassVar[str] = "moved"
+    actor: str
+    from_site: str

@@ -101,6 +101,7 @@ def test_each_type_has_its_own_subject_kind_and_no_field_shadows_the_record() ->
         "view",
         "link",
         "migration",  # issue 14: live migration
+        "pool",  # issue 14: pools, declared
     }
 
 

@@ -2,8 +2,10 @@
 
 The layer on top of the actor runtime and the supervision kernel: it turns
 an actor into a child spec (:func:`actor_child`), runs a subtree in its own
-OS process (:func:`process_child`), and reads a whole workflow from a TOML
-file (:func:`load_config`), the file ``diaspora run`` runs.
+OS process (:func:`process_child`), runs pools of workers per site
+(:func:`pool_child`, with the ``process`` and ``parsl`` providers), and reads
+a whole workflow from a TOML file (:func:`load_config`), the file
+``diaspora run`` runs.
 
 Its names are imported lazily, so that a process node's child process,
 which imports :mod:`diaspora.workflow._node` to read its subtree, does not
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
         ProcessStart,
         process_child,
     )
+    from diaspora.workflow._parsl import ParslProvider
+    from diaspora.workflow._poolchild import PoolStart, pool_child
+    from diaspora.workflow._poolprocess import ProcessProvider
     from diaspora.workflow._tree import TreeConfig
     from diaspora.workflow._triggers import trigger_child
     from diaspora.workflow._views import view_child
@@ -51,13 +56,17 @@ _HOMES: dict[str, str] = {
     "ActorStart": "diaspora.workflow._children",
     "NodeCrashed": "diaspora.errors",
     "NodeHung": "diaspora.errors",
+    "ParslProvider": "diaspora.workflow._parsl",
+    "PoolStart": "diaspora.workflow._poolchild",
     "ProcessNode": "diaspora.workflow._node",
+    "ProcessProvider": "diaspora.workflow._poolprocess",
     "ProcessStart": "diaspora.workflow._node",
     "TreeConfig": "diaspora.workflow._tree",
     "actor_child": "diaspora.workflow._children",
     "check_actor_args": "diaspora.workflow._children",
     "load_config": "diaspora.workflow._config",
     "parse_config": "diaspora.workflow._config",
+    "pool_child": "diaspora.workflow._poolchild",
     "process_child": "diaspora.workflow._node",
     "trigger_child": "diaspora.workflow._triggers",
     "view_child": "diaspora.workflow._views",
@@ -70,13 +79,17 @@ __all__ = [
     "ActorStart",
     "NodeCrashed",
     "NodeHung",
+    "ParslProvider",
+    "PoolStart",
     "ProcessNode",
+    "ProcessProvider",
     "ProcessStart",
     "TreeConfig",
     "actor_child",
     "check_actor_args",
     "load_config",
     "parse_config",
+    "pool_child",
     "process_child",
     "trigger_child",
     "view_child",

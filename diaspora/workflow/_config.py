@@ -63,6 +63,10 @@ Keys (``*``: required)::
     strategy = "rest_for_one"         # and every supervisor key above (intensity...)
     children = [...]                  # and every non-actor child key above (restart...)
 
+    [pools.recon]                     # optional: workers per site, total_min, provider,
+    sites.hpc = { min = 2, max = 8 }  # intensity/period/retry_after (docs/pools.md); an actor
+    provider = "process"              # child joins with pool = "recon" (and movable = true)
+
     [streams."edge1.temps"]           # a stream's QoS and retention (optional)
     qos = { rate = 100.0, max_lag_items = 500, policy = { kind = "decimate", k = 4 } }
     limits = { max_msgs = 100000, max_age = 3600.0, duplicate_window = 120.0 }
@@ -125,11 +129,8 @@ from diaspora.supervision._spec import (
     check_shutdown,
 )
 from diaspora.workflow._children import ActorStart, check_actor_args
-from diaspora.workflow._node import (
-    DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_START_TIMEOUT,
-    process_child,
-)
+from diaspora.workflow._node import DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_START_TIMEOUT, process_child
+from diaspora.workflow._poolconfig import Pooled, add_pools, pooled_actor
 from diaspora.workflow._siteconfig import BridgeDecl, check_placements, parse_bridges, parse_sites
 from diaspora.workflow._tree import StreamDecl, TreeConfig
 from diaspora.workflow._triggers import parse_triggers
@@ -140,7 +141,7 @@ __all__ = ["TreeConfig", "load_config", "parse_config"]
 #: Per-child keys of an older format: a stream's QoS now lives in the top-level ``[streams]``.
 _STREAM_CHILD_KEYS: Final = frozenset({"qos", "streams"})
 _TOP_KEYS: Final = frozenset(
-    {"fabric", "supervisor", "streams", "sites", "bridges", "triggers", "views"}
+    {"fabric", "supervisor", "streams", "sites", "bridges", "triggers", "views", "pools"}
 )
 _STREAM_KEYS: Final = frozenset({"qos", "limits"})
 _LIMIT_KEYS: Final = frozenset(
@@ -182,6 +183,7 @@ class _Parser(TomlReader):
         #: child path -> the site its table names, and where that table is
         self.placements: dict[str, str] = {}
         self.wheres: dict[str, str] = {}
+        self.pooled: Pooled = {}  # the actors that run in a pool, by pool
 
     def place(self, table: dict[str, Any], where: str, path: str) -> None:
         if "site" in table:
@@ -226,6 +228,7 @@ class _Parser(TomlReader):
             spec = self.triggers(document["triggers"], spec)
         if "views" in document:
             spec = self.views(document["views"], spec, name)
+        spec, pools = add_pools(self, document.get("pools"), self.pooled, sites, spec)
         bridges: tuple[BridgeDecl, ...] = ()
         if "bridges" in document:
             if not sites:
@@ -233,18 +236,21 @@ class _Parser(TomlReader):
             bridges = parse_bridges(self, document["bridges"], sites)
         check_placements(self.source, sites, self.placements, self.wheres, spec, name, bridges)
         return TreeConfig(
-            self.source, name, spec, url, streams, sites, dict(self.placements), auth, bridges
+            self.source,
+            name,
+            spec,
+            url,
+            streams,
+            sites,
+            dict(self.placements),
+            auth,
+            bridges,
+            pools,
         )
 
     def triggers(self, value: object, root: SupervisorSpec) -> SupervisorSpec:
         """``[[triggers]]``: each a child of the root (``trigger-<name>``)."""
-        children = parse_triggers(value, self.source)
-        if children and root.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
-            raise self.fail("triggers", "the root is simple_one_for_one: it has no room for them")
-        try:
-            return dataclasses.replace(root, children=[*root.children, *children])
-        except ConfigError as exc:
-            raise self.from_spec(exc, "triggers", "supervisor") from exc
+        return self.root_with(root, parse_triggers(value, self.source), "triggers")
 
     def views(self, value: object, root: SupervisorSpec, name: str) -> SupervisorSpec:
         """``[views.<name>]``: each a child of the root (id ``<name>``), placed like an actor."""
@@ -252,12 +258,18 @@ class _Parser(TomlReader):
         for child, table in parse_views(value, self.source):
             self.place(table, f"views.{child.id}", f"{name}.{child.id}")
             children.append(child)
+        return self.root_with(root, children, "views")
+
+    def root_with(
+        self, root: SupervisorSpec, children: list[ChildSpec], key: str
+    ) -> SupervisorSpec:
+        """``root`` with the children a top-level table ``key`` declares added."""
         if children and root.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
-            raise self.fail("views", "the root is simple_one_for_one: it has no room for them")
+            raise self.fail(key, "the root is simple_one_for_one: it has no room for them")
         try:
             return dataclasses.replace(root, children=[*root.children, *children])
         except ConfigError as exc:
-            raise self.from_spec(exc, "views", "supervisor") from exc
+            raise self.from_spec(exc, key, "supervisor") from exc
 
     def streams(self, value: object) -> dict[str, StreamDecl]:
         """``[streams."<subject>"]`` tables: each stream's ``qos`` and retention ``limits``."""
@@ -351,10 +363,15 @@ class _Parser(TomlReader):
                 ),
                 self.at(f"{child_where}.id"),
             )
-            out.append(self.child(table, child_where, f"{path}.{child_id}", child_id))
+            child = self.child(table, child_where, f"{path}.{child_id}", child_id)
+            if child is not None:
+                out.append(child)
         return out
 
-    def child(self, table: dict[str, Any], where: str, path: str, child_id: str) -> ChildSpec:
+    def child(
+        self, table: dict[str, Any], where: str, path: str, child_id: str
+    ) -> ChildSpec | None:
+        """The child's spec; ``None`` for an actor that runs in a pool (the pool has it)."""
         is_actor = "actor" in table
         is_supervisor = "children" in table or "strategy" in table
         if is_actor and is_supervisor:
@@ -375,6 +392,14 @@ class _Parser(TomlReader):
                 "a stream's QoS is not set on a child: declare it once per subject in the "
                 'top-level [streams."<subject>"] table (qos = {...}, limits = {...})',
             )
+        if "movable" in table and "pool" not in table:
+            raise self.fail(f"{where}.movable", 'only applies to an actor with pool = "<name>"')
+        if "pool" in table:
+            if not is_actor:
+                raise self.fail(f"{where}.pool", "only an actor child runs in a pool")
+            pool, actor = pooled_actor(self, table, where, path, self.actor(table, where))
+            self.pooled.setdefault(pool, []).append((where, actor))
+            return None
         if is_actor:
             self.keys(table, where, _ACTOR_KEYS)
         else:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from diaspora.clock import Clock
+from diaspora.compute._pools import PoolSpec
 from diaspora.errors import ConfigError
 from diaspora.events import EventSink
 from diaspora.fabric._auth import Auth
@@ -21,6 +22,7 @@ from diaspora.supervision._spec import SupervisorSpec
 from diaspora.supervision._supervisor import Supervisor
 from diaspora.workflow._children import ActorStart
 from diaspora.workflow._node import ProcessStart
+from diaspora.workflow._poolchild import PoolStart
 from diaspora.workflow._siteconfig import BridgeDecl, declared_outputs, placed_actors
 
 if TYPE_CHECKING:
@@ -58,6 +60,8 @@ class TreeConfig:
     auth: Auth | None = None
     #: the ``[[bridges]]``: streams copied from one site to another
     bridges: tuple[BridgeDecl, ...] = ()
+    #: the ``[pools]``, each with its actors (their controllers are children of the root)
+    pools: tuple[PoolSpec, ...] = ()
 
     def site_of(self, path: str) -> str | None:
         """The site of the child at ``path`` (``root`` for the root): its own, else its parent's."""
@@ -73,6 +77,12 @@ class TreeConfig:
         root = self.site_of(self.name)
         out: dict[str, str] = {b.subject: b.source for b in self.bridges}  # a copy's origin
         placed = list(placed_actors(self.spec, self.name, root, self.placements))
+        for pool in self.pools:  # a pooled actor's streams live at its home site
+            placed += [
+                (a.id, pool.home(a), a.start)
+                for a in pool.actors
+                if isinstance(a.start, ActorStart)
+            ]
         for _path, site, start in placed:
             for subject in start.inputs or tuple(getattr(start.actor, "inputs", ())):
                 if site is not None and not is_event_input(subject):
@@ -116,12 +126,18 @@ class TreeConfig:
     def actors(self) -> dict[str, tuple[str, ...]]:
         """Every actor of the tree by id (``root.sum``), with the subjects it consumes."""
         out = {}
-        for path, start in _actor_starts(self.spec, self.name):
+        for path, start in [*_actor_starts(self.spec, self.name), *self._pooled()]:
             inputs = start.inputs
             if inputs is None:
                 inputs = tuple(getattr(start.actor, "inputs", ()))
             out[path] = inputs
         return out
+
+    def _pooled(self) -> Iterator[tuple[str, ActorStart]]:
+        for pool in self.pools:
+            for actor in pool.actors:
+                if isinstance(actor.start, ActorStart):
+                    yield actor.id, actor.start
 
     def consumed(self) -> list[str]:
         """The subjects whose streams ``diaspora run`` ensures: ``[streams]`` and every
@@ -192,6 +208,8 @@ def _bind_sites(
         start: Any = child.start
         if isinstance(start, SupervisorSpec):
             start = _bind_sites(start, child_path, fabrics, site_of)
+        elif isinstance(start, PoolStart):
+            start = start.with_sites(fabrics)
         else:
             site = site_of(child_path)
             if site is None or site not in fabrics:

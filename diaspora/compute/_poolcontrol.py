@@ -1,0 +1,301 @@
+"""The pool controller: keeps every site at its minimum, even while idle.
+
+:class:`PoolController` is a :class:`~diaspora.supervision.Runnable` (a
+child of the tree, ``pool-<name>`` in a workflow file). Every
+``check_interval`` seconds it compares what its :class:`Provider` reports
+with what the :class:`PoolSpec` wants, and acts:
+
+- **deficit**: a site with fewer workers than it wants (its ``min``, plus its
+  share of ``total_min``) gets new ones at once, whether or not work is
+  pending; the first missing worker is a :class:`~diaspora.events.Deficit`
+  event, the site back at its minimum (every wanted worker running) a
+  :class:`~diaspora.events.Healed` event with ``after_s``, the time it took.
+- **intensity per site**: each worker that exits unasked counts against its
+  site; more than ``intensity`` exits within ``period`` seconds and the
+  site is degraded (:class:`~diaspora.events.SiteDegraded`, ``reason =
+  "intensity"``): no worker starts there for ``retry_after`` seconds, so a
+  crash-looping site does not thrash while the other sites heal.
+- **site lost**: a site whose provider health check fails is degraded too
+  (``reason = "unreachable"``); its workers are stopped, its *movable*
+  actors go to the up site with the most room (:class:`~diaspora.events.Moved`),
+  its pinned actors wait and start there again when it answers.
+- **placement**: an actor without a worker is given to a new worker at its
+  site (:class:`~diaspora.events.Placed`); it resumes from its checkpoint.
+  A moved actor stays where it went when its home comes back.
+
+Run one with a provider (here the ``process`` one of the workflow layer),
+or as a tree's child with :func:`~diaspora.workflow.pool_child`::
+
+    spec = PoolSpec("recon", {"edge": SiteQuota(1, 2), "hpc": SiteQuota(2, 8)})
+    controller = PoolController(spec, ProcessProvider({"edge": edge, "hpc": hpc}))
+    async with anyio.create_task_group() as tg:
+        await tg.start(controller.run)
+        await controller.ready.wait()      # every up site at its minimum
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskStatus
+
+from diaspora.compute._pools import PoolActor, PoolSpec
+from diaspora.compute._provider import Provider, WorkerOrder, WorkerState
+from diaspora.events import (
+    Deficit,
+    Event,
+    EventSink,
+    Healed,
+    LogSink,
+    Moved,
+    Placed,
+    SiteDegraded,
+)
+from diaspora.log import get_logger
+from diaspora.supervision._context import child_events
+
+__all__ = ["PoolController"]
+
+_HEALTH_TIMEOUT = 2.0
+
+
+@dataclass(slots=True)
+class _Worker:
+    site: str
+    actors: list[str]
+    stopping: bool = False
+
+
+@dataclass(slots=True)
+class _Degraded:
+    reason: str
+    until: float | None  # None: until the pool restarts (or, when unreachable, answers)
+
+
+@dataclass(slots=True)
+class _Site:
+    exits: deque[float] = field(default_factory=deque)
+    degraded: _Degraded | None = None
+    deficit_since: float | None = None
+    filled: bool = False  # reached its minimum once: later shortfalls are deficits
+
+
+class PoolController:
+    """Runs a pool's workers through ``provider`` (see the module's documentation).
+
+    ``events`` defaults to the supervisor's sink (else logs only);
+    ``clock`` to :func:`time.monotonic`. ``ready`` is set once every site
+    that is up has reached its minimum.
+    """
+
+    def __init__(
+        self,
+        spec: PoolSpec,
+        provider: Provider,
+        *,
+        events: EventSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spec = spec
+        self.provider = provider
+        self.events: EventSink = events if events is not None else child_events(LogSink())
+        self.clock = clock
+        self.ready = anyio.Event()
+        self._stop = anyio.Event()
+        self._actors = {a.id: a for a in spec.actors}
+        #: each actor's current site, and its worker (None: waiting for one)
+        self.site_of: dict[str, str] = {a.id: spec.home(a) for a in spec.actors}
+        self.worker_of: dict[str, str | None] = {a.id: None for a in spec.actors}
+        self._workers: dict[str, _Worker] = {}
+        self._sites = {name: _Site() for name in spec.sites}
+        self._started = 0
+        self.rounds = 0  #: reconcile rounds done (tests wait on it)
+        self._pending: list[Event] = []  # events decided while collecting, emitted after
+        self._log = get_logger(pool=spec.name)
+
+    # -- Runnable ------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Enter the provider, then reconcile every ``check_interval`` until stopped."""
+        async with self.provider:
+            task_status.started()
+            while not self._stop.is_set():
+                await self.reconcile()
+                with anyio.move_on_after(self.spec.check_interval):
+                    await self._stop.wait()
+
+    # -- views ---------------------------------------------------------------------------
+
+    def degraded(self, site: str) -> str | None:
+        """Why ``site`` is degraded (``intensity`` or ``unreachable``), else ``None``."""
+        state = self._sites[site].degraded
+        return state.reason if state is not None else None
+
+    def live(self, site: str) -> list[str]:
+        """The workers at ``site`` the controller counts (starting or running)."""
+        return [w for w, worker in self._workers.items() if worker.site == site]
+
+    # -- one round -----------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Look at the workers and sites once and act on what differs from the spec."""
+        now = self.clock()
+        states = self._collect(now)
+        up = await self._check_health(now)
+        await self._rehome(up)
+        wants = self.spec.wants(up)
+        for site, want in wants.items():
+            await self._fill(site, want, states)
+        for site in self.spec.sites:
+            await self._track(site, wants.get(site), states, now)
+        if not self.ready.is_set() and all(self._sites[s].filled for s in wants):
+            self.ready.set()
+        self.rounds += 1
+
+    def _collect(self, now: float) -> dict[str, WorkerState]:
+        """Forget exited workers (their actors wait for a new one); the others' states."""
+        infos = {info.id: info for info in self.provider.workers()}
+        states: dict[str, WorkerState] = {}
+        for wid, worker in list(self._workers.items()):
+            info = infos.get(wid)
+            if info is not None and info.alive:
+                states[wid] = info.state
+                continue
+            del self._workers[wid]
+            self.provider.forget(wid)
+            for actor in worker.actors:
+                if self.worker_of.get(actor) == wid:
+                    self.worker_of[actor] = None
+            if not worker.stopping:
+                error = info.error if info is not None else "vanished"
+                self._log.warning("worker_exited", worker=wid, site=worker.site, error=error)
+                self._note_exit(worker.site, now)
+        return states
+
+    def _note_exit(self, site: str, now: float) -> None:
+        state = self._sites[site]
+        state.exits.append(now)
+        while state.exits and state.exits[0] < now - self.spec.period:
+            state.exits.popleft()
+        if state.degraded is None and len(state.exits) > self.spec.intensity:
+            retry = self.spec.retry_after
+            state.degraded = _Degraded("intensity", None if retry is None else now + retry)
+            self._pending.append(
+                SiteDegraded(
+                    name=self.spec.name,
+                    site=site,
+                    reason="intensity",
+                    restarts=len(state.exits),
+                    period_s=self.spec.period,
+                    retry_after_s=retry,
+                )
+            )
+
+    async def _check_health(self, now: float) -> set[str]:
+        """The sites that may take workers now; degrade or restore the others."""
+        up: set[str] = set()
+        for site, state in self._sites.items():
+            healthy = False
+            with anyio.move_on_after(_HEALTH_TIMEOUT):
+                healthy = await self.provider.health(site)
+            if not healthy:
+                if state.degraded is None or state.degraded.reason != "unreachable":
+                    state.degraded = _Degraded("unreachable", None)
+                    await self._emit(
+                        SiteDegraded(
+                            name=self.spec.name,
+                            site=site,
+                            reason="unreachable",
+                            restarts=len(state.exits),
+                            period_s=self.spec.period,
+                        )
+                    )
+                    for wid in self.live(site):  # cut off: their actors must not run twice
+                        self._workers[wid].stopping = True
+                        await self.provider.stop(wid)
+                continue
+            if state.degraded is not None:
+                until = state.degraded.until
+                if state.degraded.reason == "unreachable" or (until is not None and now >= until):
+                    self._log.info("site_restored", site=site, was=state.degraded.reason)
+                    state.degraded = None
+                    state.exits.clear()
+            if state.degraded is None:
+                up.add(site)
+        for event in self._pending:
+            await self._emit(event)
+        self._pending.clear()
+        return up
+
+    async def _rehome(self, up: set[str]) -> None:
+        """Movable actors waiting at a degraded site go to the up site with the most room."""
+        for actor_id, site in self.site_of.items():
+            if site in up or self.worker_of[actor_id] is not None:
+                continue
+            if not self._actors[actor_id].movable or not up:
+                continue  # pinned: it waits for its site
+            target = max(
+                (s for s in self.spec.sites if s in up),
+                key=lambda s: self.spec.sites[s].max - len(self.live(s)),
+            )
+            self.site_of[actor_id] = target
+            await self._emit(
+                Moved(name=self.spec.name, site=target, actor=actor_id, from_site=site)
+            )
+
+    async def _fill(self, site: str, want: int, states: dict[str, WorkerState]) -> None:
+        """Start the workers ``site`` lacks, giving them the actors waiting there."""
+        live = self.live(site)
+        waiting = [a for a, s in self.site_of.items() if s == site and self.worker_of[a] is None]
+        new = max(0, want - len(live))
+        if waiting and new == 0 and len(live) < self.spec.sites[site].max:
+            new = 1
+        if new == 0:
+            return
+        state = self._sites[site]
+        if state.filled and state.deficit_since is None and len(live) < want:
+            running = sum(1 for w in live if states.get(w) is WorkerState.RUNNING)
+            state.deficit_since = self.clock()
+            await self._emit(Deficit(name=self.spec.name, site=site, have=running, want=want))
+        shares: list[list[str]] = [[] for _ in range(new)]
+        for i, actor in enumerate(waiting):
+            shares[i % new].append(actor)
+        for share in shares:
+            self._started += 1
+            wid = f"{self.spec.name}-{site}-{self._started}"
+            actors: tuple[PoolActor, ...] = tuple(self._actors[a] for a in share)
+            self._workers[wid] = _Worker(site, list(share))
+            for actor in share:
+                self.worker_of[actor] = wid
+            await self.provider.start(WorkerOrder(self.spec.name, wid, site, actors))
+            for actor in share:
+                await self._emit(Placed(name=self.spec.name, site=site, actor=actor, worker=wid))
+
+    async def _track(
+        self, site: str, want: int | None, states: dict[str, WorkerState], now: float
+    ) -> None:
+        """Note a site back at its minimum (``Healed`` when it had a deficit)."""
+        state = self._sites[site]
+        if want is None:
+            return
+        running = sum(1 for w in self.live(site) if states.get(w) is WorkerState.RUNNING)
+        if running < want:
+            return
+        state.filled = True
+        if state.deficit_since is not None:
+            after = round(now - state.deficit_since, 3)
+            state.deficit_since = None
+            await self._emit(
+                Healed(name=self.spec.name, site=site, have=running, want=want, after_s=after)
+            )
+
+    async def _emit(self, event: Event) -> None:
+        with anyio.move_on_after(2):
+            await self.events.emit(event)

@@ -1,0 +1,92 @@
+"""Providers: what acquires a pool's workers, behind one small interface.
+
+A :class:`Provider` starts a worker at a site (an OS process hosting the
+actors of a :class:`WorkerOrder`), stops it, lists its workers with their
+state, and says whether a site can take workers now (``health``). The pool
+controller (:class:`~diaspora.compute.PoolController`) decides; the provider
+only acts and reports. Providers ship in the workflow layer, which owns
+process nodes: :class:`~diaspora.workflow.ProcessProvider` and
+:class:`~diaspora.workflow.ParslProvider`.
+
+A provider is an async context manager: its workers live inside its
+``async with`` and are stopped when it ends.
+
+>>> WorkerInfo("recon-1", "hpc", WorkerState.RUNNING).alive
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from diaspora.compute._pools import PoolActor
+
+__all__ = ["Provider", "WorkerInfo", "WorkerOrder", "WorkerState"]
+
+
+class WorkerState(StrEnum):
+    """Where a worker is in its life."""
+
+    STARTING = "starting"  #: acquired, its actors not yet started
+    RUNNING = "running"  #: its actors started
+    EXITED = "exited"  #: gone (crashed, killed, stopped, or its block lost)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOrder:
+    """What the controller asks of a provider: worker ``id`` of ``pool`` at ``site``,
+    hosting ``actors``."""
+
+    pool: str
+    id: str
+    site: str
+    actors: tuple[PoolActor, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A provider's view of one worker (``pid`` where known; ``error`` why it exited)."""
+
+    id: str
+    site: str
+    state: WorkerState
+    pid: int | None = None
+    error: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.state is not WorkerState.EXITED
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Acquires and releases a pool's workers (see the module's documentation)."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    async def start(self, order: WorkerOrder) -> None:
+        """Begin acquiring the worker; its state is then :attr:`WorkerState.STARTING`."""
+        ...
+
+    async def stop(self, worker: str) -> None:
+        """Stop the worker (gracefully where possible); it then reads as exited."""
+        ...
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker started and not yet forgotten, with its state."""
+        ...
+
+    def forget(self, worker: str) -> None:
+        """Drop an exited worker from :meth:`workers`."""
+        ...
+
+    async def health(self, site: str) -> bool:
+        """Whether ``site`` can host workers now (its server answers, its queue takes jobs)."""
+        ...
