@@ -168,14 +168,14 @@ class Emitter(Stage):
         if subject not in self.ready:
             check_subject(subject, where=f"actor {host.id!r}: emit subject")
             await self._ensure_output(subject)
-        if subject in self.partitions:
-            partitions = self.partitions[subject]
-            if partitions is None and time.monotonic() >= self._recheck[subject]:
+        partitions = self.partitions.get(subject, 0)
+        if partitions is None:
+            if time.monotonic() >= self._recheck[subject]:
                 # a scale-out group may split it while we run: looked up again now and then,
                 # in the background (the bare subject stays correct meanwhile, only dearer)
                 self._recheck[subject] = time.monotonic() + PARTITIONS_RECHECK_S
                 host.task_group.start_soon(self._look_up, subject)
-        else:  # the first output to it: looked up before it is published
+        elif partitions == 0:  # the first output to it: looked up before it is published
             partitions = await self._look_up(subject)
         k = None if partitions is None else self._partition(subject, partitions, key)
         hdrs = dict(headers) if headers else {}

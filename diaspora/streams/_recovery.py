@@ -128,11 +128,14 @@ class GapRecovery(Stage):
         if item.replayed:  # a late replay this stage submitted (see after_batch)
             await next(item)
             return
-        subject = _numbered_on(item)
+        headers = item.headers
+        if H.PARTITION in headers:  # numbered on its partition's subject
+            subject, number = _numbered_on(item), _number(headers)
+        else:
+            subject, number = item.subject, H.item_number(headers)
         if item.gap_from is not None:
             self._gapped.add(subject)
-        headers = item.headers
-        producer, number = headers.get(H.ACTOR), _number(headers)
+        producer = headers.get(H.ACTOR)
         if producer is None or number is None:
             if item.gap_from is not None:
                 count = item.seq - item.gap_from

@@ -3,6 +3,7 @@ worker killed (its process, and then its whole block) and the site healed, the a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -45,6 +46,23 @@ async def test_a_parsl_pool_heals_a_killed_worker_and_the_actor_resumes(
         {"hpc": fabric}, path="root", blocks={"hpc": 2}, heartbeat_timeout=3.0
     )
     controller = PoolController(spec, provider, events=sink)
+    orphans: set[int] = set()
+    try:
+        await _run(controller, provider, sink, fabric, kill, orphans)
+    finally:
+        for orphan in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(orphan, signal.SIGKILL)
+
+
+async def _run(
+    controller: PoolController,
+    provider: ParslProvider,
+    sink: MemorySink,
+    fabric: Fabric,
+    kill: str,
+    orphans: set[int],
+) -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(controller.run)
         with anyio.fail_after(120):
@@ -54,7 +72,11 @@ async def test_a_parsl_pool_heals_a_killed_worker_and_the_actor_resumes(
         await wait_until(lambda: tallied(fabric, 5), timeout=30, what="5 tallies")
         (pid,) = provider.pids("hpc")
         if kill == "block":  # the worker and the Parsl manager that runs it: the block is lost
-            os.kill(_parent(pid), signal.SIGKILL)
+            manager = _parent(pid)
+            # the manager's other processes (idle workers, its resource tracker) outlive it
+            # as orphans: this test started them, so it kills them after it is done
+            orphans.update(_descendants(manager))
+            os.kill(manager, signal.SIGKILL)
         os.kill(pid, signal.SIGKILL)
         t0 = time.monotonic()
         await wait_until(lambda: bool(sink.of(Healed)), timeout=120, what="the hpc site healed")
@@ -79,3 +101,17 @@ async def test_a_parsl_pool_heals_a_killed_worker_and_the_actor_resumes(
 def _parent(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as stat:
         return int(stat.read().rpartition(")")[2].split()[1])
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, their children...), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parents[int(entry)] = _parent(int(entry))
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
