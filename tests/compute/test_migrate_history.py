@@ -1,0 +1,107 @@
+"""A migrated producer's history moves with it: a consumer replays items emitted before the move.
+
+Two runtimes in one process, each with its own state directory (as two
+machines would have), against a real nats-server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from migrate_actors import HIN, HOUT, Relay
+
+from diaspora import ActorRuntime
+from diaspora.compute import Migratable, migrate
+from diaspora.errors import FencedOut
+from diaspora.events import MemorySink
+from diaspora.fabric import Fabric
+from diaspora.streams import HistoryItem, entry_size
+from diaspora.streams._stages import HistoryTap
+from diaspora.testing import read_stream, wait_until
+from tests.streams.qos_actors import Collector
+
+pytestmark = pytest.mark.anyio
+
+
+async def feed(fabric: Fabric, xs: range) -> None:
+    for x in xs:
+        await fabric.publish(HIN, {"x": x}, msg_id=f"hin:{x}")
+
+
+async def stored_up_to(fabric: Fabric, subject: str, seq: int) -> bool:
+    _, last = await fabric.stream_bounds(subject)
+    return last >= seq
+
+
+async def owner(runtime: ActorRuntime) -> None:
+    with contextlib.suppress(FencedOut):  # the source steps down after the switch
+        await runtime.run()
+
+
+@contextlib.asynccontextmanager
+async def running(runtime: ActorRuntime) -> AsyncIterator[ActorRuntime]:
+    async with anyio.create_task_group() as tg:
+        await tg.start(runtime.run)
+        yield runtime
+        runtime.request_stop()
+
+
+def relay_at(fabric: Fabric, worker: str, state_dir: Path, sink: MemorySink) -> ActorRuntime:
+    return ActorRuntime(
+        Relay,
+        fabric,
+        id="relay",
+        stages=[Migratable(worker, home=worker == "a")],
+        state_dir=state_dir,
+        events=sink,
+    )
+
+
+async def test_items_emitted_before_a_migration_are_replayed_by_the_new_owner(
+    fabric: Fabric, tmp_path: Path
+) -> None:
+    await fabric.ensure_stream(HIN)
+    await fabric.ensure_stream(HOUT, max_msgs=50)  # drops what the consumer has not read
+    sink = MemorySink()
+    a = relay_at(fabric, "a", tmp_path / "a", sink)
+    b = relay_at(fabric, "b", tmp_path / "b", sink)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(owner, a)
+        await wait_until(lambda: a.running, timeout=10)
+        tg.start_soon(owner, b)  # the standby
+        await feed(fabric, range(20))
+        first = ActorRuntime(Collector, fabric, id="collector", inputs=[HOUT])
+        async with running(first):
+            await wait_until(lambda: first.positions.get(HOUT, 0) >= 20, timeout=10)
+        await feed(fabric, range(20, 200))  # 21..200: emitted at a, past the retention
+        await wait_until(lambda: a.positions.get(HIN, 0) >= 200, timeout=20)
+        await wait_until(lambda: stored_up_to(fabric, HOUT, 200), timeout=10)
+        done = await migrate(fabric, "relay", to="b")
+        await wait_until(lambda: b.running and b.stats.handled > 0 or not a.running, timeout=10)
+        await feed(fabric, range(200, 300))  # 201..300: emitted at b
+        await wait_until(lambda: b.positions.get(HIN, 0) >= 300, timeout=20)
+        await wait_until(lambda: stored_up_to(fabric, HOUT, 300), timeout=10)
+        assert await fabric.stream_bounds(HOUT) == (251, 300)
+        assert not a.running  # the source stepped down, its history server with it
+        (tap,) = [s for s in b.stages if isinstance(s, HistoryTap)]
+        history = tap.history
+        moved = [history.get(HOUT, n) for n in range(1, 201)]
+        second = ActorRuntime(Collector, fabric, id="collector", inputs=[HOUT])
+        async with running(second):
+            await wait_until(lambda: second.positions.get(HOUT, 0) >= 300, timeout=30)
+        lost = second.stats.lost
+        tg.cancel_scope.cancel()
+    assert all(isinstance(x, HistoryItem) for x in moved)  # b holds what a emitted
+    assert (done.origin, done.to) == ("a", "b")
+    shipped = sum(entry_size(x.payload, x.headers) for x in moved if x is not None)
+    assert done.bytes >= shipped  # the history's bytes count in Migrated.bytes
+    out: list[dict[str, Any]] = [m.data for m in await read_stream(fabric, "collected")]
+    assert [x["item"] for x in out] == list(range(1, 301))  # in order, none lost or doubled
+    assert [x["t"] for x in out] == [float(i) for i in range(1, 301)]
+    assert [x["replayed"] for x in out] == [False] * 20 + [True] * 230 + [False] * 50
+    assert lost == 0
