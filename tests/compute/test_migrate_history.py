@@ -15,12 +15,13 @@ import anyio
 import pytest
 from migrate_actors import HIN, HOUT, Relay
 
-from diaspora import ActorRuntime
+from diaspora import ActorRuntime, codec
 from diaspora.compute import Migratable, MigrationPolicy, migrate
-from diaspora.errors import FencedOut
-from diaspora.events import MemorySink
+from diaspora.errors import FencedOut, MigrationFailed
+from diaspora.events import MemorySink, Migrated
 from diaspora.fabric import Fabric
 from diaspora.streams import HistoryBuffer, HistoryItem, entry_size
+from diaspora.streams._replay import fetch_history
 from diaspora.streams._stages import HistoryTap
 from diaspora.testing import read_stream, wait_until
 from tests.streams.qos_actors import Collector
@@ -130,3 +131,56 @@ def test_each_round_ships_only_the_items_added_since_the_last(tmp_path: Path) ->
         assert shipper.bytes == sum(range(4, 9)) + 2
         small = list(shipper.batches(1))  # nothing new: nothing at all, whatever the size
         assert small == []
+
+
+async def migrate_when_ready(fabric: Fabric, to: str) -> Migrated:
+    """Migrate once the standby at ``to`` subscribed (the source restarts it after a move)."""
+    for _ in range(100):
+        try:
+            return await migrate(fabric, "relay", to=to)
+        except MigrationFailed as exc:
+            if "no standby" not in str(exc):
+                raise
+            await anyio.sleep(0.05)
+    raise AssertionError(f"no standby at {to!r}")
+
+
+async def test_a_history_left_at_the_destination_by_an_earlier_stay_is_brought_up_to_date(
+    fabric: Fabric, tmp_path: Path
+) -> None:
+    await fabric.ensure_stream(HIN)
+    await fabric.ensure_stream(HOUT)
+    sink = MemorySink()
+    runtimes: dict[str, ActorRuntime] = {}
+
+    async def place(worker: str) -> None:
+        while True:  # as a supervisor would: start it again (as a standby) after it moves
+            runtime = runtimes[worker] = relay_at(fabric, worker, tmp_path / worker, sink)
+            await owner(runtime)
+            await anyio.sleep(0.01)
+
+    def handled(worker: str, n: int) -> bool:
+        rt = runtimes.get(worker)
+        return rt is not None and rt.running and rt.positions.get(HIN, 0) >= n
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(place, "a")
+        await wait_until(lambda: "a" in runtimes and runtimes["a"].running, timeout=10)
+        tg.start_soon(place, "b")
+        await feed(fabric, range(100))
+        await wait_until(lambda: handled("a", 100), timeout=20)
+        await migrate(fabric, "relay", to="b")
+        await feed(fabric, range(100, 200))
+        await wait_until(lambda: handled("b", 200), timeout=20)
+        back = await migrate_when_ready(fabric, to="a")  # a's directory holds 1..100 already
+        await feed(fabric, range(200, 250))
+        await wait_until(lambda: handled("a", 250), timeout=20)
+        got = [
+            (x.item, x.payload)
+            async for x in fetch_history(fabric, "relay", HOUT, 1, 250)
+            if isinstance(x, HistoryItem)
+        ]
+        tg.cancel_scope.cancel()
+    assert back.to == "a"
+    assert [n for n, _ in got] == list(range(1, 251))  # once each, in order, from a
+    assert [codec.decode(p)["t"] for _, p in got] == [float(n) for n in range(1, 251)]
