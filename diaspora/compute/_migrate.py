@@ -27,6 +27,10 @@ decides (a source that got no answer claims its own epoch again, so a late
 claim fails). Outputs keep their message ids, so anything handled twice
 across a crash is stored once.
 
+A producer's history travels in the same rounds and pause (the items added
+since the last round) and is served by the new owner
+(:mod:`diaspora.compute._migrate_history`).
+
 >>> policy = MigrationPolicy(budget_ms=5.0)
 >>> policy.precopy, migrate_subject("root.counter")
 (True, 'diaspora.control.migrate.root_counter')

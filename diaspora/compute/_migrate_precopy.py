@@ -17,6 +17,7 @@ import anyio
 
 from diaspora.actor._runtime import flush_outputs
 from diaspora.compute._migrate import MigrationPolicy, shadow_subject
+from diaspora.compute._migrate_history import HistoryShipper, history_of
 from diaspora.compute._migrate_state import chunks_of
 from diaspora.errors import FencedOut, MigrationFailed
 from diaspora.events import Migrated, MigrationAborted
@@ -46,6 +47,8 @@ class PreCopy:
         self.sent = 0
         self._rate = 0.0  # bytes/s of the last round
         self._rtt = 0.0
+        #: the history shipped along (None: the actor keeps none, or the standby shares it)
+        self.history: HistoryShipper | None = None
 
     async def run(self) -> dict[str, Any]:
         """Migrate; the ``migrated`` fields. Raises :class:`MigrationFailed` (source runs on)."""
@@ -53,8 +56,12 @@ class PreCopy:
         paused = False
         try:
             started = time.monotonic()
-            await self._ask({"op": "prepare", "epoch": self.slot.epoch, "from": self.stage.worker})
+            ready = {"op": "prepare", "epoch": self.slot.epoch, "from": self.stage.worker}
+            answer = await self._ask(ready)
             self._rtt = time.monotonic() - started
+            buffer = history_of(self.runtime)
+            if buffer is not None and answer.get("history"):
+                self.history = HistoryShipper(buffer)
             state = self.stage.state
             state.mark_all()
             step = "precopy"
@@ -90,7 +97,8 @@ class PreCopy:
 
     async def _rounds(self) -> None:
         state, policy = self.stage.state, self.policy
-        total = max(1, state.total_bytes())
+        history = self.history
+        total = max(1, state.total_bytes() + (history.total_bytes() if history else 0))
         previous: int | None = None
         while True:
             began, before = time.monotonic(), self.sent
@@ -99,7 +107,7 @@ class PreCopy:
             elapsed = max(time.monotonic() - began, 1e-6)
             if self.sent > before:
                 self._rate = (self.sent - before) / elapsed
-            remaining = state.dirty_bytes()
+            remaining = state.dirty_bytes() + (history.pending_bytes() if history else 0)
             estimate_ms = 1000 * (remaining / max(self._rate, 1.0) + 2 * self._rtt)
             if estimate_ms <= policy.budget_ms:
                 return  # the rest fits the downtime budget (QEMU's rule)
@@ -114,7 +122,8 @@ class PreCopy:
             previous = remaining
 
     async def _send_dirty(self) -> None:
-        """Ship the changed keys (each copied when its turn comes) and the deleted ones."""
+        """Ship the changed keys (each copied when its turn comes), the deleted ones, and
+        the history items added since the last time."""
         state = self.stage.state
         keys, deleted = state.take_changes(), state.take_deleted()
         failure: list[MigrationFailed] = []
@@ -130,6 +139,8 @@ class PreCopy:
                 slots.release()
 
         async with anyio.create_task_group() as tg:
+            if self.history is not None:
+                tg.start_soon(self._send_history, self.history, failure)
             for batch in self._batches(keys):
                 if failure:
                     break
@@ -140,6 +151,19 @@ class PreCopy:
             raise failure[0]
         if deleted:
             await self._ask({"op": "delete", "keys": deleted})
+
+    async def _send_history(self, history: HistoryShipper, failure: list[MigrationFailed]) -> None:
+        """One request at a time: the standby adds each subject's items in order."""
+        try:
+            mark = history.bytes
+            for batch in history.batches(self.chunk):
+                if failure:
+                    return
+                self.sent += history.bytes - mark
+                mark = history.bytes
+                await self._ask({"op": "history", "items": batch})
+        except MigrationFailed as exc:
+            failure.append(exc)
 
     def _batches(self, keys: list[tuple[str, list[int] | None]]) -> Iterator[list[dict[str, Any]]]:
         state = self.stage.state

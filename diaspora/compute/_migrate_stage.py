@@ -23,9 +23,10 @@ from diaspora.actor import ActorRuntime
 from diaspora.actor._checkpoint import Checkpoint, CheckpointSlot, Section
 from diaspora.actor._runtime import stop_requested
 from diaspora.compute._migrate import MigrationPolicy, migrate_subject, shadow_subject
+from diaspora.compute._migrate_history import HistoryCopy, stop_serving
 from diaspora.compute._migrate_precopy import PreCopy
 from diaspora.compute._migrate_state import MigratableState, StateAssembly
-from diaspora.errors import ChildShutdown, ConfigError, FencedOut, MigrationFailed
+from diaspora.errors import ChildShutdown, ConfigError, FencedOut, HistoryError, MigrationFailed
 from diaspora.fabric._control import Answerer
 from diaspora.stage import Host, InputItem, Next, Stage
 
@@ -191,6 +192,7 @@ class MigrationStage(Stage):
         self.moved_to = to
         self.resume()
         if self.runtime is not None:
+            stop_serving(self.runtime)  # its history is served by the new owner now
             self.runtime.request_stop()
 
     def positions(self) -> dict[str, int]:
@@ -226,6 +228,7 @@ class _Standby:
         self.host, self.worker = host, worker
         self.session: str | None = None
         self.copy = StateAssembly()
+        self.history = HistoryCopy()
         self.slot: CheckpointSlot | None = None
         self.switched = anyio.Event()
         self._answered = anyio.Event()
@@ -234,8 +237,11 @@ class _Standby:
         """The slot a switch claimed (``None`` if cancelled before one began)."""
         subject = shadow_subject(self.host.id, self.worker)
         answerer = Answerer(self._answer, answered=self._on_answered)
-        async with self.host.fabric.subscription(subject, answerer.handle, flush=True):
-            await self._answered.wait()  # the switch's answer is out: leave
+        try:
+            async with self.host.fabric.subscription(subject, answerer.handle, flush=True):
+                await self._answered.wait()  # the switch's answer is out: leave
+        finally:
+            self.history.close()
         return self.slot
 
     def _on_answered(self, answer: Mapping[str, Any]) -> None:
@@ -248,7 +254,7 @@ class _Standby:
             return {"ok": True, "worker": self.worker}
         if op == "prepare":
             self.session, self.copy = str(session), StateAssembly()
-            return {"ok": True}
+            return {"ok": True, "history": self.history.open(self.host)}
         if self.switched.is_set():
             return {"ok": False, "error": "this standby took the actor over already"}
         if session != self.session:
@@ -260,8 +266,15 @@ class _Standby:
         if op == "delete":
             self.copy.delete(request["keys"])
             return {"ok": True}
+        if op == "history":
+            try:
+                self.history.put(request["items"])
+            except HistoryError as exc:
+                return {"ok": False, "error": f"worker {self.worker!r}: {exc}"}
+            return {"ok": True}
         if op == "abort":
             self.session, self.copy = None, StateAssembly()
+            self.history.close()
             return {"ok": True}
         if op == "switch":
             return await self._switch(request)
@@ -280,6 +293,7 @@ class _Standby:
             )
         except FencedOut as exc:
             return {"ok": False, "error": str(exc)}
+        self.history.close()  # written out: the new owner opens it with the items shipped
         stored = slot.current
         slot.current = Checkpoint(
             actor=host.id,

@@ -215,9 +215,16 @@ class HistoryTap(Stage):
 
     def __init__(self, history: HistoryBuffer) -> None:
         self.history = history
+        self.server: HistoryServer | None = None
 
     async def setup(self, host: Host) -> None:
-        await host.task_group.start(HistoryServer(host.fabric, host.id, self.history).run)
+        self.server = HistoryServer(host.fabric, host.id, self.history)
+        await host.task_group.start(self.server.run)
+
+    def stop_serving(self) -> None:
+        """Stop answering replay requests (a migrated actor's new owner answers them)."""
+        if self.server is not None:
+            self.server.request_stop()
 
     async def outbound(self, out: OutputItem, next: NextOut) -> None:
         await next(out)

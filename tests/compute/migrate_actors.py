@@ -14,6 +14,7 @@ import numpy as np
 from diaspora import Actor, ActorRuntime, Message
 from diaspora.compute import Migratable, MigratableState
 from diaspora.fabric import Fabric
+from diaspora.streams import HistorySpec
 from diaspora.supervision._context import child_events
 
 IN, OUT = "mig.in", "mig.out"
@@ -84,3 +85,29 @@ class CounterAt:
             stages=[Migratable(self.worker, home=self.home)],
             events=child_events(self.fabric),
         )
+
+
+HIN, HOUT = "mig.hist.in", "mig.hist.out"
+
+
+class Relay(Actor):
+    """Emits input ``x`` as item ``x + 1`` of ``HOUT`` (``{"t": float}``), kept in its history."""
+
+    inputs = (HIN,)
+    outputs = (HOUT,)
+    checkpoint_interval = 0.3
+    history = HistorySpec(max_items=10_000)
+
+    def __init__(self) -> None:
+        self.state = MigratableState({"n": 0})
+
+    async def handle(self, msg: Message) -> None:
+        n = int(msg.data["x"]) + 1
+        self.state["n"] = n
+        await self.emit(HOUT, {"t": float(n)}, item=n)
+
+    def snapshot(self) -> Any:
+        return dict(self.state)
+
+    def restore(self, state: Any) -> None:
+        self.state = MigratableState(state)
