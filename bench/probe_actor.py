@@ -16,6 +16,9 @@ class Probe(Actor):
 
     inputs = (PROBES,)
     checkpoint_every = 1
+    #: the raise must crash the actor so that the supervisor restarts it (the default,
+    #: "retry", would call handle again in place after a backoff: not a restart)
+    on_poison = "crash"
 
     def __init__(self, crashed: dict[int, float] | None = None) -> None:
         self.crashed = crashed
