@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
 import anyio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import PubAck, StreamInfo
+from nats.js.api import StreamInfo
 from nats.js.object_store import ObjectStore
 
 from diaspora import codec
@@ -37,11 +37,12 @@ from diaspora.backoff import Backoff
 from diaspora.clock import Clock
 from diaspora.events import Event, Reconnected, log_event
 from diaspora.fabric._auth import Auth
-from diaspora.fabric._connection import Connection, Inbound, Inbox, split_urls
+from diaspora.fabric._connection import Connection, split_urls
 from diaspora.fabric._consumer import ConsumerSettings, Credit, Delivery, PullConsumer
+from diaspora.fabric._messaging import Messaging
 from diaspora.fabric._objects import read_object
 from diaspora.fabric._server import EmbeddedServer
-from diaspora.fabric._stores import Carrier, KeyValueBucket, Stores
+from diaspora.fabric._stores import KeyValueBucket, Stores
 from diaspora.fabric._streams import DEFAULT_DUPLICATE_WINDOW, StreamLimits, Streams
 from diaspora.log import get_logger
 
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 
-class Fabric:
+class Fabric(Messaging):
     """A NATS connection with JetStream, owned for the lifetime of an ``async with``.
 
     ``url`` may be one URL, a comma-separated list, or a list; ``None`` (the
@@ -372,118 +373,6 @@ class Fabric:
         when it is missing, incomplete or corrupt.
         """
         return await read_object(self._connection, bucket, name)
-
-    # -- publishing ----------------------------------------------------------------
-
-    async def publish(
-        self,
-        subject: str,
-        data: Any,
-        *,
-        headers: Mapping[str, str] | None = None,
-        msg_id: str | None = None,
-        timeout: float | None = None,
-    ) -> PubAck:
-        """Encode ``data`` with :mod:`diaspora.codec` and publish it to JetStream.
-
-        Raises :class:`PublishTimeout` when no acknowledgement arrives within
-        ``timeout`` (default: the fabric's request timeout),
-        :class:`~diaspora.errors.PermissionDenied` when the server refuses it ``subject``.
-        """
-        return await self.publish_bytes(
-            subject, codec.encode(data), headers=headers, msg_id=msg_id, timeout=timeout
-        )
-
-    async def publish_bytes(
-        self,
-        subject: str,
-        payload: bytes,
-        *,
-        headers: Mapping[str, str] | None = None,
-        msg_id: str | None = None,
-        timeout: float | None = None,
-    ) -> PubAck:
-        """Publish already-encoded bytes; payloads over :attr:`inline_limit` go to the
-        object store. With ``msg_id``, a publish whose ack was lost to a reconnect
-        (a server restart) is sent again at once: the stream keeps one copy."""
-        hdrs, payload = await self.stamp_and_offload(payload, headers, msg_id)
-        timeout = self.request_timeout if timeout is None else timeout
-        return await self._connection.js_publish(subject, payload, hdrs, timeout)
-
-    async def stamp_and_offload(
-        self, payload: bytes, headers: Mapping[str, str] | None, msg_id: str | None
-    ) -> tuple[dict[str, str] | None, bytes]:
-        """Headers and payload as they go on the wire.
-
-        ``msg_id`` is stamped as ``Nats-Msg-Id``; a payload over
-        :attr:`inline_limit` is stored in the object store and replaced by a
-        ``Diaspora-Blob`` reference (the payload sent is then empty).
-        """
-        return await self._stores.offload(payload, headers, msg_id)
-
-    #: The former name of :meth:`stamp_and_offload`.
-    prepare = stamp_and_offload
-
-    async def payload_of(self, msg: Carrier) -> bytes:
-        """The payload bytes of ``msg``, fetched from the object store if it is a blob reference.
-
-        Raises :class:`~diaspora.errors.DecodeError` when the blob cannot be read.
-        """
-        return await self._stores.payload_of(msg)
-
-    # -- core NATS -------------------------------------------------------------------
-
-    async def publish_core(
-        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
-    ) -> bool:
-        """Best-effort core-NATS publish (no JetStream, no acknowledgement).
-
-        Returns ``False``, without raising, when disconnected or the publish
-        fails: for reports whose next copy supersedes this one (positions,
-        acknowledgements, events).
-        """
-        return await self._connection.publish_core(subject, payload, headers)
-
-    @contextlib.asynccontextmanager
-    async def subscription(
-        self, subject: str, cb: Callable[[Inbound], Awaitable[None]], *, flush: bool = False
-    ) -> AsyncIterator[None]:
-        """A core-NATS subscription with callback ``cb`` for the ``async with`` block.
-
-        ``cb`` receives each message as an :class:`Inbound`; answer a request
-        with ``await msg.respond(data)``. With ``flush``, entering the block
-        waits until the server has registered the subscription, so a request
-        sent after that is seen. Leaving the block unsubscribes, shielded from
-        cancellation; a connection that is already gone leaves nothing to undo.
-
-        >>> async def serve(fabric: Fabric) -> None:
-        ...     async def echo(msg: Inbound) -> None:
-        ...         await msg.respond(msg.data)
-        ...     async with fabric.subscription("svc.echo", echo, flush=True):
-        ...         await anyio.sleep_forever()
-        """
-        async with self._connection.subscription(subject, cb, flush=flush):
-            yield
-
-    async def request(self, subject: str, payload: bytes, *, timeout: float) -> Inbound:
-        """Send a core-NATS request and return its first answer.
-
-        Raises :class:`~diaspora.errors.NoResponders` when nobody serves ``subject``,
-        ``TimeoutError`` when nobody answers within ``timeout`` s.
-        """
-        return await self._connection.request(subject, payload, timeout)
-
-    @contextlib.asynccontextmanager
-    async def inbox(self) -> AsyncIterator[Inbox]:
-        """A private reply subject for the ``async with`` block (several answers per request).
-
-        >>> async def ask(fabric: Fabric) -> bytes:
-        ...     async with fabric.inbox() as inbox:
-        ...         await inbox.send("svc.echo", b"hi")
-        ...         return (await inbox.next(timeout=1.0)).data
-        """
-        async with self._connection.inbox() as inbox:
-            yield inbox
 
     # -- events ----------------------------------------------------------------------
 
