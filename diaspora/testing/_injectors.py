@@ -44,6 +44,7 @@ from diaspora.testing._faultspec import (
     FaultStep,
     Injected,
 )
+from diaspora.testing._faultverbs import FaultVerbs
 from diaspora.testing._pids import PidSource, PidWatcher, is_descendant
 
 __all__ = ["Injector"]
@@ -60,7 +61,7 @@ class _Active:
     plan: dict[str, Any] = field(default_factory=dict)
 
 
-class Injector:
+class Injector(FaultVerbs):
     """Injects faults into what it is bound to, and keeps a record of each (:attr:`records`).
 
     ``fabric`` carries fault orders to actors (which must run the
@@ -235,73 +236,6 @@ class Injector:
             await anyio.sleep(step.delay)
             done.append(await self.apply(step.fault))
         return done
-
-    # -- one method per fault (each builds a FaultSpec and applies it) ---------------------
-
-    async def crash(self, actor: str) -> Injected:
-        """The actor raises at its next message (its supervisor restarts it)."""
-        return await self.apply(FaultSpec(FaultKind.CRASH, actor))
-
-    async def hang(self, actor: str, seconds: float | None = None) -> Injected:
-        """The actor's next ``handle`` blocks ``seconds`` (default: past its ``handle_deadline``,
-        which makes it a crash; an actor without a deadline then hangs for good)."""
-        return await self.apply(FaultSpec(FaultKind.HANG, actor, seconds=seconds))
-
-    async def freeze(self, target: str, seconds: float) -> Injected:
-        """The actor's whole process blocks ``seconds`` at its next message (a stuck C call)."""
-        return await self.apply(FaultSpec(FaultKind.FREEZE, target, seconds=seconds))
-
-    async def kill_process(self, target: str) -> Injected:
-        """SIGKILL the process running ``target`` (an actor id or a process-node path)."""
-        return await self.apply(FaultSpec(FaultKind.KILL_PROCESS, target))
-
-    async def kill_server(self, *, duration: float | None = None) -> Injected:
-        """SIGKILL the nats-server; start it again after ``duration`` seconds if given."""
-        return await self.apply(FaultSpec(FaultKind.KILL_SERVER, duration=duration))
-
-    async def restart_server(self) -> Injected:
-        """Start a killed server again, or restart a running one gracefully (same port, store)."""
-        return await self.apply(FaultSpec(FaultKind.RESTART_SERVER))
-
-    async def pause_server(self, *, duration: float | None = None) -> Injected:
-        """SIGSTOP the server (it holds its sockets, answers nothing); resume after ``duration``."""
-        return await self.apply(FaultSpec(FaultKind.PAUSE_SERVER, duration=duration))
-
-    async def resume_server(self) -> Injected:
-        """SIGCONT a paused server."""
-        return await self.apply(FaultSpec(FaultKind.RESUME_SERVER))
-
-    async def latency(
-        self, seconds: float, *, jitter: float = 0.0, duration: float | None = None
-    ) -> Injected:
-        """Delay the link by ``seconds`` (plus up to ``jitter``) each way."""
-        return await self.apply(
-            FaultSpec(FaultKind.LATENCY, seconds=seconds, jitter=jitter, duration=duration)
-        )
-
-    async def bandwidth(
-        self, bytes_per_second: float, *, duration: float | None = None
-    ) -> Injected:
-        """Cap the link at ``bytes_per_second`` each way."""
-        return await self.apply(
-            FaultSpec(FaultKind.BANDWIDTH, rate=bytes_per_second, duration=duration)
-        )
-
-    async def reset_link(self) -> Injected:
-        """Reset every connection on the link (TCP RST); clients reconnect at once."""
-        return await self.apply(FaultSpec(FaultKind.RESET_LINK))
-
-    async def blackhole(self, duration: float) -> Injected:
-        """Hold every byte both ways for ``duration`` seconds (connections stay open)."""
-        return await self.apply(FaultSpec(FaultKind.BLACKHOLE, duration=duration))
-
-    async def cut_link(self, *, duration: float | None = None) -> Injected:
-        """Refuse new connections and reset open ones, for ``duration`` or until healed."""
-        return await self.apply(FaultSpec(FaultKind.CUT_LINK, duration=duration))
-
-    async def heal_link(self) -> Injected:
-        """End every link fault: no latency, no cap, no blackhole, connections accepted."""
-        return await self.apply(FaultSpec(FaultKind.HEAL_LINK))
 
     async def heal(self) -> None:
         """Lift every lasting fault now: server started and resumed, link healed.

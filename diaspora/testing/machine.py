@@ -418,7 +418,7 @@ class WorkflowMachine(RuleBasedStateMachine):
                 f"{len(collected.late)} outputs for earlier examples' keys arrived late "
                 f"(duplicates), e.g. {collected.late[0].data!r}"
             )
-        recoveries = self._recoveries(records, arrival)
+        recoveries = _recoveries(records, arrival, self.sent_at, self.rig.injector.lifted_at)
         last_sent = max(self.sent_at.values(), default=self.started_at)
         catch_up = max(arrival.values(), default=last_sent) - last_sent
         return ExampleResult(
@@ -434,21 +434,6 @@ class WorkflowMachine(RuleBasedStateMachine):
             duration_s=round(time.time() - self.started_at, 3),
             problems=problems,
         )
-
-    def _recoveries(
-        self, records: list[Injected], arrival: dict[tuple[str, int], float]
-    ) -> list[tuple[str, float]]:
-        """Per fault: from its end to the output of the first input sent after that end."""
-        sent = sorted((t, key_index) for key_index, t in self.sent_at.items())
-        out = []
-        for record in records:
-            if record.kind is FaultKind.HEAL_LINK:
-                continue
-            end = self.rig.injector.lifted_at(record)
-            seconds = None if end is None else recovery_time(end, sent, arrival)
-            if seconds is not None:
-                out.append((record.kind.value, seconds))
-        return out
 
     # -- the whole run ---------------------------------------------------------------------
 
@@ -492,3 +477,22 @@ class WorkflowMachine(RuleBasedStateMachine):
         }
         rig.report.extra["sweep"] = figures
         return figures
+
+
+def _recoveries(
+    records: list[Injected],
+    arrival: dict[tuple[str, int], float],
+    sent_at: dict[tuple[str, int], float],
+    lifted_at: Callable[[Injected], float | None],
+) -> list[tuple[str, float]]:
+    """Per fault: from its end to the output of the first input sent after that end."""
+    sent = sorted((t, key_index) for key_index, t in sent_at.items())
+    out = []
+    for record in records:
+        if record.kind is FaultKind.HEAL_LINK:
+            continue
+        end = lifted_at(record)
+        seconds = None if end is None else recovery_time(end, sent, arrival)
+        if seconds is not None:
+            out.append((record.kind.value, seconds))
+    return out
