@@ -3,14 +3,12 @@
     python -m bench.instructions                      # this tree
     python -m bench.instructions --tree ../before     # another checkout (run alternately)
 
-For each of 2,000 and 7,000 pre-filled 128 B messages (200 and 700 with a
-``--size`` of 64 KiB or more), an embedded server is filled without
-tracing, then a child interpreter runs the pass-through actor under
-``valgrind --tool=callgrind`` until every output is acknowledged (it polls
-every 250 ms: a tighter poll makes the count move with the machine's load).
-The figure is the difference of the two runs' instruction counts over the
-difference in messages, so start-up and shutdown cancel out. Needs
-``valgrind``; the child
+For each of 2,000 and 7,000 pre-filled 128 B messages, an embedded server is
+filled without tracing, then a child interpreter runs the pass-through actor
+under ``valgrind --tool=callgrind`` until every output is acknowledged (it
+polls every 250 ms: a tighter poll makes the count move with the machine's
+load). The figure is the difference of the two runs' instruction counts over
+5,000, so start-up and shutdown cancel out. Needs ``valgrind``; the child
 imports ``diaspora`` and ``bench`` from ``--tree`` (the working directory of
 ``python -m`` comes first on ``sys.path``).
 """
@@ -64,23 +62,19 @@ async def main():
     configure_logging("WARNING")
     async with Fabric(sys.argv[1]) as fabric:
         await ab._fresh(fabric, "bench.source", "bench.sink")
-        payload = ab._payload(int(sys.argv[3]))
-        await ab._fill(fabric, "bench.source", payload, int(sys.argv[2]), "in")
+        await ab._fill(fabric, "bench.source", ab._payload(128), int(sys.argv[2]), "in")
 
 anyio.run(main)
 """
 
 
-async def _count(tree: Path, n: int, size: int, work: Path) -> int:
+async def _count(tree: Path, n: int, work: Path) -> int:
     from diaspora.fabric import EmbeddedServer
 
     env = {**os.environ, "PYTHONPATH": str(tree)}
     async with EmbeddedServer() as server:
         await anyio.run_process(
-            [sys.executable, "-c", _FILL, server.url, str(n), str(size)],
-            cwd=tree,
-            env=env,
-            check=True,
+            [sys.executable, "-c", _FILL, server.url, str(n)], cwd=tree, env=env, check=True
         )
         out = work / f"callgrind.{n}.out"
         done = await anyio.run_process(
@@ -94,21 +88,18 @@ async def _count(tree: Path, n: int, size: int, work: Path) -> int:
     return int(found.group(1))
 
 
-async def main(tree: Path, size: int) -> int:
+async def main(tree: Path) -> int:
     if shutil.which("valgrind") is None:
         raise SystemExit("bench.instructions needs valgrind (apt install valgrind)")
-    # large messages: fewer of them (the stream holds them all), same difference method
-    low_n, high_n = (2000, 7000) if size < 64 * 1024 else (200, 700)
     with tempfile.TemporaryDirectory() as work:
-        low = await _count(tree, low_n, size, Path(work))
-        high = await _count(tree, high_n, size, Path(work))
-    return (high - low) // (high_n - low_n)
+        low = await _count(tree, 2000, Path(work))
+        high = await _count(tree, 7000, Path(work))
+    return (high - low) // 5000
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", type=Path, default=Path.cwd(), help="the checkout to measure")
-    parser.add_argument("--size", type=int, default=128, help="payload bytes (e.g. 262144)")
     args = parser.parse_args()
-    per = anyio.run(main, args.tree.resolve(), args.size)
-    print(f"{args.tree}: {per} instructions per {args.size} B message")
+    per = anyio.run(main, args.tree.resolve())
+    print(f"{args.tree}: {per} instructions per message")
