@@ -115,6 +115,7 @@ class PoolController:
         self._started = 0
         self.rounds = 0  #: reconcile rounds done (tests wait on it)
         self._pending: list[Event] = []  # events decided while collecting, emitted after
+        self._homing: set[str] = set()  # moved actors handing off to go back home
         self._log = get_logger(pool=spec.name)
 
     # -- Runnable ------------------------------------------------------------------------
@@ -149,7 +150,9 @@ class PoolController:
         now = self.clock()
         states = self._collect(now)
         up = await self._check_health(now)
+        await self._homecoming()
         await self._rehome(up)
+        await self._return_home(up)
         wants = self.spec.wants(up)
         for site, want in wants.items():
             await self._fill(site, want, states)
@@ -234,13 +237,18 @@ class PoolController:
         self._pending.clear()
         return up
 
+    def _can_move(self, up: set[str]) -> bool:
+        """Whether movable actors may run away from home now: their checkpoint site is up."""
+        anchor = self.spec.checkpoint_site
+        return bool(up) and (anchor is None or anchor in up)
+
     async def _rehome(self, up: set[str]) -> None:
         """Movable actors waiting at a degraded site go to the up site with the most room."""
         for actor_id, site in self.site_of.items():
             if site in up or self.worker_of[actor_id] is not None:
                 continue
-            if not self._actors[actor_id].movable or not up:
-                continue  # pinned: it waits for its site
+            if not self._actors[actor_id].movable or not self._can_move(up):
+                continue  # pinned (or its checkpoint unreachable): it waits for its site
             target = max(
                 (s for s in self.spec.sites if s in up),
                 key=lambda s: self.spec.sites[s].max - len(self.live(s)),
@@ -249,6 +257,43 @@ class PoolController:
             await self._emit(
                 Moved(name=self.spec.name, site=target, actor=actor_id, from_site=site)
             )
+
+    async def _return_home(self, up: set[str]) -> None:
+        """A moved actor whose home is up again, and reaches the checkpoint site, goes back:
+        its worker away is stopped (its final checkpoint written), then it is placed at
+        home, where it claims the record (one owner at a time: the fence's epoch)."""
+        for actor_id, site in self.site_of.items():
+            actor = self._actors[actor_id]
+            home = self.spec.home(actor)
+            if site == home or home not in up or not (actor.movable and actor.return_home):
+                continue
+            if actor_id in self._homing or not await self._reaches_checkpoints(home):
+                continue
+            wid = self.worker_of[actor_id]
+            self._homing.add(actor_id)
+            if wid is not None and not self._workers[wid].stopping:
+                self._log.info("returning_home", actor=actor_id, worker=wid, site=home)
+                self._workers[wid].stopping = True
+                await self.provider.stop(wid)
+
+    async def _homecoming(self) -> None:
+        """Actors handing off whose worker away has exited now wait at their home site."""
+        for actor_id in list(self._homing):
+            if self.worker_of[actor_id] is None:
+                self._homing.discard(actor_id)
+                home = self.spec.home(self._actors[actor_id])
+                away, self.site_of[actor_id] = self.site_of[actor_id], home
+                await self._emit(
+                    Moved(name=self.spec.name, site=home, actor=actor_id, from_site=away)
+                )
+
+    async def _reaches_checkpoints(self, site: str) -> bool:
+        anchor = self.spec.checkpoint_site
+        if anchor is None or anchor == site:
+            return True
+        with anyio.move_on_after(_HEALTH_TIMEOUT):
+            return await self.provider.reaches(site, self.spec.domain(anchor))
+        return False
 
     async def _fill(self, site: str, want: int, states: dict[str, WorkerState]) -> None:
         """Start the workers ``site`` lacks, giving them the actors waiting there."""
@@ -270,7 +315,7 @@ class PoolController:
         for share in shares:
             self._started += 1
             wid = f"{self.spec.name}-{site}-{self._started}"
-            actors: tuple[PoolActor, ...] = tuple(self._actors[a] for a in share)
+            actors: tuple[PoolActor, ...] = tuple(self.spec.hosted(self._actors[a]) for a in share)
             self._workers[wid] = _Worker(site, list(share))
             for actor in share:
                 self.worker_of[actor] = wid

@@ -90,3 +90,8 @@ class Provider(Protocol):
     async def health(self, site: str) -> bool:
         """Whether ``site`` can host workers now (its server answers, its queue takes jobs)."""
         ...
+
+    async def reaches(self, site: str, domain: str) -> bool:
+        """Whether ``site``'s server reaches JetStream domain ``domain`` now (its link is up):
+        a moved actor goes home only once home reaches its checkpoint site."""
+        ...

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import anyio
 
 from diaspora import codec
+from diaspora.compute._anchor import reaches
 from diaspora.compute._provider import WorkerInfo, WorkerOrder, WorkerState
 from diaspora.errors import ConfigError, DecodeError
 from diaspora.log import get_logger
@@ -283,6 +284,9 @@ class ParslProvider:
         found = self._workers.get(worker)
         if found is not None and found.state is WorkerState.EXITED:
             del self._workers[worker]
+
+    async def reaches(self, site: str, domain: str) -> bool:
+        return await reaches(self._fabrics[site], domain)
 
     async def health(self, site: str) -> bool:
         if not self._fabrics[site].is_connected or self._dfk is None:

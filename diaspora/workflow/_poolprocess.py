@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from diaspora.compute._anchor import reaches
 from diaspora.compute._pools import AtPath
 from diaspora.compute._provider import WorkerInfo, WorkerOrder, WorkerState
 from diaspora.errors import ConfigError
@@ -186,6 +187,9 @@ class ProcessProvider:
         found = self._workers.get(worker)
         if found is not None and found.state is WorkerState.EXITED:
             del self._workers[worker]
+
+    async def reaches(self, site: str, domain: str) -> bool:
+        return await reaches(self.fabric(site), domain)
 
     async def health(self, site: str) -> bool:
         return self.fabric(site).is_connected
