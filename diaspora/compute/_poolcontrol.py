@@ -39,12 +39,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from diaspora.compute._pools import PoolActor, PoolSpec
+from diaspora.compute._poolstatus import StatusRecord
 from diaspora.compute._provider import Provider, WorkerOrder, WorkerState
+from diaspora.errors import DiasporaError
 from diaspora.events import (
     Deficit,
     Event,
@@ -58,6 +61,9 @@ from diaspora.events import (
 from diaspora.log import get_logger
 from diaspora.supervision._context import child_events
 
+if TYPE_CHECKING:
+    from diaspora.fabric import Fabric
+
 __all__ = ["PoolController"]
 
 _HEALTH_TIMEOUT = 2.0
@@ -68,6 +74,7 @@ class _Worker:
     site: str
     actors: list[str]
     stopping: bool = False
+    guests: set[str] = field(default_factory=set)  # actors it took after its start
 
 
 @dataclass(slots=True)
@@ -99,6 +106,7 @@ class PoolController:
         *,
         events: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fabric: Fabric | None = None,
     ) -> None:
         self.spec = spec
         self.provider = provider
@@ -116,7 +124,11 @@ class PoolController:
         self.rounds = 0  #: reconcile rounds done (tests wait on it)
         self._pending: list[Event] = []  # events decided while collecting, emitted after
         self._homing: set[str] = set()  # moved actors handing off to go back home
+        #: what every worker may be asked to take later: the pool's movable actors
+        self._guests = tuple(spec.hosted(a) for a in spec.actors if a.movable)
         self._log = get_logger(pool=spec.name)
+        #: with a fabric: the pool's state in its ``diaspora-pools`` bucket (``diaspora status``)
+        self._record = StatusRecord(fabric, spec.name) if fabric is not None else None
 
     # -- Runnable ------------------------------------------------------------------------
 
@@ -160,7 +172,43 @@ class PoolController:
             await self._track(site, wants.get(site), states, now)
         if not self.ready.is_set() and all(self._sites[s].filled for s in wants):
             self.ready.set()
+        if self._record is not None:
+            try:
+                await self._record.write(self.status(wants, states))
+            except DiasporaError as exc:  # the pool keeps working without its record
+                self._log.warning("pool_status_not_written", error=str(exc))
         self.rounds += 1
+
+    def status(self, wants: dict[str, int], states: dict[str, WorkerState]) -> dict[str, Any]:
+        """The pool's state now, as its ``diaspora-pools`` record holds it."""
+        sites = {}
+        for name, quota in self.spec.sites.items():
+            live, state = self.live(name), self._sites[name]
+            since = state.deficit_since
+            sites[name] = {
+                "min": quota.min,
+                "max": quota.max,
+                "want": wants.get(name, 0),
+                "workers": live,
+                "running": sum(1 for w in live if states.get(w) is WorkerState.RUNNING),
+                "degraded": self.degraded(name),
+                "deficit_s": None if since is None else round(self.clock() - since, 1),
+            }
+        actors = {
+            a.id: {
+                "site": self.site_of[a.id],
+                "worker": self.worker_of[a.id],
+                "home": self.spec.home(a),
+            }
+            for a in self.spec.actors
+        }
+        return {
+            "pool": self.spec.name,
+            "provider": self.spec.provider.value,
+            "total_min": self.spec.total_min,
+            "sites": sites,
+            "actors": actors,
+        }
 
     def _collect(self, now: float) -> dict[str, WorkerState]:
         """Forget exited workers (their actors wait for a new one); the others' states."""
@@ -271,10 +319,17 @@ class PoolController:
                 continue
             wid = self.worker_of[actor_id]
             self._homing.add(actor_id)
-            if wid is not None and not self._workers[wid].stopping:
-                self._log.info("returning_home", actor=actor_id, worker=wid, site=home)
-                self._workers[wid].stopping = True
-                await self.provider.stop(wid)
+            if wid is None or self._workers[wid].stopping:
+                continue
+            worker = self._workers[wid]
+            self._log.info("returning_home", actor=actor_id, worker=wid, site=home)
+            if actor_id in worker.guests and await self.provider.release(wid, actor_id):
+                worker.guests.discard(actor_id)
+                worker.actors.remove(actor_id)
+                self.worker_of[actor_id] = None
+                continue
+            worker.stopping = True  # it came with the worker: the worker goes
+            await self.provider.stop(wid)
 
     async def _homecoming(self) -> None:
         """Actors handing off whose worker away has exited now wait at their home site."""
@@ -298,10 +353,20 @@ class PoolController:
     async def _fill(self, site: str, want: int, states: dict[str, WorkerState]) -> None:
         """Start the workers ``site`` lacks, giving them the actors waiting there."""
         live = self.live(site)
-        waiting = [a for a, s in self.site_of.items() if s == site and self.worker_of[a] is None]
+        waiting = [
+            a
+            for a, s in self.site_of.items()
+            if s == site and self.worker_of[a] is None and a not in self._homing
+        ]
         new = max(0, want - len(live))
-        if waiting and new == 0 and len(live) < self.spec.sites[site].max:
-            new = 1
+        if waiting and new == 0:
+            waiting = await self._join(site, waiting, states)
+            if (
+                waiting
+                and len(live) < self.spec.sites[site].max
+                and not self._soon(waiting, live, states)
+            ):
+                new = 1
         if new == 0:
             return
         state = self._sites[site]
@@ -319,9 +384,49 @@ class PoolController:
             self._workers[wid] = _Worker(site, list(share))
             for actor in share:
                 self.worker_of[actor] = wid
-            await self.provider.start(WorkerOrder(self.spec.name, wid, site, actors))
+            order = WorkerOrder(self.spec.name, wid, site, actors, self._guests)
+            await self.provider.start(order)
             for actor in share:
                 await self._emit(Placed(name=self.spec.name, site=site, actor=actor, worker=wid))
+
+    def _soon(self, waiting: list[str], live: list[str], states: dict[str, WorkerState]) -> bool:
+        """Whether the movable ``waiting`` actors can join a worker still starting (with room)."""
+        if not all(self._actors[a].movable for a in waiting):
+            return False
+        return any(
+            states.get(w) is not WorkerState.RUNNING
+            and not self._workers[w].stopping
+            and len(self._workers[w].actors) < self.spec.actors_per_worker
+            for w in live
+        )
+
+    async def _join(
+        self, site: str, waiting: list[str], states: dict[str, WorkerState]
+    ) -> list[str]:
+        """Give waiting movable actors to running workers at ``site`` with room (the fewest
+        actors first); the actors left waiting."""
+        rest = []
+        for actor in waiting:
+            room = [
+                w
+                for w in self.live(site)
+                if states.get(w) is WorkerState.RUNNING
+                and not self._workers[w].stopping
+                and len(self._workers[w].actors) < self.spec.actors_per_worker
+            ]
+            if not self._actors[actor].movable or not room:
+                rest.append(actor)
+                continue
+            wid = min(room, key=lambda w: len(self._workers[w].actors))
+            if not await self.provider.host(wid, actor):
+                rest.append(actor)
+                continue
+            worker = self._workers[wid]
+            worker.actors.append(actor)
+            worker.guests.add(actor)
+            self.worker_of[actor] = wid
+            await self._emit(Placed(name=self.spec.name, site=site, actor=actor, worker=wid))
+        return rest
 
     async def _track(
         self, site: str, want: int | None, states: dict[str, WorkerState], now: float

@@ -52,6 +52,7 @@ _POOL_KEYS: Final = frozenset(
         "retry_after",
         "parsl",
         "checkpoint_site",
+        "actors_per_worker",
     }
 )
 #: What ``parsl.<site>.provider`` may name (Parsl's LocalProvider, SlurmProvider, PBSProProvider).
@@ -180,6 +181,9 @@ class PoolSpec:
     #: they run at (usually the hub), so a moved actor resumes from its state
     #: (``None``: each actor's checkpoint is at the site it runs at)
     checkpoint_site: str | None = None
+    #: a running worker hosting fewer actors than this takes an actor moving to its site
+    #: (a new worker starts only when none has room)
+    actors_per_worker: int = 4
     #: each site's JetStream domain (a workflow file fills it from ``[sites]``; default: its name)
     site_domains: Mapping[str, str] = field(default_factory=dict)
     #: ``provider = "parsl"``: each site's Parsl provider and its keyword arguments
@@ -208,6 +212,7 @@ class PoolSpec:
             )
         object.__setattr__(self, "provider", ProviderKind(self.provider))
         _count(self.intensity, f"{where}.intensity")
+        _count(self.actors_per_worker, f"{where}.actors_per_worker", minimum=1)
         _seconds(self.period, f"{where}.period")
         if self.retry_after is not None:
             _seconds(self.retry_after, f"{where}.retry_after")
@@ -289,7 +294,7 @@ class PoolSpec:
                 f"{', '.join(k.value for k in ProviderKind)}"
             ) from None
         flags = {k: table[k] for k in ("total_min", "intensity", "period") if k in table}
-        for key in ("retry_after", "parsl", "checkpoint_site"):
+        for key in ("retry_after", "parsl", "checkpoint_site", "actors_per_worker"):
             if key in table:
                 flags[key] = table[key]
         try:

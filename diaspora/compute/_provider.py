@@ -38,12 +38,14 @@ class WorkerState(StrEnum):
 @dataclass(frozen=True, slots=True)
 class WorkerOrder:
     """What the controller asks of a provider: worker ``id`` of ``pool`` at ``site``,
-    hosting ``actors``."""
+    hosting ``actors``; ``guests`` are the actors it may be asked to take later (the
+    pool's movable ones, see :mod:`diaspora.compute._guests`)."""
 
     pool: str
     id: str
     site: str
     actors: tuple[PoolActor, ...] = ()
+    guests: tuple[PoolActor, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,14 @@ class Provider(Protocol):
 
     async def health(self, site: str) -> bool:
         """Whether ``site`` can host workers now (its server answers, its queue takes jobs)."""
+        ...
+
+    async def host(self, worker: str, actor: str) -> bool:
+        """Ask running ``worker`` to take ``actor`` (one of its order's guests); whether it did."""
+        ...
+
+    async def release(self, worker: str, actor: str) -> bool:
+        """Ask ``worker`` to stop guest ``actor`` (its final checkpoint written); whether it did."""
         ...
 
     async def reaches(self, site: str, domain: str) -> bool:

@@ -43,6 +43,7 @@ import anyio
 
 from diaspora import codec
 from diaspora.compute._anchor import reaches
+from diaspora.compute._guests import ask_guest
 from diaspora.compute._provider import WorkerInfo, WorkerOrder, WorkerState
 from diaspora.errors import ConfigError, DecodeError
 from diaspora.log import get_logger
@@ -284,6 +285,19 @@ class ParslProvider:
         found = self._workers.get(worker)
         if found is not None and found.state is WorkerState.EXITED:
             del self._workers[worker]
+
+    async def host(self, worker: str, actor: str) -> bool:
+        return await self._ask(worker, "host", actor)
+
+    async def release(self, worker: str, actor: str) -> bool:
+        return await self._ask(worker, "release", actor)
+
+    async def _ask(self, worker: str, op: str, actor: str) -> bool:
+        found = self._workers.get(worker)
+        if found is None or found.state is not WorkerState.RUNNING:
+            return False
+        order = found.order
+        return await ask_guest(self._fabrics[order.site], order.pool, worker, op, actor)
 
     async def reaches(self, site: str, domain: str) -> bool:
         return await reaches(self._fabrics[site], domain)

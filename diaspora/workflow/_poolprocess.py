@@ -25,6 +25,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from diaspora.compute._anchor import reaches
+from diaspora.compute._guests import GuestStart, ask_guest
 from diaspora.compute._pools import AtPath
 from diaspora.compute._provider import WorkerInfo, WorkerOrder, WorkerState
 from diaspora.errors import ConfigError
@@ -46,10 +47,12 @@ _WORKER_PERIOD = 5.0
 
 
 def worker_tree(order: WorkerOrder) -> SupervisorSpec:
-    """The subtree a worker runs: its actors, each under its own id."""
+    """The subtree a worker runs: its actors, each under its own id (and its guests' host)."""
     children = [
         ChildSpec(f"a{i}", AtPath(actor.id, actor.start)) for i, actor in enumerate(order.actors)
     ]
+    if order.guests:  # the actors it may take later, on request
+        children.append(ChildSpec("guests", GuestStart(order.pool, order.id, order.guests)))
     return SupervisorSpec(children, intensity=_WORKER_INTENSITY, period=_WORKER_PERIOD)
 
 
@@ -187,6 +190,19 @@ class ProcessProvider:
         found = self._workers.get(worker)
         if found is not None and found.state is WorkerState.EXITED:
             del self._workers[worker]
+
+    async def host(self, worker: str, actor: str) -> bool:
+        return await self._ask(worker, "host", actor)
+
+    async def release(self, worker: str, actor: str) -> bool:
+        return await self._ask(worker, "release", actor)
+
+    async def _ask(self, worker: str, op: str, actor: str) -> bool:
+        found = self._workers.get(worker)
+        if found is None or found.state is not WorkerState.RUNNING:
+            return False
+        order = found.order
+        return await ask_guest(self.fabric(order.site), order.pool, worker, op, actor)
 
     async def reaches(self, site: str, domain: str) -> bool:
         return await reaches(self.fabric(site), domain)

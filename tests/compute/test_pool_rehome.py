@@ -6,6 +6,8 @@ a link proxy), real worker processes. The pool keeps its movable actor's checkpo
 edge is lost (its link cut, its server killed) while inputs are in flight; the actor runs at the
 hpc from its checkpoint, replaying what came after it; the edge comes back and the actor hands
 back to it. Every input is tallied exactly once, in order, and the running count never restarts.
+Both moves join a worker already running at the destination (the hpc's idle one, the edge's
+new one) rather than starting one; the hpc's worker lets the actor go without stopping.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ async def test_a_moved_actor_resumes_from_its_checkpoint_and_returns_home(tmp_pa
             await tg.start(controller.run)
             with anyio.fail_after(60):
                 await controller.ready.wait()
+            (hpc_worker,) = controller.live("hpc")  # idle: the hpc's minimum
             for n in range(10):
                 await hpc.publish("work", {"n": n})
             await wait_until(lambda: have(10), timeout=30, what="10 tallies made at the edge")
@@ -108,6 +111,7 @@ async def test_a_moved_actor_resumes_from_its_checkpoint_and_returns_home(tmp_pa
                 await hpc.publish("work", {"n": n})
             await wait_until(lambda: have(30), timeout=30, what="30 tallies, the last at the hpc")
             assert controller.site_of["root.mover"] == "hpc"
+            assert controller.worker_of["root.mover"] == hpc_worker  # it joined the running one
 
             await server.start()  # the edge comes back (its store kept) ...
             await wait_until(lambda: _healed(edge), timeout=30, what="the edge link healed")
@@ -119,6 +123,9 @@ async def test_a_moved_actor_resumes_from_its_checkpoint_and_returns_home(tmp_pa
                 timeout=60,
                 what="the actor placed at home again",
             )
+            (edge_worker,) = controller.live("edge")
+            assert controller.worker_of["root.mover"] == edge_worker  # joined the new edge one
+            assert controller.live("hpc") == [hpc_worker]  # let go, not stopped
             for n in range(30, 40):
                 await hpc.publish("work", {"n": n})
             await wait_until(lambda: have(40), timeout=60, what="40 tallies, the last at home")
@@ -127,5 +134,5 @@ async def test_a_moved_actor_resumes_from_its_checkpoint_and_returns_home(tmp_pa
         assert await tallies(hpc) == [(n, n + 1) for n in range(40)]  # once each, in order
         moves = [(m.from_site, m.site) for m in sink.of(Moved)]
         assert moves == [("edge", "hpc"), ("hpc", "edge")]
-        placed = [p.site for p in sink.of(Placed) if p.actor == "root.mover"]
-        assert placed == ["edge", "hpc", "edge"]
+        placed = [(p.site, p.worker) for p in sink.of(Placed) if p.actor == "root.mover"]
+        assert placed[1:] == [("hpc", hpc_worker), ("edge", edge_worker)]
