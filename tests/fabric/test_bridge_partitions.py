@@ -1,0 +1,107 @@
+"""A partitioned subject across a bridge: the copy at the other site says the origin's
+partitions, so a plain actor there reads every item (the ``<subject>.~p.<k>`` ones too) and
+each partition of a group there reads only its share; a subject partitioned after its bridge
+exists tells the copy too."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import pytest
+
+from diaspora import Actor, ActorRuntime, Message
+from diaspora.fabric import (
+    Bridge,
+    Fabric,
+    Sites,
+    SiteSpec,
+    ensure_bridge,
+    partition_of,
+    partition_stream,
+    stream_partitions,
+)
+from diaspora.testing import wait_until
+
+pytestmark = pytest.mark.anyio
+
+ITEMS, KEYS = 40, 5
+
+
+class Keyed(Actor):
+    """Emits ``ITEMS`` items on ``edge1.jobs``, keyed ``k0..k4`` in turn, then idles."""
+
+    outputs = ("edge1.jobs",)
+
+    async def produce(self) -> None:
+        for n in range(ITEMS):
+            await self.emit("edge1.jobs", {"n": n}, key=f"k{n % KEYS}")
+        await anyio.sleep_forever()
+
+
+class Seen(Actor):
+    """Remembers the items it is handed."""
+
+    inputs = ("edge1.jobs",)
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    async def handle(self, msg: Message) -> None:
+        self.seen.append(msg.data["n"])
+
+
+async def run_until(runtimes: list[ActorRuntime], done: object) -> None:
+    async with anyio.create_task_group() as tg:
+        for runtime in runtimes:
+            await tg.start(runtime.run)
+        await wait_until(done, timeout=30, what="the items handled")  # type: ignore[arg-type]
+        for runtime in runtimes:
+            runtime.request_stop()
+
+
+def seen(runtime: ActorRuntime) -> list[int]:
+    actor = runtime.actor
+    assert isinstance(actor, Seen)
+    return actor.seen
+
+
+async def test_a_partitioned_subject_is_read_whole_or_by_share_across_a_bridge(
+    tmp_path: Path,
+) -> None:
+    specs = (SiteSpec("edge", domain="edge", parent="hpc"), SiteSpec("hpc", domain="hpc"))
+    async with (
+        Sites(specs, state_dir=tmp_path) as sites,
+        sites.fabric("edge") as edge,
+        sites.fabric("hpc") as hpc,
+    ):
+        await edge.ensure_stream("edge1.jobs")
+        await partition_stream(edge, "edge1.jobs", 2)
+        await ensure_bridge(hpc, Bridge("edge1.jobs", "edge", "hpc"))
+        assert await stream_partitions(hpc, "edge1.jobs") == 2  # the copy says so
+        producer = ActorRuntime(Keyed, edge, id="keyed")
+        await run_until([producer], lambda: producer.stats.emitted >= ITEMS)
+        await wait_until(
+            lambda: _copied(hpc, "edge1.jobs", ITEMS), timeout=30, what="the items copied"
+        )
+
+        whole = ActorRuntime(Seen, hpc, id="whole")  # a plain actor at the hpc: every item
+        await run_until([whole], lambda: len(seen(whole)) >= ITEMS)
+        assert seen(whole) == list(range(ITEMS))
+        parts = [ActorRuntime(Seen, hpc, id=f"part{k}", partition=(k, 2)) for k in range(2)]
+        share = Counter(partition_of(f"k{n % KEYS}", 2) for n in range(ITEMS))
+        await run_until(parts, lambda: sum(len(seen(p)) for p in parts) >= ITEMS)
+        for k, part in enumerate(parts):  # each read its own items only: reads equal the input
+            assert part.stats.delivered == share[k]
+            assert all(partition_of(f"k{n % KEYS}", 2) == k for n in seen(part))
+
+        await edge.ensure_stream("edge1.late")  # bridged first, partitioned afterwards
+        await ensure_bridge(hpc, Bridge("edge1.late", "edge", "hpc"))
+        assert await stream_partitions(hpc, "edge1.late") is None
+        await partition_stream(edge, "edge1.late", 3)
+        assert await stream_partitions(hpc, "edge1.late") == 3
+
+
+async def _copied(fabric: Fabric, subject: str, n: int) -> bool:
+    return (await fabric.stream_bounds(subject))[1] >= n
