@@ -21,7 +21,10 @@ with what the :class:`PoolSpec` wants, and acts:
   its pinned actors wait and start there again when it answers.
 - **placement**: an actor without a worker is given to a new worker at its
   site (:class:`~diaspora.events.Placed`); it resumes from its checkpoint.
-  A moved actor stays where it went when its home comes back.
+  A moved actor goes back home once its site is up and reaches the pool's
+  ``checkpoint_site`` (``return_home``): the worker away lets it go, then it
+  is placed at home. An actor moving to a site joins a running worker there
+  with room (``actors_per_worker``) before a new worker is started.
 
 Run one with a provider (here the ``process`` one of the workflow layer),
 or as a tree's child with :func:`~diaspora.workflow.pool_child`::

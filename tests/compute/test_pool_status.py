@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from diaspora.compute import PoolActor, PoolController, PoolSpec, SiteQuota
-from diaspora.compute._poolstatus import read_pools
+from diaspora.compute._poolstatus import read_pools, show_pools
 from diaspora.fabric import Fabric
 from diaspora.testing import wait_until
 from diaspora.workflow import ActorStart
@@ -33,7 +33,9 @@ async def status(url: str, *flags: str) -> str:
     return done.stdout.decode()
 
 
-async def test_status_shows_the_pools_sites_workers_actors_and_a_deficit(fabric: Fabric) -> None:
+async def test_status_shows_the_pools_sites_workers_actors_and_a_deficit(
+    fabric: Fabric, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = PoolSpec(
         "recon",
         {"edge": SiteQuota(1, 2), "hpc": SiteQuota(1, 1)},
@@ -66,7 +68,8 @@ async def test_status_shows_the_pools_sites_workers_actors_and_a_deficit(fabric:
             return bool(seen) and edge["deficit_s"] is None and edge["running"] == 1
 
         await wait_until(deficit_then_healed, timeout=30, what="a deficit, then healed")
-        (line,) = (await status(fabric.urls[0], "--json")).splitlines()
+        assert await show_pools(fabric.urls[0], as_json=True) == 0  # what --json prints
+        (line,) = capsys.readouterr().out.splitlines()
         record = json.loads(line)
         assert record["sites"]["edge"]["running"] == 1
         assert record["actors"]["root.tally"]["worker"] == hpc_worker
