@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from diaspora import Actor, ActorRuntime, Message
+from diaspora.errors import ConfigError
 from diaspora.fabric import (
     Bridge,
     Fabric,
@@ -105,3 +106,31 @@ async def test_a_partitioned_subject_is_read_whole_or_by_share_across_a_bridge(
 
 async def _copied(fabric: Fabric, subject: str, n: int) -> bool:
     return (await fabric.stream_bounds(subject))[1] >= n
+
+
+async def test_an_aggregate_of_origins_split_differently_is_refused_naming_the_copy(
+    tmp_path: Path,
+) -> None:
+    specs = (
+        SiteSpec("edge1", domain="edge1", parent="hpc"),
+        SiteSpec("edge2", domain="edge2", parent="hpc"),
+        SiteSpec("hpc", domain="hpc"),
+    )
+    async with (
+        Sites(specs, state_dir=tmp_path) as sites,
+        sites.fabric("hpc") as hpc,
+    ):
+        for site, split in (("edge1", 2), ("edge2", 3)):
+            view = sites.view(hpc, site)
+            await view.ensure_stream("all.jobs")
+            async with sites.fabric(site) as at:
+                await partition_stream(at, "all.jobs", split)
+        await ensure_bridge(hpc, Bridge("all.jobs", "edge1", "hpc"))
+        with pytest.raises(ConfigError) as refused:
+            await ensure_bridge(hpc, Bridge("all.jobs", "edge2", "hpc"))
+        message = str(refused.value)
+        assert "'all.jobs'" in message  # the bridge, by its subject and domains
+        assert "edge2 -> hpc" in message
+        assert "split into 2 partitions" in message
+        assert "this origin splits them into 3" in message
+        assert await stream_partitions(hpc, "all.jobs") == 2  # the copy is left as it was
