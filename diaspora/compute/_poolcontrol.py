@@ -70,6 +70,9 @@ if TYPE_CHECKING:
 __all__ = ["PoolController"]
 
 _HEALTH_TIMEOUT = 2.0
+#: Seconds a worker of an unreachable site gets to stop before it is killed: without its
+#: server it seldom finishes a graceful stop, and its actors wait for it to be gone.
+_CUT_OFF_GRACE = 0.5
 
 
 @dataclass(slots=True)
@@ -273,7 +276,7 @@ class PoolController:
                     )
                     for wid in self.live(site):  # cut off: their actors must not run twice
                         self._workers[wid].stopping = True
-                        await self.provider.stop(wid)
+                        await self.provider.stop(wid, grace=_CUT_OFF_GRACE)
                 continue
             if state.degraded is not None:
                 until = state.degraded.until

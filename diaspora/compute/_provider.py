@@ -77,8 +77,9 @@ class Provider(Protocol):
         """Begin acquiring the worker; its state is then :attr:`WorkerState.STARTING`."""
         ...
 
-    async def stop(self, worker: str) -> None:
-        """Stop the worker (gracefully where possible); it then reads as exited."""
+    async def stop(self, worker: str, *, grace: float | None = None) -> None:
+        """Stop the worker (gracefully where possible, for at most ``grace`` seconds:
+        ``None``, the provider's own; ``0``, kill it now); it then reads as exited."""
         ...
 
     def workers(self) -> list[WorkerInfo]:

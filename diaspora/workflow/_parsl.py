@@ -253,7 +253,8 @@ class ParslProvider:
 
         worker.future = await anyio.to_thread.run_sync(call)
 
-    async def stop(self, worker: str) -> None:
+    async def stop(self, worker: str, *, grace: float | None = None) -> None:
+        # a worker cut off from its server stops itself after fence_after: grace is that
         found = self._workers.get(worker)
         if found is None:
             return

@@ -160,18 +160,19 @@ class ProcessProvider:
             worker.state = WorkerState.EXITED
             worker.exited.set()
 
-    async def stop(self, worker: str) -> None:
-        """SIGTERM the worker; SIGKILL it if it still runs ``stop_grace`` seconds later (a
-        worker cut off from its server may not finish its graceful stop, and its actors
-        must not run twice)."""
+    async def stop(self, worker: str, *, grace: float | None = None) -> None:
+        """SIGTERM the worker; SIGKILL it if it still runs ``grace`` seconds later (default
+        ``stop_grace``; a worker cut off from its server may not finish its graceful stop,
+        and its actors must not run twice; ``0``: at once)."""
         found = self._workers.get(worker)
         if found is not None and found.state is not WorkerState.EXITED:
             found.node.request_stop()
             if self._tg is not None:
-                self._tg.start_soon(self._kill_after, found)
+                wait = self.stop_grace if grace is None else grace
+                self._tg.start_soon(self._kill_after, found, wait)
 
-    async def _kill_after(self, worker: _Worker) -> None:
-        with anyio.move_on_after(self.stop_grace):
+    async def _kill_after(self, worker: _Worker, grace: float) -> None:
+        with anyio.move_on_after(grace):
             await worker.exited.wait()
             return
         pid = worker.node.pid
