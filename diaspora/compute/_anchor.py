@@ -10,9 +10,9 @@ lives in that site's domain, reached over the leaf links
 
 There is one record, so the compare-and-set fence is the one of a single
 site: an instance at a site cut off from the checkpoint site cannot write it
-(its next checkpoint fails and it stops), an instance started elsewhere
-claims the record and bumps its epoch, and the cut-off one is fenced out
-when its link returns. The moved actor resumes from the last checkpoint and
+(its checkpoint writes are retried until the link returns), an instance
+started elsewhere claims the record and bumps its epoch, and the cut-off
+one is fenced out by its next write. The moved actor resumes from the last checkpoint and
 replays its inputs after it; the outputs it emits again carry the same
 message ids, which the output streams store once.
 
