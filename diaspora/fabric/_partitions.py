@@ -68,6 +68,7 @@ __all__ = [
 METADATA_KEY: Final = "diaspora.partitions"
 #: The durable consumer a bridge reads its origin with: ``dsp-bridge-<destination domain>``.
 _BRIDGE_CONSUMER: Final = "dsp-bridge-"
+_TELL_TIMEOUT: Final = 2.0
 
 _log = get_logger(component="partitions")
 
@@ -149,10 +150,16 @@ async def partition_stream(fabric: Fabric, subject: str, partitions: int) -> Non
 
 async def _tell_bridges(fabric: Fabric, subject: str, partitions: int) -> None:
     """Mark the copies of ``subject``'s stream at other sites (the bridges fed by a
-    ``dsp-bridge-<domain>`` consumer on it) with its partitions, or say which one failed."""
+    ``dsp-bridge-<domain>`` consumer on it) with its partitions. A copy out of reach (its
+    link down) is logged, naming the bridge, and told at the next call (a scale-out group
+    calls this at each start) or by ``ensure_bridge``: the origin's own work goes on."""
     name = stream_name(subject)
     connection = fabric._connection
-    consumers = await connection.jetstream(None).consumers_info(name)
+    try:
+        consumers = await connection.jetstream(None).consumers_info(name)
+    except (nats.errors.Error, OSError) as exc:
+        _log.warning("bridges_not_listed", subject=subject, error=repr(exc))
+        return
     for consumer in consumers:
         durable = consumer.name or ""
         if not durable.startswith(_BRIDGE_CONSUMER):
@@ -160,13 +167,19 @@ async def _tell_bridges(fabric: Fabric, subject: str, partitions: int) -> None:
         domain = durable.removeprefix(_BRIDGE_CONSUMER)
         what = f"partitioning {subject!r}: its bridge to domain {domain!r} ({durable})"
         try:
-            dest = connection.jetstream(domain)
-            await copy_partitions(dest, await dest.stream_info(name), partitions, what)
-        except (nats.errors.Error, OSError) as exc:
-            raise ConfigError(
-                f"{what}: its copy could not be told ({exc!r}); call partition_stream again "
-                "once the link is up (consumers there read only the bare subject until then)"
-            ) from exc
+            with anyio.fail_after(_TELL_TIMEOUT):
+                dest = connection.jetstream(domain)
+                await copy_partitions(dest, await dest.stream_info(name), partitions, what)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            _log.warning(
+                "bridge_copy_not_told",
+                subject=subject,
+                bridge=durable,
+                domain=domain,
+                error=repr(exc),
+                hint="consumers there read only the bare subject until partition_stream or "
+                "ensure_bridge runs again with the link up",
+            )
 
 
 async def copy_partitions(dest: Any, info: StreamInfo, split: int | None, what: str) -> StreamInfo:
