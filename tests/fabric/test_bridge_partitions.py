@@ -19,9 +19,11 @@ from diaspora.fabric import (
     Sites,
     SiteSpec,
     ensure_bridge,
+    link_fault,
     partition_of,
     partition_stream,
     stream_partitions,
+    wait_site,
 )
 from diaspora.testing import wait_until
 
@@ -134,3 +136,25 @@ async def test_an_aggregate_of_origins_split_differently_is_refused_naming_the_c
         assert "split into 2 partitions" in message
         assert "this origin splits them into 3" in message
         assert await stream_partitions(hpc, "all.jobs") == 2  # the copy is left as it was
+
+
+async def test_a_copy_out_of_reach_does_not_stop_the_origins_split(tmp_path: Path) -> None:
+    specs = (
+        SiteSpec("edge", domain="edge", parent="hpc", link_proxy=True),
+        SiteSpec("hpc", domain="hpc"),
+    )
+    async with (
+        Sites(specs, state_dir=tmp_path) as sites,
+        sites.fabric("edge", backoff_max=0.2) as edge,
+        sites.fabric("hpc") as hpc,
+    ):
+        await edge.ensure_stream("edge1.cut")
+        await ensure_bridge(hpc, Bridge("edge1.cut", "edge", "hpc"))
+        await link_fault(edge, "edge", "cut", seconds=60)
+        await partition_stream(edge, "edge1.cut", 2)  # the copy cannot be told: a warning
+        assert await stream_partitions(edge, "edge1.cut") == 2
+        assert await stream_partitions(hpc, "edge1.cut") is None
+        await link_fault(edge, "edge", "heal_link")
+        await wait_site(edge, "hpc")
+        await partition_stream(edge, "edge1.cut", 2)  # again, the link up: told
+        assert await stream_partitions(hpc, "edge1.cut") == 2
