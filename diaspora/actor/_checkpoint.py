@@ -1,18 +1,16 @@
 """Checkpoints: one atomic record of an actor's state and the input positions it includes.
 
-A checkpoint lives under the actor's id in the KV bucket
-``diaspora-checkpoints``. The record is a msgpack map (see :class:`Checkpoint`)
-whose ``state`` is the actor's ``snapshot()`` encoded with
-:mod:`diaspora.codec`; a state that would make the record larger than one KV
-value of the connected server (:attr:`~diaspora.fabric.Fabric.inline_limit`,
-its ``max_payload`` less header room) goes to the object store of the same
-name and the record names it (``state_ref``); it is read back over the
-object's chunk subject with its SHA-256 checked.
+A checkpoint lives under the actor's id in the KV bucket ``diaspora-checkpoints``
+(of the connected site, or a :class:`CheckpointStore`'s). The record is a msgpack
+map (see :class:`Checkpoint`) whose ``state`` is the actor's ``snapshot()``
+encoded with :mod:`diaspora.codec`; a state that would make the record larger
+than one KV value (:attr:`~diaspora.fabric.Fabric.inline_limit`, ``max_payload``
+less header room) goes to the object store of the same name and the record
+names it (``state_ref``), read back with its SHA-256 checked.
 
-Writes are compare-and-set on the KV revision, which *fences* stale
-instances: every start claims the record (bumping ``epoch``), so an older
-instance of the same actor that is still alive fails its next write with
-:class:`~diaspora.errors.FencedOut` instead of overwriting newer state.
+Writes are compare-and-set on the KV revision, which *fences* stale instances:
+every start claims the record (bumping ``epoch``), so an older instance still alive
+fails its next write with :class:`~diaspora.errors.FencedOut`, not overwriting it.
 
 >>> import anyio
 >>> from diaspora.fabric import Fabric
@@ -40,6 +38,7 @@ from typing import Any, Final
 import anyio
 
 from diaspora import codec
+from diaspora.actor._checkpointstore import CheckpointStore
 from diaspora.errors import (
     CheckpointError,
     DecodeError,
@@ -48,7 +47,7 @@ from diaspora.errors import (
     ObjectUnreadable,
     RevisionMismatch,
 )
-from diaspora.fabric import Fabric, KeyValueBucket
+from diaspora.fabric import KeyValueBucket
 from diaspora.log import get_logger
 
 __all__ = [
@@ -148,7 +147,7 @@ class CheckpointSlot:
 
     def __init__(
         self,
-        fabric: Fabric,
+        fabric: CheckpointStore,
         actor: str,
         kv: KeyValueBucket,
         *,
@@ -173,7 +172,7 @@ class CheckpointSlot:
     @classmethod
     async def claim(
         cls,
-        fabric: Fabric,
+        fabric: CheckpointStore,
         actor: str,
         *,
         inline_limit: int | None = None,
@@ -196,7 +195,9 @@ class CheckpointSlot:
         return slot
 
     @classmethod
-    async def peek(cls, fabric: Fabric, actor: str, *, state: bool = False) -> Checkpoint | None:
+    async def peek(
+        cls, fabric: CheckpointStore, actor: str, *, state: bool = False
+    ) -> Checkpoint | None:
         """The stored record of ``actor`` (its state too if ``state``), without claiming it."""
         slot = cls(fabric, actor, await fabric.ensure_kv(CHECKPOINT_BUCKET), instance="peek")
         entry = await slot._get(slot.key)
