@@ -26,7 +26,7 @@ from diaspora.errors import (
 )
 from diaspora.fabric import Fabric, KeyValueBucket, Sites, SiteView
 from diaspora.log import get_logger
-from diaspora.storage import _repair
+from diaspora.storage import _adapt, _repair
 from diaspora.storage._codec import codec
 from diaspora.storage._input import Source, chunked
 from diaspora.storage._layout import ChunkInfo, Fragment, Layout, Manifest, place
@@ -43,7 +43,8 @@ def _key(name: str) -> str:
     return "o." + base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
 
 
-def _token(name: str) -> str:
+def token_of(name: str) -> str:
+    """The subject token of an object's fragment keys."""
     return hashlib.sha256(name.encode()).hexdigest()[:24]
 
 
@@ -108,6 +109,8 @@ class Storage:
             raise ConfigError(f"storage bucket {bucket!r}: meta={self.meta!r} is not a site")
         self.fabric = fabric
         self.sites = SiteSet(fabric, domains, bucket, here=here, timeout=timeout)
+        #: The site the fabric is connected to (where this client reads from).
+        self.here = here
         self._domains = domains
         self._parallel = max(1, parallel)
         self._kv: KeyValueBucket | None = None
@@ -190,15 +193,27 @@ class Storage:
         layout: Layout,
         *,
         avoid: frozenset[str] = frozenset(),
+        start: int | None = None,
+        prefer: str | None = None,
     ) -> ChunkInfo:
-        """Encode ``data`` and store its fragments on the fastest sites that answer."""
+        """Encode ``data`` and store its fragments on the fastest sites that answer (round
+        robin from ``start``, default the chunk's index; never on ``avoid`` if others answer)."""
         frags, made_by = fragments_of(layout, data, self.policy.codec)
         sha = hashlib.sha256(data).hexdigest()
         for _ in range(len(self.sites.names)):
             gen = uuid.uuid4().hex[:12]
             up = [s for s in self.sites.up() if s not in avoid] or self.sites.up()
+            if prefer in up:  # near the readers: their own site first
+                up = [prefer, *(s for s in up if s != prefer)]
+            first = index if start is None else start
             try:
-                chosen = place(layout, up, lose=self.policy.lose, start=index)
+                try:
+                    chosen = place(layout, up, lose=self.policy.lose, start=first)
+                except PlacementError:
+                    if not avoid:
+                        raise
+                    up = self.sites.up()  # too few without the avoided sites: use them too
+                    chosen = place(layout, up, lose=self.policy.lose, start=first)
             except PlacementError as exc:
                 down = [s for s in self.sites.names if s not in up]
                 raise PlacementError(f"{exc} (sites down: {', '.join(down) or 'none'})") from None
@@ -234,7 +249,7 @@ class Storage:
         """
         key = _key(name)
         forced = Layout.parse(layout) if layout is not None else None
-        token, write = _token(name), uuid.uuid4().hex[:12]
+        token, write = token_of(name), uuid.uuid4().hex[:12]
         chunks: dict[int, ChunkInfo] = {}
         whole = hashlib.sha256()
         size = 0
@@ -344,6 +359,10 @@ class Storage:
             except ObjectChanged:
                 continue
         raise ObjectChanged(f"storage {self.bucket}/{name}: overwritten during three reads")
+
+    async def adapt(self) -> _adapt.AdaptReport:
+        """One adaptation pass (probe sites, re-lay out chunks the policy now wants changed)."""
+        return await _adapt.adapt(self)
 
     async def repair(self, name: str | None = None, *, move: bool = False) -> _repair.RepairReport:
         """Check every fragment of ``name`` (default: all objects) and rebuild the lost or corrupt
