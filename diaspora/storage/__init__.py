@@ -16,6 +16,7 @@ from diaspora.storage._health import SiteHealth
 from diaspora.storage._layout import ChunkInfo, Fragment, Layout, Manifest, place, tolerated
 from diaspora.storage._policy import Policy
 from diaspora.storage._repair import RepairReport
+from diaspora.storage._spec import StorageSpec
 from diaspora.storage._store import Storage
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "RepairReport",
     "SiteHealth",
     "Storage",
+    "StorageSpec",
     "available_backends",
     "codec",
     "place",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import anyio
 import anyio.abc
@@ -35,6 +36,8 @@ from diaspora.storage._reads import read_chunk
 from diaspora.storage._siteset import SiteSet
 
 __all__ = ["Storage"]
+
+_BUCKET: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _key(name: str) -> str:
@@ -99,6 +102,11 @@ class Storage:
         timeout: float | None = None,
         parallel: int = 4,
     ) -> None:
+        if not isinstance(bucket, str) or not _BUCKET.match(bucket):
+            raise ConfigError(
+                f"storage bucket {bucket!r}: use letters, digits, '-' or '_' (it names a KV "
+                "bucket and a stream per site)"
+            )
         domains = {s.name: s.domain for s in sites} if isinstance(sites, Sites) else dict(sites)
         if isinstance(sites, Sites):
             here = here or next((s.name for s in sites if s.url in fabric.urls), None)
