@@ -66,6 +66,12 @@ class FragmentSite:
         self._connection = fabric._connection
         self.timeout = fabric.request_timeout if timeout is None else timeout
         self._ensured = False
+        #: whether the stream exists (``None``: not checked since the last failure)
+        self._present: bool | None = None
+
+    def forget(self) -> None:
+        """Check the stream again before the next read (the site may have been replaced)."""
+        self._ensured, self._present = False, None
 
     def __repr__(self) -> str:
         return f"FragmentSite({self.site!r}, domain={self.domain!r}, bucket={self.bucket!r})"
@@ -104,7 +110,7 @@ class FragmentSite:
             except nats.js.errors.APIError as exc:
                 if exc.err_code != _IN_USE:
                     raise
-        self._ensured = True
+        self._ensured = self._present = True
 
     async def _answers(self) -> bool:
         """Whether the site's JetStream answers (it is up, only the stream is missing)."""
@@ -138,6 +144,14 @@ class FragmentSite:
     async def get(self, key: str) -> bytes | None:
         """The bytes of fragment ``key``, or ``None`` when the site does not hold it."""
         async with self._answering(f"reading fragment {key}"):
+            if self._present is None:  # a direct get to a missing stream waits for a timeout
+                try:
+                    await self._js().stream_info(self.stream)
+                    self._present = True
+                except nats.js.errors.NotFoundError:
+                    self._present = False
+            if not self._present:
+                return None
             try:
                 raw = await self._js().get_msg(
                     self.stream, subject=f"{self.prefix}.{key}", direct=True
@@ -150,7 +164,7 @@ class FragmentSite:
                 raise
             except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
                 if await self._answers():  # up, but no stream answers direct gets: none held
-                    self._ensured = False
+                    self.forget()
                     return None
                 raise
         return raw.data or b""

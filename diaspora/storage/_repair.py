@@ -145,6 +145,8 @@ async def repair(store: Storage, name: str | None, *, move: bool) -> RepairRepor
     """Scrub and rebuild the fragments of ``name`` (default: every object of the bucket)."""
     started = time.monotonic()
     report = RepairReport()
+    for site in store.sites.frag.values():
+        site.forget()  # a site replaced since: its stream is found missing at once
     for each in [name] if name is not None else await store.names():
         for _ in range(5):
             manifest = await store._manifest(each)

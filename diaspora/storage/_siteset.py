@@ -60,6 +60,7 @@ class SiteSet:
 
     def _failed(self, site: str, exc: Exception) -> None:
         self.health[site].failed(retry_after=self.retry_after)
+        self.frag[site].forget()  # it may come back replaced, without its stream
         self._log.info("storage_site_failed", site=site, error=str(exc)[:200])
 
     async def put(self, site: str, key: str, data: bytes) -> None:
