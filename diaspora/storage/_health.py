@@ -35,6 +35,8 @@ class SiteHealth:
     bandwidth: float | None = None
     down_until: float = 0.0
     failures: int = 0
+    #: Fragment reads asked of the site (completed or not).
+    asked: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
     #: Added to the latency when ordering sites (0 for the site the client is at).

@@ -75,6 +75,7 @@ class SiteSet:
 
     async def get(self, site: str, key: str) -> bytes | None:
         started = time.monotonic()
+        self.health[site].asked += 1
         try:
             data = await self.frag[site].get(key)
         except FabricUnavailable as exc:

@@ -103,7 +103,7 @@ class StorageMachine(RuleBasedStateMachine):
     )
     def kill_during(self, op: str, site: str, name: str, delay: float, seed: int) -> None:
         key = self.prefix + name
-        data = random.Random(seed).randbytes(3 * CHUNK + 5)
+        data = random.Random(seed).randbytes(12 * CHUNK + 5)
         layout = Layout.parse(random.Random(seed).choice(LAYOUTS))
 
         async def work() -> None:
@@ -132,12 +132,12 @@ class StorageMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         for site in sorted(self.down):
             self._revive(site)
-        for key, data in self.model.items():
-            assert self.call(self.store.get, key) == data
-        for key in self.model:
+        for key in self.model:  # first, before a read could mend anything
             report = self.call(self.store.repair, key)
             assert report.lost == []
             assert report.rebuilt == 0  # every fragment its manifest names is there, intact
+        for key, data in self.model.items():
+            assert self.call(self.store.get, key) == data
         for key in list(self.model):
             self.call(self.store.delete, key)
 
