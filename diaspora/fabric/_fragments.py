@@ -169,6 +169,17 @@ class FragmentSite:
                 raise
         return raw.data or b""
 
+    async def stored_at(self, key: str) -> float | None:
+        """When fragment ``key`` was stored (Unix seconds), or ``None`` if it is not held."""
+        async with self._answering(f"reading fragment {key}"):
+            try:
+                raw = await self._js().get_msg(
+                    self.stream, subject=f"{self.prefix}.{key}", direct=True
+                )
+            except nats.js.errors.NotFoundError:
+                return None
+        return raw.time.timestamp() if raw.time is not None else None
+
     async def delete(self, pattern: str) -> None:
         """Drop the fragments whose keys match ``pattern`` (``*`` and ``>`` wildcards)."""
         async with self._answering(f"deleting fragments {pattern}"):

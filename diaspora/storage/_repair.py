@@ -24,7 +24,7 @@ from diaspora.storage._reads import check, decode_chunk
 if TYPE_CHECKING:
     from diaspora.storage._store import Storage
 
-__all__ = ["RepairReport", "mend", "repair"]
+__all__ = ["RepairReport", "mend", "repair", "sweep"]
 
 _NO_ANSWER = "site did not answer"
 
@@ -164,3 +164,33 @@ async def repair(store: Storage, name: str | None, *, move: bool) -> RepairRepor
     report.seconds = time.monotonic() - started
     store._log.info("storage_repaired", rebuilt=report.rebuilt, moved=report.moved)
     return report
+
+
+async def sweep(store: Storage, min_age: float) -> int:
+    """Delete fragments no manifest names, stored over ``min_age`` seconds ago; how many.
+
+    They are left behind at a site that did not answer when they were to be
+    collected, or by a write that failed midway. ``min_age`` must exceed the
+    longest write: a write's fragments are named by no manifest until it ends.
+    """
+    from diaspora.storage._adapt import PROBE_KEY
+
+    named: set[tuple[str, str]] = set()
+    for name in await store.names():
+        manifest = await store._manifest(name)
+        if manifest is not None:
+            named |= {(f.site, f.key) for c in manifest.chunks for f in c.fragments}
+    deleted = 0
+    for site in store.sites.up():
+        try:
+            keys = await store.sites.keys(site)
+            for key in keys:
+                if key == PROBE_KEY or (site, key) in named:
+                    continue
+                at = await store.sites.frag[site].stored_at(key)
+                if at is not None and time.time() - at >= min_age:
+                    deleted += await store.sites.delete(site, key)
+        except FabricUnavailable:
+            continue
+    store._log.info("storage_swept", deleted=deleted)
+    return deleted

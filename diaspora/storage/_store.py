@@ -372,6 +372,10 @@ class Storage:
         """One adaptation pass (probe sites, re-lay out chunks the policy now wants changed)."""
         return await _adapt.adapt(self)
 
+    async def sweep(self, *, min_age: float = 600.0) -> int:
+        """Delete the orphan fragments (named by no manifest) older than ``min_age`` seconds."""
+        return await _repair.sweep(self, min_age)
+
     async def repair(self, name: str | None = None, *, move: bool = False) -> _repair.RepairReport:
         """Check every fragment of ``name`` (default: all objects) and rebuild the lost or corrupt
         ones; with ``move``, fragments of sites that do not answer are rebuilt on other sites."""

@@ -138,3 +138,22 @@ async def test_repair_after_a_site_is_replaced_and_moves_off_a_lost_one(tmp_path
         assert all(f.site != "b" for c in after.chunks for f in c.fragments)
         await kill(sites, "c")  # and the object still survives one more loss
         assert await store.get("x") == data
+
+
+async def test_orphans_left_at_a_site_that_was_down_are_swept(tmp_path: Path) -> None:
+    policy = Policy(layout="rs:3+1", small=0, chunk_size=CHUNK, lose=1)
+    async with rig(tmp_path, policy) as (sites, _, store):
+        await store.put("keep", os.urandom(CHUNK))
+        gone = await store.put("gone", os.urandom(2 * CHUNK))
+        at_a = {f.key for c in gone.chunks for f in c.fragments if f.site == "a"}
+        assert at_a
+        await kill(sites, "a")
+        await store.delete("gone")  # a does not answer: its fragments stay behind
+        await revive(sites, "a")
+        store.sites.health["a"].down_until = 0.0
+        assert at_a <= set(await store.sites.keys("a"))
+        assert await store.sweep() == 0  # too young: could be a write in progress
+        assert await store.sweep(min_age=0) == len(at_a)
+        left = {(s, k) for s in store.sites.names for k in await store.sites.keys(s)}
+        keep = await store.stat("keep")
+        assert left == {(f.site, f.key) for c in keep.chunks for f in c.fragments}
