@@ -34,6 +34,7 @@ from diaspora.storage._layout import ChunkInfo, Fragment, Layout, Manifest, plac
 from diaspora.storage._policy import Policy
 from diaspora.storage._reads import read_chunk
 from diaspora.storage._siteset import SiteSet
+from diaspora.storage._spec import StorageSpec
 
 __all__ = ["Storage"]
 
@@ -135,6 +136,11 @@ class Storage:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._kv = None
+
+    @property
+    def spec(self) -> StorageSpec:
+        """This bucket as a :class:`StorageSpec` (sites, bucket, policy, meta)."""
+        return StorageSpec(self._domains, self.bucket, self.policy, self.meta)
 
     @property
     def kv(self) -> KeyValueBucket:
