@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Final
 
 import anyio
 
@@ -23,6 +24,9 @@ from diaspora.storage._layout import ChunkInfo, Fragment
 from diaspora.storage._siteset import SiteSet
 
 __all__ = ["ChunkRead", "decode_chunk", "read_chunk"]
+
+#: The shortest wait before a replicated chunk's spare copy is asked.
+_MIN_HEDGE: Final = 0.005
 
 
 @dataclass(slots=True)
@@ -60,6 +64,10 @@ def decode_chunk(chunk: ChunkInfo, good: dict[int, bytes], where: str) -> bytes:
 async def read_chunk(sites: SiteSet, chunk: ChunkInfo, where: str, *, extra: int = 1) -> ChunkRead:
     """The bytes of ``chunk``, asking ``k + extra`` fragments at once and using the first ``k``.
 
+    A replicated chunk asks one copy, and the next fastest (``extra`` of
+    them) only if the first is not back within twice its site's measured
+    latency (a hedged read: a whole copy is ``k`` times a fragment).
+
     Raises :class:`~diaspora.errors.FragmentsMissing` naming every fragment
     that could not be used (chunk, index, site, why) when fewer than ``k``
     are intact.
@@ -72,10 +80,18 @@ async def read_chunk(sites: SiteSet, chunk: ChunkInfo, where: str, *, extra: int
 
     async with anyio.create_task_group() as tg:
 
-        def launch() -> None:
+        def launch() -> Fragment | None:
             fragment = next(pending, None)
             if fragment is not None:
                 tg.start_soon(fetch, fragment)
+            return fragment
+
+        async def hedge(spares: int) -> None:
+            first = launch()
+            latency = sites.health[first.site].latency if first is not None else None
+            for _ in range(spares):
+                await anyio.sleep(max(_MIN_HEDGE, 2 * (latency or 0.0)))
+                launch()
 
         async def fetch(fragment: Fragment) -> None:
             try:
@@ -95,8 +111,11 @@ async def read_chunk(sites: SiteSet, chunk: ChunkInfo, where: str, *, extra: int
             if len(good) >= need:
                 tg.cancel_scope.cancel()
 
-        for _ in range(need + extra):
-            launch()
+        if chunk.layout.kind == "rep":
+            tg.start_soon(hedge, extra)
+        else:
+            for _ in range(need + extra):
+                launch()
     if len(good) < need:
         missing = [(chunk.index, f.index, f.site, why) for f, why in out.problems]
         listed = "; ".join(f"fragment {j} at site {s!r}: {why}" for _, j, s, why in missing)

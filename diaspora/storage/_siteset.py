@@ -83,8 +83,11 @@ class SiteSet:
             raise
         except anyio.get_cancelled_exc_class():
             # a late-binding read no longer needed it: it lost the race, so it counts as twice
-            # as slow as the time it was given (a site that keeps losing drifts to the back)
-            self.health[site].ok(2 * (time.monotonic() - started), 0)
+            # as slow as it was thought to be (a site that keeps losing drifts to the back;
+            # one that wins gets its measured latency back)
+            health = self.health[site]
+            elapsed = time.monotonic() - started
+            health.ok(2 * max(elapsed, health.latency or 0.0), 0)
             raise
         self.health[site].ok(time.monotonic() - started, len(data or b""))
         return data
