@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from nats.js.object_store import ObjectStore
-
-from diaspora.fabric import KeyValueBucket
+from diaspora.fabric import KeyValueBucket, ObjectStore
 
 __all__ = ["CheckpointStore"]
 

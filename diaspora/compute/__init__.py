@@ -12,7 +12,7 @@ may host it) to another worker with pre-copy rounds
 (:mod:`diaspora.compute._migrate`).
 """
 
-from diaspora.compute._anchor import CheckpointAt, SiteStore
+from diaspora.compute._anchor import CheckpointAt
 from diaspora.compute._migrate import MigrationPolicy, migrate, migrate_subject
 from diaspora.compute._migrate_stage import Migratable, MigrationStage
 from diaspora.compute._migrate_state import MigratableState
@@ -36,7 +36,6 @@ __all__ = [
     "Replica",
     "ScaleOutGroup",
     "SiteQuota",
-    "SiteStore",
     "WorkerInfo",
     "WorkerOrder",
     "WorkerState",

@@ -60,6 +60,7 @@ from diaspora.fabric._serverauth import (
 )
 from diaspora.fabric._sites import Site, Sites
 from diaspora.fabric._sitespec import SiteSpec, check_sites
+from diaspora.fabric._sitestore import ObjectStore, SiteStore
 from diaspora.fabric._siteview import SiteView
 from diaspora.fabric._stores import KeyValueBucket, KvEntry
 
@@ -88,6 +89,7 @@ __all__ = [
     "LinkFault",
     "LinkFaultKind",
     "LinkProxy",
+    "ObjectStore",
     "OrderedPublisher",
     "Permissions",
     "PublishError",
@@ -96,6 +98,7 @@ __all__ = [
     "ServerTls",
     "Site",
     "SiteSpec",
+    "SiteStore",
     "SiteView",
     "Sites",
     "StoredMsg",
