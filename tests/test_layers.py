@@ -35,6 +35,7 @@ LAYER_OF = {
     "views": "views",
     "compute": "compute",
     "triggers": "triggers",
+    "predict": "predict",
     "workflow": "workflow",
     "testing": "testing",
     "cli": "cli",
@@ -44,7 +45,7 @@ LAYER_OF = {
 
 _FRAMEWORK = {
     "base", "fabric", "pipeline", "streams", "actor", "views", "supervision", "compute",
-    "triggers", "workflow",
+    "triggers", "predict", "workflow",
 }  # fmt: skip
 
 BELOW = {
@@ -59,6 +60,17 @@ BELOW = {
     "compute": {"base", "fabric", "pipeline", "streams", "actor", "views", "supervision"},
     # triggers are actors with supervision's control subject; workflow files declare them
     "triggers": {"base", "fabric", "pipeline", "streams", "actor", "views", "supervision"},
+    # monitors: supervised actors over events; their actions reach pools and migration
+    "predict": {
+        "base",
+        "fabric",
+        "pipeline",
+        "streams",
+        "actor",
+        "views",
+        "supervision",
+        "compute",
+    },
     "workflow": _FRAMEWORK - {"workflow"},
     "testing": _FRAMEWORK,
     "cli": _FRAMEWORK,

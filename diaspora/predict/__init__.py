@@ -1,0 +1,25 @@
+"""Anomaly detection and prediction over the fabric's own events (and any stream of numbers).
+
+- Models (:mod:`diaspora.predict._models`): one protocol, ``update(t, x) ->
+  score`` plus ``state()``/``restore(state)`` and, for forecasters,
+  ``forecast(h)``. Built-ins: :class:`EwmaZ` (the default), NAB's
+  :class:`WindowedGaussian`, river's half-space trees (``hst``, extra
+  ``predict``), an LSTM forecaster (``lstm``, extra ``ml``); a user model by
+  import path.
+- The NAB scorer (:mod:`diaspora.predict._nab`) and ``python -m
+  diaspora.predict.score <nab_dir>``.
+
+>>> build_model({"kind": "ewma_z", "z": 3.0}).threshold
+3.0
+"""
+
+from diaspora.predict._models import (
+    EwmaZ,
+    Forecaster,
+    Model,
+    WindowedGaussian,
+    build_model,
+    model_kinds,
+)
+
+__all__ = ["EwmaZ", "Forecaster", "Model", "WindowedGaussian", "build_model", "model_kinds"]
