@@ -21,5 +21,37 @@ from diaspora.predict._models import (
     build_model,
     model_kinds,
 )
+from diaspora.predict._monitor import Monitor, monitor_runtime, point_of
+from diaspora.predict._spec import (
+    AlertRule,
+    CallAction,
+    Condition,
+    MigrateAction,
+    MonitorSpec,
+    PolicyAction,
+    parse_action,
+    parse_policy,
+)
+from diaspora.predict._track import Step, Track
 
-__all__ = ["EwmaZ", "Forecaster", "Model", "WindowedGaussian", "build_model", "model_kinds"]
+__all__ = [
+    "AlertRule",
+    "CallAction",
+    "Condition",
+    "EwmaZ",
+    "Forecaster",
+    "MigrateAction",
+    "Model",
+    "Monitor",
+    "MonitorSpec",
+    "PolicyAction",
+    "Step",
+    "Track",
+    "WindowedGaussian",
+    "build_model",
+    "model_kinds",
+    "monitor_runtime",
+    "parse_action",
+    "parse_policy",
+    "point_of",
+]

@@ -25,3 +25,27 @@ class AboveLimit:
 
     def restore(self, state: Any) -> None:
         self.last, self.seen = state["last"], state["seen"]
+
+
+#: the events each call action saw, by monitor name
+CALLS: dict[str, list[Any]] = {}
+
+
+async def note(event: Any) -> None:
+    """A monitor's ``call:`` action: keeps the warning or resolved event it is given."""
+    CALLS.setdefault(event.name, []).append(event)
+
+
+class Level:
+    """Scores the value itself; no forecast."""
+
+    threshold = 100.0
+
+    def update(self, t: float, x: float) -> float:
+        return x
+
+    def state(self) -> Any:
+        return None
+
+    def restore(self, state: Any) -> None:
+        pass
