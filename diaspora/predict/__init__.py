@@ -13,6 +13,7 @@
 3.0
 """
 
+from diaspora.predict._metrics import MetricsSource, MetricsSpec, metrics_runtime
 from diaspora.predict._models import (
     EwmaZ,
     Forecaster,
@@ -40,6 +41,8 @@ __all__ = [
     "Condition",
     "EwmaZ",
     "Forecaster",
+    "MetricsSource",
+    "MetricsSpec",
     "MigrateAction",
     "Model",
     "Monitor",
@@ -49,6 +52,7 @@ __all__ = [
     "Track",
     "WindowedGaussian",
     "build_model",
+    "metrics_runtime",
     "model_kinds",
     "monitor_runtime",
     "parse_action",

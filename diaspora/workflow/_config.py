@@ -143,7 +143,7 @@ __all__ = ["TreeConfig", "load_config", "parse_config"]
 _STREAM_CHILD_KEYS: Final = frozenset({"qos", "streams"})
 _TOP_KEYS: Final = frozenset(
     {"fabric", "supervisor", "streams", "sites", "bridges", "triggers", "views", "pools"}
-) | {"monitors"}
+) | {"monitors", "metrics"}
 _STREAM_KEYS: Final = frozenset({"qos", "limits"})
 _LIMIT_KEYS: Final = frozenset(
     {"max_msgs", "max_bytes", "max_age", "duplicate_window", "replicas", "storage"}
@@ -229,7 +229,7 @@ class _Parser(TomlReader):
             spec = self.triggers(document["triggers"], spec)
         if "views" in document:
             spec = self.views(document["views"], spec, name)
-        spec = add_monitors(self, document.get("monitors"), spec)  # the last of the root
+        spec = add_monitors(self, document, spec)  # [metrics] and [[monitors]]: the root's last
         spec, pools = add_pools(self, document.get("pools"), self.pooled, sites, spec)
         bridges: tuple[BridgeDecl, ...] = ()
         if "bridges" in document:

@@ -1,9 +1,11 @@
-"""Monitors as children of the root: :func:`monitor_child` and the ``[[monitors]]`` tables.
+"""Monitors as children of the root: :func:`monitor_child`, ``[[monitors]]`` and ``[metrics]``.
 
 Each ``[[monitors]]`` table of a workflow file becomes
 ``monitor_child(MonitorSpec.from_mapping(table))``: an actor child of the
 root supervisor, id ``monitor-<name>`` (actor id ``root.monitor-<name>``),
-restarted from its checkpoint like any actor.
+restarted from its checkpoint like any actor. A ``[metrics]`` table (``url``
+of the server's monitoring port, ``period``, ``prefix``) adds the built-in
+metrics source, child ``metrics``, ahead of the monitors.
 
 >>> from diaspora.predict import MonitorSpec
 >>> child = monitor_child(MonitorSpec("lag", "diaspora.events.actor.*.lag", value="lag"))
@@ -16,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from diaspora.errors import ConfigError
-from diaspora.predict import Monitor, MonitorSpec
+from diaspora.predict import MetricsSource, MetricsSpec, Monitor, MonitorSpec
 from diaspora.supervision._spec import ChildSpec, Restart, Shutdown
 from diaspora.workflow._children import ActorStart
 
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from diaspora.fabric import Fabric
     from diaspora.supervision import SupervisorSpec
 
-__all__ = ["add_monitors", "monitor_child", "parse_monitors"]
+__all__ = ["add_monitors", "metrics_child", "monitor_child", "parse_monitors"]
 
 
 class _Parser(Protocol):
@@ -35,11 +37,21 @@ class _Parser(Protocol):
     ) -> SupervisorSpec: ...
 
 
-def add_monitors(parser: _Parser, value: object, root: SupervisorSpec) -> SupervisorSpec:
-    """``root`` with a file's ``[[monitors]]`` (``value``; ``None``: none) as its last children."""
-    if value is None:
-        return root
-    return parser.root_with(root, parse_monitors(value, parser.source), "monitors")
+def add_monitors(parser: _Parser, document: dict[str, Any], root: SupervisorSpec) -> SupervisorSpec:
+    """``root`` with a file's ``[metrics]`` source and ``[[monitors]]`` as its last children."""
+    if "metrics" in document:
+        spec = MetricsSpec.from_mapping(document["metrics"], f"{parser.source}: metrics")
+        root = parser.root_with(root, [metrics_child(spec)], "metrics")
+    if "monitors" in document:
+        root = parser.root_with(
+            root, parse_monitors(document["monitors"], parser.source), "monitors"
+        )
+    return root
+
+
+def metrics_child(spec: MetricsSpec, fabric: Fabric | None = None) -> ChildSpec:
+    """The child spec of the metrics source: id ``metrics`` (samples to ``<prefix>.<metric>``)."""
+    return ChildSpec("metrics", ActorStart(MetricsSource, fabric, {"spec": spec}, ()))
 
 
 def monitor_child(

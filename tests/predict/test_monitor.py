@@ -175,6 +175,13 @@ def _actions(*texts: str) -> list[Any]:
     return [parse_action(t, "actions") for t in texts]
 
 
+METRICS = """
+[metrics]
+url = "http://127.0.0.1:8222"
+period = 0.5
+"""
+
+
 def test_a_workflow_files_monitors_are_children_of_the_root_with_one_schema() -> None:
     text = """
 [supervisor]
@@ -195,6 +202,9 @@ actions = ["policy:edge1.patterns=decimate(4)", "migrate:root.recon=hpc-1,edge-1
 """
     tree = parse_config(text, source="flow.toml")
     child = tree.spec.children[-1]
+    assert [c.id for c in parse_config(text + METRICS, source="flow.toml").spec.children] == [
+        "sum", "metrics", "monitor-uplink_congestion",
+    ]  # fmt: skip
     assert child.id == "monitor-uplink_congestion"
     spec = child.start.args["spec"]
     assert spec == MonitorSpec.from_mapping(
@@ -205,6 +215,8 @@ actions = ["policy:edge1.patterns=decimate(4)", "migrate:root.recon=hpc-1,edge-1
             "actions": ["policy:edge1.patterns=decimate(4)", "migrate:root.recon=hpc-1,edge-1"],
         }
     )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^flow\.toml: metrics: metrics\.period: 0\.0 must be"):
+        parse_config(text + METRICS.replace("0.5", "0"), source="flow.toml")
     bad = text.replace("for = 3.0", "for = -1")
     with pytest.raises(
         ConfigError, match=r"^flow\.toml: monitors\[0\] \(uplink_congestion\)\.alert\.for: -1"
