@@ -1,10 +1,14 @@
 """What a monitor's actions do on a warning, and how each is undone when the alert resolves.
 
-- ``policy:<subject>=<policy>``: the stream's declared QoS (KV
-  ``diaspora-qos``, where every consumer reads it) gets the new overload
-  policy, its other bounds kept; the previous policy is kept in the
-  monitor's checkpoint and declared again on resolve. Declaring the same
-  policy twice changes nothing, so a replay after a restart is harmless.
+- ``policy:<subject>=<policy>``: the running consumers of the stream are
+  switched into the policy at once, whatever their bounds say
+  (:func:`~diaspora.streams._registry.force_policy`: a ``policy_on`` event
+  from each, ``reason = "forced by monitor <name>"``), and the stream's
+  declared QoS (KV ``diaspora-qos``, read by consumers that start later)
+  gets the new policy, its other bounds kept. On resolve the consumers are
+  released to their own measurements and the previous policy (kept in the
+  monitor's checkpoint) is declared again. Both are idempotent, so a replay
+  after a restart is harmless.
 - ``migrate:<actor>=<to>[,<back>]``: :func:`diaspora.compute.migrate` moves
   the actor to worker ``to``; on resolve, back to ``back`` if given.
 - ``call:pkg.mod:fn``: ``fn(event)`` with the warning or resolved event
@@ -26,7 +30,7 @@ from diaspora.compute import migrate
 from diaspora.errors import DiasporaError
 from diaspora.predict._spec import Action, CallAction, MigrateAction, PolicyAction
 from diaspora.streams._qos import OverloadPolicy, QosSpec
-from diaspora.streams._registry import declare_qos, lookup_qos
+from diaspora.streams._registry import declare_qos, force_policy, lookup_qos
 
 if TYPE_CHECKING:
     from diaspora.events import Event
@@ -55,6 +59,7 @@ async def apply(fabric: Fabric, action: Action, event: Event, undo: Any) -> Any:
         base = current or QosSpec(where=f"qos {action.subject}")
         if base.policy != wanted:
             await declare_qos(fabric, action.subject, dataclasses.replace(base, policy=wanted))
+        await force_policy(fabric, action.subject, wanted, by=f"monitor {event.name}")
         return undo
     if isinstance(action, MigrateAction):
         if undo is None:
@@ -72,6 +77,7 @@ async def revert(fabric: Fabric, action: Action, event: Event, undo: Any) -> Non
         current = await lookup_qos(fabric, action.subject)
         if current is not None and current.policy != policy:
             await declare_qos(fabric, action.subject, dataclasses.replace(current, policy=policy))
+        await force_policy(fabric, action.subject, None, by=f"monitor {event.name}")
     elif isinstance(action, MigrateAction):
         if action.back is not None:
             await migrate(fabric, action.actor, to=action.back)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import predict_user_models as user
 import pytest
 
-from diaspora import codec
+from diaspora import Actor, ActorRuntime, Message, codec
 from diaspora.errors import ConfigError
 from diaspora.events import MonitorAction, MonitorResolved, MonitorWarning, decode_record
 from diaspora.fabric import Fabric
@@ -134,8 +134,11 @@ async def test_an_alert_switches_a_policy_and_the_resolve_switches_it_back(fabri
         actions=(*_actions("policy:edge1.patterns=decimate(4)", "call:predict_user_models:note"),),
     )  # fmt: skip
     runtime = monitor_runtime(spec, fabric)
+    consumer = ActorRuntime(Patterns, fabric, id="recon")  # a running consumer of the stream
     await fabric.ensure_stream("uplink.lag")
+    await fabric.ensure_stream("edge1.patterns")
     async with anyio.create_task_group() as tg:
+        await tg.start(consumer.run)
         await tg.start(runtime.run)
         for lag in (5, 8, 400):
             await fabric.publish("uplink.lag", {"lag": lag})
@@ -147,9 +150,20 @@ async def test_an_alert_switches_a_policy_and_the_resolve_switches_it_back(fabri
         await wait_until(lambda: policy_is("decimate"), timeout=20)
         qos = await lookup_qos(fabric, "edge1.patterns")
         assert qos == QosSpec(max_lag_items=500, policy=OverloadPolicy.decimate(4))
+        for i in range(1, 9):  # the consumer keeps 1 item in 4 while warned: seqs 4, 8
+            await fabric.publish("edge1.patterns", {"i": i})
+        await wait_until(lambda: consumer.stats.skipped == 6, timeout=20)
         await fabric.publish("uplink.lag", {"lag": 7})
         await wait_until(lambda: policy_is("block"), timeout=20)
+        await wait_until(lambda: consumer_switches(fabric, "policy_off"), timeout=20)
+        for i in range(9, 13):  # released: every item is handled again
+            await fabric.publish("edge1.patterns", {"i": i})
+        await wait_until(lambda: len(Patterns.seen) == 6, timeout=20)
+        consumer.request_stop()
         runtime.request_stop()
+    assert Patterns.seen == [4, 8, 9, 10, 11, 12]
+    (on,) = [e for e in await consumer_events(fabric) if e.kind == "policy_on"]
+    assert (on.policy, on.reason) == ("decimate", "forced by monitor uplink")
     assert await lookup_qos(fabric, "edge1.patterns") == QosSpec(max_lag_items=500)
     events = await events_of(fabric, "uplink")
     kinds = [
@@ -167,6 +181,30 @@ async def test_an_alert_switches_a_policy_and_the_resolve_switches_it_back(fabri
     warning = events[0]
     assert (warning.metric, warning.value, warning.threshold) == ("value", 400.0, 100.0)
     assert [type(e).__name__ for e in user.CALLS["uplink"]] == ["MonitorWarning", "MonitorResolved"]
+
+
+class Patterns(Actor):
+    """A consumer of ``edge1.patterns``: notes each item it handles."""
+
+    inputs = ("edge1.patterns",)
+    seen: ClassVar[list[int]] = []
+
+    async def handle(self, msg: Message) -> None:
+        Patterns.seen.append(msg.data["i"])
+
+
+async def consumer_events(fabric: Fabric) -> list[Any]:
+    stored = await read_stream(fabric, "diaspora.events.>")
+    return [
+        decode_record(m.data)
+        for m in stored
+        if m.subject.startswith("diaspora.events.actor.recon.policy")
+    ]
+
+
+async def consumer_switches(fabric: Fabric, kind: str) -> bool:
+    first, last = await fabric.stream_bounds(f"diaspora.events.actor.recon.{kind}")
+    return last >= first
 
 
 def _actions(*texts: str) -> list[Any]:
