@@ -231,8 +231,9 @@ class InputFlow:
         return None
 
     def force(self, policy: OverloadPolicy | None, by: str) -> Switch | None:
-        """Enter ``policy`` now and hold it (``None``: back to the spec's policy and to
-        the measurements); the switch, if the mode changed."""
+        """Enter ``policy`` now and hold it (``None``: back to the spec's policy, normal at
+        once if the bounds hold and capacity beats arrivals, else when the measurements
+        say so); the switch, if the mode changed."""
         now = self._clock()
         if policy is not None:
             self.policy, self.forced = policy, by
@@ -242,11 +243,12 @@ class InputFlow:
                 else self._switch(Mode.DEGRADED, f"forced by {by}", now)
             )
         self.policy, self.forced = self.spec.policy, None
-        return (
-            None
-            if self.mode is Mode.NORMAL
-            else self._switch(Mode.NORMAL, f"released by {by}", now)
-        )
+        if self.mode is Mode.NORMAL or self._overload(0.5) is not None:
+            return None
+        capacity = self.capacity
+        if capacity is not None and capacity < _RECOVERY_HEADROOM * self.arrival_rate:
+            return None  # still short of capacity: degraded until the measurements say not
+        return self._switch(Mode.NORMAL, f"released by {by}", now)
 
     def update_mode(self) -> Switch | None:
         """Switch mode if the measurements call for it; return the switch, if any."""
