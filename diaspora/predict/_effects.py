@@ -79,7 +79,7 @@ async def revert(fabric: Fabric, action: Action, event: Event, undo: Any) -> Non
             await declare_qos(fabric, action.subject, dataclasses.replace(current, policy=policy))
         await force_policy(fabric, action.subject, None, by=f"monitor {event.name}")
     elif isinstance(action, MigrateAction):
-        if action.back is not None:
+        if action.back is not None and undo is not None:  # only what the warning moved
             await migrate(fabric, action.actor, to=action.back)
     else:
         await _call(action, event)

@@ -266,3 +266,29 @@ actions = ["policy:edge1.patterns=decimate(4)", "migrate:root.recon=hpc-1,edge-1
     bad = text.replace('kind = "ewma_z", alpha = 0.05', 'kind = "predict_user_models:Level"')
     with pytest.raises(ConfigError, match=r"does not forecast"):
         parse_config(bad, source="flow.toml")
+
+
+async def test_a_failed_action_is_reported_and_the_monitor_keeps_watching(fabric: Fabric) -> None:
+    spec = MonitorSpec(
+        "mover", "mover.load", value="load", alert=AlertRule(Condition("value", ">", 10.0)),
+        actions=(*_actions("migrate:root.ghost=worker-2"),),
+    )  # fmt: skip
+    runtime = monitor_runtime(spec, fabric)
+    await fabric.ensure_stream("mover.load")
+    async with anyio.create_task_group() as tg:
+        await tg.start(runtime.run)
+        for load in (1, 50, 2, 60):  # two warnings: the monitor survived the first failure
+            await fabric.publish("mover.load", {"load": load})
+
+        async def second_warning() -> bool:
+            return sum(isinstance(e, MonitorWarning) for e in await events_of(fabric, "mover")) == 2
+
+        await wait_until(second_warning, timeout=30, interval=0.2)
+        runtime.request_stop()
+    actions = [e for e in await events_of(fabric, "mover") if isinstance(e, MonitorAction)]
+    assert [(a.phase, a.ok) for a in actions] == [
+        ("apply", False),
+        ("revert", True),
+        ("apply", False),
+    ]
+    assert "root.ghost" in (actions[0].detail or "")
