@@ -6,8 +6,17 @@
   :class:`WindowedGaussian`, river's half-space trees (``hst``, extra
   ``predict``), an LSTM forecaster (``lstm``, extra ``ml``); a user model by
   import path.
+- Monitors (:class:`MonitorSpec`, :class:`Monitor`, :func:`monitor_runtime`;
+  ``[[monitors]]`` in a workflow file): a supervised, checkpointed actor that
+  scores a stream of numbers per key, warns (``diaspora.events.monitor.<name>.warning``
+  / ``.resolved``, stored once across restarts) and carries out its actions
+  (switch a stream's policy, migrate an actor, a callable), undone on resolve.
+- The metrics source (:class:`MetricsSource`, ``[metrics]``): the server's
+  own signals (``/connz``, ``/leafz``, ``/jsz``) as ``metrics.<metric>`` streams.
 - The NAB scorer (:mod:`diaspora.predict._nab`) and ``python -m
   diaspora.predict.score <nab_dir>``.
+
+See docs/predict.md.
 
 >>> build_model({"kind": "ewma_z", "z": 3.0}).threshold
 3.0
