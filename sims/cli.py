@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, help="seed for the random faults shown")
     predict = sub.add_parser("predict", help="a shrinking consumer: monitor lead time, precision")
     predict.add_argument("--seeds", type=int, default=5, help="seeded ramps (and runs without)")
+    predict.add_argument("--link", action="store_true", help="a degrading link, not a consumer")
     return parser
 
 
@@ -195,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return anyio.run(_run, args.file, args.report, args.seed)
         if args.command == "predict":
-            return anyio.run(sims.predict.main, args.seeds)
+            return anyio.run(sims.predict.main, args.seeds, args.link)
     except ConfigError as exc:
         print(f"sims: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -25,6 +25,10 @@ published but neither handled nor skipped) exceeds ``bound``, sampled every
 
 ``python -m sims predict --seeds 5`` runs ``watch`` and ``act`` on seeded
 ramps (and ``watch`` on as many runs without a ramp) and prints the table.
+With ``--link`` the consumer keeps its capacity but reads through a link
+proxy whose bandwidth falls from 10x to 0.4x what the (2 KB) items need and
+whose latency rises to 50 ms over the ramp: ``watch`` runs only, since
+decimating at the consumer does not lighten the link.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import anyio
 
 from diaspora import Actor, ActorRuntime, Message, codec
 from diaspora.events import MonitorWarning, decode_record
-from diaspora.fabric import EmbeddedServer, Fabric
+from diaspora.fabric import EmbeddedServer, Fabric, LinkProxy
 from diaspora.fabric._publisher import OrderedPublisher
 from diaspora.predict import MetricsSpec, MonitorSpec, metrics_runtime, monitor_runtime
 from diaspora.streams._qos import OverloadPolicy, QosSpec
@@ -49,6 +53,8 @@ from diaspora.testing._streams import read_stream
 __all__ = ["RampResult", "Summary", "run_ramp", "summarise"]
 
 SUBJECT = "work"
+#: bytes of padding per item when the link is the bottleneck
+_PAD = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +116,18 @@ async def run_ramp(
     duration: float = 6.0,
     rate: float = 150.0,
     bound: int = 100,
+    link: bool = False,
 ) -> RampResult:
-    """One seeded run (see the module docstring)."""
+    """One seeded run (see the module docstring); ``link``: the consumer keeps its capacity
+    but reads through a link proxy whose bandwidth ramps down (and latency up)."""
     rng = random.Random(seed)
     ramp_start, ramp_s = rng.uniform(0.8, 1.5), rng.uniform(2.0, 3.0)
-    async with EmbeddedServer() as server, Fabric(server.url, name=f"sim-{seed}") as fabric:
+    async with (
+        EmbeddedServer() as server,
+        LinkProxy(server.port, seed=seed) as proxy,
+        Fabric(server.url, name=f"sim-{seed}") as fabric,
+        Fabric(proxy.url if link else server.url, name=f"sim-{seed}-consumer") as far,
+    ):
         await fabric.ensure_stream(SUBJECT)
         await declare_qos(
             fabric, SUBJECT, QosSpec(max_lag_items=bound, policy=OverloadPolicy.decimate(4))
@@ -125,9 +138,9 @@ async def run_ramp(
             "ramp_start": ramp_start,
             "ramp_s": ramp_s,
             "rate": rate,
-            "ramp": ramp,
+            "ramp": ramp and not link,
         }
-        consumer = ActorRuntime(Shrinking, fabric, id="consumer", args=args)
+        consumer = ActorRuntime(Shrinking, far, id="consumer", args=args)
         url = f"http://127.0.0.1:{server.monitor_port}"
         source = metrics_runtime(MetricsSpec(url, period=0.1, endpoints=("jsz",)), fabric)
         monitor = monitor_runtime(_monitor(bound, act=mode == "act"), fabric)
@@ -137,10 +150,15 @@ async def run_ramp(
             await tg.start(consumer.run)
             await tg.start(source.run)
             await tg.start(monitor.run)
-            tg.start_soon(_produce, fabric, rate, duration, published)
+            tg.start_soon(_produce, fabric, rate, duration, published, _PAD if link else 0)
             while (now := time.monotonic() - start) < duration:
                 lag = published[0] - consumer.stats.handled - consumer.stats.skipped
                 samples.append((now, lag))
+                if link and ramp:  # from 10x what the items need down to 0.4x, latency up to 50 ms
+                    into = min(max((now - ramp_start) / ramp_s, 0.0), 1.0)
+                    need = rate * _PAD
+                    proxy.set_bandwidth(need * (10.0 - 9.6 * into))
+                    proxy.set_latency(0.05 * into)
                 await anyio.sleep(0.05)
             tg.cancel_scope.cancel()
         events = await read_stream(fabric, "diaspora.events.>")
@@ -165,14 +183,17 @@ async def run_ramp(
     )  # fmt: skip
 
 
-async def _produce(fabric: Fabric, rate: float, duration: float, published: list[int]) -> None:
+async def _produce(
+    fabric: Fabric, rate: float, duration: float, published: list[int], pad: int
+) -> None:
     start = time.monotonic()
     async with OrderedPublisher(fabric, name="producer") as pub:
         while time.monotonic() - start < duration:
             due = int((time.monotonic() - start) * rate)
             while published[0] < due:
                 n = published[0]
-                await pub.publish(SUBJECT, codec.encode({"i": n}), msg_id=f"work:{n}")
+                item = {"i": n, "pad": b"x" * pad}
+                await pub.publish(SUBJECT, codec.encode(item), msg_id=f"work:{n}")
                 published[0] += 1
             await pub.flush()
             await anyio.sleep(0.01)
@@ -187,31 +208,33 @@ class Summary:
     precision: float | None
     recall: float | None
     violation_watch_s: float
-    violation_act_s: float
+    violation_act_s: float | None  # None: no ``act`` run
     max_lag_watch: float
-    max_lag_act: float
+    max_lag_act: float | None
 
     def table(self) -> str:
-        lead = (
-            f"{statistics.mean(self.lead_s):.2f} s (min {min(self.lead_s):.2f})"
-            if self.lead_s
-            else "-"
-        )
+        lead = "-"
+        if self.lead_s:
+            lead = f"{statistics.mean(self.lead_s):.2f} s (min {min(self.lead_s):.2f})"
 
         def pct(x: float | None) -> str:
             return "-" if x is None else f"{x:.2f}"
 
-        cut = (
-            f"{1 - self.violation_act_s / self.violation_watch_s:.0%}"
-            if self.violation_watch_s else "-"
-        )  # fmt: skip
-        return "\n".join([
+        lines = [
             f"runs {self.runs}: lead time {lead}, precision {pct(self.precision)}, "
             f"recall {pct(self.recall)}",
-            f"violation (lag > bound): no action {self.violation_watch_s:.2f} s, "
-            f"pre-emptive decimate {self.violation_act_s:.2f} s (cut {cut}); mean max lag "
-            f"{self.max_lag_watch:.0f} vs {self.max_lag_act:.0f}",
-        ])  # fmt: skip
+            f"violation (lag > bound) without action: {self.violation_watch_s:.2f} s, "
+            f"mean max lag {self.max_lag_watch:.0f}",
+        ]
+        if self.violation_act_s is not None:
+            cut = "-"
+            if self.violation_watch_s:
+                cut = f"{1 - self.violation_act_s / self.violation_watch_s:.0%}"
+            lines.append(
+                f"with the pre-emptive decimate: {self.violation_act_s:.2f} s (cut {cut}), "
+                f"mean max lag {self.max_lag_act:.0f}"
+            )
+        return "\n".join(lines)
 
 
 def summarise(results: list[RampResult]) -> Summary:
@@ -229,18 +252,23 @@ def summarise(results: list[RampResult]) -> Summary:
     return Summary(
         len(results), lead,
         tp / (tp + fp) if tp + fp else None, tp / len(positives) if positives else None,
-        statistics.mean(base) if base else 0.0, statistics.mean(act) if act else 0.0,
+        statistics.mean(base) if base else 0.0, statistics.mean(act) if act else None,
         statistics.mean(r.max_lag for r in watch if r.ramp) if base else 0.0,
-        statistics.mean(r.max_lag for r in results if r.mode == "act" and r.ramp) if act else 0.0,
+        statistics.mean(r.max_lag for r in results if r.mode == "act" and r.ramp) if act else None,
     )  # fmt: skip
 
 
-async def run_seeds(seeds: int, duration: float = 6.0) -> tuple[list[RampResult], Summary]:
-    """``watch`` and ``act`` on ``seeds`` ramps, ``watch`` on as many runs without one."""
+async def run_seeds(
+    seeds: int, duration: float = 6.0, *, link: bool = False
+) -> tuple[list[RampResult], Summary]:
+    """``watch`` and ``act`` on ``seeds`` ramps, ``watch`` on as many runs without one
+    (``link``: only ``watch``: decimating at the consumer does not lighten the link)."""
+    plan = (("watch", True), ("watch", False)) if link else (
+        ("watch", True), ("act", True), ("watch", False))  # fmt: skip
     results = []
     for seed in range(1, seeds + 1):
-        for mode, ramp in (("watch", True), ("act", True), ("watch", False)):
-            results.append(await run_ramp(seed, mode=mode, ramp=ramp, duration=duration))
+        for mode, ramp in plan:
+            results.append(await run_ramp(seed, mode=mode, ramp=ramp, duration=duration, link=link))
     return results, summarise(results)
 
 
@@ -248,9 +276,9 @@ def as_rows(results: list[RampResult]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
 
 
-async def main(seeds: int) -> int:
-    """``python -m sims predict --seeds N``: every run, then the summary."""
-    results, summary = await run_seeds(seeds)
+async def main(seeds: int, link: bool = False) -> int:
+    """``python -m sims predict --seeds N [--link]``: every run, then the summary."""
+    results, summary = await run_seeds(seeds, link=link)
     for r in results:
         warned = "-" if r.warned_at is None else f"{r.warned_at:.2f}"
         violated = "-" if r.violated_at is None else f"{r.violated_at:.2f}"

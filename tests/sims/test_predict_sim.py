@@ -23,5 +23,15 @@ async def test_over_seeds_the_warnings_lead_and_acting_cuts_the_violation() -> N
     print(summary.table())
     assert summary.recall == 1.0  # every violation was warned of before it came
     assert summary.precision is not None  # reported: near misses (a peak just under) count false
+    assert summary.violation_act_s is not None
     assert summary.violation_act_s < summary.violation_watch_s
+    assert summary.max_lag_act is not None
     assert summary.max_lag_act < summary.max_lag_watch
+
+
+@pytest.mark.soak
+async def test_over_seeds_a_degrading_link_is_warned_of_before_the_bound() -> None:
+    results, summary = await run_seeds(5, link=True)
+    print(summary.table())
+    assert summary.recall == 1.0
+    assert all(r.violated_at is None for r in results if not r.ramp)  # a healthy link
