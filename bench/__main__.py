@@ -29,6 +29,7 @@ GROUPS = [
     "migrate",
     "pools",
     "predict",
+    "storage",
 ]
 
 

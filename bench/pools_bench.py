@@ -12,6 +12,9 @@ r"""Pools: time to heal a site back to its minimum after every worker there is S
   running. Baseline: Parsl's own recovery with its default settings (default
   block error handler and heartbeats): the same kill of an app's worker
   process, then the time until a new app runs on that executor.
+- **re-home** (:mod:`bench.pools_rehome`): a movable actor's site lost (link
+  cut, server killed) → its output from another site; its site back → its
+  output from home again; both against a restart in place (its worker killed).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import anyio
 
+from bench.pools_rehome import rehome_rounds
 from bench.report import Report, Row
 from diaspora.compute import PoolController, PoolSpec, SiteQuota
 from diaspora.events import MemorySink
@@ -211,6 +215,15 @@ async def _parsl(report: Report, quick: bool) -> None:
         _rows(report, "parsl: heal a killed worker", times, "parsl default recovery", base)
 
 
+async def _rehome(report: Report, quick: bool) -> None:
+    times = await rehome_rounds(2 if quick else 5)
+    base = times["restart"]
+    _rows(report, "process: re-home off a lost site", times["rehome"], "restart in place", base)
+    placed = statistics.fmean(times["placed"])
+    _rows(report, "process: return home", times["home"], "restart in place", base, placed_s=placed)
+
+
 async def run(report: Report, quick: bool) -> None:
     await _process(report, quick)
+    await _rehome(report, quick)
     await _parsl(report, quick)

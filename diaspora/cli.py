@@ -48,6 +48,11 @@
     (``from``/``origin``, ``to``, ``rounds``, ``bytes``, ``downtime_ms``);
     exit status 1 if the migration aborted (the source keeps running).
 
+``diaspora status [--url URL] [--json]``
+    The pools of a running tree: each site's workers (running, wanted, min
+    and max), degraded sites and deficits, where each actor runs
+    (:mod:`diaspora.compute._poolstatus`).
+
 Every command imports ``actor = "mymodule:Cls"`` from the current directory
 first, as ``python -m`` would.
 """
@@ -62,6 +67,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -70,6 +76,7 @@ from anyio.abc import TaskStatus
 from diaspora._importpath import resolve
 from diaspora.actor import Actor, ActorRuntime
 from diaspora.compute import MigrationPolicy, migrate
+from diaspora.compute._poolstatus import show_pools
 from diaspora.errors import (
     ActorCrashed,
     ChildStartError,
@@ -135,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     move.add_argument("--budget-ms", type=float, default=20.0, help="downtime budget (default 20)")
     move.add_argument("--stop-and-copy", action="store_true", help="no pre-copy rounds")
     move.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
+    status = sub.add_parser("status", help="the pools of a running tree: workers per site")
+    status.add_argument("--url", help="NATS URL(s) of the running tree; default $DIASPORA_URL")
+    status.add_argument("--json", action="store_true", help="each pool's record as a JSON line")
     check = sub.add_parser("check", help="validate a supervision-tree TOML file without running")
     check.add_argument("file", help="the tree's TOML file")
     return parser
@@ -369,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "migrate":
             return anyio.run(_migrate, args)
+        if args.command == "status":
+            return anyio.run(partial(show_pools, args.url, as_json=args.json))
     except ConfigError as exc:
         print(f"diaspora: {exc}", file=sys.stderr)
         return ExitCode.USAGE

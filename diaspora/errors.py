@@ -48,7 +48,12 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
     │   └── LinkControlNotFound (NoResponders) no link control serves that site
     ├── WorkflowError                       a workflow under test did not start or stop
     ├── ViewError                           a view's snapshot is missing or unreadable
-    └── WorkerFenced                        a pool worker cut off from its server stopped itself
+    ├── WorkerFenced                        a pool worker cut off from its server stopped itself
+    └── StorageError                        resilient storage (diaspora.storage) failed
+        ├── NotStored (LookupError)         no object of that name
+        ├── FragmentsMissing                too few intact fragments: names them and their sites
+        ├── PlacementError                  too few sites up to place a layout
+        └── ObjectChanged                   overwritten while a streaming read ran
 
 >>> issubclass(ReplayUnavailable, TimeoutError), issubclass(NoResponders, DiasporaError)
 (True, True)
@@ -456,3 +461,34 @@ class LinkControlNotFound(LinkFaultError, NoResponders):
 class WorkerFenced(DiasporaError):
     """A pool worker stopped itself: it was cut off from its site's server for too long, and
     the pool will start its actors elsewhere (each actor runs in one place at a time)."""
+
+
+# -- resilient storage (issue 16: chunked objects across sites) ---------------------------
+
+
+class StorageError(DiasporaError):
+    """Resilient storage (:mod:`diaspora.storage`) could not do what was asked."""
+
+
+class NotStored(StorageError, LookupError):
+    """No object of that name is stored in the bucket (never put, or deleted)."""
+
+
+class FragmentsMissing(StorageError):
+    """A chunk has fewer intact fragments than its layout needs to be read.
+
+    ``missing`` lists ``(chunk, fragment, site, why)`` for every fragment
+    that could not be used (its site down, the fragment gone, or corrupt).
+    """
+
+    def __init__(self, message: str, *, missing: list[tuple[int, int, str, str]]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+class PlacementError(StorageError):
+    """Too few sites answer to place a layout with the loss tolerance the policy declares."""
+
+
+class ObjectChanged(StorageError):
+    """The object was overwritten or deleted while a streaming read of it ran; read it again."""

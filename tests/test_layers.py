@@ -27,6 +27,7 @@ LAYER_OF = {
     "_importpath": "base",
     "_lazy": "base",
     "fabric": "fabric",
+    "storage": "storage",
     "supervision": "supervision",
     "message": "pipeline",
     "stage": "pipeline",
@@ -45,32 +46,25 @@ LAYER_OF = {
 
 _FRAMEWORK = {
     "base", "fabric", "pipeline", "streams", "actor", "views", "supervision", "compute",
-    "triggers", "predict", "workflow",
+    "triggers", "predict", "workflow", "storage",
 }  # fmt: skip
 
 BELOW = {
     "base": set(),
     "fabric": {"base"},
+    # resilient storage: chunks over the sites' JetStream domains, through fabric helpers
+    "storage": {"base", "fabric"},
     "supervision": {"base"},  # the OTP kernel knows nothing of NATS or actors
     "pipeline": {"base", "fabric"},
     "streams": {"base", "fabric", "pipeline"},
-    "actor": {"base", "fabric", "pipeline", "streams"},
+    "actor": {"base", "fabric", "pipeline", "streams", "storage"},
     # views are actors over other streams: joins by reference (no supervision of their own)
-    "views": {"base", "fabric", "pipeline", "streams", "actor"},
-    "compute": {"base", "fabric", "pipeline", "streams", "actor", "views", "supervision"},
+    "views": {"base", "fabric", "pipeline", "streams", "actor", "storage"},
+    "compute": _FRAMEWORK - {"compute", "triggers", "predict", "workflow"},
     # triggers are actors with supervision's control subject; workflow files declare them
-    "triggers": {"base", "fabric", "pipeline", "streams", "actor", "views", "supervision"},
+    "triggers": _FRAMEWORK - {"compute", "triggers", "predict", "workflow"},
     # monitors: supervised actors over events; their actions reach pools and migration
-    "predict": {
-        "base",
-        "fabric",
-        "pipeline",
-        "streams",
-        "actor",
-        "views",
-        "supervision",
-        "compute",
-    },
+    "predict": _FRAMEWORK - {"triggers", "predict", "workflow"},
     "workflow": _FRAMEWORK - {"workflow"},
     "testing": _FRAMEWORK,
     "cli": _FRAMEWORK,

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from diaspora.fabric import Fabric
     from diaspora.log import FilteringBoundLogger
     from diaspora.message import Message
+    from diaspora.storage import StorageSpec
     from diaspora.streams._history import HistorySpec
 
 __all__ = ["Actor", "OnPoison"]
@@ -88,6 +89,10 @@ class Actor:
       the window of requested-but-unhandled messages (count and bytes) per input.
     - ``handle_deadline``: seconds a ``handle`` may take before the actor is
       treated as crashed (``None``: no deadline).
+    - ``checkpoint_storage``: a :class:`~diaspora.storage.StorageSpec` keeps a
+      state too large for the checkpoint record in resilient storage (chunks
+      replicated or erasure-coded over sites) instead of the connected site's
+      object store (``None``: the object store).
     - ``history``: a :class:`~diaspora.streams.HistorySpec` makes the actor
       keep what it emits (memory, then disk) and serve it to consumers whose
       stream lost items (``None``: no history).
@@ -104,6 +109,7 @@ class Actor:
     max_in_flight_bytes: ClassVar[int] = 16 * 1024 * 1024
     handle_deadline: ClassVar[float | None] = None
     history: ClassVar[HistorySpec | None] = None
+    checkpoint_storage: ClassVar[StorageSpec | None] = None
 
     _bound_runtime: ActorRuntime
     _bound_emit: Callable[..., Awaitable[None]]

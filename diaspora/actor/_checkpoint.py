@@ -1,18 +1,18 @@
 """Checkpoints: one atomic record of an actor's state and the input positions it includes.
 
-A checkpoint lives under the actor's id in the KV bucket
-``diaspora-checkpoints``. The record is a msgpack map (see :class:`Checkpoint`)
-whose ``state`` is the actor's ``snapshot()`` encoded with
-:mod:`diaspora.codec`; a state that would make the record larger than one KV
-value of the connected server (:attr:`~diaspora.fabric.Fabric.inline_limit`,
-its ``max_payload`` less header room) goes to the object store of the same
-name and the record names it (``state_ref``); it is read back over the
-object's chunk subject with its SHA-256 checked.
+A checkpoint lives under the actor's id in the KV bucket ``diaspora-checkpoints``
+(of the connected site, or a :class:`CheckpointStore`'s). The record is a msgpack
+map (see :class:`Checkpoint`) whose ``state`` is the actor's ``snapshot()``
+encoded with :mod:`diaspora.codec`; a state that would make the record larger
+than one KV value (:attr:`~diaspora.fabric.Fabric.inline_limit`, ``max_payload``
+less header room) goes to the object store of the same name and the record
+names it (``state_ref``), read back with its SHA-256 checked. With a
+``storage`` spec (an actor's ``checkpoint_storage``) it goes to resilient
+storage instead, chunked over sites (:mod:`diaspora.actor._largestate`).
 
-Writes are compare-and-set on the KV revision, which *fences* stale
-instances: every start claims the record (bumping ``epoch``), so an older
-instance of the same actor that is still alive fails its next write with
-:class:`~diaspora.errors.FencedOut` instead of overwriting newer state.
+Writes are compare-and-set on the KV revision, which *fences* stale instances:
+every start claims the record (bumping ``epoch``), so an older instance still alive
+fails its next write with :class:`~diaspora.errors.FencedOut`, not overwriting it.
 
 >>> import anyio
 >>> from diaspora.fabric import Fabric
@@ -35,20 +35,21 @@ import time
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
 from diaspora import codec
+from diaspora.actor import _largestate
+from diaspora.actor._checkpointstore import CheckpointStore
 from diaspora.errors import (
     CheckpointError,
     DecodeError,
     FabricUnavailable,
     FencedOut,
-    ObjectUnreadable,
     RevisionMismatch,
 )
-from diaspora.fabric import Fabric, KeyValueBucket
+from diaspora.fabric import KeyValueBucket
 from diaspora.log import get_logger
 
 __all__ = [
@@ -65,6 +66,9 @@ CHECKPOINT_BUCKET: Final = "diaspora-checkpoints"
 #: 1: feature fields at the top level (up to 0.1); 2: positions, state and named sections.
 _FORMAT: Final = 2
 _READABLE_FORMATS: Final = frozenset({1, 2})
+if TYPE_CHECKING:
+    from diaspora.storage import StorageSpec
+
 _KEY_BAD = re.compile(r"[^-_.A-Za-z0-9]")
 
 
@@ -148,14 +152,17 @@ class CheckpointSlot:
 
     def __init__(
         self,
-        fabric: Fabric,
+        fabric: CheckpointStore,
         actor: str,
         kv: KeyValueBucket,
         *,
         instance: str,
         inline_limit: int | None = None,
+        storage: StorageSpec | None = None,
     ) -> None:
         self._fabric = fabric
+        #: where a state too large for the record goes (``None``: the object store)
+        self.storage = storage
         self.actor = actor
         self.key = kv_key(actor)
         self._kv = kv
@@ -173,13 +180,14 @@ class CheckpointSlot:
     @classmethod
     async def claim(
         cls,
-        fabric: Fabric,
+        fabric: CheckpointStore,
         actor: str,
         *,
         inline_limit: int | None = None,
         expect_epoch: int | None = None,
         placement: str | None = None,
         load_state: bool = True,
+        storage: StorageSpec | None = None,
     ) -> CheckpointSlot:
         """Load the newest checkpoint of ``actor`` and take ownership of the record.
 
@@ -188,15 +196,19 @@ class CheckpointSlot:
         migration's switch, decided by compare-and-set). ``placement`` is
         written into the record (the worker the actor now runs on).
         ``load_state=False`` leaves ``current.state`` ``None`` (the caller
-        has the state already) and keeps the stored state untouched.
+        has the state already) and keeps the stored state untouched. ``storage``
+        keeps a large state in resilient storage (an actor's ``checkpoint_storage``).
         """
         kv = await fabric.ensure_kv(CHECKPOINT_BUCKET)
         slot = cls(fabric, actor, kv, instance=uuid.uuid4().hex, inline_limit=inline_limit)
+        slot.storage = storage
         await slot._claim(expect_epoch, placement, load_state)
         return slot
 
     @classmethod
-    async def peek(cls, fabric: Fabric, actor: str, *, state: bool = False) -> Checkpoint | None:
+    async def peek(
+        cls, fabric: CheckpointStore, actor: str, *, state: bool = False
+    ) -> Checkpoint | None:
         """The stored record of ``actor`` (its state too if ``state``), without claiming it."""
         slot = cls(fabric, actor, await fabric.ensure_kv(CHECKPOINT_BUCKET), instance="peek")
         entry = await slot._get(slot.key)
@@ -297,21 +309,24 @@ class CheckpointSlot:
         state_limit = kv_limit if self.inline_limit is None else min(self.inline_limit, kv_limit)
         value = self._pack(record, None, blob) if len(blob) <= state_limit else None
         if value is None or len(value) > kv_limit:
-            record = replace(record, state_ref=f"{CHECKPOINT_BUCKET}/{self.key}/{version}")
-            obs = await self._fabric.ensure_object_store(CHECKPOINT_BUCKET)
             try:
-                await obs.put(f"{self.key}/{version}", blob)
+                ref = await _largestate.store_state(
+                    self._fabric, CHECKPOINT_BUCKET, f"{self.key}/{version}", blob, self.storage
+                )
             except Exception as exc:
                 raise CheckpointError(
-                    f"actor {self.actor!r}: storing {len(blob)} bytes of state in object store "
-                    f"{CHECKPOINT_BUCKET!r} failed: {exc!r}"
+                    f"actor {self.actor!r}: storing {len(blob)} bytes of state in "
+                    f"{self.storage or CHECKPOINT_BUCKET!r} failed: {exc!r}"
                 ) from exc
+            record = replace(record, state_ref=ref)
             value = self._pack(record, record.state_ref, None)
         async with self._writing:
             await self._write(value, version)
         self.current = record
         if previous is not None and previous.state_ref:
-            await self._delete_object(previous.state_ref)
+            await _largestate.delete_state(
+                self._fabric, previous.state_ref, self.storage, self._log
+            )
         return record
 
     async def _write(self, value: bytes, version: int) -> None:
@@ -388,6 +403,7 @@ class CheckpointSlot:
             "snapshot_at": record.snapshot_at,
             "written_at": record.written_at,
             "state_ref": state_ref,
+            "state_store": self.storage.as_dict() if self.storage and state_ref else None,
             "state": blob,
             "placement": record.placement,
         }
@@ -408,7 +424,10 @@ class CheckpointSlot:
             state_ref = doc.get("state_ref")
             if load_state:
                 if state_ref:
-                    state = codec.decode(await self._load_object(state_ref))
+                    stored = await _largestate.load_state(
+                        self._fabric, self.actor, self.key, state_ref, doc.get("state_store")
+                    )
+                    state = codec.decode(stored)
                 elif doc.get("state") is not None:
                     state = codec.decode(doc["state"])
             return Checkpoint(
@@ -430,27 +449,6 @@ class CheckpointSlot:
             raise CheckpointError(
                 f"{where} is unreadable ({exc!r}); delete the key to start the actor afresh"
             ) from exc
-
-    async def _load_object(self, ref: str) -> bytes:
-        bucket, _, name = ref.partition("/")
-        try:
-            data = await self._fabric.read_object(bucket, name)
-        except ObjectUnreadable as exc:
-            raise CheckpointError(
-                f"actor {self.actor!r}: checkpoint state {ref!r} cannot be read: {exc}; "
-                f"delete the key {CHECKPOINT_BUCKET}/{self.key} to start the actor afresh"
-            ) from exc
-        if not data:
-            raise CheckpointError(f"actor {self.actor!r}: checkpoint state {ref!r} is empty")
-        return data
-
-    async def _delete_object(self, ref: str) -> None:
-        bucket, _, name = ref.partition("/")
-        try:
-            obs = await self._fabric.ensure_object_store(bucket)
-            await obs.delete(name)
-        except Exception as exc:  # an orphan object wastes space but breaks nothing
-            self._log.warning("checkpoint_object_not_deleted", ref=ref, error=repr(exc))
 
     async def _get(self, key: str) -> tuple[bytes, int] | None:
         entry = await self._kv.get(key)

@@ -8,11 +8,15 @@ waits there; any other start claims the record at once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from anyio.abc import TaskStatus
 
 from diaspora.actor._checkpoint import CheckpointSlot
 from diaspora.stage import Host, Stage
+
+if TYPE_CHECKING:
+    from diaspora.storage import StorageSpec
 
 __all__ = ["Status", "claim_slot"]
 
@@ -29,12 +33,15 @@ class Status:
             self._status.started()
 
 
-async def claim_slot(runtime: Host, stages: Sequence[Stage], status: Status) -> CheckpointSlot:
+async def claim_slot(
+    runtime: Host, stages: Sequence[Stage], status: Status, storage: StorageSpec | None = None
+) -> CheckpointSlot:
     """The checkpoint slot of this start: a stage's own claim (a migration standby), or ours."""
     for stage in stages:
         if stage.overrides("claim"):
             slot = await stage.claim(runtime, status.started)
             if slot is not None:
                 assert isinstance(slot, CheckpointSlot)
+                slot.storage = slot.storage or storage
                 return slot
-    return await CheckpointSlot.claim(runtime.fabric, runtime.id)
+    return await CheckpointSlot.claim(runtime.fabric, runtime.id, storage=storage)

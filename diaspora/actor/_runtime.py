@@ -246,7 +246,9 @@ class ActorRuntime:
         actor._bound_runtime = self
         self._actor = actor
         extra = [factory() for factory in self._stage_factories]
-        slot = await claim_slot(self, extra, status := Status(task_status))
+        slot = await claim_slot(
+            self, extra, status := Status(task_status), actor.checkpoint_storage
+        )
         inputs = self.inputs
         pipe = self._pipeline = await build_pipeline(
             self,

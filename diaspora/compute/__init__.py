@@ -1,7 +1,8 @@
 """Compute: pools of workers per site, elastic keyed consumer groups, and live migration.
 
 :class:`PoolSpec` declares a pool (workers per site, a provider, restart
-intensity per site, its actors); :class:`PoolController` keeps it at its
+intensity per site, its actors, the site keeping its movable actors'
+checkpoints: :class:`CheckpointAt`); :class:`PoolController` keeps it at its
 minimum through a :class:`Provider`. :class:`ScaleOutGroup` runs an actor as
 ``n`` keyed partitions under a ``simple_one_for_one`` supervisor and resizes
 the group from the measured arrival and drain rates when a ``scale_out``
@@ -11,6 +12,7 @@ may host it) to another worker with pre-copy rounds
 (:mod:`diaspora.compute._migrate`).
 """
 
+from diaspora.compute._anchor import CheckpointAt, SiteStore
 from diaspora.compute._migrate import MigrationPolicy, migrate, migrate_subject
 from diaspora.compute._migrate_stage import Migratable, MigrationStage
 from diaspora.compute._migrate_state import MigratableState
@@ -21,6 +23,7 @@ from diaspora.compute._scaleout import Replica, ScaleOutGroup
 
 __all__ = [
     "AtPath",
+    "CheckpointAt",
     "Migratable",
     "MigratableState",
     "MigrationPolicy",
@@ -33,6 +36,7 @@ __all__ = [
     "Replica",
     "ScaleOutGroup",
     "SiteQuota",
+    "SiteStore",
     "WorkerInfo",
     "WorkerOrder",
     "WorkerState",

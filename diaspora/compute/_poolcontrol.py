@@ -21,7 +21,10 @@ with what the :class:`PoolSpec` wants, and acts:
   its pinned actors wait and start there again when it answers.
 - **placement**: an actor without a worker is given to a new worker at its
   site (:class:`~diaspora.events.Placed`); it resumes from its checkpoint.
-  A moved actor stays where it went when its home comes back.
+  A moved actor goes back home once its site is up and reaches the pool's
+  ``checkpoint_site`` (``return_home``): the worker away lets it go, then it
+  is placed at home. An actor moving to a site joins a running worker there
+  with room (``actors_per_worker``) before a new worker is started.
 
 Run one with a provider (here the ``process`` one of the workflow layer),
 or as a tree's child with :func:`~diaspora.workflow.pool_child`::
@@ -39,12 +42,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from diaspora.compute._pools import PoolActor, PoolSpec
+from diaspora.compute._poolstatus import StatusRecord
 from diaspora.compute._provider import Provider, WorkerOrder, WorkerState
+from diaspora.errors import DiasporaError
 from diaspora.events import (
     Deficit,
     Event,
@@ -58,9 +64,15 @@ from diaspora.events import (
 from diaspora.log import get_logger
 from diaspora.supervision._context import child_events
 
+if TYPE_CHECKING:
+    from diaspora.fabric import Fabric
+
 __all__ = ["PoolController"]
 
 _HEALTH_TIMEOUT = 2.0
+#: Seconds a worker of an unreachable site gets to stop before it is killed: without its
+#: server it seldom finishes a graceful stop, and its actors wait for it to be gone.
+_CUT_OFF_GRACE = 0.5
 
 
 @dataclass(slots=True)
@@ -68,6 +80,7 @@ class _Worker:
     site: str
     actors: list[str]
     stopping: bool = False
+    guests: set[str] = field(default_factory=set)  # actors it took after its start
 
 
 @dataclass(slots=True)
@@ -99,6 +112,7 @@ class PoolController:
         *,
         events: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fabric: Fabric | None = None,
     ) -> None:
         self.spec = spec
         self.provider = provider
@@ -115,7 +129,12 @@ class PoolController:
         self._started = 0
         self.rounds = 0  #: reconcile rounds done (tests wait on it)
         self._pending: list[Event] = []  # events decided while collecting, emitted after
+        self._homing: set[str] = set()  # moved actors handing off to go back home
+        #: what every worker may be asked to take later: the pool's movable actors
+        self._guests = tuple(spec.hosted(a) for a in spec.actors if a.movable)
         self._log = get_logger(pool=spec.name)
+        #: with a fabric: the pool's state in its ``diaspora-pools`` bucket (``diaspora status``)
+        self._record = StatusRecord(fabric, spec.name) if fabric is not None else None
 
     # -- Runnable ------------------------------------------------------------------------
 
@@ -149,7 +168,9 @@ class PoolController:
         now = self.clock()
         states = self._collect(now)
         up = await self._check_health(now)
+        await self._homecoming()
         await self._rehome(up)
+        await self._return_home(up)
         wants = self.spec.wants(up)
         for site, want in wants.items():
             await self._fill(site, want, states)
@@ -157,7 +178,43 @@ class PoolController:
             await self._track(site, wants.get(site), states, now)
         if not self.ready.is_set() and all(self._sites[s].filled for s in wants):
             self.ready.set()
+        if self._record is not None:
+            try:
+                await self._record.write(self.status(wants, states))
+            except DiasporaError as exc:  # the pool keeps working without its record
+                self._log.warning("pool_status_not_written", error=str(exc))
         self.rounds += 1
+
+    def status(self, wants: dict[str, int], states: dict[str, WorkerState]) -> dict[str, Any]:
+        """The pool's state now, as its ``diaspora-pools`` record holds it."""
+        sites = {}
+        for name, quota in self.spec.sites.items():
+            live, state = self.live(name), self._sites[name]
+            since = state.deficit_since
+            sites[name] = {
+                "min": quota.min,
+                "max": quota.max,
+                "want": wants.get(name, 0),
+                "workers": live,
+                "running": sum(1 for w in live if states.get(w) is WorkerState.RUNNING),
+                "degraded": self.degraded(name),
+                "deficit_s": None if since is None else round(self.clock() - since, 1),
+            }
+        actors = {
+            a.id: {
+                "site": self.site_of[a.id],
+                "worker": self.worker_of[a.id],
+                "home": self.spec.home(a),
+            }
+            for a in self.spec.actors
+        }
+        return {
+            "pool": self.spec.name,
+            "provider": self.spec.provider.value,
+            "total_min": self.spec.total_min,
+            "sites": sites,
+            "actors": actors,
+        }
 
     def _collect(self, now: float) -> dict[str, WorkerState]:
         """Forget exited workers (their actors wait for a new one); the others' states."""
@@ -219,7 +276,7 @@ class PoolController:
                     )
                     for wid in self.live(site):  # cut off: their actors must not run twice
                         self._workers[wid].stopping = True
-                        await self.provider.stop(wid)
+                        await self.provider.stop(wid, grace=_CUT_OFF_GRACE)
                 continue
             if state.degraded is not None:
                 until = state.degraded.until
@@ -234,13 +291,18 @@ class PoolController:
         self._pending.clear()
         return up
 
+    def _can_move(self, up: set[str]) -> bool:
+        """Whether movable actors may run away from home now: their checkpoint site is up."""
+        anchor = self.spec.checkpoint_site
+        return bool(up) and (anchor is None or anchor in up)
+
     async def _rehome(self, up: set[str]) -> None:
         """Movable actors waiting at a degraded site go to the up site with the most room."""
         for actor_id, site in self.site_of.items():
             if site in up or self.worker_of[actor_id] is not None:
                 continue
-            if not self._actors[actor_id].movable or not up:
-                continue  # pinned: it waits for its site
+            if not self._actors[actor_id].movable or not self._can_move(up):
+                continue  # pinned (or its checkpoint unreachable): it waits for its site
             target = max(
                 (s for s in self.spec.sites if s in up),
                 key=lambda s: self.spec.sites[s].max - len(self.live(s)),
@@ -250,13 +312,67 @@ class PoolController:
                 Moved(name=self.spec.name, site=target, actor=actor_id, from_site=site)
             )
 
+    async def _return_home(self, up: set[str]) -> None:
+        """A moved actor whose home is up again, and reaches the checkpoint site, goes back:
+        its worker away is stopped (its final checkpoint written), then it is placed at
+        home, where it claims the record (one owner at a time: the fence's epoch)."""
+        for actor_id, site in self.site_of.items():
+            actor = self._actors[actor_id]
+            home = self.spec.home(actor)
+            if site == home or home not in up or not (actor.movable and actor.return_home):
+                continue
+            if actor_id in self._homing or not await self._reaches_checkpoints(home):
+                continue
+            wid = self.worker_of[actor_id]
+            self._homing.add(actor_id)
+            if wid is None or self._workers[wid].stopping:
+                continue
+            worker = self._workers[wid]
+            self._log.info("returning_home", actor=actor_id, worker=wid, site=home)
+            if actor_id in worker.guests and await self.provider.release(wid, actor_id):
+                worker.guests.discard(actor_id)
+                worker.actors.remove(actor_id)
+                self.worker_of[actor_id] = None
+                continue
+            worker.stopping = True  # it came with the worker: the worker goes
+            await self.provider.stop(wid)
+
+    async def _homecoming(self) -> None:
+        """Actors handing off whose worker away has exited now wait at their home site."""
+        for actor_id in list(self._homing):
+            if self.worker_of[actor_id] is None:
+                self._homing.discard(actor_id)
+                home = self.spec.home(self._actors[actor_id])
+                away, self.site_of[actor_id] = self.site_of[actor_id], home
+                await self._emit(
+                    Moved(name=self.spec.name, site=home, actor=actor_id, from_site=away)
+                )
+
+    async def _reaches_checkpoints(self, site: str) -> bool:
+        anchor = self.spec.checkpoint_site
+        if anchor is None or anchor == site:
+            return True
+        with anyio.move_on_after(_HEALTH_TIMEOUT):
+            return await self.provider.reaches(site, self.spec.domain(anchor))
+        return False
+
     async def _fill(self, site: str, want: int, states: dict[str, WorkerState]) -> None:
         """Start the workers ``site`` lacks, giving them the actors waiting there."""
         live = self.live(site)
-        waiting = [a for a, s in self.site_of.items() if s == site and self.worker_of[a] is None]
+        waiting = [
+            a
+            for a, s in self.site_of.items()
+            if s == site and self.worker_of[a] is None and a not in self._homing
+        ]
         new = max(0, want - len(live))
-        if waiting and new == 0 and len(live) < self.spec.sites[site].max:
-            new = 1
+        if waiting and new == 0:
+            waiting = await self._join(site, waiting, states)
+            if (
+                waiting
+                and len(live) < self.spec.sites[site].max
+                and not self._soon(waiting, live, states)
+            ):
+                new = 1
         if new == 0:
             return
         state = self._sites[site]
@@ -270,13 +386,53 @@ class PoolController:
         for share in shares:
             self._started += 1
             wid = f"{self.spec.name}-{site}-{self._started}"
-            actors: tuple[PoolActor, ...] = tuple(self._actors[a] for a in share)
+            actors: tuple[PoolActor, ...] = tuple(self.spec.hosted(self._actors[a]) for a in share)
             self._workers[wid] = _Worker(site, list(share))
             for actor in share:
                 self.worker_of[actor] = wid
-            await self.provider.start(WorkerOrder(self.spec.name, wid, site, actors))
+            order = WorkerOrder(self.spec.name, wid, site, actors, self._guests)
+            await self.provider.start(order)
             for actor in share:
                 await self._emit(Placed(name=self.spec.name, site=site, actor=actor, worker=wid))
+
+    def _soon(self, waiting: list[str], live: list[str], states: dict[str, WorkerState]) -> bool:
+        """Whether the movable ``waiting`` actors can join a worker still starting (with room)."""
+        if not all(self._actors[a].movable for a in waiting):
+            return False
+        return any(
+            states.get(w) is not WorkerState.RUNNING
+            and not self._workers[w].stopping
+            and len(self._workers[w].actors) < self.spec.actors_per_worker
+            for w in live
+        )
+
+    async def _join(
+        self, site: str, waiting: list[str], states: dict[str, WorkerState]
+    ) -> list[str]:
+        """Give waiting movable actors to running workers at ``site`` with room (the fewest
+        actors first); the actors left waiting."""
+        rest = []
+        for actor in waiting:
+            room = [
+                w
+                for w in self.live(site)
+                if states.get(w) is WorkerState.RUNNING
+                and not self._workers[w].stopping
+                and len(self._workers[w].actors) < self.spec.actors_per_worker
+            ]
+            if not self._actors[actor].movable or not room:
+                rest.append(actor)
+                continue
+            wid = min(room, key=lambda w: len(self._workers[w].actors))
+            if not await self.provider.host(wid, actor):
+                rest.append(actor)
+                continue
+            worker = self._workers[wid]
+            worker.actors.append(actor)
+            worker.guests.add(actor)
+            self.worker_of[actor] = wid
+            await self._emit(Placed(name=self.spec.name, site=site, actor=actor, worker=wid))
+        return rest
 
     async def _track(
         self, site: str, want: int | None, states: dict[str, WorkerState], now: float

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from diaspora.compute._anchor import CheckpointAt
 from diaspora.errors import ConfigError
 from diaspora.supervision._binding import StageBound, bind_start
 from diaspora.supervision._context import _CURRENT, ChildContext, current_child
@@ -42,7 +43,17 @@ from diaspora.supervision._spec import StartFn, SupervisorSpec, check_id
 __all__ = ["AtPath", "PoolActor", "PoolSpec", "ProviderKind", "SiteQuota"]
 
 _POOL_KEYS: Final = frozenset(
-    {"sites", "total_min", "provider", "intensity", "period", "retry_after", "parsl"}
+    {
+        "sites",
+        "total_min",
+        "provider",
+        "intensity",
+        "period",
+        "retry_after",
+        "parsl",
+        "checkpoint_site",
+        "actors_per_worker",
+    }
 )
 #: What ``parsl.<site>.provider`` may name (Parsl's LocalProvider, SlurmProvider, PBSProProvider).
 PARSL_PROVIDERS: Final = ("local", "slurm", "pbspro")
@@ -128,13 +139,17 @@ class PoolActor:
     ``start`` its start function (:class:`~diaspora.workflow.ActorStart`),
     ``site`` its home site (``None``: the pool's first site). ``movable``: when
     its site is lost, it may run at another site of the pool (its inputs and
-    checkpoint must be reachable from there); a pinned actor waits for its site.
+    checkpoint must be reachable from there: see ``PoolSpec.checkpoint_site``);
+    a pinned actor waits for its site. ``return_home``: a moved actor goes back
+    to its home site once that is up again (a handoff through the checkpoint's
+    fence); ``False``: it stays where it went.
     """
 
     id: str
     start: StartFn
     site: str | None = None
     movable: bool = False
+    return_home: bool = True
 
     def __post_init__(self) -> None:
         for part in self.id.split("."):
@@ -162,6 +177,15 @@ class PoolSpec:
     intensity: int = 3
     period: float = 30.0
     retry_after: float | None = 60.0
+    #: the site whose JetStream keeps the checkpoints of the movable actors, whichever site
+    #: they run at (usually the hub), so a moved actor resumes from its state
+    #: (``None``: each actor's checkpoint is at the site it runs at)
+    checkpoint_site: str | None = None
+    #: a running worker hosting fewer actors than this takes an actor moving to its site
+    #: (a new worker starts only when none has room)
+    actors_per_worker: int = 4
+    #: each site's JetStream domain (a workflow file fills it from ``[sites]``; default: its name)
+    site_domains: Mapping[str, str] = field(default_factory=dict)
     #: ``provider = "parsl"``: each site's Parsl provider and its keyword arguments
     #: (``{"hpc": {"provider": "slurm", "partition": "debug", ...}}``; default: local)
     parsl: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -188,6 +212,7 @@ class PoolSpec:
             )
         object.__setattr__(self, "provider", ProviderKind(self.provider))
         _count(self.intensity, f"{where}.intensity")
+        _count(self.actors_per_worker, f"{where}.actors_per_worker", minimum=1)
         _seconds(self.period, f"{where}.period")
         if self.retry_after is not None:
             _seconds(self.retry_after, f"{where}.retry_after")
@@ -202,6 +227,18 @@ class PoolSpec:
                     f"(its sites: {', '.join(self.sites)})"
                 )
         object.__setattr__(self, "actors", tuple(self.actors))
+        if self.checkpoint_site is not None and self.checkpoint_site not in self.sites:
+            raise ConfigError(
+                f"{where}.checkpoint_site: {self.checkpoint_site!r} is not a site of the pool "
+                f"(its sites: {', '.join(self.sites)})"
+            )
+        for actor in self.actors:
+            if self.checkpoint_site and actor.movable and not isinstance(actor.start, StageBound):
+                raise ConfigError(
+                    f"{actor.id}: a movable actor of a pool with checkpoint_site needs a start "
+                    f"function that takes stages (ActorStart), not {actor.start!r}"
+                )
+        object.__setattr__(self, "site_domains", dict(self.site_domains))
         self._check_parsl(where)
 
     def _check_parsl(self, where: str) -> None:
@@ -257,7 +294,7 @@ class PoolSpec:
                 f"{', '.join(k.value for k in ProviderKind)}"
             ) from None
         flags = {k: table[k] for k in ("total_min", "intensity", "period") if k in table}
-        for key in ("retry_after", "parsl"):
+        for key in ("retry_after", "parsl", "checkpoint_site", "actors_per_worker"):
             if key in table:
                 flags[key] = table[key]
         try:
@@ -277,6 +314,19 @@ class PoolSpec:
                     f"{at}.sites.{site}: no such site in [sites] (declared: "
                     f"{', '.join(known) or 'none'}): declare [sites.{site}] or fix the name"
                 )
+
+    def domain(self, site: str) -> str:
+        """The JetStream domain of ``site`` (its name unless ``site_domains`` says otherwise)."""
+        return self.site_domains.get(site, site)
+
+    def hosted(self, actor: PoolActor) -> PoolActor:
+        """``actor`` as a worker runs it: a movable one keeps its checkpoint at the
+        ``checkpoint_site`` (the :class:`~diaspora.compute.CheckpointAt` stage)."""
+        if self.checkpoint_site is None or not actor.movable:
+            return actor
+        assert isinstance(actor.start, StageBound)  # checked in __post_init__
+        stage = CheckpointAt(self.domain(self.checkpoint_site))
+        return dataclasses.replace(actor, start=actor.start.with_stages((stage,)))
 
     def home(self, actor: PoolActor) -> str:
         """Where ``actor`` runs when every site is up: its ``site``, else the pool's first."""

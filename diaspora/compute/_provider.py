@@ -38,12 +38,14 @@ class WorkerState(StrEnum):
 @dataclass(frozen=True, slots=True)
 class WorkerOrder:
     """What the controller asks of a provider: worker ``id`` of ``pool`` at ``site``,
-    hosting ``actors``."""
+    hosting ``actors``; ``guests`` are the actors it may be asked to take later (the
+    pool's movable ones, see :mod:`diaspora.compute._guests`)."""
 
     pool: str
     id: str
     site: str
     actors: tuple[PoolActor, ...] = ()
+    guests: tuple[PoolActor, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +77,9 @@ class Provider(Protocol):
         """Begin acquiring the worker; its state is then :attr:`WorkerState.STARTING`."""
         ...
 
-    async def stop(self, worker: str) -> None:
-        """Stop the worker (gracefully where possible); it then reads as exited."""
+    async def stop(self, worker: str, *, grace: float | None = None) -> None:
+        """Stop the worker (gracefully where possible, for at most ``grace`` seconds:
+        ``None``, the provider's own; ``0``, kill it now); it then reads as exited."""
         ...
 
     def workers(self) -> list[WorkerInfo]:
@@ -89,4 +92,17 @@ class Provider(Protocol):
 
     async def health(self, site: str) -> bool:
         """Whether ``site`` can host workers now (its server answers, its queue takes jobs)."""
+        ...
+
+    async def host(self, worker: str, actor: str) -> bool:
+        """Ask running ``worker`` to take ``actor`` (one of its order's guests); whether it did."""
+        ...
+
+    async def release(self, worker: str, actor: str) -> bool:
+        """Ask ``worker`` to stop guest ``actor`` (its final checkpoint written); whether it did."""
+        ...
+
+    async def reaches(self, site: str, domain: str) -> bool:
+        """Whether ``site``'s server reaches JetStream domain ``domain`` now (its link is up):
+        a moved actor goes home only once home reaches its checkpoint site."""
         ...

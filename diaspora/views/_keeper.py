@@ -101,6 +101,7 @@ class PinKeeper(Stage):
         self.sources = view.subjects
         self.budget = int(view.pin_budget)
         self.margin = view.pin_margin
+        self.storage = view.pin_storage
         self.interval = interval
         self._open_refs = open_refs
         self._fetch = fetch
@@ -125,7 +126,9 @@ class PinKeeper(Stage):
         on_drop = getattr(getattr(getattr(host, "actor", None), "stage", None), "on_drop", None)
         if on_drop is not None:
             on_drop.append(self._group_dropped)
-        self.pins = await Pins.open(host.fabric, self.view, budget=self.budget, actor=host.id)
+        self.pins = await Pins.open(
+            host.fabric, self.view, budget=self.budget, actor=host.id, storage=self.storage
+        )
         await host.fabric.require_stream(self.output)
         floors = await ack_floors(host.fabric, self.output)
         self._scanned = min(floors.values()) if floors else 0

@@ -5,7 +5,11 @@ retention (``max_msgs``, ``max_age``…) may drop them before every consumer
 has loaded the item. With ``on_stale = "pin"``, the view's :class:`PinKeeper`
 watches each source's first sequence and copies every reference within
 ``pin_margin`` of it into the view's KV bucket ``diaspora-view-<name>``
-(key ``<stream>.<seq>``), holding at most ``pin_budget`` bytes. When the budget
+(key ``<stream>.<seq>``), holding at most ``pin_budget`` bytes. With
+``pin_storage`` (a :class:`~diaspora.storage.StorageSpec`) the copies go to
+resilient storage (object ``<view>/<key>``, replicated or erasure-coded
+over sites) and the KV keeps a stub naming the spec, so a reader finds them
+without the setting and a site's loss loses no copy. When the budget
 is full the copies of the oldest group go first (an :class:`~diaspora.events.Unpinned`
 event with ``reason="budget"``). Copies are released once every durable
 consumer of the view's output has acknowledged the item (its ack floor
@@ -32,10 +36,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from diaspora import codec
-from diaspora.errors import DecodeError
+from diaspora.errors import ConfigError, DecodeError, NotStored, StorageError
 from diaspora.events import Event, Unpinned
 from diaspora.fabric import Fabric, KeyValueBucket
 from diaspora.log import get_logger
+from diaspora.storage import Storage, StorageSpec
 
 __all__ = ["PIN_BUCKET_PREFIX", "PinnedMessage", "Pins", "pin_bucket", "pin_key", "read_pin"]
 
@@ -87,13 +92,33 @@ class PinnedMessage:
             ) from exc
 
 
+def _stub(value: bytes) -> dict[str, Any] | None:
+    """The stub a copy kept in resilient storage leaves in the KV (``None``: the copy itself)."""
+    try:
+        doc = codec.decode(value)
+    except DecodeError:
+        return None
+    return doc if isinstance(doc, dict) and "storage" in doc else None
+
+
 async def read_pin(fabric: Fabric, view: str, stream: str, seq: int) -> PinnedMessage | None:
     """View ``view``'s copy of message ``seq`` of ``stream``, or ``None`` when it holds none."""
     kv = await fabric.ensure_kv(pin_bucket(view))
     entry = await kv.get(pin_key(stream, seq))
     if entry is None:
         return None
-    return PinnedMessage.decode(entry.value, f"{kv.name}/{entry.key}")
+    where = f"{kv.name}/{entry.key}"
+    stub = _stub(entry.value)
+    if stub is None:
+        return PinnedMessage.decode(entry.value, where)
+    try:
+        async with StorageSpec.from_dict(stub["storage"]).open(fabric) as storage:
+            raw = await storage.get(str(stub["name"]))
+    except NotStored:
+        return None
+    except (StorageError, ConfigError) as exc:
+        raise DecodeError(f"pinned copy {where} in resilient storage: {exc}") from exc
+    return PinnedMessage.decode(raw, where)
 
 
 class Pins:
@@ -104,26 +129,50 @@ class Pins:
     groups share counts once and goes when its last owner releases it.
     """
 
-    def __init__(self, view: str, kv: KeyValueBucket, budget: int, *, actor: str = "") -> None:
+    def __init__(
+        self,
+        view: str,
+        kv: KeyValueBucket,
+        budget: int,
+        *,
+        actor: str = "",
+        storage: Storage | None = None,
+    ) -> None:
         self.view = view
         #: the actor holding the copies (events' ``name``; default the view's name)
         self.actor = actor or view
         self.budget = budget
         self._kv = kv
+        #: where copies go (``None``: into the KV itself)
+        self.storage = storage
+        #: keys whose copy is in resilient storage (the KV holds a stub)
+        self._stored: set[str] = set()
         self._sizes: dict[str, int] = {}
         #: owner -> keys, oldest owner first (dicts keep insertion order)
         self._owners: dict[str, set[str]] = {}
         self._log = get_logger(view=view)
 
     @classmethod
-    async def open(cls, fabric: Fabric, view: str, *, budget: int, actor: str = "") -> Pins:
+    async def open(
+        cls,
+        fabric: Fabric,
+        view: str,
+        *,
+        budget: int,
+        actor: str = "",
+        storage: StorageSpec | None = None,
+    ) -> Pins:
         """The view's bucket with the copies a previous run left (unowned until claimed)."""
         kv = await fabric.ensure_kv(pin_bucket(view))
-        pins = cls(view, kv, budget, actor=actor)
+        store = await storage.open(fabric).__aenter__() if storage is not None else None
+        pins = cls(view, kv, budget, actor=actor, storage=store)
         for key in await kv.keys():
             entry = await kv.get(key)
             if entry is not None:
-                pins._sizes[key] = len(entry.value)
+                stub = _stub(entry.value)
+                pins._sizes[key] = int(stub["bytes"]) if stub else len(entry.value)
+                if stub:
+                    pins._stored.add(key)
         return pins
 
     @property
@@ -174,7 +223,14 @@ class Pins:
         while self.held + len(value) > self.budget:
             victim = next(o for o in self._owners if o != owner and self._owners[o])
             events += await self.release(victim, "budget")
-        await self._kv.put(key, value)
+        if self.storage is not None:
+            name = f"{self.view}/{key}"
+            await self.storage.put(name, value)
+            stub = {"storage": self.storage.spec.as_dict(), "name": name, "bytes": len(value)}
+            await self._kv.put(key, codec.encode(stub))
+            self._stored.add(key)
+        else:
+            await self._kv.put(key, value)
         self._sizes[key] = len(value)
         return events
 
@@ -194,6 +250,9 @@ class Pins:
         count = freed = 0
         for key in keys:
             await self._kv.delete(key)
+            if key in self._stored and self.storage is not None:
+                await self.storage.delete(f"{self.view}/{key}")
+                self._stored.discard(key)
             freed += self._sizes.pop(key)
             count += 1
         if not count:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from diaspora.errors import ConfigError
 from diaspora.fabric._naming import check_input, check_subject
+from diaspora.storage import StorageSpec
 
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
@@ -177,6 +178,8 @@ class View:
     #: pin refs whose sequence is within this many of their stream's first sequence
     pin_margin: int = 200
     snapshot: SnapshotPolicy | None = None
+    #: keep pinned copies in resilient storage (chunks over sites) instead of one site's KV
+    pin_storage: StorageSpec | None = None
     #: where the spec was declared (a file), for error messages
     where: str = field(default="", compare=False, repr=False)
 
@@ -220,6 +223,8 @@ class View:
             raise ConfigError(f"{at}.pin_margin: {self.pin_margin!r} is not an integer")
         if self.pin_margin < 0:
             raise ConfigError(f"{at}.pin_margin: {self.pin_margin} must be >= 0")
+        if self.pin_storage is not None and not isinstance(self.pin_storage, StorageSpec):
+            raise ConfigError(f"{at}.pin_storage: {self.pin_storage!r} is not a StorageSpec")
         snap = self.snapshot
         if snap is not None:
             if not isinstance(snap, SnapshotPolicy):

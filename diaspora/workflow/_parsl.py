@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import anyio
 
 from diaspora import codec
+from diaspora.compute._anchor import reaches
+from diaspora.compute._guests import ask_guest
 from diaspora.compute._provider import WorkerInfo, WorkerOrder, WorkerState
 from diaspora.errors import ConfigError, DecodeError
 from diaspora.log import get_logger
@@ -251,7 +253,8 @@ class ParslProvider:
 
         worker.future = await anyio.to_thread.run_sync(call)
 
-    async def stop(self, worker: str) -> None:
+    async def stop(self, worker: str, *, grace: float | None = None) -> None:
+        # a worker cut off from its server stops itself after fence_after: grace is that
         found = self._workers.get(worker)
         if found is None:
             return
@@ -283,6 +286,22 @@ class ParslProvider:
         found = self._workers.get(worker)
         if found is not None and found.state is WorkerState.EXITED:
             del self._workers[worker]
+
+    async def host(self, worker: str, actor: str) -> bool:
+        return await self._ask(worker, "host", actor)
+
+    async def release(self, worker: str, actor: str) -> bool:
+        return await self._ask(worker, "release", actor)
+
+    async def _ask(self, worker: str, op: str, actor: str) -> bool:
+        found = self._workers.get(worker)
+        if found is None or found.state is not WorkerState.RUNNING:
+            return False
+        order = found.order
+        return await ask_guest(self._fabrics[order.site], order.pool, worker, op, actor)
+
+    async def reaches(self, site: str, domain: str) -> bool:
+        return await reaches(self._fabrics[site], domain)
 
     async def health(self, site: str) -> bool:
         if not self._fabrics[site].is_connected or self._dfk is None:

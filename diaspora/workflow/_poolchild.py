@@ -91,7 +91,8 @@ class PoolStart:
         return ProcessProvider(fabrics, path=path, heartbeat_timeout=self.heartbeat_timeout)
 
     def __call__(self, *args: Any) -> PoolController:
-        return PoolController(self.spec, self.provider())
+        record = self.fabric if self.fabric is not None else next(iter(self.fabrics().values()))
+        return PoolController(self.spec, self.provider(), fabric=record)
 
 
 def pool_child(

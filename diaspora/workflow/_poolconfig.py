@@ -29,8 +29,11 @@ __all__ = ["POOLED_KEYS", "Pooled", "add_pools", "pooled_actor"]
 
 #: The keys an actor child in a pool may have (the pool's worker is its process).
 POOLED_KEYS: Final = frozenset(
-    {"id", "actor", "args", "inputs", "max_attempts", "on_poison", "site", "pool", "movable"}
-)
+    {
+        "id", "actor", "args", "inputs", "max_attempts", "on_poison", "site", "pool", "movable",
+        "return_home",
+    }
+)  # fmt: skip
 
 #: pool name -> (where each actor was declared, the actor)
 Pooled = dict[str, list[tuple[str, PoolActor]]]
@@ -50,7 +53,12 @@ def pooled_actor(
     pool = reader.string(table["pool"], f"{where}.pool")
     site = reader.string(table["site"], f"{where}.site") if "site" in table else None
     movable = reader.boolean(table["movable"], f"{where}.movable") if "movable" in table else False
-    return pool, PoolActor(path, start, site, movable)
+    home = True
+    if "return_home" in table:
+        if not movable:
+            raise reader.fail(f"{where}.return_home", "only applies to a movable actor")
+        home = reader.boolean(table["return_home"], f"{where}.return_home")
+    return pool, PoolActor(path, start, site, movable, home)
 
 
 def add_pools(
@@ -71,13 +79,17 @@ def add_pools(
         )
         if sites:
             spec.check_sites([s.name for s in sites], where=f"{reader.source}: {where}")
+        domains = {s.name: s.domain for s in sites if s.name in spec.sites}
         try:
-            spec = dataclasses.replace(spec, actors=tuple(actor for _, actor in declared))
+            spec = dataclasses.replace(
+                spec, actors=tuple(actor for _, actor in declared), site_domains=domains
+            )
         except ConfigError as exc:
             for at, actor in declared:
                 if str(exc).startswith(f"{actor.id}.site"):
                     raise reader.fail(f"{at}.site", str(exc).partition(": ")[2]) from None
             raise reader.fail(where, str(exc)) from None
+        _check_checkpoint_site(reader, spec, declared, where)
         specs.append(spec)
     for name in pooled.keys() - tables.keys():
         raise reader.fail(
@@ -91,3 +103,19 @@ def add_pools(
         raise reader.fail("pools", "the root is simple_one_for_one: it has no room for them")
     children = [*root.children, *(pool_child(spec) for spec in specs)]
     return dataclasses.replace(root, children=children), tuple(specs)
+
+
+def _check_checkpoint_site(
+    reader: TomlReader, spec: PoolSpec, declared: list[tuple[str, PoolActor]], where: str
+) -> None:
+    """A movable actor between sites with their own JetStream domains needs a checkpoint site."""
+    if spec.checkpoint_site is not None or len(set(spec.site_domains.values())) < 2:
+        return
+    for at, actor in declared:
+        if actor.movable:
+            raise reader.fail(
+                f"{where}.checkpoint_site",
+                f"missing: movable actor {actor.id!r} ({at}) would start without its state at "
+                "another site (each site keeps checkpoints in its own JetStream domain): name "
+                "the site whose JetStream keeps the movable actors' checkpoints (usually the hub)",
+            )

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from diaspora.compute._anchor import reaches
+from diaspora.compute._guests import GuestStart, ask_guest
 from diaspora.compute._pools import AtPath
 from diaspora.compute._provider import WorkerInfo, WorkerOrder, WorkerState
 from diaspora.errors import ConfigError
@@ -45,10 +47,12 @@ _WORKER_PERIOD = 5.0
 
 
 def worker_tree(order: WorkerOrder) -> SupervisorSpec:
-    """The subtree a worker runs: its actors, each under its own id."""
+    """The subtree a worker runs: its actors, each under its own id (and its guests' host)."""
     children = [
         ChildSpec(f"a{i}", AtPath(actor.id, actor.start)) for i, actor in enumerate(order.actors)
     ]
+    if order.guests:  # the actors it may take later, on request
+        children.append(ChildSpec("guests", GuestStart(order.pool, order.id, order.guests)))
     return SupervisorSpec(children, intensity=_WORKER_INTENSITY, period=_WORKER_PERIOD)
 
 
@@ -156,18 +160,19 @@ class ProcessProvider:
             worker.state = WorkerState.EXITED
             worker.exited.set()
 
-    async def stop(self, worker: str) -> None:
-        """SIGTERM the worker; SIGKILL it if it still runs ``stop_grace`` seconds later (a
-        worker cut off from its server may not finish its graceful stop, and its actors
-        must not run twice)."""
+    async def stop(self, worker: str, *, grace: float | None = None) -> None:
+        """SIGTERM the worker; SIGKILL it if it still runs ``grace`` seconds later (default
+        ``stop_grace``; a worker cut off from its server may not finish its graceful stop,
+        and its actors must not run twice; ``0``: at once)."""
         found = self._workers.get(worker)
         if found is not None and found.state is not WorkerState.EXITED:
             found.node.request_stop()
             if self._tg is not None:
-                self._tg.start_soon(self._kill_after, found)
+                wait = self.stop_grace if grace is None else grace
+                self._tg.start_soon(self._kill_after, found, wait)
 
-    async def _kill_after(self, worker: _Worker) -> None:
-        with anyio.move_on_after(self.stop_grace):
+    async def _kill_after(self, worker: _Worker, grace: float) -> None:
+        with anyio.move_on_after(grace):
             await worker.exited.wait()
             return
         pid = worker.node.pid
@@ -186,6 +191,22 @@ class ProcessProvider:
         found = self._workers.get(worker)
         if found is not None and found.state is WorkerState.EXITED:
             del self._workers[worker]
+
+    async def host(self, worker: str, actor: str) -> bool:
+        return await self._ask(worker, "host", actor)
+
+    async def release(self, worker: str, actor: str) -> bool:
+        return await self._ask(worker, "release", actor)
+
+    async def _ask(self, worker: str, op: str, actor: str) -> bool:
+        found = self._workers.get(worker)
+        if found is None or found.state is not WorkerState.RUNNING:
+            return False
+        order = found.order
+        return await ask_guest(self.fabric(order.site), order.pool, worker, op, actor)
+
+    async def reaches(self, site: str, domain: str) -> bool:
+        return await reaches(self.fabric(site), domain)
 
     async def health(self, site: str) -> bool:
         return self.fabric(site).is_connected

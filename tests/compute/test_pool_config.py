@@ -9,7 +9,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-from diaspora.compute import PoolActor, PoolController, PoolSpec, ProviderKind, SiteQuota
+from diaspora.compute import (
+    CheckpointAt,
+    PoolActor,
+    PoolController,
+    PoolSpec,
+    ProviderKind,
+    SiteQuota,
+)
 from diaspora.errors import ConfigError
 from diaspora.fabric import Fabric
 from diaspora.testing import read_stream, wait_until
@@ -62,6 +69,31 @@ SITES = """
 [sites.hpc]
 domain = "hpc"
 """
+
+TWO_SITES = """
+[sites.hpc]
+domain = "h1"
+[sites.edge]
+domain = "e1"
+parent = "hpc"
+"""
+
+
+def test_movable_actors_keep_their_checkpoints_at_the_checkpoint_site() -> None:
+    text = (
+        TWO_SITES + "[pools.recon]\nsites.edge = { min = 1 }\nsites.hpc = { min = 1 }\n"
+        'checkpoint_site = "hpc"\n[supervisor]\n[[supervisor.children]]\nid = "t"\n'
+        'site = "hpc"\nactor = "tests.compute.pool_actors:Tally"\npool = "recon"\n'
+        "movable = true\nreturn_home = false\n"
+        '[[supervisor.children]]\nid = "p"\nsite = "hpc"\n'
+        'actor = "tests.compute.pool_actors:Tally"\npool = "recon"\n'
+    )
+    (pool,) = parse_config(text, source="flow.toml").pools
+    assert (pool.checkpoint_site, pool.domain("hpc"), pool.domain("edge")) == ("hpc", "h1", "e1")
+    movable, pinned = pool.actors
+    assert (movable.movable, movable.return_home) == (True, False)
+    assert CheckpointAt("h1") in pool.hosted(movable).start.stages  # its record at the hpc
+    assert pool.hosted(pinned) is pinned  # a pinned actor keeps its checkpoint where it runs
 
 
 @pytest.mark.parametrize(
@@ -123,6 +155,23 @@ domain = "hpc"
             '[supervisor]\n[[supervisor.children]]\nid = "t"\n'
             'actor = "tests.compute.pool_actors:Tally"\nmovable = true\n',
             "flow.toml: supervisor.children[0].movable: only applies to an actor with pool = ",
+        ),
+        (
+            '[pools.recon]\nsites.edge = { min = 1 }\ncheckpoint_site = "hub"\n[supervisor]\n',
+            "flow.toml: pools.recon.checkpoint_site: 'hub' is not a site of the pool",
+        ),
+        (
+            TWO_SITES + "[pools.recon]\nsites.edge = { min = 1 }\nsites.hpc = { min = 1 }\n"
+            '[supervisor]\n[[supervisor.children]]\nid = "t"\nsite = "hpc"\n'
+            'actor = "tests.compute.pool_actors:Tally"\npool = "recon"\nmovable = true\n',
+            "flow.toml: pools.recon.checkpoint_site: missing: movable actor 'root.t' "
+            "(supervisor.children[0]) would start without its state at another site",
+        ),
+        (
+            "[pools.recon]\nsites.edge = { min = 1 }\n[supervisor]\n[[supervisor.children]]\n"
+            'id = "t"\nactor = "tests.compute.pool_actors:Tally"\npool = "recon"\n'
+            "return_home = false\n",
+            "flow.toml: supervisor.children[0].return_home: only applies to a movable actor",
         ),
     ],
 )
@@ -193,7 +242,7 @@ def test_with_sites_each_pool_site_gets_its_sites_fabric() -> None:
     config = parse_config(
         SITES
         + '[sites.edge]\ndomain = "edge"\nparent = "hpc"\n'
-        + POOLED.replace("total_min = 3\n", ""),
+        + POOLED.replace("total_min = 3\n", 'checkpoint_site = "hpc"\n'),
         source="flow.toml",
     )
     fabrics = {

@@ -41,8 +41,16 @@ async def test_publish_core_reaches_plain_subscribers(
     try:
         sub = await plain.subscribe("core.news")
         await plain.flush()
-        assert await fabric.publish_core("core.news", b"hello", {"X-Kind": "greeting"})
-        msg = await sub.next_msg(timeout=5)
+        # best effort by contract: in CI the first copy once did not arrive within 5 s, so the
+        # test sends again until one arrives (each send must report success)
+        with anyio.fail_after(20):
+            while True:
+                assert await fabric.publish_core("core.news", b"hello", {"X-Kind": "greeting"})
+                try:
+                    msg = await sub.next_msg(timeout=1)
+                    break
+                except nats.errors.TimeoutError:
+                    continue
         assert msg.data == b"hello"
         assert msg.headers == {"X-Kind": "greeting"}
     finally:

@@ -186,7 +186,7 @@ def test_free_port_never_hands_out_a_port_it_gave_out_just_before(
 ) -> None:
     import socket
 
-    from diaspora.fabric import _server
+    from diaspora.fabric import _serverproc as _server
 
     offered = iter([41001, 41001, 41001, 41002, 41001, 41003])
 
