@@ -256,10 +256,6 @@ class MonitorSpec:
                 "does not forecast (use ewma_z, gaussian, lstm or a model with forecast(h))"
             )
 
-    @property
-    def step_s(self) -> float | None:
-        return self.resample
-
     @classmethod
     def from_mapping(cls, table: Mapping[str, Any], where: str = "monitors") -> MonitorSpec:
         """The spec of a ``[[monitors]]`` table; errors name ``where`` and the field."""
