@@ -45,6 +45,8 @@ The kinds, by category:
 - ``migration``: :class:`Migrated`, :class:`MigrationAborted` (``name`` is the actor).
 - ``pool``: :class:`Deficit`, :class:`Healed`, :class:`SiteDegraded`, :class:`Placed`,
   :class:`Moved` (``name`` is the pool).
+- ``monitor``: :class:`MonitorWarning`, :class:`MonitorResolved`, :class:`MonitorAction`
+  (``name`` is the monitor).
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ __all__ = [
     "MemorySink",
     "Migrated",
     "MigrationAborted",
+    "MonitorAction",
+    "MonitorResolved",
+    "MonitorWarning",
     "Moved",
     "NodeExited",
     "NodeHung",
@@ -1059,3 +1064,65 @@ class Moved(_PoolEvent):
     kind: ClassVar[str] = "moved"
     actor: str
     from_site: str
+
+
+# -- monitors (issue 15: anomaly prediction) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _MonitorEvent(Event):
+    """About one key of a monitor (``name`` is the monitor); ``alert`` numbers its alerts."""
+
+    category: ClassVar[str] = "monitor"
+    key: str
+    alert: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MonitorWarning(_MonitorEvent):
+    """A monitor's condition ``when`` held (for its ``for`` seconds) at step time ``at``.
+
+    ``metric`` is what the condition tests (``score``, ``value``, ``forecast``);
+    ``predicted`` the forecast that met ``threshold`` (``None`` unless
+    forecasting), ``horizon_s`` how far ahead the monitor looks, ``lead_s``
+    how far ahead the forecast met the threshold (0 for a present value).
+    """
+
+    kind: ClassVar[str] = "warning"
+    default_level: ClassVar[Level] = Level.WARNING
+    metric: str
+    value: float
+    score: float
+    threshold: float
+    at: float
+    predicted: float | None = None
+    horizon_s: float | None = None
+    lead_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MonitorResolved(_MonitorEvent):
+    """A warned key's condition no longer holds; ``lasted_s`` since its warning."""
+
+    kind: ClassVar[str] = "resolved"
+    metric: str
+    value: float
+    score: float
+    at: float
+    lasted_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MonitorAction(_MonitorEvent):
+    """A monitor carried out (``phase = "apply"``, on warning) or undid (``"revert"``,
+    on resolve) one of its ``actions``; ``ok`` false with ``detail`` when it failed."""
+
+    kind: ClassVar[str] = "action"
+    action: str
+    phase: str
+    ok: bool = True
+    detail: str | None = None
+
+    @property
+    def level(self) -> Level:
+        return Level.INFO if self.ok else Level.WARNING

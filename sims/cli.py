@@ -43,6 +43,7 @@ from typing import Final
 
 import anyio
 
+import sims.predict
 from diaspora.errors import ConfigError, DiasporaError
 from diaspora.log import configure_logging, get_logger
 from sims.report import (
@@ -84,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate scenario files without running them")
     check.add_argument("files", nargs="+", help="scenario TOML files or names")
     check.add_argument("--seed", type=int, help="seed for the random faults shown")
+    predict = sub.add_parser("predict", help="a shrinking consumer: monitor lead time, precision")
+    predict.add_argument("--seeds", type=int, default=5, help="seeded ramps (and runs without)")
+    predict.add_argument("--link", action="store_true", help="a degrading link, not a consumer")
     return parser
 
 
@@ -191,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args.files, args.seed)
         if args.command == "run":
             return anyio.run(_run, args.file, args.report, args.seed)
+        if args.command == "predict":
+            return anyio.run(sims.predict.main, args.seeds, args.link)
     except ConfigError as exc:
         print(f"sims: {exc}", file=sys.stderr)
         return EXIT_USAGE

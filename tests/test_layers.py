@@ -36,6 +36,7 @@ LAYER_OF = {
     "views": "views",
     "compute": "compute",
     "triggers": "triggers",
+    "predict": "predict",
     "workflow": "workflow",
     "testing": "testing",
     "cli": "cli",
@@ -45,7 +46,7 @@ LAYER_OF = {
 
 _FRAMEWORK = {
     "base", "fabric", "pipeline", "streams", "actor", "views", "supervision", "compute",
-    "triggers", "workflow", "storage",
+    "triggers", "predict", "workflow", "storage",
 }  # fmt: skip
 
 BELOW = {
@@ -59,9 +60,11 @@ BELOW = {
     "actor": {"base", "fabric", "pipeline", "streams", "storage"},
     # views are actors over other streams: joins by reference (no supervision of their own)
     "views": {"base", "fabric", "pipeline", "streams", "actor", "storage"},
-    "compute": _FRAMEWORK - {"compute", "triggers", "workflow"},
+    "compute": _FRAMEWORK - {"compute", "triggers", "predict", "workflow"},
     # triggers are actors with supervision's control subject; workflow files declare them
-    "triggers": _FRAMEWORK - {"compute", "triggers", "workflow"},
+    "triggers": _FRAMEWORK - {"compute", "triggers", "predict", "workflow"},
+    # monitors: supervised actors over events; their actions reach pools and migration
+    "predict": _FRAMEWORK - {"triggers", "predict", "workflow"},
     "workflow": _FRAMEWORK - {"workflow"},
     "testing": _FRAMEWORK,
     "cli": _FRAMEWORK,

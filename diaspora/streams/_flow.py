@@ -56,7 +56,7 @@ from diaspora.fabric import Fabric, Inbound
 from diaspora.fabric._naming import RESERVED_PREFIX, token
 from diaspora.log import get_logger
 from diaspora.streams._meter import LagMeter, LatencyMeter
-from diaspora.streams._qos import AggregateFn, Policy, QosSpec
+from diaspora.streams._qos import AggregateFn, OverloadPolicy, Policy, QosSpec
 
 __all__ = [
     "FLOW_PREFIX",
@@ -176,6 +176,8 @@ class InputFlow:
         self.stats: dict[str, int] = {"skipped": 0, "aggregated": 0, "switches": 0}
         self.last_arrival = clock()
         self.stalled = False
+        #: who forced the current mode (:meth:`force`); ``None``: the measurements decide
+        self.forced: str | None = None
 
     # -- measuring ----------------------------------------------------------------------
 
@@ -228,8 +230,30 @@ class InputFlow:
                 return f"latency {latency:.3f}s > {bound:g}s"
         return None
 
+    def force(self, policy: OverloadPolicy | None, by: str) -> Switch | None:
+        """Enter ``policy`` now and hold it (``None``: back to the spec's policy, normal at
+        once if the bounds hold and capacity beats arrivals, else when the measurements
+        say so); the switch, if the mode changed."""
+        now = self._clock()
+        if policy is not None:
+            self.policy, self.forced = policy, by
+            return (
+                None
+                if self.mode is Mode.DEGRADED
+                else self._switch(Mode.DEGRADED, f"forced by {by}", now)
+            )
+        self.policy, self.forced = self.spec.policy, None
+        if self.mode is Mode.NORMAL or self._overload(0.5) is not None:
+            return None
+        capacity = self.capacity
+        if capacity is not None and capacity < _RECOVERY_HEADROOM * self.arrival_rate:
+            return None  # still short of capacity: degraded until the measurements say not
+        return self._switch(Mode.NORMAL, f"released by {by}", now)
+
     def update_mode(self) -> Switch | None:
         """Switch mode if the measurements call for it; return the switch, if any."""
+        if self.forced is not None:
+            return None
         now = self._clock()
         if now - self._since < _MIN_DWELL_S and self.stats["switches"]:
             return None

@@ -27,11 +27,12 @@ from typing import Final
 from diaspora import codec
 from diaspora.errors import ConfigError, DecodeError
 from diaspora.fabric import Fabric, check_subject
-from diaspora.streams._qos import QosSpec
+from diaspora.streams._qos import OverloadPolicy, QosSpec
 
-__all__ = ["QOS_BUCKET", "declare_qos", "lookup_qos"]
+__all__ = ["QOS_BUCKET", "declare_qos", "force_policy", "force_subject", "lookup_qos"]
 
 QOS_BUCKET: Final = "diaspora-qos"
+_FORCE_PREFIX: Final = "diaspora.qos.force"
 
 
 async def declare_qos(fabric: Fabric, subject: str, spec: QosSpec) -> None:
@@ -53,3 +54,23 @@ async def lookup_qos(fabric: Fabric, subject: str) -> QosSpec | None:
     except DecodeError as exc:
         raise ConfigError(f"{where}: unreadable QoS spec: {exc}") from exc
     return QosSpec.from_mapping(data, where=where)
+
+
+def force_subject(subject: str) -> str:
+    """Where the running consumers of ``subject`` listen for :func:`force_policy` orders."""
+    return f"{_FORCE_PREFIX}.{subject}"
+
+
+async def force_policy(
+    fabric: Fabric, subject: str, policy: OverloadPolicy | None, *, by: str
+) -> None:
+    """Switch every running consumer of ``subject`` into ``policy`` now, whatever its bounds
+    say (``None``: release them to their own measurements); ``by`` names who asked.
+
+    A pre-emptive switch (a monitor that predicts congestion): best effort on
+    the wire, like positions; consumers that start later read the declared
+    spec (:func:`declare_qos`), so declare it too for the switch to last.
+    """
+    check_subject(subject, where="force_policy")
+    order = {"policy": None if policy is None else policy.to_config(), "by": by}
+    await fabric.publish_core(force_subject(subject), codec.encode(order))

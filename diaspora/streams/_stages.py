@@ -20,7 +20,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Final
 
+import anyio
+from anyio.abc import TaskStatus
+
+from diaspora import codec
 from diaspora.events import PolicyOff, PolicyOn, Stall, StallEnd
+from diaspora.fabric import Inbound
 from diaspora.fabric import headers as H
 from diaspora.fabric._naming import partition_base
 from diaspora.fabric._publisher import OrderedPublisher
@@ -35,10 +40,10 @@ from diaspora.streams._flow import (
     position_report,
 )
 from diaspora.streams._history import HistoryBuffer
-from diaspora.streams._qos import Policy, QosSpec
+from diaspora.streams._qos import OverloadPolicy, Policy, QosSpec
 from diaspora.streams._reconstruct import ReconstructionError, fill_gap
 from diaspora.streams._recovery import GapRecovery
-from diaspora.streams._registry import lookup_qos
+from diaspora.streams._registry import force_subject, lookup_qos
 from diaspora.streams._replay import HistoryServer
 
 __all__ = ["FlowGateStage", "HistoryTap", "QosAdmission"]
@@ -62,9 +67,33 @@ class QosAdmission(Stage):
         self._recovery = recovery
         self._stall_fills: dict[str, int] = {}
         self._host: Host | None = None
+        self._orders: list[tuple[str, OverloadPolicy | None, str]] = []
 
     async def setup(self, host: Host) -> None:
         self._host = host
+        for subject in self.flows:  # pre-emptive switches (force_policy), applied between items
+            await host.task_group.start(self._listen, host, subject)
+
+    async def _listen(self, host: Host, subject: str, *, task_status: TaskStatus[None]) -> None:
+        async def order(msg: Inbound) -> None:
+            try:
+                data = codec.decode(msg.data)
+                policy = data["policy"]
+                parsed = None if policy is None else OverloadPolicy.from_config(policy)
+                self._orders.append((subject, parsed, str(data.get("by", "?"))))
+            except Exception as exc:  # a bad order is ignored, not fatal to the consumer
+                host.log.warning("qos_order_ignored", subject=subject, reason=repr(exc))
+
+        async with host.fabric.subscription(force_subject(subject), order, flush=True):
+            task_status.started()
+            await anyio.sleep_forever()
+
+    async def _apply_orders(self, host: Host) -> None:
+        orders, self._orders = self._orders, []
+        for subject, policy, by in orders:
+            switch = self.flows[subject].force(policy, by)
+            if switch is not None:
+                await host.event(_switch_event(host, switch))
 
     def overrides(self, hook: str) -> bool:
         return bool(self.flows) and Stage.overrides(self, hook)
@@ -86,6 +115,8 @@ class QosAdmission(Stage):
             return
         host = self._host
         assert host is not None
+        if self._orders:
+            await self._apply_orders(host)
         message = item.message
         now = time.time()
         emitted = _float(message.headers.get(H.EMITTED_AT))
@@ -119,6 +150,8 @@ class QosAdmission(Stage):
         """Positions to producers, mode switches, stalls (and filling them)."""
         host = self._host
         assert host is not None
+        if self._orders:
+            await self._apply_orders(host)
         for subject, flow in self.flows.items():
             report = position_report(host.id, host.positions.get(subject, 0))
             await host.fabric.publish_core(flow_subject(subject), report)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from diaspora.errors import NodeCrashed, NodeHung
     from diaspora.workflow._children import ActorStart, actor_child, check_actor_args
     from diaspora.workflow._config import load_config, parse_config
+    from diaspora.workflow._monitorconfig import monitor_child
     from diaspora.workflow._node import (
         DEFAULT_HEARTBEAT_TIMEOUT,
         DEFAULT_START_TIMEOUT,
@@ -69,6 +70,7 @@ _HOMES: dict[str, str] = {
     "pool_child": "diaspora.workflow._poolchild",
     "process_child": "diaspora.workflow._node",
     "trigger_child": "diaspora.workflow._triggers",
+    "monitor_child": "diaspora.workflow._monitorconfig",
     "view_child": "diaspora.workflow._views",
 }
 
@@ -88,6 +90,7 @@ __all__ = [
     "actor_child",
     "check_actor_args",
     "load_config",
+    "monitor_child",
     "parse_config",
     "pool_child",
     "process_child",

@@ -129,6 +129,7 @@ from diaspora.supervision._spec import (
     check_shutdown,
 )
 from diaspora.workflow._children import ActorStart, check_actor_args
+from diaspora.workflow._monitorconfig import add_monitors
 from diaspora.workflow._node import DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_START_TIMEOUT, process_child
 from diaspora.workflow._poolconfig import Pooled, add_pools, pooled_actor
 from diaspora.workflow._siteconfig import BridgeDecl, check_placements, parse_bridges, parse_sites
@@ -142,7 +143,7 @@ __all__ = ["TreeConfig", "load_config", "parse_config"]
 _STREAM_CHILD_KEYS: Final = frozenset({"qos", "streams"})
 _TOP_KEYS: Final = frozenset(
     {"fabric", "supervisor", "streams", "sites", "bridges", "triggers", "views", "pools"}
-)
+) | {"monitors", "metrics"}
 _STREAM_KEYS: Final = frozenset({"qos", "limits"})
 _LIMIT_KEYS: Final = frozenset(
     {"max_msgs", "max_bytes", "max_age", "duplicate_window", "replicas", "storage"}
@@ -228,6 +229,7 @@ class _Parser(TomlReader):
             spec = self.triggers(document["triggers"], spec)
         if "views" in document:
             spec = self.views(document["views"], spec, name)
+        spec = add_monitors(self, document, spec)  # [metrics] and [[monitors]]: the root's last
         spec, pools = add_pools(self, document.get("pools"), self.pooled, sites, spec)
         bridges: tuple[BridgeDecl, ...] = ()
         if "bridges" in document:
