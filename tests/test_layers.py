@@ -37,6 +37,7 @@ LAYER_OF = {
     "triggers": "triggers",
     "workflow": "workflow",
     "testing": "testing",
+    "observe": "observe",
     "cli": "cli",
     "__main__": "cli",
     "__init__": "root",
@@ -61,7 +62,9 @@ BELOW = {
     "triggers": {"base", "fabric", "pipeline", "streams", "actor", "views", "supervision"},
     "workflow": _FRAMEWORK - {"workflow"},
     "testing": _FRAMEWORK,
-    "cli": _FRAMEWORK,
+    # read-only views of a running workflow: events, top, the dashboard
+    "observe": _FRAMEWORK,
+    "cli": _FRAMEWORK | {"observe"},
     "root": set(LAYER_OF.values()),
 }
 

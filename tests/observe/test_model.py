@@ -1,0 +1,151 @@
+"""The fold: recorded events into the tree, sites, timeline and alerts; then a real tree."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from diaspora.events import (
+    Checkpointed,
+    ChildStarted,
+    Crashed,
+    Event,
+    Exited,
+    Lag,
+    LinkFaulted,
+    LinkHealed,
+    NodeStarted,
+    Placed,
+    PolicyOff,
+    PolicyOn,
+    Restarted,
+    Started,
+    UnknownEvent,
+)
+from diaspora.fabric import Fabric
+from diaspora.observe import Observed, Watcher, WorkflowModel
+from diaspora.testing import Injector, wait_until
+from diaspora.testing.plugin import WorkflowRunner
+from diaspora.workflow import parse_config
+from tests.observe.trees import SLOW, restarted
+
+pytestmark = pytest.mark.anyio
+
+#: What a process-node tree with a crash, a link fault, a policy switch and an alert emits.
+RECORDED: list[tuple[float, Event]] = [
+    (0.0, ChildStarted(name="root", child="ingest", incarnation=0)),
+    (0.1, NodeStarted(name="root.ingest", child="sum", incarnation=0, pid=4242)),
+    (0.2, Started(name="root.ingest.sum", positions={"numbers": 0}, epoch=1, pid=4242)),
+    (0.3, Placed(name="pool", site="edge", actor="root.ingest.sum", worker="w1")),
+    (1.0, Checkpointed(name="root.ingest.sum", version=1, positions={"numbers": 10}, handled=0)),
+    (3.0, Checkpointed(name="root.ingest.sum", version=2, positions={"numbers": 210}, handled=200,
+                       emitted=100)),
+    (4.0, Crashed(name="root.ingest.sum", reason="ValueError('bad')", subject="numbers", seq=211)),
+    (4.0, Exited(name="root.ingest", child="sum", reason="ValueError('bad')", normal=False)),
+    (4.1, Restarted(name="root.ingest", child="sum", incarnation=1, attempt=1, cause="sum")),
+    (4.6, Started(name="root.ingest.sum", positions={"numbers": 210}, epoch=2, pid=4242)),
+    (4.6, Lag(name="root.ingest.sum", lag=900)),
+    (5.0, LinkFaulted(name="edge", fault="cut_link", duration=2.0)),
+    (5.5, PolicyOn(name="root.ingest.sum", subject="numbers", mode="lag", policy="drop_oldest",
+                   reason="lag", lag=900)),
+    (6.0, UnknownEvent(name="lagpredict", of_category="monitor", of_kind="warning",
+                       data={"score": 0.9})),
+    (7.0, LinkHealed(name="edge", fault="cut_link", by="timer")),
+    (7.5, PolicyOff(name="root.ingest.sum", subject="numbers", mode="lag", policy="drop_oldest",
+                    reason="lag", lag=3)),
+]  # fmt: skip
+
+
+def fold(events: list[tuple[float, Event]]) -> WorkflowModel:
+    model = WorkflowModel(period=60.0)
+    for seq, (at, event) in enumerate(events, 1):
+        model.apply(Observed(seq=seq, time=100.0 + at, event=event))
+    return model
+
+
+def test_recorded_events_fold_into_the_tree_with_its_restart_rates_lag_and_placement() -> None:
+    snap = fold(RECORDED[:11]).snapshot(now=106.0)
+    tree = {row["id"]: row for row in snap["tree"]}
+    assert [row["id"] for row in snap["tree"]] == ["root", "root.ingest", "root.ingest.sum"]
+    assert [row["depth"] for row in snap["tree"]] == [0, 1, 2]
+    sum_ = tree["root.ingest.sum"]
+    assert (sum_["state"], sum_["incarnation"], sum_["restarts"]) == ("running", 1, 1)
+    assert (sum_["pid"], sum_["site"], sum_["worker"]) == (4242, "edge", "w1")
+    assert sum_["inputs"] == ["numbers"]
+    assert (sum_["inputs_per_s"], sum_["outputs_per_s"]) == (100.0, 50.0)
+    assert (sum_["lag"], sum_["lag_s"]) == (900, 9.0)  # 900 items at 100 inputs/s
+    assert sum_["last_error"] == "ValueError('bad')"
+    assert tree["root.ingest"]["kind"] == "supervisor"
+    assert snap["series"]["root.ingest.sum"]["lag"] == [(104.6, 900)]
+    assert fold(RECORDED[:11]).snapshot(now=200.0)["tree"][2]["restarts"] == 0  # out of period
+
+
+def test_the_timeline_has_each_fault_with_its_recovery_and_the_alerts_are_active_ones() -> None:
+    model = fold(RECORDED)
+    timeline = [(i["kind"], i["who"], i["recovery_s"]) for i in model.snapshot()["timeline"]]
+    assert timeline == [
+        ("crash", "root.ingest.sum", 0.6),  # the exit that follows the crash is the same fault
+        ("restart", "root.ingest.sum", 0.0),
+        ("link cut_link", "edge", 2.0),
+        ("policy", "root.ingest.sum numbers", 2.0),
+        ("alert", "monitor lagpredict", None),
+    ]
+    (alert,) = model.snapshot()["alerts"]
+    assert (alert["who"], alert["detail"]) == ("monitor lagpredict", "score=0.9")
+    resolved = UnknownEvent(name="lagpredict", of_category="monitor", of_kind="resolved")
+    model.apply(Observed(seq=99, time=110.0, event=resolved))
+    assert model.snapshot()["alerts"] == []
+    assert model.snapshot()["timeline"][-1]["recovery_s"] == pytest.approx(4.0)
+
+
+def test_sites_go_down_with_a_cut_and_up_when_healed() -> None:
+    states = []
+    model = WorkflowModel()
+    for seq, (at, event) in enumerate(RECORDED, 1):
+        model.apply(Observed(seq=seq, time=at, event=event))
+        if "edge" in model.sites.rows:
+            states.append(model.sites.rows["edge"].state)
+    assert (states[0], "down" in states, states[-1]) == ("up", True, "up")
+    model.leafz({"leafs": [{"name": "edge", "rtt": "1.5ms", "in_bytes": 0, "out_bytes": 0}]}, 1)
+    model.leafz({"leafs": [{"name": "edge", "rtt": "2ms", "in_bytes": 500, "out_bytes": 100}]}, 2)
+    edge = model.snapshot()["sites"][0]
+    assert (edge["rtt_ms"], edge["in_bytes_per_s"], edge["out_bytes_per_s"]) == (2.0, 500, 100)
+    model.leafz({"leafs": []}, 3)
+    assert model.snapshot()["sites"][0]["state"] == "down"
+
+
+async def test_a_watcher_sees_a_real_crash_restart_and_backlog_and_survives_a_server_restart(
+    fabric: Fabric, workflow: WorkflowRunner, injector: Injector
+) -> None:
+    await fabric.ensure_stream("obs.in")
+    async with workflow(parse_config(SLOW)) as wf, Fabric(fabric.urls) as observer:
+        await wf.wait_running()
+        watcher = Watcher(observer, poll_s=0.2)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watcher.run)
+            await watcher.caught_up.wait()
+            model = watcher.model
+            await wait_until(lambda: "root.slow" in model.actors.rows, timeout=20)
+            await injector.crash("root.slow")
+            for i in range(600):  # at 2 ms each: a backlog the restart catches up on
+                await fabric.publish("obs.in", {"i": i})
+            await wait_until(lambda: restarted(model), timeout=30, what="the restart")
+            await wait_until(
+                lambda: max((v for _, v in model.actors.rows["root.slow"].lag_series.points),
+                            default=0) > 50,
+                timeout=30, what="a lag spike",
+            )  # fmt: skip
+            reconnects = observer.reconnects
+            await injector.restart_server()
+            await wait_until(lambda: observer.reconnects > reconnects, timeout=30)
+            await wf.wait_running()
+            before = len(model.actors.rows["root.slow"].restarts)
+            await injector.crash("root.slow")
+            await fabric.publish("obs.in", {"i": 600})
+            await wait_until(
+                lambda: len(model.actors.rows["root.slow"].restarts) > before,
+                timeout=30, what="the restart after the server's",
+            )  # fmt: skip
+            tg.cancel_scope.cancel()
+    seqs = [i.start for i in model.incidents.timeline]
+    assert seqs == sorted(seqs)
