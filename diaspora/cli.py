@@ -48,6 +48,9 @@
     (``from``/``origin``, ``to``, ``rounds``, ``bytes``, ``downtime_ms``);
     exit status 1 if the migration aborted (the source keeps running).
 
+``diaspora events``, ``diaspora top``, ``diaspora dashboard``
+    Read-only views of a running workflow (:mod:`diaspora.observe._cli`).
+
 Every command imports ``actor = "mymodule:Cls"`` from the current directory
 first, as ``python -m`` would.
 """
@@ -88,6 +91,7 @@ from diaspora.fabric import (
 )
 from diaspora.fabric._connection import split_urls
 from diaspora.log import configure_logging, get_logger
+from diaspora.observe._cli import add_commands as add_observe_commands
 from diaspora.supervision import Supervisor
 from diaspora.supervision._runnable import run_until
 from diaspora.triggers import serve_control
@@ -137,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     move.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
     check = sub.add_parser("check", help="validate a supervision-tree TOML file without running")
     check.add_argument("file", help="the tree's TOML file")
+    add_observe_commands(sub)
     return parser
 
 
@@ -361,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _import_from_cwd()
     log = get_logger()
     try:
+        if hasattr(args, "observe"):
+            return int(args.observe(args))
         if args.command == "actor":
             return anyio.run(_run_actor, args)
         if args.command == "run":

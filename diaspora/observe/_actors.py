@@ -162,6 +162,8 @@ class Actors:
                 self.row(parent, "supervisor").state = "running"
         elif kind == "supervisor" and row.kind != "supervisor":
             row.kind = "supervisor"
+        if row.kind == "supervisor" and row.state == "unknown":
+            row.state = "running"
         return row
 
     def apply(self, event: Event, at: float) -> None:

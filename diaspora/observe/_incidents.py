@@ -90,7 +90,8 @@ class Incident:
 
 
 def _fields(event: Event) -> str:
-    return ", ".join(f"{k}={v}" for k, v in event.fields().items() if k not in ("supervisor",))
+    fields = event.fields().items()
+    return ", ".join(f"{k}={v}" for k, v in fields if k != "supervisor" and v is not None)
 
 
 class Incidents:

@@ -8,7 +8,7 @@ from diaspora import Actor, Message
 
 
 class Slow(Actor):
-    """Emits each input of ``obs.in`` to ``obs.out`` after 2 ms: a burst makes a backlog."""
+    """Emits each input of ``obs.in`` to ``obs.out`` after 5 ms: a burst makes a backlog."""
 
     inputs = ("obs.in",)
     handle_deadline = 2.0
@@ -16,5 +16,5 @@ class Slow(Actor):
     checkpoint_every = 200
 
     async def handle(self, msg: Message) -> None:
-        await anyio.sleep(0.002)
+        await anyio.sleep(0.005)
         await self.emit("obs.out", msg.data)

@@ -127,7 +127,7 @@ async def test_a_watcher_sees_a_real_crash_restart_and_backlog_and_survives_a_se
             model = watcher.model
             await wait_until(lambda: "root.slow" in model.actors.rows, timeout=20)
             await injector.crash("root.slow")
-            for i in range(600):  # at 2 ms each: a backlog the restart catches up on
+            for i in range(600):  # at 5 ms each: a backlog the restart catches up on
                 await fabric.publish("obs.in", {"i": i})
             await wait_until(lambda: restarted(model), timeout=30, what="the restart")
             await wait_until(
