@@ -1,0 +1,203 @@
+"""``diaspora dashboard``: a live, read-only web page of a running workflow (starlette, uvicorn).
+
+``GET /`` is the page: its panels (tree, plots of lag and rate, timeline,
+sites, alerts, views, pools) are HTML rendered on the server; ``GET
+/stream`` sends them again as server-sent events whenever the model
+changes (at most 4 times a second, and at least every 2 s), and the page's
+few lines of script swap them in; the browser's ``EventSource`` reconnects
+by itself. ``GET /state`` is the model's snapshot as JSON.
+
+It serves on loopback unless told otherwise; any other address needs a
+token (``--bind 0.0.0.0 --token T``), which every request must carry
+(``?token=T`` or ``Authorization: Bearer T``).
+
+>>> check_bind("127.0.0.1", None)
+>>> check_bind("0.0.0.0", None)
+Traceback (most recent call last):
+...
+diaspora.errors.ConfigError: diaspora dashboard: --bind 0.0.0.0 is not a loopback address: ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hmac
+import ipaddress
+import json
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Final
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from diaspora.errors import ConfigError
+from diaspora.observe._cli import observer
+from diaspora.observe._page import PAGE
+from diaspora.observe._panels import render_panels
+from diaspora.observe._watch import Watcher
+
+__all__ = ["check_bind", "make_app", "run_dashboard"]
+
+_MIN_GAP_S: Final = 0.25
+_KEEPALIVE_S: Final = 2.0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse a non-loopback ``host`` without a ``token``, saying what to pass."""
+    if _is_loopback(host):
+        return
+    if not token:
+        raise ConfigError(
+            f"diaspora dashboard: --bind {host} is not a loopback address: anyone who reaches "
+            "it would see the workflow; pass --token T as well (the page is then opened as "
+            "http://HOST:PORT/?token=T), or leave --bind out to serve on 127.0.0.1 only"
+        )
+    if len(token) < 16:
+        raise ConfigError(
+            "diaspora dashboard: --token is shorter than 16 characters; use a long random one "
+            "(python -c 'import secrets; print(secrets.token_urlsafe())')"
+        )
+
+
+def make_app(watcher: Watcher, *, token: str | None = None) -> Starlette:
+    """The dashboard's ASGI app over ``watcher``'s model (``token``: required of each request)."""
+
+    def allowed(request: Request) -> bool:
+        if token is None:
+            return True
+        given = request.query_params.get("token", "")
+        auth = request.headers.get("authorization", "")
+        if auth.startswith("Bearer "):
+            given = auth.removeprefix("Bearer ")
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    def refused() -> Response:
+        return Response("a token is required: open the page as /?token=T\n", status_code=403)
+
+    async def page(request: Request) -> Response:
+        if not allowed(request):
+            return refused()
+        suffix = f"?token={token}" if token else ""
+        body = PAGE.replace("{{STREAM}}", f"stream{suffix}")
+        panels = render_panels(watcher.model.snapshot())
+        for name, html in panels.items():
+            body = body.replace(f"{{{{{name}}}}}", html)
+        return HTMLResponse(body, headers={"Cache-Control": "no-store"})
+
+    async def state(request: Request) -> Response:
+        if not allowed(request):
+            return refused()
+        return JSONResponse(watcher.model.snapshot())
+
+    async def stream(request: Request) -> Response:
+        if not allowed(request):
+            return refused()
+        return StreamingResponse(
+            _frames(watcher, request),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return Starlette(
+        routes=[Route("/", page), Route("/state", state), Route("/stream", stream)],
+    )
+
+
+async def _frames(watcher: Watcher, request: Request) -> AsyncIterator[str]:
+    """Server-sent events: the panels now, then at every change (and every 2 s)."""
+    version = -1
+    yield "retry: 1000\n\n"
+    while not await request.is_disconnected():
+        snapshot = watcher.model.snapshot()
+        version = snapshot["version"]
+        data = json.dumps({"version": version, "panels": render_panels(snapshot)})
+        yield f"event: panels\nid: {version}\ndata: {data}\n\n"
+        await watcher.changed(version, timeout=_KEEPALIVE_S)
+        await anyio.sleep(_MIN_GAP_S)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals alone: Ctrl-C is the command's to handle."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(
+    watcher: Watcher,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    token: str | None = None,
+    ready: anyio.Event | None = None,
+    bound: list[int] | None = None,
+) -> None:
+    """Serve the dashboard (and run ``watcher``) until cancelled; ``bound`` gets the port."""
+    check_bind(host, token)
+    config = uvicorn.Config(
+        make_app(watcher, token=token),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
+    server = _Server(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watcher.run)
+        tg.start_soon(server.serve)
+        while not server.started:  # noqa: ASYNC110 - uvicorn has no startup event to wait on
+            await anyio.sleep(0.02)
+        if bound is not None:
+            bound += [s.getsockname()[1] for srv in server.servers for s in srv.sockets]
+        if ready is not None:
+            ready.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            server.should_exit = True
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    """The ``dashboard`` command: serve until Ctrl-C (exit status 0)."""
+    check_bind(args.bind, args.token)
+
+    async def main() -> None:
+        async with observer(args.url, "dashboard") as fabric:
+            watcher = Watcher(fabric, history=args.history, monitors=args.monitor)
+            ready, bound = anyio.Event(), list[int]()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    lambda: serve(
+                        watcher, host=args.bind, port=args.port, token=args.token,
+                        ready=ready, bound=bound,
+                    )
+                )  # fmt: skip
+                await ready.wait()
+                suffix = f"?token={args.token}" if args.token else ""
+                host = f"[{args.bind}]" if ":" in args.bind else args.bind
+                print(
+                    f"diaspora dashboard: http://{host}:{bound[0]}/{suffix}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(main)
+    return 0
