@@ -22,7 +22,7 @@ from diaspora.events import (
     Started,
     UnknownEvent,
 )
-from diaspora.fabric import Fabric
+from diaspora.fabric import Fabric, SiteSpec, Sites
 from diaspora.observe import Observed, Watcher, WorkflowModel
 from diaspora.testing import Injector, wait_until
 from diaspora.testing.plugin import WorkflowRunner
@@ -149,3 +149,18 @@ async def test_a_watcher_sees_a_real_crash_restart_and_backlog_and_survives_a_se
             tg.cancel_scope.cancel()
     seqs = [i.start for i in model.incidents.timeline]
     assert seqs == sorted(seqs)
+
+
+async def test_a_watcher_reads_the_leaf_links_of_a_real_hub_from_its_monitoring_port() -> None:
+    specs = [SiteSpec("edge", domain="edge", parent="hpc"), SiteSpec("hpc", domain="hpc")]
+    async with Sites(specs) as sites, sites.fabric("hpc", events_stream=False) as fabric:
+        hub = sites["hpc"].server
+        assert hub is not None
+        watcher = Watcher(fabric, monitors=[f"http://127.0.0.1:{hub.monitor_port}"])
+        await watcher.poll_once()
+        await anyio.sleep(0.2)
+        await watcher.poll_once()
+        (edge,) = watcher.model.snapshot()["sites"]
+    assert (edge["name"], edge["state"], edge["linked"]) == ("edge", "up", True)
+    assert edge["rtt_ms"] > 0
+    assert edge["in_bytes_per_s"] is not None
