@@ -91,6 +91,7 @@ from diaspora.fabric import (
 )
 from diaspora.fabric._connection import split_urls
 from diaspora.log import configure_logging, get_logger
+from diaspora.observe import Progress
 from diaspora.observe._cli import add_commands as add_observe_commands
 from diaspora.supervision import Supervisor
 from diaspora.supervision._runnable import run_until
@@ -347,7 +348,10 @@ async def _run_actor(args: argparse.Namespace) -> int:
 async def _migrate(args: argparse.Namespace) -> int:
     policy = MigrationPolicy(budget_ms=args.budget_ms, precopy=not args.stop_and_copy)
     async with Fabric(args.url, name="migrate") as fabric:
-        done = await migrate(fabric, args.actor, to=args.to, policy=policy, timeout=args.timeout)
+        with Progress(f"migrating {args.actor} to {args.to}"):  # a spinner, on a terminal only
+            done = await migrate(
+                fabric, args.actor, to=args.to, policy=policy, timeout=args.timeout
+            )
     print(json.dumps({"actor": done.name, **done.fields()}))
     return ExitCode.OK
 

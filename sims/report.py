@@ -65,7 +65,7 @@ def recovery_by_kind(report: ReliabilityReport) -> dict[str, dict[str, float | i
 def unplanned_count(report: ReliabilityReport) -> int:
     """Restarts no fault explains plus actor crashes that were not injected."""
     found = report.extra.get("unplanned", {})
-    return sum(found.get("restarts", {}).values()) + len(found.get("crashes", []))
+    return int(sum(found.get("restarts", {}).values())) + len(found.get("crashes", []))
 
 
 def summarize(report: ReliabilityReport) -> str:

@@ -13,6 +13,7 @@ views built on them are ``diaspora events``, ``diaspora top`` and
 from diaspora.observe._actors import ActorRow, Actors, Series
 from diaspora.observe._incidents import Incident, Incidents
 from diaspora.observe._model import WorkflowModel
+from diaspora.observe._progress import Progress
 from diaspora.observe._reader import (
     EventFilter,
     Observed,
@@ -32,6 +33,7 @@ __all__ = [
     "Incident",
     "Incidents",
     "Observed",
+    "Progress",
     "Series",
     "SiteRow",
     "Sites",

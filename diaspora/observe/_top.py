@@ -37,7 +37,7 @@ _MIN_REDRAW_S = 0.25
 @contextlib.contextmanager
 def _cbreak(fd: int) -> Iterator[bool]:
     """Keys one by one, unechoed, while the block runs (``False``: not a terminal)."""
-    if not os.isatty(fd):
+    if fd < 0 or not os.isatty(fd):
         yield False
         return
     import termios
@@ -103,7 +103,10 @@ async def _show(
 ) -> None:
     state = TopState()
     quit = anyio.Event()
-    fd = sys.stdin.fileno()
+    try:
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError):  # no real stdin (captured, closed): no keys either
+        fd = -1
     with _cbreak(fd) as keyboard:
         interactive = keyboard and console.is_terminal
         async with anyio.create_task_group() as tg:

@@ -22,7 +22,7 @@ from diaspora.events import (
     Started,
     UnknownEvent,
 )
-from diaspora.fabric import Fabric, SiteSpec, Sites
+from diaspora.fabric import Fabric, Sites, SiteSpec
 from diaspora.observe import Observed, Watcher, WorkflowModel
 from diaspora.testing import Injector, wait_until
 from diaspora.testing.plugin import WorkflowRunner

@@ -10,11 +10,12 @@ import anyio
 import pexpect
 import pytest
 
+from diaspora.cli import main
 from diaspora.fabric import Fabric
 from diaspora.testing import Injector, wait_until
 from diaspora.testing.plugin import WorkflowRunner
 from diaspora.workflow import parse_config
-from tests.observe.cli_helpers import cli_env, diaspora_cmd
+from tests.observe.cli_helpers import cli_env, diaspora_cmd, quiet_logs_restored
 from tests.observe.trees import SLOW
 
 pytestmark = pytest.mark.anyio
@@ -113,7 +114,9 @@ def _plain(screen: Screen) -> str:
     return plain(screen.text)
 
 
-async def test_top_of_a_recorded_file_prints_a_frame_off_a_terminal(tmp_path: Path) -> None:
+def test_top_of_a_recorded_file_prints_a_frame_off_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     recorded = tmp_path / "events.jsonl"
     recorded.write_text(
         '{"seq":1,"category":"actor","name":"root.sum","kind":"started","time":1.0,'
@@ -121,7 +124,8 @@ async def test_top_of_a_recorded_file_prints_a_frame_off_a_terminal(tmp_path: Pa
         '{"seq":2,"category":"actor","name":"root.sum","kind":"crashed","time":2.0,'
         '"reason":"boom"}\n'
     )
-    done = await anyio.run_process(diaspora_cmd("top", str(recorded)), env=cli_env())
-    out = done.stdout.decode()
+    with quiet_logs_restored():
+        assert main(["top", str(recorded)]) == 0
+    out = capsys.readouterr().out
     assert re.search(r"root\.sum\s*│\s*crashed", out)
     assert re.search(r"crash\s*│\s*root\.sum\s*│\s*open\s*│\s*boom", out)
