@@ -29,6 +29,7 @@ GROUPS = [
     "views",
     "migrate",
     "pools",
+    "observe",
 ]
 
 

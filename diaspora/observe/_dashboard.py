@@ -26,6 +26,7 @@ import hmac
 import ipaddress
 import json
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Final
 
@@ -77,6 +78,8 @@ def check_bind(host: str, token: str | None) -> None:
 def make_app(watcher: Watcher, *, token: str | None = None) -> Starlette:
     """The dashboard's ASGI app over ``watcher``'s model (``token``: required of each request)."""
 
+    frames = _FrameCache(watcher)
+
     def allowed(request: Request) -> bool:
         if token is None:
             return True
@@ -108,7 +111,7 @@ def make_app(watcher: Watcher, *, token: str | None = None) -> Starlette:
         if not allowed(request):
             return refused()
         return StreamingResponse(
-            _frames(watcher, request),
+            _frames(frames, watcher, request),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -118,17 +121,34 @@ def make_app(watcher: Watcher, *, token: str | None = None) -> Starlette:
     )
 
 
-async def _frames(watcher: Watcher, request: Request) -> AsyncIterator[str]:
+class _FrameCache:
+    """One rendering per model version and second, shared by every open page."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+        self._key: tuple[int, int] | None = None
+        self._frame = ""
+
+    def frame(self) -> tuple[int, str]:
+        model = self._watcher.model
+        key = (model.version, int(time.time()))  # the clocks on the page move each second
+        if key != self._key:
+            snapshot = model.snapshot()
+            data = json.dumps({"version": model.version, "panels": render_panels(snapshot)})
+            self._key, self._frame = key, f"event: panels\nid: {model.version}\ndata: {data}\n\n"
+        return key[0], self._frame
+
+
+async def _frames(frames: _FrameCache, watcher: Watcher, request: Request) -> AsyncIterator[str]:
     """Server-sent events: the panels now, then at every change (and every 2 s)."""
-    version = -1
     yield "retry: 1000\n\n"
     while not await request.is_disconnected():
-        snapshot = watcher.model.snapshot()
-        version = snapshot["version"]
-        data = json.dumps({"version": version, "panels": render_panels(snapshot)})
-        yield f"event: panels\nid: {version}\ndata: {data}\n\n"
+        sent = anyio.current_time()
+        version, frame = frames.frame()
+        yield frame
         await watcher.changed(version, timeout=_KEEPALIVE_S)
-        await anyio.sleep(_MIN_GAP_S)
+        # at most one frame per _MIN_GAP_S, but at once after a quiet spell
+        await anyio.sleep(max(0.0, sent + _MIN_GAP_S - anyio.current_time()))
 
 
 class _Server(uvicorn.Server):
@@ -159,10 +179,21 @@ async def serve(
         timeout_graceful_shutdown=1,
     )
     server = _Server(config)
+    stopped = anyio.Event()
+
+    async def run_server() -> None:
+        try:
+            with anyio.CancelScope(shield=True):  # it stops when told: should_exit, below
+                await server.serve()
+        finally:
+            stopped.set()
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(watcher.run)
-        tg.start_soon(server.serve)
-        while not server.started:  # noqa: ASYNC110 - uvicorn has no startup event to wait on
+        tg.start_soon(run_server)
+        while not server.started:
+            if stopped.is_set():
+                raise ConfigError(f"diaspora dashboard: cannot serve on {host}:{port}")
             await anyio.sleep(0.02)
         if bound is not None:
             bound += [s.getsockname()[1] for srv in server.servers for s in srv.sockets]
@@ -172,6 +203,8 @@ async def serve(
             await anyio.sleep_forever()
         finally:
             server.should_exit = True
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await stopped.wait()
 
 
 def run_dashboard(args: argparse.Namespace) -> int:

@@ -26,14 +26,22 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from diaspora.events import (
+    BackingOff,
+    CaughtUp,
+    Checkpointed,
     ChildStarted,
     Crashed,
     DeadLettered,
     Deficit,
     Event,
     Exited,
+    Fired,
     GaveUp,
+    GroupCompleted,
+    GroupOpened,
+    HandleFailed,
     Healed,
+    Lag,
     LinkFaulted,
     LinkHealed,
     Lost,
@@ -42,6 +50,8 @@ from diaspora.events import (
     NodeExited,
     NodeHung,
     NodeStarted,
+    Pinned,
+    Placed,
     PolicyOff,
     PolicyOn,
     Reconnected,
@@ -49,6 +59,10 @@ from diaspora.events import (
     SiteDegraded,
     Started,
     StartFailed,
+    Stopped,
+    Terminated,
+    Unpinned,
+    ViewSnapshot,
 )
 from diaspora.observe._reader import actor_of, category_of, kind_of
 
@@ -94,6 +108,13 @@ def _fields(event: Event) -> str:
     return ", ".join(f"{k}={v}" for k, v in fields if k != "supervisor" and v is not None)
 
 
+#: Kinds that never open or close an incident (the frequent ones: skipped at once).
+_NOT_INCIDENTS: Final = frozenset(
+    {Checkpointed, Lag, CaughtUp, GroupOpened, GroupCompleted, Pinned, Unpinned, ViewSnapshot,
+     Fired, HandleFailed, Placed, BackingOff, Terminated, Stopped}
+)  # fmt: skip
+
+
 class Incidents:
     """The timeline of a tree (see the module docstring)."""
 
@@ -124,6 +145,8 @@ class Incidents:
 
     def apply(self, event: Event, at: float) -> None:
         """Fold one event (emitted at Unix time ``at``) into the timeline."""
+        if type(event) in _NOT_INCIDENTS:
+            return  # the frequent reports: nothing opens or closes with them
         who = actor_of(event)
         if isinstance(event, Crashed | StartFailed | Exited):
             if not isinstance(event, Exited) or not event.normal:

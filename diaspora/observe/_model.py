@@ -28,6 +28,7 @@ view redraws only when something changed.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any, Final
 
 from diaspora.observe._actors import ActorRow, Actors
@@ -36,6 +37,22 @@ from diaspora.observe._reader import Observed, category_of
 from diaspora.observe._sites import Sites
 
 __all__ = ["WorkflowModel"]
+
+#: Series plotted at most (the actors with the most lag first), points per series, and
+#: how far back they go (seconds).
+MAX_SERIES: Final = 8
+MAX_POINTS: Final = 150
+SERIES_WINDOW: Final = 300.0
+
+
+def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """At most ``MAX_POINTS`` of ``points``, evenly spread, the newest always kept."""
+    if len(points) <= MAX_POINTS:
+        return points
+    step = len(points) / MAX_POINTS
+    kept = [points[int(i * step)] for i in range(MAX_POINTS - 1)]
+    return [*kept, points[-1]]
+
 
 #: Kinds too frequent to count as news for a view (a redraw follows the next change anyway).
 _QUIET_KINDS: Final = frozenset({"group_opened", "group_completed"})
@@ -124,6 +141,25 @@ class WorkflowModel:
         walk(None)
         return out
 
+    def _series(self, now: float) -> dict[str, dict[str, list[tuple[float, float]]]]:
+        """The plotted series: the actors with the most lag (then the busiest) in the last
+        ``SERIES_WINDOW`` seconds, ``MAX_SERIES`` at most, each thinned to ``MAX_POINTS``."""
+        since = now - SERIES_WINDOW
+
+        def recent(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+            return [p for p in points if p[0] >= since]
+
+        ranked = []
+        for row in self.actors.rows.values():
+            lag, rate = recent(row.lag_series.points), recent(row.rate_series.points)
+            if lag or rate:
+                peak = (max((v for _, v in lag), default=0.0), max((v for _, v in rate), default=0))
+                ranked.append((peak, row.id, lag, rate))
+        ranked.sort(key=lambda r: (-r[0][0], -r[0][1], r[1]))
+        return {
+            id: {"lag": _thin(lag), "rate": _thin(rate)} for _, id, lag, rate in ranked[:MAX_SERIES]
+        }
+
     def snapshot(self, *, now: float | None = None) -> dict[str, Any]:
         """Everything as plain data: ``tree``, ``sites``, ``timeline``, ``alerts``, ``series``..."""
         now = time.time() if now is None else now
@@ -132,14 +168,7 @@ class WorkflowModel:
             view = row.view(now=now, period=self.period)
             view["depth"] = row.id.count(".")
             tree.append(view)
-        series = {
-            row.id: {
-                "lag": list(row.lag_series.points),
-                "rate": list(row.rate_series.points),
-            }
-            for row in self.actors.rows.values()
-            if row.lag_series.points or row.rate_series.points
-        }
+        series = self._series(now)
         return {
             "now": now,
             "version": self.version,

@@ -101,6 +101,8 @@ class Sites:
 
     def apply(self, event: Event, at: float) -> None:
         """Fold one event (emitted at Unix time ``at``)."""
+        if event.category not in ("link", "pool"):
+            return
         if isinstance(event, LinkFaulted):
             row = self.row(event.name)
             detail = [f"{k}={v}" for k, v in event.fields().items() if k != "fault" and v]

@@ -127,7 +127,8 @@ async def _show(
                 tg.start_soon(_forward_changes, watcher, wake)
             with Live(console=console, screen=True, auto_refresh=False) as live:
                 while not quit.is_set():
-                    live.update(render(model.snapshot(), state, source=source), refresh=True)
+                    frame = render(model.snapshot(), state, source=source, height=console.height)
+                    live.update(frame, refresh=True)
                     await wake.wait(timeout=1.0)
                     if not quit.is_set():
                         await anyio.sleep(_MIN_REDRAW_S)

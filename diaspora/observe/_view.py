@@ -114,7 +114,7 @@ def _sorted(rows: list[dict[str, Any]], state: TopState) -> list[dict[str, Any]]
     return list(reversed(rows)) if state.reverse else rows
 
 
-def _tree(snap: dict[str, Any], state: TopState) -> Table:
+def _tree(snap: dict[str, Any], state: TopState, max_rows: int | None) -> Table:
     table = Table(box=box.MINIMAL, title_justify="left", pad_edge=False)
     for name, justify, least in [
         ("actor", "left", 14), ("state", "left", 9), ("where", "left", 6), ("inc", "right", 3),
@@ -129,6 +129,9 @@ def _tree(snap: dict[str, Any], state: TopState) -> Table:
             no_wrap=True,
         )
     rows = _sorted(snap["tree"], state)
+    hidden = 0
+    if max_rows is not None and len(rows) > max_rows:
+        hidden, rows = len(rows) - max_rows + 1, rows[: max(1, max_rows - 1)]
     for row in rows:
         indent = "  " * row["depth"] if state.sort == "tree" else ""
         where = row["site"] or ""
@@ -150,6 +153,8 @@ def _tree(snap: dict[str, Any], state: TopState) -> Table:
             policy,
             row["last_error"] or "",
         )
+    if hidden:
+        table.add_row(f"... {hidden} more rows: s sorts, / filters, p problems only")
     if not rows:
         table.add_row("no actors seen yet" if not snap["tree"] else "no row matches the filter")
     return table
@@ -193,8 +198,10 @@ def _incidents(snap: dict[str, Any], limit: int) -> Table:
     return table
 
 
-def render(snap: dict[str, Any], state: TopState, *, source: str = "") -> RenderableType:
-    """The whole screen for one snapshot."""
+def render(
+    snap: dict[str, Any], state: TopState, *, source: str = "", height: int | None = None
+) -> RenderableType:
+    """The whole screen for one snapshot; ``height`` (lines) limits the tree's rows."""
     connected = {True: "connected", False: "DISCONNECTED", None: ""}[snap["connected"]]
     sort = f"sort {state.sort}{' (reversed)' if state.reverse else ''}"
     shown = (
@@ -209,7 +216,10 @@ def render(snap: dict[str, Any], state: TopState, *, source: str = "") -> Render
         f"  {sort}  {shown}{'  problems only' if state.problems_only else ''}",
     )
     keys = Text("q quit  s sort  r reverse  / filter  Esc clear  p problems only", style="dim")
-    parts: list[RenderableType] = [header, _tree(snap, state)]
+    max_rows = None
+    if height is not None:  # header, table rules, sites, the incidents, the keys
+        max_rows = max(3, height - 22 - (len(snap["sites"]) + 4 if snap["sites"] else 0))
+    parts: list[RenderableType] = [header, _tree(snap, state, max_rows)]
     if snap["sites"]:
         parts.append(_sites(snap))
     parts += [_incidents(snap, limit=8), keys]

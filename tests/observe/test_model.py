@@ -164,3 +164,34 @@ async def test_a_watcher_reads_the_leaf_links_of_a_real_hub_from_its_monitoring_
     assert (edge["name"], edge["state"], edge["linked"]) == ("edge", "up", True)
     assert edge["rtt_ms"] > 0
     assert edge["in_bytes_per_s"] is not None
+
+
+def test_the_plots_keep_the_actors_with_the_most_lag_and_a_bounded_number_of_points() -> None:
+    model = WorkflowModel()
+    seq = 0
+    for i in range(20):
+        for k in range(400):
+            seq += 1
+            lag = Lag(name=f"root.a{i:02}", lag=i * 1000 + k)
+            model.apply(Observed(seq=seq, time=1000.0 + k * 0.5, event=lag))
+    series = model.snapshot(now=1200.0)["series"]
+    assert sorted(series) == [f"root.a{i:02}" for i in range(12, 20)]  # the 8 most behind
+    points = series["root.a19"]["lag"]
+    assert len(points) == 150
+    assert points[-1] == (1199.5, 19399)  # the newest is always kept
+
+
+def test_top_shows_what_fits_the_screen_and_says_how_many_rows_are_hidden() -> None:
+    from rich.console import Console
+
+    from diaspora.observe._view import TopState, render
+
+    model = WorkflowModel()
+    for i in range(200):
+        started = Started(name=f"root.a{i:03}", positions={"in": 0}, epoch=1, pid=i)
+        model.apply(Observed(seq=i + 1, time=1.0, event=started))
+    console = Console(width=160, record=True, height=50)
+    console.print(render(model.snapshot(now=2.0), TopState(), height=50))
+    text = console.export_text()
+    assert "more rows: s sorts, / filters, p problems only" in text
+    assert len(text.splitlines()) <= 50
