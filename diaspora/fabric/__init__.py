@@ -20,7 +20,7 @@ from diaspora.fabric._bridges import Bridge, Direction, check_site, ensure_bridg
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
 from diaspora.fabric._direct import get_many
-from diaspora.fabric._eventfeed import follow_events
+from diaspora.fabric._eventfeed import EventFeed, event_feed
 from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
 from diaspora.fabric._leafnodes import LeafRemote
 from diaspora.fabric._linkcontrol import LinkControl
@@ -79,6 +79,7 @@ __all__ = [
     "Direction",
     "EmbeddedCluster",
     "EmbeddedServer",
+    "EventFeed",
     "Fabric",
     "GapTracker",
     "Inbound",
@@ -112,8 +113,8 @@ __all__ = [
     "consumer_progress",
     "dlq_subject",
     "ensure_bridge",
+    "event_feed",
     "find_nats_server",
-    "follow_events",
     "free_port",
     "get_many",
     "is_event_input",

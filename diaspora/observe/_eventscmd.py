@@ -112,9 +112,10 @@ async def print_events(
     """Write the matching events to ``out`` (stdout); the number written."""
     out = out or sys.stdout
     written = 0
-    async for seen in _read(fabric, follow=follow, where=where):
-        print(to_json_line(seen) if as_json else format_line(seen), file=out, flush=True)
-        written += 1
+    async with _read(fabric, follow=follow, where=where) as events:
+        async for seen in events:
+            print(to_json_line(seen) if as_json else format_line(seen), file=out, flush=True)
+            written += 1
     return written
 
 

@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -22,11 +23,12 @@ from typing import Any
 from diaspora import codec
 from diaspora.errors import DecodeError
 from diaspora.events import Event, UnknownEvent, decode_record
-from diaspora.fabric import Fabric, follow_events
+from diaspora.fabric import EventFeed, Fabric, event_feed
 
 __all__ = [
     "EventFilter",
     "Observed",
+    "ObservedEvents",
     "actor_of",
     "category_of",
     "decode_observed",
@@ -132,31 +134,51 @@ def decode_observed(seq: int, timestamp: float, payload: bytes) -> Observed | No
     return Observed(seq=seq, time=when, event=decode_record(record))
 
 
+class ObservedEvents:
+    """The typed events of a feed that pass a filter: ``async for seen in events``."""
+
+    def __init__(self, feed: EventFeed, where: EventFilter, follow: bool) -> None:
+        self._feed = feed
+        self._where = where
+        self._follow = follow
+
+    def __aiter__(self) -> ObservedEvents:
+        return self
+
+    async def __anext__(self) -> Observed:
+        where = self._where
+        while True:
+            msg = await self._feed.__anext__()
+            seen = decode_observed(msg.seq, msg.timestamp, msg.payload)
+            if seen is None:
+                continue
+            if where.until is not None and msg.timestamp > where.until + 5.0 and not self._follow:
+                raise StopAsyncIteration
+            if where.matches(seen):
+                return seen
+
+
+@contextlib.asynccontextmanager
 async def read_events(
     fabric: Fabric,
     *,
     follow: bool = False,
     where: EventFilter | None = None,
     start_seq: int | None = None,
-) -> AsyncIterator[Observed]:
+) -> AsyncIterator[ObservedEvents]:
     """The events the stream holds (from ``where.since`` or ``start_seq``), then live ones.
 
-    Without ``follow``, ends at the last event stored when the read caught up,
-    or at the first one past ``where.until``.
+    Without ``follow``, the events end at the last one stored when the read
+    started, or at the first one past ``where.until``.
 
     >>> async def crashes(fabric: Fabric) -> list[Observed]:
-    ...     where = EventFilter(kind="crashed")
-    ...     return [seen async for seen in read_events(fabric, where=where)]
+    ...     async with read_events(fabric, where=EventFilter(kind="crashed")) as events:
+    ...         return [seen async for seen in events]
     """
     where = where or EventFilter()
     # a little before: emitters' clocks and the server's differ; the filter is exact
     since = None if where.since is None else where.since - 5.0
-    feed = follow_events(fabric, where.subject(), start_seq=start_seq, since=since, follow=follow)
-    async for msg in feed:
-        seen = decode_observed(msg.seq, msg.timestamp, msg.payload)
-        if seen is None:
-            continue
-        if where.until is not None and msg.timestamp > where.until + 5.0 and not follow:
-            return
-        if where.matches(seen):
-            yield seen
+    async with event_feed(
+        fabric, where.subject(), start_seq=start_seq, since=since, follow=follow
+    ) as feed:
+        yield ObservedEvents(feed, where, follow)

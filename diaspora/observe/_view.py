@@ -5,9 +5,10 @@ view's settings (:class:`TopState`: sort key, filter) into one renderable:
 a header line, the tree (one row per actor and supervisor), the sites and
 their links, the active alerts and the latest incidents.
 
+>>> import io
 >>> from rich.console import Console
 >>> from diaspora.observe import WorkflowModel
->>> console = Console(width=120, record=True)
+>>> console = Console(file=io.StringIO(), width=120, record=True)
 >>> console.print(render(WorkflowModel().snapshot(now=0.0), TopState()))
 >>> "no actors seen yet" in console.export_text()
 True

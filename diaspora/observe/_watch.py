@@ -87,19 +87,15 @@ class Watcher:
     async def _follow(self) -> None:
         since = None if self.history is None else time.time() - self.history
         where = EventFilter(since=since)
-        next_seq = None
-        while not self.caught_up.is_set():
-            try:
-                async for seen in read_events(self.fabric, where=where, start_seq=next_seq):
-                    self.apply(seen)
-                    next_seq = seen.seq + 1
-                self.caught_up.set()
-            except (FabricUnavailable, OSError, TimeoutError) as exc:  # replay again from there
-                self._log.debug("watch_replay_retry", error=repr(exc))
-                await anyio.sleep(self.poll_s)
-        live = read_events(self.fabric, follow=True, where=where, start_seq=next_seq)
-        async for seen in live:
-            self.apply(seen)
+        async with read_events(self.fabric, where=where) as events:
+            next_seq = None
+            async for seen in events:
+                self.apply(seen)
+                next_seq = seen.seq + 1
+        self.caught_up.set()
+        async with read_events(self.fabric, follow=True, where=where, start_seq=next_seq) as live:
+            async for seen in live:
+                self.apply(seen)
 
     def apply(self, seen: Observed) -> None:
         """Fold one event and wake whoever waits for a change."""
