@@ -27,8 +27,8 @@ import ipaddress
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Final
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Any, Final
 
 import anyio
 import uvicorn
@@ -75,8 +75,14 @@ def check_bind(host: str, token: str | None) -> None:
         )
 
 
-def make_app(watcher: Watcher, *, token: str | None = None) -> Starlette:
-    """The dashboard's ASGI app over ``watcher``'s model (``token``: required of each request)."""
+def make_app(
+    watcher: Watcher, *, token: str | None = None, closing: anyio.Event | None = None
+) -> Starlette:
+    """The dashboard's ASGI app over ``watcher``'s model (``token``: required of each request).
+
+    Setting ``closing`` ends the event streams, so that the server can stop.
+    """
+    closing = closing if closing is not None else anyio.Event()
 
     frames = _FrameCache(watcher)
 
@@ -111,7 +117,7 @@ def make_app(watcher: Watcher, *, token: str | None = None) -> Starlette:
         if not allowed(request):
             return refused()
         return StreamingResponse(
-            _frames(frames, watcher, request),
+            _frames(frames, watcher, request, closing),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -139,14 +145,26 @@ class _FrameCache:
         return key[0], self._frame
 
 
-async def _frames(frames: _FrameCache, watcher: Watcher, request: Request) -> AsyncIterator[str]:
+async def _frames(
+    frames: _FrameCache, watcher: Watcher, request: Request, closing: anyio.Event
+) -> AsyncIterator[str]:
     """Server-sent events: the panels now, then at every change (and every 2 s)."""
     yield "retry: 1000\n\n"
     while not await request.is_disconnected():
         sent = anyio.current_time()
         version, frame = frames.frame()
         yield frame
-        await watcher.changed(version, timeout=_KEEPALIVE_S)
+        with anyio.move_on_after(_KEEPALIVE_S):
+            async with anyio.create_task_group() as wait:  # a change, or the server stopping
+
+                async def stop_waiting(ready: Awaitable[Any]) -> None:
+                    await ready
+                    wait.cancel_scope.cancel()
+
+                wait.start_soon(stop_waiting, watcher.changed(version))
+                wait.start_soon(stop_waiting, closing.wait())
+        if closing.is_set():
+            return
         # at most one frame per _MIN_GAP_S, but at once after a quiet spell
         await anyio.sleep(max(0.0, sent + _MIN_GAP_S - anyio.current_time()))
 
@@ -170,8 +188,9 @@ async def serve(
 ) -> None:
     """Serve the dashboard (and run ``watcher``) until cancelled; ``bound`` gets the port."""
     check_bind(host, token)
+    closing = anyio.Event()
     config = uvicorn.Config(
-        make_app(watcher, token=token),
+        make_app(watcher, token=token, closing=closing),
         host=host,
         port=port,
         log_level="warning",
@@ -202,6 +221,7 @@ async def serve(
         try:
             await anyio.sleep_forever()
         finally:
+            closing.set()
             server.should_exit = True
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await stopped.wait()

@@ -71,12 +71,14 @@ class Watcher:
         """Wait until the model's version is past ``version`` (or ``timeout``); the version."""
         with anyio.move_on_after(timeout):
             while self.model.version <= version:
+                if self._changed.is_set():  # set before the version was read: arm a new one
+                    self._changed = anyio.Event()
                 await self._changed.wait()
         return self.model.version
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if not self._changed.is_set():  # making an event per fold costs more than the fold
+            self._changed.set()
 
     async def run(self) -> None:
         """Follow the events and poll the servers, forever (cancel to stop)."""
