@@ -254,11 +254,11 @@ async def _cost(report: Report, quick: bool) -> None:
                 await anyio.sleep(1.0)
                 procs = [psutil.Process(dash.pid), psutil.Process(raw.pid)]
                 cpu0 = [sum(p.cpu_times()[:2]) for p in procs]
-                events0 = (await _state(port))["events"]
+                events0, raw0 = (await _state(port))["events"], await _raw_count(raw)
                 sent = await _flood(fabric, rate, seconds)
                 await anyio.sleep(0.5)
                 cpu1 = [sum(p.cpu_times()[:2]) for p in procs]
-                events1 = (await _state(port))["events"]
+                events1, raw1 = (await _state(port))["events"], await _raw_count(raw)
                 tg.cancel_scope.cancel()
         finally:
             for proc in (dash, raw):
@@ -267,10 +267,23 @@ async def _cost(report: Report, quick: bool) -> None:
                     await proc.wait()
     span = seconds + 0.5
     dash_cpu, raw_cpu = ((b - a) / span * 100 for a, b in zip(cpu0, cpu1, strict=True))
-    report.add(Row(GROUP, f"dashboard consumes (offered {rate:,}/s)", (events1 - events0) / span,
-                   "ev/s", extra={"sent": sent, "frames": len(frames.seen)}))  # fmt: skip
+    consumed = events1 - events0
+    extra = {"sent": sent, "consumed": consumed, "frames": len(frames.seen),
+             "sent_per_s": sent / seconds}  # fmt: skip
+    report.add(Row(GROUP, f"dashboard consumes (offered {rate:,}/s)", consumed / seconds,
+                   "ev/s", "raw subscriber consumes", (raw1 - raw0) / seconds,
+                   extra=extra))  # fmt: skip
     report.add(Row(GROUP, f"dashboard CPU at {rate:,} ev/s", dash_cpu, "% core",
                    "raw subscriber + msgpack CPU", raw_cpu))  # fmt: skip
+
+
+async def _raw_count(raw: Any) -> int:
+    """The raw subscriber's latest count (it prints one every 0.5 s)."""
+    with anyio.fail_after(10):
+        chunk = await raw.stdout.receive()
+        while not chunk.endswith(b"\n"):  # a line cut in two: read on to its end
+            chunk += await raw.stdout.receive()
+    return int(chunk.split()[-1])
 
 
 def _env() -> dict[str, str]:
