@@ -219,7 +219,7 @@ def _top_frame(model: WorkflowModel) -> None:
     from diaspora.observe._view import TopState, render
 
     console = Console(file=io.StringIO(), width=200, height=60)  # what a screen shows
-    console.print(render(model.snapshot(now=41.0), TopState(), height=60))
+    console.print(render(model.snapshot(now=41.0, series=False), TopState(), height=60))
 
 
 async def _flood(fabric: Fabric, rate: int, seconds: float) -> int:
@@ -275,6 +275,11 @@ async def _cost(report: Report, quick: bool) -> None:
                    extra=extra))  # fmt: skip
     report.add(Row(GROUP, f"dashboard CPU at {rate:,} ev/s", dash_cpu, "% core",
                    "raw subscriber + msgpack CPU", raw_cpu))  # fmt: skip
+    # per event consumed: what bounds the rate a core sustains (the machine may starve both)
+    per_event = dash_cpu / 100 * span / max(1, consumed) * 1e6
+    raw_per_event = raw_cpu / 100 * span / max(1, raw1 - raw0) * 1e6
+    report.add(Row(GROUP, "dashboard CPU per event consumed", per_event, "us",
+                   "raw subscriber per event", raw_per_event))  # fmt: skip
 
 
 async def _raw_count(raw: Any) -> int:

@@ -28,7 +28,6 @@ view redraws only when something changed.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Any, Final
 
 from diaspora.observe._actors import ActorRow, Actors
@@ -142,33 +141,36 @@ class WorkflowModel:
         return out
 
     def _series(self, now: float) -> dict[str, dict[str, list[tuple[float, float]]]]:
-        """The plotted series: the actors with the most lag (then the busiest) in the last
-        ``SERIES_WINDOW`` seconds, ``MAX_SERIES`` at most, each thinned to ``MAX_POINTS``."""
+        """The plotted series: the actors with the most lag now (then the busiest),
+        ``MAX_SERIES`` at most, their last ``SERIES_WINDOW`` seconds thinned to ``MAX_POINTS``."""
         since = now - SERIES_WINDOW
+        ranked = sorted(
+            (
+                (-(row.lag or 0), -(row.inputs_per_s or 0.0), row.id)
+                for row in self.actors.rows.values()
+                if row.lag_series.points or row.rate_series.points
+            ),
+        )
+        out = {}
+        for _, _, id in ranked[:MAX_SERIES]:
+            row = self.actors.rows[id]
+            lag = [p for p in row.lag_series.points if p[0] >= since]
+            rate = [p for p in row.rate_series.points if p[0] >= since]
+            out[id] = {"lag": _thin(lag), "rate": _thin(rate)}
+        return out
 
-        def recent(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
-            return [p for p in points if p[0] >= since]
+    def snapshot(self, *, now: float | None = None, series: bool = True) -> dict[str, Any]:
+        """Everything as plain data: ``tree``, ``sites``, ``timeline``, ``alerts``, ``series``...
 
-        ranked = []
-        for row in self.actors.rows.values():
-            lag, rate = recent(row.lag_series.points), recent(row.rate_series.points)
-            if lag or rate:
-                peak = (max((v for _, v in lag), default=0.0), max((v for _, v in rate), default=0))
-                ranked.append((peak, row.id, lag, rate))
-        ranked.sort(key=lambda r: (-r[0][0], -r[0][1], r[1]))
-        return {
-            id: {"lag": _thin(lag), "rate": _thin(rate)} for _, id, lag, rate in ranked[:MAX_SERIES]
-        }
-
-    def snapshot(self, *, now: float | None = None) -> dict[str, Any]:
-        """Everything as plain data: ``tree``, ``sites``, ``timeline``, ``alerts``, ``series``..."""
+        ``series=False`` leaves the plotted series out (empty), for a view without plots.
+        """
         now = time.time() if now is None else now
         tree = []
         for row in self.tree():
             view = row.view(now=now, period=self.period)
             view["depth"] = row.id.count(".")
             tree.append(view)
-        series = self._series(now)
+        plotted = self._series(now) if series else {}
         return {
             "now": now,
             "version": self.version,
@@ -180,7 +182,7 @@ class WorkflowModel:
             "sites": [s.view() for _, s in sorted(self.sites.rows.items())],
             "timeline": [i.view() for i in self.incidents.timeline],
             "alerts": [i.view() for i in self.incidents.alerts()],
-            "series": series,
+            "series": plotted,
             "views": self.views,
             "pools": self.pools,
         }

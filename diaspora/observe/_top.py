@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 import anyio
@@ -127,7 +126,9 @@ async def _show(
                 tg.start_soon(_forward_changes, watcher, wake)
             with Live(console=console, screen=True, auto_refresh=False) as live:
                 while not quit.is_set():
-                    frame = render(model.snapshot(), state, source=source, height=console.height)
+                    frame = render(
+                        model.snapshot(series=False), state, source=source, height=console.height
+                    )
                     live.update(frame, refresh=True)
                     await wake.wait(timeout=1.0)
                     if not quit.is_set():
@@ -140,12 +141,12 @@ async def _batch(
 ) -> None:
     """No terminal: one frame now (a file) or every ``every`` seconds (live)."""
     if watcher is None:
-        console.print(render(model.snapshot(), TopState(), source=source))
+        console.print(render(model.snapshot(series=False), TopState(), source=source))
         return
     with anyio.move_on_after(30):
         await watcher.caught_up.wait()
     while True:
-        console.print(render(model.snapshot(), TopState(), source=source))
+        console.print(render(model.snapshot(series=False), TopState(), source=source))
         console.file.flush()
         await anyio.sleep(every)
 
@@ -162,7 +163,6 @@ def run_top(args: argparse.Namespace) -> int:
             model = WorkflowModel()
             for seen in read_recorded(args.file):
                 model.apply(seen)
-            model.snapshot(now=time.time())
             await _show(model, None, args.file, console, every)
             return
         async with observer(args.url, "top") as fabric:

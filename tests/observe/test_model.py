@@ -147,8 +147,9 @@ async def test_a_watcher_sees_a_real_crash_restart_and_backlog_and_survives_a_se
                 timeout=30, what="the restart after the server's",
             )  # fmt: skip
             tg.cancel_scope.cancel()
-    seqs = [i.start for i in model.incidents.timeline]
-    assert seqs == sorted(seqs)
+    crashes = [i for i in model.incidents.timeline if i.kind == "crash" and i.who == "root.slow"]
+    assert len(crashes) == 2  # one before the server restart, one after
+    assert all(i.recovery_s is not None for i in crashes)  # each closed by the next start
 
 
 async def test_a_watcher_reads_the_leaf_links_of_a_real_hub_from_its_monitoring_port() -> None:
@@ -195,3 +196,28 @@ def test_top_shows_what_fits_the_screen_and_says_how_many_rows_are_hidden() -> N
     text = console.export_text()
     assert "more rows: s sorts, / filters, p problems only" in text
     assert len(text.splitlines()) <= 50
+
+
+def test_views_and_pools_appear_when_their_events_exist() -> None:
+    from diaspora.events import Deficit, GroupCompleted, Healed
+    from diaspora.observe._panels import render_panels
+
+    model = WorkflowModel()
+    empty = render_panels(model.snapshot(now=0.0))
+    assert "no views seen" in empty["views"]
+    assert "no pools seen" in empty["pools"]
+    events = [
+        GroupCompleted(name="root.frames", view="frames", completed=3, open_groups=2),
+        Deficit(name="gpu", site="edge", have=1, want=2),
+        Healed(name="gpu", site="edge", have=2, want=2, after_s=1.5),
+    ]
+    for seq, event in enumerate(events, 1):
+        model.apply(Observed(seq=seq, time=10.0 + seq, event=event))
+    panels = render_panels(model.snapshot(now=20.0))
+    assert "completed=3" in panels["views"]
+    assert "open_groups=2" in panels["views"]
+    assert "edge" in panels["pools"]
+    assert "healed" in panels["pools"]
+    deficit = [i for i in model.snapshot()["timeline"] if i["kind"] == "deficit"]
+    assert deficit[0]["recovery_s"] == 1.0
+    assert model.snapshot()["sites"][0]["workers"] == "2/2"
