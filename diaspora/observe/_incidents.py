@@ -105,7 +105,11 @@ class Incident:
 
 def _fields(event: Event) -> str:
     fields = event.fields().items()
-    return ", ".join(f"{k}={v}" for k, v in fields if k != "supervisor" and v is not None)
+    return ", ".join(
+        f"{k}={f'{v:.3g}' if isinstance(v, float) else v}"
+        for k, v in fields
+        if k != "supervisor" and v is not None
+    )
 
 
 #: Kinds that never open or close an incident (the frequent ones: skipped at once).
