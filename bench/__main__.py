@@ -14,6 +14,7 @@ import anyio
 
 from bench.report import Report
 from diaspora.log import configure_logging
+from diaspora.observe import Progress
 
 GROUPS = [
     "codec",
@@ -30,6 +31,7 @@ GROUPS = [
     "pools",
     "predict",
     "storage",
+    "observe",
 ]
 
 
@@ -47,9 +49,13 @@ def main() -> None:
     report = Report()
 
     async def run_all() -> None:
-        for group in groups:
-            module = importlib.import_module(f"bench.{group}_bench")
-            await module.run(report, args.quick)
+        # a bar on a terminal (stderr), nothing in a CI log
+        with Progress("bench", total=len(groups)) as bar:
+            for group in groups:
+                bar.update(note=group)
+                module = importlib.import_module(f"bench.{group}_bench")
+                await module.run(report, args.quick)
+                bar.advance()
 
     anyio.run(run_all)
     print()

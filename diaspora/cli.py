@@ -52,6 +52,8 @@
     The pools of a running tree: each site's workers (running, wanted, min
     and max), degraded sites and deficits, where each actor runs
     (:mod:`diaspora.compute._poolstatus`).
+``diaspora events``, ``diaspora top``, ``diaspora dashboard``
+    Read-only views of a running workflow (:mod:`diaspora.observe._cli`).
 
 Every command imports ``actor = "mymodule:Cls"`` from the current directory
 first, as ``python -m`` would.
@@ -95,6 +97,8 @@ from diaspora.fabric import (
 )
 from diaspora.fabric._connection import split_urls
 from diaspora.log import configure_logging, get_logger
+from diaspora.observe import Progress
+from diaspora.observe._cli import add_commands as add_observe_commands
 from diaspora.supervision import Supervisor
 from diaspora.supervision._runnable import run_until
 from diaspora.triggers import serve_control
@@ -147,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="each pool's record as a JSON line")
     check = sub.add_parser("check", help="validate a supervision-tree TOML file without running")
     check.add_argument("file", help="the tree's TOML file")
+    add_observe_commands(sub)
     return parser
 
 
@@ -352,7 +357,10 @@ async def _run_actor(args: argparse.Namespace) -> int:
 async def _migrate(args: argparse.Namespace) -> int:
     policy = MigrationPolicy(budget_ms=args.budget_ms, precopy=not args.stop_and_copy)
     async with Fabric(args.url, name="migrate") as fabric:
-        done = await migrate(fabric, args.actor, to=args.to, policy=policy, timeout=args.timeout)
+        with Progress(f"migrating {args.actor} to {args.to}"):  # a spinner, on a terminal only
+            done = await migrate(
+                fabric, args.actor, to=args.to, policy=policy, timeout=args.timeout
+            )
     print(json.dumps({"actor": done.name, **done.fields()}))
     return ExitCode.OK
 
@@ -371,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _import_from_cwd()
     log = get_logger()
     try:
+        if hasattr(args, "observe"):
+            return int(args.observe(args))
         if args.command == "actor":
             return anyio.run(_run_actor, args)
         if args.command == "run":

@@ -262,7 +262,9 @@ def decode_record(record: Mapping[str, Any]) -> Event:
     rest = {k: v for k, v in record.items() if k not in ("category", "name", "kind", "time")}
     if cls is None:
         return UnknownEvent(name=name, of_category=category, of_kind=kind, data=rest)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = _FIELDS.get(cls)
+    if known is None:  # dataclasses.fields per record is most of a decode: once per type
+        known = _FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls))
     try:
         return cls(name=name, **{k: v for k, v in rest.items() if k in known})
     except TypeError:  # a field missing: keep the record rather than fail the reader
@@ -290,6 +292,7 @@ def _kinds() -> dict[tuple[str, str], type[Event]]:
 
 
 _KINDS: dict[tuple[str, str], type[Event]] = {}
+_FIELDS: dict[type[Event], frozenset[str]] = {}
 
 
 class EventSink(Protocol):

@@ -2,9 +2,11 @@
 
 ``python -m sims run FILE|NAME [--report PATH] [--seed N]``
     Run one scenario — a file, or a name ``sims list`` shows (a scenario of
-    ``sims/scenarios``) — print progress lines (stderr) and a summary table
-    (stdout: recovery per fault kind, unplanned restarts and crashes), write
-    the JSON report (default ``sims/reports/<name>.json``). Exit status:
+    ``sims/scenarios``) — print progress lines (stderr; on a terminal, a bar
+    as well) and a summary table (stdout: recovery per fault kind, unplanned
+    restarts and crashes), write the JSON report (default
+    ``sims/reports/<name>.json``) and, beside it, PNG plots of lag per stream,
+    recovery per fault and throughput (:mod:`sims.plots`). Exit status:
 
     - 0: nothing lost, duplicated, reordered or wrong, no problem noted, and
       no restart or crash that no fault asked for;
@@ -46,6 +48,7 @@ import anyio
 import sims.predict
 from diaspora.errors import ConfigError, DiasporaError
 from diaspora.log import configure_logging, get_logger
+from sims.plots import write_plots
 from sims.report import (
     default_report_path,
     recovery_table,
@@ -174,9 +177,12 @@ async def _run(file: str, report: str | None, seed: int | None) -> int:
     result = await run_scenario(scenario, seed=seed)
     path = Path(report) if report is not None else default_report_path(scenario.name)
     written = result.write(path)
-    get_logger().info("report_written", path=str(written))
+    plots = write_plots(result.as_dict(), written)
+    get_logger().info("report_written", path=str(written), plots=[str(p) for p in plots])
     print(summarize(result))
     print(f"  report: {written}")
+    if plots:
+        print(f"  plots: {', '.join(str(p) for p in plots)}")
     if not result.ok or result.extra.get("orphans"):
         return EXIT_FAILED
     return EXIT_UNPLANNED if unplanned_count(result) else EXIT_OK

@@ -45,7 +45,6 @@ Definitions used in the report:
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from collections import Counter
@@ -76,6 +75,7 @@ from diaspora.testing import (
 )
 from diaspora.testing._rig import environ
 from diaspora.testing._traffic import check_outputs, publish_input, recovery_time
+from sims.progress import follow_progress
 from sims.report import recovery_by_kind
 from sims.scenario import Scenario, TimedFault, Values
 from sims.schedule import SERVER_GAP as _SERVER_GAP
@@ -85,7 +85,6 @@ __all__ = ["run_scenario", "unplanned"]
 
 #: Environment of the tree's process nodes during a run: their logs would drown the progress.
 NODE_ENV: Final[Mapping[str, str]] = {"DIASPORA_LOG_LEVEL": "WARNING"}
-_PROGRESS_EVERY: Final = 1.0
 _POLL: Final = 0.1
 
 _Input = tuple[str, int]
@@ -105,6 +104,19 @@ class _Run:
     problems: list[str] = field(default_factory=list)
     started_at: float = 0.0
     traffic_done: bool = False
+    samples: list[dict[str, Any]] = field(default_factory=list)  # sims.progress, each second
+
+    @property
+    def name(self) -> str:
+        return self.scenario.name
+
+    @property
+    def output(self) -> str:
+        return self.scenario.traffic.output
+
+    @property
+    def messages(self) -> int:
+        return self.scenario.traffic.messages
 
 
 async def run_scenario(
@@ -173,6 +185,7 @@ async def run_scenario(
     report.extra["supervision_events"] = dict(events)
     report.extra["unplanned"] = unplanned(run.applied, workflow.events)
     report.extra["recovery_by_kind"] = recovery_by_kind(report)
+    report.extra["progress"] = run.samples
     run.log.info(
         "scenario_checked",
         ok=report.ok,
@@ -224,7 +237,7 @@ async def _drive(
     start = anyio.current_time()
     run.started_at = time.time()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_progress, run, fabric, injector, publisher, start)
+        tg.start_soon(follow_progress, run, fabric, injector, publisher, start)
         async with anyio.create_task_group() as work:
             work.start_soon(_traffic, run, publisher, start)
             work.start_soon(_faults, run, schedule, injector, start)
@@ -301,26 +314,6 @@ async def _server_free(run: _Run, injector: Injector) -> None:
 
 def _server_active(injector: Injector) -> bool:
     return any(r.kind.layer == "server" for r in injector.active())
-
-
-async def _progress(
-    run: _Run, fabric: Fabric, injector: Injector, publisher: OrderedPublisher, start: float
-) -> None:
-    output = run.scenario.traffic.output
-    while True:
-        await anyio.sleep(_PROGRESS_EVERY)
-        stored: int | None = None
-        with contextlib.suppress(Exception), anyio.move_on_after(0.5):
-            first, last = await fabric.stream_bounds(output)
-            stored = last - first + 1 if last else 0
-        run.log.info(
-            "progress",
-            t_s=round(anyio.current_time() - start, 1),
-            sent=len(run.sent),
-            acked=publisher.acked,
-            outputs=stored,
-            active=[r.fault.describe() for r in injector.active()],
-        )
 
 
 # -- after the traffic -----------------------------------------------------------------------

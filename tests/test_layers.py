@@ -39,6 +39,7 @@ LAYER_OF = {
     "predict": "predict",
     "workflow": "workflow",
     "testing": "testing",
+    "observe": "observe",
     "cli": "cli",
     "__main__": "cli",
     "__init__": "root",
@@ -67,7 +68,9 @@ BELOW = {
     "predict": _FRAMEWORK - {"triggers", "predict", "workflow"},
     "workflow": _FRAMEWORK - {"workflow"},
     "testing": _FRAMEWORK,
-    "cli": _FRAMEWORK,
+    # read-only views of a running workflow: events, top, the dashboard
+    "observe": _FRAMEWORK,
+    "cli": _FRAMEWORK | {"observe"},
     "root": set(LAYER_OF.values()),
 }
 

@@ -20,11 +20,13 @@ from diaspora.fabric._bridges import Bridge, Direction, check_site, ensure_bridg
 from diaspora.fabric._connection import Inbound, Inbox
 from diaspora.fabric._consumer import ConsumerSettings, Delivery, PullConsumer
 from diaspora.fabric._direct import get_many
+from diaspora.fabric._eventfeed import EventFeed, event_feed
 from diaspora.fabric._fabric import DEFAULT_DUPLICATE_WINDOW, Fabric, StreamLimits
 from diaspora.fabric._leafnodes import LeafRemote
 from diaspora.fabric._linkcontrol import LinkControl
 from diaspora.fabric._linkorder import LinkFault, LinkFaultKind, link_control_subject, link_fault
 from diaspora.fabric._linkproxy import LinkProxy
+from diaspora.fabric._monitorhttp import monitor_json
 from diaspora.fabric._naming import (
     DLQ_STREAM,
     EVENTS_STREAM,
@@ -78,6 +80,7 @@ __all__ = [
     "Direction",
     "EmbeddedCluster",
     "EmbeddedServer",
+    "EventFeed",
     "Fabric",
     "GapTracker",
     "Inbound",
@@ -113,12 +116,14 @@ __all__ = [
     "consumer_progress",
     "dlq_subject",
     "ensure_bridge",
+    "event_feed",
     "find_nats_server",
     "free_port",
     "get_many",
     "is_event_input",
     "link_control_subject",
     "link_fault",
+    "monitor_json",
     "origin_limits",
     "origin_of",
     "partition_of",

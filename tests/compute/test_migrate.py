@@ -180,6 +180,7 @@ async def test_cli_migrate_moves_the_actor_and_says_so(fabric: Fabric) -> None:
     line = json.loads(moved.stdout.decode().strip().splitlines()[-1])
     assert (line["actor"], line["origin"], line["to"]) == ("counter", "a", "b")
     assert line["bytes"] > 0
+    assert b"migrating counter" not in moved.stderr  # no progress spinner off a terminal
     assert refused.returncode == 1
     assert b"no standby" in refused.stderr
     assert [o["x"] for o in await outputs(fabric)] == list(range(200))

@@ -235,8 +235,17 @@ def test_a_lossy_workflow_fails_and_its_report_counts_the_lost_outputs(
     assert report["ok"] is False
     assert report["faults"] == {"crash": 1}
     assert any("missing outputs for inputs [2]" in p for p in report["problems"])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "lossy (seed 0): FAILED: 20 sent, 18 outputs checked" in out
+    # the plots lie next to the report; off a terminal no progress bar is drawn
+    for what in ("lag", "recovery", "throughput"):
+        png = tmp_path / f"report.{what}.png"
+        assert png.read_bytes().startswith(b"\x89PNG"), png
+        assert f"{png}" in out
+    assert report["extra"]["progress"]
+    assert {"t_s", "sent", "acked", "outputs"} <= set(report["extra"]["progress"][0])
+    assert "\r" not in err
+    assert "━" not in err
 
 
 def test_a_run_with_a_restart_no_fault_asked_for_says_so_and_exits_3(
