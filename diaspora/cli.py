@@ -135,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     move.add_argument("--budget-ms", type=float, default=20.0, help="downtime budget (default 20)")
     move.add_argument("--stop-and-copy", action="store_true", help="no pre-copy rounds")
     move.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
+    demo = sub.add_parser("demo", help="the main job: diaspora demo ptychography", add_help=False)
+    demo.add_argument("rest", nargs=argparse.REMAINDER)  # parsed by sims.demo
     check = sub.add_parser("check", help="validate a supervision-tree TOML file without running")
     check.add_argument("file", help="the tree's TOML file")
     return parser
@@ -367,6 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(_run_tree, args)
         if args.command == "check":
             return _check(args)
+        if args.command == "demo":
+            from sims.demo import main as demo  # the twin and the workflow live in sims/
+
+            return demo(args.rest)
         if args.command == "migrate":
             return anyio.run(_migrate, args)
     except ConfigError as exc:
