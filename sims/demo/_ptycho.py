@@ -8,6 +8,7 @@ numbers and checks, :func:`run_demo` is ``diaspora demo ptychography``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -131,10 +132,8 @@ def digest(result: RunResult, *, cnn_factor: float = 3.0) -> dict[str, Any]:
     checks = {
         "switched_to_edge_inference": switch is not None,
         "model_reached_the_edge": bool(versions),
-        "edge_model_never_goes_back": all(
-            a <= b for a, b in zip(image_versions, image_versions[1:], strict=False)
-        )
-        and all(a[1] <= b[1] for a, b in zip(versions, versions[1:], strict=False)),
+        "edge_model_never_goes_back": all(a <= b for a, b in itertools.pairwise(image_versions))
+        and all(a[1] <= b[1] for a, b in itertools.pairwise(versions)),
         "no_duplicate_sample_trained_on": len(samples) == len(set(samples)),
         f"cnn_error_within_{cnn_factor:g}x_epie": epie_err is not None
         and cnn_err is not None
