@@ -1,8 +1,10 @@
 """A link's twin: what a leaf link between two sites will do, predicted from what it did.
 
 :class:`LinkPredictor` probes one uplink of a running twin with core
-request/reply across the leaf link (a small request for the round trip, a
-``probe_bytes`` one for the throughput), keeps exponentially weighted
+request/reply across the leaf link (a small request for the round trip every
+``interval``; every ``throughput_every`` probes, two large ones back to back
+for the throughput, the first emptying a shaper's burst allowance), keeps
+exponentially weighted
 estimates, and predicts the time to move ``n`` bytes up the link. Every probe
 is kept as a :class:`LinkSample`, so a monitor (or the report) can compare
 the prediction with what the link then does, and with what the twin
@@ -17,6 +19,7 @@ declared for it.
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
@@ -34,6 +37,12 @@ __all__ = ["LinkPredictor", "LinkSample", "echo_subject"]
 #: Weight of the newest probe in the estimates.
 _ALPHA: Final = 0.3
 _PROBE_TIMEOUT: Final = 2.0
+#: Bounds of the large probes' size, and the transfer time it aims at.
+_MIN_PROBE: Final = 16 * 1024
+_MAX_PROBE: Final = 4 * 1024 * 1024
+_PROBE_TRANSFER_S: Final = 0.1
+#: A large probe whose transfer is less than this share of its time measured only latency.
+_MIN_TRANSFER: Final = 0.2
 #: How long entering waits for the first probe to be answered.
 _INTEREST_WAIT: Final = 10.0
 
@@ -70,12 +79,15 @@ class LinkPredictor:
         parent: Fabric,
         *,
         interval: float = 1.0,
-        probe_bytes: int = 32 * 1024,
+        throughput_every: int = 5,
+        probe_bytes: int = 64 * 1024,
     ) -> None:
         self.site = site
         self.child = child
         self.parent = parent
         self.interval = interval
+        #: Every how many probes the throughput is measured too (it costs two large probes).
+        self.throughput_every = throughput_every
         self.probe_bytes = probe_bytes
         #: Estimates: round trip (seconds) and throughput up the link (bytes/s).
         self.rtt_s: float | None = None
@@ -125,26 +137,50 @@ class LinkPredictor:
         if msg.reply:
             await msg.respond(b"")
 
-    async def probe(self) -> LinkSample:
-        """One small and one large probe now; updates the estimates."""
+    async def probe(self, *, throughput: bool = True) -> LinkSample:
+        """A small probe (the round trip) and, with ``throughput``, two large ones back to back
+        (the first empties a shaper's burst allowance, the second is timed); updates the
+        estimates. The large probes' size follows the estimate (about 0.1 s of transfer)."""
         now = time.time()
-        predicted = self.predict(self.probe_bytes)
         try:
             small = await self._time(b"p")
-            large = await self._time(bytes(self.probe_bytes))
         except (FabricUnavailable, TimeoutError) as exc:
             self.up = False
             self._log.info("link_probe_failed", error=type(exc).__name__)
             sample = LinkSample(now, False)
+            self.samples.append(sample)
+            return sample
+        self.up = True
+        rtt = small if self.rtt_s is None else _ALPHA * small + (1 - _ALPHA) * self.rtt_s
+        self.rtt_s = rtt
+        if not throughput:
+            sample = LinkSample(now, True, small)
+            self.samples.append(sample)
+            return sample
+        size = self.probe_bytes
+        predicted = self.predict(size)
+        measured: float | None = None
+        try:
+            payload = os.urandom(size)  # leaf links compress (s2): zeros would not count
+            await self._time(payload)
+            large = await self._time(payload)
+        except (FabricUnavailable, TimeoutError):
+            # small probes answer, this much does not in time: slower than size / timeout
+            rate = size / _PROBE_TIMEOUT
+            self.probe_bytes = max(_MIN_PROBE, size // 4)
         else:
-            self.up = True
-            rate = self.probe_bytes / max(large - small, 1e-5)
-            self.rtt_s = small if self.rtt_s is None else _ALPHA * small + (1 - _ALPHA) * self.rtt_s
-            self.rate = rate if self.rate is None else _ALPHA * rate + (1 - _ALPHA) * self.rate
             measured = large - small / 2
-            sample = LinkSample(
-                now, True, small, rate, None if math.isinf(predicted) else predicted, measured
-            )
+            transfer = large - min(small, rtt)
+            if transfer < _MIN_TRANSFER * large:  # the round trip was all of it: no reading
+                sample = LinkSample(now, True, small, None, None, measured)
+                self.samples.append(sample)
+                return sample
+            rate = size / transfer
+            self.probe_bytes = int(min(_MAX_PROBE, max(_MIN_PROBE, rate * _PROBE_TRANSFER_S)))
+        self.rate = rate if self.rate is None else _ALPHA * rate + (1 - _ALPHA) * self.rate
+        sample = LinkSample(
+            now, True, small, rate, None if math.isinf(predicted) else predicted, measured
+        )
         self.samples.append(sample)
         return sample
 
@@ -154,8 +190,10 @@ class LinkPredictor:
         return time.monotonic() - started
 
     async def _loop(self) -> None:
+        n = 0
         while True:
-            await self.probe()
+            await self.probe(throughput=n % self.throughput_every == 0)
+            n += 1
             await anyio.sleep(self.interval)
 
     def summary(self) -> dict[str, Any]:

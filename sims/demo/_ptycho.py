@@ -184,7 +184,7 @@ async def run_demo(options: DemoOptions) -> dict[str, Any]:
         seconds=options.minutes * 60,
         schedule=schedule,
         overrides=SMALL if options.small else None,
-        state_dir=options.out / "sites",
+        state_dir=None,  # a fresh twin each run: the report is what is kept
         progress=progress,
     )
     body = write_report(options.out, result, digest(result))
