@@ -17,7 +17,7 @@ True
 True
 
 Public API (stable): :func:`registered_error`, :func:`register`,
-:func:`complex_scale_errors`, :func:`ssim`, :func:`psnr`.
+:func:`complex_scale_errors`, :func:`global_phase_errors`, :func:`ssim`, :func:`psnr`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["complex_scale_errors", "psnr", "register", "registered_error", "ssim"]
+__all__ = [
+    "complex_scale_errors",
+    "global_phase_errors",
+    "psnr",
+    "register",
+    "registered_error",
+    "ssim",
+]
 
 Array = npt.NDArray[Any]
 
@@ -156,6 +163,21 @@ def complex_scale_errors(estimates: Array, references: Array, weight: Array | No
     den = np.maximum(np.sum(w * np.abs(e) ** 2, axis=(-2, -1)), 1e-300)
     fitted = (num / den)[..., None, None] * e
     err = np.sum(w * np.abs(fitted - t) ** 2, axis=(-2, -1))
+    return np.sqrt(err / np.sum(w * np.abs(t) ** 2, axis=(-2, -1)))
+
+
+def global_phase_errors(estimates: Array, references: Array, weight: Array | None = None) -> Any:
+    """Per-image relative error after removing only the global phase (batched, (B, h, w)).
+
+    With a known probe the amplitude's scale is meaningful, so this keeps it:
+    a CNN that outputs the right texture at the wrong transmission is wrong.
+    """
+    e = np.asarray(estimates, dtype=np.complex128)
+    t = np.asarray(references, dtype=np.complex128)
+    w = np.ones(t.shape[-2:]) if weight is None else np.asarray(weight, dtype=np.float64)
+    num = np.sum(w * np.conj(e) * t, axis=(-2, -1))
+    unit = np.where(np.abs(num) > 0, num / np.maximum(np.abs(num), 1e-300), 1.0)
+    err = np.sum(w * np.abs(unit[..., None, None] * e - t) ** 2, axis=(-2, -1))
     return np.sqrt(err / np.sum(w * np.abs(t) ** 2, axis=(-2, -1)))
 
 
