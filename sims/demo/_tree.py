@@ -12,7 +12,7 @@ from diaspora.supervision import SupervisorSpec
 from diaspora.workflow import ActorStart, ProcessStart, TreeConfig
 from diaspora.workflow._poolchild import PoolStart
 
-__all__ = ["override_args"]
+__all__ = ["override_args", "scan_of"]
 
 
 def override_args(config: TreeConfig, overrides: Mapping[str, Mapping[str, Any]]) -> TreeConfig:
@@ -60,3 +60,31 @@ def _pool(pool: PoolSpec, overrides: Mapping[str, Mapping[str, Any]], seen: set[
         dataclasses.replace(a, start=_start(a.start, a.id, overrides, seen)) for a in pool.actors
     )
     return dataclasses.replace(pool, actors=actors)
+
+
+def _find(start: Any, path: str, target: str) -> ActorStart | None:
+    if isinstance(start, ProcessStart):
+        return _find(start.target, path, target)
+    if isinstance(start, SupervisorSpec):
+        for child in start.children:
+            found = _find(child.start, f"{path}.{child.id}", target)
+            if found is not None:
+                return found
+        return None
+    if isinstance(start, PoolStart):
+        for actor in start.spec.actors:
+            found = _find(actor.start, actor.id, target)
+            if found is not None:
+                return found
+        return None
+    return start if isinstance(start, ActorStart) and path == target else None
+
+
+def scan_of(config: TreeConfig, actor: str) -> dict[str, Any]:
+    """The ``scan`` argument of ``actor`` (the instrument it simulates), ``{}`` if none."""
+    start = _find(config.spec, config.name, actor)
+    if start is None:
+        raise ConfigError(
+            f"{config.source}: no actor {actor} (actors: {', '.join(config.actors())})"
+        )
+    return dict(start.args.get("scan") or {})
