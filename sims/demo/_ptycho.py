@@ -53,7 +53,12 @@ def small(scan: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {name: {"scan": instrument} for name in _SCANNED}
     out[DETECTOR].update({"scans": 40, "rate": 12.0})  # 640 frames over 53 s
     out["root.hpc.trainer"].update(
-        {"model": {"nconv": 4, "depth": 2}, "steps_per_tile": 6, "batch_size": 16}
+        {
+            "model": {"nconv": 4, "depth": 2},
+            "steps_per_tile": 6,
+            "batch_size": 16,
+            "publish_every": 3,
+        }
     )
     out["root.edge.infer"].update({"bound": 0.45, "sample_every": 2})
     out["root.recon"].update({"n_iter": 20})
