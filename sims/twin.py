@@ -168,17 +168,24 @@ class Twin:
         schedule: tuple[TwinFault, ...] | None = None,
         *,
         on_fault: Callable[[FaultRecord], Awaitable[None]] | None = None,
+        origin: float | None = None,
     ) -> list[FaultRecord]:
         """Apply ``schedule`` (default: the twin's) at its times from now; return when every
-        fault has been applied and lifted. Records are appended to :attr:`log` as they go."""
+        fault has been applied and lifted. Records are appended to :attr:`log` as they go;
+        their times count from ``origin`` (a time of ``anyio.current_time()``; default now)."""
         faults = self.spec.schedule if schedule is None else schedule
-        t0 = anyio.current_time()
+        start = anyio.current_time()
+        t0 = start if origin is None else origin
         records = []
         async with anyio.create_task_group() as tg:
             for fault in faults:
-                await anyio.sleep_until(t0 + fault.at)
+                await anyio.sleep_until(start + fault.at)
                 record = FaultRecord(
-                    fault.describe(), fault.kind.value, fault.site, fault.target, fault.at
+                    fault.describe(),
+                    fault.kind.value,
+                    fault.site,
+                    fault.target,
+                    round(start - t0 + fault.at, 3),
                 )
                 self.log.append(record)
                 records.append(record)

@@ -24,7 +24,7 @@ from typing import Final
 
 import anyio
 
-from diaspora.errors import ConfigError
+from diaspora.errors import ConfigError, DiasporaError
 from diaspora.exitcode import ExitCode
 
 __all__ = ["ROOT", "main"]
@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"diaspora demo: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+    except DiasporaError as exc:  # the tree failed to start, or gave up
+        print(f"diaspora demo: the workflow failed: {exc}", file=sys.stderr)
+        return ExitCode.FAILED
     ok = all(report["checks"].values())
     print(f"report: {options.out / 'report.md'} ({'all checks hold' if ok else 'CHECKS FAILED'})")
     return ExitCode.OK if ok else ExitCode.FAILED

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import TaskStatus
 
 from diaspora.errors import ConfigError
 from diaspora.events import MemorySink, TeeSink
@@ -135,11 +136,17 @@ async def run_on_twin(
         observer = Observer(twin.fabrics, plan.counters, plan.lags)
         stopped_early = False
 
+        running = anyio.Event()
+
+        async def apply_faults() -> None:  # from when every child has started: a fault that hits
+            await running.wait()  # a starting tree fails its start (OTP), not a running one
+            await twin.run_schedule(origin=origin)
+
         async def watch(stop: Callable[[], None], _kill: Callable[[], None]) -> None:
             nonlocal stopped_early
             deadline = anyio.current_time() + seconds
             async with anyio.create_task_group() as inner:
-                inner.start_soon(twin.run_schedule)
+                inner.start_soon(apply_faults)
                 with view:
                     while anyio.current_time() < deadline:
                         sample = await observer.sample()
@@ -156,14 +163,23 @@ async def run_on_twin(
             stop()
 
         observer.started = time.monotonic()
-        await run_until(supervisor, watch)
-        twin.heal()
-        for tail in plan.tails:  # what the last moments wrote
-            records[tail.subject] += await tail.read(twin.fabrics[tail.site])
-        await observer.sample()
+        origin = anyio.current_time()
+        failure: BaseException | None = None
+        try:
+            await run_until(supervisor, watch, task_status=_Started(running))
+        except Exception as exc:  # raised below, outside the task group (not in a group)
+            failure = exc
+            tg.cancel_scope.cancel()
+        if failure is None:
+            twin.heal()
+            for tail in plan.tails:  # what the last moments wrote
+                records[tail.subject] += await tail.read(twin.fabrics[tail.site])
+            await observer.sample()
         tg.cancel_scope.cancel()
         twin_report = twin.report()
         faults = list(twin.log)
+    if failure is not None:
+        raise failure
     return RunResult(
         workflow=config.source,
         twin=twin_report,
@@ -176,6 +192,16 @@ async def run_on_twin(
         stopped_early=stopped_early,
         wall_s=time.monotonic() - wall,
     )
+
+
+class _Started(TaskStatus[None]):
+    """The tree's ``task_status``: sets ``event`` once every child has started."""
+
+    def __init__(self, event: anyio.Event) -> None:
+        self.event = event
+
+    def started(self, value: None = None) -> None:
+        self.event.set()
 
 
 class _AnyPid:
