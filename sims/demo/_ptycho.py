@@ -24,7 +24,7 @@ from sims.demo._observe import Counter, LinkLag, Sample, Tail
 from sims.demo._progress import make_progress
 from sims.demo._report import write_report
 from sims.demo._run import Plan, RunResult, run_on_twin
-from sims.demo._tree import override_args, scan_of
+from sims.demo._tree import args_of, override_args, scan_of
 from sims.twinspec import load_schedule, load_twin
 
 __all__ = ["DETECTOR", "PLAN", "DemoOptions", "digest", "plan", "run_demo", "small"]
@@ -39,6 +39,9 @@ QUALITY: Final = "ptycho.quality"  # per tile trained on: the CNN against ePIE a
 MODEL: Final = "ptycho.model"  # checkpoints, mirrored to the edge
 #: The actor whose ``scan`` argument describes the instrument.
 DETECTOR: Final = "root.edge.detector"
+#: The declared bound of the report's check: the CNN's median error against the known
+#: object, over the second half of its images at the edge, at most this many times ePIE's.
+CNN_FACTOR: Final = 5.0
 #: The actors that take the instrument's ``scan``.
 _SCANNED: Final = ("root.edge.detector", "root.edge.infer", "root.hpc.trainer", "root.recon")
 
@@ -322,9 +325,9 @@ def accounting(
     }
 
 
-def drained(scan: Mapping[str, Any], total: int) -> Any:
-    """A plan's ``done``: the detector's ``total`` frames are all produced and accounted for,
-    and the edge has switched to inference."""
+def drained(scan: Mapping[str, Any], total: int, *, switched: bool = True) -> Any:
+    """A plan's ``done``: the detector's ``total`` frames are all produced and accounted for
+    (and, with ``switched``, the edge has switched to inference)."""
     from actors.ptycho.simulate import ScanConfig, Simulator
 
     sim = Simulator(ScanConfig.of(dict(scan)))
@@ -332,7 +335,7 @@ def drained(scan: Mapping[str, Any], total: int) -> Any:
     def done(sample: Sample, records: Mapping[str, list[dict[str, Any]]]) -> bool:
         if len(records.get(FRAMES, ())) < total:
             return False
-        if not any(r.get("mode") == "infer" for r in records.get(STATUS, ())):
+        if switched and not any(r.get("mode") == "infer" for r in records.get(STATUS, ())):
             return False
         return not accounting(records, sim, 0.0, None)["unaccounted"]
 
@@ -340,22 +343,30 @@ def drained(scan: Mapping[str, Any], total: int) -> Any:
 
 
 async def run_demo(options: DemoOptions) -> dict[str, Any]:
-    """Run the workflow on the twin for ``options.minutes``, write the report, return it."""
+    """Acquire for ``options.minutes`` (the detector's scans sized to it), then let the
+    workflow drain (at most as long again, at least a minute), write the report, return it."""
     twin = load_twin(options.twin)
     schedule = load_schedule(options.faults, twin) if options.faults is not None else None
     config: TreeConfig = load_config(options.workflow)
-    if options.small:
-        config = override_args(config, small())
-    scan = scan_of(config, DETECTOR)
+    overrides = small() if options.small else {}
+    detector = {**args_of(config, DETECTOR), **overrides.get(DETECTOR, {})}
+    scan = {**scan_of(config, DETECTOR), **overrides.get(DETECTOR, {}).get("scan", {})}
+    from actors.ptycho.simulate import ScanConfig, Simulator
+
+    per_scan = Simulator(ScanConfig.of(scan)).frames_per_scan
+    acquire = options.minutes * 60
+    scans = max(1, math.ceil(acquire * float(detector.get("rate", 100.0)) / per_scan))
+    overrides.setdefault(DETECTOR, {})["scans"] = scans
+    config = override_args(config, overrides)
     progress = make_progress(plain=options.plain)
     result = await run_on_twin(
         config,
         twin,
-        plan(frames=True),
-        seconds=options.minutes * 60,
+        plan(frames=True, done=drained(scan, scans * per_scan, switched=False)),
+        seconds=acquire + max(60.0, acquire),
         schedule=schedule,
         progress=progress,
     )
-    body = write_report(options.out, result, digest(result, scan))
+    body = write_report(options.out, result, digest(result, scan, cnn_factor=CNN_FACTOR))
     progress.note(f"report: {options.out / 'report.md'}")
     return body

@@ -12,7 +12,7 @@ from diaspora.supervision import SupervisorSpec
 from diaspora.workflow import ActorStart, ProcessStart, TreeConfig
 from diaspora.workflow._poolchild import PoolStart
 
-__all__ = ["override_args", "scan_of"]
+__all__ = ["args_of", "override_args", "scan_of"]
 
 
 def override_args(config: TreeConfig, overrides: Mapping[str, Mapping[str, Any]]) -> TreeConfig:
@@ -80,11 +80,16 @@ def _find(start: Any, path: str, target: str) -> ActorStart | None:
     return start if isinstance(start, ActorStart) and path == target else None
 
 
-def scan_of(config: TreeConfig, actor: str) -> dict[str, Any]:
-    """The ``scan`` argument of ``actor`` (the instrument it simulates), ``{}`` if none."""
+def args_of(config: TreeConfig, actor: str) -> dict[str, Any]:
+    """The ``args`` of ``actor`` in the tree."""
     start = _find(config.spec, config.name, actor)
     if start is None:
         raise ConfigError(
             f"{config.source}: no actor {actor} (actors: {', '.join(config.actors())})"
         )
-    return dict(start.args.get("scan") or {})
+    return dict(start.args)
+
+
+def scan_of(config: TreeConfig, actor: str) -> dict[str, Any]:
+    """The ``scan`` argument of ``actor`` (the instrument it simulates), ``{}`` if none."""
+    return dict(args_of(config, actor).get("scan") or {})
