@@ -28,6 +28,7 @@ GROUPS = [
     "views",
     "migrate",
     "pools",
+    "ptycho",
 ]
 
 

@@ -132,7 +132,7 @@ class EdgeInference(Actor):
             raise ValueError("EdgeInference: batch_size and sample_every must be >= 1")
         self.config = ScanConfig.of(scan)
         self.switch = Switch(bound, hysteresis, window)
-        self.batch_size, self.sample_every, self.threads = batch_size, sample_every, threads
+        self.infer_batch, self.sample_every, self.threads = batch_size, sample_every, threads
         self.frames_subject, self.models_subject, self.quality_subject = frames, models, quality
         self.uplink, self.images, self.status = uplink, images, status
         self.model_blob: bytes | None = None
@@ -191,7 +191,7 @@ class EdgeInference(Actor):
             return
         self.pending.append({**data, "t_recv": time.time()})
         k = self.config.tile_side**2
-        if len(self.pending) >= self.batch_size or int(data["index"]) % k == k - 1:
+        if len(self.pending) >= self.infer_batch or int(data["index"]) % k == k - 1:
             await self._flush()
 
     async def _flush(self) -> None:

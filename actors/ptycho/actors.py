@@ -142,6 +142,14 @@ class Detector(Actor):
         self.next = int(state["next"])
 
 
+def _data(loaded: Message | ViewItem) -> dict[str, Any]:
+    """The payload of a view item's member (a message; a nested view item is a mistake)."""
+    if isinstance(loaded, ViewItem):
+        raise TypeError(f"expected messages in the view item, got an item of view {loaded.view!r}")
+    data: dict[str, Any] = loaded.data
+    return data
+
+
 def reconstruction_payload(
     frames: list[dict[str, Any]], sim: Simulator, *, n_iter: int = 50, score: bool = True
 ) -> dict[str, Any]:
@@ -194,7 +202,7 @@ class Reconstructor(Actor):
 
     async def handle(self, msg: Message) -> None:
         sample = await ViewItem.of(msg).load(self.fabric)
-        frames = [m.data for m in sample[self.source]]
+        frames = [_data(m) for m in sample[self.source]]
         payload = await anyio.to_thread.run_sync(
             lambda: reconstruction_payload(frames, self.sim, n_iter=self.n_iter, score=self.score)
         )
@@ -273,8 +281,8 @@ class Trainer(Actor):
 
         item = ViewItem.of(msg)
         sample = await item.load(self.fabric)
-        frames = [m.data for m in sample[self.diff]]
-        recon = sample[self.recon][0].data
+        frames = [_data(m) for m in sample[self.diff]]
+        recon = _data(sample[self.recon][0])
         name = f"{int(recon['scan'])}:{int(recon['tile'])}"
         if name in self.seen:
             self.duplicates += 1

@@ -146,9 +146,10 @@ class PtychoNN(pl.LightningModule):
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         x, amplitude, phase = batch
-        pred_a, pred_p = self(x)
-        w = self.loss_weight
-        return ((pred_a - amplitude).abs() * w).mean() + ((pred_p - phase).abs() * w).mean()
+        pred: tuple[torch.Tensor, torch.Tensor] = self(x)
+        w = self.get_buffer("loss_weight")
+        loss: torch.Tensor = ((pred[0] - amplitude).abs() * w).mean()
+        return loss + ((pred[1] - phase).abs() * w).mean()
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
@@ -221,8 +222,9 @@ def validation_error(
     return float(np.mean(global_phase_errors(pred, ref, weight)))
 
 
-def _trainer(steps: int) -> pl.Trainer:
+def _trainer(steps: int, callbacks: list[pl.Callback]) -> pl.Trainer:
     return pl.Trainer(
+        callbacks=callbacks,
         max_steps=steps,
         max_epochs=-1,
         accelerator="cpu",
@@ -294,8 +296,7 @@ class OnlineTrainer:
                 outputs = args[2]
                 losses.append(float(outputs["loss"]))
 
-        trainer = _trainer(steps)
-        trainer.callbacks.append(_Record())
+        trainer = _trainer(steps, [_Record()])
         self.model.train()
         trainer.fit(self.model, DataLoader(data, batch_size=size, shuffle=False))
         self.steps += steps

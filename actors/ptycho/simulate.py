@@ -259,7 +259,8 @@ class Simulator:
 
     def _counts(self, scan: int, tile: int, expected: Any) -> Floats:
         rng = np.random.default_rng([self.config.seed, scan, 2, tile])
-        return rng.poisson(expected).astype(np.float32)
+        counts: Floats = rng.poisson(expected).astype(np.float32)
+        return counts
 
     def tile(self, scan: int, tile: int) -> Tile:
         """Tile ``tile`` of ``scan``, with its Poisson patterns (seeded by scan and tile)."""
