@@ -136,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     move.add_argument("--stop-and-copy", action="store_true", help="no pre-copy rounds")
     move.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
     demo = sub.add_parser("demo", help="the main job: diaspora demo ptychography", add_help=False)
-    demo.add_argument("rest", nargs=argparse.REMAINDER)  # parsed by sims.demo
+    demo.add_argument("rest", nargs=argparse.REMAINDER)  # main() hands it to sims.demo
     check = sub.add_parser("check", help="validate a supervision-tree TOML file without running")
     check.add_argument("file", help="the tree's TOML file")
     return parser
@@ -358,6 +358,12 @@ def _import_from_cwd() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``diaspora`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:  # its own options, --help included: sims/demo
+        configure_logging()
+        from sims.demo import main as demo
+
+        return demo(argv[1:])
     args = _parser().parse_args(argv)
     configure_logging()
     _import_from_cwd()

@@ -35,13 +35,24 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="diaspora demo", description=__doc__.split("\n")[0] if __doc__ else None
+        prog="diaspora demo",
+        description="The project's main job: the whole ptychography workflow on the twin.",
     )
     parser.add_argument("job", choices=["ptychography"], help="the workflow to run")
-    parser.add_argument("--minutes", type=float, default=3.0, help="how long (default 3)")
-    parser.add_argument("--faults", type=Path, help="a faults file ([[faults]] tables)")
-    parser.add_argument("--out", type=Path, default=Path("demo-ptychography"), help="report dir")
-    parser.add_argument("--small", action="store_true", help="a small scan and few epochs")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=3.0,
+        help="minutes of acquisition (default 3), then the drain",
+    )
+    parser.add_argument("--faults", type=Path, help="a fault schedule ([[faults]] tables)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo-ptychography"),
+        help="the report's directory (default demo-ptychography)",
+    )
+    parser.add_argument("--small", action="store_true", help="a 32 x 32 instrument and a small CNN")
     parser.add_argument("--plain", action="store_true", help="plain progress lines, even piped")
     parser.add_argument("--twin", type=Path, help="another twin file")
     parser.add_argument("--workflow", type=Path, help="another workflow file")

@@ -107,3 +107,20 @@ async def test_a_tree_runs_on_the_twin_through_a_cut_and_the_report_shows_it(
     assert "cut_link edge duration=2.0" in (tmp_path / "report.md").read_text()
     assert {"rates", "lag"} <= set(body["plots"])
     assert (tmp_path / "lag.png").stat().st_size > 1000
+
+
+def test_the_demo_command_says_what_is_wrong_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from diaspora.cli import main
+
+    with pytest.raises(SystemExit) as help_:
+        main(["demo", "--help"])
+    assert help_.value.code == 0
+    assert "--faults" in capsys.readouterr().out
+    assert main(["demo", "ptychography", "--minutes", "0"]) == 2
+    bad = tmp_path / "faults.toml"
+    bad.write_text('[[faults]]\nat = 1\nkind = "cut_link"\nsite = "hpc"\n')
+    assert main(["demo", "ptychography", "--faults", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "faults[0].site: 'hpc' is not a site with an uplink (edge)" in err
