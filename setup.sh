@@ -6,7 +6,7 @@
 set -eu
 cd "$(dirname "$0")"
 python3 -m venv .venv
-.venv/bin/pip install -e '.[dev,ml,pools,predict,storage,observe]'
+.venv/bin/pip install -e '.[dev,ml,pools,predict,storage,observe,demo]'
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium || {

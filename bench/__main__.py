@@ -32,6 +32,7 @@ GROUPS = [
     "predict",
     "storage",
     "observe",
+    "ptycho",
 ]
 
 

@@ -149,6 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="the pools of a running tree: workers per site")
     status.add_argument("--url", help="NATS URL(s) of the running tree; default $DIASPORA_URL")
     status.add_argument("--json", action="store_true", help="each pool's record as a JSON line")
+    demo = sub.add_parser("demo", help="the main job: diaspora demo ptychography", add_help=False)
+    demo.add_argument("rest", nargs=argparse.REMAINDER)  # main() hands it to sims.demo
     check = sub.add_parser("check", help="validate a supervision-tree TOML file without running")
     check.add_argument("file", help="the tree's TOML file")
     add_observe_commands(sub)
@@ -374,6 +376,12 @@ def _import_from_cwd() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``diaspora`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:  # its own options, --help included: sims/demo
+        configure_logging()
+        from sims.demo import main as demo
+
+        return demo(argv[1:])
     args = _parser().parse_args(argv)
     configure_logging()
     _import_from_cwd()
@@ -387,6 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(_run_tree, args)
         if args.command == "check":
             return _check(args)
+        if args.command == "demo":
+            from sims.demo import main as demo  # the twin and the workflow live in sims/
+
+            return demo(args.rest)
         if args.command == "migrate":
             return anyio.run(_migrate, args)
         if args.command == "status":

@@ -1,0 +1,248 @@
+"""The edge's inference actor and its switch between "send all" and "infer at the edge"."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import numpy as np
+
+from actors.ptycho.simulate import ScanConfig
+from diaspora import Actor, Message
+
+__all__ = ["EdgeInference", "Mode", "Switch"]
+
+FRAMES = "ptycho.frames"
+UPLINK = "ptycho.diff"
+MODELS = "ptycho.model"
+QUALITY = "ptycho.quality"
+IMAGES = "ptycho.edge_images"
+STATUS = "ptycho.edge_status"
+
+
+class Mode(enum.Enum):
+    """What the edge does with a frame."""
+
+    SEND_ALL = "send_all"  #: forward every frame to the HPC site
+    INFER = "infer"  #: infer every frame at the edge, forward a sampled subset of tiles
+
+
+@dataclass
+class Switch:
+    """The edge's decision: infer once the model's error against ePIE is at most ``bound``,
+    go back to sending all when it drifts above ``bound · hysteresis``.
+
+    The error is the mean of the last ``window`` reports (a model update's
+    validation error counts as one report); models only move forward in version.
+
+    >>> s = Switch(bound=0.2, window=2)
+    >>> s.model(version=1, error=0.5), s.mode.value
+    (True, 'send_all')
+    >>> s.model(version=2, error=0.1), s.report(0.1), s.mode.value
+    (True, 'infer', 'infer')
+    >>> s.model(version=1, error=0.0), s.version  # an older version is ignored
+    (False, 2)
+    >>> s.report(0.3), s.report(0.6), s.mode.value  # drifted above 0.25: back to sending all
+    ('infer', 'send_all', 'send_all')
+    """
+
+    bound: float
+    hysteresis: float = 1.25
+    window: int = 4
+    mode: Mode = Mode.SEND_ALL
+    version: int = 0  #: the model version the edge runs (0: none yet)
+    errors: deque[float] = field(default_factory=deque)
+
+    @property
+    def error(self) -> float:
+        """The current estimate of the model's error against ePIE (inf: none yet)."""
+        return float(np.mean(self.errors)) if self.errors else float("inf")
+
+    def model(self, version: int, error: float) -> bool:
+        """A model update arrived; True if it is newer than the one in use (then it is)."""
+        if version <= self.version:
+            return False
+        self.version = version
+        self.errors.clear()  # a new model: judge it by its own validation error
+        self.report(error)
+        return True
+
+    def report(self, error: float) -> str:
+        """One more measured error of the model in use; the mode after it."""
+        self.errors.append(float(error))
+        while len(self.errors) > self.window:
+            self.errors.popleft()
+        if self.version > 0 and self.mode is Mode.SEND_ALL and self.error <= self.bound:
+            self.mode = Mode.INFER
+        elif self.mode is Mode.INFER and self.error > self.bound * self.hysteresis:
+            self.mode = Mode.SEND_ALL
+        return self.mode.value
+
+    def state(self) -> dict[str, Any]:
+        return {"mode": self.mode.value, "version": self.version, "errors": list(self.errors)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.mode = Mode(state["mode"])
+        self.version = int(state["version"])
+        self.errors = deque(float(e) for e in state["errors"])
+
+
+class EdgeInference(Actor):
+    """At the edge: forwards frames, loads model versions, infers in batches once good enough.
+
+    Inputs: detector frames (``ptycho.frames``), model updates
+    (``ptycho.model``, from the :class:`~actors.ptycho.actors.Trainer`) and
+    quality reports (``ptycho.quality``). In ``send_all`` mode every frame
+    goes on to ``uplink``; in ``infer`` mode every frame is inferred (in
+    batches of ``batch_size``, or at the end of its tile) and published on
+    ``images`` (one message per batch: ``scan``, ``tile``, ``indices``,
+    ``positions``, ``version``, ``amplitude``, ``phase``, ``t_frame``,
+    ``t_image``), and only the frames of every ``sample_every``-th tile go on
+    to ``uplink`` (so the HPC site can still reconstruct them and fine-tune).
+    Each change of mode or model is published on ``status`` (``mode``,
+    ``version``, ``error``, ``reason``, ``frames``). The model's version never
+    goes backwards; the switch is :class:`Switch`.
+    """
+
+    inputs = (FRAMES, MODELS, QUALITY)
+    checkpoint_every = 64
+    checkpoint_interval = 5.0
+
+    def __init__(
+        self,
+        bound: float = 0.2,
+        hysteresis: float = 1.25,
+        window: int = 4,
+        batch_size: int = 16,
+        sample_every: int = 4,
+        scan: dict[str, Any] | None = None,
+        frames: str = FRAMES,
+        models: str = MODELS,
+        quality: str = QUALITY,
+        uplink: str = UPLINK,
+        images: str = IMAGES,
+        status: str = STATUS,
+        threads: int = 1,
+    ) -> None:
+        if batch_size < 1 or sample_every < 1:
+            raise ValueError("EdgeInference: batch_size and sample_every must be >= 1")
+        self.config = ScanConfig.of(scan)
+        self.switch = Switch(bound, hysteresis, window)
+        self.infer_batch, self.sample_every, self.threads = batch_size, sample_every, threads
+        self.frames_subject, self.models_subject, self.quality_subject = frames, models, quality
+        self.uplink, self.images, self.status = uplink, images, status
+        self.model_blob: bytes | None = None
+        self.model: Any = None
+        self.pending: list[dict[str, Any]] = []
+        self.counts = {"frames": 0, "forwarded": 0, "inferred": 0}
+
+    async def on_start(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        if self.model_blob is not None and self.model is None:
+            self._load(self.model_blob)
+
+    def _load(self, blob: bytes) -> int:
+        from actors.ptycho.model import load_model
+
+        self.model, version = load_model(blob)
+        self.model_blob = blob
+        return version
+
+    async def handle(self, msg: Message) -> None:
+        if msg.subject == self.models_subject:
+            await self._on_model(msg.data)
+        elif msg.subject == self.quality_subject:
+            before = self.switch.mode
+            self.switch.report(float(msg.data["error"]))
+            if self.switch.mode is not before:
+                await self._flush()
+                await self._status("drift" if before is Mode.INFER else "quality")
+        else:
+            await self._on_frame(msg)
+
+    async def _on_model(self, data: dict[str, Any]) -> None:
+        version, error = int(data["version"]), float(data["val_error"])
+        if version <= self.switch.version:
+            return
+        blob = bytes(data["checkpoint"])
+        loaded = await anyio.to_thread.run_sync(self._load, blob)
+        if loaded != version:
+            raise ValueError(f"model update says version {version}, its checkpoint {loaded}")
+        before = self.switch.mode
+        self.switch.model(version, error)
+        if self.switch.mode is not before:
+            await self._flush()
+        await self._status("model")
+
+    async def _on_frame(self, msg: Message) -> None:
+        data = msg.data
+        self.counts["frames"] += 1
+        infer = self.switch.mode is Mode.INFER and self.model is not None
+        if not infer or int(data["tile"]) % self.sample_every == 0:
+            await self.emit(self.uplink, data)
+            self.counts["forwarded"] += 1
+        if not infer:
+            return
+        self.pending.append({**data, "t_recv": time.time()})
+        k = self.config.tile_side**2
+        if len(self.pending) >= self.infer_batch or int(data["index"]) % k == k - 1:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Infer the pending frames (if a model is loaded) and publish their images."""
+        if not self.pending or self.model is None:
+            self.pending = []
+            return
+        from actors.ptycho.model import infer
+
+        batch, self.pending = self.pending, []
+        patterns = np.stack([np.asarray(f["pattern"]) for f in batch])
+        amplitude, phase = await anyio.to_thread.run_sync(infer, self.model, patterns, len(batch))
+        self.counts["inferred"] += len(batch)
+        await self.emit(
+            self.images,
+            {
+                "scan": [int(f["scan"]) for f in batch],
+                "tile": [int(f["tile"]) for f in batch],
+                "indices": [int(f["index"]) for f in batch],
+                "positions": [list(f["pos"]) for f in batch],
+                "version": self.switch.version,
+                "amplitude": amplitude.astype(np.float16),
+                "phase": phase.astype(np.float16),
+                "t_frame": [float(f.get("t", 0.0)) for f in batch],
+                "t_image": time.time(),
+            },
+        )
+
+    async def _status(self, reason: str) -> None:
+        await self.emit(
+            self.status,
+            {
+                "mode": self.switch.mode.value,
+                "version": self.switch.version,
+                "error": self.switch.error,
+                "reason": reason,
+                **self.counts,
+            },
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "switch": self.switch.state(),
+            "model": self.model_blob,
+            "pending": self.pending,
+            "counts": self.counts,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.switch.restore(state["switch"])
+        self.model_blob = None if state["model"] is None else bytes(state["model"])
+        self.model = None  # loaded in on_start
+        self.pending = [dict(f) for f in state["pending"]]
+        self.counts = dict(state["counts"])

@@ -1,0 +1,243 @@
+"""The ptychography actors against a real nats-server, on a tiny 32 x 32 instrument."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from actors.ptycho.actors import (
+    FRAMES,
+    IMAGES,
+    MODELS,
+    QUALITY,
+    RECON,
+    STATUS,
+    TILES_VIEW,
+    TRAIN_VIEW,
+    UPLINK,
+    Detector,
+    EdgeInference,
+    Reconstructor,
+    Trainer,
+)
+from actors.ptycho.model import ModelConfig, OnlineTrainer, load_model
+from actors.ptycho.simulate import ScanConfig, Simulator
+from diaspora import Actor, ActorRuntime
+from diaspora.fabric import Fabric
+from diaspora.testing import read_stream, wait_until
+from diaspora.views import Source, View, view_runtime
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.filterwarnings(
+        "ignore:.*treespec.*:FutureWarning", "ignore:.*val_dataloader.*", "ignore:.*workers.*"
+    ),
+]
+
+SCAN: dict[str, Any] = {
+    "n": 32, "grid": 4, "tile_side": 2, "step": 3, "pupil_radius": 5.0, "defocus": 3.0,
+    "feature": 1.5, "seed": 1,
+}  # fmt: skip
+MODEL = {"nconv": 4, "depth": 2}
+K = 4
+
+
+def tiles_view() -> View:
+    return View(
+        "ptycho_tiles", output=TILES_VIEW, key=("scan", "tile"), within=600.0,
+        sources={"diff": Source(UPLINK, count=K)},
+    )  # fmt: skip
+
+
+def train_view() -> View:
+    return View(
+        "ptycho_train", output=TRAIN_VIEW, key=("scan", "tile"), within=600.0,
+        sources={"diff": Source(UPLINK, count=K), "recon": Source(RECON, count=1)},
+    )  # fmt: skip
+
+
+async def count(fabric: Fabric, subject: str) -> int:
+    return len(await read_stream(fabric, subject, decode=False))
+
+
+async def run_until(
+    fabric: Fabric,
+    runtimes: Sequence[ActorRuntime],
+    subject: str,
+    n: int,
+    timeout: float = 60.0,
+) -> None:
+    """Run the actors until ``subject`` holds ``n`` messages, then stop them."""
+    async with anyio.create_task_group() as tg:
+        for runtime in runtimes:
+            await tg.start(runtime.run)
+
+        async def enough() -> bool:
+            return await count(fabric, subject) >= n
+
+        await wait_until(enough, timeout=timeout, interval=0.1, what=f"{n} on {subject}")
+        for runtime in runtimes:
+            runtime.request_stop()
+
+
+def runtime(fabric: Fabric, cls: type[Actor], id: str, **args: Any) -> ActorRuntime:
+    return ActorRuntime(cls, fabric, id=id, args={"scan": SCAN, **args})
+
+
+async def test_detector_emits_every_exposure_once_with_its_ids(fabric: Fabric) -> None:
+    sim = Simulator(ScanConfig.of(SCAN))
+    await fabric.ensure_stream(FRAMES)
+    detector = runtime(fabric, Detector, "det", scans=2, rate=200.0)
+    began = anyio.current_time()
+    await run_until(fabric, [detector], FRAMES, 32)
+    took = anyio.current_time() - began
+    frames = [m.data for m in await read_stream(fabric, FRAMES)]
+    assert [(f["scan"], f["index"]) for f in frames] == [(s, i) for s in (0, 1) for i in range(16)]
+    assert [f["tile"] for f in frames[:16]] == [i // K for i in range(16)]
+    for f in (frames[0], frames[21]):
+        expected = sim.frame(f["scan"], f["index"])
+        assert f["pos"] == list(expected.position)
+        assert np.array_equal(f["pattern"], expected.pattern)
+    assert took >= 31 / 200.0  # paced: 32 frames at 200 frames/s take 155 ms at least
+    # a restart after the end emits nothing again
+    await run_until(fabric, [runtime(fabric, Detector, "det", scans=2, rate=0)], FRAMES, 32)
+    assert await count(fabric, FRAMES) == 32
+
+
+async def test_reconstructor_makes_one_object_per_tile_below_the_bound(fabric: Fabric) -> None:
+    for subject in (UPLINK, TILES_VIEW, RECON):
+        await fabric.ensure_stream(subject)
+    sim = Simulator(ScanConfig.of(SCAN))
+    frames = list(sim.frames(1))
+    for f in reversed(frames):  # out of order: the view groups them
+        data = {"scan": f.scan, "tile": f.tile, "index": f.index, "pos": list(f.position)}
+        await fabric.publish(UPLINK, {**data, "pattern": f.pattern})
+    view = view_runtime(tiles_view(), fabric)
+    recon = runtime(fabric, Reconstructor, "recon", n_iter=30)
+    await run_until(fabric, [view, recon], RECON, sim.tiles_per_scan)
+    out = sorted((m.data for m in await read_stream(fabric, RECON)), key=lambda d: d["tile"])
+    assert [d["tile"] for d in out] == [0, 1, 2, 3]
+    for d in out:
+        assert sorted(d["indices"]) == list(sim.tile_indices(d["tile"]))
+        assert d["object"].dtype == np.complex64
+        assert d["missing"] == 0
+        assert d["truth_error"] < 0.15, d["truth_error"]  # 4 positions of 32 x 32
+
+
+async def reconstructed_tiles(fabric: Fabric, sim: Simulator, scans: Sequence[int]) -> None:
+    """Publish each tile's frames and its ePIE reconstruction (as the Reconstructor does)."""
+    from actors.ptycho.actors import reconstruction_payload
+
+    for scan in scans:
+        for tile in sim.tiles(1, scan):
+            frames = [
+                {"scan": scan, "tile": tile.tile, "index": int(i), "pos": [int(v) for v in p],
+                 "pattern": tile.patterns[j]}
+                for j, (i, p) in enumerate(zip(tile.indices, tile.positions, strict=True))
+            ]  # fmt: skip
+            for f in frames:
+                await fabric.publish(UPLINK, f)
+            await fabric.publish(RECON, reconstruction_payload(frames, sim, n_iter=20))
+
+
+async def test_trainer_publishes_growing_versions_and_resumes_from_its_checkpoint(
+    fabric: Fabric,
+) -> None:
+    for subject in (UPLINK, RECON, TRAIN_VIEW, MODELS, QUALITY):
+        await fabric.ensure_stream(subject)
+    sim = Simulator(ScanConfig.of(SCAN))
+    await reconstructed_tiles(fabric, sim, [0])
+    args = {"model": MODEL, "steps_per_tile": 2, "batch_size": 8}
+    view = view_runtime(train_view(), fabric)
+    await run_until(fabric, [view, runtime(fabric, Trainer, "trainer", **args)], MODELS, 4)
+    await reconstructed_tiles(fabric, sim, [1])
+    view = view_runtime(train_view(), fabric)
+    await run_until(fabric, [view, runtime(fabric, Trainer, "trainer", **args)], MODELS, 8)
+    models = [m.data for m in await read_stream(fabric, MODELS)]
+    assert [m["version"] for m in models] == list(range(1, 9))  # resumed at 5, not 1
+    assert models[-1]["samples_seen"] == 32
+    model, version = load_model(bytes(models[-1]["checkpoint"]))
+    assert version == 8
+    assert model.config == ModelConfig(n=32, **MODEL)
+    obs = await fabric.ensure_object_store("ptycho-models")
+    stored = await obs.get("v00000008")
+    assert stored.data == bytes(models[-1]["checkpoint"])
+    quality = [m.data for m in await read_stream(fabric, QUALITY)]
+    assert sorted((q["scan"], q["tile"]) for q in quality) == [
+        (s, t) for s in (0, 1) for t in range(4)
+    ]
+    assert [q["version"] for q in quality] == list(range(8))  # measured before training on it
+    assert all(np.isfinite(q["error"]) and q["epie_truth_error"] < 0.2 for q in quality)
+
+
+def update(trainer: OnlineTrainer, error: float) -> dict[str, Any]:
+    return {"version": trainer.version, "val_error": error, "checkpoint": trainer.model_bytes()}
+
+
+async def test_edge_switches_to_inference_and_back_and_never_goes_back_in_version(
+    fabric: Fabric,
+) -> None:
+    for subject in (FRAMES, MODELS, QUALITY, UPLINK, IMAGES, STATUS):
+        await fabric.ensure_stream(subject)
+    sim = Simulator(ScanConfig.of(SCAN))
+    trainer = OnlineTrainer(ModelConfig(n=32, **MODEL), probe=sim.probe)
+    frames = list(sim.frames(2))
+
+    async def publish_frames(tiles: range) -> None:
+        for f in frames:
+            if f.scan * 4 + f.tile in tiles:
+                data = {"scan": f.scan, "tile": f.tile, "index": f.index, "pos": list(f.position)}
+                await fabric.publish(FRAMES, {**data, "pattern": f.pattern, "t": 0.0})
+
+    edge = runtime(fabric, EdgeInference, "edge", bound=0.3, window=2, batch_size=3, sample_every=2)
+    async with anyio.create_task_group() as tg:
+        await tg.start(edge.run)
+
+        async def holds(subject: str, n: int) -> None:
+            async def check() -> bool:
+                return await count(fabric, subject) >= n
+
+            await wait_until(check, timeout=30, interval=0.05, what=f"{n} on {subject}")
+
+        await publish_frames(range(0, 1))  # no model yet: all 4 go on
+        await holds(UPLINK, 4)
+        trainer.version = 1
+        await fabric.publish(MODELS, update(trainer, 0.9))  # too poor: keep sending all
+        await holds(STATUS, 1)
+        trainer.version = 3
+        await fabric.publish(MODELS, update(trainer, 0.1))  # good: infer at the edge
+        await holds(STATUS, 2)
+        trainer.version = 2
+        await fabric.publish(MODELS, update(trainer, 0.0))  # older than 3: ignored
+        await publish_frames(range(1, 5))  # tiles 1..4 inferred, only 2 and 4 (0 of scan 1) go on
+        await holds(IMAGES, 4)
+        await fabric.publish(QUALITY, {"version": 3, "error": 0.6})
+        await fabric.publish(QUALITY, {"version": 3, "error": 0.6})  # drifted up: send all
+        await holds(STATUS, 3)
+        await publish_frames(range(5, 6))
+        await holds(UPLINK, 4 + 8 + 4)
+        edge.request_stop()
+    status = [m.data for m in await read_stream(fabric, STATUS)]
+    assert [(s["mode"], s["version"], s["reason"]) for s in status] == [
+        ("send_all", 1, "model"), ("infer", 3, "model"), ("send_all", 3, "drift"),
+    ]  # fmt: skip
+    forwarded = [(m.data["scan"], m.data["tile"]) for m in await read_stream(fabric, UPLINK)]
+    assert forwarded == [(0, 0)] * 4 + [(0, 2)] * 4 + [(1, 0)] * 4 + [(1, 1)] * 4
+    images = [m.data for m in await read_stream(fabric, IMAGES)]
+    assert {m["version"] for m in images} == {3}
+    inferred = sorted(
+        (s, t, i)
+        for m in images
+        for s, t, i in zip(m["scan"], m["tile"], m["indices"], strict=True)
+    )
+    assert inferred == sorted(
+        (f.scan, f.tile, f.index) for f in frames if 1 <= f.scan * 4 + f.tile < 5
+    )
+    assert all(len(m["indices"]) <= 3 for m in images)  # batches of at most 3, cut at tile ends
+    assert images[0]["amplitude"].shape == (len(images[0]["indices"]), 32, 32)
