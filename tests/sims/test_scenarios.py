@@ -157,7 +157,11 @@ def test_random_faults_are_one_schedule_per_seed_with_server_faults_kept_apart()
 
 def test_readme_example_is_the_shipped_edge_outage_scenario() -> None:
     readme = (ROOT / "sims" / "README.md").read_text()
-    (block,) = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+    (block,) = [
+        b
+        for b in re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+        if b.startswith("# sims/scenarios/")
+    ]
     example = parse_scenario(block, source="README.md", base=SCENARIOS)
     shipped = load_scenario(SCENARIOS / "edge_outage.toml")
     assert example.tree_path == shipped.tree_path
