@@ -37,6 +37,7 @@ __all__ = [
     "MigrateAction",
     "MonitorSpec",
     "PolicyAction",
+    "ScaleAction",
     "parse_action",
     "parse_policy",
 ]
@@ -145,6 +146,16 @@ class MigrateAction:
 
 
 @dataclass(frozen=True, slots=True)
+class ScaleAction:
+    """Ask pool ``pool`` for ``extra`` workers over ``site``'s minimum while the alert lasts
+    (``scale:<pool>.<site>=+<extra>``; :func:`diaspora.compute.scale_pool`)."""
+
+    pool: str
+    site: str
+    extra: int
+
+
+@dataclass(frozen=True, slots=True)
 class CallAction:
     """A user callable (``call:pkg.mod:fn``): ``fn(alert)`` on warning and on resolve, sync
     or async; ``alert.kind`` says which (``"warning"`` / ``"resolved"``)."""
@@ -158,7 +169,9 @@ class CallAction:
         return fn  # type: ignore[no-any-return]
 
 
-Action = PolicyAction | MigrateAction | CallAction
+Action = PolicyAction | MigrateAction | ScaleAction | CallAction
+
+_SCALE = re.compile(r"^\s*([-_A-Za-z0-9]+)\.([-_A-Za-z0-9]+)\s*=\s*\+\s*([0-9]+)\s*$")
 
 _POLICY = re.compile(r"^\s*([a-z_]+)\s*(?:\(\s*([^)]*)\s*\))?\s*$")
 
@@ -189,8 +202,8 @@ def parse_policy(text: str, where: str) -> OverloadPolicy:
 
 
 def parse_action(text: object, where: str) -> Action:
-    """One ``actions`` entry: ``policy:<subject>=<policy>``, ``migrate:<actor>=<to>[,<back>]``
-    or ``call:pkg.mod:fn``."""
+    """One ``actions`` entry: ``policy:<subject>=<policy>``, ``migrate:<actor>=<to>[,<back>]``,
+    ``scale:<pool>.<site>=+<workers>`` or ``call:pkg.mod:fn``."""
     kind, _, rest = text.partition(":") if isinstance(text, str) else ("", "", "")
     if kind == "policy" and "=" in rest:
         subject, _, policy = rest.partition("=")
@@ -203,12 +216,20 @@ def parse_action(text: object, where: str) -> Action:
         if not actor.strip() or not to.strip():
             raise ConfigError(f"{where}: {text!r}: migrate:<actor>=<worker>[,<worker back>]")
         return MigrateAction(actor.strip(), to.strip(), back.strip() or None)
+    if kind == "scale":
+        match = _SCALE.match(rest)
+        if match is None or int(match.group(3)) < 1:
+            raise ConfigError(
+                f"{where}: {text!r}: scale:<pool>.<site>=+<workers> (e.g. 'scale:recon.hpc=+2': "
+                "two workers over the site's minimum while the alert lasts)"
+            )
+        return ScaleAction(match.group(1), match.group(2), int(match.group(3)))
     if kind == "call" and rest:
         return CallAction(rest.strip())
     raise ConfigError(
         f"{where}: {text!r} is not an action: 'policy:<subject>=<policy>' (e.g. "
-        "'policy:edge1.patterns=decimate(4)'), 'migrate:<actor>=<worker>[,<back>]' or "
-        "'call:pkg.mod:fn'"
+        "'policy:edge1.patterns=decimate(4)'), 'migrate:<actor>=<worker>[,<back>]', "
+        "'scale:<pool>.<site>=+<workers>' or 'call:pkg.mod:fn'"
     )
 
 
