@@ -5,15 +5,19 @@ to another worker and back."""
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Sized
 from typing import Any
 
 import anyio
 import pytest
 
-from diaspora.compute import PoolController, PoolSpec, SiteQuota, scale_pool
+from diaspora.actor import CheckpointSlot
+from diaspora.compute import PoolController, PoolSpec, SiteQuota, migrate, scale_pool
+from diaspora.compute._migrate import shadow_subject
 from diaspora.errors import ConfigError, ControlError
 from diaspora.events import MonitorAction, Retired, Scaled, decode_record
 from diaspora.fabric import Fabric
+from diaspora.fabric._control import control_request
 from diaspora.predict import (
     AlertRule,
     Condition,
@@ -22,9 +26,11 @@ from diaspora.predict import (
     monitor_runtime,
     parse_action,
 )
+from diaspora.supervision import Supervisor, SupervisorSpec
 from diaspora.testing import read_stream, wait_until
-from diaspora.workflow import parse_config
+from diaspora.workflow import parse_config, process_child
 from diaspora.workflow._poolprocess import ProcessProvider
+from tests.compute.migrate_actors import IN, OUT, CounterAt
 
 pytestmark = pytest.mark.anyio
 
@@ -146,3 +152,80 @@ def test_a_scale_action_is_checked_with_the_files_pools() -> None:
     for action, error in cases.items():
         with pytest.raises(ConfigError, match=error):
             parse_config(FLOW.replace("scale:recon.hpc=+2", action), source="flow.toml")
+
+
+async def owner(fabric: Fabric) -> str | None:
+    record = await CheckpointSlot.peek(fabric, "counter")
+    return None if record is None else record.placement
+
+
+async def standby_up(fabric: Fabric, worker: str) -> bool:
+    try:
+        await control_request(
+            fabric, shadow_subject("counter", worker), {"op": "ping"}, timeout=1.0, nobody=""
+        )
+    except ControlError:
+        return False
+    return True
+
+
+async def test_an_alert_migrates_an_actor_and_the_resolve_moves_it_back_only_if_it_did(
+    fabric: Fabric,
+) -> None:
+    await fabric.ensure_stream(IN)
+    await fabric.ensure_stream("mover.load")
+    tree = SupervisorSpec(
+        [
+            process_child("a", CounterAt("a", home=True), fabric),
+            process_child("b", CounterAt("b"), fabric),
+        ],
+        intensity=5,
+        period=10.0,
+    )
+    sup = Supervisor(tree, name="root")
+    monitor = MonitorSpec(
+        "mover", "mover.load", value="load", alert=AlertRule(Condition("value", ">", 10.0)),
+        actions=(parse_action("migrate:counter=b,a", "actions[0]"),),
+    )  # fmt: skip
+    runtime = monitor_runtime(monitor, fabric)
+
+    async def at(worker: str) -> bool:
+        other = "b" if worker == "a" else "a"
+        return await owner(fabric) == worker and await standby_up(fabric, other)
+
+    async def actions() -> list[MonitorAction]:
+        found = await stored(fabric, "diaspora.events.monitor.mover.action")
+        return [a for a in found if isinstance(a, MonitorAction)]
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await wait_until(lambda: at("a"), timeout=60, what="counter on a, a standby on b")
+        await tg.start(runtime.run)
+        for x in range(5):
+            await fabric.publish(IN, {"x": x}, msg_id=f"in:{x}")
+        await fabric.publish("mover.load", {"load": 50})  # warning: migrate to b
+        await wait_until(lambda: at("b"), timeout=60, what="counter moved to b")
+        await fabric.publish("mover.load", {"load": 1})  # resolved: back to a
+        await wait_until(lambda: at("a"), timeout=60, what="counter back on a")
+        await wait_until(lambda: _count(actions(), 2), timeout=30)
+        await migrate(fabric, "counter", to="b")  # moved by hand: the next warning cannot
+        await wait_until(lambda: at("b"), timeout=60, what="counter on b")
+        await fabric.publish("mover.load", {"load": 60})
+        await fabric.publish("mover.load", {"load": 2})
+        await wait_until(lambda: _count(actions(), 4), timeout=30)
+        assert await at("b")  # the resolve did not move what the warning did not
+        for x in range(5, 10):
+            await fabric.publish(IN, {"x": x}, msg_id=f"in:{x}")
+        await wait_until(lambda: _count(read_stream(fabric, OUT, missing_ok=True), 10), timeout=30)
+        runtime.request_stop()
+        sup.request_stop()
+    done = [(a.phase, a.ok) for a in await actions()]
+    assert done == [("apply", True), ("revert", True), ("apply", False), ("revert", True)]
+    assert "already runs on worker 'b'" in ((await actions())[2].detail or "")
+    out = [m.data for m in await read_stream(fabric, OUT)]
+    assert [o["x"] for o in out] == list(range(10))  # each input once, in order, across moves
+    assert [o["n"] for o in out] == list(range(1, 11))
+
+
+async def _count(found: Awaitable[Sized], n: int) -> bool:
+    return len(await found) >= n
