@@ -50,7 +50,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _KEYS: Final = frozenset(
     {"name", "on", "key", "value", "time", "resample", "model", "alert", "actions", "scores"}
 )
-_ALERT_KEYS: Final = frozenset({"when", "for", "horizon"})
+_ALERT_KEYS: Final = frozenset({"when", "for", "horizon", "keep_for"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +96,16 @@ class AlertRule:
 
     ``horizon``: steps ahead a ``forecast`` condition looks (each step one
     ``resample`` period); the warning fires if the forecast meets the
-    condition at any step up to it.
+    condition at any step up to it. ``keep_for_s``: seconds the condition must
+    have stopped holding before the warning resolves (Prometheus'
+    ``keep_firing_for``; 0: at the first step it no longer holds), so an action
+    that works does not undo itself at once.
     """
 
     when: Condition = field(default_factory=lambda: Condition("score", ">=", None))
     for_s: float = 0.0
     horizon: int = 1
+    keep_for_s: float = 0.0
 
     @classmethod
     def from_mapping(cls, table: object, where: str) -> AlertRule:
@@ -112,7 +116,7 @@ class AlertRule:
         unknown = set(table) - _ALERT_KEYS
         if unknown:
             raise ConfigError(
-                f"{where}: unknown keys {sorted(unknown)} (allowed: when, for, horizon)"
+                f"{where}: unknown keys {sorted(unknown)} (allowed: when, for, horizon, keep_for)"
             )
         when = Condition.parse(table.get("when", "score >= threshold"), f"{where}.when")
         for_s = table.get("for", 0.0)
@@ -121,7 +125,10 @@ class AlertRule:
         horizon = table.get("horizon", 1)
         if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
             raise ConfigError(f"{where}.horizon: {horizon!r} must be a whole number of steps >= 1")
-        return cls(when, float(for_s), horizon)
+        keep = table.get("keep_for", 0.0)
+        if not isinstance(keep, int | float) or isinstance(keep, bool) or keep < 0:
+            raise ConfigError(f"{where}.keep_for: {keep!r} must be seconds >= 0")
+        return cls(when, float(for_s), horizon, float(keep))
 
 
 @dataclass(frozen=True, slots=True)
