@@ -44,7 +44,7 @@ The kinds, by category:
   the item), :class:`Pinned`, :class:`Unpinned`, :class:`ViewSnapshot`.
 - ``migration``: :class:`Migrated`, :class:`MigrationAborted` (``name`` is the actor).
 - ``pool``: :class:`Deficit`, :class:`Healed`, :class:`SiteDegraded`, :class:`Placed`,
-  :class:`Moved` (``name`` is the pool).
+  :class:`Moved`, :class:`Scaled`, :class:`Retired` (``name`` is the pool).
 - ``monitor``: :class:`MonitorWarning`, :class:`MonitorResolved`, :class:`MonitorAction`
   (``name`` is the monitor).
 """
@@ -109,6 +109,8 @@ __all__ = [
     "Reconstructed",
     "Replayed",
     "Restarted",
+    "Retired",
+    "Scaled",
     "ScaledIn",
     "ScaledOut",
     "SelfShutdown",
@@ -1067,6 +1069,31 @@ class Moved(_PoolEvent):
     kind: ClassVar[str] = "moved"
     actor: str
     from_site: str
+
+
+# -- pools scaled at runtime (issue 15: a monitor's scale action) ----------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scaled(_PoolEvent):
+    """A site's minimum changed at runtime (``want``: the minimum now, within the max).
+
+    ``by`` (a monitor's alert, say) asks for ``extra`` workers over the declared
+    minimum; ``0``: its request withdrawn.
+    """
+
+    kind: ClassVar[str] = "scaled"
+    by: str
+    extra: int
+    want: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retired(_PoolEvent):
+    """An idle worker (``worker``) of a site scaled down at runtime was stopped."""
+
+    kind: ClassVar[str] = "retired"
+    worker: str
 
 
 # -- monitors (issue 15: anomaly prediction) ------------------------------------------

@@ -38,9 +38,10 @@ or as a tree's child with :func:`~diaspora.workflow.pool_child`::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,9 +49,10 @@ import anyio
 from anyio.abc import TaskStatus
 
 from diaspora.compute._pools import PoolActor, PoolSpec
+from diaspora.compute._poolscale import PoolScale, scale_subject
 from diaspora.compute._poolstatus import StatusRecord
 from diaspora.compute._provider import Provider, WorkerOrder, WorkerState
-from diaspora.errors import DiasporaError
+from diaspora.errors import ControlError, DiasporaError
 from diaspora.events import (
     Deficit,
     Event,
@@ -59,8 +61,11 @@ from diaspora.events import (
     LogSink,
     Moved,
     Placed,
+    Retired,
+    Scaled,
     SiteDegraded,
 )
+from diaspora.fabric._control import Answerer
 from diaspora.log import get_logger
 from diaspora.supervision._context import child_events
 
@@ -135,6 +140,9 @@ class PoolController:
         self._log = get_logger(pool=spec.name)
         #: with a fabric: the pool's state in its ``diaspora-pools`` bucket (``diaspora status``)
         self._record = StatusRecord(fabric, spec.name) if fabric is not None else None
+        self._fabric = fabric
+        #: runtime requests over the declared minimums (``scale_pool``; with a fabric)
+        self.scale = PoolScale({s: (q.min, q.max) for s, q in spec.sites.items()})
 
     # -- Runnable ------------------------------------------------------------------------
 
@@ -143,12 +151,28 @@ class PoolController:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Enter the provider, then reconcile every ``check_interval`` until stopped."""
-        async with self.provider:
+        async with self.provider, contextlib.AsyncExitStack() as stack:
+            if self._fabric is not None:
+                subject, answerer = scale_subject(self.spec.name), Answerer(self._on_scale)
+                await stack.enter_async_context(
+                    self._fabric.subscription(subject, answerer.handle, flush=True)
+                )
             task_status.started()
             while not self._stop.is_set():
                 await self.reconcile()
                 with anyio.move_on_after(self.spec.check_interval):
                     await self._stop.wait()
+
+    async def _on_scale(self, subject: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            answer, (site, by, extra) = self.scale.answer(request)
+        except ControlError as exc:
+            return {"ok": False, "error": f"pool {self.spec.name!r}: {exc}"}
+        self._log.info("pool_scaled", site=site, by=by, extra=extra, want=answer["want"])
+        await self._emit(
+            Scaled(name=self.spec.name, site=site, by=by, extra=extra, want=answer["want"])
+        )
+        return answer
 
     # -- views ---------------------------------------------------------------------------
 
@@ -171,9 +195,11 @@ class PoolController:
         await self._homecoming()
         await self._rehome(up)
         await self._return_home(up)
-        wants = self.spec.wants(up)
+        wants = self.scale.wants(self.spec.wants(up))
         for site, want in wants.items():
             await self._fill(site, want, states)
+            if site in self.scale.touched:
+                await self._retire(site, want)
         for site in self.spec.sites:
             await self._track(site, wants.get(site), states, now)
         if not self.ready.is_set() and all(self._sites[s].filled for s in wants):
@@ -394,6 +420,16 @@ class PoolController:
             await self.provider.start(order)
             for actor in share:
                 await self._emit(Placed(name=self.spec.name, site=site, actor=actor, worker=wid))
+
+    async def _retire(self, site: str, want: int) -> None:
+        """Stop ``site``'s idle workers (no actors) beyond ``want``, newest first."""
+        active = [w for w in self.live(site) if not self._workers[w].stopping]
+        idle = [w for w in active if not self._workers[w].actors]
+        idle.sort(key=lambda w: int(w.rsplit("-", 1)[-1]), reverse=True)
+        for wid in idle[: max(0, len(active) - want)]:
+            self._workers[wid].stopping = True
+            await self.provider.stop(wid)
+            await self._emit(Retired(name=self.spec.name, site=site, worker=wid))
 
     def _soon(self, waiting: list[str], live: list[str], states: dict[str, WorkerState]) -> bool:
         """Whether the movable ``waiting`` actors can join a worker still starting (with room)."""

@@ -39,6 +39,7 @@ from diaspora.predict._spec import (
     MigrateAction,
     MonitorSpec,
     PolicyAction,
+    ScaleAction,
     parse_action,
     parse_policy,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "Monitor",
     "MonitorSpec",
     "PolicyAction",
+    "ScaleAction",
     "Step",
     "Track",
     "WindowedGaussian",

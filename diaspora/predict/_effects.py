@@ -11,6 +11,10 @@
   after a restart is harmless.
 - ``migrate:<actor>=<to>[,<back>]``: :func:`diaspora.compute.migrate` moves
   the actor to worker ``to``; on resolve, back to ``back`` if given.
+- ``scale:<pool>.<site>=+N``: :func:`diaspora.compute.scale_pool` asks the
+  pool's controller for ``N`` workers over the site's minimum on behalf of
+  ``monitor <name> <key>``; on resolve the request is withdrawn (``0``).
+  Each asker's request replaces its last, so a replay has one effect.
 - ``call:pkg.mod:fn``: ``fn(event)`` with the warning or resolved event
   (sync or async; at least once across restarts: dedupe on
   ``(event.name, event.key, event.alert)``).
@@ -26,9 +30,9 @@ import dataclasses
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from diaspora.compute import migrate
+from diaspora.compute import migrate, scale_pool
 from diaspora.errors import DiasporaError
-from diaspora.predict._spec import Action, CallAction, MigrateAction, PolicyAction
+from diaspora.predict._spec import Action, CallAction, MigrateAction, PolicyAction, ScaleAction
 from diaspora.streams._qos import OverloadPolicy, QosSpec
 from diaspora.streams._registry import declare_qos, force_policy, lookup_qos
 
@@ -46,6 +50,8 @@ def describe(action: Action) -> str:
     if isinstance(action, MigrateAction):
         back = f",{action.back}" if action.back else ""
         return f"migrate:{action.actor}={action.to}{back}"
+    if isinstance(action, ScaleAction):
+        return f"scale:{action.pool}.{action.site}=+{action.extra}"
     return f"call:{action.path}"
 
 
@@ -65,6 +71,16 @@ async def apply(fabric: Fabric, action: Action, event: Event, undo: Any) -> Any:
         if undo is None:
             await migrate(fabric, action.actor, to=action.to)
         return {"migrated": True}
+    if isinstance(action, ScaleAction):
+        want = await scale_pool(
+            fabric,
+            action.pool,
+            action.site,
+            action.extra,
+            by=_asker(event),
+            request=_id(action, event),
+        )
+        return {"want": want}
     await _call(action, event)
     return {"called": True}
 
@@ -81,8 +97,24 @@ async def revert(fabric: Fabric, action: Action, event: Event, undo: Any) -> Non
     elif isinstance(action, MigrateAction):
         if action.back is not None and undo is not None:  # only what the warning moved
             await migrate(fabric, action.actor, to=action.back)
+    elif isinstance(action, ScaleAction):
+        await scale_pool(
+            fabric, action.pool, action.site, 0, by=_asker(event), request=_id(action, event)
+        )
     else:
         await _call(action, event)
+
+
+def _asker(event: Event) -> str:
+    """Who asks a pool for workers: the monitor and the key (one request per alerting key)."""
+    key = getattr(event, "key", None)
+    return f"monitor {event.name}" + (f" {key}" if key else "")
+
+
+def _id(action: Action, event: Event) -> str:
+    """The request's id: the same for a replay of the same alert's step (answered once)."""
+    key, alert = getattr(event, "key", ""), getattr(event, "alert", "")
+    return f"{describe(action)}:{event.name}:{key}:{alert}:{event.kind}"
 
 
 async def _call(action: CallAction, event: Event) -> None:

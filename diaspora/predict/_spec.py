@@ -37,6 +37,7 @@ __all__ = [
     "MigrateAction",
     "MonitorSpec",
     "PolicyAction",
+    "ScaleAction",
     "parse_action",
     "parse_policy",
 ]
@@ -49,7 +50,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _KEYS: Final = frozenset(
     {"name", "on", "key", "value", "time", "resample", "model", "alert", "actions", "scores"}
 )
-_ALERT_KEYS: Final = frozenset({"when", "for", "horizon"})
+_ALERT_KEYS: Final = frozenset({"when", "for", "horizon", "keep_for"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +96,16 @@ class AlertRule:
 
     ``horizon``: steps ahead a ``forecast`` condition looks (each step one
     ``resample`` period); the warning fires if the forecast meets the
-    condition at any step up to it.
+    condition at any step up to it. ``keep_for_s``: seconds the condition must
+    have stopped holding before the warning resolves (Prometheus'
+    ``keep_firing_for``; 0: at the first step it no longer holds), so an action
+    that works does not undo itself at once.
     """
 
     when: Condition = field(default_factory=lambda: Condition("score", ">=", None))
     for_s: float = 0.0
     horizon: int = 1
+    keep_for_s: float = 0.0
 
     @classmethod
     def from_mapping(cls, table: object, where: str) -> AlertRule:
@@ -111,7 +116,7 @@ class AlertRule:
         unknown = set(table) - _ALERT_KEYS
         if unknown:
             raise ConfigError(
-                f"{where}: unknown keys {sorted(unknown)} (allowed: when, for, horizon)"
+                f"{where}: unknown keys {sorted(unknown)} (allowed: when, for, horizon, keep_for)"
             )
         when = Condition.parse(table.get("when", "score >= threshold"), f"{where}.when")
         for_s = table.get("for", 0.0)
@@ -120,7 +125,10 @@ class AlertRule:
         horizon = table.get("horizon", 1)
         if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
             raise ConfigError(f"{where}.horizon: {horizon!r} must be a whole number of steps >= 1")
-        return cls(when, float(for_s), horizon)
+        keep = table.get("keep_for", 0.0)
+        if not isinstance(keep, int | float) or isinstance(keep, bool) or keep < 0:
+            raise ConfigError(f"{where}.keep_for: {keep!r} must be seconds >= 0")
+        return cls(when, float(for_s), horizon, float(keep))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +153,16 @@ class MigrateAction:
 
 
 @dataclass(frozen=True, slots=True)
+class ScaleAction:
+    """Ask pool ``pool`` for ``extra`` workers over ``site``'s minimum while the alert lasts
+    (``scale:<pool>.<site>=+<extra>``; :func:`diaspora.compute.scale_pool`)."""
+
+    pool: str
+    site: str
+    extra: int
+
+
+@dataclass(frozen=True, slots=True)
 class CallAction:
     """A user callable (``call:pkg.mod:fn``): ``fn(alert)`` on warning and on resolve, sync
     or async; ``alert.kind`` says which (``"warning"`` / ``"resolved"``)."""
@@ -158,7 +176,9 @@ class CallAction:
         return fn  # type: ignore[no-any-return]
 
 
-Action = PolicyAction | MigrateAction | CallAction
+Action = PolicyAction | MigrateAction | ScaleAction | CallAction
+
+_SCALE = re.compile(r"^\s*([-_A-Za-z0-9]+)\.([-_A-Za-z0-9]+)\s*=\s*\+\s*([0-9]+)\s*$")
 
 _POLICY = re.compile(r"^\s*([a-z_]+)\s*(?:\(\s*([^)]*)\s*\))?\s*$")
 
@@ -189,8 +209,8 @@ def parse_policy(text: str, where: str) -> OverloadPolicy:
 
 
 def parse_action(text: object, where: str) -> Action:
-    """One ``actions`` entry: ``policy:<subject>=<policy>``, ``migrate:<actor>=<to>[,<back>]``
-    or ``call:pkg.mod:fn``."""
+    """One ``actions`` entry: ``policy:<subject>=<policy>``, ``migrate:<actor>=<to>[,<back>]``,
+    ``scale:<pool>.<site>=+<workers>`` or ``call:pkg.mod:fn``."""
     kind, _, rest = text.partition(":") if isinstance(text, str) else ("", "", "")
     if kind == "policy" and "=" in rest:
         subject, _, policy = rest.partition("=")
@@ -203,12 +223,20 @@ def parse_action(text: object, where: str) -> Action:
         if not actor.strip() or not to.strip():
             raise ConfigError(f"{where}: {text!r}: migrate:<actor>=<worker>[,<worker back>]")
         return MigrateAction(actor.strip(), to.strip(), back.strip() or None)
+    if kind == "scale":
+        match = _SCALE.match(rest)
+        if match is None or int(match.group(3)) < 1:
+            raise ConfigError(
+                f"{where}: {text!r}: scale:<pool>.<site>=+<workers> (e.g. 'scale:recon.hpc=+2': "
+                "two workers over the site's minimum while the alert lasts)"
+            )
+        return ScaleAction(match.group(1), match.group(2), int(match.group(3)))
     if kind == "call" and rest:
         return CallAction(rest.strip())
     raise ConfigError(
         f"{where}: {text!r} is not an action: 'policy:<subject>=<policy>' (e.g. "
-        "'policy:edge1.patterns=decimate(4)'), 'migrate:<actor>=<worker>[,<back>]' or "
-        "'call:pkg.mod:fn'"
+        "'policy:edge1.patterns=decimate(4)'), 'migrate:<actor>=<worker>[,<back>]', "
+        "'scale:<pool>.<site>=+<workers>' or 'call:pkg.mod:fn'"
     )
 
 

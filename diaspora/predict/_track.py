@@ -10,6 +10,10 @@ which is what makes a monitor's replay after a restart exact.
 >>> track = Track(spec)
 >>> [s.transition for t, x in enumerate([1, 9, 9, 9, 1]) for s in track.add(float(t), x)]
 [None, None, None, 'warning', 'resolved']
+>>> rule = AlertRule(Condition("value", ">", 5.0), keep_for_s=2.0)
+>>> track = Track(MonitorSpec("hot", "xs", alert=rule))
+>>> [s.transition for t, x in enumerate([9, 1, 9, 1, 1, 1]) for s in track.add(float(t), x)]
+['warning', None, None, None, None, 'resolved']
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class Track:
         self.last: float | None = None
         self.active = False
         self.pending_since: float | None = None
+        self.clear_since: float | None = None  # a warned key's condition stopped holding then
         self.warned_at: float | None = None
         self.alert = 0
         self.steps = 0
@@ -100,8 +105,13 @@ class Track:
     def _alert(self, t: float, holds: bool) -> str | None:
         if self.active:
             if holds:
+                self.clear_since = None
                 return None
-            self.active, self.pending_since = False, None
+            if self.clear_since is None:
+                self.clear_since = t
+            if t - self.clear_since < self.spec.alert.keep_for_s:
+                return None
+            self.active, self.pending_since, self.clear_since = False, None, None
             return "resolved"
         if not holds:
             self.pending_since = None
@@ -118,6 +128,7 @@ class Track:
             "model": self.model.state(), "bucket": self.bucket, "total": self.total,
             "count": self.count, "last": self.last, "active": self.active,
             "pending_since": self.pending_since, "warned_at": self.warned_at,
+            "clear_since": self.clear_since,
             "alert": self.alert, "steps": self.steps,
             "undo": [[k, v] for k, v in self.undo.items()],
         }  # fmt: skip
@@ -130,5 +141,6 @@ class Track:
         track.last, track.active = state["last"], state["active"]
         track.pending_since, track.warned_at = state["pending_since"], state["warned_at"]
         track.alert, track.steps = state["alert"], state["steps"]
+        track.clear_since = state.get("clear_since")  # absent in checkpoints before keep_for
         track.undo = {int(k): v for k, v in state["undo"]}
         return track

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from diaspora.errors import ConfigError
-from diaspora.predict import MetricsSource, MetricsSpec, Monitor, MonitorSpec
+from diaspora.predict import MetricsSource, MetricsSpec, Monitor, MonitorSpec, ScaleAction
 from diaspora.supervision._spec import ChildSpec, Restart, Shutdown
 from diaspora.workflow._children import ActorStart
 
@@ -43,9 +43,8 @@ def add_monitors(parser: _Parser, document: dict[str, Any], root: SupervisorSpec
         spec = MetricsSpec.from_mapping(document["metrics"], f"{parser.source}: metrics")
         root = parser.root_with(root, [metrics_child(spec)], "metrics")
     if "monitors" in document:
-        root = parser.root_with(
-            root, parse_monitors(document["monitors"], parser.source), "monitors"
-        )
+        monitors = parse_monitors(document["monitors"], parser.source, document.get("pools"))
+        root = parser.root_with(root, monitors, "monitors")
     return root
 
 
@@ -67,9 +66,10 @@ def monitor_child(
     return ChildSpec(f"monitor-{spec.name}", start, restart=restart, shutdown=shutdown)
 
 
-def parse_monitors(value: object, source: str) -> list[ChildSpec]:
+def parse_monitors(value: object, source: str, pools: object = None) -> list[ChildSpec]:
     """The children of a file's ``[[monitors]]`` array; errors name ``source``, the monitor
-    and the field (``flow.toml: monitors[0] (lagging).alert.for: ...``)."""
+    and the field (``flow.toml: monitors[0] (lagging).alert.for: ...``). A ``scale:``
+    action must name a pool of the file's ``[pools]`` (``pools``) and one of its sites."""
     if not isinstance(value, list):
         raise ConfigError(f"{source}: monitors: expected an array of tables ([[monitors]])")
     out: list[ChildSpec] = []
@@ -85,8 +85,29 @@ def parse_monitors(value: object, source: str) -> list[ChildSpec]:
                 f"{where}.name: duplicate monitor {spec.name!r} (also monitors[{names[spec.name]}])"
             )
         names[spec.name] = i
+        for j, action in enumerate(spec.actions):
+            if isinstance(action, ScaleAction):
+                _check_scale(action, pools, f"{where}.actions[{j}]")
         out.append(monitor_child(spec))
     return out
+
+
+def _check_scale(action: ScaleAction, pools: object, where: str) -> None:
+    """``action``'s pool is declared in the file, its site is one of the pool's."""
+    declared = pools if isinstance(pools, dict) else {}
+    pool = declared.get(action.pool)
+    if not isinstance(pool, dict):
+        raise ConfigError(
+            f"{where}: scale:{action.pool}.{action.site}: no pool {action.pool!r} in [pools] "
+            f"(declared: {', '.join(declared) or 'none'}): declare [pools.{action.pool}] or fix "
+            "the name"
+        )
+    sites = pool.get("sites")
+    if isinstance(sites, dict) and action.site not in sites:
+        raise ConfigError(
+            f"{where}: scale:{action.pool}.{action.site}: {action.site!r} is not a site of pool "
+            f"{action.pool!r} (its sites: {', '.join(sites)})"
+        )
 
 
 def _table(value: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The prediction scenario: a consumer whose capacity shrinks; the monitor warns and acts first."""
+"""The prediction scenarios: a consumer whose capacity shrinks and a link that degrades; the
+monitor warns and acts first (at the consumer, or at the edge before the link)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,14 @@ async def test_the_monitor_switches_the_shrinking_consumer_before_its_bound_does
     assert result.violated_at is None or result.warned_at < result.violated_at
     assert result.first_switch == "forced by monitor backlog"  # not "lag ... > 100 items"
     assert result.skipped > 0  # decimated while warned
+
+
+async def test_on_a_degrading_link_the_monitor_decimates_at_the_edge_before_the_link() -> None:
+    result = await run_ramp(2, mode="act", link=True)
+    assert result.warned_at is not None
+    assert result.violated_at is None or result.warned_at < result.violated_at
+    assert result.first_switch == "forced by monitor backlog"  # the edge relay, not a bound
+    assert result.skipped > 0  # the relay dropped items before the link
 
 
 @pytest.mark.soak
@@ -34,4 +43,8 @@ async def test_over_seeds_a_degrading_link_is_warned_of_before_the_bound() -> No
     results, summary = await run_seeds(5, link=True)
     print(summary.table())
     assert summary.recall == 1.0
-    assert all(r.violated_at is None for r in results if not r.ramp)  # a healthy link
+    healthy = sum(r.violation_s for r in results if not r.ramp)  # under load: a near miss
+    assert healthy < summary.violation_watch_s  # the degrading link is what violates
+    assert summary.violation_act_s is not None
+    assert summary.violation_act_s < summary.violation_watch_s  # decimating at the edge helps
+    assert all(r.first_switch == "forced by monitor backlog" for r in results if r.mode == "act")
