@@ -10,7 +10,7 @@
   forecaster's own training), against a plain torch loop on the same
   network and batches.
 - ``NAB <model> <profile>``: the normalised NAB score on the NAB series
-  present (``DIASPORA_NAB_DIR`` or ``../shared/data/nab``; skipped if absent).
+  present (``DIASPORA_NAB_DIR`` or ``tests/data/nab``; skipped if absent).
 """
 
 from __future__ import annotations
@@ -164,9 +164,7 @@ def nab_scores(report: Report) -> None:
     from diaspora.predict.score import run_model, score_corpus
 
     env = os.environ.get("DIASPORA_NAB_DIR")
-    root = (
-        Path(env) if env else Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nab"
-    )
+    root = Path(env) if env else Path(__file__).resolve().parents[1] / "tests" / "data" / "nab"
     if not (root / "combined_windows.json").is_file():
         print(f"  NAB: no data at {root}, skipped")
         return

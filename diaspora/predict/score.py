@@ -13,7 +13,7 @@ scores another detector's NAB results files instead (NAB's own
 ``results/`` folder, for instance): how this scorer is checked against
 NAB's published numbers (docs/predict.md).
 
-    python -m diaspora.predict.score ../shared/data/nab --model gaussian --results-dir /tmp/nab-out
+    python -m diaspora.predict.score tests/data/nab --model gaussian --results-dir /tmp/nab-out
 """
 
 from __future__ import annotations

@@ -132,15 +132,14 @@ def test_results_files_round_trip_in_nab_format(tmp_path: Path) -> None:
 
 def nab_dir() -> Path | None:
     env = os.environ.get("DIASPORA_NAB_DIR")
-    path = (
-        Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "nab"
-    )
+    # the development subset ships with the tests (NAB's MIT licence beside it)
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "nab"
     return path if (path / "combined_windows.json").is_file() else None
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    nab_dir() is None, reason="no NAB data: set DIASPORA_NAB_DIR or put it in ../shared/data/nab"
+    nab_dir() is None, reason="no NAB data: set DIASPORA_NAB_DIR or restore tests/data/nab"
 )
 def test_the_table_of_the_nab_series_present(capsys: pytest.CaptureFixture[str]) -> None:
     root = nab_dir()
