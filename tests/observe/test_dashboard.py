@@ -4,6 +4,7 @@ recoveries in the timeline), through a server restart; non-loopback binds need a
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import urllib.error
@@ -23,6 +24,11 @@ from diaspora.testing.plugin import WorkflowRunner
 from diaspora.workflow import parse_config
 from tests.observe.cli_helpers import cli_env, diaspora_cmd, quiet_logs_restored
 from tests.observe.trees import SLOW
+
+#: Where the browser test leaves its screenshots (gitignored; CI may collect them).
+ARTIFACTS = Path(
+    os.environ.get("DIASPORA_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts")
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -91,6 +97,7 @@ async def test_the_page_in_chromium_shows_a_crash_and_a_link_fault_live_with_rec
     fabric: Fabric, workflow: WorkflowRunner, injector: Injector, link_proxy: LinkProxy,
     tmp_path: Path,
 ) -> None:  # fmt: skip
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before the event loop is busy
     from playwright.async_api import async_playwright
 
     await fabric.ensure_stream("obs.in")
@@ -135,7 +142,7 @@ async def test_the_page_in_chromium_shows_a_crash_and_a_link_fault_live_with_rec
             assert float(await page.get_attribute(selector, "data-recovery") or -1) >= 0
         assert await _count(page, 'tr[data-kind="restart"][data-who="root.slow"]') == 1
         assert await _count(page, 'tr[data-site="edge"][data-state="up"]') == 1
-        await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
         # the fabric under the dashboard restarts: the page goes on with live updates
         await injector.restart_server()
@@ -144,10 +151,10 @@ async def test_the_page_in_chromium_shows_a_crash_and_a_link_fault_live_with_rec
         await fabric.publish("obs.in", {"i": 600})
         await page.wait_for_selector(f'{row}[data-restarts="2"]', timeout=30_000)
         assert page.url == url_before  # never reloaded
-        await page.screenshot(path=str(tmp_path / "dashboard-after-restart.png"), full_page=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-after-restart.png"), full_page=True)
         await browser.close()
         tg.cancel_scope.cancel()
-    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
 
 
 async def _more(points, before: int) -> bool:
