@@ -46,6 +46,8 @@ class RepairReport:
     waiting: list[tuple[str, int, int, str]] = field(default_factory=list)
     #: (object, chunk): too few intact fragments to rebuild from.
     lost: list[tuple[str, int]] = field(default_factory=list)
+    #: Manifest copies written to manifest sites that held an older one (or none).
+    manifests: int = 0
 
 
 async def mend(store: Storage, chunk: ChunkInfo, data: bytes, damaged: list[Fragment]) -> int:
@@ -143,6 +145,8 @@ async def _repair_chunk(
 
 async def repair(store: Storage, name: str | None, *, move: bool) -> RepairReport:
     """Scrub and rebuild the fragments of ``name`` (default: every object of the bucket)."""
+    from diaspora.storage._store import _key as key_of
+
     started = time.monotonic()
     report = RepairReport()
     for site in store.sites.frag.values():
@@ -160,6 +164,7 @@ async def repair(store: Storage, name: str | None, *, move: bool) -> RepairRepor
                 break
             except RevisionMismatch:  # written meanwhile: survey the new manifest
                 continue
+        report.manifests += await store.manifests.sync(key_of(each))
         report.objects += 1
     report.seconds = time.monotonic() - started
     store._log.info("storage_repaired", rebuilt=report.rebuilt, moved=report.moved)
