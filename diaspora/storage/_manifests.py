@@ -39,6 +39,7 @@ from typing import TypeVar
 import anyio
 
 from diaspora.errors import FabricUnavailable, ManifestUnavailable, RevisionMismatch, StorageError
+from diaspora.events import SiteUnreachable
 from diaspora.fabric import Fabric, KeyValueBucket, SiteView
 from diaspora.log import get_logger
 from diaspora.storage._health import SiteHealth
@@ -124,9 +125,12 @@ class ManifestSites:
         if self._kv.pop(site, None) is not None:
             SiteView(self.fabric, self._domains[site]).forget_kv(f"dsp-storage-{self.bucket}")
 
-    def _failed(self, site: str, exc: Exception) -> None:
+    async def _failed(self, site: str, exc: Exception) -> None:
+        was_up = not self._health[site].down
         self._health[site].failed(retry_after=self._retry_after)
-        self._log.info("storage_manifest_site_failed", site=site, error=str(exc)[:200])
+        if was_up:
+            error = f"manifests: {str(exc)[:200]}"
+            await self.fabric.emit(SiteUnreachable(name=self.bucket, site=site, error=error))
 
     async def _each(
         self, work: Callable[[str, KeyValueBucket], Awaitable[T]]
@@ -144,7 +148,7 @@ class ManifestSites:
                     self._forget(site)  # a site back replaced: open (create) its bucket again
                     if opened and attempt == 1:
                         continue
-                    self._failed(site, exc)
+                    await self._failed(site, exc)
                 except RevisionMismatch as exc:
                     answers[site] = exc
                 return

@@ -363,8 +363,10 @@ class Storage:
                     raise
                 manifest = now  # a re-layout or repair moved fragments: read the new layout
         self.reads[(manifest.name, index)] += 1
+        if got.problems:
+            await _repair.report_damage(self, manifest.name, chunk, got.problems)
         if got.damaged:
-            await _repair.mend(self, chunk, got.data, got.damaged)
+            await _repair.mend(self, manifest.name, chunk, got.data, got.damaged)
         return manifest, got.data
 
     async def _read_into(self, manifest: Manifest, index: int, out: dict[int, bytes]) -> None:
