@@ -38,7 +38,7 @@ class StorageSpec:
     sites: Mapping[str, str]
     bucket: str = "default"
     policy: Policy = field(default_factory=Policy)
-    #: The site whose KV holds the manifests (default: the first site).
+    #: The first of the ``2 * lose + 1`` manifest sites (default: the first site).
     meta: str | None = None
 
     def __post_init__(self) -> None:
