@@ -76,6 +76,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from diaspora._importpath import resolve
+from diaspora._storagecli import add_storage_command
 from diaspora.actor import Actor, ActorRuntime
 from diaspora.compute import MigrationPolicy, migrate
 from diaspora.compute._poolstatus import show_pools
@@ -154,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a supervision-tree TOML file without running")
     check.add_argument("file", help="the tree's TOML file")
     add_observe_commands(sub)
+    add_storage_command(sub)
     return parser
 
 

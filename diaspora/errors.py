@@ -53,7 +53,8 @@ code that knows nothing of Diaspora catch it too (``except TimeoutError``)::
         ├── NotStored (LookupError)         no object of that name
         ├── FragmentsMissing                too few intact fragments: names them and their sites
         ├── PlacementError                  too few sites up to place a layout
-        └── ObjectChanged                   overwritten while a streaming read ran
+        ├── ObjectChanged                   overwritten while a streaming read ran
+        └── ManifestUnavailable             too few manifest sites answer to read or write
 
 >>> issubclass(ReplayUnavailable, TimeoutError), issubclass(NoResponders, DiasporaError)
 (True, True)
@@ -475,11 +476,8 @@ class NotStored(StorageError, LookupError):
 
 
 class FragmentsMissing(StorageError):
-    """A chunk has fewer intact fragments than its layout needs to be read.
-
-    ``missing`` lists ``(chunk, fragment, site, why)`` for every fragment
-    that could not be used (its site down, the fragment gone, or corrupt).
-    """
+    """A chunk has fewer intact fragments than its layout needs to be read; ``missing`` lists
+    ``(chunk, fragment, site, why)`` for every fragment that could not be used."""
 
     def __init__(self, message: str, *, missing: list[tuple[int, int, str, str]]) -> None:
         super().__init__(message)
@@ -492,3 +490,10 @@ class PlacementError(StorageError):
 
 class ObjectChanged(StorageError):
     """The object was overwritten or deleted while a streaming read of it ran; read it again."""
+
+
+class ManifestUnavailable(StorageError):
+    """Too few of a bucket's manifest sites answered to read or write a manifest (``landed``:
+    a failed write may have left its manifest at a site, so its fragments are kept)."""
+
+    landed: bool = False

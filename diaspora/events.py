@@ -47,6 +47,8 @@ The kinds, by category:
   :class:`Moved`, :class:`Scaled`, :class:`Retired` (``name`` is the pool).
 - ``monitor``: :class:`MonitorWarning`, :class:`MonitorResolved`, :class:`MonitorAction`
   (``name`` is the monitor).
+- ``storage``: :class:`DegradedRead`, :class:`FragmentCorrupt`, :class:`FragmentRepaired`,
+  :class:`RepairDone`, :class:`Relayout`, :class:`SiteUnreachable` (``name`` is the bucket).
 """
 
 from __future__ import annotations
@@ -70,12 +72,15 @@ __all__ = [
     "Crashed",
     "DeadLettered",
     "Deficit",
+    "DegradedRead",
     "Deleted",
     "Event",
     "EventSink",
     "Exited",
     "Fenced",
     "Fired",
+    "FragmentCorrupt",
+    "FragmentRepaired",
     "Gap",
     "GaveUp",
     "GroupCompleted",
@@ -107,6 +112,8 @@ __all__ = [
     "PolicyOn",
     "Reconnected",
     "Reconstructed",
+    "Relayout",
+    "RepairDone",
     "Replayed",
     "Restarted",
     "Retired",
@@ -115,6 +122,7 @@ __all__ = [
     "ScaledOut",
     "SelfShutdown",
     "SiteDegraded",
+    "SiteUnreachable",
     "Stall",
     "StallEnd",
     "StartFailed",
@@ -1156,3 +1164,94 @@ class MonitorAction(_MonitorEvent):
     @property
     def level(self) -> Level:
         return Level.INFO if self.ok else Level.WARNING
+
+
+# -- resilient storage (issue 16: chunked objects across sites) --------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _StorageEvent(Event):
+    """About one storage bucket (``name`` is the bucket)."""
+
+    category: ClassVar[str] = "storage"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DegradedRead(_StorageEvent):
+    """Chunk ``chunk`` of ``object`` was read around ``unusable`` fragments (``why``: per site)."""
+
+    kind: ClassVar[str] = "degraded_read"
+    default_level: ClassVar[Level] = Level.WARNING
+    object: str
+    chunk: int
+    unusable: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FragmentCorrupt(_StorageEvent):
+    """Fragment ``fragment`` of a chunk, at ``site``, failed its checksum (it is never used)."""
+
+    kind: ClassVar[str] = "fragment_corrupt"
+    default_level: ClassVar[Level] = Level.WARNING
+    object: str
+    chunk: int
+    fragment: int
+    site: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FragmentRepaired(_StorageEvent):
+    """A lost or corrupt fragment was written again at ``site`` (``how``: mended by a read,
+    rebuilt by repair, or moved off a site that does not answer)."""
+
+    kind: ClassVar[str] = "fragment_repaired"
+    object: str
+    chunk: int
+    fragment: int
+    site: str
+    how: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepairDone(_StorageEvent):
+    """A repair pass ended: fragments ``rebuilt`` (``moved`` of them elsewhere), bytes, seconds,
+    fragments ``waiting`` for their site and chunks ``lost``."""
+
+    kind: ClassVar[str] = "repair_done"
+    objects: int
+    rebuilt: int
+    moved: int
+    bytes_read: int
+    bytes_written: int
+    seconds: float
+    waiting: int
+    lost: int
+
+    @property
+    def level(self) -> Level:
+        return Level.ERROR if self.lost else Level.INFO
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Relayout(_StorageEvent):
+    """Chunk ``chunk`` of ``object`` went from layout ``old`` to ``new`` (``reason``: hot,
+    hot behind slow sites, or the policy's layout for its size), moving ``moved_bytes``."""
+
+    kind: ClassVar[str] = "relayout"
+    object: str
+    chunk: int
+    old: str
+    new: str
+    reason: str
+    moved_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteUnreachable(_StorageEvent):
+    """Site ``site`` stopped answering the bucket's reads or writes (tried last for a while)."""
+
+    kind: ClassVar[str] = "site_unreachable"
+    default_level: ClassVar[Level] = Level.WARNING
+    site: str
+    error: str

@@ -103,6 +103,7 @@ def test_each_type_has_its_own_subject_kind_and_no_field_shadows_the_record() ->
         "migration",  # issue 14: live migration
         "pool",  # issue 14: pools, declared
         "monitor",  # issue 15: anomaly prediction
+        "storage",  # issue 16: resilient storage
     }
 
 

@@ -41,6 +41,7 @@ LAYER_OF = {
     "testing": "testing",
     "observe": "observe",
     "cli": "cli",
+    "_storagecli": "cli",  # issue 16: `diaspora storage`
     "__main__": "cli",
     "__init__": "root",
 }

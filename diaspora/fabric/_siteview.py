@@ -131,6 +131,11 @@ class SiteView:
             bucket, history=history, ttl=ttl, replicas=replicas, storage=storage, domain=self.domain
         )
 
+    def forget_kv(self, bucket: str) -> None:
+        """Look ``bucket`` up again at the next :meth:`ensure_kv` (and create it if it is
+        missing): for a site that came back replaced, with an empty store."""
+        self.fabric._stores.forget_kv(bucket, self.domain)
+
     async def ensure_object_store(
         self,
         bucket: str,

@@ -230,6 +230,10 @@ class Stores:
         self._kv.clear()
         self._obs.clear()
 
+    def forget_kv(self, bucket: str, domain: str | None) -> None:
+        """Open ``bucket`` afresh next time (its server may have come back without it)."""
+        self._kv.pop((domain, bucket), None)
+
     async def kv(
         self,
         bucket: str,

@@ -4,7 +4,8 @@ A :class:`Storage` bucket spreads every chunk of an object over the sites
 of a hierarchical fabric (each its own JetStream domain): ``rep:n`` keeps
 ``n`` copies at distinct sites, ``rs:k+m`` keeps ``k + m`` fragments of
 which any ``k`` give the chunk back. A manifest per object, in the KV of
-one site and switched by compare-and-set, says where everything is; every
+``2 * lose + 1`` sites (a majority quorum, compare-and-set at each), says
+where everything is; every
 fragment is checked against its SHA-256 when read. Reads ask the fastest
 sites first, ``k + 1`` at a time (late binding); repair rebuilds lost or
 corrupt fragments. See docs/storage.md.

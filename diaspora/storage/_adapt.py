@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 
 from diaspora.errors import FabricUnavailable, RevisionMismatch, StorageError
+from diaspora.events import Relayout
 from diaspora.storage._layout import Layout
 from diaspora.storage._reads import read_chunk
 
@@ -63,8 +64,8 @@ async def probe(store: Storage, report: AdaptReport) -> None:
                 await store.sites.put(site, PROBE_KEY, os.urandom(PROBE_SIZE))
             started = time.monotonic()
             await store.sites.frag[site].get(PROBE_KEY)
-        except FabricUnavailable:
-            store.sites.health[site].failed(retry_after=store.sites.retry_after)
+        except FabricUnavailable as exc:
+            await store.sites.failed(site, exc)
             return
         seconds = time.monotonic() - started
         health = store.sites.health[site]
@@ -83,7 +84,13 @@ async def probe(store: Storage, report: AdaptReport) -> None:
 
 
 async def relayout(
-    store: Storage, name: str, index: int, layout: Layout, *, avoid: frozenset[str] = frozenset()
+    store: Storage,
+    name: str,
+    index: int,
+    layout: Layout,
+    *,
+    avoid: frozenset[str] = frozenset(),
+    reason: str = "asked",
 ) -> int:
     """Rewrite chunk ``index`` of ``name`` in ``layout``; the bytes moved (0: it changed meanwhile).
 
@@ -106,10 +113,18 @@ async def relayout(
         await store.collect(list(new.fragments))
         return 0
     await store.collect(list(chunk.fragments))
-    store._log.info(
-        "storage_relayout", name=name, chunk=index, old=str(chunk.layout), new=str(layout)
+    moved = chunk.size + new.stored
+    event = Relayout(
+        name=store.bucket,
+        object=name,
+        chunk=index,
+        old=str(chunk.layout),
+        new=str(layout),
+        reason=reason,
+        moved_bytes=moved,
     )
-    return chunk.size + new.stored
+    await store.fabric.emit(event)
+    return moved
 
 
 async def adapt(store: Storage) -> AdaptReport:
@@ -119,7 +134,7 @@ async def adapt(store: Storage) -> AdaptReport:
     await probe(store, report)
     slow = frozenset(report.slow)
     reads, store.reads = store.reads, type(store.reads)()
-    plan: list[tuple[str, int, Layout]] = []
+    plan: list[tuple[str, int, Layout, str]] = []
     for name in await store.names():
         manifest = await store.stat(name)
         for chunk in manifest.chunks:
@@ -127,12 +142,14 @@ async def adapt(store: Storage) -> AdaptReport:
             sites = {f.site for f in chunk.fragments}
             if hot and (policy.latency_target is None or sites & slow):
                 wanted = policy.hot
+                behind = sorted(sites & slow)
+                reason = f"hot, behind slow {', '.join(behind)}" if behind else "hot"
             elif hot:
                 continue  # hot, and every holder within the target: as it is
             else:
-                wanted = policy.layout_for(chunk.size)
+                wanted, reason = policy.layout_for(chunk.size), "policy"
             if wanted != chunk.layout or (wanted == policy.hot and hot and sites & slow):
-                plan.append((name, chunk.index, wanted))
+                plan.append((name, chunk.index, wanted, reason))
     if not plan:
         return report
     fast = [s for s in store.sites.names if s not in slow and store.sites.health[s].bandwidth]
@@ -142,11 +159,10 @@ async def adapt(store: Storage) -> AdaptReport:
         store.sites.health[s].bandwidth or 0.0 for s in fast
     )
     started = time.monotonic()
-    for name, index, layout in plan:
+    for name, index, layout, reason in plan:
         old = str((await store.stat(name)).chunks[index].layout)
-        moved = await relayout(
-            store, name, index, layout, avoid=slow if layout == policy.hot else frozenset()
-        )
+        avoid = slow if layout == policy.hot else frozenset()
+        moved = await relayout(store, name, index, layout, avoid=avoid, reason=reason)
         if moved:
             report.changed.append((name, index, old, str(layout)))
             report.bytes_moved += moved

@@ -21,9 +21,12 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from diaspora.errors import ConfigError, PlacementError, StorageError
+
+if TYPE_CHECKING:
+    from diaspora.storage._manifests import Current
 
 __all__ = ["ChunkInfo", "Fragment", "Layout", "Manifest", "place", "tolerated"]
 
@@ -142,7 +145,8 @@ class ChunkInfo:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """Where every chunk of one object is; ``revision`` is the KV revision it was read at."""
+    """Where every chunk of one object is; ``revision`` is its sequence number (one more at
+    each write of its manifest)."""
 
     name: str
     size: int
@@ -152,6 +156,8 @@ class Manifest:
     chunks: tuple[ChunkInfo, ...]
     created: float
     revision: int = field(default=0, compare=False)
+    #: what the manifest sites held when it was read (the base of a compare-and-set over it)
+    current: Current | None = field(default=None, compare=False, repr=False)
 
     @property
     def stored(self) -> int:

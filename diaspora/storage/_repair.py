@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 import anyio
 
 from diaspora.errors import FabricUnavailable, RevisionMismatch
+from diaspora.events import DegradedRead, FragmentCorrupt, FragmentRepaired, RepairDone
 from diaspora.storage._layout import ChunkInfo, Fragment, tolerated
 from diaspora.storage._reads import check, decode_chunk
 
 if TYPE_CHECKING:
     from diaspora.storage._store import Storage
 
-__all__ = ["RepairReport", "mend", "repair", "sweep"]
+__all__ = ["RepairReport", "mend", "repair", "report_damage", "sweep"]
 
 _NO_ANSWER = "site did not answer"
 
@@ -46,9 +47,46 @@ class RepairReport:
     waiting: list[tuple[str, int, int, str]] = field(default_factory=list)
     #: (object, chunk): too few intact fragments to rebuild from.
     lost: list[tuple[str, int]] = field(default_factory=list)
+    #: Manifest copies written to manifest sites that held an older one (or none).
+    manifests: int = 0
 
 
-async def mend(store: Storage, chunk: ChunkInfo, data: bytes, damaged: list[Fragment]) -> int:
+async def report_damage(
+    store: Storage, name: str, chunk: ChunkInfo, problems: list[tuple[Fragment, str]]
+) -> None:
+    """The events of a read that had to go around unusable fragments."""
+    why = "; ".join(f"{f.index}@{f.site}: {reason}" for f, reason in problems)
+    await store.fabric.emit(
+        DegradedRead(
+            name=store.bucket, object=name, chunk=chunk.index, unusable=len(problems), why=why
+        )
+    )
+    for fragment, reason in problems:
+        if reason.startswith("corrupt"):
+            await _corrupt(store, name, chunk, fragment)
+
+
+async def _corrupt(store: Storage, name: str, chunk: ChunkInfo, fragment: Fragment) -> None:
+    event = FragmentCorrupt(
+        name=store.bucket,
+        object=name,
+        chunk=chunk.index,
+        fragment=fragment.index,
+        site=fragment.site,
+    )
+    await store.fabric.emit(event)
+
+
+async def _repaired(store: Storage, name: str, chunk: int, index: int, site: str, how: str) -> None:
+    event = FragmentRepaired(
+        name=store.bucket, object=name, chunk=chunk, fragment=index, site=site, how=how
+    )
+    await store.fabric.emit(event)
+
+
+async def mend(
+    store: Storage, name: str, chunk: ChunkInfo, data: bytes, damaged: list[Fragment]
+) -> int:
     """Rewrite ``damaged`` fragments of ``chunk`` from its decoded bytes; the bytes written."""
     from diaspora.storage._store import fragments_of
 
@@ -63,7 +101,7 @@ async def mend(store: Storage, chunk: ChunkInfo, data: bytes, damaged: list[Frag
         except FabricUnavailable:
             continue
         written += len(new)
-        store._log.info("storage_fragment_mended", key=fragment.key, site=fragment.site)
+        await _repaired(store, name, chunk.index, fragment.index, fragment.site, "mended")
     return written
 
 
@@ -102,6 +140,9 @@ async def _repair_chunk(
     found = await _survey(store, chunk)
     good = {j: data for j, (data, _) in found.items() if data is not None}
     bad = [f for f in chunk.fragments if found[f.index][1] is not None]
+    for fragment in bad:
+        if (found[fragment.index][1] or "").startswith("corrupt"):
+            await _corrupt(store, name, chunk, fragment)
     report.chunks += 1
     report.bytes_read += sum(len(d) for d in good.values())
     if not bad:
@@ -133,6 +174,8 @@ async def _repair_chunk(
             continue
         report.rebuilt += 1
         report.bytes_written += len(new)
+        how = "rebuilt" if target == fragment.site else "moved"
+        await _repaired(store, name, chunk.index, fragment.index, target, how)
         if target != fragment.site:
             report.moved += 1
             current[current.index(fragment)] = Fragment(
@@ -143,6 +186,8 @@ async def _repair_chunk(
 
 async def repair(store: Storage, name: str | None, *, move: bool) -> RepairReport:
     """Scrub and rebuild the fragments of ``name`` (default: every object of the bucket)."""
+    from diaspora.storage._store import _key as key_of
+
     started = time.monotonic()
     report = RepairReport()
     for site in store.sites.frag.values():
@@ -160,9 +205,21 @@ async def repair(store: Storage, name: str | None, *, move: bool) -> RepairRepor
                 break
             except RevisionMismatch:  # written meanwhile: survey the new manifest
                 continue
+        report.manifests += await store.manifests.sync(key_of(each))
         report.objects += 1
     report.seconds = time.monotonic() - started
-    store._log.info("storage_repaired", rebuilt=report.rebuilt, moved=report.moved)
+    done = RepairDone(
+        name=store.bucket,
+        objects=report.objects,
+        rebuilt=report.rebuilt,
+        moved=report.moved,
+        bytes_read=report.bytes_read,
+        bytes_written=report.bytes_written,
+        seconds=round(report.seconds, 6),
+        waiting=len(report.waiting),
+        lost=len(report.lost),
+    )
+    await store.fabric.emit(done)
     return report
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 import anyio
 
 from diaspora.errors import ConfigError, FabricUnavailable
+from diaspora.events import SiteUnreachable
 from diaspora.fabric import Fabric
 from diaspora.fabric._fragments import FragmentSite
 from diaspora.log import get_logger
@@ -40,6 +41,7 @@ class SiteSet:
         if here is not None and here not in sites:
             raise ConfigError(f"storage bucket {bucket!r}: here={here!r} is not one of its sites")
         self.names = list(sites)
+        self.fabric, self.bucket = fabric, bucket
         self.retry_after = retry_after
         self.frag = {
             name: FragmentSite(fabric, name, domain, bucket, timeout=timeout)
@@ -58,10 +60,14 @@ class SiteSet:
         """The sites not marked down, fastest first."""
         return [s for s in self.ranked() if not self.health[s].down]
 
-    def _failed(self, site: str, exc: Exception) -> None:
+    async def failed(self, site: str, exc: Exception) -> None:
+        """Mark ``site`` down for a while; a :class:`SiteUnreachable` event if it was up."""
+        was_up = not self.health[site].down
         self.health[site].failed(retry_after=self.retry_after)
         self.frag[site].forget()  # it may come back replaced, without its stream
-        self._log.info("storage_site_failed", site=site, error=str(exc)[:200])
+        if was_up:
+            error = str(exc)[:200]
+            await self.fabric.emit(SiteUnreachable(name=self.bucket, site=site, error=error))
 
     async def put(self, site: str, key: str, data: bytes) -> None:
         started = time.monotonic()
@@ -69,7 +75,7 @@ class SiteSet:
             await self.frag[site].ensure()
             await self.frag[site].put(key, data)
         except FabricUnavailable as exc:
-            self._failed(site, exc)
+            await self.failed(site, exc)
             raise
         self.health[site].ok(time.monotonic() - started, len(data), wrote=True)
 
@@ -79,7 +85,7 @@ class SiteSet:
         try:
             data = await self.frag[site].get(key)
         except FabricUnavailable as exc:
-            self._failed(site, exc)
+            await self.failed(site, exc)
             raise
         except anyio.get_cancelled_exc_class():
             # a late-binding read no longer needed it: it lost the race, so it counts as twice
@@ -97,7 +103,7 @@ class SiteSet:
         try:
             await self.frag[site].delete(pattern)
         except FabricUnavailable as exc:
-            self._failed(site, exc)
+            await self.failed(site, exc)
             return False
         return True
 
@@ -105,5 +111,5 @@ class SiteSet:
         try:
             return await self.frag[site].keys(pattern)
         except FabricUnavailable as exc:
-            self._failed(site, exc)
+            await self.failed(site, exc)
             raise

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["StorageSpec"]
 
 _POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(Policy) if f.init)
+_TABLE_KEYS = ("sites", "bucket", "policy", "meta")
+_TABLE_NAMES = ", ".join(_TABLE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class StorageSpec:
     sites: Mapping[str, str]
     bucket: str = "default"
     policy: Policy = field(default_factory=Policy)
-    #: The site whose KV holds the manifests (default: the first site).
+    #: The first of the ``2 * lose + 1`` manifest sites (default: the first site).
     meta: str | None = None
 
     def __post_init__(self) -> None:
@@ -65,6 +67,53 @@ class StorageSpec:
             "meta": self.meta,
             "policy": policy,
         }
+
+    @classmethod
+    def from_table(cls, raw: object, at: str) -> StorageSpec:
+        """The spec of a workflow file's table ``{sites, bucket, policy, meta}``; errors start
+        with ``at`` (file and field) and name the key.
+
+        >>> spec = StorageSpec.from_table(
+        ...     {"sites": {"hub": "hub", "a": "a"}, "bucket": "ck", "policy": {"layout": "rep:2"}},
+        ...     "flow.toml: supervisor.children[0].checkpoint_storage")
+        >>> spec.bucket, str(spec.policy.layout_for(1 << 30))
+        ('ck', 'rep:2')
+        >>> StorageSpec.from_table({"sites": {"a": "a"}, "bucket": 3}, "flow.toml: x")
+        Traceback (most recent call last):
+        diaspora.errors.ConfigError: flow.toml: x.bucket: 3 is not a string
+        """
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{at}: {raw!r} is not a table (sites, bucket, policy, meta)")
+        for key in raw:
+            if key not in _TABLE_KEYS:
+                raise ConfigError(f"{at}.{key}: unknown key (expected one of {_TABLE_NAMES})")
+        sites = raw.get("sites")
+        if not isinstance(sites, Mapping) or not sites:
+            raise ConfigError(f'{at}.sites: missing or empty (a table site = "jetstream domain")')
+        for site, domain in sites.items():
+            if not isinstance(domain, str) or not domain:
+                raise ConfigError(f"{at}.sites.{site}: {domain!r} is not a JetStream domain name")
+        for key in ("bucket", "meta"):
+            if key in raw and not isinstance(raw[key], str):
+                raise ConfigError(f"{at}.{key}: {raw[key]!r} is not a string")
+        meta = raw.get("meta")
+        if meta is not None and meta not in sites:
+            raise ConfigError(f"{at}.meta: {meta!r} is not one of its sites ({', '.join(sites)})")
+        policy = raw.get("policy", {})
+        if not isinstance(policy, Mapping):
+            raise ConfigError(f"{at}.policy: {policy!r} is not a table of Policy fields")
+        for key in policy:
+            if key not in _POLICY_FIELDS:
+                raise ConfigError(
+                    f"{at}.policy.{key}: unknown key (expected one of {', '.join(_POLICY_FIELDS)})"
+                )
+        try:
+            made = Policy(**policy)
+            return cls(dict(sites), str(raw.get("bucket", "default")), made, meta)
+        except ConfigError as exc:
+            raise ConfigError(f"{at}: {exc}") from exc
+        except TypeError as exc:  # a field of the wrong type
+            raise ConfigError(f"{at}.policy: {exc}") from exc
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> StorageSpec:

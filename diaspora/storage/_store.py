@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -19,18 +20,20 @@ from diaspora.errors import (
     ConfigError,
     FabricUnavailable,
     FragmentsMissing,
+    ManifestUnavailable,
     NotStored,
     ObjectChanged,
     PlacementError,
     RevisionMismatch,
     StorageError,
 )
-from diaspora.fabric import Fabric, KeyValueBucket, Sites, SiteView
+from diaspora.fabric import Fabric, Sites
 from diaspora.log import get_logger
 from diaspora.storage import _adapt, _repair
 from diaspora.storage._codec import codec
 from diaspora.storage._input import Source, chunked
 from diaspora.storage._layout import ChunkInfo, Fragment, Layout, Manifest, place
+from diaspora.storage._manifests import Current, ManifestSites, metas
 from diaspora.storage._policy import Policy
 from diaspora.storage._reads import read_chunk
 from diaspora.storage._siteset import SiteSet
@@ -71,7 +74,8 @@ def fragments_of(layout: Layout, data: bytes, backend: str) -> tuple[list[bytes]
 
 class Storage:
     """Objects cut in chunks, each chunk replicated (``rep:n``) or erasure-coded (``rs:k+m``)
-    over sites, with a compare-and-set manifest in the KV of site ``meta``.
+    over sites, with compare-and-set manifests at ``2 * lose + 1`` sites from ``meta`` on
+    (a majority quorum: they stay readable and writable with ``lose`` of those sites lost).
 
     ``sites`` maps each site name to its JetStream domain (or pass a running
     :class:`~diaspora.fabric.Sites`); ``fabric`` is connected to site ``here``
@@ -118,43 +122,52 @@ class Storage:
             raise ConfigError(f"storage bucket {bucket!r}: meta={self.meta!r} is not a site")
         self.fabric = fabric
         self.sites = SiteSet(fabric, domains, bucket, here=here, timeout=timeout)
+        #: The manifest sites (fixed when opened: the quorum must not change under readers).
+        self.manifests = ManifestSites(
+            fabric,
+            domains,
+            bucket,
+            metas(list(domains), self.meta, lose=self.policy.lose),
+            self.sites.health,
+        )
         #: The site the fabric is connected to (where this client reads from).
         self.here = here
         self._domains = domains
         self._parallel = max(1, parallel)
-        self._kv: KeyValueBucket | None = None
+        self._open = False
         #: reads of each (object, chunk) since the last adaptation pass
         self.reads: Counter[tuple[str, int]] = Counter()
         self._log = get_logger(storage=bucket)
 
     async def __aenter__(self) -> Self:
-        view = SiteView(self.fabric, self._domains[self.meta])
-        self._kv = await view.ensure_kv(f"dsp-storage-{self.bucket}", history=1)
+        self._open = True
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._kv = None
+        self._open = False
 
     @property
     def spec(self) -> StorageSpec:
         """This bucket as a :class:`StorageSpec` (sites, bucket, policy, meta)."""
         return StorageSpec(self._domains, self.bucket, self.policy, self.meta)
 
-    @property
-    def kv(self) -> KeyValueBucket:
-        if self._kv is None:
+    def _check_open(self) -> None:
+        if not self._open:
             raise StorageError(f"storage bucket {self.bucket!r} is not open: use `async with`")
-        return self._kv
 
     # -- manifests ------------------------------------------------------------------
 
-    async def _manifest(self, name: str) -> Manifest | None:
-        entry = await self.kv.get(_key(name))
-        if entry is None:
+    def _decode(self, current: Current, name: str) -> Manifest | None:
+        if current.value is None:
             return None
-        return Manifest.decode(entry.value, entry.revision, f"storage {self.bucket}/{name}")
+        manifest = Manifest.decode(current.value, current.seq, f"storage {self.bucket}/{name}")
+        return replace(manifest, current=current)
+
+    async def _manifest(self, name: str) -> Manifest | None:
+        self._check_open()
+        return self._decode(await self.manifests.read(_key(name)), name)
 
     async def stat(self, name: str) -> Manifest:
         """The manifest of ``name``: size, SHA-256, chunks, their layouts and fragments.
@@ -168,15 +181,19 @@ class Storage:
 
     async def names(self) -> list[str]:
         """The names of the objects stored in the bucket."""
+        self._check_open()
         out = []
-        for key in await self.kv.keys():
+        for key in await self.manifests.keys():
             if key.startswith("o."):
                 raw = key[2:]
-                out.append(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode())
+                name = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+                if (await self.manifests.read(key)).value is not None:  # not a tombstone
+                    out.append(name)
         return sorted(out)
 
     async def commit(self, manifest: Manifest, old: Manifest | None) -> Manifest:
-        """Write ``manifest`` over ``old`` by compare-and-set (:class:`RevisionMismatch`: moved)."""
+        """Write ``manifest`` over ``old`` by compare-and-set at a quorum of the manifest sites
+        (:class:`RevisionMismatch`: moved; :class:`ManifestUnavailable`: too few answer)."""
         value = manifest.encode()
         if len(value) > self.fabric.inline_limit:
             raise StorageError(
@@ -184,11 +201,16 @@ class Storage:
                 f"the KV limit {self.fabric.inline_limit}; use a larger chunk_size"
             )
         key = _key(manifest.name)
-        if old is None:
-            revision = await self.kv.create(key, value)
-        else:
-            revision = await self.kv.update(key, value, last=old.revision)
-        return Manifest.decode(value, revision, key)
+        self._check_open()
+        base = old.current if old is not None else None
+        if base is None:
+            base = await self.manifests.read(key)
+            if old is None and base.value is not None:
+                raise RevisionMismatch(f"storage {self.bucket}/{manifest.name}: created meanwhile")
+        now = await self.manifests.write(key, value, base)
+        decoded = self._decode(now, manifest.name)
+        assert decoded is not None
+        return decoded
 
     async def collect(self, fragments: list[Fragment]) -> None:
         """Delete ``fragments`` (a site that does not answer keeps them: orphans)."""
@@ -299,8 +321,9 @@ class Storage:
                     break
                 except RevisionMismatch:  # another writer won: the last write wins
                     old = await self._manifest(name)
-        except BaseException:
-            await self.collect([f for c in chunks.values() for f in c.fragments])
+        except BaseException as exc:
+            if not (isinstance(exc, ManifestUnavailable) and exc.landed):  # else a reader may
+                await self.collect([f for c in chunks.values() for f in c.fragments])  # use them
             raise
         if old is not None:
             await self.collect([f for c in old.chunks for f in c.fragments])
@@ -309,10 +332,15 @@ class Storage:
 
     async def delete(self, name: str) -> None:
         """Delete ``name`` and its fragments (a missing object is not an error)."""
-        old = await self._manifest(name)
-        if old is None:
-            return
-        await self.kv.delete(_key(name))
+        while True:
+            old = await self._manifest(name)
+            if old is None or old.current is None:
+                return
+            try:
+                await self.manifests.write(_key(name), None, old.current)  # a tombstone
+                break
+            except RevisionMismatch:
+                continue
         await self.collect([f for c in old.chunks for f in c.fragments])
 
     # -- reading --------------------------------------------------------------------
@@ -335,8 +363,10 @@ class Storage:
                     raise
                 manifest = now  # a re-layout or repair moved fragments: read the new layout
         self.reads[(manifest.name, index)] += 1
+        if got.problems:
+            await _repair.report_damage(self, manifest.name, chunk, got.problems)
         if got.damaged:
-            await _repair.mend(self, chunk, got.data, got.damaged)
+            await _repair.mend(self, manifest.name, chunk, got.data, got.damaged)
         return manifest, got.data
 
     async def _read_into(self, manifest: Manifest, index: int, out: dict[int, bytes]) -> None:

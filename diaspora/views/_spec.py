@@ -64,6 +64,7 @@ _VIEW_KEYS: Final = frozenset(
         "on_stale",
         "pin_budget",
         "pin_margin",
+        "pin_storage",
         "snapshot",
     }
 )
@@ -391,6 +392,9 @@ def view_from_table(name: str, table: Mapping[str, Any], *, where: str = "") -> 
         on_stale=table.get("on_stale", OnStale.DISCARD),
         pin_budget=table.get("pin_budget", 1 << 30),
         pin_margin=table.get("pin_margin", 200),
+        pin_storage=StorageSpec.from_table(table["pin_storage"], f"{at}.pin_storage")
+        if "pin_storage" in table
+        else None,
         snapshot=snapshot,
         where=where,
     )

@@ -29,6 +29,7 @@ from diaspora.actor import Actor, ActorRuntime, OnPoison, PoisonPolicy
 from diaspora.errors import ConfigError
 from diaspora.fabric._naming import check_input
 from diaspora.stage import StageFactory
+from diaspora.storage import StorageSpec
 from diaspora.supervision._context import child_events, current_child
 from diaspora.supervision._spec import ChildSpec, Restart, Shutdown
 from diaspora.workflow._node import (
@@ -64,6 +65,8 @@ class ActorStart:
     stages: tuple[StageFactory, ...] = ()
     #: overrides of the actor class's ``max_attempts`` / ``on_poison``
     poison: PoisonPolicy | None = None
+    #: overrides the actor class's ``checkpoint_storage`` (a workflow file's setting)
+    checkpoint_storage: StorageSpec | None = None
 
     def __post_init__(self) -> None:
         where = f"actor {getattr(self.actor, '__qualname__', self.actor)!r}"
@@ -104,8 +107,11 @@ class ActorStart:
                     f"merged into the actor's args, got {extra!r}"
                 )
             args.update(extra)
+        factory = self.actor
+        if self.checkpoint_storage is not None:
+            factory = _StoringCheckpoints(self.actor, self.checkpoint_storage)
         return ActorRuntime(
-            self.actor,
+            factory,
             self.fabric,
             id=context.path,
             args=args,
@@ -114,6 +120,34 @@ class ActorStart:
             poison=self.poison,
             events=child_events(self.fabric),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _StoringCheckpoints:
+    """An actor factory whose actors keep large checkpoints in ``spec`` (resilient storage)."""
+
+    factory: ActorFactory
+    spec: StorageSpec
+
+    def __call__(self, **args: Any) -> Actor:
+        actor = self.factory(**args)
+        if isinstance(actor, Actor):
+            actor.checkpoint_storage = self.spec  # type: ignore[misc]  # this instance only
+        return actor
+
+
+#: the keys of an actor child of a workflow file besides every child's (id, restart, ...)
+ACTOR_KEYS = frozenset(
+    {"actor", "args", "inputs", "max_attempts", "on_poison", "checkpoint_storage"}
+)
+
+
+def stored_checkpoints(table: Mapping[str, Any], at: str) -> StorageSpec | None:
+    """An actor child's ``checkpoint_storage`` table as a spec (``None``: not set); errors
+    start with ``at`` (the file and the field)."""
+    if "checkpoint_storage" not in table:
+        return None
+    return StorageSpec.from_table(table["checkpoint_storage"], at)
 
 
 def check_actor_args(actor: ActorFactory, args: Mapping[str, Any], where: str) -> None:

@@ -49,6 +49,7 @@ Keys (``*``: required)::
     site = "edge"                     # with [sites]: its site (default: its parent's)
     max_attempts = 3                  # handle failures before an input is dead-lettered
     on_poison = "retry"               # or "crash" (overrides the class's, see docs/actors.md)
+    checkpoint_storage = { sites = { hub = "hub", a = "a" }, policy = { layout = "rep:2" } }
     restart = "permanent"             # transient, temporary
     shutdown = 5.0                    # seconds, "brutal_kill" or "infinity"
     significant = false               # true: its end may stop the supervisor
@@ -128,7 +129,7 @@ from diaspora.supervision._spec import (
     check_id,
     check_shutdown,
 )
-from diaspora.workflow._children import ActorStart, check_actor_args
+from diaspora.workflow._children import ACTOR_KEYS, ActorStart, check_actor_args, stored_checkpoints
 from diaspora.workflow._monitorconfig import add_monitors
 from diaspora.workflow._node import DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_START_TIMEOUT, process_child
 from diaspora.workflow._poolconfig import Pooled, add_pools, pooled_actor
@@ -139,8 +140,7 @@ from diaspora.workflow._views import parse_views
 
 __all__ = ["TreeConfig", "load_config", "parse_config"]
 
-#: Per-child keys of an older format: a stream's QoS now lives in the top-level ``[streams]``.
-_STREAM_CHILD_KEYS: Final = frozenset({"qos", "streams"})
+_STREAM_CHILD_KEYS: Final = frozenset({"qos", "streams"})  # older per-child keys: now [streams]
 _TOP_KEYS: Final = frozenset(
     {"fabric", "supervisor", "streams", "sites", "bridges", "triggers", "views", "pools"}
 ) | {"monitors", "metrics"}
@@ -155,7 +155,7 @@ _SUPERVISOR_KEYS: Final = frozenset(
 _ROOT_KEYS: Final = _SUPERVISOR_KEYS | {"name", "site"}
 _NODE_KEYS: Final = frozenset({"process", "heartbeat_timeout", "start_timeout", "standby"})
 _CHILD_KEYS: Final = frozenset({"id", "restart", "shutdown", "significant", "site"}) | _NODE_KEYS
-_ACTOR_KEYS: Final = _CHILD_KEYS | {"actor", "args", "inputs", "max_attempts", "on_poison"}
+_ACTOR_KEYS: Final = _CHILD_KEYS | ACTOR_KEYS
 _NESTED_KEYS: Final = _CHILD_KEYS | _SUPERVISOR_KEYS
 _BACKOFF_KEYS: Final = frozenset({"initial", "max", "factor", "jitter", "reset_after"})
 DEFAULT_NAME: Final = "root"
@@ -488,7 +488,8 @@ class _Parser(TomlReader):
                 if "on_poison" in table
                 else None,
             )
-        return ActorStart(cls, None, args, inputs, poison=poison)
+        store = stored_checkpoints(table, self.at(f"{where}.checkpoint_storage"))
+        return ActorStart(cls, None, args, inputs, poison=poison, checkpoint_storage=store)
 
 
 def _describe(obj: object) -> str:

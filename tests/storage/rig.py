@@ -22,12 +22,17 @@ def specs(proxied: tuple[str, ...] = ()) -> list[SiteSpec]:
 
 @asynccontextmanager
 async def rig(
-    tmp_path: Path, policy: Policy, *, proxied: tuple[str, ...] = (), bucket: str = "t"
+    tmp_path: Path,
+    policy: Policy,
+    *,
+    proxied: tuple[str, ...] = (),
+    bucket: str = "t",
+    meta: str | None = None,
 ) -> AsyncIterator[tuple[Sites, Fabric, Storage]]:
     async with (
         Sites(specs(proxied), state_dir=tmp_path / "sites") as sites,
         sites.fabric("hub", request_timeout=2.0) as fabric,
-        Storage(fabric, sites, bucket=bucket, policy=policy) as store,
+        Storage(fabric, sites, bucket=bucket, policy=policy, meta=meta) as store,
     ):
         yield sites, fabric, store
 

@@ -1,8 +1,10 @@
 """A hypothesis state machine over puts, gets, deletes, site kills and restarts, policy changes,
 and sites killed in the middle of a write, a re-layout or a repair, checked against a dict.
 
-After every example all sites come back and every object must read back equal to the model,
-and a scrub must find every fragment its manifest names intact (a complete layout).
+The manifests are at sites a (first), b and c: killing a leaf kills a manifest site three times
+in four, the first one among them. After every example all sites come back and every object
+must read back equal to the model, and a scrub must find every fragment its manifest names
+intact (a complete layout).
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ class StorageMachine(RuleBasedStateMachine):
 
 def _run(tmp_path: Path, examples: int, steps: int) -> None:
     with start_blocking_portal() as portal:
-        context = portal.wrap_async_context_manager(rig(tmp_path, policy("rs:3+1")))
+        context = portal.wrap_async_context_manager(rig(tmp_path, policy("rs:3+1"), meta="a"))
         with context as (sites, _, store):
             StorageMachine.portal, StorageMachine.sites, StorageMachine.store = portal, sites, store
             run_state_machine_as_test(
@@ -165,7 +167,7 @@ def test_storage_machine(tmp_path: Path) -> None:
 def test_a_site_killed_during_a_write_a_relayout_and_a_repair(tmp_path: Path) -> None:
     """The machine's fault rule run on purpose, each operation at several kill delays."""
     with start_blocking_portal() as portal:
-        context = portal.wrap_async_context_manager(rig(tmp_path, policy("rs:3+1")))
+        context = portal.wrap_async_context_manager(rig(tmp_path, policy("rs:3+1"), meta="a"))
         with context as (sites, _, store):
             StorageMachine.portal, StorageMachine.sites, StorageMachine.store = portal, sites, store
             machine = StorageMachine()

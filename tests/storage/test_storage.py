@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from diaspora.errors import FragmentsMissing, NotStored, PlacementError
+from diaspora.errors import FragmentsMissing, ManifestUnavailable, NotStored, PlacementError
+from diaspora.fabric._fragments import FragmentSite
 from diaspora.storage import Policy
 from tests.storage.rig import corrupt, kill, raw, revive, rig
 
@@ -65,7 +66,7 @@ async def test_a_100_mib_object_round_trips(tmp_path: Path, layout: str) -> None
 
 async def test_any_m_sites_down_reads_succeed_and_more_name_the_missing(tmp_path: Path) -> None:
     policy = Policy(layout="rs:3+2", small_layout="rep:3", small=CHUNK, chunk_size=CHUNK, lose=2)
-    async with rig(tmp_path, policy) as (sites, _, store):
+    async with rig(tmp_path, policy) as (sites, fabric, store):
         coded, small = os.urandom(3 * CHUNK), os.urandom(1000)
         await store.put("coded", coded)
         await store.put("small", small)  # under `small`: replicated
@@ -79,15 +80,24 @@ async def test_any_m_sites_down_reads_succeed_and_more_name_the_missing(tmp_path
         with pytest.raises(PlacementError, match="sites down"):  # 3 left: rs:3+2 cannot lose 2
             await store.put("refused", os.urandom(3 * CHUNK))
         third = sorted(holders - {"hub", *down})[0]
-        await kill(sites, third)
+        await kill(sites, third)  # more than `lose`: the manifest quorum is gone too
+        with pytest.raises(ManifestUnavailable, match="needs 3 of the manifest sites") as lost:
+            await store.get("coded")
+        assert f"not answering: {', '.join(sorted({*down, third}))}" in str(lost.value)
+        for site in [*down, third]:
+            await revive(sites, site)
+            store.sites.health[site].down_until = 0.0
+        assert await store.get("coded") == coded
+        manifest = await store.stat("coded")
+        for fragment in manifest.chunks[0].fragments[:3]:  # more than m fragments gone
+            await FragmentSite(fabric, fragment.site, fragment.site, store.bucket).delete(
+                fragment.key
+            )
         with pytest.raises(FragmentsMissing) as caught:
             await store.get("coded")
-        gone = {site for _, _, site, _ in caught.value.missing}
-        assert gone == {*down, third}
-        assert f"at site {third!r}: site did not answer" in str(caught.value)
-        await revive(sites, third)
-        store.sites.health[third].down_until = 0.0
-        assert await store.get("coded") == coded
+        gone = {(c, j, site) for c, j, site, _ in caught.value.missing}
+        assert gone == {(0, f.index, f.site) for f in manifest.chunks[0].fragments[:3]}
+        assert "missing" in str(caught.value)
 
 
 async def test_a_flipped_byte_is_detected_never_returned_and_repaired(tmp_path: Path) -> None:
