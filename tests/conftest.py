@@ -1,4 +1,11 @@
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No timing thresholds in tests: hypothesis's per-example deadline and its "input
+# generation is slow" check time the machine (two cores shared by xdist workers and
+# their nats-servers), not the code. Tests may still set their own settings.
+settings.register_profile("diaspora", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("diaspora")
 
 pytest_plugins = ["diaspora.testing.plugin"]
 

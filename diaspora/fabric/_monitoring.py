@@ -17,16 +17,10 @@ endpoint and flattens the signals a monitor forecasts into
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import re
 from typing import Any, Final
-from urllib.parse import urlsplit
 
-import anyio
-
-from diaspora.errors import FabricUnavailable
+from diaspora.fabric._monitorhttp import monitor_json
 
 __all__ = ["ENDPOINTS", "monitoring_json", "parse_duration", "samples"]
 
@@ -54,29 +48,8 @@ async def monitoring_json(url: str, endpoint: str, *, timeout: float = 5.0) -> d
     Raises :class:`~diaspora.errors.FabricUnavailable` naming the URL when it
     does not answer with JSON.
     """
-    parts = urlsplit(url if "//" in url else f"http://{url}")
-    host, port = parts.hostname or "127.0.0.1", parts.port or 8222
     path = ENDPOINTS.get(endpoint, endpoint if endpoint.startswith("/") else f"/{endpoint}")
-    try:
-        with anyio.fail_after(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            try:
-                writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-                await writer.drain()
-                raw = await reader.read()
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-        head, _, body = raw.partition(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/") or head.split(b" ", 2)[1] != b"200":
-            raise ValueError(head.split(b"\r\n", 1)[0].decode(errors="replace"))
-        result: dict[str, Any] = json.loads(body)
-        return result
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise FabricUnavailable(
-            f"monitoring {url}{path}: {exc!r}; is it the server's monitoring port (http_port)?"
-        ) from exc
+    return await monitor_json(url, path, timeout=timeout)
 
 
 def _num(value: object) -> float | None:

@@ -36,6 +36,7 @@ import anyio
 
 from diaspora.errors import ConfigError, ServerStartError
 from diaspora.fabric._leafnodes import LeafRemote, check_remote, leaf_url, leafnodes_config
+from diaspora.fabric._monitorhttp import http_get
 from diaspora.fabric._serverauth import Account, ServerTls, User, render_security
 from diaspora.fabric._serverproc import die_with_parent, find_nats_server, free_port, wait_stopped
 from diaspora.log import get_logger
@@ -57,23 +58,6 @@ DEFAULT_MAX_PAYLOAD: Final = 8 * 1024 * 1024 + 64 * 1024
 
 _LOOPBACK: Final = "127.0.0.1"
 _DOMAIN: Final = re.compile(r"^[A-Za-z0-9_\-]+$")
-
-
-async def _http_get(port: int, path: str, timeout: float) -> tuple[int, bytes]:
-    """A minimal HTTP/1.0 GET against the server's loopback monitoring port."""
-    with anyio.fail_after(timeout):
-        reader, writer = await asyncio.open_connection(_LOOPBACK, port)
-        try:
-            writer.write(f"GET {path} HTTP/1.0\r\nHost: {_LOOPBACK}\r\n\r\n".encode())
-            await writer.drain()
-            raw = await reader.read()
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
-    return status, body
 
 
 class ServerState(Enum):
@@ -232,7 +216,7 @@ class EmbeddedServer:
                     f"log tail ({self.log_path}):\n{self.log_tail()}"
                 )
             try:
-                status, body = await _http_get(self.monitor_port, "/healthz", 2.0)
+                status, body = await http_get(_LOOPBACK, self.monitor_port, "/healthz", 2.0)
                 if status == 200:
                     self._log.info("server_ready", pid=proc.pid)
                     return
@@ -312,7 +296,7 @@ class EmbeddedServer:
 
     async def monitor(self, endpoint: str = "varz") -> dict[str, Any]:
         """JSON from the monitoring endpoint (``varz``, ``jsz``, ``connz``…)."""
-        status, body = await _http_get(self.monitor_port, f"/{endpoint.lstrip('/')}", 5.0)
+        status, body = await http_get(_LOOPBACK, self.monitor_port, f"/{endpoint.lstrip('/')}", 5.0)
         if status != 200:
             raise ServerStartError(f"{self.name}: /{endpoint} answered HTTP {status}")
         result: dict[str, Any] = json.loads(body)
