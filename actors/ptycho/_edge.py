@@ -106,6 +106,12 @@ class EdgeInference(Actor):
     Each change of mode or model is published on ``status`` (``mode``,
     ``version``, ``error``, ``reason``, ``frames``). The model's version never
     goes backwards; the switch is :class:`Switch`.
+
+    A model update is not loaded when it arrives but kept as the pending
+    model (the newest one only: an older or equal version is dropped); the
+    next frame or quality report loads it before it is handled. So a burst of
+    versions (after an outage, or the first models all at once) costs one
+    load, not one per version, and the frames behind them are not held up.
     """
 
     inputs = (FRAMES, MODELS, QUALITY)
@@ -137,6 +143,9 @@ class EdgeInference(Actor):
         self.uplink, self.images, self.status = uplink, images, status
         self.model_blob: bytes | None = None
         self.model: Any = None
+        #: the newest model update not loaded yet: (version, validation error, checkpoint)
+        self.next_model: tuple[int, float, bytes] | None = None
+        self.loads = 0  #: checkpoints loaded (one per version the edge ran)
         self.pending: list[dict[str, Any]] = []
         self.counts = {"frames": 0, "forwarded": 0, "inferred": 0}
 
@@ -152,12 +161,14 @@ class EdgeInference(Actor):
 
         self.model, version = load_model(blob)
         self.model_blob = blob
+        self.loads += 1
         return version
 
     async def handle(self, msg: Message) -> None:
         if msg.subject == self.models_subject:
             await self._on_model(msg.data)
         elif msg.subject == self.quality_subject:
+            await self._load_next()  # the report may be of the pending model
             before = self.switch.mode
             self.switch.report(float(msg.data["error"]))
             if self.switch.mode is not before:
@@ -167,11 +178,20 @@ class EdgeInference(Actor):
             await self._on_frame(msg)
 
     async def _on_model(self, data: dict[str, Any]) -> None:
-        version, error = int(data["version"]), float(data["val_error"])
-        if version <= self.switch.version:
+        """Keep the update as the pending model if it is the newest seen (not loaded yet)."""
+        version = int(data["version"])
+        newest = self.next_model[0] if self.next_model is not None else self.switch.version
+        if version <= newest:
             return
-        blob = bytes(data["checkpoint"])
+        self.next_model = (version, float(data["val_error"]), bytes(data["checkpoint"]))
+
+    async def _load_next(self) -> None:
+        """Load the pending model (the newest update since the last frame) and switch to it."""
+        if self.next_model is None:
+            return
+        version, error, blob = self.next_model
         loaded = await anyio.to_thread.run_sync(self._load, blob)
+        self.next_model = None
         if loaded != version:
             raise ValueError(f"model update says version {version}, its checkpoint {loaded}")
         before = self.switch.mode
@@ -182,6 +202,7 @@ class EdgeInference(Actor):
 
     async def _on_frame(self, msg: Message) -> None:
         data = msg.data
+        await self._load_next()
         self.counts["frames"] += 1
         infer = self.switch.mode is Mode.INFER and self.model is not None
         if not infer or int(data["tile"]) % self.sample_every == 0:
@@ -236,6 +257,7 @@ class EdgeInference(Actor):
         return {
             "switch": self.switch.state(),
             "model": self.model_blob,
+            "next_model": None if self.next_model is None else list(self.next_model),
             "pending": self.pending,
             "counts": self.counts,
         }
@@ -244,5 +266,7 @@ class EdgeInference(Actor):
         self.switch.restore(state["switch"])
         self.model_blob = None if state["model"] is None else bytes(state["model"])
         self.model = None  # loaded in on_start
+        nxt = state.get("next_model")
+        self.next_model = None if nxt is None else (int(nxt[0]), float(nxt[1]), bytes(nxt[2]))
         self.pending = [dict(f) for f in state["pending"]]
         self.counts = dict(state["counts"])

@@ -25,13 +25,15 @@ for all of them) and every subject as an argument with the default below.
   store ``store`` as ``v<version:08d>``). A tile seen before is skipped.
 - :class:`EdgeInference` (at the edge, in :mod:`actors.ptycho._edge`): see its
   docstring and :class:`Switch`.
+- :class:`BridgeLag` (at the HPC site, in :mod:`actors.ptycho._lag`): the
+  uplink's lag once a second on ``ptycho.uplink_lag``, for the monitor.
 
 >>> from actors.ptycho.actors import Detector, EdgeInference, Reconstructor, Trainer
 >>> Detector.outputs, Reconstructor.inputs, Trainer.inputs, EdgeInference.inputs
 (('ptycho.frames',), ('views.ptycho_tiles',), ('views.ptycho_train',), \
 ('ptycho.frames', 'ptycho.model', 'ptycho.quality'))
 
-Public API (stable): the four actors, :class:`Mode`, :class:`Switch`,
+Public API (stable): the five actors, :class:`Mode`, :class:`Switch`,
 :func:`reconstruction_payload`, :func:`tile_targets` and the subject
 constants.
 """
@@ -56,6 +58,7 @@ from actors.ptycho._edge import (
     Mode,
     Switch,
 )
+from actors.ptycho._lag import LAG, BridgeLag
 from actors.ptycho.epie import reconstruct, registered_error
 from actors.ptycho.simulate import ScanConfig, Simulator
 from diaspora import Actor, Message
@@ -64,6 +67,7 @@ from diaspora.views import ViewItem
 __all__ = [
     "FRAMES",
     "IMAGES",
+    "LAG",
     "MODELS",
     "QUALITY",
     "RECON",
@@ -71,6 +75,7 @@ __all__ = [
     "TILES_VIEW",
     "TRAIN_VIEW",
     "UPLINK",
+    "BridgeLag",
     "Detector",
     "EdgeInference",
     "Mode",

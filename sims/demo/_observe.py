@@ -53,15 +53,19 @@ class Tail:
     subject: str
     headers_only: bool = False
     next_seq: int = 1
+    #: sequences read at most per look (None: to the stream's end; for a pattern over a
+    #: shared stream, such as events, whose window may hold no match)
+    window: int | None = 2000
 
-    async def read(self, fabric: Fabric, *, limit: int = 2000) -> list[dict[str, Any]]:
+    async def read(self, fabric: Fabric) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        end = None if self.window is None else self.next_seq + self.window - 1
         try:
             async for msg in read_stored(
                 fabric,
                 self.subject,
                 start_seq=self.next_seq,
-                end_seq=self.next_seq + limit - 1,
+                end_seq=end,
                 headers_only=self.headers_only,
             ):
                 self.next_seq = msg.seq + 1
@@ -78,6 +82,9 @@ class Tail:
                 out.append(record)
         except (StreamNotFound, FabricUnavailable, TimeoutError) as exc:
             _log.debug("tail_unread", subject=self.subject, site=self.site, error=repr(exc))
+        except Exception as exc:  # a server restarting answers "service unavailable": the
+            # watcher is best effort and reads on from next_seq at its next look
+            _log.info("tail_unread", subject=self.subject, site=self.site, error=repr(exc))
         return out
 
 

@@ -37,6 +37,7 @@ STATUS: Final = "ptycho.edge_status"  # the edge's mode and model version, at ea
 RECON: Final = "ptycho.recon"  # ePIE per tile (hpc)
 QUALITY: Final = "ptycho.quality"  # per tile trained on: the CNN against ePIE and the truth
 MODEL: Final = "ptycho.model"  # checkpoints, mirrored to the edge
+MONITORS: Final = "diaspora.events.monitor.>"  # the monitors' warnings, resolves, actions
 #: The actor whose ``scan`` argument describes the instrument.
 DETECTOR: Final = "root.edge.detector"
 #: The declared bound of the report's check: the CNN's median error against the known
@@ -77,6 +78,7 @@ def plan(*, frames: bool = False, done: Any = None) -> Plan:
         Tail("edge", MODEL),
         Tail("edge", STATUS),
         Tail("edge", IMAGES),
+        Tail("hpc", MONITORS, window=None),
     ]
     if frames:
         tails.append(Tail("edge", FRAMES, headers_only=True))
@@ -265,6 +267,7 @@ def digest(
         },
         "models": versions,
         "switch_s": switch,
+        "monitors": monitor_events(rec.get(MONITORS, []), t0),
         "checks": checks,
         "latency": {},
     }
@@ -275,6 +278,23 @@ def digest(
         out["checks"]["every_pattern_accounted_for"] = not account["unaccounted"]
         out["latency"] = account.pop("latency")
         summary["patterns_unaccounted"] = len(account["unaccounted"])
+    return out
+
+
+def monitor_events(records: Sequence[Mapping[str, Any]], t0: float) -> list[dict[str, Any]]:
+    """The monitors' events (category monitor), oldest first: when, which monitor, what
+    (``warning``, ``resolved``, ``action``), the key, the value, and an action's outcome."""
+    out = []
+    for r in records:
+        event = {
+            "t": round(float(r["_time"]) - t0, 3),
+            "monitor": r.get("name"),
+            "kind": r.get("kind"),
+        }
+        for field in ("key", "value", "predicted", "action", "phase", "ok", "detail"):
+            if r.get(field) is not None:
+                event[field] = r[field]
+        out.append(event)
     return out
 
 

@@ -141,6 +141,7 @@ def write_report(out: Path, result: RunResult, digest: Mapping[str, Any]) -> dic
         "models": digest.get("models", []),
         "quality": digest.get("quality", {}),
         "faults": faults,
+        "monitors": digest.get("monitors", []),
         "events": result.events,
         "twin": result.twin,
         "samples": [s.as_dict() for s in result.samples],
@@ -198,6 +199,20 @@ def _markdown(body: Mapping[str, Any]) -> str:
             )
     else:
         lines.append("none")
+    lines += ["", "## Monitors", ""]
+    if body["monitors"]:
+        lines += [
+            "| t | monitor | event | key | value | action | ok |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m in body["monitors"]:
+            action = f"{m.get('action', '')} {m.get('phase', '')}".strip()
+            lines.append(
+                f"| {_fmt(m['t'], ' s')} | {m['monitor']} | {m['kind']} | {m.get('key') or ''} | "
+                f"{_fmt(m.get('value'))} | {action} | {_fmt(m.get('ok'))} |"
+            )
+    else:
+        lines.append("no alert fired")
     links = body["twin"].get("predicted", {})
     if links:
         lines += ["", "## Links (predicted from probes)", ""]

@@ -53,8 +53,12 @@ class Plan:
     tails: tuple[Tail, ...]
     #: (the latest sample, every tail's records so far by subject) -> the status to show
     status: Callable[[Sample, dict[str, list[dict[str, Any]]]], dict[str, Any]]
-    #: the same -> whether the run has done what it came for (ends before ``seconds``)
+    #: the same -> whether the run has done what it came for (ends before ``seconds``, once
+    #: every fault of the schedule has been applied and lifted)
     done: Callable[[Sample, dict[str, list[dict[str, Any]]]], bool] | None = None
+    #: the same -> whether the fault schedule may start (its times count from then); None:
+    #: from when every child has started
+    faults_from: Callable[[Sample, dict[str, list[dict[str, Any]]]], bool] | None = None
 
 
 @dataclass
@@ -136,11 +140,15 @@ async def run_on_twin(
         observer = Observer(twin.fabrics, plan.counters, plan.lags)
         stopped_early = False
 
-        running = anyio.Event()
+        running, faults_done, faults_may = anyio.Event(), anyio.Event(), anyio.Event()
+        if plan.faults_from is None:
+            faults_may.set()
 
         async def apply_faults() -> None:  # from when every child has started: a fault that hits
             await running.wait()  # a starting tree fails its start (OTP), not a running one
+            await faults_may.wait()
             await twin.run_schedule(origin=origin)
+            faults_done.set()  # a run may end early only once its schedule has been run
 
         async def watch(stop: Callable[[], None], _kill: Callable[[], None]) -> None:
             nonlocal stopped_early
@@ -153,9 +161,12 @@ async def run_on_twin(
                         for tail in plan.tails:
                             records[tail.subject] += await tail.read(twin.fabrics[tail.site])
                         view.show(plan.status(sample, records))
+                        if plan.faults_from is not None and plan.faults_from(sample, records):
+                            faults_may.set()
                         if on_sample is not None:
                             await on_sample(sample, twin)
-                        if plan.done is not None and plan.done(sample, records):
+                        finished = plan.done is not None and plan.done(sample, records)
+                        if finished and faults_done.is_set():
                             stopped_early = True
                             break
                         await anyio.sleep(interval)

@@ -205,14 +205,13 @@ async def test_edge_switches_to_inference_and_back_and_never_goes_back_in_versio
 
             await wait_until(check, timeout=30, interval=0.05, what=f"{n} on {subject}")
 
-        await publish_frames(range(0, 1))  # no model yet: all 4 go on
-        await holds(UPLINK, 4)
         trainer.version = 1
         await fabric.publish(MODELS, update(trainer, 0.9))  # too poor: keep sending all
+        await publish_frames(range(0, 1))  # loaded at the first frame: all 4 go on
+        await holds(UPLINK, 4)
         await holds(STATUS, 1)
         trainer.version = 3
         await fabric.publish(MODELS, update(trainer, 0.1))  # good: infer at the edge
-        await holds(STATUS, 2)
         trainer.version = 2
         await fabric.publish(MODELS, update(trainer, 0.0))  # older than 3: ignored
         await publish_frames(range(1, 5))  # tiles 1..4 inferred, only 2 and 4 (0 of scan 1) go on
@@ -241,3 +240,31 @@ async def test_edge_switches_to_inference_and_back_and_never_goes_back_in_versio
     )
     assert all(len(m["indices"]) <= 3 for m in images)  # batches of at most 3, cut at tile ends
     assert images[0]["amplitude"].shape == (len(images[0]["indices"]), 32, 32)
+
+
+async def test_edge_loads_only_the_newest_of_a_burst_of_model_versions(fabric: Fabric) -> None:
+    """Five versions arrive before the next frame (the first models, or after an outage):
+    the edge loads the newest one only, then forwards and infers the frames."""
+    for subject in (FRAMES, MODELS, QUALITY, UPLINK, IMAGES, STATUS):
+        await fabric.ensure_stream(subject)
+    sim = Simulator(ScanConfig.of(SCAN))
+    trainer = OnlineTrainer(ModelConfig(n=32, **MODEL), probe=sim.probe)
+    edge = runtime(fabric, EdgeInference, "edge", bound=0.3, window=2, batch_size=4)
+    async with anyio.create_task_group() as tg:
+        await tg.start(edge.run)
+        for version in range(1, 6):
+            trainer.version = version
+            await fabric.publish(MODELS, update(trainer, 0.1))
+        for f in sim.frames(1):
+            data = {"scan": f.scan, "tile": f.tile, "index": f.index, "pos": list(f.position)}
+            await fabric.publish(FRAMES, {**data, "pattern": f.pattern, "t": 0.0})
+
+        async def inferred() -> bool:
+            return await count(fabric, IMAGES) >= 4  # the scan's 4 tiles
+
+        await wait_until(inferred, timeout=60, interval=0.05, what="4 batches of images")
+        edge.request_stop()
+    status = [m.data for m in await read_stream(fabric, STATUS)]
+    assert [(s["mode"], s["version"], s["reason"]) for s in status] == [("infer", 5, "model")]
+    images = [m.data for m in await read_stream(fabric, IMAGES)]
+    assert {m["version"] for m in images} == {5}

@@ -5,6 +5,8 @@ under faults every pattern accounted for, no tile trained on twice, versions onl
 from __future__ import annotations
 
 import io
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,12 @@ pytest.importorskip("torch")
 
 from diaspora.cli import main as diaspora
 from diaspora.workflow import TreeConfig, load_config
+from sims.demo._observe import Sample
 from sims.demo._progress import make_progress
-from sims.demo._ptycho import DETECTOR, digest, drained, plan, small
+from sims.demo._ptycho import DETECTOR, QUALITY, STATUS, digest, drained, plan, small
 from sims.demo._run import RunResult, run_on_twin
 from sims.demo._tree import override_args, scan_of
+from sims.twin import Twin
 from sims.twinspec import TwinFault, TwinFaultKind, load_twin
 
 pytestmark = [
@@ -36,23 +40,47 @@ TWIN = ROOT / "sims" / "twins" / "ptychography.toml"
 CNN_FACTOR = 5.0
 
 
-def _small(scans: int) -> tuple[TreeConfig, dict[str, Any], int]:
+def _small(scans: int, rate: float | None = None) -> tuple[TreeConfig, dict[str, Any], int]:
     overrides = small()
     overrides[DETECTOR]["scans"] = scans
+    if rate is not None:
+        overrides[DETECTOR]["rate"] = rate
     config = override_args(load_config(WORKFLOW), overrides)
     scan = scan_of(config, DETECTOR)
     return config, scan, scans * scan["grid"] ** 2
 
 
-async def _run(scans: int, schedule: tuple[TwinFault, ...] = (), seconds: float = 240) -> Any:
-    config, scan, total = _small(scans)
+async def _run(
+    scans: int,
+    schedule: tuple[TwinFault, ...] = (),
+    seconds: float = 240,
+    rate: float | None = None,
+    after_switch: bool = False,
+) -> Any:
+    config, scan, total = _small(scans, rate)
+    drain = drained(scan, total)
+    killed_at: list[float] = []  # when a sample first saw the trainer's kill applied
+
+    async def watch(sample: Sample, twin: Twin) -> None:
+        if not killed_at and any(f.kind == "kill_process" and f.at_s for f in twin.log):
+            killed_at.append(time.time())
+
+    def done(sample: Sample, records: dict[str, list[dict[str, Any]]]) -> bool:
+        # drained, switched, and a trainer killed has come back: it trained after the kill
+        back = not killed_at or any(q["_time"] > killed_at[0] for q in records.get(QUALITY, ()))
+        return back and bool(drain(sample, records))
+
+    def switched(sample: Sample, records: dict[str, list[dict[str, Any]]]) -> bool:
+        return not after_switch or any(r.get("mode") == "infer" for r in records.get(STATUS, ()))
+
     result: RunResult = await run_on_twin(
         config,
         load_twin(TWIN),
-        plan(frames=True, done=drained(scan, total)),
+        replace(plan(frames=True, done=done), faults_from=switched),
         seconds=seconds,
         schedule=schedule,
         progress=make_progress(io.StringIO()),  # not a terminal: quiet
+        on_sample=watch,
     )
     return result, digest(result, scan, cnn_factor=CNN_FACTOR), total
 
@@ -74,14 +102,54 @@ def _assert_the_job_was_done(result: RunResult, report: dict[str, Any], total: i
     assert checks["edge_model_never_goes_back"]
 
 
+#: The issue's faults, timed from when the edge has switched to inference (the detector
+#: starts last, once the HPC site is up; the switch comes 10-30 s later): the HPC server
+#: restarted 1 s after, the trainer's process killed at 3 s, the edge uplink cut for 4 s at
+#: 6 s while the edge infers and sends its sample up. The kill comes after the restart: a
+#: trainer restarting while its server restarts fails its start and backs off, which doubles
+#: its ~30 s return on a loaded 2-core machine (the soak runs below keep the issue's order).
+#: The run ends once drained, switched, and the trainer, back from its checkpoint, has
+#: trained again.
+FAULTS_CI = (
+    TwinFault(1.0, TwinFaultKind.RESTART_SERVER, site="hpc"),
+    TwinFault(3.0, TwinFaultKind.KILL_PROCESS, target="root.hpc.trainer"),
+    TwinFault(6.0, TwinFaultKind.CUT_LINK, site="edge", duration=4.0),
+)
+FAULTS_FILE = ROOT / "sims" / "twins" / "ptychography_faults.toml"
+#: The default run: 56 scans of one 16-pattern tile at 24 frames/s (37 s of acquisition).
+SCANS, RATE = 56, 24.0
+
+
+def _assert_the_faults_were_survived(result: RunResult, report: dict[str, Any]) -> None:
+    kinds = sorted(f.kind for f in result.faults)
+    assert {"cut_link", "kill_process", "restart_server"} <= set(kinds), kinds
+    assert report["checks"]["every_fault_applied"], [f.error for f in result.faults]
+    (kill,) = [f for f in result.faults if f.kind == "kill_process"]
+    assert kill.pid is not None  # the trainer's process, found and killed
+    assert result.events.get("node_exited", 0) >= 1  # its supervisor saw it die...
+    assert result.events.get("restarted", 0) >= 1  # ...and restarted it
+    assert report["summary"]["trained_tiles"] > 0
+
+
+async def test_the_workflow_does_its_job_through_a_cut_a_kill_and_a_server_restart() -> None:
+    """The issue's CI run: one short run under the scripted faults that also checks the job:
+    the switch, the model at the edge, the CNN against ePIE, every pattern accounted for, no
+    tile trained on twice, the edge's model version never going back."""
+    result, report, total = await _run(
+        scans=SCANS, schedule=FAULTS_CI, rate=RATE, after_switch=True
+    )
+    _assert_the_job_was_done(result, report, total)
+    _assert_the_faults_were_survived(result, report)
+
+
+@pytest.mark.soak
 async def test_the_workflow_switches_to_edge_inference_and_the_cnn_nears_epie() -> None:
     result, report, total = await _run(scans=40)
     _assert_the_job_was_done(result, report, total)
     assert not result.faults
 
 
-#: The issue's faults, early enough to hit a running pipeline on a loaded machine: the edge
-#: uplink cut for several seconds, the trainer's process killed, the HPC server restarted.
+#: Later faults, on a longer run: the pipeline is in full flow when they hit.
 FAULTS = (
     TwinFault(20.0, TwinFaultKind.CUT_LINK, site="edge", duration=4.0),
     TwinFault(30.0, TwinFaultKind.KILL_PROCESS, target="root.hpc.trainer"),
@@ -90,21 +158,17 @@ FAULTS = (
 
 
 @pytest.mark.soak
-async def test_the_workflow_does_its_job_through_a_cut_a_kill_and_a_server_restart() -> None:
-    result, report, total = await _run(scans=40, schedule=FAULTS)
+async def test_the_workflow_does_its_job_through_late_faults() -> None:
+    result, report, total = await _run(scans=60, schedule=FAULTS)
     _assert_the_job_was_done(result, report, total)
-    assert [f.kind for f in result.faults] == ["cut_link", "kill_process", "restart_server"]
-    assert report["checks"]["every_fault_applied"], [f.error for f in result.faults]
-    assert result.faults[1].pid is not None  # the trainer's process, found and killed
-    assert result.events.get("node_exited", 0) >= 1  # its supervisor saw it die...
-    assert result.events.get("restarted", 0) >= 1  # ...and restarted it
+    _assert_the_faults_were_survived(result, report)
 
 
 @pytest.mark.soak
-async def test_the_workflow_does_its_job_through_the_demo_faults_file() -> None:
+async def test_the_workflow_does_its_job_through_the_demo_faults_file_longer() -> None:
     from sims.twinspec import load_schedule
 
-    schedule = load_schedule(ROOT / "sims" / "twins" / "ptychography_faults.toml", load_twin(TWIN))
+    schedule = load_schedule(FAULTS_FILE, load_twin(TWIN))
     result, report, total = await _run(scans=80, schedule=schedule, seconds=400)
     _assert_the_job_was_done(result, report, total)
     assert report["checks"]["every_fault_applied"]
