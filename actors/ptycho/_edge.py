@@ -14,7 +14,7 @@ import numpy as np
 from actors.ptycho.simulate import ScanConfig
 from diaspora import Actor, Message
 
-__all__ = ["EdgeInference", "Mode", "Switch"]
+__all__ = ["EdgeInference", "Mode", "Switch", "sampled"]
 
 FRAMES = "ptycho.frames"
 UPLINK = "ptycho.diff"
@@ -91,6 +91,18 @@ class Switch:
         self.errors = deque(float(e) for e in state["errors"])
 
 
+def sampled(frame: dict[str, Any], tiles_per_scan: int, every: int) -> bool:
+    """Whether ``frame`` belongs to a tile sent on for fine-tuning: every ``every``-th tile,
+    counted across scans (a scan of one tile would otherwise send every tile).
+
+    >>> [sampled({"scan": s, "tile": 0}, 1, 2) for s in range(4)]
+    [True, False, True, False]
+    >>> [sampled({"scan": 0, "tile": t}, 4, 2) for t in range(4)]
+    [True, False, True, False]
+    """
+    return (int(frame["scan"]) * tiles_per_scan + int(frame["tile"])) % every == 0
+
+
 class EdgeInference(Actor):
     """At the edge: forwards frames, loads model versions, infers in batches once good enough.
 
@@ -137,6 +149,7 @@ class EdgeInference(Actor):
         if batch_size < 1 or sample_every < 1:
             raise ValueError("EdgeInference: batch_size and sample_every must be >= 1")
         self.config = ScanConfig.of(scan)
+        self.tiles_per_scan = max(1, self.config.grid**2 // self.config.tile_side**2)
         self.switch = Switch(bound, hysteresis, window)
         self.infer_batch, self.sample_every, self.threads = batch_size, sample_every, threads
         self.frames_subject, self.models_subject, self.quality_subject = frames, models, quality
@@ -205,7 +218,7 @@ class EdgeInference(Actor):
         await self._load_next()
         self.counts["frames"] += 1
         infer = self.switch.mode is Mode.INFER and self.model is not None
-        if not infer or int(data["tile"]) % self.sample_every == 0:
+        if not infer or sampled(data, self.tiles_per_scan, self.sample_every):
             await self.emit(self.uplink, data)
             self.counts["forwarded"] += 1
         if not infer:
