@@ -150,6 +150,9 @@ async def _serve(
             _send(fd, {"t": "error", "error": repr(exc)[:_MAX_ERROR]})
             code = ExitCode.FAILED
         finally:
+            # the heartbeats end here, before the process does (its connection closing, the
+            # interpreter's exit): the parent stops calling silence a hang
+            _send(fd, {"t": "bye"})
             tg.cancel_scope.cancel()
     return code
 

@@ -25,12 +25,14 @@ How it works:
 - **protocol**: the child's stdout is a private pipe (``print`` goes to
   stderr) carrying one JSON object per line: ``hb`` every
   ``heartbeat_timeout / 4`` seconds from its event loop, ``started`` once the
-  subtree called ``task_status.started()``, ``error`` before a non-zero exit.
+  subtree called ``task_status.started()``, ``error`` before a non-zero exit,
+  ``bye`` once its subtree is done (the heartbeats end; it is exiting).
 - **started**: ``task_status.started()`` is called when ``started`` arrives;
   no ``started`` within ``start_timeout`` is a hang.
 - **watchdog**: no line for ``heartbeat_timeout`` seconds (a handler blocking
   the event loop, which ``handle_deadline`` cannot interrupt) → SIGKILL and
-  :class:`NodeHung`.
+  :class:`NodeHung`. After ``bye`` only ``start_timeout`` bounds the exit
+  (the last steps, closing its connection and the interpreter, are silent).
 - **exit**: status 0 is a normal exit (``shutdown`` after ``request_stop``);
   a non-zero status or a signal is :class:`~diaspora.errors.NodeCrashed`.
 - **stop**: ``request_stop()`` sends SIGTERM; the child's tree stops in
@@ -432,11 +434,11 @@ class ProcessNode:
     ) -> None:
         """Read the child's lines until it closes the pipe; kill it if it goes silent."""
         last_heard = spawned
-        heard = started = False
+        heard = started = leaving = False
         replenish = self._pool
         while True:
             now = time.monotonic()
-            limit = self.heartbeat_timeout if heard else self.start_timeout
+            limit = self.heartbeat_timeout if heard and not leaving else self.start_timeout
             if not started:
                 limit = min(limit, spawned + self.start_timeout - now)
             message: dict[str, Any] | None = None
@@ -475,6 +477,8 @@ class ProcessNode:
                 )
             elif kind == "error":
                 self._remote_error = str(message.get("error"))
+            elif kind == "bye":
+                leaving = True  # its subtree is done, it is exiting: no more heartbeats
 
     def _about(self) -> dict[str, Any]:
         """The fields every event of this node carries: its supervisor, id and incarnation."""

@@ -23,7 +23,7 @@ from diaspora.testing import Injector, wait_until
 from diaspora.testing.plugin import WorkflowRunner
 from diaspora.workflow import parse_config
 from tests.observe.cli_helpers import cli_env, diaspora_cmd, quiet_logs_restored
-from tests.observe.trees import SLOW
+from tests.observe.trees import SLOW, burst
 
 #: Where the browser test leaves its screenshots (gitignored; CI may collect them).
 ARTIFACTS = Path(
@@ -128,8 +128,7 @@ async def test_the_page_in_chromium_shows_a_crash_and_a_link_fault_live_with_rec
 
         before = await lag_points()
         await injector.crash("root.slow")
-        for i in range(600):  # at 5 ms each: a backlog the restart catches up on
-            await fabric.publish("obs.in", {"i": i})
+        await burst(fabric)  # a backlog the restart catches up on
         await page.wait_for_selector(f'{row}[data-restarts="1"]', timeout=30_000)
         await wait_until(lambda: _more(lag_points, before), timeout=30, what="new lag points")
         await links.cut_link(duration=0.5)

@@ -27,7 +27,7 @@ from diaspora.observe import Observed, Watcher, WorkflowModel
 from diaspora.testing import Injector, wait_until
 from diaspora.testing.plugin import WorkflowRunner
 from diaspora.workflow import parse_config
-from tests.observe.trees import SLOW, restarted
+from tests.observe.trees import SLOW, burst, restarted
 
 pytestmark = pytest.mark.anyio
 
@@ -127,8 +127,7 @@ async def test_a_watcher_sees_a_real_crash_restart_and_backlog_and_survives_a_se
             model = watcher.model
             await wait_until(lambda: "root.slow" in model.actors.rows, timeout=20)
             await injector.crash("root.slow")
-            for i in range(600):  # at 5 ms each: a backlog the restart catches up on
-                await fabric.publish("obs.in", {"i": i})
+            await burst(fabric)  # a backlog the restart catches up on
             await wait_until(lambda: restarted(model), timeout=30, what="the restart")
             await wait_until(
                 lambda: max((v for _, v in model.actors.rows["root.slow"].lag_series.points),

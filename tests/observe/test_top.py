@@ -16,7 +16,7 @@ from diaspora.testing import Injector, wait_until
 from diaspora.testing.plugin import WorkflowRunner
 from diaspora.workflow import parse_config
 from tests.observe.cli_helpers import cli_env, diaspora_cmd, quiet_logs_restored
-from tests.observe.trees import SLOW
+from tests.observe.trees import SLOW, burst
 
 pytestmark = pytest.mark.anyio
 
@@ -76,9 +76,8 @@ async def test_top_in_a_pty_shows_the_crash_the_restart_and_the_lag_spike_and_q_
             await screen.wait_for(lambda: screen.rows("root.slow"), "the actor's row")
             (_, state, *_rest) = screen.rows("root.slow")[-1]
             assert state == "running"
-            await injector.crash("root.slow")
-            for i in range(600):  # at 5 ms each: a backlog, a lag spike on the restart
-                await fabric.publish("obs.in", {"i": i})
+            await injector.crash("root.slow")  # at the burst's first message
+            await burst(fabric)  # a backlog, a lag spike on the restart
 
             def restart_and_lag() -> bool:
                 rows = screen.rows("root.slow")  # actor, state, where, inc, restarts, ..., lag

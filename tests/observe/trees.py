@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import anyio
+
+from diaspora.fabric import Fabric
 from diaspora.observe import WorkflowModel
 
 SLOW = """
@@ -25,3 +28,15 @@ def restarted(model: WorkflowModel, actor: str = "root.slow") -> bool:
         and len(row.restarts) >= 1
         and any(i.end is not None for i in crashes)
     )
+
+
+async def burst(fabric: Fabric, n: int = 600, subject: str = "obs.in") -> None:
+    """Publish ``n`` inputs at once, acknowledged: a backlog for ``Slow`` (5 ms each).
+
+    Not one acknowledged publish after another, which a loaded event loop can make
+    slower than the actor: the burst is in the stream before a restarted actor notes
+    its backlog (its catch-up lag), however slow the machine.
+    """
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(fabric.publish, subject, {"i": i})

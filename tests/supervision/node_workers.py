@@ -8,6 +8,7 @@ happened in another process.
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from functools import partial
@@ -69,6 +70,27 @@ class HangsOnce(Polite):
             note(self.log, f"hang:{os.getpid()}")
             time.sleep(3600)  # noqa: ASYNC251 - a blocking call: no heartbeat can be sent
         await self._stop.wait()
+
+
+class SlowExit(Polite):
+    """Stops at once, then its interpreter takes ``seconds`` to exit (an ``atexit`` hook),
+    sending no heartbeat meanwhile: a slow exit, not a hang."""
+
+    def __init__(self, log: str, seconds: float) -> None:
+        super().__init__(log)
+        self.seconds = seconds
+
+    async def run(self, *, task_status: TaskStatus[None]) -> None:
+        atexit.register(time.sleep, self.seconds)
+        await super().run(task_status=task_status)
+
+
+class HangsStopping(Polite):
+    """Blocks its event loop for good when asked to stop: a hang while stopping."""
+
+    def request_stop(self) -> None:
+        note(self.log, f"hang:{os.getpid()}")
+        time.sleep(3600)
 
 
 class FailsToStart:

@@ -12,7 +12,15 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-from node_workers import FailsToStart, HangsOnce, Polite, Stubborn, lines
+from node_workers import (
+    FailsToStart,
+    HangsOnce,
+    HangsStopping,
+    Polite,
+    SlowExit,
+    Stubborn,
+    lines,
+)
 
 from diaspora.errors import ChildStartError, ConfigError, NodeCrashed
 from diaspora.events import (
@@ -178,6 +186,44 @@ async def test_a_stalled_parent_loop_is_not_taken_for_a_hung_node(
     assert kinds(sink) == ["started", "terminated"]
     assert kinds(sink, nodes=True) == ["node_started", "node_exited"]  # no node_hung
     assert reasons(sink, Terminated) == ["shutdown"]
+
+
+async def test_a_node_slow_to_exit_after_its_tree_stopped_is_not_hung(
+    fabric: Fabric, tmp_path: Path
+) -> None:
+    # its heartbeats end with its tree; the interpreter's exit then takes 1 s, silently
+    sink = MemorySink()
+    spec = SupervisorSpec(
+        [
+            process_child(
+                "w", partial(SlowExit, str(tmp_path / "log"), 1.0), fabric, heartbeat_timeout=0.3
+            )
+        ]
+    )
+    sup = Supervisor(spec, name="root", on_event=sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        sup.request_stop()
+    assert kinds(sink, nodes=True) == ["node_started", "node_exited"]  # no node_hung
+    assert [e.reason for e in sink.of(NodeExited)] == ["shutdown"]
+    assert reasons(sink, Terminated) == ["shutdown"]
+
+
+async def test_a_node_hanging_while_it_stops_is_still_killed_as_hung(
+    fabric: Fabric, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    sink = MemorySink()
+    spec = SupervisorSpec(
+        [process_child("w", partial(HangsStopping, str(log)), fabric, heartbeat_timeout=0.3)]
+    )
+    sup = Supervisor(spec, name="root", on_event=sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        sup.request_stop()
+    assert kinds(sink, nodes=True) == ["node_started", "node_hung", "node_exited"]
+    assert [e.reason for e in sink.of(NodeExited)] == ["hung"]
+    assert any(line.startswith("hang:") for line in lines(log))
 
 
 async def test_node_that_ignores_sigterm_is_killed_after_the_shutdown_timeout(
