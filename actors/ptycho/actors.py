@@ -34,7 +34,8 @@ for all of them) and every subject as an argument with the default below.
 ('ptycho.frames', 'ptycho.model', 'ptycho.quality'))
 
 Public API (stable): the five actors, :class:`Mode`, :class:`Switch`,
-:func:`reconstruction_payload`, :func:`tile_targets` and the subject
+:func:`reconstruction_payload`, :func:`tile_targets`, the two views the
+actors expect (:func:`tiles_view`, :func:`train_view`) and the subject
 constants.
 """
 
@@ -62,7 +63,7 @@ from actors.ptycho._lag import LAG, BridgeLag
 from actors.ptycho.epie import reconstruct, registered_error
 from actors.ptycho.simulate import ScanConfig, Simulator
 from diaspora import Actor, Message
-from diaspora.views import ViewItem
+from diaspora.views import Source, View, ViewItem
 
 __all__ = [
     "FRAMES",
@@ -84,11 +85,41 @@ __all__ = [
     "Trainer",
     "reconstruction_payload",
     "tile_targets",
+    "tiles_view",
+    "train_view",
 ]
 
 RECON = "ptycho.recon"
 TILES_VIEW = "views.ptycho_tiles"
 TRAIN_VIEW = "views.ptycho_train"
+
+
+def tiles_view(k: int, *, within: float = 600.0, **options: Any) -> View:
+    """The view the :class:`Reconstructor` reads: the K patterns of each (scan, tile).
+
+    >>> tiles_view(16).sources["diff"].count, tiles_view(16).output
+    (16, 'views.ptycho_tiles')
+    """
+    return View(
+        "ptycho_tiles",
+        output=TILES_VIEW,
+        key=("scan", "tile"),
+        within=within,
+        sources={"diff": Source(UPLINK, count=k)},
+        **options,
+    )
+
+
+def train_view(k: int, *, within: float = 600.0, **options: Any) -> View:
+    """The view the :class:`Trainer` reads: a tile's K patterns with its reconstruction."""
+    return View(
+        "ptycho_train",
+        output=TRAIN_VIEW,
+        key=("scan", "tile"),
+        within=within,
+        sources={"diff": Source(UPLINK, count=k), "recon": Source(RECON, count=1)},
+        **options,
+    )
 
 
 class Detector(Actor):

@@ -25,13 +25,15 @@ from actors.ptycho.actors import (
     EdgeInference,
     Reconstructor,
     Trainer,
+    tiles_view,
+    train_view,
 )
 from actors.ptycho.model import ModelConfig, OnlineTrainer, load_model
 from actors.ptycho.simulate import ScanConfig, Simulator
 from diaspora import Actor, ActorRuntime
 from diaspora.fabric import Fabric
 from diaspora.testing import read_stream, wait_until
-from diaspora.views import Source, View, view_runtime
+from diaspora.views import view_runtime
 
 pytestmark = [
     pytest.mark.anyio,
@@ -46,20 +48,6 @@ SCAN: dict[str, Any] = {
 }  # fmt: skip
 MODEL = {"nconv": 4, "depth": 2}
 K = 4
-
-
-def tiles_view() -> View:
-    return View(
-        "ptycho_tiles", output=TILES_VIEW, key=("scan", "tile"), within=600.0,
-        sources={"diff": Source(UPLINK, count=K)},
-    )  # fmt: skip
-
-
-def train_view() -> View:
-    return View(
-        "ptycho_train", output=TRAIN_VIEW, key=("scan", "tile"), within=600.0,
-        sources={"diff": Source(UPLINK, count=K), "recon": Source(RECON, count=1)},
-    )  # fmt: skip
 
 
 async def count(fabric: Fabric, subject: str) -> int:
@@ -110,6 +98,16 @@ async def test_detector_emits_every_exposure_once_with_its_ids(fabric: Fabric) -
     assert await count(fabric, FRAMES) == 32
 
 
+async def test_a_detector_stopped_mid_scan_resumes_where_it_stopped(fabric: Fabric) -> None:
+    await fabric.ensure_stream(FRAMES)
+    await run_until(fabric, [runtime(fabric, Detector, "det", scans=1, rate=50.0)], FRAMES, 5)
+    first = await count(fabric, FRAMES)
+    assert 5 <= first < 16
+    await run_until(fabric, [runtime(fabric, Detector, "det", scans=1, rate=0)], FRAMES, 16)
+    frames = [m.data for m in await read_stream(fabric, FRAMES)]
+    assert [f["index"] for f in frames] == list(range(16))  # each once, in order
+
+
 async def test_reconstructor_makes_one_object_per_tile_below_the_bound(fabric: Fabric) -> None:
     for subject in (UPLINK, TILES_VIEW, RECON):
         await fabric.ensure_stream(subject)
@@ -118,7 +116,7 @@ async def test_reconstructor_makes_one_object_per_tile_below_the_bound(fabric: F
     for f in reversed(frames):  # out of order: the view groups them
         data = {"scan": f.scan, "tile": f.tile, "index": f.index, "pos": list(f.position)}
         await fabric.publish(UPLINK, {**data, "pattern": f.pattern})
-    view = view_runtime(tiles_view(), fabric)
+    view = view_runtime(tiles_view(K), fabric)
     recon = runtime(fabric, Reconstructor, "recon", n_iter=30)
     await run_until(fabric, [view, recon], RECON, sim.tiles_per_scan)
     out = sorted((m.data for m in await read_stream(fabric, RECON)), key=lambda d: d["tile"])
@@ -154,10 +152,10 @@ async def test_trainer_publishes_growing_versions_and_resumes_from_its_checkpoin
     sim = Simulator(ScanConfig.of(SCAN))
     await reconstructed_tiles(fabric, sim, [0])
     args = {"model": MODEL, "steps_per_tile": 2, "batch_size": 8}
-    view = view_runtime(train_view(), fabric)
+    view = view_runtime(train_view(K), fabric)
     await run_until(fabric, [view, runtime(fabric, Trainer, "trainer", **args)], MODELS, 4)
     await reconstructed_tiles(fabric, sim, [1])
-    view = view_runtime(train_view(), fabric)
+    view = view_runtime(train_view(K), fabric)
     await run_until(fabric, [view, runtime(fabric, Trainer, "trainer", **args)], MODELS, 8)
     models = [m.data for m in await read_stream(fabric, MODELS)]
     assert [m["version"] for m in models] == list(range(1, 9))  # resumed at 5, not 1
@@ -268,3 +266,28 @@ async def test_edge_loads_only_the_newest_of_a_burst_of_model_versions(fabric: F
     assert [(s["mode"], s["version"], s["reason"]) for s in status] == [("infer", 5, "model")]
     images = [m.data for m in await read_stream(fabric, IMAGES)]
     assert {m["version"] for m in images} == {5}
+
+
+async def test_a_restarted_edge_keeps_its_mode_and_model_version(fabric: Fabric) -> None:
+    for subject in (FRAMES, MODELS, QUALITY, UPLINK, IMAGES, STATUS):
+        await fabric.ensure_stream(subject)
+    sim = Simulator(ScanConfig.of(SCAN))
+    trainer = OnlineTrainer(ModelConfig(n=32, **MODEL), probe=sim.probe)
+    trainer.version = 3
+    await fabric.publish(MODELS, update(trainer, 0.1))
+    # the edge loads a pending model at its next input: a quality report of that model
+    await fabric.publish(QUALITY, {"version": 3, "scan": 0, "tile": 0, "error": 0.1})
+    args = {"bound": 0.3, "batch_size": 4, "sample_every": 2}
+    await run_until(fabric, [runtime(fabric, EdgeInference, "edge", **args)], STATUS, 1)
+    trainer.version = 2
+    await fabric.publish(MODELS, update(trainer, 0.0))  # older: the restarted edge ignores it
+    for f in sim.frames(1):
+        if f.tile == 1:
+            data = {"scan": f.scan, "tile": f.tile, "index": f.index, "pos": list(f.position)}
+            await fabric.publish(FRAMES, {**data, "pattern": f.pattern, "t": 0.0})
+    await run_until(fabric, [runtime(fabric, EdgeInference, "edge", **args)], IMAGES, 1)
+    (image,) = [m.data for m in await read_stream(fabric, IMAGES)]
+    assert image["version"] == 3  # the model came back from the checkpoint, not v2
+    assert image["indices"] == [4, 5, 6, 7]
+    assert await count(fabric, UPLINK) == 0  # still inferring: tile 1 is not sampled
+    assert await count(fabric, STATUS) == 1
