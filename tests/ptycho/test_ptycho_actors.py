@@ -275,10 +275,22 @@ async def test_a_restarted_edge_keeps_its_mode_and_model_version(fabric: Fabric)
     trainer = OnlineTrainer(ModelConfig(n=32, **MODEL), probe=sim.probe)
     trainer.version = 3
     await fabric.publish(MODELS, update(trainer, 0.1))
-    # the edge loads a pending model at its next input: a quality report of that model
-    await fabric.publish(QUALITY, {"version": 3, "scan": 0, "tile": 0, "error": 0.1})
     args = {"bound": 0.3, "batch_size": 4, "sample_every": 2}
-    await run_until(fabric, [runtime(fabric, EdgeInference, "edge", **args)], STATUS, 1)
+    edge = runtime(fabric, EdgeInference, "edge", **args)
+    async with anyio.create_task_group() as tg:
+        await tg.start(edge.run)
+
+        async def loaded() -> bool:
+            # a pending model is loaded at the edge's next input; inputs of two subjects
+            # arrive in either order, so quality reports (of that model, below the bound:
+            # they change nothing else) go out until one comes after it
+            if await count(fabric, STATUS) >= 1:
+                return True
+            await fabric.publish(QUALITY, {"version": 3, "scan": 0, "tile": 0, "error": 0.1})
+            return False
+
+        await wait_until(loaded, timeout=60, interval=0.2, what="the edge's first status")
+        edge.request_stop()
     trainer.version = 2
     await fabric.publish(MODELS, update(trainer, 0.0))  # older: the restarted edge ignores it
     for f in sim.frames(1):
