@@ -20,6 +20,8 @@ def diaspora_cmd(*args: str) -> list[str]:
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), **extra)
     env.pop("DIASPORA_URL", None)
+    for sized in ("COLUMNS", "LINES"):  # rich would take them over the pty's own size
+        env.pop(sized, None)
     return env
 
 

@@ -127,8 +127,8 @@ async def test_the_page_in_chromium_shows_a_crash_and_a_link_fault_live_with_rec
             return int(points or 0)
 
         before = await lag_points()
+        await burst(fabric)  # a backlog first, then the crash in it: the restart catches up
         await injector.crash("root.slow")
-        await burst(fabric)  # a backlog the restart catches up on
         await page.wait_for_selector(f'{row}[data-restarts="1"]', timeout=30_000)
         await wait_until(lambda: _more(lag_points, before), timeout=30, what="new lag points")
         await links.cut_link(duration=0.5)

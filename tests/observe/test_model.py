@@ -126,8 +126,8 @@ async def test_a_watcher_sees_a_real_crash_restart_and_backlog_and_survives_a_se
             await watcher.caught_up.wait()
             model = watcher.model
             await wait_until(lambda: "root.slow" in model.actors.rows, timeout=20)
+            await burst(fabric)  # a backlog first, then the crash in it: the restart catches up
             await injector.crash("root.slow")
-            await burst(fabric)  # a backlog the restart catches up on
             await wait_until(lambda: restarted(model), timeout=30, what="the restart")
             await wait_until(
                 lambda: max((v for _, v in model.actors.rows["root.slow"].lag_series.points),

@@ -17,6 +17,10 @@ id = "slow"
 actor = "tests.observe.observed_actors:Slow"
 """
 
+#: The same actor at 20 ms an input: a burst of 600 is a backlog of hundreds for seconds
+#: however slowly a loaded machine publishes it (the pty test reads its lag off the screen).
+SLOWER = SLOW.rstrip("\n") + "\nargs = { delay = 0.02 }\n"
+
 
 def restarted(model: WorkflowModel, actor: str = "root.slow") -> bool:
     """The actor runs again after a crash that the timeline closed with its recovery."""
