@@ -27,7 +27,8 @@ The kinds, by category:
 - ``actor``: :class:`Started`, :class:`Stopped`, :class:`Fenced`,
   :class:`Crashed`, :class:`HandleFailed`, :class:`Lag`, :class:`CaughtUp`, :class:`PolicyOn`,
   :class:`PolicyOff`, :class:`Stall`, :class:`StallEnd`, :class:`Gap`,
-  :class:`Lost`, :class:`Replayed`, :class:`Reconstructed`, :class:`DeadLettered`,
+  :class:`Lost`, :class:`Replayed`, :class:`Reconstructed`, :class:`Thinned`,
+  :class:`DeadLettered`,
   :class:`Checkpointed`.
 - ``supervision``: :class:`ChildStarted`, :class:`StartFailed`,
   :class:`Exited`, :class:`Restarted`, :class:`BackingOff`, :class:`GaveUp`,
@@ -130,6 +131,7 @@ __all__ = [
     "Stopped",
     "TeeSink",
     "Terminated",
+    "Thinned",
     "UnknownEvent",
     "Unpinned",
     "ViewSnapshot",
@@ -589,6 +591,20 @@ class Reconstructed(_ActorEvent):
     producer: str | None
     first: int
     count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Thinned(_ActorEvent):
+    """Items ``first..last`` were left out by their producer on purpose (``Actor.leave_out``):
+    not asked for, not lost; ``reconstructed`` when stand-ins for them were handed on."""
+
+    kind: ClassVar[str] = "thinned"
+    subject: str
+    producer: str
+    first: int
+    last: int
+    count: int
+    reconstructed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -113,6 +113,7 @@ class Actor:
 
     _bound_runtime: ActorRuntime
     _bound_emit: Callable[..., Awaitable[None]]
+    _bound_leave_out: Callable[[str, int], None]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -219,6 +220,31 @@ class Actor:
             self._runtime  # noqa: B018  # raises, saying the actor is not running
             raise
         await emit(subject, data, key=key, headers=headers, item=item, msg_id=msg_id)
+
+    def leave_out(self, subject: str, count: int = 1) -> None:
+        """Leave the next ``count`` items of ``subject`` out on purpose (decimation at the source).
+
+        The producer's item numbers skip them and its next output to
+        ``subject`` says so (``Diaspora-Thinned: <count>``): consumers neither
+        ask the producer's history for them nor report them lost; a consumer
+        whose input names a ``reconstructor`` gets stand-ins, marked
+        reconstructed, and every consumer reports a ``thinned`` event. An
+        edge that cannot send everything up a congested link thins at the
+        source::
+
+            if congested and self.frames % 2:
+                self.leave_out("ptycho.diff")
+            else:
+                await self.emit("ptycho.diff", frame)
+
+        Not for a partitioned subject (keyed scale-out numbers each partition).
+        """
+        try:
+            leave_out = self._bound_leave_out
+        except AttributeError:
+            self._runtime  # noqa: B018  # raises, saying the actor is not running
+            raise
+        leave_out(subject, count)
 
     async def checkpoint(self) -> None:
         """Take a checkpoint now and wait until it is written."""

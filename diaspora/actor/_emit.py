@@ -128,6 +128,8 @@ class Emitter(Stage):
         self.items: dict[str, int] = {}
         #: per output subject: a stream sequence preceding every output since the checkpoint
         self.out_seqs: dict[str, int] = {}
+        #: per output subject: item numbers left out on purpose since its last output
+        self.thinned: dict[str, int] = {}
         self.ready: set[str] = set()
         self._chain: NextOut = self._publish
         #: no outbound stage: emit publishes itself (one coroutine less per output)
@@ -145,11 +147,28 @@ class Emitter(Stage):
         out_seqs = dict(self.out_seqs)
         if publisher is not None:
             out_seqs.update(publisher.last_seq)
-        return {"items": dict(self.items), "out_seqs": out_seqs}
+        section = {"items": dict(self.items), "out_seqs": out_seqs}
+        if self.thinned:
+            section["thinned"] = dict(self.thinned)
+        return section
 
     def restore(self, data: Any, version: int) -> None:
         self.items = {str(k): int(v) for k, v in data.get("items", {}).items()}
         self.out_seqs = {str(k): int(v) for k, v in data.get("out_seqs", {}).items()}
+        self.thinned = {str(k): int(v) for k, v in data.get("thinned", {}).items()}
+
+    def leave_out(self, subject: str, count: int = 1) -> None:
+        """Skip the next ``count`` item numbers of ``subject`` on purpose; the next output to
+        it says so (``Diaspora-Thinned``), so consumers neither ask for them nor call them
+        lost (see :meth:`diaspora.Actor.leave_out`)."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(
+                f"actor {self._host.id!r}: leave_out({subject!r}, {count!r}): "
+                "count must be an integer >= 1"
+            )
+        check_subject(subject, where=f"actor {self._host.id!r}: leave_out subject")
+        self.items[subject] = self.items.get(subject, 0) + count
+        self.thinned[subject] = self.thinned.get(subject, 0) + count
 
     async def emit(
         self,
@@ -203,6 +222,9 @@ class Emitter(Stage):
             msg_id = f"{host.id}:{subject}:{number}"
         hdrs[H.ACTOR] = host.id
         hdrs[H.ITEM] = str(number)
+        left_out = self.thinned.pop(subject, 0)
+        if left_out and number == last + 1:  # right after the numbers left out
+            hdrs[H.THINNED] = str(left_out)
         hdrs[H.EMITTED_AT] = repr(time.time())
         if key is not None:
             hdrs[H.KEY] = key

@@ -263,7 +263,7 @@ class ActorRuntime:
             poison_policy=self._poison_policy,
         )
         pipe.emitter.source_emitted = self._source_emitted
-        actor._bound_emit = pipe.emitter.emit  # Actor.emit goes straight to the emitter
+        actor._bound_emit, actor._bound_leave_out = pipe.emitter.emit, pipe.emitter.leave_out
         starts, filters = await _restore(self, actor, slot, pipe)
         self.stages = pipe.all
         error: Exception | None = None

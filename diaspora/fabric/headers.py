@@ -25,8 +25,10 @@ __all__ = [
     "PARTITION_ITEM",
     "RECONSTRUCTED",
     "SOURCE",
+    "THINNED",
     "VIEW",
     "item_number",
+    "thinned",
 ]
 
 #: JetStream's de-duplication id; Diaspora sets ``<actor>:<input subject>:<input seq>:<index>``.
@@ -39,6 +41,9 @@ SOURCE: Final = "Diaspora-Source"
 RECONSTRUCTED: Final = "Diaspora-Reconstructed"
 #: The emitting actor's own item number on this subject (1, 2, 3...; gaps mean lost items).
 ITEM: Final = "Diaspora-Item"
+#: How many item numbers right before this item its producer left out on purpose (its own
+#: decimation, ``Actor.leave_out``): consumers neither ask for them nor report them lost.
+THINNED: Final = "Diaspora-Thinned"
 #: On an item made by the ``aggregate`` policy: how many items it combines.
 AGGREGATED: Final = "Diaspora-Aggregated"
 #: Partition key of the item, used by keyed scale-out.
@@ -69,3 +74,13 @@ def item_number(headers: Mapping[str, str]) -> int | None:
     """
     value = headers.get(ITEM)
     return int(value) if value is not None and value.isdigit() else None
+
+
+def thinned(headers: Mapping[str, str]) -> int:
+    """How many item numbers before this one its producer left out on purpose (0: none).
+
+    >>> thinned({THINNED: "3"}), thinned({})
+    (3, 0)
+    """
+    value = headers.get(THINNED)
+    return int(value) if value is not None and value.isdigit() else 0

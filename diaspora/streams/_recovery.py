@@ -9,7 +9,10 @@ them down the chain, marked replayed, before the item that revealed the
 gap. What no history has is declared lost (an event) and, if the input's
 QoS spec names a reconstructor, stand-ins marked reconstructed are handed
 down instead. Keyless stream gaps (sequences the stream dropped) are lost
-and reconstructed the same way.
+and reconstructed the same way. Numbers the producer left out on purpose
+(``Actor.leave_out``: the item after them says how many, ``Diaspora-Thinned``)
+are not asked for and not lost: a ``Thinned`` event, and stand-ins if the
+input has a reconstructor.
 
 When the history cannot be asked at all (the producer's site is cut off, or
 the producer is away: a request fails at once with no responders, or gets
@@ -38,7 +41,7 @@ from typing import Any, Final
 from diaspora import codec
 from diaspora.errors import DecodeError
 from diaspora.events import Gap as GapEvent
-from diaspora.events import Lost, Reconstructed, Replayed
+from diaspora.events import Lost, Reconstructed, Replayed, Thinned
 from diaspora.fabric import headers as H
 from diaspora.fabric._naming import partition_base, partition_subject
 from diaspora.message import Message
@@ -153,7 +156,13 @@ class GapRecovery(Stage):
             restored = self._host is not None and self._host.restored
             last = 0 if (restored and subject in self._gapped) else number - 1
         if number > last + 1:
-            await self._recover(next, item, producer, last + 1, number - 1)
+            # the numbers right before this one its producer left out on purpose are not
+            # asked for (nobody has them): stand-ins if configured, and a thinned event
+            left_out = 0 if H.PARTITION in headers else min(H.thinned(headers), number - last - 1)
+            if number - left_out > last + 1:
+                await self._recover(next, item, producer, last + 1, number - 1 - left_out)
+            if left_out:
+                await self._thinned(next, item, producer, number - left_out, left_out)
         if number <= seen.get(producer, last):
             assert self._host is not None
             self._host.stats.skipped += 1  # already handled, replayed from history
@@ -224,6 +233,26 @@ class GapRecovery(Stage):
             runs.append([unreached.first, unreached.last])
             seen[producer] = max(seen.get(producer, 0), unreached.last)
             self._retry_at = host.clock.monotonic() + self._retry_wait
+
+    async def _thinned(
+        self, next: Next, item: InputItem, producer: str, first: int, count: int
+    ) -> None:
+        """Items ``first..first+count-1`` were left out by ``producer`` (``Actor.leave_out``)."""
+        host = self._host
+        assert host is not None
+        made = await self._reconstruct(next, item, producer, count, first)
+        self.seen.setdefault(item.subject, {})[producer] = first + count - 1
+        await host.event(
+            Thinned(
+                name=host.id,
+                subject=item.subject,
+                producer=producer,
+                first=first,
+                last=first + count - 1,
+                count=count,
+                reconstructed=made,
+            )
+        )
 
     def _reconstructs(self, subject: str) -> bool:
         """Whether a gap in ``subject`` is settled by stand-ins (so never replayed late)."""
@@ -369,14 +398,15 @@ class GapRecovery(Stage):
 
     async def _reconstruct(
         self, next: Next, item: InputItem, producer: str | None, count: int, first: int
-    ) -> None:
-        """Hand reconstructed stand-ins for ``count`` lost items down the chain, if configured.
+    ) -> bool:
+        """Hand reconstructed stand-ins for ``count`` lost items down the chain, if configured;
+        whether it did.
 
         Lost items have no key, so no partition of a keyed group can claim them.
         """
         reconstructor = self.reconstructors.get(item.subject)
         if reconstructor is None or count <= 0 or self._partitioned:
-            return
+            return False
         host = self._host
         assert host is not None
         try:
@@ -387,7 +417,7 @@ class GapRecovery(Stage):
             items = fill_gap(reconstructor, self.before(item.subject, producer), after, count)
         except ReconstructionError as exc:
             host.log.warning("not_reconstructed", subject=item.subject, error=str(exc))
-            return
+            return False
         for offset, data in enumerate(items):
             number = first + offset
             await self.hand_synthetic(
@@ -403,6 +433,7 @@ class GapRecovery(Stage):
                 name=host.id, subject=item.subject, producer=producer, first=first, count=count
             )
         )
+        return True
 
     def before(self, subject: str, producer: str | None) -> Any:
         """The last item passed on from ``producer`` (kept in memory, or in the checkpoint)."""

@@ -117,3 +117,22 @@ class KeyedCounter(Actor):
 
     def restore(self, state: dict[str, int]) -> None:
         self.counts = dict(state)
+
+
+class ThinningSensor(Sensor):
+    """A sensor that decimates at the source: it leaves out every item ``n`` with
+    ``n % 3 == 2`` (``Actor.leave_out``), and takes a checkpoint right after each."""
+
+    checkpoint_every = None
+
+    async def produce(self) -> None:
+        while True:
+            while self.next > self.throttle.release:
+                await self.throttle.changed.wait()
+            if self.next % 3 == 2:
+                self.leave_out(self.subject)
+                self.next += 1
+                await self.checkpoint()  # a restart here must still say what was left out
+                continue
+            await self.emit(self.subject, {"t": float(self.next)}, item=None)
+            self.next += 1
