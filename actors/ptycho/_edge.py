@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import numpy as np
 
+from actors.ptycho._control import CONTROL
 from actors.ptycho.simulate import ScanConfig
 from diaspora import Actor, Message
 
@@ -48,6 +49,10 @@ class Switch:
     (False, 2)
     >>> s.report(0.3), s.report(0.6), s.mode.value  # drifted above 0.25: back to sending all
     ('infer', 'send_all', 'send_all')
+    >>> s.hold(True), s.report(0.0), s.report(0.0), s.mode.value  # a monitor holds it back
+    (None, 'send_all', 'send_all', 'send_all')
+    >>> s.hold(False), s.report(0.0), s.mode.value  # released: its own rule again
+    (None, 'infer', 'infer')
     """
 
     bound: float
@@ -56,6 +61,13 @@ class Switch:
     mode: Mode = Mode.SEND_ALL
     version: int = 0  #: the model version the edge runs (0: none yet)
     errors: deque[float] = field(default_factory=deque)
+    held: bool = False  #: a monitor saw the error drift: send all until it resolves
+
+    def hold(self, on: bool) -> None:
+        """Hold the edge to sending all (``on``), or let its own rule decide again."""
+        self.held = on
+        if on:
+            self.mode = Mode.SEND_ALL
 
     @property
     def error(self) -> float:
@@ -76,19 +88,27 @@ class Switch:
         self.errors.append(float(error))
         while len(self.errors) > self.window:
             self.errors.popleft()
-        if self.version > 0 and self.mode is Mode.SEND_ALL and self.error <= self.bound:
+        if self.held:
+            self.mode = Mode.SEND_ALL
+        elif self.version > 0 and self.mode is Mode.SEND_ALL and self.error <= self.bound:
             self.mode = Mode.INFER
         elif self.mode is Mode.INFER and self.error > self.bound * self.hysteresis:
             self.mode = Mode.SEND_ALL
         return self.mode.value
 
     def state(self) -> dict[str, Any]:
-        return {"mode": self.mode.value, "version": self.version, "errors": list(self.errors)}
+        return {
+            "mode": self.mode.value,
+            "version": self.version,
+            "errors": list(self.errors),
+            "held": self.held,
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.mode = Mode(state["mode"])
         self.version = int(state["version"])
         self.errors = deque(float(e) for e in state["errors"])
+        self.held = bool(state.get("held", False))
 
 
 def sampled(frame: dict[str, Any], tiles_per_scan: int, every: int) -> bool:
@@ -107,9 +127,11 @@ class EdgeInference(Actor):
     """At the edge: forwards frames, loads model versions, infers in batches once good enough.
 
     Inputs: detector frames (``ptycho.frames``), model updates
-    (``ptycho.model``, from the :class:`~actors.ptycho.actors.Trainer`) and
-    quality reports (``ptycho.quality``). In ``send_all`` mode every frame
-    goes on to ``uplink``; in ``infer`` mode every frame is inferred (in
+    (``ptycho.model``, from the :class:`~actors.ptycho.actors.Trainer`),
+    quality reports (``ptycho.quality``) and the monitors' orders
+    (``ptycho.control``, from :class:`~actors.ptycho._control.EdgeControl`).
+    In ``send_all`` mode every frame goes on to ``uplink``; in ``infer`` mode
+    every frame is inferred (in
     batches of ``batch_size``, or at the end of its tile) and published on
     ``images`` (one message per batch: ``scan``, ``tile``, ``indices``,
     ``positions``, ``version``, ``amplitude``, ``phase``, ``t_frame``,
@@ -119,6 +141,14 @@ class EdgeInference(Actor):
     ``version``, ``error``, ``reason``, ``frames``). The model's version never
     goes backwards; the switch is :class:`Switch`.
 
+    An order ``{"decimate": k}`` (the uplink is congested) thins the uplink
+    at the source: sending all, the edge sends 1 frame in ``k`` and leaves
+    the others out (``Actor.leave_out``: the HPC site makes marked
+    stand-ins for them, :mod:`actors.ptycho.standin`, and reconstructs
+    their tile from the frames that came); inferring, it samples 1 tile in
+    ``sample_every · k``. ``{"hold": true}`` (the CNN's error drifted)
+    sends all until an order without it.
+
     A model update is not loaded when it arrives but kept as the pending
     model (the newest one only: an older or equal version is dropped); the
     next frame or quality report loads it before it is handled. So a burst of
@@ -126,7 +156,7 @@ class EdgeInference(Actor):
     load, not one per version, and the frames behind them are not held up.
     """
 
-    inputs = (FRAMES, MODELS, QUALITY)
+    inputs = (FRAMES, MODELS, QUALITY, CONTROL)
     checkpoint_every = 64
     checkpoint_interval = 5.0
 
@@ -144,6 +174,7 @@ class EdgeInference(Actor):
         uplink: str = UPLINK,
         images: str = IMAGES,
         status: str = STATUS,
+        control: str = CONTROL,
         threads: int = 1,
     ) -> None:
         if batch_size < 1 or sample_every < 1:
@@ -153,14 +184,16 @@ class EdgeInference(Actor):
         self.switch = Switch(bound, hysteresis, window)
         self.infer_batch, self.sample_every, self.threads = batch_size, sample_every, threads
         self.frames_subject, self.models_subject, self.quality_subject = frames, models, quality
-        self.uplink, self.images, self.status = uplink, images, status
+        self.uplink, self.images, self.status, self.control = uplink, images, status, control
+        self.thin = 1  #: send 1 frame in ``thin`` up (an order of the uplink's monitor)
+        self.eligible = 0  #: frames the edge would have sent up, while sending all
         self.model_blob: bytes | None = None
         self.model: Any = None
         #: the newest model update not loaded yet: (version, validation error, checkpoint)
         self.next_model: tuple[int, float, bytes] | None = None
         self.loads = 0  #: checkpoints loaded (one per version the edge ran)
         self.pending: list[dict[str, Any]] = []
-        self.counts = {"frames": 0, "forwarded": 0, "inferred": 0}
+        self.counts = {"frames": 0, "forwarded": 0, "inferred": 0, "thinned": 0}
 
     async def on_start(self) -> None:
         import torch
@@ -180,6 +213,8 @@ class EdgeInference(Actor):
     async def handle(self, msg: Message) -> None:
         if msg.subject == self.models_subject:
             await self._on_model(msg.data)
+        elif msg.subject == self.control:
+            await self._on_order(msg.data)
         elif msg.subject == self.quality_subject:
             await self._load_next()  # the report may be of the pending model
             before = self.switch.mode
@@ -189,6 +224,17 @@ class EdgeInference(Actor):
                 await self._status("drift" if before is Mode.INFER else "quality")
         else:
             await self._on_frame(msg)
+
+    async def _on_order(self, data: dict[str, Any]) -> None:
+        """An order of the monitors (:class:`~actors.ptycho._control.EdgeControl`)."""
+        thin, hold = max(1, int(data.get("decimate", 1))), bool(data.get("hold", False))
+        if (thin, hold) == (self.thin, self.switch.held):
+            return
+        self.thin, before = thin, self.switch.mode
+        self.switch.hold(hold)
+        if self.switch.mode is not before:
+            await self._flush()
+        await self._status(f"order: {data.get('by', 'monitor')}")
 
     async def _on_model(self, data: dict[str, Any]) -> None:
         """Keep the update as the pending model if it is the newest seen (not loaded yet)."""
@@ -218,15 +264,26 @@ class EdgeInference(Actor):
         await self._load_next()
         self.counts["frames"] += 1
         infer = self.switch.mode is Mode.INFER and self.model is not None
-        if not infer or sampled(data, self.tiles_per_scan, self.sample_every):
-            await self.emit(self.uplink, data)
-            self.counts["forwarded"] += 1
+        if infer:
+            if sampled(data, self.tiles_per_scan, self.sample_every * self.thin):
+                await self._forward(data)
+        else:
+            if self.eligible % self.thin:  # the uplink is congested: thinned at the source
+                self.leave_out(self.uplink)
+                self.counts["thinned"] += 1
+            else:
+                await self._forward(data)
+            self.eligible += 1
         if not infer:
             return
         self.pending.append({**data, "t_recv": time.time()})
         k = self.config.tile_side**2
         if len(self.pending) >= self.infer_batch or int(data["index"]) % k == k - 1:
             await self._flush()
+
+    async def _forward(self, data: dict[str, Any]) -> None:
+        await self.emit(self.uplink, data)
+        self.counts["forwarded"] += 1
 
     async def _flush(self) -> None:
         """Infer the pending frames (if a model is loaded) and publish their images."""
@@ -273,6 +330,7 @@ class EdgeInference(Actor):
             "next_model": None if self.next_model is None else list(self.next_model),
             "pending": self.pending,
             "counts": self.counts,
+            "thin": [self.thin, self.eligible],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -282,4 +340,5 @@ class EdgeInference(Actor):
         nxt = state.get("next_model")
         self.next_model = None if nxt is None else (int(nxt[0]), float(nxt[1]), bytes(nxt[2]))
         self.pending = [dict(f) for f in state["pending"]]
-        self.counts = dict(state["counts"])
+        self.counts = {"thinned": 0, **state["counts"]}
+        self.thin, self.eligible = (int(v) for v in state.get("thin", (1, 0)))

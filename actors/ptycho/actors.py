@@ -11,9 +11,12 @@ for all of them) and every subject as an argument with the default below.
 - :class:`Reconstructor` (at the HPC site) takes items of a view grouping the
   K patterns of a tile (source ``diff``, key ``(scan, tile)``) and emits
   ePIE's object of the tile on ``ptycho.recon``: ``{"scan", "tile",
-  "indices", "positions", "origin", "object": complex64 (h, w), "patterns",
-  "missing", "truth_error", "seconds"}`` (:func:`reconstruction_payload`).
-  A partial item (fewer than K patterns) is reconstructed from what it has.
+  "indices", "standins", "positions", "origin", "object": complex64 (h, w),
+  "patterns", "missing", "truth_error", "seconds"}``
+  (:func:`reconstruction_payload`). A partial item (fewer than K patterns)
+  is reconstructed from what it has; stand-ins for patterns that never came
+  (:mod:`actors.ptycho.standin`) are listed under ``standins``, not used; a
+  tile of stand-ins only has ``"object": None``.
 - :class:`Trainer` (stateful, checkpoint = the model's weights and Adam's
   state) takes items of a view pairing a tile's K patterns (``diff``) with its
   reconstruction (``recon``); before training on a tile it measures the
@@ -27,11 +30,13 @@ for all of them) and every subject as an argument with the default below.
   docstring and :class:`Switch`.
 - :class:`BridgeLag` (at the HPC site, in :mod:`actors.ptycho._lag`): the
   uplink's lag once a second on ``ptycho.uplink_lag``, for the monitor.
+- :class:`EdgeControl` (at the HPC site, in :mod:`actors.ptycho._control`):
+  the monitors' alerts as orders for the edge, on ``ptycho.control``.
 
 >>> from actors.ptycho.actors import Detector, EdgeInference, Reconstructor, Trainer
 >>> Detector.outputs, Reconstructor.inputs, Trainer.inputs, EdgeInference.inputs
 (('ptycho.frames',), ('views.ptycho_tiles',), ('views.ptycho_train',), \
-('ptycho.frames', 'ptycho.model', 'ptycho.quality'))
+('ptycho.frames', 'ptycho.model', 'ptycho.quality', 'ptycho.control'))
 
 Public API (stable): the five actors, :class:`Mode`, :class:`Switch`,
 :func:`reconstruction_payload`, :func:`tile_targets`, the two views the
@@ -48,6 +53,7 @@ from typing import Any
 import anyio
 import numpy as np
 
+from actors.ptycho._control import CONTROL, EdgeControl
 from actors.ptycho._edge import (
     FRAMES,
     IMAGES,
@@ -62,10 +68,12 @@ from actors.ptycho._edge import (
 from actors.ptycho._lag import LAG, BridgeLag
 from actors.ptycho.epie import reconstruct, registered_error
 from actors.ptycho.simulate import ScanConfig, Simulator
+from actors.ptycho.standin import is_standin
 from diaspora import Actor, Message
 from diaspora.views import Source, View, ViewItem
 
 __all__ = [
+    "CONTROL",
     "FRAMES",
     "IMAGES",
     "LAG",
@@ -78,6 +86,7 @@ __all__ = [
     "UPLINK",
     "BridgeLag",
     "Detector",
+    "EdgeControl",
     "EdgeInference",
     "Mode",
     "Reconstructor",
@@ -183,37 +192,53 @@ def _data(loaded: Message | ViewItem) -> dict[str, Any]:
     if isinstance(loaded, ViewItem):
         raise TypeError(f"expected messages in the view item, got an item of view {loaded.view!r}")
     data: dict[str, Any] = loaded.data
+    if loaded.reconstructed and not is_standin(data):
+        # made by another reconstructor than the stand-ins': not a measured pattern either
+        data = {**data, "standin": True}
     return data
 
 
 def reconstruction_payload(
     frames: list[dict[str, Any]], sim: Simulator, *, n_iter: int = 50, score: bool = True
 ) -> dict[str, Any]:
-    """ePIE on one tile's frames (detector payloads): the ``ptycho.recon`` message."""
+    """ePIE on one tile's frames (detector payloads): the ``ptycho.recon`` message.
+
+    Stand-ins among ``frames`` (:func:`~actors.ptycho.standin.is_standin`) are
+    listed, not used; a tile of stand-ins only gets no object (``None``).
+    """
     if not frames:
         raise ValueError("reconstruction_payload: no frames")
     scan, tile = int(frames[0]["scan"]), int(frames[0]["tile"])
-    patterns = np.stack([np.asarray(f["pattern"]) for f in frames])
-    positions = np.array([f["pos"] for f in frames], dtype=np.int64)
+    real = [f for f in frames if not is_standin(f)]
+    out: dict[str, Any] = {
+        "scan": scan,
+        "tile": tile,
+        "indices": [int(f["index"]) for f in real],
+        "standins": [int(f["index"]) for f in frames if is_standin(f)],
+        "patterns": len(frames),  # the view item's members (what the training view counts)
+        "missing": sim.k - len(real),
+        "t": time.time(),
+    }
+    if not real:
+        out.update(positions=[], origin=None, object=None, truth_error=float("nan"), seconds=0.0)
+        return out
+    patterns = np.stack([np.asarray(f["pattern"]) for f in real])
+    positions = np.array([f["pos"] for f in real], dtype=np.int64)
     began = time.perf_counter()
     rec = reconstruct(scan, tile, patterns, positions, sim.probe, sim.scale, n_iter=n_iter)
     seconds = time.perf_counter() - began
     truth = float("nan")
     if score:
         truth = registered_error(rec.obj, sim.obj(scan)[rec.region], rec.mask())
-    return {
-        "scan": scan,
-        "tile": tile,
-        "indices": [int(f["index"]) for f in frames],
-        "positions": positions,
-        "origin": list(rec.origin),
-        "object": rec.obj.astype(np.complex64),
-        "patterns": len(frames),
-        "missing": sim.k - len(frames),
-        "truth_error": truth,
-        "seconds": seconds,
-        "t": time.time(),
-    }
+    out.update(
+        positions=positions,
+        origin=list(rec.origin),
+        object=rec.obj.astype(np.complex64),
+        truth_error=truth,
+        seconds=seconds,
+        t=time.time(),
+    )
+    return out
 
 
 class Reconstructor(Actor):
@@ -317,12 +342,15 @@ class Trainer(Actor):
 
         item = ViewItem.of(msg)
         sample = await item.load(self.fabric)
-        frames = [_data(m) for m in sample[self.diff]]
         recon = _data(sample[self.recon][0])
+        frames = [f for f in map(_data, sample[self.diff]) if not is_standin(f)]
         name = f"{int(recon['scan'])}:{int(recon['tile'])}"
         if name in self.seen:
             self.duplicates += 1
             self.log.warning("duplicate_tile", tile=name, version=item.version)
+            return
+        if recon.get("object") is None or not frames:  # nothing measured to learn from
+            self.log.info("tile_without_patterns", tile=name, standins=recon.get("standins"))
             return
         patterns, positions, patches = tile_targets(frames, recon, self.sim.config.n)
         weight = self.trainer.weight

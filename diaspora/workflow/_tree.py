@@ -103,15 +103,19 @@ class TreeConfig:
     async def declare_streams(self, fabric: Fabric, *, site: str | None = None) -> None:
         """Ensure every stream the tree consumes, before any actor starts.
 
-        First the ``[streams]`` with their limits and QoS, then every actor's
+        First the ``[streams]`` with their limits and QoS (a bridged stream's QoS at
+        its copy's site too: its consumers there read it), then every actor's
         inputs (the class's ``inputs``, or the file's ``inputs =``) with default
         limits, so that a plain client publishing before the actor that reads
         it has started loses nothing. Event inputs read the events stream the
         fabric itself ensures.
         """
         here = None if site is None else {s for s, at in self.subject_sites().items() if at == site}
+        copied = {b.subject for b in self.bridges if b.target == site}  # read here, as a copy
         for subject, decl in self.streams.items():
             if here is not None and subject not in here:
+                if subject in copied and decl.qos is not None:  # its consumers here need it
+                    await declare_qos(fabric, subject, decl.qos)
                 continue
             if decl.limits is not None:
                 await fabric.ensure_stream(subject, decl.limits)

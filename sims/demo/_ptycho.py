@@ -303,7 +303,9 @@ def accounting(
 ) -> dict[str, Any]:
     """Every pattern the detector produced, and what became of it: inferred at the edge,
     reconstructed (its tile's ePIE used it), or reconstructed-as-missing (its tile was
-    reconstructed without it and says so). Also the pattern -> image latencies."""
+    reconstructed without it and says so; ``marked_stand_ins`` of those had a stand-in
+    marked reconstructed: left out of a congested uplink, or lost). Also the pattern ->
+    image latencies."""
     per_scan, k = sim.frames_per_scan, sim.k
     stored: dict[tuple[int, int], float] = {}
     for r in records.get(FRAMES, []):
@@ -315,9 +317,11 @@ def accounting(
             inferred.setdefault((int(scan), int(index)), r["_time"])
     used: dict[tuple[int, int], float] = {}
     missing: set[tuple[int, int]] = set()
+    standins: set[tuple[int, int]] = set()
     for r in records.get(RECON, []):
         scan, tile = int(r["scan"]), int(r["tile"])
         done = {int(i) for i in r["indices"]}
+        standins.update((scan, int(i)) for i in r.get("standins", ()))
         for index in sim.tile_indices(tile):
             key = (scan, int(index))
             if int(index) in done:
@@ -336,6 +340,7 @@ def accounting(
         "inferred": len(inferred),
         "reconstructed": len(used),
         "reconstructed_as_missing": len(missing),
+        "marked_stand_ins": len(standins),
         "unaccounted": [list(f) for f in unaccounted],
         "k": k,
         "latency": {

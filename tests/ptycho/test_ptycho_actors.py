@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("torch")
 
 from actors.ptycho.actors import (
+    CONTROL,
     FRAMES,
     IMAGES,
     MODELS,
@@ -32,6 +33,7 @@ from actors.ptycho.model import ModelConfig, OnlineTrainer, load_model
 from actors.ptycho.simulate import ScanConfig, Simulator
 from diaspora import Actor, ActorRuntime
 from diaspora.fabric import Fabric
+from diaspora.streams import QosSpec, declare_qos
 from diaspora.testing import read_stream, wait_until
 from diaspora.views import view_runtime
 
@@ -181,7 +183,7 @@ def update(trainer: OnlineTrainer, error: float) -> dict[str, Any]:
 async def test_edge_switches_to_inference_and_back_and_never_goes_back_in_version(
     fabric: Fabric,
 ) -> None:
-    for subject in (FRAMES, MODELS, QUALITY, UPLINK, IMAGES, STATUS):
+    for subject in (FRAMES, MODELS, QUALITY, UPLINK, IMAGES, STATUS, CONTROL):
         await fabric.ensure_stream(subject)
     sim = Simulator(ScanConfig.of(SCAN))
     trainer = OnlineTrainer(ModelConfig(n=32, **MODEL), probe=sim.probe)
@@ -243,7 +245,7 @@ async def test_edge_switches_to_inference_and_back_and_never_goes_back_in_versio
 async def test_edge_loads_only_the_newest_of_a_burst_of_model_versions(fabric: Fabric) -> None:
     """Five versions arrive before the next frame (the first models, or after an outage):
     the edge loads the newest one only, then forwards and infers the frames."""
-    for subject in (FRAMES, MODELS, QUALITY, UPLINK, IMAGES, STATUS):
+    for subject in (FRAMES, MODELS, QUALITY, UPLINK, IMAGES, STATUS, CONTROL):
         await fabric.ensure_stream(subject)
     sim = Simulator(ScanConfig.of(SCAN))
     trainer = OnlineTrainer(ModelConfig(n=32, **MODEL), probe=sim.probe)
@@ -269,7 +271,7 @@ async def test_edge_loads_only_the_newest_of_a_burst_of_model_versions(fabric: F
 
 
 async def test_a_restarted_edge_keeps_its_mode_and_model_version(fabric: Fabric) -> None:
-    for subject in (FRAMES, MODELS, QUALITY, UPLINK, IMAGES, STATUS):
+    for subject in (FRAMES, MODELS, QUALITY, UPLINK, IMAGES, STATUS, CONTROL):
         await fabric.ensure_stream(subject)
     sim = Simulator(ScanConfig.of(SCAN))
     trainer = OnlineTrainer(ModelConfig(n=32, **MODEL), probe=sim.probe)
@@ -303,3 +305,60 @@ async def test_a_restarted_edge_keeps_its_mode_and_model_version(fabric: Fabric)
     assert image["indices"] == [4, 5, 6, 7]
     assert await count(fabric, UPLINK) == 0  # still inferring: tile 1 is not sampled
     assert await count(fabric, STATUS) == 1
+
+
+async def test_an_ordered_edge_thins_its_uplink_and_the_hpc_reconstructs_without_stand_ins(
+    fabric: Fabric,
+) -> None:
+    """The order ``decimate = 2`` (EdgeControl's, on a congested uplink): the edge, sending
+    all, sends 1 frame in 2 and leaves the others out; the tiles view gets a marked stand-in
+    for each (its exposure, no pattern) and ePIE reconstructs each tile from the real ones."""
+    for subject in (FRAMES, UPLINK, MODELS, QUALITY, CONTROL, STATUS, TILES_VIEW, RECON):
+        await fabric.ensure_stream(subject)
+    await declare_qos(
+        fabric,
+        UPLINK,
+        QosSpec(
+            reconstructor="actors.ptycho.standin:MissingFrame", reconstructor_args={"scan": SCAN}
+        ),
+    )
+    await fabric.publish(
+        CONTROL, {"decimate": 2, "hold": False, "by": "monitor uplink_lag warning"}
+    )
+    edge = runtime(fabric, EdgeInference, "infer", batch_size=4)
+    view = view_runtime(tiles_view(K), fabric)
+    recon = runtime(fabric, Reconstructor, "recon", n_iter=20)
+    async with anyio.create_task_group() as tg:
+        for rt in (edge, view, recon):
+            await tg.start(rt.run)
+        await wait_until(lambda: count(fabric, STATUS), what="the order taken")
+        await run_until(fabric, [runtime(fabric, Detector, "det", scans=2, rate=0)], FRAMES, 32)
+        # the last frame, left out, has no later frame to reveal it: 7 tiles of 8 complete
+        await wait_until(lambda: _at_least(fabric, RECON, 7), timeout=60, what="7 tiles")
+        for rt in (edge, view, recon):
+            rt.request_stop()
+    (status,) = [m.data for m in await read_stream(fabric, STATUS)]
+    assert status["reason"] == "order: monitor uplink_lag warning"
+    sent = await read_stream(fabric, UPLINK)
+    assert [(m.data["scan"], m.data["index"]) for m in sent] == [
+        (s, i) for s in (0, 1) for i in range(0, 16, 2)
+    ]
+    assert [m.headers.get("Diaspora-Thinned") for m in sent] == [None] + ["1"] * 15
+    tiles = [m.data for m in await read_stream(fabric, RECON)]
+    assert sorted((d["scan"], d["tile"]) for d in tiles) == [(0, t) for t in range(4)] + [
+        (1, t) for t in range(3)
+    ]
+    for d in tiles:
+        first = d["tile"] * K
+        assert d["indices"] == [first, first + 2]  # the frames that came, not the stand-ins
+        assert d["standins"] == [first + 1, first + 3]
+        assert (d["patterns"], d["missing"]) == (K, 2)
+        assert d["object"] is not None
+        assert np.isfinite(d["truth_error"])
+    assert edge.stats.lost == 0
+    assert view.stats.lost == 0
+    assert view.stats.reconstructed == 15
+
+
+async def _at_least(fabric: Fabric, subject: str, n: int) -> bool:
+    return await count(fabric, subject) >= n

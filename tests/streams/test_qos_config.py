@@ -36,6 +36,34 @@ limits = { max_msgs = 1000, duplicate_window = 60.0 }
     assert (info.config.max_msgs, info.config.duplicate_window) == (1000, 60.0)
 
 
+async def test_a_bridged_streams_qos_is_declared_at_its_copys_site_too(fabric: Fabric) -> None:
+    """Consumers of the copy (at the bridge's target) read the QoS where they run."""
+    config = parse_config(
+        """
+[sites.hpc]
+domain = "hpc"
+[sites.edge]
+domain = "edge"
+parent = "hpc"
+[streams."edge1.temps"]
+qos = { reconstructor = "linear" }
+[[bridges]]
+subject = "edge1.temps"
+from = "edge"
+to = "hpc"
+[supervisor]
+site = "hpc"
+[[supervisor.children]]
+id = "sum"
+actor = "actors.examples:RunningSum"
+inputs = ["edge1.temps"]
+""",
+        source="tree.toml",
+    )
+    await config.declare_streams(fabric, site="hpc")  # the copy's site: QoS, no stream
+    assert await lookup_qos(fabric, "edge1.temps") == QosSpec(reconstructor="linear")
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
