@@ -14,31 +14,15 @@ from diaspora.errors import ConfigError
 from diaspora.fabric import Fabric
 from diaspora.testing import read_stream, wait_until
 from diaspora.workflow import parse_config
+from tests.sites_rig import EDGE_SUM, TWO_SITES
 from tests.test_cli_run import diaspora_run
 
 pytestmark = pytest.mark.anyio
 
-TWO_SITES = """
-[sites.edge]
-domain = "edge"
-parent = "hpc"
-[sites.hpc]
-domain = "hpc"
-"""
-
 TREE = (
     TWO_SITES
+    + EDGE_SUM
     + """
-[supervisor]
-site = "hpc"
-
-[[supervisor.children]]
-id = "edgesum"
-site = "edge"
-actor = "actors.examples:RunningSum"
-args = { to = "edge.sums" }
-inputs = ["edge.numbers"]
-
 [[supervisor.children]]
 id = "hpcsum"
 actor = "actors.examples:RunningSum"
