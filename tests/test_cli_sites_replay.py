@@ -10,17 +10,14 @@ import pytest
 
 from diaspora.fabric import Fabric, link_fault
 from diaspora.testing import read_stream, wait_until
+from tests.sites_rig import TWO_SITES
 from tests.test_cli_run import diaspora_run
 
 pytestmark = pytest.mark.anyio
 
-TREE = """
-[sites.edge]
-domain = "edge"
-parent = "hpc"
-[sites.hpc]
-domain = "hpc"
-
+TREE = (
+    TWO_SITES
+    + """
 [[bridges]]
 subject = "edge.readings"
 from = "edge"
@@ -39,6 +36,7 @@ actor = "tests.cli_replay_actors:Instrument"
 id = "ledger"
 actor = "tests.cli_replay_actors:Ledger"
 """
+)
 
 
 async def _events(fabric: Fabric, kind: str) -> list[dict[str, object]] | None:
