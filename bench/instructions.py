@@ -25,19 +25,18 @@ from pathlib import Path
 
 import anyio
 
-_CHILD = """
+from bench._acked import ACKED
+
+_CHILD = (
+    """
 import sys, anyio
 from bench import actor_bench as ab
 from diaspora import ActorRuntime
 from diaspora.fabric import Fabric
 from diaspora.log import configure_logging
-
-def acked(rt):
-    if hasattr(rt, "outputs_acked"):
-        return rt.outputs_acked
-    p = rt._publisher  # the tree before the redesign
-    return p.acked if p is not None else 0
-
+"""
+    + ACKED
+    + """
 async def main():
     configure_logging("WARNING")
     n = int(sys.argv[2])
@@ -51,6 +50,7 @@ async def main():
 
 anyio.run(main)
 """
+)
 
 _FILL = """
 import sys, anyio

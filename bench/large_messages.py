@@ -23,21 +23,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench._acked import ACKED
+
 HERE = Path(__file__).resolve().parent.parent
 
-_CHILD = """
+_CHILD = (
+    """
 import sys, time, anyio, nats
 from bench import actor_bench as ab, raw
 from diaspora import ActorRuntime
 from diaspora.fabric import EmbeddedServer, Fabric
 from diaspora.log import configure_logging
-
-def acked(rt):
-    if hasattr(rt, "outputs_acked"):
-        return rt.outputs_acked
-    publisher = rt._publisher  # the tree before the redesign
-    return publisher.acked if publisher is not None else 0
-
+"""
+    + ACKED
+    + """
 async def main():
     configure_logging("WARNING")
     n = int(sys.argv[1])
@@ -63,6 +62,7 @@ async def main():
 
 anyio.run(main)
 """
+)
 
 
 def _round(tree: Path, n: int) -> tuple[float, float]:

@@ -3,7 +3,6 @@ the edge's ``link`` table presents them, and a bridge copies across the secured 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import anyio
@@ -13,6 +12,7 @@ from diaspora.errors import AuthorizationFailed, ConfigError
 from diaspora.fabric import Auth, Fabric
 from diaspora.testing import read_stream, wait_until
 from diaspora.workflow import parse_config
+from tests.sites_rig import site_lines
 from tests.test_cli_run import diaspora_run
 
 pytestmark = pytest.mark.anyio
@@ -49,9 +49,7 @@ async def test_run_with_a_secured_hub_links_the_edge_and_bridges_its_stream(
     monkeypatch.setenv("CLI_SEC_LINK_PASSWORD", "hub-pw")
     (tmp_path / "tree.toml").write_text(SECURED)
     with diaspora_run(tmp_path, "tree.toml", "--json", "--every", "60", "--ephemeral") as run:
-        await run.wait_for(r'"status": "running"', stdout=True)
-        lines = [json.loads(line) for line in run.out().splitlines()]
-        urls = {line["site"]: line["url"] for line in lines if line.get("site")}
+        _, urls = await site_lines(run)
         auth = Auth(user="app", password="hub-pw")
         async with Fabric(urls["edge"]) as edge, Fabric(urls["hpc"], auth=auth) as hpc:
             for x in (1, 2, 3):

@@ -3,7 +3,6 @@ starting one embedded server per site, linked by leaf connections, every actor o
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -14,31 +13,15 @@ from diaspora.errors import ConfigError
 from diaspora.fabric import Fabric
 from diaspora.testing import read_stream, wait_until
 from diaspora.workflow import parse_config
+from tests.sites_rig import EDGE_SUM, TWO_SITES, site_lines
 from tests.test_cli_run import diaspora_run
 
 pytestmark = pytest.mark.anyio
 
-TWO_SITES = """
-[sites.edge]
-domain = "edge"
-parent = "hpc"
-[sites.hpc]
-domain = "hpc"
-"""
-
 TREE = (
     TWO_SITES
+    + EDGE_SUM
     + """
-[supervisor]
-site = "hpc"
-
-[[supervisor.children]]
-id = "edgesum"
-site = "edge"
-actor = "actors.examples:RunningSum"
-args = { to = "edge.sums" }
-inputs = ["edge.numbers"]
-
 [[supervisor.children]]
 id = "hpcsum"
 actor = "actors.examples:RunningSum"
@@ -126,9 +109,7 @@ async def test_diaspora_run_starts_one_server_per_site_and_places_each_actor(
 ) -> None:
     (tmp_path / "tree.toml").write_text(TREE)
     with diaspora_run(tmp_path, "tree.toml", "--json", "--every", "60") as run:
-        await run.wait_for(r'"status": "running"', stdout=True)
-        lines = [json.loads(line) for line in run.out().splitlines()]
-        urls = {line["site"]: line["url"] for line in lines if line.get("site")}
+        lines, urls = await site_lines(run)
         assert set(urls) == {"edge", "hpc"}
         domains = {line["site"]: line["domain"] for line in lines if line.get("site")}
         assert domains == {"edge": "edge", "hpc": "hpc"}
@@ -168,9 +149,7 @@ async def test_link_proxies_on_the_uplinks_obey_fault_orders_and_the_edge_keeps_
     with diaspora_run(
         tmp_path, "tree.toml", "--json", "--every", "60", "--link-proxy", "--ephemeral"
     ) as run:
-        await run.wait_for(r'"status": "running"', stdout=True)
-        lines = [json.loads(line) for line in run.out().splitlines()]
-        urls = {line["site"]: line["url"] for line in lines if line.get("site")}
+        lines, urls = await site_lines(run)
         edge_line = next(line for line in lines if line.get("site") == "edge")
         assert edge_line["link_control"] == "diaspora.control.link.edge.fault"
         assert next(li for li in lines if li.get("site") == "hpc")["link_control"] is None
@@ -285,9 +264,7 @@ async def test_edge_to_hpc_to_cloud_through_a_cut_uplink_nothing_lost_or_duplica
     with diaspora_run(
         tmp_path, "tree.toml", "--json", "--every", "60", "--link-proxy", "--ephemeral"
     ) as run:
-        await run.wait_for(r'"status": "running"', stdout=True)
-        lines = [json.loads(line) for line in run.out().splitlines()]
-        urls = {line["site"]: line["url"] for line in lines if line.get("site")}
+        lines, urls = await site_lines(run)
         assert [li["direction"] for li in lines if li["status"] == "bridged"] == ["up", "up"]
         n, rate = int(2 * cut * 1000 / 2), 1000.0
         async with Fabric(urls["edge"]) as edge, Fabric(urls["cloud"]) as cloud:
@@ -355,9 +332,7 @@ async def test_an_origin_that_overflowed_during_a_cut_is_reported_lost_once(
         return [(m.data["first"], m.data["last"]) for m in found if m.data]
 
     with diaspora_run(tmp_path, "tree.toml", "--json", "--every", "60", "--link-proxy") as run:
-        await run.wait_for(r'"status": "running"', stdout=True)
-        lines = [json.loads(line) for line in run.out().splitlines()]
-        urls = {line["site"]: line["url"] for line in lines if line.get("site")}
+        _, urls = await site_lines(run)
         async with Fabric(urls["edge"]) as edge, Fabric(urls["hpc"]) as hpc:
             for i in range(1, 11):
                 await edge.publish("edge.numbers", {"x": 1}, msg_id=f"a-{i}")
@@ -378,9 +353,7 @@ async def test_an_origin_that_overflowed_during_a_cut_is_reported_lost_once(
         assert await run.stop() == 0
     # a second run goes on where the monitor stopped: the hole is not reported again
     with diaspora_run(tmp_path, "tree.toml", "--json", "--every", "60", name="again") as run:
-        await run.wait_for(r'"status": "running"', stdout=True)
-        lines = [json.loads(line) for line in run.out().splitlines()]
-        urls = {line["site"]: line["url"] for line in lines if line.get("site")}
+        _, urls = await site_lines(run)
         async with Fabric(urls["hpc"]) as hpc:
             await anyio.sleep(2.5)  # two scans at least
 

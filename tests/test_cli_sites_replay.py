@@ -3,24 +3,20 @@ and an hpc consumer: the hole is reported lost by the bridge and filled from the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from diaspora.fabric import Fabric, link_fault
 from diaspora.testing import read_stream, wait_until
+from tests.sites_rig import TWO_SITES, site_lines
 from tests.test_cli_run import diaspora_run
 
 pytestmark = pytest.mark.anyio
 
-TREE = """
-[sites.edge]
-domain = "edge"
-parent = "hpc"
-[sites.hpc]
-domain = "hpc"
-
+TREE = (
+    TWO_SITES
+    + """
 [[bridges]]
 subject = "edge.readings"
 from = "edge"
@@ -39,6 +35,7 @@ actor = "tests.cli_replay_actors:Instrument"
 id = "ledger"
 actor = "tests.cli_replay_actors:Ledger"
 """
+)
 
 
 async def _events(fabric: Fabric, kind: str) -> list[dict[str, object]] | None:
@@ -58,9 +55,7 @@ async def test_a_hole_an_overflowing_edge_copied_is_filled_at_hpc_from_the_produ
     with diaspora_run(
         tmp_path, "tree.toml", "--json", "--every", "60", "--link-proxy", "--ephemeral"
     ) as run:
-        await run.wait_for(r'"status": "running"', stdout=True)
-        lines = [json.loads(line) for line in run.out().splitlines()]
-        urls = {line["site"]: line["url"] for line in lines if line.get("site")}
+        _, urls = await site_lines(run)
         async with Fabric(urls["edge"]) as edge, Fabric(urls["hpc"]) as hpc:
 
             async def ledger() -> list[dict[str, object]]:

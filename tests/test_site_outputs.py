@@ -8,6 +8,7 @@ import pytest
 from diaspora import Actor, Message
 from diaspora.errors import ConfigError
 from diaspora.workflow import parse_config
+from tests.sites_rig import TWO_SITES
 
 
 class Calibrate(Actor):
@@ -29,13 +30,6 @@ class Store(Actor):
         return None
 
 
-SITES = """
-[sites.edge]
-domain = "edge"
-parent = "hpc"
-[sites.hpc]
-domain = "hpc"
-"""
 EMIT_ON_EDGE_READ_ON_HPC = """
 [supervisor]
 site = "hpc"
@@ -58,7 +52,7 @@ to = "{target}"
 
 def test_an_output_read_on_another_site_without_a_bridge_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config(SITES + EMIT_ON_EDGE_READ_ON_HPC, source="wf.toml")
+        parse_config(TWO_SITES + EMIT_ON_EDGE_READ_ON_HPC, source="wf.toml")
     assert str(caught.value) == (
         "wf.toml: actor 'root.calibrate' on site 'edge' emits 'edge.calibrated', which actor "
         "'root.store' reads on site 'hpc', and no bridge joins them (each site would keep a "
@@ -68,22 +62,22 @@ def test_an_output_read_on_another_site_without_a_bridge_is_refused() -> None:
 
 
 def test_an_output_bridged_from_its_site_to_its_reader_is_accepted() -> None:
-    text = SITES + BRIDGE.format(source="edge", target="hpc") + EMIT_ON_EDGE_READ_ON_HPC
+    text = TWO_SITES + BRIDGE.format(source="edge", target="hpc") + EMIT_ON_EDGE_READ_ON_HPC
     config = parse_config(text, source="wf.toml")
     assert config.subject_sites()["edge.calibrated"] == "edge"
     same_site = EMIT_ON_EDGE_READ_ON_HPC.replace('id = "store"\n', 'id = "store"\nsite = "edge"\n')
-    parse_config(SITES + same_site, source="wf.toml")  # read where it is emitted: no bridge
+    parse_config(TWO_SITES + same_site, source="wf.toml")  # read where it is emitted: no bridge
 
 
 def test_an_output_emitted_away_from_its_bridges_origin_is_refused() -> None:
-    text = SITES + BRIDGE.format(source="hpc", target="edge") + EMIT_ON_EDGE_READ_ON_HPC
+    text = TWO_SITES + BRIDGE.format(source="hpc", target="edge") + EMIT_ON_EDGE_READ_ON_HPC
     text = text.replace('inputs = ["edge.calibrated"]', 'inputs = ["hpc.other"]')
     with pytest.raises(ConfigError, match=r"^wf\.toml: actor 'root\.calibrate' on site 'edge' "):
         parse_config(text, source="wf.toml")
 
 
 def test_one_output_emitted_on_two_sites_is_refused() -> None:
-    text = SITES + EMIT_ON_EDGE_READ_ON_HPC.replace(
+    text = TWO_SITES + EMIT_ON_EDGE_READ_ON_HPC.replace(
         'actor = "tests.test_site_outputs:Store"\ninputs = ["edge.calibrated"]',
         'actor = "tests.test_site_outputs:Recalibrate"',
     )
@@ -96,7 +90,7 @@ def test_one_output_emitted_on_two_sites_is_refused() -> None:
 
 
 def test_a_declared_stream_nobody_reads_lives_on_the_site_that_emits_it() -> None:
-    text = SITES + EMIT_ON_EDGE_READ_ON_HPC.replace(
+    text = TWO_SITES + EMIT_ON_EDGE_READ_ON_HPC.replace(
         'inputs = ["edge.calibrated"]', 'inputs = ["hpc.other"]'
     )
     text += '[streams."edge.calibrated"]\nlimits = { max_age = 3600.0 }\n'

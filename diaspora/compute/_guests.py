@@ -14,7 +14,7 @@ than waiting for a new process. Each worker's tree has a ``guests`` child
 - ``{"op": "release", "actor": id}`` stops it by its shutdown policy (its
   final checkpoint written), answering once it stopped.
 
-The controller asks through the provider (:func:`ask_guest`); a worker that
+The controller asks through the provider (:func:`ask_worker`, :func:`ask_guest`); a worker that
 does not answer is not used (a new worker is started, or the old one stopped).
 
 >>> guest_subject("recon", "recon-hpc-1")
@@ -26,14 +26,15 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
 
 from diaspora.compute._pools import AtPath, PoolActor
+from diaspora.compute._provider import WorkerOrder, WorkerState
 from diaspora.errors import ControlError, DiasporaError
 from diaspora.events import LogSink
 from diaspora.fabric._control import Answerer, control_request
@@ -45,7 +46,7 @@ from diaspora.supervision._spec import ChildSpec, Restart, SupervisorSpec
 if TYPE_CHECKING:
     from diaspora.fabric import Fabric
 
-__all__ = ["GuestHost", "GuestStart", "ask_guest", "guest_subject"]
+__all__ = ["GuestHost", "GuestStart", "Held", "ask_guest", "ask_worker", "guest_subject"]
 
 _TIMEOUT: Final = 15.0
 _ID_BAD = re.compile(r"[^-_A-Za-z0-9]")
@@ -75,6 +76,28 @@ async def ask_guest(fabric: Fabric, pool: str, worker: str, op: str, actor: str)
         get_logger(pool=pool).warning("guest_refused", worker=worker, op=op, error=str(exc))
         return False
     return True
+
+
+class Held(Protocol):
+    """A provider's record of one of its workers: its order and its state."""
+
+    @property
+    def order(self) -> WorkerOrder: ...
+
+    @property
+    def state(self) -> WorkerState: ...
+
+
+async def ask_worker(
+    worker: Held | None, fabric: Callable[[str], Fabric], op: str, actor: str
+) -> bool:
+    """A provider's ``host`` and ``release``: ask ``worker`` (``None``: one it does not know)
+    to ``op`` ``actor`` through its site's fabric (``fabric(site)``); ``False`` unless the
+    worker runs and did."""
+    if worker is None or worker.state is not WorkerState.RUNNING:
+        return False
+    order = worker.order
+    return await ask_guest(fabric(order.site), order.pool, order.id, op, actor)
 
 
 @dataclass(frozen=True, slots=True)

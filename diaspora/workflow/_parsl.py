@@ -43,7 +43,7 @@ import anyio
 
 from diaspora import codec
 from diaspora.compute._anchor import reaches
-from diaspora.compute._guests import ask_guest
+from diaspora.compute._guests import ask_worker
 from diaspora.compute._provider import WorkerInfo, WorkerOrder, WorkerState
 from diaspora.errors import ConfigError, DecodeError
 from diaspora.log import get_logger
@@ -288,17 +288,12 @@ class ParslProvider:
             del self._workers[worker]
 
     async def host(self, worker: str, actor: str) -> bool:
-        return await self._ask(worker, "host", actor)
+        return await ask_worker(self._workers.get(worker), self._fabrics.__getitem__, "host", actor)
 
     async def release(self, worker: str, actor: str) -> bool:
-        return await self._ask(worker, "release", actor)
-
-    async def _ask(self, worker: str, op: str, actor: str) -> bool:
-        found = self._workers.get(worker)
-        if found is None or found.state is not WorkerState.RUNNING:
-            return False
-        order = found.order
-        return await ask_guest(self._fabrics[order.site], order.pool, worker, op, actor)
+        return await ask_worker(
+            self._workers.get(worker), self._fabrics.__getitem__, "release", actor
+        )
 
     async def reaches(self, site: str, domain: str) -> bool:
         return await reaches(self._fabrics[site], domain)

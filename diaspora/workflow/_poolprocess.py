@@ -25,7 +25,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from diaspora.compute._anchor import reaches
-from diaspora.compute._guests import GuestStart, ask_guest
+from diaspora.compute._guests import GuestStart, ask_worker
 from diaspora.compute._pools import AtPath
 from diaspora.compute._provider import WorkerInfo, WorkerOrder, WorkerState
 from diaspora.errors import ConfigError
@@ -193,17 +193,10 @@ class ProcessProvider:
             del self._workers[worker]
 
     async def host(self, worker: str, actor: str) -> bool:
-        return await self._ask(worker, "host", actor)
+        return await ask_worker(self._workers.get(worker), self.fabric, "host", actor)
 
     async def release(self, worker: str, actor: str) -> bool:
-        return await self._ask(worker, "release", actor)
-
-    async def _ask(self, worker: str, op: str, actor: str) -> bool:
-        found = self._workers.get(worker)
-        if found is None or found.state is not WorkerState.RUNNING:
-            return False
-        order = found.order
-        return await ask_guest(self.fabric(order.site), order.pool, worker, op, actor)
+        return await ask_worker(self._workers.get(worker), self.fabric, "release", actor)
 
     async def reaches(self, site: str, domain: str) -> bool:
         return await reaches(self.fabric(site), domain)

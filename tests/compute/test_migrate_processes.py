@@ -17,17 +17,16 @@ import signal
 
 import anyio
 import pytest
-from migrate_actors import IN, OUT, CounterAt, as_model, model
 
 from diaspora.actor import CheckpointSlot
 from diaspora.compute import MigrationPolicy, migrate
-from diaspora.compute._migrate import shadow_subject
-from diaspora.errors import ControlError, MigrationFailed
+from diaspora.errors import MigrationFailed
 from diaspora.fabric import Fabric
-from diaspora.fabric._control import control_request
-from diaspora.supervision import Supervisor, SupervisorSpec
+from diaspora.supervision import Supervisor
 from diaspora.testing import read_stream, wait_until
-from diaspora.workflow import ProcessNode, process_child
+from diaspora.workflow import ProcessNode
+from tests.compute.migrate_actors import IN, OUT, as_model, model
+from tests.compute.migrate_rig import counter_nodes, owner, standby_up
 
 pytestmark = pytest.mark.anyio
 
@@ -45,23 +44,10 @@ async def pid_of(sup: Supervisor, worker: str) -> int:
     raise LookupError(worker)
 
 
-async def owner(fabric: Fabric) -> str | None:
-    record = await CheckpointSlot.peek(fabric, "counter")
-    return None if record is None else record.placement
-
-
 async def run_schedule(fabric: Fabric, migrations: int, seed: int) -> dict[str, int]:
     rng = random.Random(seed)
     await fabric.ensure_stream(IN)
-    spec = SupervisorSpec(
-        [
-            process_child("a", CounterAt("a", home=True, width=WIDTH), fabric),
-            process_child("b", CounterAt("b", width=WIDTH), fabric),
-        ],
-        intensity=10 * migrations,
-        period=10.0,
-    )
-    sup = Supervisor(spec, name="root")
+    sup = Supervisor(counter_nodes(fabric, intensity=10 * migrations, width=WIDTH), name="root")
     sent = 0
     feeding = True
     tally = {"migrated": 0, "failed": 0, "kills": 0}
@@ -80,7 +66,7 @@ async def run_schedule(fabric: Fabric, migrations: int, seed: int) -> dict[str, 
         target = sent
         await wait_until(lambda: owner(fabric), timeout=30, what="an owner")
         other = "b" if await owner(fabric) == "a" else "a"
-        await wait_until(lambda: _standby_up(fabric, other), timeout=30, what="a standby")
+        await wait_until(lambda: standby_up(fabric, other), timeout=30, what="a standby")
         await wait_until(lambda: _at_least(outputs(), target), timeout=60, what=f"{target} outputs")
 
     policy = MigrationPolicy(budget_ms=5.0, timeout=2.0, chunk=256 * 1024)
@@ -134,16 +120,6 @@ async def run_schedule(fabric: Fabric, migrations: int, seed: int) -> dict[str, 
 
 async def _at_least(count: object, target: int) -> bool:
     return await count >= target  # type: ignore[operator, misc]
-
-
-async def _standby_up(fabric: Fabric, worker: str) -> bool:
-    try:
-        await control_request(
-            fabric, shadow_subject("counter", worker), {"op": "ping"}, timeout=1.0, nobody=""
-        )
-    except ControlError:
-        return False
-    return True
 
 
 async def _checkpointed(fabric: Fabric, total: int) -> bool:

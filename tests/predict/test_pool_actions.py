@@ -11,13 +11,10 @@ from typing import Any
 import anyio
 import pytest
 
-from diaspora.actor import CheckpointSlot
 from diaspora.compute import PoolController, PoolSpec, SiteQuota, migrate, scale_pool
-from diaspora.compute._migrate import shadow_subject
 from diaspora.errors import ConfigError, ControlError
 from diaspora.events import MonitorAction, Retired, Scaled, decode_record
 from diaspora.fabric import Fabric
-from diaspora.fabric._control import control_request
 from diaspora.predict import (
     AlertRule,
     Condition,
@@ -26,11 +23,12 @@ from diaspora.predict import (
     monitor_runtime,
     parse_action,
 )
-from diaspora.supervision import Supervisor, SupervisorSpec
+from diaspora.supervision import Supervisor
 from diaspora.testing import read_stream, wait_until
-from diaspora.workflow import parse_config, process_child
+from diaspora.workflow import parse_config
 from diaspora.workflow._poolprocess import ProcessProvider
-from tests.compute.migrate_actors import IN, OUT, CounterAt
+from tests.compute.migrate_actors import IN, OUT
+from tests.compute.migrate_rig import counter_nodes, owner, standby_up
 
 pytestmark = pytest.mark.anyio
 
@@ -154,35 +152,12 @@ def test_a_scale_action_is_checked_with_the_files_pools() -> None:
             parse_config(FLOW.replace("scale:recon.hpc=+2", action), source="flow.toml")
 
 
-async def owner(fabric: Fabric) -> str | None:
-    record = await CheckpointSlot.peek(fabric, "counter")
-    return None if record is None else record.placement
-
-
-async def standby_up(fabric: Fabric, worker: str) -> bool:
-    try:
-        await control_request(
-            fabric, shadow_subject("counter", worker), {"op": "ping"}, timeout=1.0, nobody=""
-        )
-    except ControlError:
-        return False
-    return True
-
-
 async def test_an_alert_migrates_an_actor_and_the_resolve_moves_it_back_only_if_it_did(
     fabric: Fabric,
 ) -> None:
     await fabric.ensure_stream(IN)
     await fabric.ensure_stream("mover.load")
-    tree = SupervisorSpec(
-        [
-            process_child("a", CounterAt("a", home=True), fabric),
-            process_child("b", CounterAt("b"), fabric),
-        ],
-        intensity=5,
-        period=10.0,
-    )
-    sup = Supervisor(tree, name="root")
+    sup = Supervisor(counter_nodes(fabric, intensity=5), name="root")
     monitor = MonitorSpec(
         "mover", "mover.load", value="load", alert=AlertRule(Condition("value", ">", 10.0)),
         actions=(parse_action("migrate:counter=b,a", "actions[0]"),),

@@ -15,6 +15,7 @@ from sims.demo._report import write_report
 from sims.demo._run import Plan, run_on_twin
 from sims.twin import Twin
 from sims.twinspec import TwinFault, TwinFaultKind, parse_twin
+from tests.sites_rig import EDGE_SUM, TWO_SITES
 
 pytestmark = pytest.mark.anyio
 
@@ -30,23 +31,10 @@ latency = 0.002
 bandwidth = 5e6
 """
 
-TREE = """
-[sites.edge]
-domain = "edge"
-parent = "hpc"
-[sites.hpc]
-domain = "hpc"
-
-[supervisor]
-site = "hpc"
-
-[[supervisor.children]]
-id = "edgesum"
-site = "edge"
-actor = "actors.examples:RunningSum"
-args = { to = "edge.sums" }
-inputs = ["edge.numbers"]
-
+TREE = (
+    TWO_SITES
+    + EDGE_SUM
+    + """
 [[supervisor.children]]
 id = "archive"
 actor = "actors.examples:Archive"
@@ -61,6 +49,7 @@ subject = "edge.sums"
 from = "edge"
 to = "hpc"
 """
+)
 
 N = 300
 
