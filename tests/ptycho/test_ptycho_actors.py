@@ -362,3 +362,80 @@ async def test_an_ordered_edge_thins_its_uplink_and_the_hpc_reconstructs_without
 
 async def _at_least(fabric: Fabric, subject: str, n: int) -> bool:
     return await count(fabric, subject) >= n
+
+
+async def test_edge_control_turns_the_monitors_alerts_into_whole_state_orders(
+    fabric: Fabric,
+) -> None:
+    from actors.ptycho.actors import EdgeControl
+    from diaspora.events import MonitorResolved, MonitorWarning
+
+    await fabric.ensure_stream(CONTROL)
+
+    def warning(name: str, alert: int = 1) -> MonitorWarning:
+        return MonitorWarning(
+            name=name, key="", alert=alert, metric="forecast", value=3.0, score=0.0,
+            threshold=2.0, at=0.0,
+        )  # fmt: skip
+
+    def resolved(name: str) -> MonitorResolved:
+        return MonitorResolved(
+            name=name, key="", alert=1, metric="forecast", value=1.0, score=0.0, at=1.0,
+            lasted_s=1.0,
+        )  # fmt: skip
+
+    control = ActorRuntime(EdgeControl, fabric, id="edge_control")
+    async with anyio.create_task_group() as tg:
+        await tg.start(control.run)
+        for event in (
+            warning("uplink_delay"),
+            warning("uplink_lag"),  # already thinning: no new order
+            warning("someone_else"),
+            warning("edge_drift"),
+            resolved("uplink_delay"),  # uplink_lag still warns
+            resolved("uplink_lag"),
+            resolved("edge_drift"),
+        ):
+            await fabric.emit(event)
+        await wait_until(lambda: _at_least(fabric, CONTROL, 4), timeout=30, what="4 orders")
+        await anyio.sleep(0.3)
+        control.request_stop()
+    orders = [m.data for m in await read_stream(fabric, CONTROL)]
+    assert [(o["decimate"], o["hold"], o["by"]) for o in orders] == [
+        (2, False, "monitor uplink_delay warning"),
+        (2, True, "monitor edge_drift warning"),
+        (1, True, "monitor uplink_lag resolved"),
+        (1, False, "monitor edge_drift resolved"),
+    ]
+
+
+async def test_a_hold_order_sends_an_inferring_edge_back_to_sending_all(fabric: Fabric) -> None:
+    for subject in (FRAMES, MODELS, QUALITY, UPLINK, IMAGES, STATUS, CONTROL):
+        await fabric.ensure_stream(subject)
+    edge = runtime(fabric, EdgeInference, "infer", bound=0.5, window=1)
+    trainer = OnlineTrainer(ModelConfig(n=32, **MODEL), probe=Simulator(ScanConfig.of(SCAN)).probe)
+    trainer.version = 1
+    await fabric.publish(MODELS, update(trainer, 0.1))
+    await fabric.publish(QUALITY, {"error": 0.1})  # loads the pending model: good, infer
+    async with anyio.create_task_group() as tg:
+        await tg.start(edge.run)
+        await wait_until(lambda: _at_least(fabric, STATUS, 1), timeout=60, what="the model")
+        await fabric.publish(
+            CONTROL, {"decimate": 1, "hold": True, "by": "monitor edge_drift warning"}
+        )
+        await wait_until(lambda: _at_least(fabric, STATUS, 2), timeout=30, what="the hold")
+        await fabric.publish(QUALITY, {"error": 0.0})  # good reports do not undo a hold...
+        await fabric.publish(
+            CONTROL, {"decimate": 1, "hold": False, "by": "monitor edge_drift resolved"}
+        )
+        await wait_until(lambda: _at_least(fabric, STATUS, 3), timeout=30, what="the release")
+        await fabric.publish(QUALITY, {"error": 0.0})  # ...once released, they switch again
+        await wait_until(lambda: _at_least(fabric, STATUS, 4), timeout=30, what="the switch")
+        edge.request_stop()
+    status = [m.data for m in await read_stream(fabric, STATUS)]
+    assert [(s["mode"], s["reason"]) for s in status] == [
+        ("infer", "model"),
+        ("send_all", "order: monitor edge_drift warning"),
+        ("send_all", "order: monitor edge_drift resolved"),
+        ("infer", "quality"),
+    ]
