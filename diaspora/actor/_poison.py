@@ -119,8 +119,16 @@ class Poison(Stage):
         self, item: InputItem, exc: Exception, again: Callable[[InputItem], Awaitable[None]]
     ) -> bool:
         """``handle`` raised ``exc`` on ``item``: call ``again`` until it succeeds (``True``)
-        or the item is dead-lettered (``False``); raises :class:`ActorCrashed` in crash mode."""
-        while await self.retry(item, exc):
+        or the item is dead-lettered (``False``); raises :class:`ActorCrashed` in crash mode.
+
+        An attempt that had emitted before it raised crashes the actor too,
+        whatever ``on_poison`` says: its state has moved past the input (a
+        running total counted it), so a retry in place on that state would
+        count it twice. The restart from the checkpoint handles it again on
+        the state before it, and its outputs keep their ids; the note still
+        dead-letters an input that keeps failing.
+        """
+        while await self.retry(item, exc, crash=item.outputs > 0):
             try:
                 await again(item)
             except Exception as failure:
@@ -130,17 +138,17 @@ class Poison(Stage):
             return True
         return False
 
-    async def retry(self, item: InputItem, exc: Exception) -> bool:
+    async def retry(self, item: InputItem, exc: Exception, *, crash: bool = False) -> bool:
         """``handle`` raised ``exc`` on ``item``: whether to call it again (after a backoff).
 
         ``False``: the item was dead-lettered. Raises :class:`ActorCrashed`
-        with ``on_poison = "crash"``.
+        with ``on_poison = "crash"`` (or ``crash``).
         """
         host = self._host
         assert host is not None
         note = await self._note(item, exc)
         attempt, last = note.attempts, note.attempts >= self.max_attempts
-        if self.on_poison is OnPoison.CRASH:
+        if crash or self.on_poison is OnPoison.CRASH:
             await host.event(
                 Crashed(
                     name=host.id,

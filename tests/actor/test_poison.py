@@ -210,6 +210,59 @@ async def test_crash_mode_keeps_a_note_per_input_across_restarts(fabric: Fabric)
     assert await outputs(fabric, "tally.out") == [{"seq": 3, "y": 8}]
 
 
+class RunningTotal(Actor):
+    """Adds each ``x`` to a total, emits the total, then raises on its first call of an input
+    marked ``{"fail_after_emit": true}`` (the emit went out, the state moved past it)."""
+
+    inputs = ("tally.in",)
+    checkpoint_every = 1
+
+    def __init__(self, calls: list[int]) -> None:
+        self.calls, self.total = calls, 0
+
+    async def handle(self, msg: Message) -> None:
+        self.calls.append(msg.seq)
+        self.total += msg.data["x"]
+        await self.emit("tally.out", {"seq": msg.seq, "total": self.total})
+        if msg.data.get("fail_after_emit") and self.calls.count(msg.seq) == 1:
+            raise ValueError("failed after its emit")
+
+    def snapshot(self) -> int:
+        return self.total
+
+    def restore(self, state: int) -> None:
+        self.total = state
+
+
+async def test_a_handle_that_failed_after_emitting_restarts_instead_of_counting_twice(
+    fabric: Fabric,
+) -> None:
+    """A retry in place would run handle again on a state that already counted the input
+    (total 1 + 2 + 2): an attempt that emitted crashes instead (retry mode notwithstanding),
+    and the restart handles the input again from the checkpoint before it."""
+    await fabric.ensure_stream("tally.in")
+    for x in (1, 2, 4):
+        await fabric.publish("tally.in", {"x": x, "fail_after_emit": x == 2})
+    calls: list[int] = []
+    crashes = 0
+    while True:
+        runtime = ActorRuntime(RunningTotal, fabric, id="total", args={"calls": calls})
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(runtime.run)
+                await wait_until(lambda r=runtime: r.positions.get("tally.in") == 3, timeout=20)
+                runtime.request_stop()
+            break
+        except* ActorCrashed:
+            crashes += 1
+            assert crashes <= 1
+    assert crashes == 1
+    assert calls[:2] == [1, 2]  # then from the checkpoint (after 1, or before it if unwritten)
+    assert calls[-2:] == [2, 3]
+    totals = [(o["seq"], o["total"]) for o in await outputs(fabric, "tally.out")]
+    assert totals == [(1, 1), (2, 3), (3, 7)]  # the retried emit keeps its id: one copy
+
+
 async def test_an_undecodable_payload_is_dead_lettered_once_across_restarts(
     fabric: Fabric,
 ) -> None:
