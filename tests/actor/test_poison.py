@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,29 @@ class Tally(Actor):
 
 class CrashingTally(Tally):
     on_poison = "crash"
+
+
+async def through_crashes(
+    fabric: Fabric,
+    cls: type[Actor],
+    id: str,
+    args: dict[str, Any],
+    after_crash: Callable[[int], Awaitable[None]],
+) -> int:
+    """Run ``cls`` (restarted after each ``ActorCrashed``) until it has handled the 3 inputs
+    of ``tally.in``; calls ``after_crash(crashes so far)`` after each crash; the crashes."""
+    crashes = 0
+    while True:
+        runtime = ActorRuntime(cls, fabric, id=id, args=args)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(runtime.run)
+                await wait_until(lambda r=runtime: r.positions.get("tally.in") == 3, timeout=20)
+                runtime.request_stop()
+            return crashes
+        except* ActorCrashed:
+            crashes += 1
+        await after_crash(crashes)
 
 
 class RecordingClock:
@@ -182,20 +206,13 @@ async def test_crash_mode_keeps_a_note_per_input_across_restarts(fabric: Fabric)
     await fabric.publish("tally.in", {"x": 4})
     calls: list[int] = []
     seen: list[list[tuple[int, int, bool]]] = []
-    crashes = 0
-    while True:
-        runtime = ActorRuntime(CrashingTally, fabric, id="tally", args={"calls": calls})
-        try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(runtime.run)
-                await wait_until(lambda r=runtime: r.positions.get("tally.in") == 3, timeout=20)
-                runtime.request_stop()
-            break
-        except* ActorCrashed:
-            crashes += 1
-            assert crashes <= 2 * CrashingTally.max_attempts
+
+    async def note(crashes: int) -> None:
+        assert crashes <= 2 * CrashingTally.max_attempts
         notes = await (await CheckpointSlot.claim(fabric, "tally")).failures()
         seen.append([(n.seq, n.attempts, n.dead) for n in notes.values()])
+
+    crashes = await through_crashes(fabric, CrashingTally, "tally", {"calls": calls}, note)
     assert crashes == 2 * CrashingTally.max_attempts
     assert seen == [
         [(1, 1, False)],
@@ -244,19 +261,11 @@ async def test_a_handle_that_failed_after_emitting_restarts_instead_of_counting_
     for x in (1, 2, 4):
         await fabric.publish("tally.in", {"x": x, "fail_after_emit": x == 2})
     calls: list[int] = []
-    crashes = 0
-    while True:
-        runtime = ActorRuntime(RunningTotal, fabric, id="total", args={"calls": calls})
-        try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(runtime.run)
-                await wait_until(lambda r=runtime: r.positions.get("tally.in") == 3, timeout=20)
-                runtime.request_stop()
-            break
-        except* ActorCrashed:
-            crashes += 1
-            assert crashes <= 1
-    assert crashes == 1
+
+    async def once(crashes: int) -> None:
+        assert crashes <= 1
+
+    assert await through_crashes(fabric, RunningTotal, "total", {"calls": calls}, once) == 1
     assert calls[:2] == [1, 2]  # then from the checkpoint (after 1, or before it if unwritten)
     assert calls[-2:] == [2, 3]
     totals = [(o["seq"], o["total"]) for o in await outputs(fabric, "tally.out")]

@@ -8,6 +8,7 @@ from diaspora.errors import ConfigError
 from diaspora.fabric import Fabric
 from diaspora.streams import OverloadPolicy, QosSpec, lookup_qos
 from diaspora.workflow import parse_config
+from tests.sites_rig import TWO_SITES
 
 pytestmark = pytest.mark.anyio
 
@@ -39,12 +40,8 @@ limits = { max_msgs = 1000, duplicate_window = 60.0 }
 async def test_a_bridged_streams_qos_is_declared_at_its_copys_site_too(fabric: Fabric) -> None:
     """Consumers of the copy (at the bridge's target) read the QoS where they run."""
     config = parse_config(
-        """
-[sites.hpc]
-domain = "hpc"
-[sites.edge]
-domain = "edge"
-parent = "hpc"
+        TWO_SITES
+        + """
 [streams."edge1.temps"]
 qos = { reconstructor = "linear" }
 [[bridges]]
