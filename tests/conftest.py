@@ -1,5 +1,14 @@
+import signal
+
 import pytest
 from hypothesis import HealthCheck, settings
+
+# Ctrl-C must reach the processes the tests start and then stop with SIGINT (the CLI's
+# dashboard, events --follow, run...). A shell starts a background job (`./.ci/run &`) with
+# SIGINT ignored, and an ignored signal stays ignored across exec: those children would
+# never stop. A handler (not SIG_IGN) here is reset to the default in every child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # No timing thresholds in tests: hypothesis's per-example deadline and its "input
 # generation is slow" check time the machine (two cores shared by xdist workers and
