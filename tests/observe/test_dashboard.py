@@ -39,8 +39,7 @@ needs_chromium = pytest.mark.skipif(
 
 
 async def _get(url: str, **headers: str) -> tuple[int, bytes]:
-    """GET ``url``; a request unanswered for 20 s fails the test instead of hanging it (a
-    first page request once hung in CI, with no timeout; its cause is not found yet)."""
+    """GET ``url``; a request unanswered for 20 s fails the test instead of hanging it."""
 
     def get() -> tuple[int, bytes]:
         request = urllib.request.Request(url, headers=headers)
