@@ -166,7 +166,8 @@ class Emitter(Stage):
                 f"actor {self._host.id!r}: leave_out({subject!r}, {count!r}): "
                 "count must be an integer >= 1"
             )
-        check_subject(subject, where=f"actor {self._host.id!r}: leave_out subject")
+        if subject not in self.ready:
+            check_subject(subject, where=f"actor {self._host.id!r}: leave_out subject")
         self.items[subject] = self.items.get(subject, 0) + count
         self.thinned[subject] = self.thinned.get(subject, 0) + count
 

@@ -439,3 +439,24 @@ async def test_a_hold_order_sends_an_inferring_edge_back_to_sending_all(fabric: 
         ("send_all", "order: monitor edge_drift resolved"),
         ("infer", "quality"),
     ]
+
+
+async def test_bridge_lag_reports_the_copys_delay_locally_when_the_origin_does_not_answer(
+    fabric: Fabric,
+) -> None:
+    """The delay is read from the local copy (its emit time against its stored time), so it
+    is reported while the origin's bounds cannot be read across the link (here: a domain
+    nobody serves); the lag is then left out, not zero."""
+    import time
+
+    from actors.ptycho.actors import LAG, BridgeLag
+    from diaspora.fabric import headers as H
+
+    for subject in (UPLINK, LAG):
+        await fabric.ensure_stream(subject)
+    await fabric.publish(UPLINK, {"i": 0}, headers={H.EMITTED_AT: repr(time.time() - 2.0)})
+    lag = ActorRuntime(BridgeLag, fabric, id="lag", args={"origin": "nowhere", "period": 0.2})
+    await run_until(fabric, [lag], LAG, 1)
+    first = (await read_stream(fabric, LAG))[0].data
+    assert "lag" not in first  # unknown, not zero
+    assert 2.0 <= first["delay"] < 30.0
