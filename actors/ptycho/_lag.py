@@ -28,11 +28,15 @@ class BridgeLag(Actor):
       a copy arrived since the last round. Read locally, so it is measured
       under congestion too: a congested link delivers late, not never. (It
       compares two hosts' clocks: keep them in sync, NTP's milliseconds are
-      plenty.) A round with no new copy while the origin was last seen ahead
-      (``lag`` > 0: copies are due) reports the seconds since the last copy
-      came instead, a lower bound of the next one's delay: a congested link
-      can stall the bridge itself for seconds (its source consumer waits on
-      flow control and heartbeats), and a stalled bridge is late, not idle.
+      plenty.) A round with no new copy while copies are due reports the
+      seconds since the last copy came instead, a lower bound of the next
+      one's delay: a congested link can stall the bridge itself for seconds
+      (its source consumer waits on flow control and heartbeats), and a
+      stalled bridge is late, not idle. Copies are due when the origin was
+      last seen ahead (``lag`` > 0), or when it did not answer in time while
+      the link is up (congested: the request timed out; across a cut link
+      it has no responders at once). Measured on the twin: at 45 kB/s, no
+      copy came for 16 s while every request across the link timed out.
     - ``lag``, ``origin``, ``copy``: how many messages the origin (JetStream
       domain ``origin``) holds that the copy does not yet, when the origin
       answers within the period. Its request crosses the link, so a cut or
@@ -81,7 +85,10 @@ class BridgeLag(Actor):
                     _, origin = await self.fabric.stream_bounds(self.subject, domain=self.origin)
                 record.update(lag=max(0, origin - copy), origin=origin, copy=copy)
                 self._behind = origin > copy
-            except (FabricUnavailable, StreamNotFound, TimeoutError) as exc:
+            except TimeoutError:  # the link is up but slow: copies may be due
+                self._behind = copy is not None
+                self.log.debug("lag_unknown", subject=self.subject, copy=copy, error="timeout")
+            except (FabricUnavailable, StreamNotFound) as exc:
                 self.log.debug("lag_unknown", subject=self.subject, copy=copy, error=repr(exc))
             if len(record) > 1:
                 await self.emit(self.to, record)
