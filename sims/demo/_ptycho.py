@@ -49,12 +49,14 @@ _SCANNED: Final = ("root.edge.detector", "root.edge.infer", "root.hpc.trainer", 
 
 def small(scan: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """``--small``: a 32 x 32 instrument, scans of one tile of 16 positions (the views' K),
-    a small CNN, 20 ePIE iterations (arguments merged into the actors')."""
+    a small CNN, 20 ePIE iterations (arguments merged into the actors', and the uplink's
+    stand-in maker's)."""
     instrument = {
         "n": 32, "grid": 4, "tile_side": 4, "step": 3, "pupil_radius": 5.0, "defocus": 3.0,
         "feature": 1.5, "seed": 1, **(scan or {}),
     }  # fmt: skip
     out: dict[str, dict[str, Any]] = {name: {"scan": instrument} for name in _SCANNED}
+    out[UPLINK] = {"scan": instrument}  # the uplink's stand-ins (MissingFrame) place frames by it
     out[DETECTOR].update({"scans": 40, "rate": 12.0})  # 640 frames over 53 s
     out["root.hpc.trainer"].update(
         {

@@ -17,17 +17,28 @@ __all__ = ["args_of", "override_args", "scan_of"]
 
 def override_args(config: TreeConfig, overrides: Mapping[str, Mapping[str, Any]]) -> TreeConfig:
     """``config`` with ``overrides[actor_id]`` merged into that actor's ``args`` (actors of the
-    tree, in process nodes, and of pools); an id the tree does not have is a ``ConfigError``."""
+    tree, in process nodes, and of pools), and ``overrides[subject]`` into the
+    ``reconstructor_args`` of that stream's QoS (a stand-in maker that knows the instrument);
+    a key the tree has neither for is a ``ConfigError``."""
     seen: set[str] = set()
     spec = _walk(config.spec, config.name, overrides, seen)
     pools = tuple(_pool(pool, overrides, seen) for pool in config.pools)
+    streams = dict(config.streams)
+    for subject, decl in config.streams.items():
+        if subject in overrides and decl.qos is not None and decl.qos.reconstructor is not None:
+            seen.add(subject)
+            args = {**decl.qos.reconstructor_args, **overrides[subject]}
+            qos = dataclasses.replace(decl.qos, reconstructor_args=args)
+            streams[subject] = dataclasses.replace(decl, qos=qos)
     missing = sorted(set(overrides) - seen)
     if missing:
+        reconstructed = [s for s, d in config.streams.items() if d.qos and d.qos.reconstructor]
         raise ConfigError(
-            f"{config.source}: no actor {', '.join(missing)} to give demo arguments to "
-            f"(actors: {', '.join(config.actors())})"
+            f"{config.source}: no actor or reconstructed stream {', '.join(missing)} to give "
+            f"demo arguments to (actors: {', '.join(config.actors())}; streams with a "
+            f"reconstructor: {', '.join(reconstructed) or 'none'})"
         )
-    return dataclasses.replace(config, spec=spec, pools=pools)
+    return dataclasses.replace(config, spec=spec, pools=pools, streams=streams)
 
 
 def _start(
