@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -33,6 +33,8 @@ from diaspora.errors import ConfigError
 
 #: the standard deviation below which a flat series is taken to be (as NAB's Gaussian does)
 _MIN_STD = 1e-6
+#: ``EwmaZ(side=...)``: the sign a deviation scores with (0: its size, either way).
+_SIDES: Final = {"both": 0, "up": 1, "down": -1}
 
 __all__ = [
     "EwmaZ",
@@ -79,8 +81,16 @@ class EwmaZ:
     score is ``|x - mean| / std`` before ``x`` is learnt. While a value
     scores at or above ``z`` the baseline is frozen (``freeze``), so a slow
     ramp keeps scoring high instead of being absorbed; after ``relearn``
-    frozen steps in a row the baseline jumps to the new level. ``forecast``
-    is Holt's linear trend (level ``alpha_f``, trend ``beta_f``).
+    frozen steps in a row the baseline jumps to the new level. ``side``
+    ``"up"`` scores only rises (``(x - mean) / std``, negative below the
+    mean), ``"down"`` only falls, ``"both"`` either way: a model's error is
+    anomalous when it rises, and a baseline frozen on a fall would keep an
+    improvement from being learnt. ``forecast`` is Holt's linear trend
+    (level ``alpha_f``, trend ``beta_f``).
+
+    >>> m = EwmaZ(alpha=0.3, warmup=3, side="up")
+    >>> [round(m.update(t, x), 1) for t, x in enumerate([1.0, 1.1, 0.9, 1.0, 0.2, 3.0])]
+    [0.0, 0.0, 0.0, 0.0, -11.7, 6.0]
     """
 
     def __init__(
@@ -92,8 +102,10 @@ class EwmaZ:
         relearn: int = 200,
         alpha_f: float = 0.3,
         beta_f: float = 0.1,
+        side: str = "both",
     ) -> None:
         _check(0 < alpha <= 1, "alpha", alpha, "in (0, 1]")
+        _check(side in _SIDES, "side", side, f"one of {', '.join(_SIDES)}")
         _check(z > 0, "z", z, "> 0")
         _check(warmup >= 1, "warmup", warmup, ">= 1")
         _check(relearn >= 1, "relearn", relearn, ">= 1")
@@ -103,6 +115,7 @@ class EwmaZ:
         self.alpha, self.threshold, self.warmup = float(alpha), float(z), int(warmup)
         self.freeze, self.relearn = bool(freeze), int(relearn)
         self.alpha_f, self.beta_f = float(alpha_f), float(beta_f)
+        self.sign = _SIDES[side]
         self.n, self.mean, self.var, self.frozen = 0, 0.0, 0.0, 0
         self.level: float | None = None
         self.trend = 0.0
@@ -114,7 +127,8 @@ class EwmaZ:
         if self.n == 1:
             self.mean = x
             return 0.0
-        score = abs(x - self.mean) / max(math.sqrt(self.var), _MIN_STD)
+        d = x - self.mean
+        score = (abs(d) if self.sign == 0 else self.sign * d) / max(math.sqrt(self.var), _MIN_STD)
         if self.n <= self.warmup:
             self._learn(x, 1.0 / self.n if self.n < 1 / self.alpha else self.alpha)
             return 0.0

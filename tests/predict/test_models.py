@@ -107,3 +107,27 @@ def test_a_bad_model_config_names_the_field() -> None:
         build_model({"kind": "ewma_z", "alpha": 2})
     with pytest.raises(ConfigError, match=r"has no state\(\)"):
         build_model({"kind": "collections:OrderedDict"})
+
+
+def test_ewma_up_scores_rises_only_so_a_fall_is_learnt_and_a_rise_stays_anomalous() -> None:
+    """A model's error, as the edge_drift monitor sees it: a learning curve (a steep fall once
+    the model gets it, learnt as the new level), then a jump that stays (frozen baseline: it
+    keeps scoring high)."""
+    rng = np.random.default_rng(5)
+    falling = np.concatenate([0.45 + 0.02 * rng.standard_normal(10), [0.3, 0.15]])  # learnt
+    level = 0.15 + 0.02 * rng.standard_normal(20)
+    jump = 0.4 + 0.03 * rng.standard_normal(8)
+    up = EwmaZ(alpha=0.3, z=4.0, warmup=5, freeze=True, relearn=50, side="up")
+    both = EwmaZ(alpha=0.3, z=4.0, warmup=5, freeze=True, relearn=50)
+    series = np.concatenate([falling, level, jump])
+    up_scores = [up.update(float(t), float(x)) for t, x in enumerate(series)]
+    both_scores = [both.update(float(t), float(x)) for t, x in enumerate(series)]
+    settled = slice(len(falling) + 5, len(falling) + len(level))
+    assert max(up_scores[settled]) < 4.0  # the fall was learnt: the level scores low
+    assert min(up_scores[-len(jump) :]) >= 4.0  # every step of the jump scores high
+    assert up.mean < 0.25  # the baseline stayed at the old level (frozen)
+    # scored both ways, the fall itself is an anomaly: the baseline froze high, and the
+    # settled level (an improvement) keeps scoring high, a false alarm
+    assert max(both_scores[settled]) >= 4.0
+    with pytest.raises(ConfigError, match="side"):
+        build_model({"kind": "ewma_z", "side": "sideways"})
