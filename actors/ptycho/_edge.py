@@ -137,8 +137,9 @@ class EdgeInference(Actor):
     ``positions``, ``version``, ``amplitude``, ``phase``, ``t_frame``,
     ``t_image``), and only the frames of every ``sample_every``-th tile go on
     to ``uplink`` (so the HPC site can still reconstruct them and fine-tune).
-    Each change of mode or model is published on ``status`` (``mode``,
-    ``version``, ``error``, ``reason``, ``frames``). The model's version never
+    Each change of mode, model or order is published on ``status`` (``mode``,
+    ``version``, ``error``, ``reason``, ``thin``, ``held``, and the counts
+    ``frames``, ``forwarded``, ``inferred``, ``thinned``). The model's version never
     goes backwards; the switch is :class:`Switch`.
 
     An order ``{"decimate": k}`` (the uplink is congested) thins the uplink
@@ -148,6 +149,11 @@ class EdgeInference(Actor):
     their tile from the frames that came); inferring, it samples 1 tile in
     ``sample_every · k``. ``{"hold": true}`` (the CNN's error drifted)
     sends all until an order without it.
+
+    A change of mode takes effect at the next tile: the mode of a tile's
+    first frame holds for the whole tile, so a tile is either sent up whole
+    (its reconstruction has all its patterns) or inferred whole, never half
+    of each (a partial tile the view would wait ``within`` seconds for).
 
     A model update is not loaded when it arrives but kept as the pending
     model (the newest one only: an older or equal version is dropped); the
@@ -187,6 +193,8 @@ class EdgeInference(Actor):
         self.uplink, self.images, self.status, self.control = uplink, images, status, control
         self.thin = 1  #: send 1 frame in ``thin`` up (an order of the uplink's monitor)
         self.eligible = 0  #: frames the edge would have sent up, while sending all
+        #: (scan, tile, inferred?) of the tile in progress: its mode, latched at its first frame
+        self.latched: tuple[int, int, bool] | None = None
         self.model_blob: bytes | None = None
         self.model: Any = None
         #: the newest model update not loaded yet: (version, validation error, checkpoint)
@@ -263,7 +271,10 @@ class EdgeInference(Actor):
         data = msg.data
         await self._load_next()
         self.counts["frames"] += 1
-        infer = self.switch.mode is Mode.INFER and self.model is not None
+        scan, tile = int(data["scan"]), int(data["tile"])
+        if self.latched is None or self.latched[:2] != (scan, tile):  # a new tile
+            self.latched = (scan, tile, self.switch.mode is Mode.INFER)
+        infer = self.latched[2] and self.model is not None
         if infer:
             if sampled(data, self.tiles_per_scan, self.sample_every * self.thin):
                 await self._forward(data)
@@ -319,6 +330,8 @@ class EdgeInference(Actor):
                 "version": self.switch.version,
                 "error": self.switch.error,
                 "reason": reason,
+                "thin": self.thin,  # 1 frame in `thin` sent up (an order of the uplink's monitor)
+                "held": self.switch.held,  # sending all by order, whatever the switch says
                 **self.counts,
             },
         )
@@ -331,6 +344,7 @@ class EdgeInference(Actor):
             "pending": self.pending,
             "counts": self.counts,
             "thin": [self.thin, self.eligible],
+            "latched": None if self.latched is None else list(self.latched),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -342,3 +356,6 @@ class EdgeInference(Actor):
         self.pending = [dict(f) for f in state["pending"]]
         self.counts = {"thinned": 0, **state["counts"]}
         self.thin, self.eligible = (int(v) for v in state.get("thin", (1, 0)))
+        latched = state.get("latched")
+        if latched is not None:
+            self.latched = (int(latched[0]), int(latched[1]), bool(latched[2]))

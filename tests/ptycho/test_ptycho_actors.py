@@ -441,6 +441,47 @@ async def test_a_hold_order_sends_an_inferring_edge_back_to_sending_all(fabric: 
     ]
 
 
+async def test_a_mode_change_mid_tile_takes_effect_at_the_next_tile(fabric: Fabric) -> None:
+    """A hold arriving after half a tile was inferred: the rest of that tile is inferred too
+    (none of it sent up, no partial tile at the HPC site), the next tile is sent up whole."""
+    for subject in (FRAMES, MODELS, QUALITY, UPLINK, IMAGES, STATUS, CONTROL):
+        await fabric.ensure_stream(subject)
+    sim = Simulator(ScanConfig.of(SCAN))
+    edge = runtime(fabric, EdgeInference, "infer", bound=0.5, window=1, batch_size=8)
+    trainer = OnlineTrainer(ModelConfig(n=32, **MODEL), probe=sim.probe)
+    trainer.version = 1
+    await fabric.publish(MODELS, update(trainer, 0.1))
+    await fabric.publish(QUALITY, {"error": 0.1})  # good: infer
+    frames = [f for f in sim.frames(1) if f.tile in (1, 2)]  # not sampled (every 4th)
+
+    async def publish(chosen: list[Any]) -> None:
+        for f in chosen:
+            data = {"scan": f.scan, "tile": f.tile, "index": f.index, "pos": list(f.position)}
+            await fabric.publish(FRAMES, {**data, "pattern": f.pattern, "t": 0.0})
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(edge.run)
+        await wait_until(lambda: _at_least(fabric, STATUS, 1), timeout=60, what="the model")
+        await publish(frames[:2])  # half of tile 1, inferring
+        await wait_until(lambda: edge.stats.handled >= 4, timeout=30, what="half a tile")
+        await fabric.publish(CONTROL, {"hold": True, "by": "monitor edge_drift warning"})
+        await wait_until(lambda: _at_least(fabric, STATUS, 2), timeout=30, what="the hold")
+        await publish(frames[2:])  # the rest of tile 1, then tile 2
+        await wait_until(lambda: _at_least(fabric, UPLINK, K), timeout=30, what="tile 2 sent")
+        await wait_until(lambda: edge.stats.handled >= 3 + 2 * K, timeout=30, what="all handled")
+        edge.request_stop()
+    status = [(m.data["mode"], m.data["reason"]) for m in await read_stream(fabric, STATUS)]
+    assert status == [("infer", "model"), ("send_all", "order: monitor edge_drift warning")]
+    forwarded = [(m.data["tile"], m.data["index"]) for m in await read_stream(fabric, UPLINK)]
+    assert forwarded == [(2, int(i)) for i in sim.tile_indices(2)]  # tile 2 whole, 1 not
+    inferred = sorted(
+        (t, i)
+        for m in await read_stream(fabric, IMAGES)
+        for t, i in zip(m.data["tile"], m.data["indices"], strict=True)
+    )
+    assert inferred == [(1, int(i)) for i in sorted(sim.tile_indices(1))]  # tile 1 whole
+
+
 async def test_bridge_lag_reports_the_copys_delay_locally_when_the_origin_does_not_answer(
     fabric: Fabric,
 ) -> None:
