@@ -3,7 +3,10 @@
 Everything is a pure function of a :class:`ScanConfig` (numpy only, no
 downloads): scan ``s`` of a config has its own object (a deterministic
 synthetic image: smooth random amplitude in 0.7-1 and phase within ±0.5
-rad), a raster or spiral scan with integer jitter, and far-field patterns
+rad; from scan ``change_at`` on, a changed sample: phase within
+±``changed_phase`` rad, features of ``changed_feature`` px, the drift a
+model trained on the first sample meets), a raster or spiral scan with
+integer jitter, and far-field patterns
 ``|FFT(probe · object patch)|²`` (``norm="ortho"``, DC at the corner) scaled
 so that an exposure through free space holds ``photons`` counts on average,
 with Poisson noise. Positions are grouped in **tiles**: K neighbouring
@@ -75,9 +78,19 @@ class ScanConfig:
     defocus: float = 4.0  #: defocus phase at the pupil's edge, radians
     feature: float = 2.5  #: the object's smoothness (Gaussian sigma, pixels)
     seed: int = 0  #: every random draw (object, jitter, noise) follows from it
+    #: the sample changes from this scan on (None: never): a drift for the edge's model
+    change_at: int | None = None
+    changed_phase: float = 1.5  #: the changed sample's phase half-range, rad (first: 0.5)
+    changed_feature: float = 1.0  #: the changed sample's smoothness, pixels
 
     def __post_init__(self) -> None:
         where = "ScanConfig"
+        if self.change_at is not None and int(self.change_at) < 0:
+            raise ValueError(f"{where}.change_at: {self.change_at!r} must be a scan >= 0")
+        if not 0 < self.changed_phase < np.pi:
+            raise ValueError(f"{where}.changed_phase: {self.changed_phase!r} must be in (0, pi)")
+        if not self.changed_feature > 0:
+            raise ValueError(f"{where}.changed_feature: {self.changed_feature!r} must be > 0")
         if self.kind not in _KINDS:
             raise ValueError(f"{where}.kind: {self.kind!r} is not one of {', '.join(_KINDS)}")
         for name in ("n", "grid", "step", "tile_side"):
@@ -156,11 +169,14 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     return (smooth - lo) / (hi - lo)
 
 
-def make_object(shape: tuple[int, int], seed: int | list[int], feature: float = 2.5) -> Complex:
-    """A synthetic object: amplitude 0.7-1 and phase within ±0.5 rad, smooth at ``feature`` px."""
+def make_object(
+    shape: tuple[int, int], seed: int | list[int], feature: float = 2.5, phase_range: float = 0.5
+) -> Complex:
+    """A synthetic object: amplitude 0.7-1 and phase within ±``phase_range`` rad, smooth at
+    ``feature`` px."""
     rng = np.random.default_rng(seed)
     amplitude = 0.7 + 0.3 * _smooth_field(rng, shape, feature)
-    phase = 0.5 * (2.0 * _smooth_field(rng, shape, feature) - 1.0)
+    phase = phase_range * (2.0 * _smooth_field(rng, shape, feature) - 1.0)
     return np.asarray(amplitude * np.exp(1j * phase), dtype=np.complex128)
 
 
@@ -234,8 +250,12 @@ class Simulator:
         return self._nominal[1]
 
     def obj(self, scan: int) -> Complex:
-        """The known object of ``scan`` (complex, :attr:`object_shape`)."""
-        return make_object(self.object_shape, [self.config.seed, scan, 0], self.config.feature)
+        """The known object of ``scan`` (complex, :attr:`object_shape`): of the changed sample
+        from scan ``change_at`` on."""
+        c, seed = self.config, [self.config.seed, scan, 0]
+        if c.change_at is not None and scan >= c.change_at:
+            return make_object(self.object_shape, seed, c.changed_feature, c.changed_phase)
+        return make_object(self.object_shape, seed, c.feature)
 
     def positions(self, scan: int) -> Ints:
         """(P, 2) integer top-left corners of ``scan``'s exposures, in frame order."""

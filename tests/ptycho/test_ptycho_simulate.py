@@ -82,6 +82,21 @@ def test_scans_have_their_own_objects() -> None:
     assert np.abs(phase).max() <= 0.5 + 1e-9
 
 
+def test_the_sample_changes_at_change_at_and_only_from_there() -> None:
+    """A drift for the edge's model: the scans from ``change_at`` on are of a sample with a
+    wider phase range; the ones before are the same as without a change."""
+    plain, changed = Simulator(), Simulator(ScanConfig(change_at=2, changed_phase=1.5))
+    for scan in (0, 1):
+        assert np.array_equal(plain.obj(scan), changed.obj(scan))
+    for scan in (2, 3):
+        phase = np.abs(np.angle(changed.obj(scan)))
+        assert 0.5 < phase.max() <= 1.5 + 1e-9  # wider than the first sample's +-0.5 rad
+    with pytest.raises(ValueError, match=r"ScanConfig\.changed_phase"):
+        ScanConfig(change_at=1, changed_phase=4.0)
+    with pytest.raises(ValueError, match=r"ScanConfig\.change_at"):
+        ScanConfig(change_at=-1)
+
+
 def test_bad_configs_name_the_field() -> None:
     with pytest.raises(ValueError, match=r"ScanConfig\.kind"):
         ScanConfig(kind="zigzag")
