@@ -15,10 +15,21 @@ import pytest
 pytest.importorskip("torch")
 
 from diaspora.cli import main as diaspora
+from diaspora.errors import ConfigError
 from diaspora.workflow import TreeConfig, load_config
 from sims.demo._observe import Sample
 from sims.demo._progress import make_progress
-from sims.demo._ptycho import DETECTOR, QUALITY, STATUS, digest, drained, plan, small
+from sims.demo._ptycho import (
+    DETECTOR,
+    FRAMES,
+    MONITORS,
+    QUALITY,
+    STATUS,
+    digest,
+    drained,
+    plan,
+    small,
+)
 from sims.demo._run import RunResult, run_on_twin
 from sims.demo._tree import override_args, scan_of
 from sims.twin import Twin
@@ -40,11 +51,15 @@ TWIN = ROOT / "sims" / "twins" / "ptychography.toml"
 CNN_FACTOR = 5.0
 
 
-def _small(scans: int, rate: float | None = None) -> tuple[TreeConfig, dict[str, Any], int]:
+def _small(
+    scans: int, rate: float | None = None, bound: float | None = None
+) -> tuple[TreeConfig, dict[str, Any], int]:
     overrides = small()
     overrides[DETECTOR]["scans"] = scans
     if rate is not None:
         overrides[DETECTOR]["rate"] = rate
+    if bound is not None:
+        overrides["root.edge.infer"]["bound"] = bound
     config = override_args(load_config(WORKFLOW), overrides)
     scan = scan_of(config, DETECTOR)
     return config, scan, scans * scan["grid"] ** 2
@@ -56,9 +71,14 @@ async def _run(
     seconds: float = 240,
     rate: float | None = None,
     after_switch: bool = False,
+    never_switch: bool = False,
+    until: Any = None,
 ) -> Any:
-    config, scan, total = _small(scans, rate)
-    drain = drained(scan, total)
+    """A small run; the schedule counts from the switch (``after_switch``), from the first
+    frame (``never_switch``: the edge sends all, its bound 0), else from the start. It ends
+    once drained (and switched, unless ``never_switch``) and ``until`` (records) holds."""
+    config, scan, total = _small(scans, rate, 0.0 if never_switch else None)
+    drain = drained(scan, total, switched=not never_switch)
     killed_at: list[float] = []  # when a sample first saw the trainer's kill applied
 
     async def watch(sample: Sample, twin: Twin) -> None:
@@ -68,9 +88,11 @@ async def _run(
     def done(sample: Sample, records: dict[str, list[dict[str, Any]]]) -> bool:
         # drained, switched, and a trainer killed has come back: it trained after the kill
         back = not killed_at or any(q["_time"] > killed_at[0] for q in records.get(QUALITY, ()))
-        return back and bool(drain(sample, records))
+        return back and (until is None or until(records)) and bool(drain(sample, records))
 
     def switched(sample: Sample, records: dict[str, list[dict[str, Any]]]) -> bool:
+        if never_switch:
+            return bool(sample.counts.get("produced"))
         return not after_switch or any(r.get("mode") == "infer" for r in records.get(STATUS, ()))
 
     result: RunResult = await run_on_twin(
@@ -87,6 +109,18 @@ async def _run(
 
 def test_the_workflow_file_checks() -> None:
     assert diaspora(["check", str(WORKFLOW)]) == 0
+
+
+def test_small_gives_the_uplinks_stand_in_maker_the_small_instrument() -> None:
+    """The stand-ins of ``--small`` place a missing frame on the small instrument's scan (one
+    tile a scan), not the file's (four): else a stand-in names a tile that does not exist."""
+    config = override_args(load_config(WORKFLOW), small())
+    qos = config.streams["ptycho.diff"].qos
+    assert qos is not None
+    assert qos.reconstructor_args["scan"] == scan_of(config, DETECTOR)
+    assert scan_of(config, DETECTOR)["grid"] == 4
+    with pytest.raises(ConfigError, match=r"no actor or reconstructed stream ptycho\.frames"):
+        override_args(load_config(WORKFLOW), {"ptycho.frames": {"scan": {}}})
 
 
 def _assert_the_job_was_done(result: RunResult, report: dict[str, Any], total: int) -> None:
@@ -140,6 +174,62 @@ async def test_the_workflow_does_its_job_through_a_cut_a_kill_and_a_server_resta
     )
     _assert_the_job_was_done(result, report, total)
     _assert_the_faults_were_survived(result, report)
+
+
+#: Congestion: the uplink capped at 30 kB/s both ways for 15 s, from 1 s after the first
+#: frame; the edge sending all needs ~55 kB/s (measured at the twin's link proxy), thinned to
+#: 1 in 2 ~28 kB/s. Measured at 25 kB/s: the delay warned 6.6 s in, the order reached the
+#: edge at once, 121 of 768 patterns were left out (marked stand-ins), resolved 1.7 s after.
+CONGESTION = (TwinFault(1.0, TwinFaultKind.BANDWIDTH, site="edge", rate=30e3, duration=15.0),)
+#: 60 scans of 16 at 24 frames/s: 40 s of acquisition, the congestion well inside it.
+CONGESTED_SCANS = 60
+
+
+def _orders(records: dict[str, list[dict[str, Any]]], kind: str) -> list[dict[str, Any]]:
+    """The edge's status records saying it took an order of the uplink_delay monitor."""
+    reason = f"order: monitor uplink_delay {kind}"
+    return [r for r in records.get(STATUS, ()) if r.get("reason") == reason]
+
+
+async def test_a_congested_uplink_is_thinned_at_the_edge_while_it_lasts() -> None:
+    """The uplink capped below what the edge sends: the uplink_delay monitor (BridgeLag's
+    delay, read at the HPC site) warns while the cap lasts, root.hpc.edge_control's order
+    reaches the edge while the detector still produces, the edge leaves patterns out at the
+    source (each a marked stand-in at the HPC site, its tile reconstructed without it), and
+    the resolve after the cap lifts the order. Every pattern is accounted for."""
+    result, report, total = await _run(
+        scans=CONGESTED_SCANS,
+        schedule=CONGESTION,
+        rate=RATE,
+        never_switch=True,
+        until=lambda records: bool(_orders(records, "resolved")),
+    )
+    assert result.stopped_early, report["summary"]
+    assert report["checks"]["every_fault_applied"], [f.error for f in result.faults]
+    (cap,) = result.faults
+    assert cap.at_s is not None
+    assert cap.lifted_s is not None
+    records = result.records
+    warnings = [
+        m
+        for m in records[MONITORS]
+        if m.get("name") == "uplink_delay" and m.get("kind") == "warning"
+    ]
+    assert warnings, [m.get("name") for m in records[MONITORS]]
+    # not before the cap (the twin's clock starts after started_at: a lower bound)
+    assert warnings[0]["_time"] - result.started_at >= cap.at_s
+    (thin, *_), (lift, *_) = _orders(records, "warning"), _orders(records, "resolved")
+    assert (thin["thin"], lift["thin"]) == (2, 1)  # 1 frame in 2, then all again
+    assert thin["_time"] < lift["_time"]
+    last_frame = max(r["_time"] for r in records[FRAMES])
+    assert thin["_time"] < last_frame  # in time to matter: the detector was still producing
+    account = report["accounting"]
+    assert account["produced"] == total
+    assert account["marked_stand_ins"] > 0, account  # left out at the edge, marked at the hpc
+    assert account["marked_stand_ins"] == account["reconstructed_as_missing"]
+    assert report["checks"]["every_pattern_accounted_for"], account["unaccounted"]
+    assert report["checks"]["no_tile_trained_on_twice"]
+    assert not report["checks"]["switched_to_edge_inference"]  # bound 0: it sent all
 
 
 @pytest.mark.soak
