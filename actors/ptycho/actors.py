@@ -188,7 +188,19 @@ class Detector(Actor):
 
 
 def _data(loaded: Message | ViewItem) -> dict[str, Any]:
-    """The payload of a view item's member (a message; a nested view item is a mistake)."""
+    """The payload of a view item's member (a message; a nested view item is a mistake).
+
+    A message some other reconstructor made (not a stand-in of
+    :mod:`actors.ptycho.standin`) is marked a stand-in too: whatever its
+    pattern, it was not measured, so ePIE and the trainer leave it out.
+
+    >>> from diaspora import Message
+    >>> made = Message({"pattern": [[1.0]], "index": 3}, "ptycho.diff", 9, reconstructed=True)
+    >>> _data(made)["standin"], is_standin(_data(made))
+    (True, True)
+    >>> is_standin(_data(Message({"pattern": [[1.0]]}, "ptycho.diff", 8)))
+    False
+    """
     if isinstance(loaded, ViewItem):
         raise TypeError(f"expected messages in the view item, got an item of view {loaded.view!r}")
     data: dict[str, Any] = loaded.data

@@ -416,9 +416,12 @@ async def test_a_hold_order_sends_an_inferring_edge_back_to_sending_all(fabric: 
     trainer = OnlineTrainer(ModelConfig(n=32, **MODEL), probe=Simulator(ScanConfig.of(SCAN)).probe)
     trainer.version = 1
     await fabric.publish(MODELS, update(trainer, 0.1))
-    await fabric.publish(QUALITY, {"error": 0.1})  # loads the pending model: good, infer
     async with anyio.create_task_group() as tg:
         await tg.start(edge.run)
+        # after the model (two inputs' backlogs are replayed in no set order): the report
+        # loads the pending model, good, infer
+        await wait_until(lambda: edge.stats.handled >= 1, timeout=30, what="the update")
+        await fabric.publish(QUALITY, {"error": 0.1})
         await wait_until(lambda: _at_least(fabric, STATUS, 1), timeout=60, what="the model")
         await fabric.publish(
             CONTROL, {"decimate": 1, "hold": True, "by": "monitor edge_drift warning"}
@@ -451,7 +454,6 @@ async def test_a_mode_change_mid_tile_takes_effect_at_the_next_tile(fabric: Fabr
     trainer = OnlineTrainer(ModelConfig(n=32, **MODEL), probe=sim.probe)
     trainer.version = 1
     await fabric.publish(MODELS, update(trainer, 0.1))
-    await fabric.publish(QUALITY, {"error": 0.1})  # good: infer
     frames = [f for f in sim.frames(1) if f.tile in (1, 2)]  # not sampled (every 4th)
 
     async def publish(chosen: list[Any]) -> None:
@@ -461,6 +463,8 @@ async def test_a_mode_change_mid_tile_takes_effect_at_the_next_tile(fabric: Fabr
 
     async with anyio.create_task_group() as tg:
         await tg.start(edge.run)
+        await wait_until(lambda: edge.stats.handled >= 1, timeout=30, what="the update")
+        await fabric.publish(QUALITY, {"error": 0.1})  # after it: loads it, good, infer
         await wait_until(lambda: _at_least(fabric, STATUS, 1), timeout=60, what="the model")
         await publish(frames[:2])  # half of tile 1, inferring
         await wait_until(lambda: edge.stats.handled >= 4, timeout=30, what="half a tile")
@@ -501,3 +505,73 @@ async def test_bridge_lag_reports_the_copys_delay_locally_when_the_origin_does_n
     first = (await read_stream(fabric, LAG))[0].data
     assert "lag" not in first  # unknown, not zero
     assert 2.0 <= first["delay"] < 30.0
+
+
+async def test_bridge_lag_reports_a_stalled_bridge_across_a_congested_link_not_a_cut_one(
+    tmp_path: Any,
+) -> None:
+    """Two real sites, the edge's leaf link through a proxy. Caught up, then the link holds
+    every byte (a congested link at its worst: still up, nothing through): the origin's
+    answers time out and no copy comes, so each record's delay is the time since the last
+    copy, growing. Cut instead (no responders at once), nothing is reported: an idle
+    producer behind a cut link is not late."""
+    import time
+
+    from actors.ptycho.actors import LAG, BridgeLag
+    from diaspora.fabric import Bridge, Sites, SiteSpec, ensure_bridge
+    from diaspora.fabric import headers as H
+
+    specs = (
+        SiteSpec("edge", domain="edge", parent="hpc", link_proxy=True),
+        SiteSpec("hpc", domain="hpc"),
+    )
+    async with (
+        Sites(specs, state_dir=tmp_path / "servers") as sites,
+        sites.fabric("edge") as edge,
+        sites.fabric("hpc") as hpc,
+    ):
+        proxy = sites["edge"].proxy
+        assert proxy is not None
+        await edge.ensure_stream(UPLINK)
+        await hpc.ensure_stream(LAG)
+        await ensure_bridge(hpc, Bridge(UPLINK, "edge", "hpc"))
+        for i in range(3):
+            await edge.publish(UPLINK, {"i": i}, headers={H.EMITTED_AT: repr(time.time())})
+        await wait_until(lambda: _at_least(hpc, UPLINK, 3), timeout=30, what="the 3 copied")
+        lag = ActorRuntime(BridgeLag, hpc, id="lag", args={"origin": "edge", "period": 0.5})
+
+        async def records() -> list[dict[str, Any]]:
+            return [m.data for m in await read_stream(hpc, LAG)]
+
+        since = [0.0]  #: caught up in a record made after this time
+
+        async def caught_up() -> bool:
+            return any(r.get("lag") == 0 and r["t"] > since[0] for r in await records())
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(lag.run)
+            await wait_until(caught_up, timeout=30, what="a record of the copy caught up")
+            proxy.blackhole()
+            held = time.time()
+
+            async def stalled() -> list[dict[str, Any]]:
+                return [r for r in await records() if r["t"] > held + 0.6 and "lag" not in r]
+
+            await wait_until(lambda: _len_at_least(stalled, 3), timeout=30, what="3 stalled")
+            delays = [r["delay"] for r in await stalled()]
+            proxy.end_blackhole()
+            since[0] = time.time()
+            await wait_until(caught_up, timeout=30, what="caught up again")
+            proxy.cut()
+            cut = time.time()
+            await anyio.sleep(3.0)
+            during_cut = [r for r in await records() if r["t"] > cut + 0.6]
+            proxy.reopen()
+            lag.request_stop()
+    assert delays == sorted(delays)  # the time since the last copy, growing
+    assert delays[-1] >= 1.0
+    assert during_cut == []  # the origin had no responders: not known to be late
+
+
+async def _len_at_least(read: Any, n: int) -> bool:
+    return len(await read()) >= n
