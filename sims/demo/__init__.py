@@ -1,6 +1,7 @@
 """``diaspora demo ptychography``: the project's main job, the whole workflow on the twin.
 
-``diaspora demo ptychography [--minutes N] [--faults FILE] [--out DIR] [--small]``
+``diaspora demo ptychography [--minutes N] [--faults FILE] [--out DIR] [--small]
+[--change-at SCAN]``
 runs ``supervisors/ptychography.toml`` on the infrastructure twin
 ``sims/twins/ptychography.toml`` (an edge and an HPC site, each a real
 ``nats-server`` with its JetStream domain, a shaped link proxy on the edge's
@@ -53,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the report's directory (default demo-ptychography)",
     )
     parser.add_argument("--small", action="store_true", help="a 32 x 32 instrument and a small CNN")
+    parser.add_argument(
+        "--change-at",
+        type=int,
+        metavar="SCAN",
+        help="the sample changes from this scan on (a drift for the edge's CNN)",
+    )
     parser.add_argument("--plain", action="store_true", help="plain progress lines, even piped")
     parser.add_argument("--twin", type=Path, help="another twin file")
     parser.add_argument("--workflow", type=Path, help="another workflow file")
@@ -69,12 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults=args.faults,
         out=args.out,
         small=args.small,
+        change_at=args.change_at,
         plain=args.plain,
         twin=args.twin or ROOT / "sims" / "twins" / "ptychography.toml",
         workflow=args.workflow or ROOT / "supervisors" / "ptychography.toml",
     )
     if not options.minutes > 0:
         print("diaspora demo: --minutes must be > 0", file=sys.stderr)
+        return ExitCode.USAGE
+    if options.change_at is not None and options.change_at < 0:
+        print("diaspora demo: --change-at must be a scan number >= 0", file=sys.stderr)
         return ExitCode.USAGE
     try:
         report = anyio.run(run_demo, options)

@@ -27,7 +27,16 @@ from sims.demo._run import Plan, RunResult, run_on_twin
 from sims.demo._tree import args_of, override_args, scan_of
 from sims.twinspec import load_schedule, load_twin
 
-__all__ = ["DETECTOR", "PLAN", "DemoOptions", "digest", "plan", "run_demo", "small"]
+__all__ = [
+    "DETECTOR",
+    "PLAN",
+    "DemoOptions",
+    "digest",
+    "plan",
+    "run_demo",
+    "small",
+    "with_instrument",
+]
 
 # The workflow's subjects.
 FRAMES: Final = "ptycho.frames"  # every pattern the detector produced (edge)
@@ -68,6 +77,33 @@ def small(scan: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     )
     out["root.edge.infer"].update({"bound": 0.45, "sample_every": 2})
     out["root.recon"].update({"n_iter": 20})
+    return out
+
+
+def with_instrument(
+    config: TreeConfig, overrides: dict[str, dict[str, Any]], **fields: Any
+) -> dict[str, dict[str, Any]]:
+    """``overrides`` with ``fields`` merged into the instrument (``scan``) of every actor that
+    takes it and of the uplink's stand-in maker, on top of the file's or ``overrides``' own
+    (``--change-at``: the same sample change for the detector, the edge, the trainer, ePIE's
+    workers and the stand-ins).
+
+    >>> from diaspora.workflow import load_config
+    >>> from sims.demo import ROOT
+    >>> config = load_config(ROOT / "supervisors" / "ptychography.toml")
+    >>> out = with_instrument(config, small(), change_at=30)
+    >>> {name: out[name]["scan"]["change_at"] for name in (DETECTOR, UPLINK)}
+    {'root.edge.detector': 30, 'ptycho.diff': 30}
+    """
+    out = {name: dict(args) for name, args in overrides.items()}
+    for name in _SCANNED:
+        entry = out.setdefault(name, {})
+        entry["scan"] = {**(entry.get("scan") or scan_of(config, name)), **fields}
+    decl = config.streams.get(UPLINK)
+    if decl is not None and decl.qos is not None and "scan" in decl.qos.reconstructor_args:
+        entry = out.setdefault(UPLINK, {})
+        base = entry.get("scan") or decl.qos.reconstructor_args["scan"]
+        entry["scan"] = {**base, **fields}
     return out
 
 
@@ -126,6 +162,8 @@ class DemoOptions:
     faults: Path | None = None
     out: Path = Path("demo-ptychography")
     small: bool = False
+    #: the sample changes from this scan on (``ScanConfig.change_at``: a drift for the CNN)
+    change_at: int | None = None
     plain: bool = False
     twin: Path = Path("sims/twins/ptychography.toml")
     workflow: Path = Path("supervisors/ptychography.toml")
@@ -376,6 +414,8 @@ async def run_demo(options: DemoOptions) -> dict[str, Any]:
     schedule = load_schedule(options.faults, twin) if options.faults is not None else None
     config: TreeConfig = load_config(options.workflow)
     overrides = small() if options.small else {}
+    if options.change_at is not None:
+        overrides = with_instrument(config, overrides, change_at=options.change_at)
     detector = {**args_of(config, DETECTOR), **overrides.get(DETECTOR, {})}
     scan = {**scan_of(config, DETECTOR), **overrides.get(DETECTOR, {}).get("scan", {})}
     from actors.ptycho.simulate import ScanConfig, Simulator

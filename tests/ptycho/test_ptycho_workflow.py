@@ -24,11 +24,13 @@ from sims.demo._ptycho import (
     FRAMES,
     MONITORS,
     QUALITY,
+    RECON,
     STATUS,
     digest,
     drained,
     plan,
     small,
+    with_instrument,
 )
 from sims.demo._run import RunResult, run_on_twin
 from sims.demo._tree import override_args, scan_of
@@ -52,9 +54,12 @@ CNN_FACTOR = 5.0
 
 
 def _small(
-    scans: int, rate: float | None = None, bound: float | None = None
+    scans: int,
+    rate: float | None = None,
+    bound: float | None = None,
+    instrument: dict[str, Any] | None = None,
 ) -> tuple[TreeConfig, dict[str, Any], int]:
-    overrides = small()
+    overrides = small(instrument)
     overrides[DETECTOR]["scans"] = scans
     if rate is not None:
         overrides[DETECTOR]["rate"] = rate
@@ -73,11 +78,12 @@ async def _run(
     after_switch: bool = False,
     never_switch: bool = False,
     until: Any = None,
+    instrument: dict[str, Any] | None = None,
 ) -> Any:
     """A small run; the schedule counts from the switch (``after_switch``), from the first
     frame (``never_switch``: the edge sends all, its bound 0), else from the start. It ends
     once drained (and switched, unless ``never_switch``) and ``until`` (records) holds."""
-    config, scan, total = _small(scans, rate, 0.0 if never_switch else None)
+    config, scan, total = _small(scans, rate, 0.0 if never_switch else None, instrument)
     drain = drained(scan, total, switched=not never_switch)
     killed_at: list[float] = []  # when a sample first saw the trainer's kill applied
 
@@ -121,6 +127,19 @@ def test_small_gives_the_uplinks_stand_in_maker_the_small_instrument() -> None:
     assert scan_of(config, DETECTOR)["grid"] == 4
     with pytest.raises(ConfigError, match=r"no actor or reconstructed stream ptycho\.frames"):
         override_args(load_config(WORKFLOW), {"ptycho.frames": {"scan": {}}})
+
+
+def test_change_at_reaches_every_actor_that_simulates_the_instrument_and_the_stand_ins() -> None:
+    """``--change-at``: the detector, the edge, the trainer, ePIE's workers and the uplink's
+    stand-in maker all see the same changed sample (else the truth would disagree)."""
+    base = load_config(WORKFLOW)
+    for overrides in ({}, small()):
+        config = override_args(base, with_instrument(base, overrides, change_at=7))
+        scans = [scan_of(config, name) for name in (DETECTOR, "root.edge.infer", "root.recon")]
+        qos = config.streams["ptycho.diff"].qos
+        assert qos is not None
+        assert {s["change_at"] for s in [*scans, qos.reconstructor_args["scan"]]} == {7}
+        assert len({tuple(sorted(s.items())) for s in scans}) == 1  # one instrument
 
 
 def _assert_the_job_was_done(result: RunResult, report: dict[str, Any], total: int) -> None:
@@ -230,6 +249,56 @@ async def test_a_congested_uplink_is_thinned_at_the_edge_while_it_lasts() -> Non
     assert report["checks"]["every_pattern_accounted_for"], account["unaccounted"]
     assert report["checks"]["no_tile_trained_on_twice"]
     assert not report["checks"]["switched_to_edge_inference"]  # bound 0: it sent all
+
+
+#: The sample changes at scan 40 of 60 (12 frames/s, one tile a scan: 53 s in), well after
+#: the switch: the CNN's error against ePIE ~0.15 before, ~0.4 after (measured).
+DRIFT_AT, DRIFT_SCANS, DRIFT_RATE = 40, 60, 12.0
+
+
+@pytest.mark.soak
+async def test_a_changed_sample_holds_the_edge_to_sending_all_until_the_drift_resolves() -> None:
+    """The edge infers; the sample changes; the edge_drift monitor warns on the CNN's error,
+    root.hpc.edge_control holds the edge to sending all (every tile reconstructed and
+    trained on, not 1 in 2), the warning resolves (relearnt level) and the edge infers
+    again. Every pattern is accounted for, no tile trained twice, versions only forward."""
+
+    def released(records: dict[str, list[dict[str, Any]]]) -> bool:
+        return any(r.get("reason") == "order: monitor edge_drift resolved" for r in records[STATUS])
+
+    result, report, total = await _run(
+        scans=DRIFT_SCANS,
+        rate=DRIFT_RATE,
+        instrument={"change_at": DRIFT_AT},
+        until=released,
+        seconds=400,
+    )
+    records = result.records
+    status = records[STATUS]
+    assert result.stopped_early, report["summary"]
+    per_scan = 16  # one tile of 16 a scan
+    changed = min(
+        r["_time"]
+        for r in records[FRAMES]
+        if int(r["_headers"]["Diaspora-Item"]) > DRIFT_AT * per_scan
+    )
+    assert any(r["mode"] == "infer" and r["_time"] < changed for r in status)  # switched first
+    drift = [m for m in records[MONITORS] if m.get("name") == "edge_drift"]
+    warning = next(m for m in drift if m.get("kind") == "warning")
+    assert warning["_time"] > changed  # the change, not the learning curve, set it off
+    hold = next(r for r in status if r.get("reason") == "order: monitor edge_drift warning")
+    release = next(r for r in status if r.get("reason") == "order: monitor edge_drift resolved")
+    assert (hold["mode"], hold["held"], release["held"]) == ("send_all", True, False)
+    assert hold["_time"] < release["_time"]
+    assert any(r["mode"] == "infer" and r["_time"] >= release["_time"] for r in status)
+    # held, the edge sent every tile up: consecutive changed scans reconstructed (inferring,
+    # it sends 1 tile in sample_every = 2)
+    rebuilt = sorted({int(r["scan"]) for r in records[RECON] if int(r["scan"]) >= DRIFT_AT})
+    assert any(s + 1 in rebuilt and s + 2 in rebuilt for s in rebuilt), rebuilt
+    assert report["accounting"]["produced"] == total
+    assert report["checks"]["every_pattern_accounted_for"], report["accounting"]["unaccounted"]
+    assert report["checks"]["no_tile_trained_on_twice"]
+    assert report["checks"]["edge_model_never_goes_back"]
 
 
 @pytest.mark.soak
