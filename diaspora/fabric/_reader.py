@@ -66,10 +66,14 @@ async def read_stored(
     info = await fabric._streams.info(subject, domain=domain, stream=stream)
     js = fabric._connection.jetstream(domain)
     last = info.state.last_seq if end_seq is None else min(end_seq, info.state.last_seq)
-    if (is_event_input(subject) or partition_base(subject)) and info.state.messages:
-        # a filter of the events stream: its last match, not the stream's last, ends the read
-        last = min(last, (await fabric._streams.bounds(subject, domain=domain))[1])
     first = max(info.state.first_seq, start_seq or 1)
+    if (is_event_input(subject) or partition_base(subject)) and info.state.messages:
+        # a filter of a shared stream: its first and last matches bound the read. With none,
+        # nothing is read: a fetch that finds no match at all waits out its whole timeout
+        lo, hi = await fabric._streams.bounds(subject, domain=domain)
+        if lo > hi:
+            return
+        first, last = max(first, lo), min(last, hi)
     if info.state.messages == 0 or first > last:
         return
     sub = await js.pull_subscribe(

@@ -71,6 +71,19 @@ def _consumer(fabric: Fabric, reader: _Reader) -> PullConsumer:
     return consumer
 
 
+async def test_reading_an_event_filter_with_no_match_or_from_past_its_last_returns_at_once(
+    fabric: Fabric,
+) -> None:
+    """A filter of the events stream that matches nothing (the demo's monitor tail before any
+    alert) read nothing, after its fetch waited its whole 10 s timeout, on every look."""
+    seqs = await emit_stored(fabric, interleaved(3))
+    with anyio.fail_after(5):  # well under the fetch's 10 s
+        assert await read_stream(fabric, events_input(Lag, name="nobody")) == []
+        assert await read_stream(fabric, LAGS, start_seq=seqs[-1] + 1) == []
+        # and a read starting before the first match begins there
+        assert [m.seq for m in await read_stream(fabric, LAGS, start_seq=1)] == seqs
+
+
 async def test_stream_bounds_of_an_event_filter_are_its_first_and_last_match(
     fabric: Fabric,
 ) -> None:
