@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -474,8 +475,12 @@ async def test_a_mode_change_mid_tile_takes_effect_at_the_next_tile(fabric: Fabr
         await wait_until(lambda: _at_least(fabric, UPLINK, K), timeout=30, what="tile 2 sent")
         await wait_until(lambda: edge.stats.handled >= 3 + 2 * K, timeout=30, what="all handled")
         edge.request_stop()
-    status = [(m.data["mode"], m.data["reason"]) for m in await read_stream(fabric, STATUS)]
-    assert status == [("infer", "model"), ("send_all", "order: monitor edge_drift warning")]
+    records = [m.data for m in await read_stream(fabric, STATUS)]
+    status = [(r["mode"], r["reason"], r["held"]) for r in records]
+    assert status == [
+        ("infer", "model", False),
+        ("send_all", "order: monitor edge_drift warning", True),
+    ]
     forwarded = [(m.data["tile"], m.data["index"]) for m in await read_stream(fabric, UPLINK)]
     assert forwarded == [(2, int(i)) for i in sim.tile_indices(2)]  # tile 2 whole, 1 not
     inferred = sorted(
@@ -508,7 +513,7 @@ async def test_bridge_lag_reports_the_copys_delay_locally_when_the_origin_does_n
 
 
 async def test_bridge_lag_reports_a_stalled_bridge_across_a_congested_link_not_a_cut_one(
-    tmp_path: Any,
+    tmp_path: Path,
 ) -> None:
     """Two real sites, the edge's leaf link through a proxy. Caught up, then the link holds
     every byte (a congested link at its worst: still up, nothing through): the origin's

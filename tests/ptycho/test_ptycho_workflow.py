@@ -204,9 +204,11 @@ CONGESTION = (TwinFault(1.0, TwinFaultKind.BANDWIDTH, site="edge", rate=30e3, du
 CONGESTED_SCANS = 60
 
 
-def _orders(records: dict[str, list[dict[str, Any]]], kind: str) -> list[dict[str, Any]]:
-    """The edge's status records saying it took an order of the uplink_delay monitor."""
-    reason = f"order: monitor uplink_delay {kind}"
+def _orders(
+    records: dict[str, list[dict[str, Any]]], monitor: str, kind: str
+) -> list[dict[str, Any]]:
+    """The edge's status records saying it took an order made on ``monitor``'s ``kind``."""
+    reason = f"order: monitor {monitor} {kind}"
     return [r for r in records.get(STATUS, ()) if r.get("reason") == reason]
 
 
@@ -221,7 +223,7 @@ async def test_a_congested_uplink_is_thinned_at_the_edge_while_it_lasts() -> Non
         schedule=CONGESTION,
         rate=RATE,
         never_switch=True,
-        until=lambda records: bool(_orders(records, "resolved")),
+        until=lambda records: bool(_orders(records, "uplink_delay", "resolved")),
     )
     assert result.stopped_early, report["summary"]
     assert report["checks"]["every_fault_applied"], [f.error for f in result.faults]
@@ -237,7 +239,8 @@ async def test_a_congested_uplink_is_thinned_at_the_edge_while_it_lasts() -> Non
     assert warnings, [m.get("name") for m in records[MONITORS]]
     # not before the cap (the twin's clock starts after started_at: a lower bound)
     assert warnings[0]["_time"] - result.started_at >= cap.at_s
-    (thin, *_), (lift, *_) = _orders(records, "warning"), _orders(records, "resolved")
+    (thin, *_) = _orders(records, "uplink_delay", "warning")
+    (lift, *_) = _orders(records, "uplink_delay", "resolved")
     assert (thin["thin"], lift["thin"]) == (2, 1)  # 1 frame in 2, then all again
     assert thin["_time"] < lift["_time"]
     last_frame = max(r["_time"] for r in records[FRAMES])
@@ -263,14 +266,11 @@ async def test_a_changed_sample_holds_the_edge_to_sending_all_until_the_drift_re
     trained on, not 1 in 2), the warning resolves (relearnt level) and the edge infers
     again. Every pattern is accounted for, no tile trained twice, versions only forward."""
 
-    def released(records: dict[str, list[dict[str, Any]]]) -> bool:
-        return any(r.get("reason") == "order: monitor edge_drift resolved" for r in records[STATUS])
-
     result, report, total = await _run(
         scans=DRIFT_SCANS,
         rate=DRIFT_RATE,
         instrument={"change_at": DRIFT_AT},
-        until=released,
+        until=lambda records: bool(_orders(records, "edge_drift", "resolved")),
         seconds=400,
     )
     records = result.records
@@ -286,8 +286,8 @@ async def test_a_changed_sample_holds_the_edge_to_sending_all_until_the_drift_re
     drift = [m for m in records[MONITORS] if m.get("name") == "edge_drift"]
     warning = next(m for m in drift if m.get("kind") == "warning")
     assert warning["_time"] > changed  # the change, not the learning curve, set it off
-    hold = next(r for r in status if r.get("reason") == "order: monitor edge_drift warning")
-    release = next(r for r in status if r.get("reason") == "order: monitor edge_drift resolved")
+    (hold, *_) = _orders(records, "edge_drift", "warning")
+    (release, *_) = _orders(records, "edge_drift", "resolved")
     assert (hold["mode"], hold["held"], release["held"]) == ("send_all", True, False)
     assert hold["_time"] < release["_time"]
     assert any(r["mode"] == "infer" and r["_time"] >= release["_time"] for r in status)

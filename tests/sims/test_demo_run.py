@@ -108,6 +108,8 @@ def test_the_demo_command_says_what_is_wrong_before_it_starts(
     assert help_.value.code == 0
     assert "--faults" in capsys.readouterr().out
     assert main(["demo", "ptychography", "--minutes", "0"]) == 2
+    assert main(["demo", "ptychography", "--change-at", "-1"]) == 2
+    assert "--change-at must be a scan number >= 0" in capsys.readouterr().err
     bad = tmp_path / "faults.toml"
     bad.write_text('[[faults]]\nat = 1\nkind = "cut_link"\nsite = "hpc"\n')
     assert main(["demo", "ptychography", "--faults", str(bad)]) == 2
